@@ -1,0 +1,117 @@
+"""The ``tr1`` command. tr1_env's own commands live here; other layers add theirs through the
+``tr1.commands`` entry-point group (a function taking the subparsers object), so the environment
+never imports the training stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from tr1_env.cli_args import add_dataclass_args, from_args
+from tr1_env.data.build import BuildConfig
+
+
+def _store(path: str | None):
+    from tr1_env.data.store import Store
+
+    return Store(path)
+
+
+def cmd_data_build(ns: argparse.Namespace) -> None:
+    from tr1_env.data.build import build_store
+
+    counts = build_store(from_args(BuildConfig, ns))
+    print(json.dumps(counts, indent=2))
+
+
+def cmd_labels(ns: argparse.Namespace) -> None:
+    from tr1_env.labels import make_labels
+
+    close = _store(ns.store).closes(ns.ticker)
+    frame = make_labels(close, ns.fit_start or ns.start, ns.fit_end or ns.end, ns.start, ns.end)
+    out = frame.assign(label=frame["label"].map(lambda c: "" if c is None or c != c else _action_name(c)))
+    out["signal"] = out["signal"].round(6)
+    out.index = out.index.strftime("%Y-%m-%d")
+    out.to_csv(sys.stdout, columns=["signal", "label"])
+
+
+def _action_name(code) -> str:
+    from tr1_env.actions import Action
+
+    return Action(int(code)).name
+
+
+def cmd_context(ns: argparse.Namespace) -> None:
+    from tr1_env.context import build_context
+
+    mods = tuple(m.strip() for m in ns.modalities.split(",")) if ns.modalities else None
+    ctx = build_context(_store(ns.store), ns.ticker, ns.date, modalities=mods, seed=ns.seed)
+    print(ctx.text if ns.context_only else ctx.prompt)
+
+
+def cmd_score(ns: argparse.Namespace) -> None:
+    from tr1_env.actions import Action
+    from tr1_env.rewards import RewardConfig, score
+
+    context = Path(ns.context).read_text() if ns.context else None
+    completion = Path(ns.completion).read_text()
+    cfg = RewardConfig.for_stage(ns.stage) if ns.stage else RewardConfig()
+    label = Action.parse(ns.label) if ns.label else None
+    print(json.dumps(score(completion, label, context, cfg).to_dict(), indent=2))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tr1", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="build and inspect the point-in-time store").add_subparsers(
+        dest="data_command", required=True)
+    build = data.add_parser("build", help="import raw vendor files into a store (one Parquet table per source)")
+    add_dataclass_args(build, BuildConfig)
+    build.set_defaults(func=cmd_data_build)
+
+    labels = sub.add_parser("labels", help="print date,signal,label CSV (SPEC 1.2)")
+    labels.add_argument("--ticker", required=True)
+    labels.add_argument("--start", required=True, help="first labelled day")
+    labels.add_argument("--end", required=True, help="last labelled day")
+    labels.add_argument("--fit-start", help="first day of the threshold-fitting window (default: --start)")
+    labels.add_argument("--fit-end", help="last day of the threshold-fitting window (default: --end)")
+    labels.add_argument("--store", help="store folder (default: the embedded store)")
+    labels.set_defaults(func=cmd_labels)
+
+    context = sub.add_parser("context", help="print the ticker-day prompt")
+    context.add_argument("--ticker", required=True)
+    context.add_argument("--date", required=True)
+    context.add_argument("--store", help="store folder (default: the embedded store)")
+    context.add_argument("--modalities", help="comma list of market,news,fundamentals,sentiment,macro")
+    context.add_argument("--seed", type=int, help="draw a random modality subset with this seed")
+    context.add_argument("--context-only", action="store_true", help="print the context without instructions")
+    context.set_defaults(func=cmd_context)
+
+    score = sub.add_parser("score", help="score a thesis: JSON with each reward term")
+    score.add_argument("--completion", required=True, help="file with the model's thesis")
+    score.add_argument("--context", help="file with the context the thesis cites (enables the quote check)")
+    score.add_argument("--label", help="true action, e.g. BUY (omit to skip the decision term)")
+    score.add_argument("--stage", choices=["structure", "claims", "decision"], help="curriculum stage weights")
+    score.set_defaults(func=cmd_score)
+
+    for ep in entry_points(group="tr1.commands"):
+        ep.load()(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    ns = build_parser().parse_args(argv)
+    try:
+        ns.func(ns)
+    except (ValueError, KeyError, FileNotFoundError) as exc:
+        print(f"tr1: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""Dataclass configs mirrored 1:1 as argparse flags (``field(metadata={"help": ...})`` becomes ``--flag``)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def _base(tp) -> tuple[Any, bool]:
+    """Strip ``Optional``; return (type, is_optional)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return args[0], len(args) < len(typing.get_args(tp))
+    return tp, False
+
+
+def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
+    """One flag per field: ``snake_case`` -> ``--snake-case``; bools get ``--x/--no-x``; tuples take several values."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp, _ = _base(hints[f.name])
+        flag = "--" + prefix + f.name.replace("_", "-")
+        help_ = f.metadata.get("help", "")
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        default = None if required else (f.default if f.default is not dataclasses.MISSING else f.default_factory())
+        kw: dict[str, Any] = {"dest": prefix.replace("-", "_") + f.name, "help": f"{help_} (default: {default})"
+                              if not required else help_}
+        if tp is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, **kw)
+            continue
+        if typing.get_origin(tp) is tuple:
+            inner = typing.get_args(tp)[0]
+            kw.update(nargs="+", type=inner if inner in (int, float, str) else str)
+        elif tp in (int, float, str):
+            kw["type"] = tp
+        if "choices" in f.metadata:
+            kw["choices"] = f.metadata["choices"]
+        parser.add_argument(flag, required=required, default=default, **kw)
+
+
+def from_args(cls: type[T], ns: argparse.Namespace, prefix: str = "") -> T:
+    """Build the dataclass back from parsed flags (tuples restored from lists)."""
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for f in dataclasses.fields(cls):
+        v = getattr(ns, prefix.replace("-", "_") + f.name)
+        if isinstance(v, list) and typing.get_origin(_base(hints[f.name])[0]) is tuple:
+            v = tuple(v)
+        values[f.name] = v
+    return cls(**values)

@@ -1,0 +1,76 @@
+"""Build a TR1 store from the raw vendor files (reproducibly: same inputs, same Parquet bytes)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from tr1_env.data import importers
+from tr1_env.data.clock import decision_time
+from tr1_env.data.schema import TABLES
+
+
+@dataclass
+class BuildConfig:
+    raw: str = field(metadata={"help": "folder of raw vendor files (the layout of shared/data/raw)"})
+    out: str = field(metadata={"help": "output store folder (one Parquet file per table)"})
+    until: str | None = field(default=None, metadata={
+        "help": "drop every row not available by this day's 16:00 ET close (YYYY-MM-DD)"})
+    prices_since: str = field(default="2015-01-01", metadata={
+        "help": "first day of prices, macro and other numeric tables"})
+    news_since: str = field(default="2023-01-01", metadata={
+        "help": "first day of news and FOMC texts (the bulky tables)"})
+
+
+def _cut(df: pd.DataFrame, col: str, since: str) -> pd.DataFrame:
+    return df[df[col] >= pd.Timestamp(since, tz="UTC" if getattr(df[col].dtype, "tz", None) else None)]
+
+
+def import_all(raw: Path, prices_since: str, news_since: str) -> dict[str, pd.DataFrame]:
+    """Every table, cut to the configured history."""
+    if not raw.is_dir():
+        raise FileNotFoundError(f"raw data folder {raw} does not exist")
+    prices, dividends = importers.import_prices(raw)
+    fundamentals, profiles = importers.import_fundamentals(raw)
+    return {
+        "prices": _cut(prices, "date", prices_since),
+        "dividends": _cut(dividends, "date", prices_since),
+        "news": _cut(importers.import_news(raw), "available_at", news_since),
+        "fundamentals": _cut(fundamentals, "period_end", prices_since),
+        "profiles": profiles,
+        "earnings": _cut(importers.import_earnings(raw), "release_at", prices_since),
+        "recommendations": importers.import_recommendations(raw),
+        "insider": _cut(importers.import_insider(raw), "filing_date", prices_since),
+        "macro": _cut(importers.import_macro(raw), "date", prices_since),
+        "fomc": _cut(importers.import_fomc(raw), "available_at", news_since),
+    }
+
+
+def build_store(cfg: BuildConfig) -> dict[str, int]:
+    """Write the store and its manifest; returns rows per table."""
+    tables = import_all(Path(cfg.raw), cfg.prices_since, cfg.news_since)
+    if cfg.until:
+        limit = decision_time(cfg.until)
+        tables = {name: df[df["available_at"] <= limit] for name, df in tables.items()}
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    counts = {}
+    for name in TABLES:
+        df = tables[name].reset_index(drop=True)
+        df.to_parquet(out / f"{name}.parquet", index=False, compression="zstd")
+        counts[name] = len(df)
+    sums = Path(cfg.raw) / "SHA256SUMS"
+    manifest = {
+        "config": {k: v for k, v in asdict(cfg).items() if k not in ("raw", "out")},
+        "rows": counts,
+        "tables": TABLES,
+        "raw_sha256sums": hashlib.sha256(sums.read_bytes()).hexdigest() if sums.exists() else None,
+        "notes": ["FRED values are the latest vintage (revisions applied); lagged by release delay only.",
+                  "Fundamentals are latest-restated vendor numbers, stamped at filing or period end + lag."],
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return counts

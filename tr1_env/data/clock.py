@@ -1,0 +1,31 @@
+"""Market clock: every timestamp in the store is UTC; decisions happen at the New York close."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+NY = "America/New_York"
+
+
+def at_ny(day, hour: int = 16, minute: int = 0) -> pd.Timestamp:
+    """A New-York wall-clock time on ``day`` as a UTC timestamp (DST handled by tz_localize)."""
+    ts = pd.Timestamp(day).normalize()
+    if ts.tzinfo is not None:
+        ts = ts.tz_localize(None)
+    return (ts + pd.Timedelta(hours=hour, minutes=minute)).tz_localize(NY).tz_convert("UTC")
+
+
+def decision_time(day) -> pd.Timestamp:
+    """The decision for trading day ``day`` is taken at its 16:00 ET close: nothing later may be seen."""
+    return at_ny(day, 16, 0)
+
+
+def end_of_day(day) -> pd.Timestamp:
+    """For date-only stamps (filings, date-only headlines): visible from the next session's decision."""
+    return at_ny(day, 23, 59)
+
+
+def vectorized_at_ny(days: pd.Series, hour: int = 16, minute: int = 0) -> pd.Series:
+    """Vector form of :func:`at_ny` for whole columns."""
+    d = pd.to_datetime(days).dt.tz_localize(None).dt.normalize() + pd.Timedelta(hours=hour, minutes=minute)
+    return d.dt.tz_localize(NY, ambiguous="NaT", nonexistent="shift_forward").dt.tz_convert("UTC")

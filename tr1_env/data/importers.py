@@ -1,0 +1,327 @@
+"""Importers: one function per raw source, each returning a store table stamped with ``available_at``.
+
+Every rule here is conservative: when the true publication time is unknown, the row becomes
+visible later, never earlier (DESIGN.md, "The store"; the traps are listed in SOURCES.md).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tr1_env.data.clock import NY, vectorized_at_ny
+from tr1_env.data.schema import canonical_ticker
+
+MARKET = "MARKET"  # pseudo-ticker for market-wide headlines
+BOILERPLATE_REPEATS = 20  # a summary seen this often is a vendor template, not news
+
+#: FRED series kept, with the file they sit in, their frequency and the release lag after the
+#: observation date (monthly values are dated at the start of their month).
+MACRO_SERIES: dict[str, tuple[str, str, pd.DateOffset, int]] = {
+    # name: (file, freq, lag, release hour ET)
+    "DFF": ("rates/rates.csv", "daily", pd.DateOffset(days=1), 18),
+    "DGS3MO": ("rates/rates.csv", "daily", pd.DateOffset(days=1), 18),
+    "DGS2": ("rates/rates.csv", "daily", pd.DateOffset(days=1), 18),
+    "DGS10": ("rates/rates.csv", "daily", pd.DateOffset(days=1), 18),
+    "FEDFUNDS": ("rates/rates.csv", "monthly", pd.DateOffset(months=1, days=1), 9),
+    "CPI": ("inflation/inflation.csv", "monthly", pd.DateOffset(months=1, days=15), 9),
+    "CORE_CPI": ("inflation/inflation.csv", "monthly", pd.DateOffset(months=1, days=15), 9),
+    "T10YIE": ("inflation/inflation.csv", "daily", pd.DateOffset(days=1), 18),
+    "UNRATE": ("labor/labor.csv", "monthly", pd.DateOffset(months=1, days=7), 9),
+    "PAYEMS": ("labor/labor.csv", "monthly", pd.DateOffset(months=1, days=7), 9),
+    "VIX": ("volatility/volatility.csv", "daily", pd.DateOffset(days=1), 18),
+    "HY_OAS": ("volatility/volatility.csv", "daily", pd.DateOffset(days=1), 18),
+    "UMCSENT": ("sentiment/sentiment.csv", "monthly", pd.DateOffset(months=1), 10),
+}
+
+#: Known-wrong earnings stamps (SOURCES.md section 8): CVX's 2023-07-23 is a Sunday; it reported 07-28 before the open.
+EARNINGS_CORRECTIONS = {("CVX", "2023-07-23"): "2023-07-28 07:00:00"}
+
+#: FOMC text kinds and when each became public: statements and projections at 14:00 ET on the
+#: meeting day, minutes three weeks later.
+FOMC_DELAY = {"statement": pd.Timedelta(0), "sep": pd.Timedelta(0), "minutes": pd.Timedelta(days=21)}
+
+
+def _read_csv(path: Path, **kw) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, **kw)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # name the file in every parse error
+        raise ValueError(f"{path}: cannot parse ({exc})") from exc
+
+
+def _require(df: pd.DataFrame, cols: list[str], path: Path) -> None:
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; found {list(df.columns)}")
+
+
+def import_prices(raw: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split-adjusted OHLCV (rounded to cents: the files carry float32 noise) and cash dividends."""
+    prices, dividends = [], []
+    folder = raw / "backtester39_yahoo_chart"
+    for path in sorted(folder.glob("*.csv")):
+        if path.stem.endswith("_dividends"):
+            df = _read_csv(path)
+            _require(df, ["Date", "Dividend"], path)
+            df = pd.DataFrame({"ticker": canonical_ticker(path.stem[: -len("_dividends")]),
+                               "date": pd.to_datetime(df["Date"]), "amount": df["Dividend"].astype(float)})
+            df["available_at"] = vectorized_at_ny(df["date"], 9, 30)  # known by the ex-date open
+            dividends.append(df)
+            continue
+        df = _read_csv(path)
+        _require(df, ["Date", "Open", "High", "Low", "Close", "Volume"], path)
+        bad = df[["Open", "High", "Low", "Close"]].isna().any(axis=1) | (df["Close"] <= 0)
+        if bad.any():
+            raise ValueError(f"{path}: row {int(np.flatnonzero(bad)[0]) + 2}: missing or non-positive price")
+        out = pd.DataFrame({
+            "ticker": canonical_ticker(path.stem),
+            "date": pd.to_datetime(df["Date"]),
+            **{c.lower(): df[c].astype(float).round(4) for c in ["Open", "High", "Low", "Close"]},
+            "volume": df["Volume"].astype("int64"),
+        })
+        if out["date"].duplicated().any():
+            raise ValueError(f"{path}: duplicate dates {out.loc[out['date'].duplicated(), 'date'].dt.date.tolist()[:3]}")
+        out["available_at"] = vectorized_at_ny(out["date"], 16, 0)
+        prices.append(out)
+    if not prices:
+        raise FileNotFoundError(f"{folder}: no price files")
+    return pd.concat(prices, ignore_index=True), pd.concat(dividends, ignore_index=True)
+
+
+def _news_frame(ticker, published_at, available_at, title, summary, source, url, sentiment, vendor) -> pd.DataFrame:
+    df = pd.DataFrame({"published_at": published_at, "available_at": available_at, "title": title})
+    df = df.reset_index(drop=True).assign(summary=summary, source=source, url=url, sentiment=sentiment, vendor=vendor)
+    df.insert(0, "ticker", ticker if isinstance(ticker, str) else pd.Series(ticker).values)
+    for col in ("title", "summary", "source", "url"):
+        df[col] = df[col].fillna("").astype(str).str.strip()
+    return df[["ticker", "published_at", "available_at", "title", "summary", "source", "url", "sentiment", "vendor"]]
+
+
+def import_news(raw: Path) -> pd.DataFrame:
+    """Company and market headlines from four vendors, de-duplicated, stamped at publication."""
+    frames = []
+    for path in sorted((raw / "stocknewsapi_alexzhou77" / "news_data").glob("*_news_*.csv")):
+        df = _read_csv(path)
+        _require(df, ["news_url", "title", "text", "source_name", "date", "sentiment"], path)
+        ts = pd.to_datetime(df["date"], format="%a, %d %b %Y %H:%M:%S %z", utc=True, errors="coerce")
+        if ts.isna().any():
+            row = int(np.flatnonzero(ts.isna())[0]) + 2
+            raise ValueError(f"{path}: row {row}: unparseable date {df['date'].iloc[row - 2]!r}")
+        frames.append(_news_frame(canonical_ticker(path.name.split("_news_")[0]), ts, ts, df["title"], df["text"],
+                                  df["source_name"], df["news_url"], df["sentiment"], "stocknewsapi"))
+
+    path = raw / "finnhub_news_pwang1092" / "XOM_news.json"
+    if path.exists():
+        df = pd.DataFrame(json.loads(path.read_text()))
+        _require(df, ["datetime", "headline", "summary", "source", "url", "related"], path)
+        ts = pd.to_datetime(df["datetime"], unit="s", utc=True)
+        # Only Yahoo items carry trustworthy times; other syndicators run ~5 h early (SOURCES.md 6).
+        avail = ts.where(df["source"].eq("Yahoo"), ts + pd.Timedelta(hours=6))
+        frames.append(_news_frame(df["related"].map(canonical_ticker), ts, avail, df["headline"], df["summary"],
+                                  df["source"], df["url"], None, "finnhub"))
+
+    path = raw / "gnews_meta_vagmi20" / "META_news_2023.csv"
+    if path.exists():
+        df = _read_csv(path)
+        _require(df, ["title", "description", "published date", "url", "publisher"], path)
+        day = pd.to_datetime(df["published date"])
+        publisher = df["publisher"].map(lambda s: ast.literal_eval(s).get("title", "") if isinstance(s, str) else "")
+        title = df["title"].str.rsplit(" - ", n=1).str[0]  # GNews appends " - Publisher"
+        # Date-only (a UTC date): visible from the next session, never the same day.
+        frames.append(_news_frame("META", day.dt.tz_localize("UTC"), vectorized_at_ny(day, 23, 59), title, "",
+                                  publisher, df["url"], None, "gnews"))
+
+    path = raw / "sp500_headlines_shrutiapunjabi" / "sp500_headlines_2023-01_2024-03.csv"
+    if path.exists():
+        df = _read_csv(path)  # the CP column is that day's S&P close: look-ahead, dropped
+        _require(df, ["Title", "Date"], path)
+        day = pd.to_datetime(df["Date"])
+        frames.append(_news_frame(MARKET, day.dt.tz_localize("UTC"), vectorized_at_ny(day, 23, 59), df["Title"], "",
+                                  "", "", None, "sp500_headlines"))
+
+    news = pd.concat(frames, ignore_index=True)
+    news = news[news["title"].str.len() > 0]
+    # Vendor boilerplate ("Looking for stock market analysis ... Zacks.com ...") repeats verbatim: not a summary.
+    counts = news["summary"].map(news["summary"].value_counts())
+    news.loc[(counts >= BOILERPLATE_REPEATS) & (news["summary"].str.len() > 0), "summary"] = ""
+    news["url"] = news["url"].fillna("")
+    # Repeated URLs (StockNewsAPI) and syndicated/re-posted headlines (Finnhub, GNews): keep the earliest.
+    news = news.sort_values("available_at", kind="stable")
+    has_url = news["url"].str.len() > 0
+    dup_url = has_url & news.duplicated(["ticker", "url"])
+    same_day = news.assign(day=news["available_at"].dt.tz_convert(NY).dt.date).duplicated(["ticker", "title", "day"])
+    reposted = news["vendor"].isin(["finnhub", "gnews"]) & news.duplicated(["ticker", "title"])
+    return news[~(dup_url | same_day | reposted)].reset_index(drop=True)
+
+
+def _long_statement(ticker: str, statement: str, freq: str, data: dict, vendor: str, lag: pd.Timedelta) -> pd.DataFrame:
+    rows = [(period, item, value) for period, items in (data or {}).items() for item, value in items.items()
+            if value is not None and not (isinstance(value, float) and np.isnan(value))]
+    if not rows:
+        return pd.DataFrame()
+    df = pd.DataFrame(rows, columns=["period_end", "item", "value"])
+    df["period_end"] = pd.to_datetime(df["period_end"]).dt.tz_localize(None).dt.normalize()
+    df.insert(0, "ticker", ticker)
+    df.insert(1, "statement", statement)
+    df.insert(2, "freq", freq)
+    df["value"] = df["value"].astype(float)
+    df["vendor"] = vendor
+    df["available_at"] = vectorized_at_ny(df["period_end"] + lag, 23, 59)
+    return df
+
+
+SIMFIN_META = ["Ticker", "SimFinId", "Currency", "Fiscal Year", "Fiscal Period", "Report Date", "Publish Date",
+               "Restated Date"]
+
+
+def import_fundamentals(raw: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Financial statements (long format) and company profiles.
+
+    Annual yfinance statements have no filing date: visible at fiscal year end + 60 days.
+    Quarterly yfinance income: period end + 45 days. SimFin quarterly income: its filing (Publish) date.
+    The 2026 snapshot fields (targets, ratios, recommendation) are never imported.
+    """
+    frames, profiles = [], []
+    for path in sorted((raw / "richelieu_yfinance_snapshot" / "fundamentals").glob("*.json")):
+        try:
+            d = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: invalid JSON ({exc})") from exc
+        ticker = canonical_ticker(d.get("ticker") or path.stem)
+        profiles.append({"ticker": ticker, "name": d.get("name") or ticker, "sector": d.get("sector") or "",
+                         "industry": d.get("industry") or ""})
+        for key, statement in [("income_stmt", "income"), ("balance_sheet", "balance"), ("cashflow", "cashflow")]:
+            frames.append(_long_statement(ticker, statement, "annual", d.get(key), "yfinance", pd.Timedelta(days=60)))
+        frames.append(_long_statement(ticker, "income", "quarterly", d.get("quarterly_income"), "yfinance",
+                                      pd.Timedelta(days=45)))
+
+    for name in ["us-income-quarterly.csv", "us-income-banks-quarterly.csv"]:
+        path = raw / "simfin_adrinc6" / name
+        if not path.exists():
+            continue
+        df = _read_csv(path, sep=";")
+        _require(df, SIMFIN_META, path)
+        df["ticker"] = df["Ticker"].map(canonical_ticker)
+        report = pd.to_datetime(df["Report Date"])
+        publish = pd.to_datetime(df["Publish Date"])
+        # JNJ 2020Q1 is "published" before its period ended: fall back to the 45-day rule.
+        publish = publish.where(publish > report, report + pd.Timedelta(days=45))
+        items = [c for c in df.columns if c not in SIMFIN_META + ["ticker", "Shares (Basic)", "Shares (Diluted)"]]
+        long = df.assign(period_end=report, available_at=vectorized_at_ny(publish, 23, 59)).melt(
+            id_vars=["ticker", "period_end", "available_at", "Ticker"], value_vars=items, var_name="item")
+        long = long.dropna(subset=["value"])
+        # BRK-A rows are internally inconsistent (SOURCES.md 5): keep only Net Income.
+        long = long[(long["Ticker"] != "BRK-A") | (long["item"] == "Net Income")]
+        long = long.assign(statement="income", freq="quarterly", vendor="simfin", value=long["value"].astype(float))
+        frames.append(long[["ticker", "statement", "freq", "period_end", "item", "value", "vendor", "available_at"]])
+
+    fundamentals = pd.concat([f for f in frames if len(f)], ignore_index=True)
+    profile = pd.DataFrame(profiles)
+    profile["available_at"] = pd.Timestamp("1990-01-01", tz="UTC")  # static descriptors only
+    return fundamentals, profile
+
+
+def import_earnings(raw: Path) -> pd.DataFrame:
+    """EPS estimate/actual per release, timed by the EDGAR 8-K acceptance where we have it."""
+    path = raw / "yfinance_eps_nicolelee1012" / "earnings_surprises_ourtickers.csv"
+    df = _read_csv(path)
+    _require(df, ["ticker", "earnings_date", "eps_estimate", "reported_eps", "surprise_pct"], path)
+    df = df[df["ticker"] != "GOOG"].copy()  # GOOGL rows carry the same releases
+    df["ticker"] = df["ticker"].map(canonical_ticker)
+    for (ticker, day), fixed in EARNINGS_CORRECTIONS.items():
+        hit = (df["ticker"] == ticker) & df["earnings_date"].str.startswith(day)
+        df.loc[hit, "earnings_date"] = fixed
+    stamp = pd.to_datetime(df["earnings_date"])
+    df["day"] = stamp.dt.normalize()
+    df = df.drop_duplicates(["ticker", "day"], keep="first")
+
+    path = raw / "edgar_earnings_moneypuff" / "earnings_dates_edgar_ourtickers.csv"
+    if path.exists():
+        ed = _read_csv(path)
+        _require(ed, ["ticker", "report_date", "accept_et"], path)
+        ed = ed[ed["ticker"] != "GOOG"].assign(ticker=lambda x: x["ticker"].map(canonical_ticker))
+        ed["day"] = pd.to_datetime(ed["report_date"])
+        ed["accept"] = pd.to_datetime(ed["accept_et"].str.replace(" ET", "", regex=False))
+        df = df.merge(ed[["ticker", "day", "accept"]], on=["ticker", "day"], how="left")
+    else:
+        df["accept"] = pd.NaT
+    # yfinance clock times are unreliable (SOURCES.md 8): without an EDGAR time, use the end of that day.
+    local = df["accept"].fillna(df["day"] + pd.Timedelta(hours=23, minutes=59))
+    out = pd.DataFrame({
+        "ticker": df["ticker"].values,
+        "release_at": local.dt.tz_localize(NY).dt.tz_convert("UTC").values,
+        "eps_estimate": df["eps_estimate"].astype(float).values,
+        "reported_eps": df["reported_eps"].astype(float).values,
+        "surprise_pct": df["surprise_pct"].astype(float).values,
+    })
+    out["release_at"] = out["release_at"].dt.tz_localize("UTC")
+    out["available_at"] = out["release_at"]
+    return out.sort_values(["ticker", "release_at"]).reset_index(drop=True)
+
+
+def import_recommendations(raw: Path) -> pd.DataFrame:
+    """Finnhub monthly analyst counts; a month's row is taken as known three days into the month."""
+    path = raw / "finnhub_rectrends_geoffpatton" / "recommendation_trends_ourtickers.csv"
+    df = _read_csv(path)
+    _require(df, ["symbol", "period", "strongBuy", "buy", "hold", "sell", "strongSell"], path)
+    period = pd.to_datetime(df["period"])
+    return pd.DataFrame({
+        "ticker": df["symbol"].map(canonical_ticker), "period": period,
+        "strong_buy": df["strongBuy"], "buy": df["buy"], "hold": df["hold"], "sell": df["sell"],
+        "strong_sell": df["strongSell"], "available_at": vectorized_at_ny(period + pd.Timedelta(days=3), 0, 0),
+    }).sort_values(["ticker", "period"]).reset_index(drop=True)
+
+
+def import_insider(raw: Path) -> pd.DataFrame:
+    """SEC Form 4 transactions, visible at the end of their filing day; impossible rows dropped."""
+    frames = []
+    for path in sorted((raw / "market_base" / "insider").glob("*.csv")):
+        df = _read_csv(path)
+        _require(df, ["filing_date", "transaction_date", "insider_name", "title", "code", "shares", "price",
+                      "value", "shares_after", "accession"], path)
+        df.insert(0, "ticker", canonical_ticker(path.stem))
+        frames.append(df)
+    df = pd.concat(frames, ignore_index=True).rename(columns={"insider_name": "insider"})
+    df["filing_date"] = pd.to_datetime(df["filing_date"])
+    df["transaction_date"] = pd.to_datetime(df["transaction_date"], errors="coerce")
+    # A trade cannot be reported before it happens (GOOG's 2027-01-25 row is a data error).
+    df = df[~(df["transaction_date"] > df["filing_date"])].copy()
+    df["available_at"] = vectorized_at_ny(df["filing_date"], 23, 59)
+    return df.drop_duplicates().sort_values(["ticker", "filing_date"]).reset_index(drop=True)
+
+
+def import_macro(raw: Path) -> pd.DataFrame:
+    """FRED series (latest vintage: revisions are already applied), lagged by their release delay."""
+    frames, cache = [], {}
+    for series, (file, freq, lag, hour) in MACRO_SERIES.items():
+        path = raw / "market_base" / "fred" / file
+        if file not in cache:
+            cache[file] = _read_csv(path, parse_dates=["date"])
+        df = cache[file]
+        _require(df, ["date", series], path)
+        s = df[["date", series]].dropna()
+        out = pd.DataFrame({"series": series, "freq": freq, "date": s["date"].values,
+                            "value": s[series].astype(float).values})
+        out["available_at"] = vectorized_at_ny(out["date"] + lag, hour, 0)
+        frames.append(out)
+    return pd.concat(frames, ignore_index=True)
+
+
+def import_fomc(raw: Path) -> pd.DataFrame:
+    """FOMC statements (14:00 ET on the meeting day) and minutes (three weeks after the meeting)."""
+    path = raw / "market_base" / "fed" / "statements.csv"
+    df = _read_csv(path, dtype={"date": str})
+    _require(df, ["id", "date", "title", "url", "body", "kind"], path)
+    meeting = pd.to_datetime(df["date"], format="%Y%m%d")
+    delay = df["kind"].map(FOMC_DELAY)
+    avail = vectorized_at_ny(meeting, 14, 0) + delay.fillna(pd.Timedelta(hours=10)).values
+    return pd.DataFrame({"id": df["id"], "meeting_date": meeting, "kind": df["kind"], "title": df["title"],
+                         "body": df["body"].fillna(""), "url": df["url"], "available_at": avail}
+                        ).sort_values("available_at").reset_index(drop=True)
+

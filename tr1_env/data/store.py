@@ -1,0 +1,161 @@
+"""The TR1 store: one Parquet table per source and a point-in-time view over it.
+
+``Store.asof(ticker, t)`` is the only door contexts, features and agents go through: it returns
+rows whose ``available_at`` is at or before ``t``, so look-ahead is impossible by construction.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tr1_env.data.clock import decision_time
+from tr1_env.data.schema import MARKET_WIDE, TABLES, canonical_ticker
+
+DEFAULT_STORE = Path(__file__).parent / "default"
+
+
+def _as_utc(t) -> pd.Timestamp:
+    ts = pd.Timestamp(t)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+class Store:
+    """A folder of ``<table>.parquet`` files (plus ``manifest.json``), loaded lazily.
+
+    Tables are plain Parquet, so Spark, Ray Data or DuckDB read the same folder unchanged.
+    """
+
+    def __init__(self, path: str | Path | None = None, tables: dict[str, pd.DataFrame] | None = None):
+        self.path = Path(path) if path is not None else DEFAULT_STORE
+        self._tables: dict[str, pd.DataFrame] = dict(tables or {})
+        self._index: dict[str, dict[str, tuple[pd.DataFrame, np.ndarray]]] = {}
+        if tables is None and not (self.path / "prices.parquet").exists():
+            raise FileNotFoundError(f"{self.path}: not a TR1 store (no prices.parquet); build one with `tr1 data build`")
+
+    @cached_property
+    def manifest(self) -> dict:
+        f = self.path / "manifest.json"
+        return json.loads(f.read_text()) if f.exists() else {}
+
+    def table(self, name: str) -> pd.DataFrame:
+        """The whole table (all tickers, all times): for analysis, never for building a decision input."""
+        if name not in TABLES:
+            raise KeyError(f"unknown table {name!r}; tables are {sorted(TABLES)}")
+        if name not in self._tables:
+            f = self.path / f"{name}.parquet"
+            self._tables[name] = pd.read_parquet(f) if f.exists() else pd.DataFrame({"available_at": pd.Series(
+                dtype="datetime64[ns, UTC]")})
+        return self._tables[name]
+
+    @cached_property
+    def tickers(self) -> tuple[str, ...]:
+        return tuple(sorted(self.table("prices")["ticker"].unique()))
+
+    def _slices(self, name: str) -> dict[str, tuple[pd.DataFrame, np.ndarray]]:
+        """Per-ticker frames sorted by availability, with the sorted stamps for binary search."""
+        if name not in self._index:
+            df = self.table(name).sort_values("available_at", kind="stable")
+            groups = {"*": df} if name in MARKET_WIDE or "ticker" not in df else dict(tuple(df.groupby("ticker")))
+            self._index[name] = {k: (g.reset_index(drop=True), g["available_at"].to_numpy("datetime64[ns]"))
+                                 for k, g in groups.items()}
+        return self._index[name]
+
+    def visible(self, name: str, key: str, t) -> pd.DataFrame:
+        """Rows of one table (one ticker, or ``"*"`` for market-wide tables) available at ``t``."""
+        frame, stamps = self._slices(name).get(key, (None, None))
+        if frame is None:
+            return self.table(name).iloc[0:0]
+        n = int(np.searchsorted(stamps, _as_utc(t).tz_localize(None).to_datetime64(), side="right"))
+        return frame.iloc[:n]
+
+    def asof(self, ticker: str, t) -> "PointInTime":
+        """Everything known about ``ticker`` (and the market) at instant ``t``; a date means its close."""
+        ts = pd.Timestamp(t)
+        when = decision_time(ts) if ts.tzinfo is None and ts == ts.normalize() else _as_utc(ts)
+        return PointInTime(self, canonical_ticker(ticker), when)
+
+    def cut(self, until) -> "Store":
+        """A copy holding only rows available at or before ``until`` (a date means its close)."""
+        ts = pd.Timestamp(until)
+        when = decision_time(ts) if ts.tzinfo is None and ts == ts.normalize() else _as_utc(ts)
+        return Store(self.path, {n: self.table(n)[self.table(n)["available_at"] <= when] for n in TABLES})
+
+    def trading_days(self, ticker: str, start=None, end=None) -> pd.DatetimeIndex:
+        """Sessions with a close for ``ticker`` between ``start`` and ``end`` inclusive."""
+        frame, _ = self._slices("prices").get(canonical_ticker(ticker), (None, None))
+        if frame is None:
+            raise KeyError(f"no prices for ticker {ticker!r} in store {self.path}; tickers: {self.tickers}")
+        days = pd.DatetimeIndex(frame["date"])
+        lo = pd.Timestamp(start) if start is not None else days[0]
+        hi = pd.Timestamp(end) if end is not None else days[-1]
+        return days[(days >= lo) & (days <= hi)]
+
+    def closes(self, ticker: str) -> pd.Series:
+        """The full close series (labels and accounting only: both look forward on purpose)."""
+        frame, _ = self._slices("prices").get(canonical_ticker(ticker), (None, None))
+        if frame is None:
+            raise KeyError(f"no prices for ticker {ticker!r} in store {self.path}; tickers: {self.tickers}")
+        return frame.set_index("date")["close"].rename(ticker)
+
+
+@dataclass(frozen=True)
+class PointInTime:
+    """What was knowable about one ticker at one instant. Every accessor filters by ``available_at``."""
+
+    store: Store
+    ticker: str
+    time: pd.Timestamp
+
+    def _get(self, name: str) -> pd.DataFrame:
+        return self.store.visible(name, "*" if name in MARKET_WIDE else self.ticker, self.time)
+
+    @property
+    def prices(self) -> pd.DataFrame:
+        return self._get("prices")
+
+    @property
+    def dividends(self) -> pd.DataFrame:
+        return self._get("dividends")
+
+    @property
+    def news(self) -> pd.DataFrame:
+        return self._get("news")
+
+    @property
+    def market_news(self) -> pd.DataFrame:
+        return self.store.visible("news", "MARKET", self.time)
+
+    @property
+    def fundamentals(self) -> pd.DataFrame:
+        return self._get("fundamentals")
+
+    @property
+    def profile(self) -> dict:
+        p = self._get("profiles")
+        return p.iloc[-1].to_dict() if len(p) else {}
+
+    @property
+    def earnings(self) -> pd.DataFrame:
+        return self._get("earnings")
+
+    @property
+    def recommendations(self) -> pd.DataFrame:
+        return self._get("recommendations")
+
+    @property
+    def insider(self) -> pd.DataFrame:
+        return self._get("insider")
+
+    @property
+    def macro(self) -> pd.DataFrame:
+        return self._get("macro")
+
+    @property
+    def fomc(self) -> pd.DataFrame:
+        return self._get("fomc")

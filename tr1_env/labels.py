@@ -1,0 +1,78 @@
+"""Volatility-aware, multi-horizon, asymmetric-quantile labels (SPEC 1.2).
+
+Pure functions of a close series. The composite signal of day t looks forward to t + max(h) on
+purpose (it is the target), so thresholds are fitted on a training window using only prices
+inside that window and then frozen: a label never encodes the future's distribution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from tr1_env.actions import Action
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    ema_span: int = field(default=3, metadata={"help": "span of the EMA smoothing the close"})
+    horizons: tuple[int, ...] = field(default=(3, 7, 15), metadata={"help": "forward horizons in trading days"})
+    weights: tuple[float, ...] = field(default=(0.3, 0.5, 0.2), metadata={"help": "weight of each horizon"})
+    vol_window: int = field(default=20, metadata={"help": "rolling window (days) of the daily-return volatility"})
+    quantiles: tuple[float, ...] = field(default=(0.03, 0.15, 0.53, 0.85), metadata={
+        "help": "composite-signal quantiles separating SS|S|H|B|SB"})
+
+    def __post_init__(self):
+        if len(self.horizons) != len(self.weights):
+            raise ValueError(f"horizons {self.horizons} and weights {self.weights} differ in length")
+        if len(self.quantiles) != 4 or list(self.quantiles) != sorted(self.quantiles):
+            raise ValueError(f"quantiles must be 4 increasing cut points, got {self.quantiles}")
+
+
+def composite_signal(close: pd.Series, cfg: LabelConfig = LabelConfig()) -> pd.Series:
+    """s(t) = sum_h w_h * (EMA(t+h)/EMA(t) - 1) / vol20(t); NaN where a forward window passes the data end."""
+    close = close.astype(float)
+    ema = close.ewm(span=cfg.ema_span, adjust=False).mean()
+    vol = close.pct_change().rolling(cfg.vol_window).std()
+    parts = [w * (ema.shift(-h) / ema - 1.0) / vol for h, w in zip(cfg.horizons, cfg.weights)]
+    return sum(parts).rename("signal")
+
+
+def fit_thresholds(close: pd.Series, start, end, cfg: LabelConfig = LabelConfig()) -> np.ndarray:
+    """The four cut points, from the signals of days in [start, end] computed without any price after ``end``.
+
+    Days whose forward window runs past ``end`` are left out of the fit; history before ``start``
+    only warms up the EMA and the volatility (it is the past, not a leak).
+    """
+    signal = composite_signal(close.loc[: pd.Timestamp(end)], cfg).loc[pd.Timestamp(start):].dropna()
+    if len(signal) < 20:
+        raise ValueError(f"fit window {start}..{end} leaves {len(signal)} labelled days for "
+                         f"{close.name or 'series'}; it must span more than {max(cfg.horizons)} trading days")
+    return np.quantile(signal.to_numpy(), cfg.quantiles)
+
+
+def assign_labels(signal: pd.Series, thresholds: np.ndarray) -> pd.Series:
+    """Action codes 0..4 (nullable Int8; <NA> where the signal is undefined)."""
+    codes = np.searchsorted(np.asarray(thresholds), signal.to_numpy(), side="right")
+    out = pd.Series(codes, index=signal.index, dtype="Int8")
+    return out.mask(signal.isna()).rename("label")
+
+
+def make_labels(close: pd.Series, fit_start, fit_end, start=None, end=None,
+                cfg: LabelConfig = LabelConfig()) -> pd.DataFrame:
+    """``date, signal, label`` over [start, end] with thresholds fitted on [fit_start, fit_end]."""
+    thresholds = fit_thresholds(close, fit_start, fit_end, cfg)
+    signal = composite_signal(close, cfg)
+    labels = assign_labels(signal, thresholds)
+    frame = pd.DataFrame({"signal": signal, "label": labels})
+    lo = pd.Timestamp(start) if start is not None else frame.index[0]
+    hi = pd.Timestamp(end) if end is not None else frame.index[-1]
+    frame = frame.loc[lo:hi]
+    frame.index.name = "date"
+    return frame
+
+
+def label_name(code) -> str | None:
+    return None if pd.isna(code) else Action(int(code)).name
