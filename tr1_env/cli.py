@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tr1_env.cli_args import add_dataclass_args, from_args
 from tr1_env.data.build import BuildConfig
+from tr1_env.data.finnhub import FinnhubUpdate
 
 
 def _store(path: str | None):
@@ -26,6 +27,12 @@ def cmd_data_build(ns: argparse.Namespace) -> None:
 
     counts = build_store(from_args(BuildConfig, ns))
     print(json.dumps(counts, indent=2))
+
+
+def cmd_data_finnhub(ns: argparse.Namespace) -> None:
+    from tr1_env.data.finnhub import FinnhubUpdate, update_store
+
+    print(json.dumps(update_store(from_args(FinnhubUpdate, ns)), indent=2))
 
 
 def cmd_labels(ns: argparse.Namespace) -> None:
@@ -73,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     build = data.add_parser("build", help="import raw vendor files into a store (one Parquet table per source)")
     add_dataclass_args(build, BuildConfig)
     build.set_defaults(func=cmd_data_build)
+    live = data.add_parser("finnhub", help="fetch news, analyst trends, insider trades, earnings (and candles) "
+                           "from Finnhub into a store; key from FINNHUB_API_KEY")
+    add_dataclass_args(live, FinnhubUpdate)
+    live.set_defaults(func=cmd_data_finnhub)
 
     labels = sub.add_parser("labels", help="print date,signal,label CSV (SPEC 1.2)")
     labels.add_argument("--ticker", required=True)
@@ -108,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     ns = build_parser().parse_args(argv)
     try:
         ns.func(ns)
-    except (ValueError, KeyError, FileNotFoundError) as exc:
+    except (ValueError, KeyError, FileNotFoundError, RuntimeError) as exc:
         print(f"tr1: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
 

@@ -41,16 +41,25 @@ def composite_signal(close: pd.Series, cfg: LabelConfig = LabelConfig()) -> pd.S
 
 
 def fit_thresholds(close: pd.Series, start, end, cfg: LabelConfig = LabelConfig()) -> np.ndarray:
-    """The four cut points, from the signals of days in [start, end] computed without any price after ``end``.
+    """The four cut points, from the signals of days in [start, end], using no price after ``end``.
 
-    Days whose forward window runs past ``end`` are left out of the fit; history before ``start``
-    only warms up the EMA and the volatility (it is the past, not a leak).
+    Days whose forward window runs past ``end`` are left out of the fit. Before ``start`` only a
+    fixed warm-up of ``warmup_sessions(cfg)`` sessions is read (volatility window and EMA settling),
+    so the thresholds depend on nothing outside [start - warm-up, end].
     """
-    signal = composite_signal(close.loc[: pd.Timestamp(end)], cfg).loc[pd.Timestamp(start):].dropna()
+    close = close.loc[: pd.Timestamp(end)]
+    first = int(close.index.searchsorted(pd.Timestamp(start)))
+    window = close.iloc[max(0, first - warmup_sessions(cfg)):]
+    signal = composite_signal(window, cfg).loc[pd.Timestamp(start):].dropna()
     if len(signal) < 20:
         raise ValueError(f"fit window {start}..{end} leaves {len(signal)} labelled days for "
                          f"{close.name or 'series'}; it must span more than {max(cfg.horizons)} trading days")
     return np.quantile(signal.to_numpy(), cfg.quantiles)
+
+
+def warmup_sessions(cfg: LabelConfig) -> int:
+    """History read before a fit window: the volatility window plus ten EMA spans (weight < 1e-3 beyond)."""
+    return cfg.vol_window + 10 * cfg.ema_span
 
 
 def assign_labels(signal: pd.Series, thresholds: np.ndarray) -> pd.Series:

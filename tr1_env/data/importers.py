@@ -254,13 +254,12 @@ def import_earnings(raw: Path) -> pd.DataFrame:
     # yfinance clock times are unreliable (SOURCES.md 8): without an EDGAR time, use the end of that day.
     local = df["accept"].fillna(df["day"] + pd.Timedelta(hours=23, minutes=59))
     out = pd.DataFrame({
-        "ticker": df["ticker"].values,
-        "release_at": local.dt.tz_localize(NY).dt.tz_convert("UTC").values,
-        "eps_estimate": df["eps_estimate"].astype(float).values,
-        "reported_eps": df["reported_eps"].astype(float).values,
-        "surprise_pct": df["surprise_pct"].astype(float).values,
+        "ticker": df["ticker"],
+        "release_at": local.dt.tz_localize(NY).dt.tz_convert("UTC"),
+        "eps_estimate": df["eps_estimate"].astype(float),
+        "reported_eps": df["reported_eps"].astype(float),
+        "surprise_pct": df["surprise_pct"].astype(float),
     })
-    out["release_at"] = out["release_at"].dt.tz_localize("UTC")
     out["available_at"] = out["release_at"]
     return out.sort_values(["ticker", "release_at"]).reset_index(drop=True)
 

@@ -1,0 +1,98 @@
+"""Decisions -> positions -> daily returns net of costs: the replay's accounting, with no agents in it.
+
+Timing convention (one trading calendar ``d_1 < ... < d_n`` per ticker, the replay window):
+
+- a decision is taken at the close of ``d_i`` (the agent sees nothing later) and sets the target
+  weight held from that close to the close of ``d_{i+1}``;
+- its return is realised at ``d_{i+1}``, so the return series is indexed ``d_2 .. d_n`` and has
+  ``n - 1`` entries; no decision is taken at ``d_n`` because nothing after the window is realised;
+- a trade at the close of ``d_i`` pays ``cost_bps * |w_i - w_{i-1}|`` out of equity before the
+  position earns, with ``w_0 = 0`` (the replay starts flat) and no exit trade at the end:
+  ``r_{i+1} = (1 - c |Δw_i|) (1 + w_i R_{i+1}) - 1``;
+- weights are fractions of current equity, held constant between decisions (rebalanced daily at
+  no cost, the usual target-weight convention); with decisions every ``k`` days the last weight is
+  held in between.
+
+So buy-and-hold (weight 1 from ``d_1``) compounds to ``(1 - c) * P(d_n) / P(d_1) - 1`` exactly.
+``R`` is the price return by default; with dividends it is the total return, an ex-date's cash
+counted against the previous close: ``R_{i+1} = (P_{i+1} + D_{i+1}) / P_i - 1``.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+
+from tr1_env.actions import DEFAULT_WEIGHTS, Action
+
+__all__ = ["asset_returns", "backtest", "buy_and_hold", "decision_days", "holding_returns"]
+
+
+def decision_days(days: pd.DatetimeIndex, every: int = 1) -> pd.DatetimeIndex:
+    """The sessions on which an agent decides: ``d_1, d_{1+k}, ...``, never the window's last day."""
+    if every < 1:
+        raise ValueError(f"decision interval must be >= 1 day, got {every}")
+    return pd.DatetimeIndex(days[:-1][::every])
+
+
+def asset_returns(closes: pd.Series, days: pd.DatetimeIndex, dividends: pd.Series | None = None) -> pd.Series:
+    """Close-to-close returns realised on ``days[1:]``; ``dividends`` (cash per share by ex-date) makes them total returns.
+
+    A dividend whose ex-date falls on a non-session is credited on the next session of ``days``.
+    """
+    px = closes.reindex(days)
+    if px.isna().any():
+        raise ValueError(f"missing closes on {list(px.index[px.isna()].strftime('%Y-%m-%d'))}")
+    cash = pd.Series(0.0, index=days)
+    if dividends is not None and len(dividends):
+        slot = days.searchsorted(pd.DatetimeIndex(dividends.index), side="left")
+        inside = (slot > 0) & (slot < len(days))  # an ex-date at d_1 or before belongs to no replay period
+        np.add.at(cash.values, slot[inside], dividends.to_numpy(dtype=float)[inside])
+    ret = (px.to_numpy()[1:] + cash.to_numpy()[1:]) / px.to_numpy()[:-1] - 1
+    return pd.Series(ret, index=days[1:], name="asset_return")
+
+
+def backtest(actions: pd.Series, closes: pd.Series, days: pd.DatetimeIndex, cost_bps: float = 10.0,
+             weights: Mapping[Action, float] = DEFAULT_WEIGHTS, dividends: pd.Series | None = None) -> pd.DataFrame:
+    """Account for ``actions`` (an :class:`Action` per decision date) over the sessions ``days``.
+
+    Returns one row per realised session ``d_2..d_n``: ``return`` (net of costs), ``position`` (the
+    weight held into that close), ``action`` and ``decision_date`` (the decision that set it),
+    ``asset_return``, ``cost`` (the fraction of equity paid at the previous close) and ``equity``
+    (starting at 1).
+    """
+    if len(days) < 2:
+        raise ValueError("a replay needs at least two sessions")
+    actions = actions.sort_index()
+    if len(actions) == 0 or actions.index[0] != days[0]:
+        raise ValueError(f"the first decision must be on the first session {days[0]:%Y-%m-%d}")
+    unknown = set(actions.index) - set(days[:-1])
+    if unknown:
+        raise ValueError(f"decisions off the replay's decision sessions: {sorted(unknown)[:3]}")
+    opened = days[:-1]
+    decided_on = pd.Series(actions.index, index=actions.index).reindex(opened).ffill()
+    held = [Action(int(a)) for a in actions.astype(int).reindex(opened).ffill()]
+    w = np.array([weights[a] for a in held], dtype=float)
+    cost = cost_bps / 1e4 * np.abs(np.diff(w, prepend=0.0))
+    asset = asset_returns(closes, days, dividends)
+    ret = (1 - cost) * (1 + w * asset.to_numpy()) - 1
+    return pd.DataFrame({
+        "return": ret, "position": w, "action": [a.name for a in held], "decision_date": decided_on.to_numpy(),
+        "asset_return": asset.to_numpy(), "cost": cost, "equity": np.cumprod(1 + ret),
+    }, index=pd.DatetimeIndex(days[1:], name="date"))
+
+
+def buy_and_hold(closes: pd.Series, days: pd.DatetimeIndex, cost_bps: float = 10.0,
+                 dividends: pd.Series | None = None) -> pd.DataFrame:
+    """The benchmark: weight 1 from the first close on, whatever weights the agents' actions map to."""
+    first = pd.Series([Action.STRONG_BUY], index=days[:1])
+    return backtest(first, closes, days, cost_bps, {Action.STRONG_BUY: 1.0}, dividends)
+
+
+def holding_returns(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per decision: the action taken and the asset's compounded return over the period it was held (hit rate)."""
+    grouped = frame.groupby("decision_date", sort=True)
+    return pd.DataFrame({"action": grouped["action"].first(),
+                         "forward_return": grouped["asset_return"].apply(lambda r: float(np.prod(1 + r) - 1))})

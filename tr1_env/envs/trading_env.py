@@ -1,0 +1,194 @@
+"""FLAG-TRADER's trading MDP (SPEC 2): one step per trading day, reward = position x next-day log return - costs.
+
+The action sets the target position held from today's close to the next one. Market features are
+computed once, from the prices available at the close of ``end`` and from the start of the
+store's history, with causal indicators only: row ``t`` depends on prices up to ``t`` and not on
+where the series is cut, so the observation of day ``t`` equals the one built from
+``store.cut(t)`` (tested). Observations are numeric (for stable-baselines3) or a prompt (for LLMs).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pandas as pd
+from gymnasium import spaces
+from stockstats import wrap
+
+from tr1_env.actions import DEFAULT_WEIGHTS, Action
+from tr1_env.data.clock import NY
+from tr1_env.data.store import Store
+from tr1_env.envs.spaces import UnicodeText
+
+FEATURE_NAMES: tuple[str, ...] = ("ret_1d", "ret_5d", "ret_10d", "vol_20d", "rsi_14", "macdh_norm", "boll_pos",
+                                  "sma10_gap", "sma50_gap", "sma200_gap", "volume_z")
+OBS_NAMES: tuple[str, ...] = (*FEATURE_NAMES, "position", "time_left")
+
+#: Action names (in action-index order) and the target position of each.
+ACTION_MODES: dict[str, tuple[tuple[str, ...], tuple[float, ...]]] = {
+    "sell_hold_buy": (("sell", "hold", "buy"), (-1.0, 0.0, 1.0)),
+    "five": (tuple(a.name for a in Action), tuple(DEFAULT_WEIGHTS[a] for a in Action)),
+}
+
+_NAME = r"(strong[\s_-]*(?:sell|buy)|sell|hold|buy)"
+_ACTION = re.compile(rf"\baction[^\w\n]{{1,10}}{_NAME}\b|\[\[\[\s*{_NAME}\s*\]\]\]", re.IGNORECASE)
+
+TASK = """You are a trading agent managing a single position in {ticker}, one decision per trading day.
+Your action sets the position you hold from today's close to the next close: {mapping}.
+Your reward is position x ln(next close / today's close), minus {cost_bps:g} bps of the equity per unit of \
+position change. Maximise the cumulative reward.
+
+Allowed actions: {names}
+
+State at the close of {date:%Y-%m-%d} (session {session} of {n_sessions}):
+- Equity {equity:.4f}, cash {cash:.4f}, position {position:+.2f}
+- Last {window} sessions (returns and volatility in %, RSI 0-100, Bollinger position 0 = lower band, 1 = upper):
+{table}
+- Latest {ticker} headlines:
+{news}
+
+Think briefly, then end with one line in exactly this format: Action: <one of {names}>
+"""
+
+
+def market_features(prices: pd.DataFrame) -> pd.DataFrame:
+    """Causal features of a daily OHLCV history (``FEATURE_NAMES`` plus ``close``), indexed by date.
+
+    Every column is a trailing window or a recursion from the first row, so row ``t`` uses only rows
+    ``<= t`` and is the same whatever follows it. Warm-up NaNs are 0.
+    """
+    frame = wrap(prices[["date", "open", "high", "low", "close", "volume"]].copy())
+    close = frame["close"].astype(float)
+    log_close = np.log(close)
+    ret_1d = log_close.diff()
+    log_volume = np.log1p(frame["volume"].astype(float))
+    volume_mean = log_volume.rolling(60, min_periods=2).mean()
+    volume_std = log_volume.rolling(60, min_periods=2).std(ddof=0)
+    band = (frame["boll_ub"] - frame["boll_lb"]).clip(lower=1e-9)
+    out = pd.DataFrame({
+        "ret_1d": ret_1d,
+        "ret_5d": log_close.diff(5),
+        "ret_10d": log_close.diff(10),
+        "vol_20d": ret_1d.rolling(20).std() * math.sqrt(252),
+        "rsi_14": frame["rsi_14"] / 100 - 0.5,
+        "macdh_norm": frame["macdh"] / close * 100,
+        "boll_pos": (close - frame["boll_lb"]) / band - 0.5,
+        "sma10_gap": close / frame["close_10_sma"] - 1,
+        "sma50_gap": close / frame["close_50_sma"] - 1,
+        "sma200_gap": close / frame["close_200_sma"] - 1,
+        "volume_z": (log_volume - volume_mean) / (volume_std + 1e-9),
+    }).fillna(0.0)
+    out["close"] = close
+    out.index = pd.DatetimeIndex(prices["date"].to_numpy(), name="date")
+    return out
+
+
+def parse_action(text: str, action_mode: str = "sell_hold_buy") -> int | None:
+    """The action index of the last ``Action: <name>`` (or Trading-R1 ``[[[NAME]]]``) in ``text``; None if absent.
+
+    Names are matched case-insensitively; in ``sell_hold_buy`` mode a strong call counts as its direction.
+    """
+    matches = _ACTION.findall(text)
+    if not matches:
+        return None
+    action = Action.parse(re.sub(r"[\s_-]+", "_", "".join(matches[-1])))
+    return int(action) if action_mode == "five" else action.direction + 1
+
+
+class TradingEnv(gym.Env):
+    """One ticker over ``[start, end]``; the episode is truncated on the last session of the period.
+
+    A decision is taken at each session's close except the last (its return would need a price
+    after ``end``). ``equity`` compounds the reward, so ln(final / initial equity) is the sum of
+    rewards (InvestorBench's cumulative return).
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, store: Store | None = None, ticker: str = "MSFT", start="2020-10-01", end="2021-05-28",
+                 obs_mode: str = "numeric", action_mode: str = "sell_hold_buy", cost_bps: float = 10.0,
+                 window: int = 10, news_items: int = 5, initial_equity: float = 1.0, max_length: int = 20_000):
+        if obs_mode not in ("numeric", "text"):
+            raise ValueError(f"obs_mode must be 'numeric' or 'text', got {obs_mode!r}")
+        if action_mode not in ACTION_MODES:
+            raise ValueError(f"action_mode must be one of {list(ACTION_MODES)}, got {action_mode!r}")
+        self.store = store if store is not None else Store()
+        self.ticker = ticker
+        self.obs_mode, self.action_mode = obs_mode, action_mode
+        self.cost_bps, self.window, self.news_items, self.initial_equity = cost_bps, window, news_items, initial_equity
+        #: Features of every session up to ``end``, from the prices knowable at ``end``'s close.
+        self.features = market_features(self.store.asof(ticker, end).prices)
+        self._first = int(self.features.index.searchsorted(pd.Timestamp(start)))
+        self.days = self.features.index[self._first:]
+        if len(self.days) < 2:
+            raise ValueError(f"{ticker} has {len(self.days)} session(s) in {start}..{end}; an episode needs 2")
+        self._rows = self.features.loc[self.days, list(FEATURE_NAMES)].to_numpy(np.float32)
+        self._closes = self.features["close"].to_numpy(float)[self._first:]
+        self.action_names, self.targets = ACTION_MODES[action_mode]
+        self.action_space = spaces.Discrete(len(self.action_names))
+        self.observation_space = (spaces.Box(-np.inf, np.inf, (len(OBS_NAMES),), np.float32) if obs_mode == "numeric"
+                                  else UnicodeText(max_length, min_length=1))
+        self._t = 0
+        self.position = 0.0
+        self.equity = initial_equity
+
+    @property
+    def n_steps(self) -> int:
+        """Decisions per episode: every session of the period but the last."""
+        return len(self.days) - 1
+
+    def parse_action(self, text: str) -> int | None:
+        """:func:`parse_action` for this env's action mode."""
+        return parse_action(text, self.action_mode)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        self._t = 0
+        self.position = 0.0
+        self.equity = self.initial_equity
+        return self._observation(), self._info(log_return=0.0, cost=0.0)
+
+    def step(self, action):
+        if self._t >= self.n_steps:
+            raise RuntimeError("the episode was truncated at the period end: call reset()")
+        target = self.targets[int(action)]
+        cost = self.cost_bps / 1e4 * abs(target - self.position)
+        log_return = math.log(self._closes[self._t + 1] / self._closes[self._t])
+        reward = target * log_return - cost
+        self.position = target
+        self.equity *= math.exp(reward)
+        self._t += 1
+        truncated = self._t == self.n_steps
+        return self._observation(), reward, False, truncated, self._info(log_return, cost)
+
+    def _info(self, log_return: float, cost: float) -> dict[str, Any]:
+        return {"date": self.days[self._t], "position": self.position, "equity": self.equity,
+                "cash": self.equity * (1 - self.position), "log_return": log_return, "cost": cost}
+
+    def _observation(self) -> np.ndarray | str:
+        if self.obs_mode == "numeric":
+            time_left = (self.n_steps - self._t) / self.n_steps
+            return np.append(self._rows[self._t], np.float32([self.position, time_left]))
+        return self.prompt()
+
+    def prompt(self) -> str:
+        """The FLAG-TRADER state prompt at the current session (what ``obs_mode="text"`` observes)."""
+        day = self.days[self._t]
+        recent = self.features.iloc[max(0, self._first + self._t - self.window + 1): self._first + self._t + 1]
+        rows = ["| date | close | ret 1d | ret 5d | vol 20d | RSI 14 | MACD hist % | Bollinger pos | vs SMA50 |",
+                "|---|---|---|---|---|---|---|---|---|"]
+        rows += [f"| {d:%Y-%m-%d} | {r.close:.2f} | {100 * r.ret_1d:+.2f} | {100 * r.ret_5d:+.2f} | "
+                 f"{100 * r.vol_20d:.1f} | {100 * (r.rsi_14 + 0.5):.1f} | {r.macdh_norm:+.3f} | "
+                 f"{r.boll_pos + 0.5:.2f} | {100 * r.sma50_gap:+.2f}% |" for d, r in zip(recent.index, recent.itertuples())]
+        news = self.store.asof(self.ticker, day).news.iloc[::-1].head(self.news_items)
+        lines = [f"  - [{r.published_at.tz_convert(NY):%Y-%m-%d}] {r.title}" for r in news.itertuples(index=False)]
+        names = ", ".join(self.action_names)
+        mapping = ", ".join(f"{n} = {w:g}" for n, w in zip(self.action_names, self.targets))
+        return TASK.format(ticker=self.ticker, mapping=mapping, cost_bps=self.cost_bps, names=names, date=day,
+                           session=self._t + 1, n_sessions=len(self.days), equity=self.equity,
+                           cash=self.equity * (1 - self.position), position=self.position, window=len(recent),
+                           table="\n".join(rows), news="\n".join(lines) or "  (none available)")

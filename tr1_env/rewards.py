@@ -1,0 +1,319 @@
+"""The three Trading-R1 rewards (SPEC 1.3, paper appendix S4) and their guards.
+
+``R = w_structure * R_structure + w_evidence * R_evidence + w_decision * R_decision``.
+The formulas and their constants are the paper's; everything the paper leaves
+open, and every guard against reward hacking we add, is a :class:`RewardConfig`
+setting:
+
+- a section whose normalised body repeats an earlier one is the same section
+  written twice: it counts once, so repetition can never raise a reward;
+- italics shorter than ``min_quote_words`` are emphasis and longer than
+  ``max_quote_words`` are pasted context, not quotes;
+- given the context, a quote that is not in it is fabricated: it earns nothing
+  and ``fabricated_penalty`` is taken off the evidence reward;
+- several different ``[[[ACTION]]]`` are a hedge and score ``invalid_decision``
+  (see :func:`tr1_env.thesis.parse_thesis`);
+- past ``max_chars`` the structure and evidence rewards fade linearly to 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from tr1_env.actions import Action
+from tr1_env.thesis import Section, Thesis, count_words, normalize_text, parse_thesis
+
+__all__ = [
+    "DECISION_MATRIX",
+    "STAGE_WEIGHTS",
+    "EvidenceResult",
+    "RewardBreakdown",
+    "RewardConfig",
+    "bullet_count_reward",
+    "bullet_reward",
+    "count_reward",
+    "decision_reward",
+    "distinct_sections",
+    "evidence_reward",
+    "harmonic_mean",
+    "length_multiplier",
+    "opinion_reward",
+    "score",
+    "section_format_reward",
+    "structure_reward",
+]
+
+#: ``DECISION_MATRIX[predicted][true]`` as printed in the paper (order SS, S, H, B, SB).
+DECISION_MATRIX: tuple[tuple[float, ...], ...] = (
+    (1.00, 0.75, -1.25, -2.00, -2.25),
+    (0.75, 1.00, -0.75, -1.50, -2.00),
+    (-1.50, -1.00, 1.00, -1.00, -1.50),
+    (-1.75, -1.25, -0.75, 1.00, 0.75),
+    (-2.00, -1.50, -1.25, 0.75, 1.00),
+)
+
+#: ``(w_structure, w_evidence, w_decision)`` per curriculum stage. The paper only says
+#: each stage emphasises one term and gives no numbers: these are ours.
+STAGE_WEIGHTS: dict[str, tuple[float, float, float]] = {
+    "structure": (1.0, 0.0, 0.0),
+    "claims": (0.3, 1.0, 0.0),
+    "decision": (0.2, 0.3, 1.0),
+}
+
+_MIN_SECTION_WORDS = 50
+_CORNERS = frozenset({Action.STRONG_SELL, Action.STRONG_BUY})
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """Weights of the three rewards and the settings where the paper is silent."""
+
+    w_structure: float = field(default=1.0, metadata={"help": "Weight of R_structure (non-negative)."})
+    w_evidence: float = field(default=1.0, metadata={"help": "Weight of R_evidence, the claims reward (non-negative)."})
+    w_decision: float = field(default=1.0, metadata={"help": "Weight of R_decision (non-negative)."})
+    missing_conclusion_factor: float = field(
+        default=0.5,
+        metadata={
+            "help": "R_structure is multiplied by this when no `conclusion` section exists. The paper calls it "
+            "mandatory without saying how it is enforced; 0 makes it a hard requirement."
+        },
+    )
+    swap_strong_corners: bool = field(
+        default=False,
+        metadata={
+            "help": "Swap M[SS,SB] and M[SB,SS] so that a strong buy when the truth is a strong sell costs -2.25, "
+            "as the paper's text says, instead of the table as printed."
+        },
+    )
+    invalid_decision: float = field(
+        default=-1.5, metadata={"help": "R_decision when there is no decision or several different ones."}
+    )
+    min_quote_words: int = field(
+        default=3, metadata={"help": "Italics with fewer words are emphasis, not quotes (1 counts every italic)."}
+    )
+    max_quote_words: int | None = field(
+        default=60,
+        metadata={"help": "Italics with more words are pasted context, not quotes; None disables the limit."},
+    )
+    fabricated_penalty: float = field(
+        default=0.5,
+        metadata={
+            "help": "When the context is given, R_evidence loses this times the share of quotes not found in it "
+            "(floored at 0)."
+        },
+    )
+    max_chars: int | None = field(
+        default=40_000,
+        metadata={"help": "Completions longer than this get R_structure and R_evidence scaled down; None disables."},
+    )
+    overlong_zero_at: float = field(
+        default=2.0,
+        metadata={"help": "Multiple of max_chars at which that scale reaches 0, falling linearly from 1 at max_chars."},
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("w_structure", "w_evidence", "w_decision", "fabricated_penalty", "min_quote_words"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}")
+        if not 0 <= self.missing_conclusion_factor <= 1:
+            raise ValueError(f"missing_conclusion_factor must be in [0, 1], got {self.missing_conclusion_factor}")
+        if self.max_quote_words is not None and self.max_quote_words < self.min_quote_words:
+            raise ValueError(f"max_quote_words must be >= min_quote_words, got {self.max_quote_words}")
+        if self.max_chars is not None and self.max_chars <= 0:
+            raise ValueError(f"max_chars must be positive, got {self.max_chars}")
+        if self.overlong_zero_at <= 1:
+            raise ValueError(f"overlong_zero_at must be > 1, got {self.overlong_zero_at}")
+
+    @classmethod
+    def for_stage(cls, name: str, **overrides) -> RewardConfig:
+        """The weights of curriculum stage ``name`` (see :data:`STAGE_WEIGHTS`)."""
+        if name not in STAGE_WEIGHTS:
+            raise ValueError(f"unknown stage {name!r}; expected one of {list(STAGE_WEIGHTS)}")
+        w_structure, w_evidence, w_decision = STAGE_WEIGHTS[name]
+        return cls(**{"w_structure": w_structure, "w_evidence": w_evidence, "w_decision": w_decision, **overrides})
+
+
+@dataclass(frozen=True)
+class EvidenceResult:
+    """R_evidence with the quote bookkeeping behind it."""
+
+    reward: float
+    n_claims: int
+    n_quotes: int
+    n_fabricated: int
+    n_verified: int
+
+
+@dataclass(frozen=True)
+class RewardBreakdown:
+    """Every term of the total reward, as weighted into ``total``."""
+
+    structure: float
+    evidence: float
+    decision: float
+    total: float
+    decision_action: Action | None
+    n_fabricated: int
+    n_quotes: int
+    n_claims: int
+    labelled: bool
+    length_multiplier: float
+
+    def to_dict(self) -> dict:
+        """JSON-friendly: the action by name."""
+        out = asdict(self)
+        out["decision_action"] = None if self.decision_action is None else self.decision_action.name
+        return out
+
+
+def harmonic_mean(values: list[float]) -> float:
+    """Harmonic mean, 0 for no values or any value <= 0 (its limit): the weakest item dominates."""
+    if not values or min(values) <= 0:
+        return 0.0
+    return len(values) / sum(1.0 / v for v in values)
+
+
+def count_reward(n_sections: int) -> float:
+    """R_count: 5 to 7 sections is ideal."""
+    if n_sections < 5:
+        return max(0.3, 0.7 * n_sections / 5)
+    if n_sections > 7:
+        return max(0.3, 1 - 0.15 * (n_sections - 7))
+    return 1.0
+
+
+def section_format_reward(section: Section) -> float:
+    """R_sec: header, bullets, bold and table; a section under 50 words scores 0.2."""
+    if section.word_count < _MIN_SECTION_WORDS:
+        return 0.2
+    return 0.3 * section.header + 0.4 * bool(section.bullets) + 0.2 * section.has_bold + 0.1 * section.has_table
+
+
+def distinct_sections(thesis: Thesis) -> tuple[Section, ...]:
+    """Sections whose normalised body is new: a repeated body (any tag) counts once."""
+    seen: set[str] = set()
+    out = []
+    for section in thesis.sections:
+        key = normalize_text(section.body)
+        if key not in seen:
+            seen.add(key)
+            out.append(section)
+    return tuple(out)
+
+
+def structure_reward(thesis: Thesis, cfg: RewardConfig | None = None) -> float:
+    """R_structure = 0.6 R_count + 0.4 mean(R_sec), times ``missing_conclusion_factor`` without a conclusion."""
+    cfg = cfg or RewardConfig()
+    sections = distinct_sections(thesis)
+    if not sections:
+        return 0.0
+    reward = 0.6 * count_reward(len(sections)) + 0.4 * sum(map(section_format_reward, sections)) / len(sections)
+    if all(s.tag != "conclusion" for s in sections):
+        reward *= cfg.missing_conclusion_factor
+    return reward
+
+
+def opinion_reward(n_words: int, cited: bool) -> float:
+    """R_opinion: 15 to 90 words is ideal, and only a cited opinion (quote and source) can pass 0.3."""
+    if not cited:
+        return min(0.3, 0.3 * n_words / 15)
+    if n_words < 15:
+        return n_words / 15
+    if n_words > 90:
+        return max(0.5, 1 - 0.02 * (n_words - 90))
+    return 1.0
+
+
+def bullet_reward(n_opinion_words: int, has_quote: bool, has_source: bool) -> float:
+    """R_bullet = 0.4 R_opinion + 0.35 [quote] + 0.25 [source]."""
+    return 0.4 * opinion_reward(n_opinion_words, has_quote and has_source) + 0.35 * has_quote + 0.25 * has_source
+
+
+def bullet_count_reward(n_bullets: int) -> float:
+    """4 to 7 claims per section is ideal."""
+    if n_bullets < 4:
+        return n_bullets / 4
+    if n_bullets > 7:
+        return max(0.3, 1 - 0.1 * (n_bullets - 7))
+    return 1.0
+
+
+def evidence_reward(thesis: Thesis, context: str | None = None, cfg: RewardConfig | None = None) -> EvidenceResult:
+    """R_evidence, the harmonic mean over sections of 0.3 count + 0.7 harmonic mean of max(R_bullet, 0.01).
+
+    With ``context`` each quote must appear in it verbatim (after :func:`normalize_text`);
+    a fabricated one does not count as a quote and costs ``fabricated_penalty * share``.
+    ``context=None`` is the paper's unchecked reward. A section without any bullet scores 0,
+    so, through the harmonic mean, does R_evidence: every section must carry claims.
+    """
+    cfg = cfg or RewardConfig()
+    haystack = None if context is None else normalize_text(context)
+    n_claims = n_quotes = n_verified = 0
+    section_scores = []
+    for section in distinct_sections(thesis):
+        bullet_scores = []
+        for bullet in section.bullets:
+            quotes = [q for q in bullet.quotes if _is_quote_sized(q, cfg)]
+            found = quotes if haystack is None else [q for q in quotes if _strip_quote(q) in haystack]
+            n_quotes += len(quotes)
+            n_verified += 0 if haystack is None else len(found)
+            r_bullet = bullet_reward(count_words(bullet.opinion), bool(found), bool(bullet.sources))
+            bullet_scores.append(max(r_bullet, 0.01))
+        n_claims += len(section.bullets)
+        section_scores.append(0.3 * bullet_count_reward(len(section.bullets)) + 0.7 * harmonic_mean(bullet_scores))
+    n_fabricated = 0 if haystack is None else n_quotes - n_verified
+    reward = max(0.0, harmonic_mean(section_scores) - cfg.fabricated_penalty * n_fabricated / max(1, n_quotes))
+    return EvidenceResult(reward, n_claims, n_quotes, n_fabricated, n_verified)
+
+
+def decision_reward(pred: Action | None, label: Action, cfg: RewardConfig | None = None) -> float:
+    """R_decision = M[pred, label]; ``invalid_decision`` when there is no single decision."""
+    cfg = cfg or RewardConfig()
+    if pred is None:
+        return cfg.invalid_decision
+    if cfg.swap_strong_corners and {pred, label} == _CORNERS:
+        pred, label = label, pred
+    return DECISION_MATRIX[pred][label]
+
+
+def length_multiplier(n_chars: int, cfg: RewardConfig | None = None) -> float:
+    """1 up to ``max_chars``, then linear down to 0 at ``overlong_zero_at * max_chars``."""
+    cfg = cfg or RewardConfig()
+    if cfg.max_chars is None or n_chars <= cfg.max_chars:
+        return 1.0
+    return max(0.0, 1 - (n_chars - cfg.max_chars) / ((cfg.overlong_zero_at - 1) * cfg.max_chars))
+
+
+def score(
+    completion: str, label: Action | None, context: str | None = None, cfg: RewardConfig | None = None
+) -> RewardBreakdown:
+    """Parse ``completion`` and weigh the three rewards. Without a label the decision term is 0."""
+    cfg = cfg or RewardConfig()
+    thesis = parse_thesis(completion)
+    multiplier = length_multiplier(thesis.raw_length, cfg)
+    structure = multiplier * structure_reward(thesis, cfg)
+    claims = evidence_reward(thesis, context, cfg)
+    evidence = multiplier * claims.reward
+    decision = 0.0 if label is None else decision_reward(thesis.decision, label, cfg)
+    return RewardBreakdown(
+        structure=structure,
+        evidence=evidence,
+        decision=decision,
+        total=cfg.w_structure * structure + cfg.w_evidence * evidence + cfg.w_decision * decision,
+        decision_action=thesis.decision,
+        n_fabricated=claims.n_fabricated,
+        n_quotes=claims.n_quotes,
+        n_claims=claims.n_claims,
+        labelled=label is not None,
+        length_multiplier=multiplier,
+    )
+
+
+def _is_quote_sized(quote: str, cfg: RewardConfig) -> bool:
+    n = count_words(quote)
+    return n >= cfg.min_quote_words and (cfg.max_quote_words is None or n <= cfg.max_quote_words)
+
+
+def _strip_quote(quote: str) -> str:
+    """A quote may carry its own quotation marks or end mid-sentence: compare the words."""
+    return normalize_text(quote).strip(" \"'.")

@@ -1,0 +1,65 @@
+"""Wrappers for behaviour both environments share, so the environments stay thin.
+
+- :class:`StepLog` keeps every step's action, reward and info, for a DataFrame of a replay or a
+  rollout (equity curves, reward terms per thesis, ...).
+- :class:`TextAction` lets a generative LLM act on :class:`~tr1_env.envs.TradingEnv` with its raw
+  completion, parsed by the env's ``parse_action``; unparseable text falls back to a fixed action.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pandas as pd
+
+from tr1_env.envs.spaces import UnicodeText
+
+
+class StepLog(gym.Wrapper):
+    """Record ``episode, step, action, reward`` and the info of every step; :meth:`frame` returns them."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.rows: list[dict[str, Any]] = []
+        self.episode = -1
+        self._step = 0
+
+    def reset(self, **kwargs):
+        self.episode += 1
+        self._step = 0
+        return self.env.reset(**kwargs)
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.rows.append({"episode": self.episode, "step": self._step,
+                          "action": action.item() if isinstance(action, np.generic) else action,
+                          "reward": float(reward), **info})
+        self._step += 1
+        return obs, reward, terminated, truncated, info
+
+    def frame(self) -> pd.DataFrame:
+        """One row per step of every episode so far."""
+        return pd.DataFrame(self.rows)
+
+    def summary(self) -> pd.DataFrame:
+        """Per episode: number of steps and the sum of rewards (the log return, in the trading env)."""
+        return self.frame().groupby("episode").agg(steps=("step", "size"), reward=("reward", "sum"))
+
+
+class TextAction(gym.Wrapper):
+    """Take the completion text as the action; ``info["action_parsed"]`` says if it named a valid action."""
+
+    def __init__(self, env: gym.Env, fallback: str = "hold", max_length: int = 100_000):
+        super().__init__(env)
+        names = [n.lower() for n in env.unwrapped.action_names]
+        if fallback.lower() not in names:
+            raise ValueError(f"fallback {fallback!r} is not one of {env.unwrapped.action_names}")
+        self._fallback = names.index(fallback.lower())
+        self.action_space = UnicodeText(max_length)
+
+    def step(self, action: str):
+        index = self.env.unwrapped.parse_action(action)
+        obs, reward, terminated, truncated, info = self.env.step(self._fallback if index is None else index)
+        return obs, reward, terminated, truncated, {**info, "action_parsed": index is not None}
