@@ -109,3 +109,9 @@ def test_context_cli(capsys):
     tr1(["context", "--ticker", "AAPL", "--date", "2024-06-10", "--modalities", "news,macro"])
     out = capsys.readouterr().out
     assert "## News" in out and "## Macro" in out and "## Market data" not in out
+
+
+def test_prices_in_context_are_as_known_that_day(store):
+    """Before NVDA's 10:1 split the context shows the traded ~1,150 level, matching that day's news."""
+    ctx = build_context(store, "NVDA", "2024-06-03", modalities=("market",))
+    assert "| 2024-06-03 |" in ctx.text and "Last close 1,150.00" in ctx.text

@@ -28,15 +28,26 @@ def test_embedded_store_has_every_table_and_ticker(store):
     assert store.manifest["rows"]["prices"] == len(store.table("prices"))
 
 
-def test_prices_are_rounded_and_split_adjusted(store):
+def test_prices_are_as_traded_and_rounded(store):
     p = store.table("prices").set_index(["ticker", "date"])
     assert p.loc[("AAPL", pd.Timestamp("2024-08-30")), "close"] == 229.0
     assert p.loc[("SPY", pd.Timestamp("2024-08-30")), "close"] == pytest.approx(563.68, abs=1e-4)
-    # NVDA 10:1 split on 2024-06-10 is already applied: the level is continuous.
-    assert p.loc[("NVDA", pd.Timestamp("2024-06-07")), "close"] == pytest.approx(120.888, abs=1e-3)
-    # float32 noise removed: 4 decimals, since split-adjusted history needs sub-cent precision (120.888)
-    scaled = p["close"] * 1e4
+    # NVDA's 10:1 split of 2024-06-10 is undone in the table: 2024-06-07 traded at 1,208.88.
+    assert p.loc[("NVDA", pd.Timestamp("2024-06-07")), "close"] == pytest.approx(1208.88, abs=1e-2)
+    scaled = p["close"] * 1e4  # float32 noise removed (4 decimals)
     assert (scaled - scaled.round()).abs().max() < 1e-6
+
+
+def test_splits_apply_only_once_known(store):
+    before = store.asof("NVDA", "2024-06-07").prices.set_index("date")
+    after = store.asof("NVDA", "2024-06-10").prices.set_index("date")
+    assert before.loc["2024-06-07", "close"] == pytest.approx(1208.88, abs=1e-2)  # as traded that day
+    assert after.loc["2024-06-07", "close"] == pytest.approx(120.888, abs=1e-3)  # back-adjusted once effective
+    assert after.loc["2024-06-07", "volume"] == before.loc["2024-06-07", "volume"] * 10
+    closes = store.closes("NVDA")  # labels and accounting: one continuous series
+    assert closes.loc["2024-06-10"] / closes.loc["2024-06-07"] == pytest.approx(121.79 / 120.888, rel=1e-6)
+    assert closes.loc["2021-07-16"] < 20  # 4:1 of 2021 and 10:1 of 2024 both applied
+    assert store.dividends("NVDA").loc["2024-03-05"] == pytest.approx(0.004)
 
 
 def test_price_available_at_the_close():

@@ -34,11 +34,13 @@ def import_all(raw: Path, prices_since: str, news_since: str) -> dict[str, pd.Da
     """Every table, cut to the configured history."""
     if not raw.is_dir():
         raise FileNotFoundError(f"raw data folder {raw} does not exist")
-    prices, dividends = importers.import_prices(raw)
+    splits = importers.import_splits()
+    prices, dividends = importers.import_prices(raw, splits)
     fundamentals, profiles = importers.import_fundamentals(raw)
     return {
         "prices": _cut(prices, "date", prices_since),
         "dividends": _cut(dividends, "date", prices_since),
+        "splits": splits,
         "news": _cut(importers.import_news(raw), "available_at", news_since),
         "fundamentals": _cut(fundamentals, "period_end", prices_since),
         "profiles": profiles,

@@ -61,16 +61,45 @@ def _require(df: pd.DataFrame, cols: list[str], path: Path) -> None:
         raise ValueError(f"{path}: missing column(s) {missing}; found {list(df.columns)}")
 
 
-def import_prices(raw: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split-adjusted OHLCV (rounded to cents: the files carry float32 noise) and cash dividends."""
+SPLITS_FILE = Path(__file__).with_name("splits.csv")
+
+
+def import_splits(path: Path = SPLITS_FILE) -> pd.DataFrame:
+    """Stock splits since 2015 (ex-dates), public record; the raw price files carry them only implicitly."""
+    df = _read_csv(path)
+    _require(df, ["ticker", "date", "ratio"], path)
+    out = pd.DataFrame({"ticker": df["ticker"].map(canonical_ticker), "date": pd.to_datetime(df["date"]),
+                        "ratio": df["ratio"].astype(float)})
+    out["available_at"] = vectorized_at_ny(out["date"], 9, 30)  # effective at the ex-date open
+    return out
+
+
+def _later_splits(splits: pd.DataFrame, ticker: str, dates: pd.Series) -> np.ndarray:
+    """Product of the ratios of ``ticker``'s splits after each date: adjusted -> as-traded factor."""
+    own = splits[splits["ticker"] == ticker]
+    factor = np.ones(len(dates))
+    for day, ratio in zip(own["date"], own["ratio"]):
+        factor[(dates < day).to_numpy()] *= ratio
+    return factor
+
+
+def import_prices(raw: Path, splits: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """OHLCV and cash dividends as traded on the day.
+
+    The raw files are split-adjusted to 2026, which would tell a 2024 context about a split to come
+    (NVDA at 115 in the week before its 10:1 split, beside news quoting 1,200): the store undoes every
+    later split, and the point-in-time view re-applies only the splits known at the decision time.
+    Float32 noise is rounded away (4 decimals).
+    """
     prices, dividends = [], []
     folder = raw / "backtester39_yahoo_chart"
     for path in sorted(folder.glob("*.csv")):
         if path.stem.endswith("_dividends"):
             df = _read_csv(path)
             _require(df, ["Date", "Dividend"], path)
-            df = pd.DataFrame({"ticker": canonical_ticker(path.stem[: -len("_dividends")]),
-                               "date": pd.to_datetime(df["Date"]), "amount": df["Dividend"].astype(float)})
+            ticker = canonical_ticker(path.stem[: -len("_dividends")])
+            df = pd.DataFrame({"ticker": ticker, "date": pd.to_datetime(df["Date"]), "amount": df["Dividend"].astype(float)})
+            df["amount"] = (df["amount"] * _later_splits(splits, ticker, df["date"])).round(6)
             df["available_at"] = vectorized_at_ny(df["date"], 9, 30)  # known by the ex-date open
             dividends.append(df)
             continue
@@ -79,11 +108,13 @@ def import_prices(raw: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         bad = df[["Open", "High", "Low", "Close"]].isna().any(axis=1) | (df["Close"] <= 0)
         if bad.any():
             raise ValueError(f"{path}: row {int(np.flatnonzero(bad)[0]) + 2}: missing or non-positive price")
+        ticker = canonical_ticker(path.stem)
+        date = pd.to_datetime(df["Date"])
+        factor = _later_splits(splits, ticker, date)
         out = pd.DataFrame({
-            "ticker": canonical_ticker(path.stem),
-            "date": pd.to_datetime(df["Date"]),
-            **{c.lower(): df[c].astype(float).round(4) for c in ["Open", "High", "Low", "Close"]},
-            "volume": df["Volume"].astype("int64"),
+            "ticker": ticker, "date": date,
+            **{c.lower(): (df[c].astype(float) * factor).round(4) for c in ["Open", "High", "Low", "Close"]},
+            "volume": (df["Volume"] / factor).round().astype("int64"),
         })
         if out["date"].duplicated().any():
             raise ValueError(f"{path}: duplicate dates {out.loc[out['date'].duplicated(), 'date'].dt.date.tolist()[:3]}")

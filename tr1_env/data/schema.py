@@ -11,8 +11,9 @@ ETFS = frozenset({"SPY", "QQQ"})
 #: One Parquet file per table; every table has an ``available_at`` (UTC) column.
 #: Tables with a ``ticker`` column are sliced per ticker by the point-in-time view.
 TABLES: dict[str, str] = {
-    "prices": "daily split-adjusted OHLCV, available at the 16:00 ET close",
-    "dividends": "cash dividends per share, available at the ex-date open",
+    "prices": "daily OHLCV as traded (not split-adjusted), available at the 16:00 ET close",
+    "dividends": "cash dividends per share as paid, available at the ex-date open",
+    "splits": "stock splits (ratio new shares per old), available at the ex-date open",
     "news": "company headlines (ticker) and market headlines (ticker MARKET), at publication",
     "fundamentals": "income/balance/cash-flow line items (long format), at filing or period end + lag",
     "profiles": "company name, sector and industry (static)",

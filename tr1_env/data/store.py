@@ -20,6 +20,24 @@ from tr1_env.data.schema import MARKET_WIDE, TABLES, canonical_ticker
 DEFAULT_STORE = Path(__file__).parent / "default"
 
 
+def split_adjust(frame: pd.DataFrame, splits: pd.DataFrame, cols=("open", "high", "low", "close")) -> pd.DataFrame:
+    """Back-adjust rows dated before each split in ``splits`` (price / ratio, volume * ratio)."""
+    if splits.empty or frame.empty:
+        return frame
+    factor = np.ones(len(frame))
+    dates = frame["date"].to_numpy()
+    for day, ratio in zip(splits["date"].to_numpy(), splits["ratio"].to_numpy()):
+        factor[dates < day] *= ratio
+    if (factor == 1).all():
+        return frame
+    out = frame.copy()
+    for c in cols:
+        out[c] = out[c] / factor
+    if "volume" in out:
+        out["volume"] = (out["volume"] * factor).round().astype("int64")
+    return out
+
+
 def _as_utc(t) -> pd.Timestamp:
     ts = pd.Timestamp(t)
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
@@ -97,11 +115,21 @@ class Store:
         return days[(days >= lo) & (days <= hi)]
 
     def closes(self, ticker: str) -> pd.Series:
-        """The full close series (labels and accounting only: both look forward on purpose)."""
+        """Closes adjusted for every split in this store (labels and accounting: both look forward on purpose)."""
         frame, _ = self._slices("prices").get(canonical_ticker(ticker), (None, None))
         if frame is None:
             raise KeyError(f"no prices for ticker {ticker!r} in store {self.path}; tickers: {self.tickers}")
-        return frame.set_index("date")["close"].rename(ticker)
+        splits = self.visible("splits", canonical_ticker(ticker), frame["available_at"].iloc[-1])
+        return split_adjust(frame, splits, ("close",)).set_index("date")["close"].rename(ticker)
+
+    def dividends(self, ticker: str) -> pd.Series:
+        """Cash dividends per share on the same split basis as :meth:`closes`, indexed by ex-date."""
+        frame, _ = self._slices("dividends").get(canonical_ticker(ticker), (None, None))
+        if frame is None:
+            return pd.Series(dtype=float, name=ticker)
+        last = self._slices("prices")[canonical_ticker(ticker)][0]["available_at"].iloc[-1]
+        splits = self.visible("splits", canonical_ticker(ticker), last)
+        return split_adjust(frame, splits, ("amount",)).set_index("date")["amount"].rename(ticker)
 
 
 @dataclass(frozen=True)
@@ -117,7 +145,8 @@ class PointInTime:
 
     @property
     def prices(self) -> pd.DataFrame:
-        return self._get("prices")
+        """Daily bars adjusted for the splits known at ``time`` (so the levels match that day's news)."""
+        return split_adjust(self._get("prices"), self._get("splits"))
 
     @property
     def dividends(self) -> pd.DataFrame:
