@@ -15,6 +15,7 @@ import pandas as pd
 
 from tr1_env.actions import Action
 from tr1_env.context import MODALITIES, Context, ContextConfig, build_context, sample_modalities
+from tr1_env.data.schema import canonical_ticker
 from tr1_env.data.store import Store
 from tr1_env.envs.spaces import UnicodeText
 from tr1_env.labels import LabelConfig, make_labels
@@ -46,7 +47,7 @@ class ThesisEnv(gym.Env[str, str]):
         fit_start = start if fit_start is None else fit_start
         fit_end = end if fit_end is None else fit_end
         frames = []
-        for ticker in tickers or self.store.tickers:
+        for ticker in map(canonical_ticker, tickers or self.store.tickers):
             labels = make_labels(self.store.closes(ticker), fit_start, fit_end, start, end, label_config)["label"]
             labels = labels.dropna()
             frames.append(pd.DataFrame({"ticker": ticker, "date": labels.index, "label": labels.to_numpy("int8")}))
@@ -62,12 +63,12 @@ class ThesisEnv(gym.Env[str, str]):
         self._pending = False
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
-        """Draw a labelled ticker-day; ``options`` may fix ``ticker``, ``date`` and ``modalities``."""
+        """Draw a labelled ticker-day uniformly; ``options`` may fix ``ticker``, ``date`` and ``modalities``."""
         super().reset(seed=seed)
         options = options or {}
         pool = self.samples
         if "ticker" in options:
-            pool = pool[pool["ticker"] == options["ticker"]]
+            pool = pool[pool["ticker"] == canonical_ticker(options["ticker"])]
         if "date" in options:
             pool = pool[pool["date"] == pd.Timestamp(options["date"]).normalize()]
         if pool.empty:
@@ -85,7 +86,8 @@ class ThesisEnv(gym.Env[str, str]):
         return self.context.prompt, dict(self._info)
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
-        """Score the completion; ``info`` holds every reward term (see ``RewardBreakdown.to_dict``)."""
+        """Score the completion. ``info`` adds every reward term (``RewardBreakdown.to_dict``: ``decision`` is
+        R_decision, ``decision_action`` the parsed call) to the reset info (``label`` is the true call)."""
         if not self._pending:
             raise RuntimeError("ThesisEnv episodes last one step: call reset() first")
         if not isinstance(action, str):

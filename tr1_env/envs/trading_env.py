@@ -21,12 +21,15 @@ from stockstats import wrap
 
 from tr1_env.actions import DEFAULT_WEIGHTS, Action
 from tr1_env.data.clock import NY
+from tr1_env.data.schema import canonical_ticker
 from tr1_env.data.store import Store
 from tr1_env.envs.spaces import UnicodeText
 
 FEATURE_NAMES: tuple[str, ...] = ("ret_1d", "ret_5d", "ret_10d", "vol_20d", "rsi_14", "macdh_norm", "boll_pos",
                                   "sma10_gap", "sma50_gap", "sma200_gap", "volume_z")
 OBS_NAMES: tuple[str, ...] = (*FEATURE_NAMES, "position", "time_left")
+#: Features are clipped to [-OBS_BOUND, OBS_BOUND] (only degenerate data gets there): a bounded Box for SB3.
+OBS_BOUND = 10.0
 
 #: Action names (in action-index order) and the target position of each.
 ACTION_MODES: dict[str, tuple[tuple[str, ...], tuple[float, ...]]] = {
@@ -102,9 +105,10 @@ def parse_action(text: str, action_mode: str = "sell_hold_buy") -> int | None:
 class TradingEnv(gym.Env):
     """One ticker over ``[start, end]``; the episode is truncated on the last session of the period.
 
-    A decision is taken at each session's close except the last (its return would need a price
-    after ``end``). ``equity`` compounds the reward, so ln(final / initial equity) is the sum of
-    rewards (InvestorBench's cumulative return).
+    Actions are target positions, not trades: ``hold`` means flat (0), as in InvestorBench. A
+    decision is taken at each session's close except the last (its return would need a price after
+    ``end``). ``equity`` compounds the reward, so ln(final / initial equity) is the sum of rewards
+    (InvestorBench's cumulative return).
     """
 
     metadata = {"render_modes": []}
@@ -117,7 +121,7 @@ class TradingEnv(gym.Env):
         if action_mode not in ACTION_MODES:
             raise ValueError(f"action_mode must be one of {list(ACTION_MODES)}, got {action_mode!r}")
         self.store = store if store is not None else Store()
-        self.ticker = ticker
+        self.ticker = canonical_ticker(ticker)
         self.obs_mode, self.action_mode = obs_mode, action_mode
         self.cost_bps, self.window, self.news_items, self.initial_equity = cost_bps, window, news_items, initial_equity
         #: Features of every session up to ``end``, from the prices knowable at ``end``'s close.
@@ -126,20 +130,22 @@ class TradingEnv(gym.Env):
         self.days = self.features.index[self._first:]
         if len(self.days) < 2:
             raise ValueError(f"{ticker} has {len(self.days)} session(s) in {start}..{end}; an episode needs 2")
-        self._rows = self.features.loc[self.days, list(FEATURE_NAMES)].to_numpy(np.float32)
+        #: Decisions per episode: every session of the period but the last.
+        self.n_steps = len(self.days) - 1
+        # Observation rows with the time-left column filled in and the position column left to fill.
+        self._rows = np.zeros((len(self.days), len(OBS_NAMES)), np.float32)
+        features = self.features.loc[self.days, list(FEATURE_NAMES)].to_numpy()
+        self._rows[:, :len(FEATURE_NAMES)] = np.clip(features, -OBS_BOUND, OBS_BOUND)
+        self._rows[:, -1] = np.arange(self.n_steps, -1, -1) / self.n_steps
         self._closes = self.features["close"].to_numpy(float)[self._first:]
+        self._dates = list(self.days)
         self.action_names, self.targets = ACTION_MODES[action_mode]
         self.action_space = spaces.Discrete(len(self.action_names))
-        self.observation_space = (spaces.Box(-np.inf, np.inf, (len(OBS_NAMES),), np.float32) if obs_mode == "numeric"
-                                  else UnicodeText(max_length, min_length=1))
+        self.observation_space = (spaces.Box(-OBS_BOUND, OBS_BOUND, (len(OBS_NAMES),), np.float32)
+                                  if obs_mode == "numeric" else UnicodeText(max_length, min_length=1))
         self._t = 0
         self.position = 0.0
         self.equity = initial_equity
-
-    @property
-    def n_steps(self) -> int:
-        """Decisions per episode: every session of the period but the last."""
-        return len(self.days) - 1
 
     def parse_action(self, text: str) -> int | None:
         """:func:`parse_action` for this env's action mode."""
@@ -155,7 +161,10 @@ class TradingEnv(gym.Env):
     def step(self, action):
         if self._t >= self.n_steps:
             raise RuntimeError("the episode was truncated at the period end: call reset()")
-        target = self.targets[int(action)]
+        index = int(action)
+        if not 0 <= index < len(self.targets):
+            raise ValueError(f"action {action!r} is not in {self.action_space}")
+        target = self.targets[index]
         cost = self.cost_bps / 1e4 * abs(target - self.position)
         log_return = math.log(self._closes[self._t + 1] / self._closes[self._t])
         reward = target * log_return - cost
@@ -166,28 +175,32 @@ class TradingEnv(gym.Env):
         return self._observation(), reward, False, truncated, self._info(log_return, cost)
 
     def _info(self, log_return: float, cost: float) -> dict[str, Any]:
-        return {"date": self.days[self._t], "position": self.position, "equity": self.equity,
+        return {"date": self._dates[self._t], "position": self.position, "equity": self.equity,
                 "cash": self.equity * (1 - self.position), "log_return": log_return, "cost": cost}
 
     def _observation(self) -> np.ndarray | str:
-        if self.obs_mode == "numeric":
-            time_left = (self.n_steps - self._t) / self.n_steps
-            return np.append(self._rows[self._t], np.float32([self.position, time_left]))
-        return self.prompt()
+        if self.obs_mode == "text":
+            return self.prompt()
+        obs = self._rows[self._t].copy()
+        obs[-2] = self.position
+        return obs
 
     def prompt(self) -> str:
         """The FLAG-TRADER state prompt at the current session (what ``obs_mode="text"`` observes)."""
-        day = self.days[self._t]
+        day = self._dates[self._t]
         recent = self.features.iloc[max(0, self._first + self._t - self.window + 1): self._first + self._t + 1]
+        view = self.store.asof(self.ticker, day)
+        # Price levels as known that day (a split after ``day`` must not show); the features are scale-free.
+        recent = recent.assign(close=view.prices.set_index("date")["close"].reindex(recent.index))
         rows = ["| date | close | ret 1d | ret 5d | vol 20d | RSI 14 | MACD hist % | Bollinger pos | vs SMA50 |",
                 "|---|---|---|---|---|---|---|---|---|"]
-        rows += [f"| {d:%Y-%m-%d} | {r.close:.2f} | {100 * r.ret_1d:+.2f} | {100 * r.ret_5d:+.2f} | "
+        rows += [f"| {r.Index:%Y-%m-%d} | {r.close:.2f} | {100 * r.ret_1d:+.2f} | {100 * r.ret_5d:+.2f} | "
                  f"{100 * r.vol_20d:.1f} | {100 * (r.rsi_14 + 0.5):.1f} | {r.macdh_norm:+.3f} | "
-                 f"{r.boll_pos + 0.5:.2f} | {100 * r.sma50_gap:+.2f}% |" for d, r in zip(recent.index, recent.itertuples())]
-        news = self.store.asof(self.ticker, day).news.iloc[::-1].head(self.news_items)
+                 f"{r.boll_pos + 0.5:.2f} | {100 * r.sma50_gap:+.2f}% |" for r in recent.itertuples()]
+        news = view.news.iloc[::-1].head(self.news_items)
         lines = [f"  - [{r.published_at.tz_convert(NY):%Y-%m-%d}] {r.title}" for r in news.itertuples(index=False)]
         names = ", ".join(self.action_names)
-        mapping = ", ".join(f"{n} = {w:g}" for n, w in zip(self.action_names, self.targets))
+        mapping = ", ".join(f"{n} = {w:g}" for n, w in zip(self.action_names, self.targets, strict=True))
         return TASK.format(ticker=self.ticker, mapping=mapping, cost_bps=self.cost_bps, names=names, date=day,
                            session=self._t + 1, n_sessions=len(self.days), equity=self.equity,
                            cash=self.equity * (1 - self.position), position=self.position, window=len(recent),

@@ -1,0 +1,146 @@
+"""Throughput of what an RL loop calls most: trading-env steps, context builds, reward scoring.
+
+The trading env runs side by side with gym-anytrading's ``StocksEnv`` on the same prices (same
+ticker, period and 10-day window), both with a random policy: the ratio tells whether our richer
+state (causal indicators, position, costs) costs more per step than the usual baseline env.
+
+    python benchmarks/perf.py [--seconds 4] [--json perf.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+
+from tr1_env.actions import Action
+from tr1_env.context import Context, build_context
+from tr1_env.data.store import Store
+from tr1_env.envs import TradingEnv
+from tr1_env.rewards import score
+
+THESIS_TAGS = ("fundamentals", "technical", "news", "analyst_coverage", "macro", "risk_assessment")
+
+
+def honest_thesis(context: Context, decision: Action, bullets: int = 4) -> str:
+    """A well-formed thesis whose every quote is copied from ``context``: a stand-in for a good model's output.
+
+    Six sections plus the conclusion, ``bullets`` claims each (opinion, verbatim quote, source).
+    """
+    snippets = [" ".join(words[:9]) for line in context.text.splitlines()
+                if not line.startswith(("|", "#")) and "*" not in line and "`" not in line
+                and len(words := line.removeprefix("- ").split()) >= 6]
+    sections = []
+    for k, tag in enumerate((*THESIS_TAGS, "conclusion")):
+        claims = []
+        for i in range(bullets):
+            quote = snippets[(k * bullets + i) % len(snippets)]
+            claims.append(f"- Claim {i + 1} on {tag}: the figure quoted here bears on the one-week outlook for "
+                          f"{context.ticker}, and read with the rest of the **{tag}** evidence it supports a "
+                          f"{decision.name.lower()} view. *{quote}* `context {context.date:%Y-%m-%d}`")
+        sections.append(f"<{tag}>\n### {tag.replace('_', ' ').title()}\n" + "\n".join(claims) + f"\n</{tag}>")
+    return "\n".join(sections) + f"\n\n[[[{decision.name}]]]\n"
+
+
+def per_second(fn: Callable[[], object], seconds: float) -> tuple[float, int]:
+    """Calls of ``fn`` per second over about ``seconds`` of wall time, and the number of calls."""
+    n, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        fn()
+        n += 1
+    return n / elapsed, n
+
+
+def random_steps(env, seed: int = 0) -> Callable[[], object]:
+    """One step of a random policy, resetting at the episode end."""
+    env.reset(seed=seed)
+    env.action_space.seed(seed)
+
+    def step():
+        _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        if terminated or truncated:
+            env.reset()
+    return step
+
+
+def anytrading_env(store: Store, ticker: str, start, end, window: int = 10):
+    """gym-anytrading's StocksEnv over the same sessions, with ``window`` sessions of history before ``start``."""
+    from gym_anytrading.envs import StocksEnv
+
+    prices = store.asof(ticker, end).prices
+    first = int(prices["date"].searchsorted(pd.Timestamp(start)))
+    df = prices.iloc[first - window:].rename(columns=str.capitalize).set_index("Date")
+    return StocksEnv(df[["Open", "High", "Low", "Close", "Volume"]], window_size=window, frame_bound=(window, len(df)))
+
+
+def ticker_days(store: Store, n: int, seed: int, start="2024-01-01", end="2025-05-31"
+                ) -> list[tuple[str, pd.Timestamp]]:
+    """``n`` random (ticker, session) pairs, for contexts built on days the thesis env samples from."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for ticker in rng.choice(store.tickers, n):
+        days = store.trading_days(ticker, start, end)
+        out.append((str(ticker), days[rng.integers(len(days))]))
+    return out
+
+
+def run(seconds: float = 4.0, ticker: str = "MSFT", start="2020-10-01", end="2021-05-28", seed: int = 0) -> dict:
+    store = Store()
+    ours, _ = per_second(random_steps(TradingEnv(store, ticker, start, end), seed), seconds)
+    theirs, _ = per_second(random_steps(anytrading_env(store, ticker, start, end), seed), seconds)
+
+    days = itertools.cycle(ticker_days(store, 500, seed))
+    build_context(store, *next(days))  # the first build sorts and indexes the tables
+    contexts, n_contexts = per_second(lambda: build_context(store, *next(days)), seconds)
+
+    samples = []
+    for ticker_, day in ticker_days(store, 8, seed + 1):
+        context = build_context(store, ticker_, day)
+        samples.append((honest_thesis(context, Action.BUY, bullets=6), context.text))
+    theses = itertools.cycle(samples)
+
+    def score_next():
+        thesis, text = next(theses)
+        return score(thesis, Action.BUY, text)
+    scores, _ = per_second(score_next, seconds)
+    return {
+        "trading_env_steps_per_s": ours,
+        "anytrading_steps_per_s": theirs,
+        "trading_vs_anytrading": ours / theirs,
+        "contexts_per_s": contexts,
+        "contexts_built": n_contexts,
+        "scores_per_s": scores,
+        "thesis_chars": float(np.mean([len(t) for t, _ in samples])),
+        "context_chars": float(np.mean([len(c) for _, c in samples])),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=4.0, help="timing budget per measurement")
+    parser.add_argument("--ticker", default="MSFT", help="trading-env ticker (FLAG-TRADER's test period)")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    args = parser.parse_args(argv)
+    results = run(args.seconds, args.ticker)
+    rows = [("trading env (numeric, random policy)", f"{results['trading_env_steps_per_s']:,.0f} steps/s"),
+            ("gym-anytrading StocksEnv, same prices", f"{results['anytrading_steps_per_s']:,.0f} steps/s"),
+            ("  ratio ours / anytrading", f"{results['trading_vs_anytrading']:.2f}x"),
+            ("build_context, all modalities", f"{results['contexts_per_s']:,.1f} contexts/s"),
+            (f"score, {results['thesis_chars']:,.0f}-char thesis vs {results['context_chars']:,.0f}-char context",
+             f"{results['scores_per_s']:,.0f} scores/s")]
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value:>22}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return results
+
+
+if __name__ == "__main__":
+    main()

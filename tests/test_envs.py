@@ -1,0 +1,315 @@
+import math
+import os
+import subprocess
+import sys
+
+import gymnasium as gym
+import numpy as np
+import pandas as pd
+import pytest
+
+import tr1_env  # noqa: F401 - registers the ids
+from benchmarks.perf import honest_thesis
+from tr1_env.actions import DEFAULT_WEIGHTS, Action
+from tr1_env.context import MODALITIES
+from tr1_env.data.store import Store
+from tr1_env.envs import ThesisEnv, TradingEnv, UnicodeText, parse_action
+from tr1_env.envs.trading_env import FEATURE_NAMES, OBS_NAMES
+from tr1_env.rewards import RewardConfig
+from tr1_env.wrappers import StepLog, TextAction
+
+pytestmark = pytest.mark.filterwarnings("ignore:The inplace keyword:DeprecationWarning",
+                                        "ignore:The inplace keyword:FutureWarning")
+
+TICKER, START, END = "MSFT", "2020-10-01", "2021-05-28"
+
+
+@pytest.fixture(scope="module")
+def store():
+    return Store()
+
+
+@pytest.fixture(scope="module")
+def thesis_env(store):
+    return ThesisEnv(store, tickers=("NVDA", "AAPL", "MSFT"), start="2024-01-01", end="2024-12-31")
+
+
+@pytest.fixture(scope="module")
+def trading_env(store):
+    return TradingEnv(store, TICKER, START, END)
+
+
+def test_import_registers_without_loading_envs_or_torch():
+    code = ("import sys, gymnasium, tr1_env; gymnasium.spec('tr1/Thesis-v0'); gymnasium.spec('tr1/Trading-v0'); "
+            "print(sorted(m for m in ('torch', 'tr1_env.envs', 'pandas') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.stdout.strip() == "[]"
+
+
+def test_unicode_text_space():
+    space = UnicodeText(50, seed=0)
+    assert space.contains("Nvidia’s rally — ¥ €") and space.contains("")
+    assert not space.contains("x" * 51) and not space.contains(3)
+    assert all(space.contains(space.sample()) for _ in range(20))
+    assert space == UnicodeText(50) and space != UnicodeText(51) and space != gym.spaces.Text(50)
+
+
+# --------------------------------------------------------------------------------------------------- thesis env
+
+
+def test_thesis_env_checker(thesis_env):
+    from gymnasium.utils.env_checker import check_env
+    check_env(thesis_env, skip_render_check=True)
+
+
+def test_thesis_reset_info(thesis_env):
+    prompt, info = thesis_env.reset(seed=3)
+    assert thesis_env.observation_space.contains(prompt)
+    assert set(info) == {"ticker", "date", "modalities", "missing", "label"}
+    assert info["ticker"] in ("NVDA", "AAPL", "MSFT") and Action[info["label"]] is thesis_env.label
+    assert pd.Timestamp("2024-01-01") <= info["date"] <= pd.Timestamp("2024-12-31")
+    assert set(info["modalities"]) <= set(MODALITIES) and set(info["missing"]) <= set(info["modalities"])
+    assert thesis_env.context.text in prompt
+
+
+def test_thesis_seeded_determinism(store, thesis_env):
+    def draws(env, seed):
+        first = env.reset(seed=seed)[1]
+        return [(i["ticker"], i["date"], i["modalities"]) for i in (first, *(env.reset()[1] for _ in range(3)))]
+
+    other = ThesisEnv(store, tickers=("NVDA", "AAPL", "MSFT"), start="2024-01-01", end="2024-12-31")
+    assert draws(thesis_env, 7) == draws(other, 7)
+    assert len({tuple(draws(thesis_env, seed)[0]) for seed in range(6)}) > 1
+
+
+def test_thesis_options_fix_the_sample(thesis_env):
+    _, info = thesis_env.reset(options={"ticker": "NVDA", "date": "2024-06-03", "modalities": ("market", "macro")})
+    assert info["ticker"] == "NVDA" and info["date"] == pd.Timestamp("2024-06-03")
+    assert info["modalities"] == ("market", "macro")
+    with pytest.raises(ValueError, match="no labelled ticker-day"):
+        thesis_env.reset(options={"ticker": "NVDA", "date": "2024-06-01"})  # a Saturday
+
+
+def test_thesis_reward_ordering(thesis_env):
+    """An honest thesis with the right call beats a wrong call, fabricated quotes and garbage."""
+    prompt, info = thesis_env.reset(seed=0, options={"modalities": MODALITIES})
+    label = thesis_env.label
+    wrong = Action.STRONG_SELL if label.direction > 0 else Action.STRONG_BUY
+
+    def reward(completion):
+        thesis_env.reset(seed=0, options={"modalities": MODALITIES})
+        obs, r, terminated, truncated, step_info = thesis_env.step(completion)
+        assert (obs, terminated, truncated) == (prompt, True, False)
+        return r, step_info
+
+    honest = honest_thesis(thesis_env.context, label)
+    r_honest, step_info = reward(honest)
+    assert step_info["decision_action"] == step_info["label"] == label.name
+    assert step_info["n_fabricated"] == 0 and step_info["n_quotes"] == step_info["n_claims"] == 28
+    assert step_info["total"] == r_honest == pytest.approx(
+        step_info["structure"] + step_info["evidence"] + step_info["decision"])
+    assert step_info["structure"] > 0.9 and step_info["evidence"] > 0.9 and step_info["decision"] == 1.0
+
+    r_wrong, _ = reward(honest.replace(f"[[[{label.name}]]]", f"[[[{wrong.name}]]]"))
+    r_fabricated, fab_info = reward(_fabricate(honest))
+    r_garbage, garbage_info = reward("lorem ipsum dolor sit amet, buy buy buy")
+    assert fab_info["n_fabricated"] == 28 and fab_info["evidence"] < step_info["evidence"]
+    assert garbage_info["decision_action"] is None and garbage_info["decision"] == -1.5
+    assert r_honest > r_wrong and r_honest > r_fabricated > r_garbage
+
+
+def _fabricate(thesis: str) -> str:
+    """Replace every quote by words that are not in any context."""
+    lines = []
+    for line in thesis.splitlines():
+        if line.startswith("- ") and " *" in line:
+            opinion, _, rest = line.partition(" *")
+            line = f"{opinion} *quarterly zorblax shipments tripled overnight* `{rest.partition('`')[2]}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def test_thesis_step_needs_reset(store):
+    env = ThesisEnv(store, tickers=("SPY",), start="2024-03-01", end="2024-04-30")
+    with pytest.raises(RuntimeError):
+        env.step("text")
+    env.reset(seed=0)
+    env.step("text")
+    with pytest.raises(RuntimeError):
+        env.step("again")
+
+
+def test_thesis_stage_weights(store):
+    env = ThesisEnv(store, tickers=("SPY",), start="2024-03-01", end="2024-04-30", stage="structure")
+    assert env.reward_config == RewardConfig.for_stage("structure")
+    env.reset(seed=1)
+    _, reward, *_, info = env.step("<conclusion>\n### Done\nshort\n</conclusion>\n[[[HOLD]]]")
+    assert reward == pytest.approx(info["structure"])
+    with pytest.raises(ValueError):
+        ThesisEnv(store, tickers=("SPY",), stage="claims", reward_config=RewardConfig())
+
+
+def test_thesis_gym_make(store):
+    env = gym.make("tr1/Thesis-v0", store=store, tickers=["JPM"], start="2024-02-01", end="2024-03-29")
+    prompt, info = env.reset(seed=0)
+    assert info["ticker"] == "JPM" and "[[[STRONG_SELL]]]" in prompt
+    _, reward, terminated, _, _ = env.step("")
+    assert terminated and reward < 0
+
+
+# -------------------------------------------------------------------------------------------------- trading env
+
+
+def test_trading_env_checkers(store):
+    from gymnasium.utils.env_checker import check_env
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    check_env(TradingEnv(store, TICKER, START, END), skip_render_check=True)
+    sb3_check_env(TradingEnv(store, TICKER, START, END))
+    check_env(TradingEnv(store, TICKER, START, END, obs_mode="text", action_mode="five"), skip_render_check=True)
+
+
+def test_sb3_ppo_short_run(store):
+    from stable_baselines3 import PPO
+
+    env = gym.make("tr1/Trading-v0", store=store, ticker=TICKER, start=START, end=END)
+    model = PPO("MlpPolicy", env, n_steps=128, batch_size=64, n_epochs=1, seed=0, device="cpu")
+    model.learn(256)
+    obs, _ = env.reset(seed=0)
+    action, _ = model.predict(obs, deterministic=True)
+    assert env.action_space.contains(int(action))
+
+
+def test_observation_layout(trading_env):
+    obs, info = trading_env.reset(seed=0)
+    assert obs.shape == (len(OBS_NAMES),) and obs.dtype == np.float32
+    assert info == {"date": pd.Timestamp(START), "position": 0.0, "equity": 1.0, "cash": 1.0,
+                    "log_return": 0.0, "cost": 0.0}
+    assert obs[-2:].tolist() == [0.0, 1.0]
+    np.testing.assert_array_equal(obs[:-2], trading_env.features.loc[START, list(FEATURE_NAMES)].to_numpy(np.float32))
+    obs, *_ = trading_env.step(2)
+    assert obs[-2] == 1.0 and obs[-1] == pytest.approx(1 - 1 / trading_env.n_steps)
+
+
+def test_no_look_ahead(store, trading_env):
+    """The observation of day t equals the one built from a store holding nothing after t's close."""
+    rng = np.random.default_rng(0)
+    obs_by_day = {}
+    obs, info = trading_env.reset(seed=0)
+    truncated = False
+    while not truncated:
+        obs_by_day[info["date"]] = obs
+        obs, _, _, truncated, info = trading_env.step(int(rng.integers(3)))
+    obs_by_day[info["date"]] = obs
+    days = trading_env.days
+    for i in sorted(rng.choice(np.arange(1, len(days)), 30, replace=False)):
+        day = days[i]
+        cut = TradingEnv(store.cut(day), TICKER, start=days[i - 1], end=day)
+        cut.reset()
+        cut_obs, *_, truncated, cut_info = cut.step(1)
+        assert truncated and cut_info["date"] == day
+        np.testing.assert_array_equal(cut_obs[:-2], obs_by_day[day][:-2])
+
+
+def test_text_observation_is_point_in_time(store):
+    day = pd.Timestamp("2024-05-31")
+    full = TradingEnv(store, "NVDA", "2024-05-01", "2024-07-31", obs_mode="text")
+    cut = TradingEnv(store.cut(day), "NVDA", "2024-05-30", day, obs_mode="text")
+    full.reset()
+    while full._dates[full._t] != day:
+        prompt, *_ = full.step(1)
+    cut.reset()
+    cut_prompt, *_ = cut.step(1)
+    def state(p):
+        return p[p.index("- Last"):p.index("Think briefly")]
+    assert state(cut_prompt) == state(prompt)
+    assert "Latest NVDA headlines:\n  - [2024-05-31]" in prompt and "(none available)" not in prompt
+    assert prompt.rstrip().endswith("Action: <one of sell, hold, buy>")
+
+
+@pytest.mark.parametrize("action_mode", ["sell_hold_buy", "five"])
+def test_reward_arithmetic(store, action_mode):
+    env = TradingEnv(store, TICKER, START, END, action_mode=action_mode, cost_bps=25.0)
+    targets = {"sell_hold_buy": (-1, 0, 1), "five": tuple(DEFAULT_WEIGHTS[a] for a in Action)}[action_mode]
+    closes = store.closes(TICKER).loc[START:END]
+    actions = [2, 2, 0, 1, 0, 2, 1] if action_mode == "sell_hold_buy" else [4, 3, 0, 1, 2, 4, 3]
+    env.reset(seed=0)
+    previous, total = 0.0, 0.0
+    for k, action in enumerate(actions):
+        _, reward, terminated, truncated, info = env.step(action)
+        position = targets[action]
+        log_return = math.log(closes.iloc[k + 1] / closes.iloc[k])
+        cost = 25.0 / 1e4 * abs(position - previous)
+        assert reward == pytest.approx(position * log_return - cost, abs=1e-12)
+        total += reward
+        assert info["date"] == closes.index[k + 1] and info["position"] == position
+        assert info["log_return"] == pytest.approx(log_return) and info["cost"] == pytest.approx(cost)
+        assert info["equity"] == pytest.approx(math.exp(total))
+        assert info["cash"] == pytest.approx(info["equity"] * (1 - position))
+        assert not terminated and not truncated
+        previous = position
+
+
+def test_truncation_at_period_end(trading_env):
+    days = pd.DatetimeIndex(trading_env.store.trading_days(TICKER, START, END))
+    assert trading_env.days.equals(days) and trading_env.n_steps == len(days) - 1
+    trading_env.reset()
+    flags = [trading_env.step(1)[2:4] for _ in range(trading_env.n_steps)]
+    assert flags[-1] == (False, True) and all(f == (False, False) for f in flags[:-1])
+    assert trading_env._dates[trading_env._t] == days[-1] <= pd.Timestamp(END)
+    with pytest.raises(RuntimeError):
+        trading_env.step(1)
+
+
+def test_buy_and_hold_matches_prices(store):
+    env = TradingEnv(store, TICKER, START, END, cost_bps=0.0)
+    env.reset()
+    truncated = False
+    while not truncated:
+        *_, truncated, info = env.step(2)
+    closes = store.closes(TICKER).loc[START:END]
+    assert info["equity"] == pytest.approx(closes.iloc[-1] / closes.iloc[0])
+
+
+@pytest.mark.parametrize("text, mode, expected", [
+    ("I think the trend holds.\nAction: buy", "sell_hold_buy", 2),
+    ("**Action:** SELL", "sell_hold_buy", 0),
+    ("Action: hold\n...on reflection\nAction = Strong Buy", "five", 4),
+    ("Action: strong-sell", "sell_hold_buy", 0),
+    ("<conclusion>...</conclusion>\n[[[BUY]]]", "five", 3),
+    ("Action: sell", "five", 1),
+    ("I would buy, sell or hold", "sell_hold_buy", None),
+    ("Action: maybe", "five", None),
+])
+def test_parse_action(text, mode, expected):
+    assert parse_action(text, mode) == expected
+
+
+def test_action_names(store):
+    assert TradingEnv(store, TICKER, START, END).action_names == ("sell", "hold", "buy")
+    five = TradingEnv(store, TICKER, START, END, action_mode="five")
+    assert five.action_names == tuple(a.name for a in Action) and five.action_space.n == 5
+    assert all(five.parse_action(f"Action: {name}") == i for i, name in enumerate(five.action_names))
+    with pytest.raises(ValueError):
+        TradingEnv(store, TICKER, START, END, obs_mode="pixels")
+
+
+# ----------------------------------------------------------------------------------------------------- wrappers
+
+
+def test_text_action_and_step_log(store):
+    env = StepLog(TextAction(gym.make("tr1/Trading-v0", store=store, ticker=TICKER, start=START, end=END,
+                                      obs_mode="text")))
+    for _ in range(2):
+        prompt, _ = env.reset()
+        assert env.observation_space.contains(prompt)
+        for completion in ("Action: buy", "no idea", "Action: sell"):
+            env.step(completion)
+    frame = env.frame()
+    assert len(frame) == 6 and frame["episode"].tolist() == [0, 0, 0, 1, 1, 1]
+    assert frame["position"].tolist() == [1.0, 0.0, -1.0] * 2
+    assert frame["action_parsed"].tolist() == [True, False, True] * 2
+    summary = env.summary()
+    assert summary["steps"].tolist() == [3, 3]
+    assert summary["reward"].iloc[0] == pytest.approx(math.log(frame["equity"].iloc[2]))

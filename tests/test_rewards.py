@@ -1,0 +1,467 @@
+import json
+import re
+
+import pytest
+
+from tr1_env.actions import Action
+from tr1_env.rewards import (
+    STAGE_WEIGHTS,
+    RewardConfig,
+    bullet_count_reward,
+    bullet_reward,
+    count_reward,
+    decision_reward,
+    distinct_sections,
+    evidence_reward,
+    harmonic_mean,
+    length_multiplier,
+    opinion_reward,
+    score,
+    section_format_reward,
+    structure_reward,
+)
+from tr1_env.thesis import parse_thesis
+
+CONTEXT = """\
+# NVDA 2024-05-31
+## Market data (last 15 trading days)
+Close 2024-05-31: 1096.33, up 26.9% over 15 sessions
+50-day SMA: 925.12; 200-day SMA: 688.40
+RSI(14): 68.2; MACD: 35.1 above signal 28.7
+ATR(14): 41.9; Bollinger upper band: 1120.5
+Volume on 2024-05-23: 83.5 million shares, twice the 20-day average
+
+## News (last 3 days)
+2024-05-29 Reuters: Nvidia\u2019s market value nears $2.8 trillion as AI chip demand shows no sign of slowing
+2024-05-30 Bloomberg: Chip stocks slip as investors take profits after a record run
+## News (4-10 days)
+2024-05-22 Reuters: Nvidia forecasts second-quarter revenue above estimates as AI demand stays strong
+2024-05-22 CNBC: Nvidia announces a ten-for-one forward stock split effective June 7
+2024-05-23 WSJ: Microsoft and Meta reiterate plans to raise capital spending on AI infrastructure
+## News (11-30 days)
+2024-05-08 FT: US weighs new curbs on advanced chip exports to China
+
+## Fundamentals (10-Q filed 2024-05-29)
+Revenue: 26,044 million USD, up 262% year over year
+Data center revenue: 22,563 million USD, up 427% year over year
+Gross margin: 78.4%
+Cash and marketable securities: 31,438 million USD
+
+## Sentiment
+Analyst recommendations: 42 buy, 8 hold, 0 sell
+Insider transactions: CEO sold 120,000 shares under a 10b5-1 plan
+
+## Macro
+Federal funds target range: 5.25%-5.50%, unchanged at the May FOMC meeting
+CPI inflation: 3.4% year over year in April
+10-year Treasury yield: 4.51%
+Unemployment rate: 3.9% in April
+"""
+
+HONEST = """\
+<think>
+Guidance beat, strong data center growth, momentum intact; export curbs and crowded positioning are the risks.
+</think>
+<fundamentals>
+### Fundamentals
+- **Revenue growth** is exceptional and far ahead of any peer in semiconductors, which supports a premium multiple for at least the next few quarters of reporting. *Revenue: 26,044 million USD, up 262% year over year* `10-Q 2024-05-29`
+- Data center sales now dominate the business and are growing even faster than the total, so the AI build-out is the main driver of earnings. *Data center revenue: 22,563 million USD, up 427% year over year* `10-Q 2024-05-29`
+- Margins show real pricing power rather than volume bought with discounts, a sign that competitors have not yet caught up with the product roadmap. *Gross margin: 78.4%* `10-Q income statement`
+- The balance sheet carries far more cash than debt, so the company can fund research and buybacks without relying on credit markets at current rates. *Cash and marketable securities: 31,438 million USD* `10-Q balance sheet`
+</fundamentals>
+<technical>
+### Technical picture
+- Price trades well above both moving averages, confirming a **strong uptrend** that has held through the whole fifteen-session window of the input data. *50-day SMA: 925.12; 200-day SMA: 688.40* `stockstats`
+- Momentum is positive but not yet extreme, since the oscillator sits just below the usual overbought threshold and the MACD line leads its signal. *RSI(14): 68.2; MACD: 35.1 above signal 28.7* `stockstats`
+- The close is near the upper band, so a short pause is possible, yet volatility measured by the average true range remains moderate for this stock. *Bollinger upper band: 1120.5* `stockstats`
+- Heavy volume on the earnings reaction day shows institutional buying rather than a thin retail-driven move that would be easier to reverse. *83.5 million shares, twice the 20-day average* `OHLCV 2024-05-23`
+
+| Indicator | Value | Reading |
+|---|---|---|
+| RSI(14) | 68.2 | firm |
+| MACD | 35.1 | bullish |
+</technical>
+<news>
+### News flow
+- Guidance above consensus is the most important headline of the month, because it shows demand is still outrunning supply for the coming quarter. *Nvidia forecasts second-quarter revenue above estimates* `Reuters 2024-05-22`
+- The stock split does not change value but tends to widen the buyer base and has historically coincided with **positive retail attention** around the effective date. *ten-for-one forward stock split effective June 7* `CNBC 2024-05-22`
+- The largest customers keep raising their infrastructure budgets, which gives visibility on orders well into next year for the accelerator product lines. *reiterate plans to raise capital spending on AI infrastructure* `WSJ 2024-05-23`
+- Recent profit taking across the chip sector is a modest headwind, but it looks like positioning after a record run rather than news about fundamentals. *Chip stocks slip as investors take profits* `Bloomberg 2024-05-30`
+</news>
+<macro>
+### Macro backdrop
+- Policy rates are on hold at a restrictive level, which caps valuation multiples but has not stopped investors from paying up for **secular growth** names. *Federal funds target range: 5.25%-5.50%* `FRED`
+- Inflation is easing only slowly, so rate cuts are unlikely before the autumn and long yields may stay elevated through the one-week horizon. *CPI inflation: 3.4% year over year in April* `FRED CPIAUCSL`
+- Long-term yields near four and a half percent are a headwind for long-duration equities, yet they are no higher than in the previous month. *10-year Treasury yield: 4.51%* `FRED DGS10`
+- A labour market that stays tight keeps consumer demand resilient and makes a sharp recession, the main macro risk to capital spending, less likely. *Unemployment rate: 3.9% in April* `FRED UNRATE`
+</macro>
+<risk_assessment>
+### Risk assessment
+- Export restrictions are the largest identifiable risk, because China was a meaningful share of data center sales before the earlier rounds of **curbs**. *US weighs new curbs on advanced chip exports to China* `FT 2024-05-08`
+- Insider selling is routine and pre-scheduled, so it should be read as diversification rather than as a signal that management expects weaker results. *CEO sold 120,000 shares under a 10b5-1 plan* `insider transactions`
+- After a steep rally the stock is exposed to sharp pullbacks on any disappointment, and the daily range is already large in absolute terms. *ATR(14): 41.9; Bollinger upper band: 1120.5* `stockstats`
+- Sentiment is crowded on the buy side, which limits the number of new buyers if the narrative turns, although there is no outright sell rating today. *42 buy, 8 hold, 0 sell* `analyst recommendations`
+</risk_assessment>
+<conclusion>
+### Conclusion
+- Fundamentals, guidance and customer spending all point the same way, and none of the risks identified above is likely to materialise within one week. *AI demand stays strong* `Reuters 2024-05-22`
+- Technical momentum confirms the fundamental picture without being stretched, so the expected one-week move is positive with moderate volatility. *MACD: 35.1 above signal 28.7* `stockstats`
+- The split date and index flows add a **near-term catalyst**, while macro conditions are a headwind that is already priced into the current multiple. *stock split effective June 7* `CNBC 2024-05-22`
+- Weighing upside against the stretched short-term position argues for a buy rather than a strong buy, sizing the position to respect the elevated volatility. *market value nears $2.8 trillion* `Reuters 2024-05-29`
+</conclusion>
+
+[[[BUY]]]
+"""
+
+TAGS = ("fundamentals", "technical", "news", "macro", "risk_assessment")
+STAGES = [RewardConfig(), *(RewardConfig.for_stage(name) for name in STAGE_WEIGHTS)]
+STAGE_IDS = ["default", *STAGE_WEIGHTS]
+ALL, NO_STRUCTURE_ONLY, WITH_DECISION = (0, 1, 2, 3), (0, 2, 3), (0, 3)
+HONEST_STRUCTURE = 0.6 + 0.4 * (5 * 0.9 + 1.0) / 6  # 6 sections, each header+bullets+bold, one table
+
+SS, S, H, B, SB = Action
+PRINTED = {  # re-typed from SPEC 1.3, rows predicted, columns true
+    SS: (1.00, 0.75, -1.25, -2.00, -2.25),
+    S: (0.75, 1.00, -0.75, -1.50, -2.00),
+    H: (-1.50, -1.00, 1.00, -1.00, -1.50),
+    B: (-1.75, -1.25, -0.75, 1.00, 0.75),
+    SB: (-2.00, -1.50, -1.25, 0.75, 1.00),
+}
+
+
+def words(n: int, word: str = "growth") -> str:
+    return " ".join([word] * n)
+
+
+def section(tag: str, n_bullets: int = 4, cited: bool = True) -> str:
+    """A section of ``n_bullets`` claims of 20 opinion words, each quoting the context when cited."""
+    evidence = " *AI demand stays strong* `Reuters`" if cited else ""
+    bullets = "\n".join(f"- {words(20, f'{tag}{i}')}{evidence}" for i in range(n_bullets))
+    return f"<{tag}>\n### {tag}\n{bullets}\n</{tag}>\n"
+
+
+# ---------------------------------------------------------------------------------------------- the honest fixture
+
+
+def test_honest_thesis_is_well_formed():
+    t = parse_thesis(HONEST)
+    assert [s.tag for s in t.sections] == [*TAGS, "conclusion"]
+    assert t.decision is Action.BUY and t.think is not None
+    for s in t.sections:
+        assert s.header and s.has_bold and 4 <= len(s.bullets) <= 7 and s.word_count >= 50
+        for b in s.bullets:
+            assert 15 <= len(b.opinion.split()) <= 90 and len(b.quotes) == 1 and len(b.sources) == 1
+    assert [s.has_table for s in t.sections] == [False, True, False, False, False, False]
+
+
+def test_honest_thesis_scores():
+    r = score(HONEST, Action.BUY, CONTEXT)
+    assert r.structure == pytest.approx(HONEST_STRUCTURE)
+    assert r.evidence == pytest.approx(1.0)
+    assert r.decision == 1.0 and r.decision_action is Action.BUY
+    assert (r.n_claims, r.n_quotes, r.n_fabricated) == (24, 24, 0)
+    assert r.total == pytest.approx(HONEST_STRUCTURE + 2.0)
+    assert r.labelled and r.length_multiplier == 1.0
+    assert evidence_reward(parse_thesis(HONEST), CONTEXT).n_verified == 24
+
+
+def test_score_without_label_or_context():
+    r = score(HONEST, None)
+    assert r.decision == 0.0 and not r.labelled
+    assert r.total == pytest.approx(HONEST_STRUCTURE + 1.0)
+    assert r.n_fabricated == 0
+
+
+def test_to_dict_is_json_friendly():
+    d = score(HONEST, Action.BUY, CONTEXT).to_dict()
+    assert d["decision_action"] == "BUY" and json.loads(json.dumps(d)) == d
+    assert score("nothing", Action.BUY).to_dict()["decision_action"] is None
+
+
+# ---------------------------------------------------------------------------------------------- structure
+
+
+@pytest.mark.parametrize(
+    "n, expected", [(0, 0.3), (1, 0.3), (3, 0.42), (4, 0.56), (5, 1), (6, 1), (7, 1), (8, 0.85), (10, 0.55), (30, 0.3)]
+)
+def test_count_reward(n, expected):
+    assert count_reward(n) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        (f"### H\n- {words(60)} **b**\n| a | b |\n|---|---|", 1.0),
+        (f"### H\n- {words(60)}", 0.7),
+        (f"**Header**\n{words(60)}", 0.5),  # bold-only line: header and bold
+        (f"{words(60)} **b**", 0.2),
+        (words(60), 0.0),
+        (f"### H\n- {words(40)} **b**\n| a | b |\n|---|---|", 0.2),  # under 50 words
+        ("", 0.2),
+    ],
+)
+def test_section_format_reward(body, expected):
+    assert section_format_reward(parse_thesis(f"<a>\n{body}\n</a>").sections[0]) == pytest.approx(expected)
+
+
+def test_structure_reward_formula():
+    assert structure_reward(parse_thesis("no sections")) == 0.0
+    three = "".join(section(t) for t in ("news", "macro", "conclusion"))  # R_sec 0.7 each (no bold, no table)
+    assert structure_reward(parse_thesis(three)) == pytest.approx(0.6 * 0.42 + 0.4 * 0.7)
+    ten = "".join(section(f"s{i}") for i in range(9)) + section("conclusion")
+    assert structure_reward(parse_thesis(ten)) == pytest.approx(0.6 * 0.55 + 0.4 * 0.7)
+
+
+def test_missing_conclusion_factor():
+    body = "".join(section(t) for t in ("news", "macro", "technical", "fundamentals", "risk"))
+    full = 0.6 + 0.4 * 0.7
+    assert structure_reward(parse_thesis(body)) == pytest.approx(0.5 * full)
+    assert structure_reward(parse_thesis(body), RewardConfig(missing_conclusion_factor=0.0)) == 0.0
+    assert structure_reward(parse_thesis(body), RewardConfig(missing_conclusion_factor=1.0)) == pytest.approx(full)
+
+
+def test_duplicated_section_counts_once():
+    once = section("news") + section("conclusion")
+    twice = section("news") + section("news").replace("news>", "macro>") + section("conclusion")
+    t = parse_thesis(twice)
+    assert [s.tag for s in distinct_sections(t)] == ["news", "conclusion"]
+    assert score(twice, Action.BUY, CONTEXT) == score(once, Action.BUY, CONTEXT)
+
+
+# ---------------------------------------------------------------------------------------------- evidence
+
+
+@pytest.mark.parametrize(
+    "w, cited, expected",
+    [
+        (15, True, 1.0),
+        (50, True, 1.0),
+        (90, True, 1.0),
+        (6, True, 0.4),
+        (100, True, 0.8),
+        (200, True, 0.5),
+        (5, False, 0.1),
+        (15, False, 0.3),
+        (40, False, 0.3),
+        (0, False, 0.0),
+    ],
+)
+def test_opinion_reward(w, cited, expected):
+    assert opinion_reward(w, cited) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    "w, quote, source, expected",
+    [
+        (20, True, True, 1.0),
+        (6, True, True, 0.4 * 0.4 + 0.6),
+        (20, True, False, 0.4 * 0.3 + 0.35),
+        (20, False, True, 0.4 * 0.3 + 0.25),
+        (5, False, False, 0.4 * 0.1),
+    ],
+)
+def test_bullet_reward(w, quote, source, expected):
+    assert bullet_reward(w, quote, source) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("n, expected", [(0, 0.0), (2, 0.5), (4, 1.0), (7, 1.0), (9, 0.8), (20, 0.3)])
+def test_bullet_count_reward(n, expected):
+    assert bullet_count_reward(n) == pytest.approx(expected)
+
+
+def test_harmonic_mean():
+    assert harmonic_mean([1.0, 0.5]) == pytest.approx(2 / 3)
+    assert harmonic_mean([0.2, 0.2, 0.2]) == pytest.approx(0.2)
+    assert harmonic_mean([]) == 0.0 and harmonic_mean([1.0, 0.0]) == 0.0
+
+
+def test_evidence_reward_by_hand():
+    source_only = f"- {words(20, 'margin')} `10-Q`"
+    two = section("news") + f"<macro>\n- {words(20)} *AI demand stays strong* `FRED`\n{source_only}\n</macro>\n"
+    macro = 0.3 * 0.5 + 0.7 * harmonic_mean([1.0, 0.37])
+    r = evidence_reward(parse_thesis(two))
+    assert macro == pytest.approx(0.3 * 0.5 + 0.7 * 2 / (1 + 1 / 0.37))
+    assert r.reward == pytest.approx(2 / (1 + 1 / macro))
+    assert (r.n_claims, r.n_quotes, r.n_fabricated, r.n_verified) == (6, 5, 0, 0)
+
+
+def test_weak_bullets_floor_at_001_and_empty_section_zeroes():
+    r = evidence_reward(parse_thesis("<a>\n- ok\n- ok\n- ok\n- ok\n</a>"))  # R_bullet 0.008 each
+    assert r.reward == pytest.approx(0.3 + 0.7 * 0.01)
+    assert evidence_reward(parse_thesis(section("news") + "<macro>prose only</macro>")).reward == 0.0
+    assert evidence_reward(parse_thesis("")).reward == 0.0
+
+
+@pytest.mark.parametrize(
+    "quote",
+    [
+        "AI demand stays strong",
+        "ai DEMAND   stays strong",  # case and white space
+        "\u201cNvidia's market value nears\u201d",  # curly quotes around, straight apostrophe inside
+        "up 262% year over year.",
+        "Bloomberg: Chip stocks slip",
+        "unchanged at the May FOMC meeting CPI inflation",  # spans a line break of the context
+    ],
+)
+def test_quote_found_in_context(quote):
+    r = evidence_reward(parse_thesis(f"<a>\n- {words(20)} *{quote}* `src`\n</a>"), CONTEXT)
+    assert (r.n_quotes, r.n_verified, r.n_fabricated) == (1, 1, 0)
+
+
+@pytest.mark.parametrize("quote", ["AI demand stays weak", "revenue tripled to 40 billion", "strong as AI demand"])
+def test_quote_not_in_context_is_fabricated(quote):
+    r = evidence_reward(parse_thesis(f"<a>\n- {words(20)} *{quote}* `src`\n</a>"), CONTEXT)
+    assert (r.n_quotes, r.n_verified, r.n_fabricated) == (1, 0, 1)
+    unchecked = evidence_reward(parse_thesis(f"<a>\n- {words(20)} *{quote}* `src`\n</a>"), None)
+    assert (unchecked.n_fabricated, unchecked.n_verified) == (0, 0)
+
+
+def test_fabricated_quote_earns_nothing_and_is_penalised():
+    good, fabricated = "*AI demand stays strong* `Reuters`", "*AI demand is collapsing* `src`"
+    bullets = [f"- {words(20)} {good}"] * 3 + [f"- {words(20)} {fabricated}"]
+    t = parse_thesis("<a>\n" + "\n".join(bullets) + "\n</a>")
+    checked = evidence_reward(t, CONTEXT)
+    expected = 0.3 + 0.7 * harmonic_mean([1, 1, 1, 0.37]) - 0.5 * 1 / 4
+    assert checked.reward == pytest.approx(expected)
+    assert evidence_reward(t, CONTEXT, RewardConfig(fabricated_penalty=0)).reward == pytest.approx(expected + 0.125)
+    assert evidence_reward(t).reward == pytest.approx(1.0)  # paper: unchecked
+    assert evidence_reward(t, CONTEXT, RewardConfig(fabricated_penalty=10)).reward == 0.0  # floor
+
+
+def test_quote_length_bounds():
+    def quotes(q, cfg=None):
+        return evidence_reward(parse_thesis(f"<a>\n- {words(20)} *{q}* `src`\n</a>"), CONTEXT, cfg).n_quotes
+
+    assert quotes("AI demand") == 0  # emphasis, not a quote
+    assert quotes("AI demand", RewardConfig(min_quote_words=1)) == 1
+    pasted = " ".join(CONTEXT.split())
+    assert quotes(pasted) == 0
+    assert quotes(pasted, RewardConfig(max_quote_words=None)) == 1
+
+
+# ---------------------------------------------------------------------------------------------- decision
+
+
+@pytest.mark.parametrize("pred", list(Action))
+@pytest.mark.parametrize("true", list(Action))
+def test_decision_matrix_as_printed(pred, true):
+    assert decision_reward(pred, true) == PRINTED[pred][true]
+
+
+@pytest.mark.parametrize("pred", list(Action))
+@pytest.mark.parametrize("true", list(Action))
+def test_swap_strong_corners(pred, true):
+    swapped = {(SS, SB): -2.00, (SB, SS): -2.25}
+    expected = swapped.get((pred, true), PRINTED[pred][true])
+    assert decision_reward(pred, true, RewardConfig(swap_strong_corners=True)) == expected
+
+
+def test_invalid_decision():
+    assert decision_reward(None, Action.HOLD) == -1.5
+    assert decision_reward(None, Action.HOLD, RewardConfig(invalid_decision=-3.0)) == -3.0
+
+
+# ---------------------------------------------------------------------------------------------- config
+
+
+@pytest.mark.parametrize("name", ["w_structure", "w_evidence", "w_decision", "fabricated_penalty", "min_quote_words"])
+def test_negative_settings_rejected(name):
+    with pytest.raises(ValueError, match=name):
+        RewardConfig(**{name: -1})
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"missing_conclusion_factor": 1.5}, {"max_quote_words": 2}, {"max_chars": 0}, {"overlong_zero_at": 1.0}],
+)
+def test_invalid_settings_rejected(kwargs):
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        RewardConfig(**kwargs)
+
+
+def test_stage_presets():
+    for name, (ws, we, wd) in STAGE_WEIGHTS.items():
+        cfg = RewardConfig.for_stage(name)
+        assert (cfg.w_structure, cfg.w_evidence, cfg.w_decision) == (ws, we, wd)
+    assert RewardConfig.for_stage("claims", max_chars=None).max_chars is None
+    with pytest.raises(ValueError, match="unknown stage"):
+        RewardConfig.for_stage("warmup")
+
+
+def test_length_multiplier():
+    assert length_multiplier(40_000) == 1.0
+    assert length_multiplier(60_000) == pytest.approx(0.5)
+    assert length_multiplier(80_000) == 0.0 and length_multiplier(10**6) == 0.0
+    assert length_multiplier(10**6, RewardConfig(max_chars=None)) == 1.0
+    assert length_multiplier(60_000, RewardConfig(overlong_zero_at=3.0)) == pytest.approx(0.75)
+
+
+# ---------------------------------------------------------------------------------------------- reward hacking
+
+
+def _hedge() -> str:
+    return HONEST.replace("[[[BUY]]]", " ".join(f"[[[{a.name}]]]" for a in Action))
+
+
+def _paste_context() -> str:
+    pasted = " ".join(CONTEXT.split())
+    return re.sub(r"(?<![*\w])\*[^*\n]+\*(?![*\w])", lambda _: f"*{pasted}*", HONEST)
+
+
+def _fabricate() -> str:
+    return re.sub(r"(?<![*\w])\*[^*\n]+\*(?![*\w])", "*revenue tripled beating every estimate*", HONEST)
+
+
+def _tag_spam() -> str:
+    claim = "- **Buy** {} *AI demand stays strong* `Reuters`"
+    tiny = "".join(f"<point_{i}>\n### P{i}\n{claim.format(i)}\n</point_{i}>\n" for i in range(40))
+    return tiny + "<conclusion>\n- Buy.\n</conclusion>\n[[[BUY]]]"
+
+
+def _empty_sections() -> str:
+    return "".join(f"<{t}></{t}>\n" for t in (*TAGS, "conclusion")) + "[[[BUY]]]"
+
+
+def _duplicated() -> str:
+    sections = parse_thesis(HONEST).sections
+    body = f"\n{sections[0].body}\n"
+    copies = "".join(f"<{t}>{body}</{t}>\n" for t in TAGS)
+    return copies + f"<conclusion>\n{sections[-1].body}\n</conclusion>\n[[[BUY]]]"
+
+
+def _enormous() -> str:
+    return HONEST + "\n" + words(6_000, "bullish")
+
+
+HACKS = {
+    "tag_spam": (_tag_spam, ALL),
+    "empty_sections": (_empty_sections, ALL),
+    "duplicated_sections": (_duplicated, ALL),
+    "conflicting_decisions": (_hedge, WITH_DECISION),
+    "pasted_context": (_paste_context, NO_STRUCTURE_ONLY),
+    "fabricated_quotes": (_fabricate, NO_STRUCTURE_ONLY),
+    "enormous_output": (_enormous, ALL),
+}
+
+
+@pytest.mark.parametrize("hack", list(HACKS))
+@pytest.mark.parametrize("stage", range(len(STAGES)), ids=STAGE_IDS)
+def test_hack_scores_below_honest(hack, stage):
+    make, stages = HACKS[hack]
+    cfg = STAGES[stage]
+    honest = score(HONEST, Action.BUY, CONTEXT, cfg).total
+    hacked = score(make(), Action.BUY, CONTEXT, cfg).total
+    if stage in stages:
+        assert hacked < honest
+    else:
+        assert hacked <= honest
+
+
+def test_hack_signatures():
+    assert score(_hedge(), Action.BUY).decision == -1.5
+    assert score(_paste_context(), Action.BUY).n_quotes == 0
+    fab = score(_fabricate(), Action.BUY, CONTEXT)
+    assert fab.n_fabricated == fab.n_quotes == 24 and fab.evidence < 0.5
+    big = score(_enormous(), Action.BUY, CONTEXT)
+    assert 0 < big.length_multiplier < 1 and big.decision == 1.0
+    assert score(_tag_spam(), Action.BUY).structure < 0.3

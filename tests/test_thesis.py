@@ -1,0 +1,161 @@
+import time
+
+import pytest
+
+from tr1_env.actions import Action
+from tr1_env.thesis import count_words, normalize_text, parse_thesis
+
+
+def test_sections_in_order_with_think_apart():
+    t = parse_thesis("<think>plan [[[SELL]]]</think>\n<Fundamentals>a</Fundamentals>\n<news>b</news>\n[[[BUY]]]")
+    assert [s.tag for s in t.sections] == ["fundamentals", "news"]
+    assert [s.body for s in t.sections] == ["a", "b"]
+    assert t.think == "plan [[[SELL]]]"
+    # a decision inside <think> is deliberation, not the answer
+    assert t.decisions == (Action.BUY,) and t.decision is Action.BUY
+
+
+def test_think_opened_by_the_prompt():
+    t = parse_thesis("maybe [[[SELL]]]?\n</think>\n<conclusion>c</conclusion>\n[[[BUY]]]")
+    assert t.think == "maybe [[[SELL]]]?" and [s.tag for s in t.sections] == ["conclusion"]
+    assert t.decision is Action.BUY
+
+
+def test_no_think_no_tags_empty():
+    for text in ("", "just prose", "P/E < 20 and a<b, <<>>"):
+        t = parse_thesis(text)
+        assert t.sections == () and t.think is None and t.decision is None and t.raw_length == len(text)
+
+
+def test_attributes_case_and_crlf():
+    t = parse_thesis('<NEWS source="finnhub" n=3>\r\n### Head\r\n- one\r\n</news>\r\n')
+    (s,) = t.sections
+    assert s.tag == "news" and s.body == "### Head\n- one" and s.header and len(s.bullets) == 1
+    assert t.raw_length == len('<NEWS source="finnhub" n=3>\r\n### Head\r\n- one\r\n</news>\r\n')
+
+
+def test_nested_tags_take_outermost():
+    t = parse_thesis("<macro>x <b>bold</b> <macro>inner</macro> y</macro><conclusion>z</conclusion>")
+    assert [s.tag for s in t.sections] == ["macro", "conclusion"]
+    assert t.sections[0].body == "x <b>bold</b> <macro>inner</macro> y"
+
+
+def test_unclosed_tag_ends_at_next_tag_starting_a_line():
+    t = parse_thesis("<news>\n- a <em>inline</em> stays\n<macro>\nm\n</macro>\n<conclusion>\nend")
+    assert [s.tag for s in t.sections] == ["news", "macro", "conclusion"]
+    assert t.sections[0].body == "- a <em>inline</em> stays"
+    assert t.sections[2].body == "end"
+
+
+def test_self_closing_and_stray_closing_tags_ignored():
+    t = parse_thesis("</news><br/><risk>r</risk>")
+    assert [s.tag for s in t.sections] == ["risk"]
+
+
+def test_many_unclosed_tags_parse_fast():
+    text = "".join(f"<t{i % 7}>\nword\n" for i in range(20_000))
+    start = time.perf_counter()
+    assert len(parse_thesis(text).sections) == 20_000
+    assert time.perf_counter() - start < 2
+
+
+@pytest.mark.parametrize(
+    "mark, action",
+    [
+        ("[[[STRONG BUY]]]", Action.STRONG_BUY),
+        ("[[[strong_buy]]]", Action.STRONG_BUY),
+        ("[[[ Strong-Sell ]]]", Action.STRONG_SELL),
+        ("[[[hold]]]", Action.HOLD),
+        ("[[[SELL]]]", Action.SELL),
+    ],
+)
+def test_decision_spellings(mark, action):
+    assert parse_thesis(f"<conclusion>c</conclusion>\n{mark}").decision is action
+
+
+def test_decision_rules():
+    assert parse_thesis("no decision").decision is None
+    assert parse_thesis("[[[MOON]]] [[[BUY]]]").decision is Action.BUY  # unknown words ignored
+    assert parse_thesis("[[[BUY]]] again [[[buy]]]").decision is Action.BUY  # repeated, not conflicting
+    hedge = parse_thesis(" ".join(f"[[[{a.name}]]]" for a in Action))
+    assert hedge.decision is None and hedge.decisions == tuple(Action)
+    assert parse_thesis("[[[BUY]]]\n[[[SELL]]]").decision is None
+
+
+@pytest.mark.parametrize(
+    "line, header",
+    [
+        ("### Fundamentals", True),
+        ("# Title", True),
+        ("**Key points**", True),
+        ("**Key points:**", True),
+        ("**Bold** then more text", False),
+        ("#hashtag", False),
+        ("plain text", False),
+    ],
+)
+def test_header(line, header):
+    assert parse_thesis(f"<a>{line}\nbody</a>").sections[0].header is header
+
+
+@pytest.mark.parametrize(
+    "line, text",
+    [
+        ("- dash", "dash"),
+        ("* star", "star"),
+        ("+ plus", "plus"),
+        ("1. first", "first"),
+        ("  - nested", "nested"),
+        ("*italic start*", None),
+        ("**bold**", None),
+        ("-5% drop", None),
+        ("---", None),
+    ],
+)
+def test_bullet_markers(line, text):
+    bullets = parse_thesis(f"<a>\n{line}\n</a>").sections[0].bullets
+    assert [b.text for b in bullets] == ([text] if text else [])
+
+
+def test_bullet_quotes_sources_and_opinion():
+    text = "<a>\n- **Strong** demand ahead *revenue rose 20%* per `10-Q` and *margins widened* `call`\n</a>"
+    (b,) = parse_thesis(text).sections[0].bullets
+    assert b.opinion == "**Strong** demand ahead"
+    assert b.quotes == ("revenue rose 20%", "margins widened")
+    assert b.sources == ("10-Q", "call")
+
+
+def test_opinion_ends_at_first_source_too():
+    (b,) = parse_thesis("<a>\n- view `src` then *quote here now*\n</a>").sections[0].bullets
+    assert b.opinion == "view" and b.quotes == ("quote here now",)
+
+
+def test_bold_is_not_a_quote():
+    s = parse_thesis("<a>\n- **bold claim** and more **bold**\n</a>").sections[0]
+    assert s.has_bold and s.bullets[0].quotes == ()
+    assert not parse_thesis("<a>*only italic*</a>").sections[0].has_bold
+
+
+@pytest.mark.parametrize(
+    "body, table",
+    [
+        ("| a | b |\n|---|---|\n| 1 | 2 |", True),
+        ("a | b\n:-- | --:\n1 | 2", True),
+        ("|---|", False),
+        ("text\n---\nmore", False),
+        ("| a | b |\n| 1 | 2 |", False),
+    ],
+)
+def test_table(body, table):
+    assert parse_thesis(f"<a>\n{body}\n</a>").sections[0].has_table is table
+
+
+def test_word_count_ignores_markdown():
+    assert count_words("- **Revenue** rose 3.5% | --- | `10-Q` *quoted text*") == 6
+    assert parse_thesis("<a>### One two\n- three</a>").sections[0].word_count == 3
+
+
+def test_normalize_text():
+    typographic = "  Nvidia\u2019s \u201cAI\u201d\n\tboom \u2014 up\u2013down "
+    assert normalize_text(typographic) == "nvidia's \"ai\" boom - up-down"
+    assert normalize_text("\uff21\uff22\uff23 \ufb01nance") == "abc finance"  # NFKC: full width, ligature
