@@ -1,0 +1,118 @@
+"""Shared fixtures: offline models and a real OpenAI-compatible server. Nothing here touches a network."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch loads: 2 cores, oversubscription is ruinous
+
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tr1_env.agents import Observation
+
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+def make_observation(prompt: str, ticker: str = "AAPL", date: str = "2024-06-03") -> Observation:
+    """An observation carrying only a prompt, for agents that read nothing else."""
+    return Observation(
+        ticker=ticker,
+        date=pd.Timestamp(date),
+        prompt=prompt,
+        context=prompt,
+        features=np.zeros(0, dtype=np.float32),
+        feature_names=(),
+        history=pd.DataFrame(),
+        news=pd.DataFrame(),
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3_path(tmp_path_factory) -> Path:
+    """A random 2-layer Qwen3 with its own tokenizer (see :func:`tr1_agent.models.tiny_qwen3`)."""
+    from tr1_agent.models import tiny_qwen3
+
+    return tiny_qwen3(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """SmolLM2-135M-Instruct as safetensors, converted once into ``$TR1_CACHE`` (~25 s the first time)."""
+    from tr1_agent.models import smollm2_path
+
+    return smollm2_path()
+
+
+@dataclass
+class KatanServer:
+    base_url: str
+    model: str
+
+    def completed_requests(self) -> int:
+        """Chat completions the server has answered (its own Prometheus counter)."""
+        with urllib.request.urlopen(self.base_url.removesuffix("/v1") + "/metrics", timeout=5) as response:
+            text = response.read().decode()
+        return int(re.search(r"^llm_katan_requests_total\{[^}]*\} (\d+)", text, re.MULTILINE).group(1))
+
+
+@pytest.fixture(scope="session")
+def katan(smollm2_dir, tmp_path_factory) -> Iterator[KatanServer]:
+    """llm-katan serving SmolLM2 as ``gpt-4.1`` over the OpenAI API on a free local port."""
+    exe = shutil.which("llm-katan", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    if exe is None:
+        pytest.skip("llm-katan is not installed (pip install tr1[dev])")
+    port, logs = free_port(), tmp_path_factory.mktemp("katan")
+    server = KatanServer(base_url=f"http://127.0.0.1:{port}/v1", model="gpt-4.1")
+    command = [exe, "--model", str(smollm2_dir), "--name", server.model, "--host", "127.0.0.1", "--port", str(port),
+               "--device", "cpu", "--no-quantize", "--disable-dashboard", "--log-level", "warning",
+               "--stats-file", str(logs / "stats.json")]
+    log = open(logs / "server.log", "wb")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **OFFLINE_ENV})
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"llm-katan exited with {process.returncode}:\n{(logs / 'server.log').read_text()[-3000:]}")
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"llm-katan not ready in 90 s:\n{(logs / 'server.log').read_text()[-3000:]}")
+                time.sleep(0.2)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def store():
+    """The embedded point-in-time store (loaded once per session)."""
+    from tr1_env.data.store import Store
+
+    return Store()

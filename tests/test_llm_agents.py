@@ -1,0 +1,275 @@
+import json
+import logging
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import openai
+import pytest
+
+from conftest import make_observation
+from tr1_agent.cache import CallCache
+from tr1_agent.llm_agents import OpenAIChatAgent, TransformersAgent, make_llm_agent
+from tr1_env.actions import Action
+
+SECRET = "sk-test-SECRET"
+THESIS = "<conclusion>\n### Call\n- Momentum is strong.\n</conclusion>\n[[[BUY]]]"
+
+
+# --- the call cache ---------------------------------------------------------------------------
+
+
+def test_cache_roundtrip_survives_reopening(tmp_path):
+    key = CallCache.key({"model": "m", "messages": [{"role": "user", "content": "hi"}], "seed": 0})
+    cache = CallCache(tmp_path / "calls.sqlite")
+    assert cache.get(key) is None
+    cache.put(key, {"text": "déjà vu [[[HOLD]]]", "prompt_tokens": 3})
+    cache.close()
+    reopened = CallCache(tmp_path / "calls.sqlite")
+    assert reopened.get(key) == {"text": "déjà vu [[[HOLD]]]", "prompt_tokens": 3} and len(reopened) == 1
+
+
+def test_cache_key_is_stable_and_covers_every_setting():
+    request = {"model": "m", "base_url": "u", "messages": [{"role": "user", "content": "x"}], "temperature": 0.0,
+               "seed": 0}
+    key = CallCache.key(request)
+    assert key == CallCache.key(dict(reversed(request.items())))  # field order is irrelevant
+    assert key == "5599cd0386a6af0e23625f08ad656b31c96410554660950054d72ec5bc80cb32"  # same across runs and versions
+    changes = [{"model": "n"}, {"base_url": "v"}, {"temperature": 0.7}, {"seed": 1},
+               {"messages": [{"role": "user", "content": "y"}]}]
+    assert len({key} | {CallCache.key({**request, **change}) for change in changes}) == 1 + len(changes)
+
+
+def test_cache_is_thread_safe(tmp_path):
+    cache = CallCache(tmp_path / "calls.sqlite")
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: cache.put(CallCache.key({"i": i}), {"i": i}), range(200)))
+    assert len(cache) == 200 and cache.get(CallCache.key({"i": 7})) == {"i": 7}
+
+
+# --- OpenAI-compatible agent against a scripted HTTP server -----------------------------------
+
+
+class _ScriptedHandler(BaseHTTPRequestHandler):
+    """Answers each POST with the next scripted status (200 = a chat completion holding THESIS)."""
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.server.seen.append({"authorization": self.headers.get("Authorization"), "body": body})
+        status = self.server.script.pop(0) if self.server.script else 200
+        if status == 200:
+            payload = {
+                "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
+                "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": THESIS}}],
+                "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
+            }
+        else:
+            payload = {"error": {"message": f"scripted {status}", "type": "scripted", "code": None}}
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def scripted():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ScriptedHandler)
+    server.script, server.seen = [], []
+    server.base_url = f"http://127.0.0.1:{server.server_port}/v1"
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def _agent(server, tmp_path, **kwargs) -> OpenAIChatAgent:
+    return OpenAIChatAgent(kwargs.pop("model", "gpt-4.1"), base_url=server.base_url, backoff_base=0.01,
+                           cache_dir=tmp_path, **kwargs)
+
+
+def test_rate_limits_are_retried_with_backoff(scripted, tmp_path):
+    scripted.script = [429, 429]
+    agent = _agent(scripted, tmp_path)
+    [decision] = agent.act([make_observation("AAPL?")])
+    assert decision.action == Action.BUY and decision.thesis == THESIS
+    assert decision.meta["prompt_tokens"] == 11 and decision.meta["completion_tokens"] == 7
+    assert not decision.meta["parse_failed"] and not decision.meta["cached"]
+    assert len(scripted.seen) == 3 and agent.requests == 3 and agent.calls == 1
+
+
+def test_server_errors_give_up_after_max_retries_and_cache_nothing(scripted, tmp_path):
+    scripted.script = [503, 500, 502]
+    agent = _agent(scripted, tmp_path, max_retries=2)
+    with pytest.raises(openai.InternalServerError):
+        agent.act([make_observation("AAPL?")])
+    assert len(scripted.seen) == 3 and len(agent.cache) == 0
+
+
+def test_bad_request_is_an_uncached_hold(scripted, tmp_path):
+    scripted.script = [400]
+    agent = _agent(scripted, tmp_path)
+    [decision] = agent.act([make_observation("a prompt over the context window")])
+    assert decision.action == Action.HOLD and decision.meta["parse_failed"]
+    assert "BadRequestError" in decision.meta["error"] and len(agent.cache) == 0
+
+
+def test_request_shape_and_duplicate_prompts(scripted, tmp_path):
+    agent = _agent(scripted, tmp_path, max_tokens=99, temperature=0.3)
+    decisions = agent.act([make_observation("same")] * 3)
+    assert [d.action for d in decisions] == [Action.BUY] * 3 and len(scripted.seen) == 1
+    body = scripted.seen[0]["body"]
+    assert body["max_tokens"] == 99 and body["temperature"] == 0.3 and body["seed"] == 0
+    assert [m["role"] for m in body["messages"]] == ["system", "user"] and body["messages"][1]["content"] == "same"
+
+    _agent(scripted, tmp_path, model="o3-mini", max_tokens=99, temperature=0.3).act([make_observation("same")])
+    body = scripted.seen[1]["body"]
+    assert body["max_completion_tokens"] == 99 and "max_tokens" not in body and "temperature" not in body
+
+
+def test_api_key_reaches_the_server_and_nothing_else(scripted, tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    caplog.set_level(logging.DEBUG)
+    scripted.script = [429]
+    agent = _agent(scripted, tmp_path)
+    decisions = agent.act([make_observation("AAPL?")])
+    assert scripted.seen[0]["authorization"] == f"Bearer {SECRET}"
+    assert "retry 1/5" in caplog.text
+    for text in (caplog.text, repr(agent), repr(vars(agent)), repr(decisions)):
+        assert SECRET not in text
+    files = list(tmp_path.rglob("*"))
+    assert any(f.name == "llm_calls.sqlite" for f in files)
+    for f in files:
+        if f.is_file():
+            assert SECRET.encode() not in f.read_bytes(), f
+
+
+def test_missing_key_names_the_variable_except_for_local_servers(monkeypatch, tmp_path):
+    monkeypatch.delenv("MY_PROVIDER_KEY", raising=False)
+    with pytest.raises(RuntimeError, match="MY_PROVIDER_KEY"):
+        OpenAIChatAgent("gpt-4.1", base_url="https://api.example.com/v1", api_key_env="MY_PROVIDER_KEY",
+                        use_cache=False)
+    assert OpenAIChatAgent("m", base_url="http://localhost:8000/v1", api_key_env="MY_PROVIDER_KEY", use_cache=False)
+
+
+# --- local transformers models ----------------------------------------------------------------
+
+
+def _count_generate(agent: TransformersAgent) -> list[int]:
+    calls, generate = [], agent.lm.generate
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs["input_ids"].shape[0])
+        return generate(*args, **kwargs)
+
+    agent.lm.generate = counted
+    return calls
+
+
+def test_transformers_agent_on_a_random_model_holds_and_caches(tiny_qwen3_path, tmp_path):
+    observations = [make_observation("short"), make_observation("a longer prompt " * 20), make_observation("mid " * 5)]
+    agent = make_llm_agent(f"hf:{tiny_qwen3_path}", max_new_tokens=8, batch_size=2, cache_dir=tmp_path)
+    assert isinstance(agent, TransformersAgent)
+    calls = _count_generate(agent)
+    decisions = agent.act(observations)
+    assert calls == [2, 1] and agent.calls == 3
+    for decision in decisions:
+        assert decision.action == Action.HOLD and decision.meta["parse_failed"] and isinstance(decision.thesis, str)
+        assert 0 < decision.meta["completion_tokens"] <= 8 and decision.meta["prompt_tokens"] > 0
+    assert decisions[1].meta["prompt_tokens"] > decisions[0].meta["prompt_tokens"]
+
+    again = TransformersAgent(str(tiny_qwen3_path), max_new_tokens=8, batch_size=2, cache_dir=tmp_path)
+    calls = _count_generate(again)
+    replay = again.act(observations)
+    assert calls == [] and again.calls == 0 and all(d.meta["cached"] for d in replay)
+    assert [d.thesis for d in replay] == [d.thesis for d in decisions]
+
+    longer = TransformersAgent(str(tiny_qwen3_path), max_new_tokens=9, batch_size=2, cache_dir=tmp_path)
+    calls = _count_generate(longer)
+    longer.act(observations[:1])
+    assert calls == [1]  # a different setting is a different call
+
+
+def test_vllm_spec_without_vllm_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "vllm", None)  # as if the gpu extra were not installed
+    with pytest.raises(ImportError, match=r"pip install tr1\[gpu\]"):
+        make_llm_agent("vllm:Qwen/Qwen3-4B")
+
+
+@pytest.mark.slow
+def test_smollm2_spec_runs_the_offline_instruct_model(smollm2_dir, tmp_path):
+    agent = make_llm_agent("smollm2", max_new_tokens=16, cache_dir=tmp_path)
+    assert isinstance(agent, TransformersAgent) and agent.path == str(smollm2_dir)
+    [decision] = agent.act([make_observation("Should I buy AAPL today? Answer with [[[BUY]]] or [[[SELL]]].")])
+    assert decision.thesis and 0 < decision.meta["completion_tokens"] <= 16
+
+
+# --- a real OpenAI-compatible server (llm-katan serving SmolLM2) ------------------------------
+
+KATAN_KW = {"max_tokens": 16, "concurrency": 1}
+PROMPTS = [f"In one sentence, is {t} a buy today?" for t in ("AAPL", "MSFT", "NVDA", "TSLA")]
+
+_KILLED_RUN = textwrap.dedent(
+    """
+    import os, signal, sys, json
+    sys.path.insert(0, sys.argv[1])
+    from conftest import make_observation
+    from tr1_agent.cache import CallCache
+    from tr1_agent.llm_agents import OpenAIChatAgent
+
+    base_url, cache_dir, die_after, prompts, kwargs = sys.argv[2], sys.argv[3], int(sys.argv[4]), *map(json.loads, sys.argv[5:])
+    put = CallCache.put
+
+    def put_then_die(self, key, value):
+        put(self, key, value)
+        if len(self) == die_after:  # killed right after a commit, before anything else runs
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    CallCache.put = put_then_die
+    OpenAIChatAgent("gpt-4.1", base_url=base_url, cache_dir=cache_dir, **kwargs).act([make_observation(p) for p in prompts])
+    """
+)
+
+
+@pytest.mark.slow
+def test_openai_agent_talks_to_a_real_server(katan, tmp_path):
+    before = katan.completed_requests()
+    agent = OpenAIChatAgent(katan.model, base_url=katan.base_url, cache_dir=tmp_path, **KATAN_KW)
+    decisions = agent.act([make_observation(p) for p in PROMPTS[:3]])
+    assert katan.completed_requests() - before == 3 and agent.requests == 3
+    for decision in decisions:
+        assert decision.thesis.strip() and isinstance(decision.action, Action)
+        assert decision.meta["prompt_tokens"] > 20 and 0 < decision.meta["completion_tokens"] <= 16
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_without_repeating_a_call(katan, tmp_path):
+    start = katan.completed_requests()
+    child = subprocess.run(
+        [sys.executable, "-c", _KILLED_RUN, str(Path(__file__).parent), katan.base_url, str(tmp_path), "2",
+         json.dumps(PROMPTS), json.dumps(KATAN_KW)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    killed = katan.completed_requests()
+    assert killed - start == 2 and len(CallCache(tmp_path / "llm_calls.sqlite")) == 2
+
+    resumed = OpenAIChatAgent(katan.model, base_url=katan.base_url, cache_dir=tmp_path, **KATAN_KW)
+    decisions = resumed.act([make_observation(p) for p in PROMPTS])
+    assert katan.completed_requests() - killed == 2 and resumed.requests == 2
+    assert [d.meta["cached"] for d in decisions] == [True, True, False, False]
+
+    rerun = OpenAIChatAgent(katan.model, base_url=katan.base_url, cache_dir=tmp_path, **KATAN_KW)
+    replay = rerun.act([make_observation(p) for p in PROMPTS])
+    assert katan.completed_requests() - killed == 2 and rerun.requests == 0
+    assert [d.thesis for d in replay] == [d.thesis for d in decisions]

