@@ -38,7 +38,7 @@ def decision_days(days: pd.DatetimeIndex, every: int = 1) -> pd.DatetimeIndex:
 
 
 def asset_returns(closes: pd.Series, days: pd.DatetimeIndex, dividends: pd.Series | None = None) -> pd.Series:
-    """Close-to-close returns realised on ``days[1:]``; ``dividends`` (cash per share by ex-date) makes them total returns.
+    """Close-to-close returns realised on ``days[1:]``; ``dividends`` (cash per share by ex-date) make them total.
 
     A dividend whose ex-date falls on a non-session is credited on the next session of ``days``.
     """

@@ -122,7 +122,8 @@ def sharpe_diff_test(returns: Sequence[float], benchmark: Sequence[float], rf: f
     return diff, float((1 + np.sum(boot - diff >= diff)) / (1 + len(boot)))
 
 
-def investorbench(positions: Sequence[float], asset_returns: Sequence[float], periods: int = PERIODS) -> dict[str, float]:
+def investorbench(positions: Sequence[float], asset_returns: Sequence[float],
+                  periods: int = PERIODS) -> dict[str, float]:
     """FLAG-TRADER's evaluation (InvestorBench): daily reward ``position * ln(P_t+1 / P_t)``, no costs, rf 0.
 
     CR is the sum of the log rewards, AV their standard deviation times sqrt(periods) (use 365 for
@@ -143,13 +144,20 @@ def quantstats_stats(returns: pd.Series, benchmark: pd.Series, rf: float = 0.04)
 
     if not isinstance(benchmark, pd.Series):
         raise TypeError("benchmark must be a pandas Series of returns, never a ticker (quantstats would call Yahoo)")
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore")
-        greeks = qs.stats.greeks(returns, benchmark, periods=PERIODS)
-        out = {"qs_sharpe": qs.stats.sharpe(returns, rf=rf, periods=PERIODS),
-               "qs_sortino": qs.stats.sortino(returns, rf=rf, periods=PERIODS),
-               "qs_calmar": qs.stats.calmar(returns),
-               "qs_var": qs.stats.value_at_risk(returns),
-               "qs_cvar": qs.stats.cvar(returns),
-               "qs_alpha": greeks["alpha"], "qs_beta": greeks["beta"]}
-    return {k: float(v) if v is not None and np.isfinite(float(v)) else float("nan") for k, v in out.items()}
+    stats = {"qs_sharpe": lambda: qs.stats.sharpe(returns, rf=rf, periods=PERIODS),
+             "qs_sortino": lambda: qs.stats.sortino(returns, rf=rf, periods=PERIODS),
+             "qs_calmar": lambda: qs.stats.calmar(returns),
+             "qs_var": lambda: qs.stats.value_at_risk(returns),
+             "qs_cvar": lambda: qs.stats.cvar(returns),
+             "qs_alpha": lambda: qs.stats.greeks(returns, benchmark, periods=PERIODS)["alpha"],
+             "qs_beta": lambda: qs.stats.greeks(returns, benchmark, periods=PERIODS)["beta"]}
+    out = {}
+    for name, stat in stats.items():
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            try:
+                value = float(stat())
+            except (ArithmeticError, ValueError, TypeError):  # degenerate series: a flat agent has no drawdown
+                value = float("nan")
+        out[name] = value if np.isfinite(value) else float("nan")
+    return out

@@ -1,0 +1,99 @@
+"""stable-baselines3 PPO and A2C, trained on the numeric Trading env over a pre-period, replayed as agents.
+
+``fit`` trains one policy per ticker on the ``train_years`` before the replay window (ending the day
+before it starts, so no replay price is seen) and saves it under a cache folder keyed by algorithm,
+ticker, period, steps, cost and seed; the next replay with the same key reloads it. ``act`` feeds the
+policy the env's own observation of the decision day (a Trading env over the replay window, moved
+to that session and position), so training and replay observations cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from tr1_agent.cache import cache_root
+from tr1_env.actions import DEFAULT_WEIGHTS
+from tr1_env.agents import Agent, Decision, Observation
+from tr1_env.envs.trading_env import ACTION_MODES, TradingEnv
+
+
+class SB3Agent(Agent):
+    """A stable-baselines3 algorithm (``"ppo"`` or ``"a2c"``) with an MLP policy, one model per ticker."""
+
+    def __init__(self, algo: str = "ppo", steps: int = 8192, train_years: float = 2.0, cost_bps: float = 10.0,
+                 seed: int = 0, action_mode: str = "five", cache_dir: str | Path | None = None):
+        import stable_baselines3
+
+        if algo not in ("ppo", "a2c"):
+            raise ValueError(f"algo must be 'ppo' or 'a2c', got {algo!r}")
+        self.algo_cls = getattr(stable_baselines3, algo.upper())
+        self.algo, self.steps, self.train_years, self.cost_bps, self.seed = algo, steps, train_years, cost_bps, seed
+        self.action_mode = action_mode
+        # env action index -> the Action whose default weight is the env's target (sell/buy are -1/+1: the strong ones)
+        by_weight = {w: a for a, w in DEFAULT_WEIGHTS.items()}
+        self.actions = [by_weight[w] for w in ACTION_MODES[action_mode][1]]
+        self.cache_dir = Path(cache_dir or cache_root() / "sb3")
+        self.name = algo
+        self.models: dict[str, object] = {}
+        self.envs: dict[str, TradingEnv] = {}
+        self.trained = 0  # models trained (not reloaded) by this agent: tests check the cache
+
+    def model_path(self, ticker: str, train_start: pd.Timestamp, train_end: pd.Timestamp) -> Path:
+        return self.cache_dir / self.algo / ticker / (
+            f"{train_start:%Y%m%d}-{train_end:%Y%m%d}_{self.action_mode}_{self.steps}steps_{self.cost_bps:g}bps"
+            f"_seed{self.seed}.zip")
+
+    def fit(self, store, tickers: Sequence[str], start, end) -> None:
+        train_end = pd.Timestamp(start) - pd.Timedelta(days=1)
+        train_start = train_end - pd.DateOffset(days=round(365.25 * self.train_years))
+        for ticker in tqdm(tickers, desc=f"{self.name} fit", unit="ticker", disable=len(tickers) < 2):
+            path = self.model_path(ticker, train_start, train_end)
+            if path.exists():
+                self.models[ticker] = self.algo_cls.load(path, device="cpu")
+            else:
+                env = TradingEnv(store, ticker, train_start, train_end, obs_mode="numeric",
+                                 action_mode=self.action_mode, cost_bps=self.cost_bps)
+                model = self.algo_cls("MlpPolicy", env, seed=self.seed, device="cpu", verbose=0,
+                                      **({"n_steps": min(2048, self.steps), "batch_size": min(64, self.steps)}
+                                         if self.algo == "ppo" else {}))
+                model.learn(total_timesteps=self.steps)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                model.save(path)
+                self.models[ticker] = model
+                self.trained += 1
+            self.envs[ticker] = TradingEnv(store, ticker, start, end, obs_mode="numeric",
+                                           action_mode=self.action_mode, cost_bps=self.cost_bps)
+
+    def observe(self, obs: Observation):
+        """The Trading env's numeric observation for ``obs``'s session and position (its own code path)."""
+        env = self.envs[obs.ticker]
+        env._t = int(env.days.get_loc(pd.Timestamp(obs.date)))  # the env keeps no public seek; its clock is _t
+        env.position = obs.position
+        return env._observation()
+
+    def act(self, observations: Sequence[Observation]) -> list[Decision]:
+        out = []
+        for obs in observations:
+            if obs.ticker not in self.models:
+                raise RuntimeError(f"{self.name}: no model for {obs.ticker}; call fit() first")
+            index, _ = self.models[obs.ticker].predict(self.observe(obs), deterministic=True)
+            out.append(Decision(self.actions[int(index)]))
+        return out
+
+
+class PPOAgent(SB3Agent):
+    name = "ppo"
+
+    def __init__(self, **kwargs):
+        super().__init__(algo="ppo", **kwargs)
+
+
+class A2CAgent(SB3Agent):
+    name = "a2c"
+
+    def __init__(self, **kwargs):
+        super().__init__(algo="a2c", **kwargs)

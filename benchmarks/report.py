@@ -1,0 +1,215 @@
+"""The replay's outputs: summary.csv, a paper-style summary.md, quantstats tearsheets and equity plots.
+
+Everything here reads finished backtests; nothing decides or trades.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from tr1_env.actions import Action
+from tr1_env.backtest import holding_returns
+from tr1_env.metrics import (annual_volatility, cumulative_return, hit_rate, investorbench, max_drawdown,
+                             quantstats_stats, sharpe, sharpe_ci, sharpe_diff_test)
+
+if TYPE_CHECKING:
+    from benchmarks.run import RunConfig
+
+COLUMNS = ["agent", "ticker", "cr", "sharpe", "sharpe_lo", "sharpe_hi", "hit_rate", "mdd", "av", "n_days"]
+BENCHMARK = "buy_and_hold"
+
+#: An agent's results per ticker: (daily accounting from tr1_env.backtest, decisions by date).
+Results = dict[str, dict[str, tuple[pd.DataFrame, pd.DataFrame]]]
+
+
+def slug(label: str) -> str:
+    """A file-name-safe agent label (``hf:/models/x`` -> ``hf_models_x``)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("_")
+
+
+def _pyplot():
+    """pyplot on the file-only backend: reports are written on servers with no display."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)  # quantstats asks for fonts we lack
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def summarize(agent: str, ticker: str, frame: pd.DataFrame, decisions: pd.DataFrame, bench: pd.DataFrame,
+              cfg: RunConfig) -> dict:
+    """One summary row: the paper's metrics, the bootstrap CI and test, then extras (InvestorBench, quantstats)."""
+    r, b = frame["return"].to_numpy(), bench["return"].to_numpy()
+    held = holding_returns(frame)
+    lo, hi = sharpe_ci(r, cfg.risk_free, cfg.bootstrap, 1 - cfg.alpha, cfg.block, cfg.seed)
+    diff, p = sharpe_diff_test(r, b, cfg.risk_free, cfg.bootstrap, cfg.block, cfg.seed)
+    ib = investorbench(frame["position"], frame["asset_return"])
+    failed = sum(bool(m.get("parse_failed")) for m in decisions["meta"] if isinstance(m, dict))
+    return {
+        "agent": agent, "ticker": ticker, "cr": cumulative_return(r), "sharpe": sharpe(r, cfg.risk_free),
+        "sharpe_lo": lo, "sharpe_hi": hi,
+        "hit_rate": hit_rate([Action[a].direction for a in held["action"]], held["forward_return"]),
+        "mdd": max_drawdown(r), "av": annual_volatility(r), "n_days": len(r),
+        "sharpe_minus_bh": diff, "p_value": p, "beats_bh": bool(np.isfinite(p) and diff > 0 and p < cfg.alpha),
+        "n_decisions": len(decisions), "directional": int(sum(Action[a].direction != 0 for a in decisions["action"])),
+        "parse_failed": failed, "ib_cr": ib["cr"], "ib_sharpe": ib["sharpe"], "ib_av": ib["av"],
+        **quantstats_stats(frame["return"], bench["return"], cfg.risk_free),
+    }
+
+
+def _pct(x: float) -> str:
+    return "n/a" if not np.isfinite(x) else f"{100 * x:.2f}"
+
+
+def _num(x: float) -> str:
+    return "n/a" if not np.isfinite(x) else f"{x:.2f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def markdown(summary: pd.DataFrame, cfg: RunConfig, coverage: dict, skipped: dict[str, str]) -> str:
+    """Tables 3-4 of the paper (agents x tickers: CR, Sharpe, HR, MDD, best in bold), then CIs, tests and caveats."""
+    agents, tickers = list(dict.fromkeys(summary["agent"])), list(dict.fromkeys(summary["ticker"]))
+    cell = summary.set_index(["agent", "ticker"])
+    metrics = [("cr", "CR %", _pct, max), ("sharpe", "SR", _num, max), ("hit_rate", "HR %", _pct, max),
+               ("mdd", "MDD %", _pct, min)]
+    best = {(t, m): pick(v for v in cell.xs(t, level="ticker")[m] if np.isfinite(v))
+            for t in tickers for m, _, _, pick in metrics if cell.xs(t, level="ticker")[m].notna().any()}
+    rows = []
+    for a in agents:
+        row = [a]
+        for t in tickers:
+            for m, _, fmt, _ in metrics:
+                v = cell.loc[(a, t), m]
+                row.append(f"**{fmt(v)}**" if best.get((t, m)) == v else fmt(v))
+        rows.append(row)
+    main = _table(["Agent", *[f"{t} {name}" for t in tickers for _, name, _, _ in metrics]], rows)
+
+    level = round(100 * (1 - cfg.alpha))
+    ci_rows = [[a, *[f"{_num(c.sharpe)} [{_num(c.sharpe_lo)}, {_num(c.sharpe_hi)}] p={_num(c.p_value)}"
+                     f"{' *' if c.beats_bh else ''}" for t in tickers for c in [cell.loc[(a, t)]]]] for a in agents]
+    ib_rows = [[a, *[f"{_pct(cell.loc[(a, t), 'ib_cr'])} / {_num(cell.loc[(a, t), 'ib_sharpe'])}" for t in tickers]]
+               for a in agents]
+    failures = summary.groupby("agent", sort=False)[["parse_failed", "n_decisions"]].sum()
+    llm_notes = [f"{a}: {int(f.parse_failed)} of {int(f.n_decisions)} decisions had no readable action (counted as "
+                 "HOLD)." for a, f in failures[failures["parse_failed"] > 0].iterrows()]
+    no_news = [t for t, c in coverage.items() if c["headlines_in_window"] == 0]
+    missing = {t: m for t, c in coverage.items() if (m := c["missing_modalities_on_first_day"])}
+    basis = "total return (dividends added at their ex-date)" if cfg.total_return else "price return (no dividends)"
+    weights = "/".join(f"{w:g}" for w in cfg.weights)
+    notes = [
+        f"Replay {cfg.start} to {cfg.end}. A decision at a session's close sets the weight held to the next close; "
+        "the first decision is on the first session, none on the last (its return would fall outside the window). "
+        f"CR compounds the daily net returns; Sharpe is annualised with sqrt(252) over a {100 * cfg.risk_free:g}% "
+        "risk-free rate; HR is the share of directional (non-HOLD) calls whose sign matches the asset's return over "
+        "the holding period; MDD is on the compounded equity curve.",
+        f"Returns: {basis}; costs {cfg.cost_bps:g} bps per unit of weight traded; weights SS/S/H/B/SB = {weights}; "
+        f"non-LLM agents decide every {cfg.decision_every} session(s), LLM agents every {cfg.llm_decision_every} "
+        f"(context budget {cfg.llm_max_chars} characters).",
+        f"Sharpe CI: {level}% percentile interval of a stationary bootstrap ({cfg.bootstrap} resamples, mean block "
+        f"{cfg.block:g} days, seed {cfg.seed}). p: one-sided paired bootstrap test of "
+        f"Sharpe(agent) - Sharpe({BENCHMARK}) > 0 on the same resampled days; * = beats {BENCHMARK} at {cfg.alpha:g}.",
+        *llm_notes,
+        *([f"No company headlines in the window for {', '.join(no_news)}: their news context is empty."]
+          if no_news else []),
+        *[f"{t}: the context states {', '.join(m)} as missing on the first day." for t, m in missing.items()],
+        *[f"Skipped {a}: {why}" for a, why in skipped.items()],
+    ]
+    return "\n\n".join([
+        f"# Held-out replay {cfg.start} to {cfg.end}", main,
+        f"## Sharpe with {level}% bootstrap CI and test against {BENCHMARK}",
+        _table(["Agent", *tickers], ci_rows),
+        "## InvestorBench metrics (FLAG-TRADER): CR = sum of log rewards, %, / Sharpe (rf 0, no costs)",
+        _table(["Agent", *tickers], ib_rows),
+        "## Notes", "\n".join(f"- {n}" for n in notes)]) + "\n"
+
+
+def plot_equity(results: Results, bench: dict[str, pd.DataFrame], folder: Path) -> None:
+    """One PNG per ticker: every agent's equity curve, the buy-and-hold benchmark dashed."""
+    plt = _pyplot()
+    folder.mkdir(parents=True, exist_ok=True)
+    for ticker, b in bench.items():
+        fig, ax = plt.subplots(figsize=(9, 5))
+        start = pd.Timestamp(b["decision_date"].iloc[0])  # the first session: equity 1 at its close
+        for agent, per_ticker in results.items():
+            if ticker in per_ticker and agent != BENCHMARK:
+                eq = per_ticker[ticker][0]["equity"]
+                ax.plot(pd.concat([pd.Series([1.0], [start]), eq]), label=agent, lw=1.2)
+        ax.plot(pd.concat([pd.Series([1.0], [start]), b["equity"]]), "k--", label=f"{BENCHMARK} (benchmark)", lw=1.5)
+        ax.set(title=f"{ticker}: equity, net of costs", ylabel="equity (start = 1)")
+        ax.legend(fontsize=8, ncol=2)
+        ax.grid(alpha=0.3)
+        fig.autofmt_xdate()
+        fig.savefig(folder / f"equity_{ticker}.png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+
+
+def write_tearsheets(results: Results, bench: dict[str, pd.DataFrame], cfg: RunConfig, folder: Path) -> list[str]:
+    """quantstats HTML per agent and ticker against buy-and-hold given as a Series (a ticker string would call Yahoo).
+
+    A tearsheet whose inputs are unchanged since the last run is kept; returns the ones quantstats could not draw.
+    """
+    plt = _pyplot()
+    import quantstats as qs
+
+    folder.mkdir(parents=True, exist_ok=True)
+    index_file = folder / "digests.json"
+    digests = json.loads(index_file.read_text()) if index_file.exists() else {}
+    jobs = [(a, t, per[t][0]) for a, per in results.items() for t in per]
+    failed = []
+    for agent, ticker, frame in tqdm(jobs, desc="tearsheets", unit="html"):
+        path = folder / f"{slug(agent)}__{ticker}.html"
+        returns = frame["return"].rename(agent)
+        benchmark = bench[ticker]["return"].rename(BENCHMARK)
+        digest = hashlib.sha256(pd.util.hash_pandas_object(pd.concat([returns, benchmark], axis=1)).to_numpy().tobytes()
+                                + repr((cfg.risk_free, agent, ticker)).encode()).hexdigest()
+        if path.exists() and digests.get(path.name) == digest:
+            continue
+        title = f"{agent} on {ticker}, {cfg.start} to {cfg.end}"
+        # quantstats cannot regress a series on itself (buy-and-hold) or on a constant: those get a solo report
+        for against in (benchmark, None):
+            try:
+                with warnings.catch_warnings(), np.errstate(all="ignore"):
+                    warnings.simplefilter("ignore")
+                    qs.reports.html(returns, benchmark=against, rf=cfg.risk_free, output=str(path),
+                                    title=title if against is not None else f"{title} (no benchmark panel)")
+                digests[path.name] = digest
+                break
+            except Exception as exc:  # noqa: BLE001 - quantstats' many failure modes on degenerate series
+                error = f"{path.name} ({type(exc).__name__}: {str(exc)[:80]})"
+            finally:
+                plt.close("all")
+        else:
+            failed.append(error)
+    index_file.write_text(json.dumps(digests, indent=1))
+    return failed
+
+
+def write_reports(results: Results, bench: dict[str, pd.DataFrame], cfg: RunConfig, out: Path, coverage: dict,
+                  skipped: dict[str, str]) -> pd.DataFrame:
+    """summary.csv, summary.md, plots/ and tearsheets/ under ``out``; returns the summary table."""
+    _pyplot()  # before quantstats imports pyplot
+    rows = [summarize(a, t, frame, decisions, bench[t], cfg)
+            for a, per in tqdm(results.items(), desc="metrics", unit="agent") for t, (frame, decisions) in per.items()]
+    summary = pd.DataFrame(rows, columns=None if rows else COLUMNS)
+    summary.to_csv(out / "summary.csv", index=False, float_format="%.6g")
+    plot_equity(results, bench, out / "plots")
+    failed = write_tearsheets(results, bench, cfg, out / "tearsheets") if cfg.tearsheets else []
+    notes = {**skipped, **({"tearsheets": "quantstats failed on " + "; ".join(failed)} if failed else {})}
+    (out / "summary.md").write_text(markdown(summary, cfg, coverage, notes) if rows else "No agent was replayed.\n")
+    return summary

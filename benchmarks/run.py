@@ -1,0 +1,311 @@
+"""Replay a held-out period for every agent and write the reports (SPEC 1.5).
+
+    python benchmarks/run.py                                   # offline: baselines, SB3, SmolLM2
+    python benchmarks/run.py --model gpt-4.1 o4-mini           # adds API models (OPENAI_API_KEY)
+    python benchmarks/run.py --agent examples.custom_agent:MomentumAgent --agents buy_and_hold
+
+Each agent decides at the close of each decision day from that day's context alone (tickers
+batched per day), the decisions go through :mod:`tr1_env.backtest` and :mod:`tr1_env.metrics`, and
+:mod:`benchmarks.report` writes the tables, tearsheets and plots. An agent x ticker's decisions are
+saved the moment its replay ends (and LLM calls are cached by the agents themselves), so a killed
+run resumes where it stopped and a finished one reruns without asking any agent again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from baselines import BASELINES, TRAINED
+from benchmarks.report import slug, write_reports
+from tr1_env.actions import Action
+from tr1_env.agents import Agent, Observation, load_agent
+from tr1_env.backtest import backtest, buy_and_hold, decision_days
+from tr1_env.cli_args import add_dataclass_args, from_args
+from tr1_env.context import ContextConfig, build_context
+from tr1_env.data.store import Store
+
+DEFAULT_TICKERS = ("NVDA", "AAPL", "MSFT", "AMZN", "META", "SPY")
+OFFLINE_AGENTS = (*BASELINES, "smollm2")
+#: ``--model`` prefixes served by an Agent class, not by ``make_llm_agent``; the rest of the spec is its ``path``.
+MODEL_CLASSES = {"flag": "tr1_agent.flag_trader:FlagTraderAgent"}
+LOCAL_LLM_PREFIXES = ("hf:", "vllm:")
+
+
+@dataclass
+class RunConfig:
+    """Every setting of a replay; each field is also a ``--flag`` of ``benchmarks/run.py``."""
+
+    agents: tuple[str, ...] = field(default=OFFLINE_AGENTS, metadata={
+        "help": f"agents to replay: baselines ({', '.join(BASELINES)}), 'smollm2', LLM specs, tr1.agents entry points"})
+    model: tuple[str, ...] = field(default=(), metadata={
+        "help": "LLM agents to add: an OpenAI-compatible model name (gpt-4.1, o4-mini), hf:PATH, vllm:ID, "
+                "flag:PATH (a FLAG-TRADER checkpoint)"})
+    agent: tuple[str, ...] = field(default=(), metadata={
+        "help": "plug-in agents to add, as module:Class or a tr1.agents entry-point name"})
+    base_url: str | None = field(default=None, metadata={
+        "help": "OpenAI-compatible endpoint for --model names (a vLLM server, a local test server)"})
+    tickers: tuple[str, ...] = field(default=DEFAULT_TICKERS, metadata={"help": "tickers to replay"})
+    start: str = field(default="2024-06-01", metadata={"help": "first day of the replay window (inclusive)"})
+    end: str = field(default="2024-08-31", metadata={"help": "last day of the replay window (inclusive)"})
+    cost_bps: float = field(default=10.0, metadata={
+        "help": "transaction cost in bps of equity per unit of weight traded"})
+    weights: tuple[float, ...] = field(default=(-1.0, -0.5, 0.0, 0.5, 1.0), metadata={
+        "help": "target weights of STRONG_SELL SELL HOLD BUY STRONG_BUY"})
+    total_return: bool = field(default=False, metadata={
+        "help": "add dividends (ex-date cash over the previous close) to price returns"})
+    decision_every: int = field(default=1, metadata={
+        "help": "non-LLM agents decide every k sessions and hold their position in between"})
+    llm_decision_every: int = field(default=21, metadata={
+        "help": "LLM agents (smollm2, hf:, vllm:, API models, flag:) decide every k sessions; 21 keeps the default "
+                "run (SmolLM2 on CPU) near 10 min on 2 cores"})
+    llm_max_chars: int = field(default=1500, metadata={
+        "help": "context budget (characters) of LLM agents' prompts; 1500 keeps SmolLM2's prompt near 1K tokens"})
+    local_max_new_tokens: int = field(default=128, metadata={"help": "tokens generated per thesis by local models"})
+    api_max_tokens: int = field(default=4096, metadata={"help": "completion token limit of API models"})
+    llm_batch_size: int = field(default=6, metadata={
+        "help": "prompts per generate() call of local transformers models"})
+    sb3_steps: int = field(default=8192, metadata={"help": "training steps of each SB3 policy (one per ticker)"})
+    train_years: float = field(default=2.0, metadata={"help": "years before --start the SB3 policies train on"})
+    risk_free: float = field(default=0.04, metadata={"help": "annual risk-free rate of the Sharpe ratio"})
+    bootstrap: int = field(default=2000, metadata={
+        "help": "stationary-bootstrap resamples for Sharpe CIs and tests (0: off)"})
+    block: float = field(default=5.0, metadata={"help": "mean block length (days) of the stationary bootstrap"})
+    alpha: float = field(default=0.05, metadata={
+        "help": "significance level of the Sharpe-vs-buy-and-hold test; the CI is the (1 - alpha) interval"})
+    seed: int = field(default=0, metadata={"help": "seed of the random baseline, SB3 training and the bootstrap"})
+    tearsheets: bool = field(default=True, metadata={"help": "write a quantstats HTML tearsheet per agent and ticker"})
+    store: str | None = field(default=None, metadata={"help": "TR1 store folder (default: the embedded snapshot)"})
+    out: str = field(default="runs/default", metadata={"help": "output folder; rerunning into it resumes"})
+
+    def weight_map(self) -> dict[Action, float]:
+        if len(self.weights) != len(Action):
+            raise ValueError(f"--weights needs {len(Action)} values (SS S H B SB), got {len(self.weights)}")
+        return dict(zip(Action, self.weights))
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """A row of the tables: how to build the agent (only when something is left to replay) and its schedule."""
+
+    label: str
+    build: Callable[[], Agent]
+    llm: bool
+    settings: dict
+    unavailable: str | None = None  # why it cannot run here (a missing API key): skipped with this message
+
+
+def _plugin_names() -> set[str]:
+    from importlib.metadata import entry_points
+
+    return {ep.name for ep in entry_points(group="tr1.agents")}
+
+
+def _llm_spec(spec: str, cfg: RunConfig) -> AgentSpec:
+    """smollm2 / hf: / vllm: run locally; flag: loads a checkpoint; any other name is an OpenAI-compatible model."""
+    prefix = spec.partition(":")[0]
+    if prefix in MODEL_CLASSES:  # load_agent names the missing module if this install lacks it
+        path = spec.partition(":")[2]
+
+        def build_checkpoint() -> Agent:
+            if not Path(path).exists():
+                raise SystemExit(f"--model {spec}: no checkpoint at {path!r}")
+            return load_agent(MODEL_CLASSES[prefix], path=path)
+
+        return AgentSpec(spec, build_checkpoint, True, {"class": MODEL_CLASSES[prefix], "path": path})
+    unavailable = None
+    if spec == "smollm2" or spec.startswith("hf:"):
+        kwargs = {"max_new_tokens": cfg.local_max_new_tokens, "batch_size": cfg.llm_batch_size}
+    elif spec.startswith("vllm:"):
+        kwargs = {"max_new_tokens": cfg.local_max_new_tokens}
+    else:
+        kwargs = {"base_url": cfg.base_url, "max_tokens": cfg.api_max_tokens}
+        if not (cfg.base_url or os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_KEY")):
+            unavailable = "set the OPENAI_API_KEY environment variable (or pass --base-url for another endpoint)"
+
+    def build() -> Agent:
+        from tr1_agent.llm_agents import make_llm_agent
+
+        return make_llm_agent(spec, **kwargs)
+
+    return AgentSpec(spec, build, True, {"spec": spec, **kwargs}, unavailable)
+
+
+def resolve_agents(cfg: RunConfig) -> list[AgentSpec]:
+    """Every requested agent, in order, without duplicates; nothing is built yet."""
+    plugins = _plugin_names()
+    specs: list[AgentSpec] = []
+    for name in dict.fromkeys((*cfg.agents, *cfg.model, *cfg.agent)):
+        if name in BASELINES:
+            kwargs = ({"steps": cfg.sb3_steps, "train_years": cfg.train_years, "cost_bps": cfg.cost_bps,
+                       "seed": cfg.seed} if name in TRAINED else {"seed": cfg.seed} if name == "random" else {})
+            specs.append(AgentSpec(name, lambda n=name, kw=kwargs: load_agent(BASELINES[n], **kw), False,
+                                   {"class": BASELINES[name], **kwargs}))
+        elif name in plugins or (":" in name and not name.startswith((*LOCAL_LLM_PREFIXES, *MODEL_CLASSES))):
+            label = name.rpartition(":")[2] if ":" in name else name
+            specs.append(AgentSpec(label, lambda n=name: load_agent(n), False, {"plugin": name}))
+        else:
+            specs.append(_llm_spec(name, cfg))
+    return specs
+
+
+class Observations:
+    """Each ticker-day's observation built once per context budget and shared by every agent of the run."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self._cache: dict[tuple[str, pd.Timestamp, int], Observation] = {}
+
+    def get(self, ticker: str, day: pd.Timestamp, max_chars: int, position: float) -> Observation:
+        key = (ticker, day, max_chars)
+        if key not in self._cache:
+            context = build_context(self.store, ticker, day, cfg=ContextConfig(max_chars=max_chars))
+            self._cache[key] = context.observation()
+        return dataclasses.replace(self._cache[key], position=position)
+
+
+def _fingerprint(spec: AgentSpec, cfg: RunConfig, every: int, max_chars: int) -> str:
+    """What decides an agent's actions; a saved replay with another fingerprint is stale and redone."""
+    key = {"agent": spec.settings, "start": cfg.start, "end": cfg.end, "every": every, "max_chars": max_chars,
+           "weights": list(cfg.weights), "store": str(Path(cfg.store).resolve()) if cfg.store else "embedded"}
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _jsonable(value):
+    return value.item() if hasattr(value, "item") else str(value)
+
+
+def _load_decisions(path: Path, fingerprint: str) -> pd.DataFrame | None:
+    if not path.exists():
+        return None
+    saved = json.loads(path.read_text())
+    if saved.get("fingerprint") != fingerprint:
+        return None
+    return pd.DataFrame(saved["decisions"]).assign(date=lambda d: pd.to_datetime(d["date"])).set_index("date")
+
+
+def _save_decisions(path: Path, fingerprint: str, records: list[dict]) -> None:
+    """Atomic: a run killed mid-write leaves the previous file or none, never half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"fingerprint": fingerprint, "decisions": records}, default=_jsonable))
+    tmp.replace(path)
+
+
+def replay(spec: AgentSpec, cfg: RunConfig, store: Store, days: dict[str, pd.DatetimeIndex], observations: Observations,
+           out: Path) -> dict[str, pd.DataFrame]:
+    """One agent's decisions (``action``, ``thesis``, ``meta`` by date) for every ticker, replayed or reloaded."""
+    every, max_chars = ((cfg.llm_decision_every, cfg.llm_max_chars) if spec.llm
+                        else (cfg.decision_every, ContextConfig().max_chars))
+    fingerprint = _fingerprint(spec, cfg, every, max_chars)
+    paths = {t: out / "decisions" / f"{slug(spec.label)}__{t}.json" for t in days}
+    done = {t: d for t in days if (d := _load_decisions(paths[t], fingerprint)) is not None}
+    todo = [t for t in days if t not in done]
+    if not todo:
+        return done
+    agent = spec.build()
+    agent.fit(store, todo, cfg.start, cfg.end)
+    for t in todo:
+        agent.reset(t)
+    schedule = {t: set(decision_days(days[t], every)) for t in todo}
+    weights = cfg.weight_map()
+    position = dict.fromkeys(todo, 0.0)
+    records: dict[str, list[dict]] = {t: [] for t in todo}
+    for day in tqdm(sorted(set().union(*schedule.values())), desc=f"replay {spec.label}", unit="day"):
+        batch = [t for t in todo if day in schedule[t]]
+        decisions = agent.act([observations.get(t, day, max_chars, position[t]) for t in batch])
+        if len(decisions) != len(batch):
+            raise RuntimeError(f"{spec.label} returned {len(decisions)} decisions for {len(batch)} observations")
+        for t, d in zip(batch, decisions):
+            action = Action(int(d.action))
+            records[t].append({"date": f"{day:%Y-%m-%d}", "action": action.name, "position_before": position[t],
+                               "thesis": d.thesis, "meta": d.meta})
+            position[t] = weights[action]
+    for t in todo:
+        _save_decisions(paths[t], fingerprint, records[t])
+        done[t] = _load_decisions(paths[t], fingerprint)
+    return {t: done[t] for t in days}
+
+
+def coverage(store: Store, tickers: tuple[str, ...], days: dict[str, pd.DatetimeIndex], start: str, end: str) -> dict:
+    """Data caveats per ticker: headlines in the window and the modalities its first context states as missing."""
+    news = store.table("news")
+    lo, hi = pd.Timestamp(start, tz="UTC") - pd.Timedelta(days=30), pd.Timestamp(end, tz="UTC") + pd.Timedelta(days=1)
+    out = {}
+    for t in tickers:
+        rows = news[(news["ticker"] == t) & (news["available_at"] >= lo) & (news["available_at"] < hi)]
+        first = build_context(store, t, days[t][0])
+        out[t] = {"sessions": len(days[t]), "headlines_in_window": len(rows),
+                  "missing_modalities_on_first_day": list(first.missing)}
+    return out
+
+
+def run(cfg: RunConfig) -> pd.DataFrame:
+    """The whole benchmark; returns the summary table (also written under ``cfg.out``)."""
+    t0 = time.time()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg.weight_map()
+    store = Store(cfg.store)
+    days = {t: store.trading_days(t, cfg.start, cfg.end) for t in cfg.tickers}
+    short = [t for t, d in days.items() if len(d) < 2]
+    if short:
+        raise SystemExit(f"{short}: fewer than two sessions in {cfg.start}..{cfg.end}")
+    closes = {t: store.closes(t) for t in cfg.tickers}
+    dividends = {t: store.dividends(t) if cfg.total_return else None for t in cfg.tickers}  # on the closes' split basis
+    meta = {"config": dataclasses.asdict(cfg), "coverage": coverage(store, cfg.tickers, days, cfg.start, cfg.end),
+            "returns": "total return (dividends at ex-date)" if cfg.total_return else "price return (no dividends)",
+            "skipped": {}}
+    (out / "config.json").write_text(json.dumps(meta, indent=2, default=str))
+
+    observations = Observations(store)
+    bench = {t: buy_and_hold(closes[t], days[t], cfg.cost_bps, dividends[t]) for t in cfg.tickers}
+    results: dict[str, dict[str, tuple[pd.DataFrame, pd.DataFrame]]] = {}
+    (out / "returns").mkdir(exist_ok=True)
+    for spec in resolve_agents(cfg):
+        if spec.unavailable:  # say why and go on with the other agents
+            print(f"skipping {spec.label}: {spec.unavailable}", file=sys.stderr)
+            meta["skipped"][spec.label] = spec.unavailable
+            continue
+        decided = replay(spec, cfg, store, days, observations, out)
+        results[spec.label] = {}
+        for t in cfg.tickers:
+            frame = backtest(decided[t]["action"].map(Action.parse), closes[t], days[t], cfg.cost_bps,
+                             cfg.weight_map(), dividends[t])
+            frame.to_csv(out / "returns" / f"{slug(spec.label)}__{t}.csv", date_format="%Y-%m-%d")
+            results[spec.label][t] = (frame, decided[t])
+    summary = write_reports(results, bench, cfg, out, meta["coverage"], meta["skipped"])
+    meta["wall_time_s"] = round(time.time() - t0, 1)
+    (out / "config.json").write_text(json.dumps(meta, indent=2, default=str))
+    return summary
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_dataclass_args(parser, RunConfig)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg = from_args(RunConfig, build_parser().parse_args(argv))
+    if os.getcwd() not in sys.path:  # plug-ins (examples.custom_agent:MomentumAgent) import from the working directory
+        sys.path.insert(0, os.getcwd())
+    start = time.time()
+    run(cfg)
+    print((Path(cfg.out) / "summary.md").read_text())
+    print(f"wall time {time.time() - start:.0f} s; outputs in {cfg.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""The replay's accounting: timing, costs, holding between decisions, dividends."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tr1_env.actions import Action
+from tr1_env.backtest import asset_returns, backtest, buy_and_hold, decision_days, holding_returns
+
+DAYS = pd.bdate_range("2024-06-03", periods=6)
+CLOSES = pd.Series([100.0, 110.0, 99.0, 99.0, 108.9, 100.0], index=DAYS)
+
+
+@pytest.mark.parametrize("ticker", ["NVDA", "AAPL", "MSFT", "AMZN", "META", "SPY"])
+@pytest.mark.parametrize("cost_bps", [0.0, 10.0])
+def test_buy_and_hold_is_the_close_to_close_change(store, ticker, cost_bps):
+    """Decision at d_1's close, returns d_1->d_2 ... d_{n-1}->d_n: CR = (1 - c) P(d_n) / P(d_1) - 1, n - 1 days."""
+    days = store.trading_days(ticker, "2024-06-01", "2024-08-31")
+    closes = store.closes(ticker)
+    frame = buy_and_hold(closes, days, cost_bps)
+    expected = (1 - cost_bps / 1e4) * closes[days[-1]] / closes[days[0]] - 1
+    assert frame["equity"].iloc[-1] - 1 == pytest.approx(expected, rel=1e-12, abs=1e-12)
+    assert len(frame) == len(days) - 1 and frame.index[0] == days[1] and frame.index[-1] == days[-1]
+    assert frame["cost"].sum() == pytest.approx(cost_bps / 1e4)
+
+
+def test_costs_are_charged_on_weight_changes():
+    actions = pd.Series([Action.STRONG_BUY, Action.STRONG_SELL, Action.STRONG_SELL, Action.HOLD, Action.BUY],
+                        index=DAYS[:-1])
+    frame = backtest(actions, CLOSES, DAYS, cost_bps=100)
+    c = 0.01
+    expected_cost = [c * 1, c * 2, 0, c * 1, c * 0.5]
+    np.testing.assert_allclose(frame["cost"], expected_cost)
+    asset = CLOSES.pct_change().dropna().to_numpy()
+    w = np.array([1, -1, -1, 0, 0.5])
+    np.testing.assert_allclose(frame["return"], (1 - np.array(expected_cost)) * (1 + w * asset) - 1)
+    np.testing.assert_allclose(frame["equity"], np.cumprod(1 + frame["return"]))
+
+
+def test_decisions_every_k_days_hold_in_between():
+    days = decision_days(DAYS, every=2)
+    assert list(days) == [DAYS[0], DAYS[2], DAYS[4]]  # never the last session
+    frame = backtest(pd.Series([Action.STRONG_BUY, Action.SELL, Action.HOLD], index=days), CLOSES, DAYS, 0)
+    assert list(frame["position"]) == [1, 1, -0.5, -0.5, 0]
+    assert list(frame["decision_date"]) == [DAYS[0], DAYS[0], DAYS[2], DAYS[2], DAYS[4]]
+    held = holding_returns(frame)
+    np.testing.assert_allclose(held["forward_return"], [99 / 100 - 1, 108.9 / 99 - 1, 100 / 108.9 - 1])
+    assert list(held["action"]) == ["STRONG_BUY", "SELL", "HOLD"]
+
+
+def test_total_return_adds_dividends_at_the_ex_date():
+    dividends = pd.Series([2.2, 5.0], index=pd.DatetimeIndex([DAYS[1], DAYS[0]]))  # the d_1 one is before any period
+    total = asset_returns(CLOSES, DAYS, dividends)
+    price = asset_returns(CLOSES, DAYS)
+    assert total[DAYS[1]] == pytest.approx((110 + 2.2) / 100 - 1)
+    np.testing.assert_allclose(total.drop(DAYS[1]), price.drop(DAYS[1]))
+    weekend = pd.Series([1.0], index=pd.DatetimeIndex([pd.Timestamp("2024-06-08")]))  # credited on Monday
+    assert asset_returns(CLOSES, DAYS, weekend)[DAYS[5]] == pytest.approx(101 / 108.9 - 1)
+
+
+def test_rejects_a_replay_that_does_not_start_on_the_first_session():
+    with pytest.raises(ValueError, match="first decision"):
+        backtest(pd.Series([Action.BUY], index=DAYS[1:2]), CLOSES, DAYS)
+    with pytest.raises(ValueError, match="off the replay"):
+        backtest(pd.Series([Action.BUY, Action.BUY], index=[DAYS[0], DAYS[-1]]), CLOSES, DAYS)
+
+
+def test_custom_weights():
+    weights = {a: w for a, w in zip(Action, (-2, -1, 0, 1, 2))}
+    frame = backtest(pd.Series([Action.STRONG_SELL], index=DAYS[:1]), CLOSES, DAYS, 0, weights)
+    assert frame["return"].iloc[0] == pytest.approx(-2 * 0.1)
+
+
+def test_total_return_on_the_store_uses_the_closes_split_basis(store):
+    """AAPL went ex $0.25 on 2024-08-12; NVDA's first post-split dividend ($0.01) on 2024-06-11."""
+    for ticker, ex_date, amount in [("AAPL", "2024-08-12", 0.25), ("NVDA", "2024-06-11", 0.01)]:
+        days, closes = store.trading_days(ticker, "2024-06-01", "2024-08-31"), store.closes(ticker)
+        gap = asset_returns(closes, days, store.dividends(ticker)) - asset_returns(closes, days)
+        prev = closes[days[days.get_loc(pd.Timestamp(ex_date)) - 1]]
+        assert gap[ex_date] == pytest.approx(amount / prev) and (gap.drop(pd.Timestamp(ex_date)) == 0).all()

@@ -1,0 +1,106 @@
+"""Baselines decide from the observation alone; the SB3 ones train once, cache, reload and see the env's observation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from baselines import BASELINES
+from baselines.rules import MACrossover, RSIMeanReversion
+from baselines.sentiment import NewsSentiment, lexicon_score
+from baselines.simple import AlwaysHold, BuyAndHold, RandomAgent
+from tr1_env.actions import Action
+from tr1_env.agents import Agent, Observation, load_agent
+
+
+def obs(ticker="AAPL", date="2024-06-03", history=None, news=None, position=0.0) -> Observation:
+    return Observation(ticker, pd.Timestamp(date), "", "", np.zeros(0, np.float32), (),
+                       history if history is not None else pd.DataFrame(), news if news is not None else pd.DataFrame(),
+                       position)
+
+
+def news(titles, sentiments, hours_ago) -> pd.DataFrame:
+    now = pd.Timestamp("2024-06-03 20:00", tz="UTC")
+    return pd.DataFrame({"title": titles, "sentiment": sentiments,
+                         "available_at": [now - pd.Timedelta(hours=h) for h in hours_ago]})
+
+
+def test_every_baseline_is_an_agent():
+    for name, path in BASELINES.items():
+        if name not in ("ppo", "a2c"):
+            assert isinstance(load_agent(path), Agent)
+
+
+def test_constant_agents():
+    assert [d.action for d in BuyAndHold().act([obs(), obs("MSFT")])] == [Action.STRONG_BUY] * 2
+    assert [d.action for d in AlwaysHold().act([obs()])] == [Action.HOLD]
+
+
+def test_random_is_seeded_per_ticker():
+    a, b = RandomAgent(seed=1), RandomAgent(seed=1)
+    first = [d.action for d in a.act([obs("AAPL"), obs("MSFT")] * 5)]
+    b.act([obs("MSFT")])  # another order must not change AAPL's draws
+    b.reset("MSFT")
+    again = [d.action for d in b.act([obs("AAPL"), obs("MSFT")] * 5)]
+    assert first == again and len(set(first)) > 1
+    assert first != [d.action for d in RandomAgent(seed=2).act([obs("AAPL"), obs("MSFT")] * 5)]
+
+
+def test_rules_read_the_last_indicator_row():
+    hist = pd.DataFrame({"close_10_sma": [1.0, 2.0], "close_50_sma": [1.5, 1.5], "rsi_14": [50.0, 25.0]})
+    assert MACrossover().act([obs(history=hist)])[0].action == Action.STRONG_BUY
+    assert MACrossover().act([obs(history=hist.iloc[:1])])[0].action == Action.STRONG_SELL
+    assert MACrossover().act([obs(history=hist.assign(close_50_sma=np.nan))])[0].action == Action.HOLD
+    rsi = RSIMeanReversion()
+    expected = {25: Action.STRONG_BUY, 35: Action.BUY, 50: Action.HOLD, 65: Action.SELL, 80: Action.STRONG_SELL}
+    for value, action in expected.items():
+        assert rsi.act([obs(history=hist.assign(rsi_14=float(value)))])[0].action == action
+
+
+def test_news_sentiment_uses_vendor_labels_then_the_lexicon():
+    agent = NewsSentiment(days=3, min_headlines=2)
+    labelled = news(["a", "b", "c"], ["Positive", "Positive", "Neutral"], [1, 5, 30])
+    assert agent.act([obs(news=labelled)])[0].action == Action.STRONG_BUY  # (1 + 1 + 0) / 3
+    unlabelled = news(["Shares plunge after earnings miss", "Analyst downgrade", "Record sales"], [None] * 3, [1, 2, 3])
+    assert agent.act([obs(news=unlabelled)])[0].action == Action.SELL  # (-1 - 1 + 1) / 3
+    stale = news(["x", "y"], ["Negative", "Negative"], [24 * 10, 24 * 12])
+    assert agent.act([obs(news=stale)])[0].action == Action.HOLD  # older than 3 days: too few headlines
+    assert agent.act([obs()])[0].action == Action.HOLD
+    assert lexicon_score("Nvidia stock surges to a record") == 1.0 and lexicon_score("Quiet day") == 0.0
+
+
+def test_sb3_fit_saves_and_reloads(store, tmp_path):
+    from baselines.sb3 import SB3Agent
+
+    kw = dict(steps=64, train_years=0.25, cache_dir=tmp_path, seed=0)
+    first = SB3Agent("a2c", **kw)
+    first.fit(store, ["AAPL"], "2024-06-01", "2024-06-14")
+    assert first.trained == 1 and len(list(tmp_path.rglob("*.zip"))) == 1
+    again = SB3Agent("a2c", **kw)
+    again.fit(store, ["AAPL"], "2024-06-01", "2024-06-14")
+    assert again.trained == 0
+    days = store.trading_days("AAPL", "2024-06-01", "2024-06-14")
+    batch = [obs("AAPL", d, position=p) for d, p in zip(days[:-1], [0.0, 1.0, -0.5, 0.5] * 3)]
+    assert [d.action for d in first.act(batch)] == [d.action for d in again.act(batch)]
+
+
+def test_sb3_observation_is_the_envs_own(store, tmp_path):
+    """Stepping the env and seeking it per decision give the same vectors (time left, position included)."""
+    from baselines.sb3 import SB3Agent
+    from tr1_env.envs.trading_env import TradingEnv
+
+    agent = SB3Agent("ppo", steps=64, train_years=0.25, cache_dir=tmp_path)
+    agent.fit(store, ["MSFT"], "2024-06-01", "2024-06-14")
+    env = TradingEnv(store, "MSFT", "2024-06-01", "2024-06-14", obs_mode="numeric", action_mode="five")
+    x, info = env.reset()
+    for action in [4, 0, 2, 3]:
+        np.testing.assert_array_equal(agent.observe(obs("MSFT", info["date"], position=env.position)), x)
+        x, _, _, _, info = env.step(action)
+
+
+def test_sb3_rejects_unknown_algorithms():
+    from baselines.sb3 import SB3Agent
+
+    with pytest.raises(ValueError, match="algo"):
+        SB3Agent("dqn")
