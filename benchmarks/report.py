@@ -56,7 +56,9 @@ def summarize(agent: str, ticker: str, frame: pd.DataFrame, decisions: pd.DataFr
     lo, hi = sharpe_ci(r, cfg.risk_free, cfg.bootstrap, 1 - cfg.alpha, cfg.block, cfg.seed)
     diff, p = sharpe_diff_test(r, b, cfg.risk_free, cfg.bootstrap, cfg.block, cfg.seed)
     ib = investorbench(frame["position"], frame["asset_return"])
-    failed = sum(bool(m.get("parse_failed")) for m in decisions["meta"] if isinstance(m, dict))
+    metas = [m for m in decisions["meta"] if isinstance(m, dict)]
+    failed = sum(bool(m.get("parse_failed")) for m in metas)
+    forced = sum(bool(m.get("parse_failed") and m.get("forced_decision")) for m in metas)
     return {
         "agent": agent, "ticker": ticker, "cr": cumulative_return(r), "sharpe": sharpe(r, cfg.risk_free),
         "sharpe_lo": lo, "sharpe_hi": hi,
@@ -64,7 +66,7 @@ def summarize(agent: str, ticker: str, frame: pd.DataFrame, decisions: pd.DataFr
         "mdd": max_drawdown(r), "av": annual_volatility(r), "n_days": len(r),
         "sharpe_minus_bh": diff, "p_value": p, "beats_bh": bool(np.isfinite(p) and diff > 0 and p < cfg.alpha),
         "n_decisions": len(decisions), "directional": int(sum(Action[a].direction != 0 for a in decisions["action"])),
-        "parse_failed": failed, "ib_cr": ib["cr"], "ib_sharpe": ib["sharpe"], "ib_av": ib["av"],
+        "parse_failed": failed, "forced": forced, "ib_cr": ib["cr"], "ib_sharpe": ib["sharpe"], "ib_av": ib["av"],
         **quantstats_stats(frame["return"], bench["return"], cfg.risk_free),
     }
 
@@ -105,9 +107,11 @@ def markdown(summary: pd.DataFrame, cfg: RunConfig, coverage: dict, skipped: dic
                      f"{' *' if c.beats_bh else ''}" for t in tickers for c in [cell.loc[(a, t)]]]] for a in agents]
     ib_rows = [[a, *[f"{_pct(cell.loc[(a, t), 'ib_cr'])} / {_num(cell.loc[(a, t), 'ib_sharpe'])}" for t in tickers]]
                for a in agents]
-    failures = summary.groupby("agent", sort=False)[["parse_failed", "n_decisions"]].sum()
-    llm_notes = [f"{a}: {int(f.parse_failed)} of {int(f.n_decisions)} decisions had no readable action (counted as "
-                 "HOLD)." for a, f in failures[failures["parse_failed"] > 0].iterrows()]
+    failures = summary.groupby("agent", sort=False)[["parse_failed", "forced", "n_decisions"]].sum()
+    llm_notes = [f"{a}: {int(f.parse_failed)} of {int(f.n_decisions)} decisions had no readable action; "
+                 + (f"{int(f.forced)} of them were decided by the model's likeliest of the five closings, the rest "
+                    "counted as HOLD." if f.forced else "counted as HOLD.")
+                 for a, f in failures[failures["parse_failed"] > 0].iterrows()]
     no_news = [t for t, c in coverage.items() if c["headlines_in_window"] == 0]
     missing = {t: m for t, c in coverage.items() if (m := c["missing_modalities_on_first_day"])}
     basis = "total return (dividends added at their ex-date)" if cfg.total_return else "price return (no dividends)"

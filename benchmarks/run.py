@@ -73,6 +73,9 @@ class RunConfig:
     llm_max_chars: int = field(default=1500, metadata={
         "help": "context budget (characters) of LLM agents' prompts; 1500 keeps SmolLM2's prompt near 1K tokens"})
     local_max_new_tokens: int = field(default=128, metadata={"help": "tokens generated per thesis by local models"})
+    force_decision: bool = field(default=True, metadata={
+        "help": "local transformers models that write no [[[ACTION]]] decide by scoring the five closings with "
+                "the model itself (recorded as parse_failed + forced_decision); off: such replies are HOLD"})
     api_max_tokens: int = field(default=4096, metadata={"help": "completion token limit of API models"})
     llm_batch_size: int = field(default=6, metadata={
         "help": "prompts per generate() call of local transformers models"})
@@ -126,7 +129,8 @@ def _llm_spec(spec: str, cfg: RunConfig) -> AgentSpec:
         return AgentSpec(spec, build_checkpoint, True, {"class": MODEL_CLASSES[prefix], "path": path})
     unavailable = None
     if spec == "smollm2" or spec.startswith("hf:"):
-        kwargs = {"max_new_tokens": cfg.local_max_new_tokens, "batch_size": cfg.llm_batch_size}
+        kwargs = {"max_new_tokens": cfg.local_max_new_tokens, "batch_size": cfg.llm_batch_size,
+                  "force_decision": cfg.force_decision}
     elif spec.startswith("vllm:"):
         kwargs = {"max_new_tokens": cfg.local_max_new_tokens}
     else:

@@ -200,6 +200,31 @@ def test_transformers_agent_on_a_random_model_holds_and_caches(tiny_qwen3_path, 
     assert calls == [1]  # a different setting is a different call
 
 
+def test_forced_decision_is_the_models_likeliest_closing(tiny_qwen3_path, tmp_path):
+    """A reply without [[[ACTION]]] is closed by scoring the five endings with the model itself."""
+    observations = [make_observation("short"), make_observation("mid " * 5)]
+    agent = TransformersAgent(str(tiny_qwen3_path), max_new_tokens=6, force_decision=True, cache_dir=tmp_path)
+    decisions = agent.act(observations)
+    for d in decisions:
+        assert d.meta["parse_failed"] and d.action.name == d.meta["forced_decision"]
+    # the forced pick is argmax of the summed log-probs of "NAME]]]" after the reply and "[[["
+    import torch
+
+    text = agent.tokenizer.apply_chat_template(
+        [{"role": "system", "content": agent.system_prompt}, {"role": "user", "content": "short"}],
+        add_generation_prompt=True, tokenize=False)
+    prefix = agent.tokenizer(text + decisions[0].thesis.rstrip() + "\n[[[", add_special_tokens=False)["input_ids"]
+    scores = []
+    for action in Action:
+        ending = agent.tokenizer(f"{action.name}]]]", add_special_tokens=False)["input_ids"]
+        with torch.inference_mode():
+            logp = agent.lm(input_ids=torch.tensor([prefix + ending])).logits.log_softmax(-1)[0]
+        scores.append(sum(logp[len(prefix) + j - 1, t].item() for j, t in enumerate(ending)))
+    assert decisions[0].action == Action(max(range(5), key=scores.__getitem__))
+    plain = TransformersAgent(str(tiny_qwen3_path), max_new_tokens=6, cache_dir=tmp_path)
+    assert all(d.action == Action.HOLD for d in plain.act(observations))  # a separate cache entry
+
+
 def test_vllm_spec_without_vllm_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", None)  # as if the gpu extra were not installed
     with pytest.raises(ImportError, match=r"pip install tr1\[gpu\]"):

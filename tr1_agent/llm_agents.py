@@ -96,6 +96,8 @@ class LLMAgent(Agent):
         action = parse_thesis(text).decision
         meta = {k: v for k, v in completion.items() if k != "text"}
         meta.update(model=self.name, cached=cached, parse_failed=action is None)
+        if action is None and completion.get("forced_decision"):
+            action = Action[completion["forced_decision"]]
         return Decision(action=Action.HOLD if action is None else action, thesis=text, meta=meta)
 
     def _progress(self, total: int):
@@ -321,12 +323,37 @@ class TransformersAgent(_LocalAgent):
         system_prompt: str = SYSTEM_PROMPT,
         cache_dir: str | Path | None = None,
         use_cache: bool = True,
+        force_decision: bool = False,
     ):
         from tr1_agent.models import load_model_and_tokenizer
 
         super().__init__(model, max_new_tokens, temperature, seed, batch_size, system_prompt, cache_dir, use_cache)
         self.name = f"hf:{model}"
+        self.force_decision = force_decision
         self.lm, self.tokenizer = load_model_and_tokenizer(self.path, dtype=dtype, device=device)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings, "force_decision": self.force_decision}
+
+    def _forced_decision(self, prompt: str, generated: str) -> str:
+        """The action the model itself finds likeliest after its own text and ``[[[``, among the five only.
+
+        Small models (SmolLM2-135M) rarely reach the final decision line within a short budget;
+        scoring the five closings (summed token log-probabilities) keeps the decision the model's
+        own instead of defaulting to HOLD. The completion still counts as ``parse_failed``.
+        """
+        import torch
+
+        prefix = self.tokenizer(prompt + generated.rstrip() + "\n[[[", add_special_tokens=False)["input_ids"]
+        endings = [self.tokenizer(f"{a.name}]]]", add_special_tokens=False)["input_ids"] for a in Action]
+        width = len(prefix) + max(map(len, endings))
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([prefix + e + [pad] * (width - len(prefix) - len(e)) for e in endings])
+        with torch.inference_mode():
+            logp = self.lm(input_ids=ids.to(self.lm.device)).logits.float().log_softmax(-1).cpu()
+        scores = [sum(logp[i, len(prefix) + j - 1, tok].item() for j, tok in enumerate(e)) for i, e in enumerate(endings)]
+        return Action(int(torch.tensor(scores).argmax())).name
 
     def _generate(self, todo: dict[str, Messages], done: Callable[[str, Completion], None]) -> None:
         import torch
@@ -352,12 +379,15 @@ class TransformersAgent(_LocalAgent):
             lengths = torch.where(stopped, is_eos.int().argmax(dim=1) + 1, new.shape[1])
             prompt_lengths = batch["attention_mask"].sum(dim=1).tolist()
             for i, (key, _) in enumerate(chunk):
-                done(key, {
+                completion = {
                     "text": self.tokenizer.decode(new[i, : lengths[i]], skip_special_tokens=True),
                     "prompt_tokens": prompt_lengths[i],
                     "completion_tokens": int(lengths[i]),
                     "finish_reason": "stop" if stopped[i] else "length",
-                })
+                }
+                if self.force_decision and parse_thesis(completion["text"]).decision is None:
+                    completion["forced_decision"] = self._forced_decision(texts[i], completion["text"])
+                done(key, completion)
 
 
 class VLLMAgent(_LocalAgent):

@@ -1,0 +1,111 @@
+"""``tr1 train ...``: distillation, SFT, GRPO and the curriculum, registered through ``tr1.commands``.
+
+Importing this module loads no training stack: each handler imports what it needs. Dataclass
+configs become flags 1:1; dataset flags carry a ``data-`` prefix, and the curriculum's SFT and
+GRPO settings ``sft-`` and ``grpo-`` prefixes. Other registrars add commands to the same group
+through :func:`train_commands`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from tr1_agent.configs import STAGES, CurriculumConfig, DatasetConfig, DistillConfig, GRPORunConfig, SFTRunConfig
+from tr1_env.cli_args import add_dataclass_args, from_args
+
+__all__ = ["register", "register_flag_ppo", "train_commands"]
+
+
+def train_commands(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
+    """The sub-commands of ``tr1 train``, created on first use so that several registrars can add to them."""
+    train = subparsers.choices.get("train")
+    if train is None:
+        train = subparsers.add_parser("train", help="train Trading-R1 models (distill, sft, grpo, curriculum)")
+        train.commands = train.add_subparsers(dest="train_command", required=True, metavar="COMMAND")
+    return train.commands
+
+
+def _print(value) -> None:
+    print(json.dumps(value, indent=2, default=str))
+
+
+def _rows(ns: argparse.Namespace):
+    from tr1_agent.datasets import build_prompts, load
+
+    return load(ns.dataset) if ns.dataset else build_prompts(from_args(DatasetConfig, ns, "data-"))
+
+
+def cmd_distill(ns: argparse.Namespace) -> None:
+    from tr1_agent.distill import distill
+
+    _, report = distill(_rows(ns), from_args(DistillConfig, ns))
+    _print({k: report[k] for k in ("rows", "kept", "status", "by_label", "usage")})
+
+
+def cmd_sft(ns: argparse.Namespace) -> None:
+    from tr1_agent.datasets import load
+    from tr1_agent.sft import train_sft
+
+    print(train_sft(ns.model, load(ns.dataset), ns.output_dir, from_args(SFTRunConfig, ns)))
+
+
+def cmd_grpo(ns: argparse.Namespace) -> None:
+    from tr1_agent.grpo import train_grpo
+    from tr1_env.rewards import RewardConfig
+
+    weights = dict(zip(("w_structure", "w_evidence", "w_decision"), ns.reward_weights or ()))
+    reward = RewardConfig.for_stage(ns.stage, **weights)
+    print(train_grpo(ns.model, _rows(ns), ns.output_dir, from_args(GRPORunConfig, ns), reward))
+
+
+def cmd_curriculum(ns: argparse.Namespace) -> None:
+    from tr1_agent.curriculum import run_curriculum
+
+    _print(run_curriculum(from_args(CurriculumConfig, ns), from_args(DatasetConfig, ns, "data-"),
+                          from_args(SFTRunConfig, ns, "sft-"), from_args(GRPORunConfig, ns, "grpo-")))
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``train distill|sft|grpo|curriculum`` (the ``tr1.commands`` entry point)."""
+    commands = train_commands(subparsers)
+
+    distill = commands.add_parser("distill", help="reverse reasoning distillation: SFT theses from API models")
+    distill.add_argument("--dataset", help="saved prompt dataset (default: build one from the --data-* flags)")
+    add_dataclass_args(distill, DistillConfig)
+    add_dataclass_args(distill, DatasetConfig, prefix="data-")
+    distill.set_defaults(func=cmd_distill)
+
+    sft = commands.add_parser("sft", help="LoRA SFT on prompt/thesis pairs; saves adapter/ and merged/")
+    sft.add_argument("--model", default="smollm2", help="Hub id, local folder or smollm2 (default: smollm2)")
+    sft.add_argument("--dataset", required=True, help="SFT dataset folder or .jsonl (e.g. distill's sft)")
+    sft.add_argument("--output-dir", required=True, help="where adapter/ and merged/ go")
+    add_dataclass_args(sft, SFTRunConfig)
+    sft.set_defaults(func=cmd_sft)
+
+    grpo = commands.add_parser("grpo", help="GRPO against the environment's rewards; saves adapter/ and merged/")
+    grpo.add_argument("--model", default="smollm2", help="Hub id, local folder or smollm2 (default: smollm2)")
+    grpo.add_argument("--dataset", help="saved prompt dataset (default: build one from the --data-* flags)")
+    grpo.add_argument("--output-dir", required=True, help="where adapter/ and merged/ go")
+    grpo.add_argument("--stage", default="structure", choices=STAGES, help="curriculum stage whose reward weights "
+                      "apply (default: structure)")
+    grpo.add_argument("--reward-weights", type=float, nargs=3, metavar=("W_STRUCTURE", "W_EVIDENCE", "W_DECISION"),
+                      help="override the stage's reward weights")
+    add_dataclass_args(grpo, GRPORunConfig)
+    add_dataclass_args(grpo, DatasetConfig, prefix="data-")
+    grpo.set_defaults(func=cmd_grpo)
+
+    curriculum = commands.add_parser("curriculum", help="Structure -> Claims -> Decision: SFT, GRPO and "
+                                     "self-augmentation per stage; resumes after the last finished stage")
+    add_dataclass_args(curriculum, CurriculumConfig)
+    add_dataclass_args(curriculum, DatasetConfig, prefix="data-")
+    add_dataclass_args(curriculum, SFTRunConfig, prefix="sft-")
+    add_dataclass_args(curriculum, GRPORunConfig, prefix="grpo-")
+    curriculum.set_defaults(func=cmd_curriculum)
+
+
+def register_flag_ppo(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``train flag-ppo`` (FLAG-TRADER, the ``tr1.commands`` entry point of the same name)."""
+    from tr1_agent.flag_trader.config import register_flag_ppo as add
+
+    add(train_commands(subparsers))
