@@ -343,16 +343,21 @@ class TransformersAgent(_LocalAgent):
         scoring the five closings (summed token log-probabilities) keeps the decision the model's
         own instead of defaulting to HOLD. The completion still counts as ``parse_failed``.
         """
+        import copy
+
         import torch
 
         prefix = self.tokenizer(prompt + generated.rstrip() + "\n[[[", add_special_tokens=False)["input_ids"]
-        endings = [self.tokenizer(f"{a.name}]]]", add_special_tokens=False)["input_ids"] for a in Action]
-        width = len(prefix) + max(map(len, endings))
-        pad = self.tokenizer.pad_token_id
-        ids = torch.tensor([prefix + e + [pad] * (width - len(prefix) - len(e)) for e in endings])
+        scores = []
         with torch.inference_mode():
-            logp = self.lm(input_ids=ids.to(self.lm.device)).logits.float().log_softmax(-1).cpu()
-        scores = [sum(logp[i, len(prefix) + j - 1, tok].item() for j, tok in enumerate(e)) for i, e in enumerate(endings)]
+            first = self.lm(input_ids=torch.tensor([prefix], device=self.lm.device), use_cache=True)
+            for action in Action:  # the prompt is encoded once; each closing reuses its key/value cache
+                ending = self.tokenizer(f"{action.name}]]]", add_special_tokens=False)["input_ids"]
+                rest = self.lm(input_ids=torch.tensor([ending[:-1]], device=self.lm.device),
+                               past_key_values=copy.deepcopy(first.past_key_values)).logits[0] if len(ending) > 1 else None
+                logits = torch.cat([first.logits[0, -1:], rest]) if rest is not None else first.logits[0, -1:]
+                logp = logits.float().log_softmax(-1)
+                scores.append(float(sum(logp[j, tok] for j, tok in enumerate(ending))))
         return Action(int(torch.tensor(scores).argmax())).name
 
     def _generate(self, todo: dict[str, Messages], done: Callable[[str, Completion], None]) -> None:
