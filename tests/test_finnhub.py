@@ -1,6 +1,5 @@
 """The live Finnhub vendor, run through finnhub-python against recorded responses on a local server."""
 
-import json
 import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
