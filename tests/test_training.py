@@ -1,0 +1,130 @@
+import argparse
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from tr1_agent import curriculum
+from tr1_agent.cli import register, train_commands
+from tr1_agent.configs import DatasetConfig, GRPORunConfig, SFTRunConfig
+from tr1_agent.datasets import build_prompts, save, with_completions
+from tr1_agent.distill import template_thesis
+from tr1_agent.grpo import reward_functions
+from tr1_env.actions import Action
+from tr1_env.rewards import STAGE_WEIGHTS, RewardConfig, score
+
+CONTEXT = "## Market data\nLast close 101.5; 5-day change +2.10%; RSI stays near 61 after the breakout."
+THESIS = """<technical>
+### Technical picture: **bullish**
+- Momentum has turned up over the week and the close held above its recent range, which argues for further gains. *5-day change +2.10%* `market data`
+- A quote the context never contained keeps the claim from counting as evidence in the reward at all. *RSI collapsed below 20 today* `market data`
+</technical>
+<conclusion>
+### Conclusion
+- Taken together the price action favours buying the stock for the coming week rather than waiting for a pullback. *Last close 101.5* `market data`
+</conclusion>
+[[[BUY]]]"""
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tr1")
+    register(p.add_subparsers(dest="command", required=True))
+    return p
+
+
+def test_reward_functions_are_the_environment_terms_called_as_trl_calls_them():
+    cfg = RewardConfig.for_stage("claims")
+    funcs, weights = reward_functions(cfg)
+    assert weights == list(STAGE_WEIGHTS["claims"])
+    completions = [[{"role": "assistant", "content": THESIS}], [{"role": "assistant", "content": "no thesis"}]]
+    kwargs = dict(prompts=[[{"role": "user", "content": "p"}]] * 2, completions=completions,
+                  completion_ids=[[1], [2]], trainer_state=None, log_extra=None, log_metric=None,
+                  label=["BUY", "SELL"], context=[CONTEXT, CONTEXT], ticker=["X", "X"], modalities=[["market"]] * 2)
+    got = [f(**kwargs) for f in funcs]
+    for i, c in enumerate(completions):
+        want = score(c[0]["content"], Action[kwargs["label"][i]], CONTEXT, cfg)
+        assert [g[i] for g in got] == pytest.approx([want.structure, want.evidence, want.decision])
+    assert got[2] == [1.0, cfg.invalid_decision]
+    assert score(THESIS, Action.BUY, CONTEXT, cfg).n_fabricated == 1  # the quote check is live in training
+    assert [f.func.__name__ for f in funcs] == ["structure", "evidence", "decision"]  # trl's log names
+
+
+def test_trl_configs_take_the_run_settings_on_cpu(tmp_path):
+    from trl import GRPOConfig, SFTConfig
+
+    kw = GRPORunConfig().trainer_kwargs(str(tmp_path))
+    if not torch.cuda.is_available():
+        assert kw["bf16"] is False and kw["use_cpu"] is True and kw["model_init_kwargs"]["dtype"] == torch.float32
+    assert kw["gradient_checkpointing"] is False
+    cfg = GRPORunConfig(use_vllm=True, vllm_mode="server")
+    GRPOConfig(**cfg.trainer_kwargs(str(tmp_path)), num_generations=cfg.num_generations, use_vllm=True,
+               vllm_mode="server", reward_weights=[1.0, 0.0, 0.0])
+    SFTConfig(**SFTRunConfig().trainer_kwargs(str(tmp_path)), completion_only_loss=True)
+    assert SFTRunConfig(lora_r=0).lora() is None
+    assert SFTRunConfig(lora_target_modules="q_proj,v_proj").lora().target_modules == {"q_proj", "v_proj"}
+
+
+def test_train_group_accepts_other_registrars():
+    p = argparse.ArgumentParser(prog="tr1")
+    sub = p.add_subparsers(dest="command", required=True)
+    train_commands(sub).add_parser("flag-ppo")  # a registrar loaded before ours
+    register(sub)
+    assert p.parse_args(["train", "flag-ppo"]).train_command == "flag-ppo"
+    ns = p.parse_args(["train", "grpo", "--output-dir", "x", "--stage", "decision", "--reward-weights", "1", "0", "2",
+                       "--num-generations", "4", "--data-tickers", "AAPL", "MSFT"])
+    assert (ns.stage, ns.reward_weights, ns.num_generations, ns.data_tickers) == ("decision", [1, 0, 2], 4,
+                                                                                   ["AAPL", "MSFT"])
+
+
+@pytest.mark.slow
+def test_curriculum_runs_all_stages_and_resumes(tiny_qwen3_path, store, tmp_path, monkeypatch):
+    """Three stages end to end on a tiny Qwen3 through ``tr1 train curriculum``; a rerun trains nothing."""
+    data = DatasetConfig(tickers=("AAPL",), max_days=6, variants=1, max_chars=200)
+    theses = {i: t for i, r in enumerate(build_prompts(data, store)) if (t := template_thesis(r))}
+    rows = build_prompts(data, store).select(list(theses))
+    distilled = save(with_completions(rows, list(theses.values())), tmp_path / "distilled")
+    out = tmp_path / "run"
+    argv = ["train", "curriculum", "--model", str(tiny_qwen3_path), "--output-dir", str(out),
+            "--sft-data", str(distilled), "--heldout-days", "2", "--augment-prompts", "2", "--augment-samples", "2",
+            "--augment-min-reward", "-10", "--generation-batch-size", "4",
+            "--data-tickers", "AAPL", "--data-max-days", "6", "--data-variants", "1", "--data-max-chars", "200",
+            "--sft-max-steps", "1", "--sft-per-device-train-batch-size", "2", "--sft-max-length", "4096",
+            "--grpo-max-steps", "1", "--grpo-per-device-train-batch-size", "2", "--grpo-num-generations", "2",
+            "--grpo-max-completion-length", "8", "--grpo-learning-rate", "1e-3"]
+    ns = parser().parse_args(argv)
+    ns.func(ns)
+
+    records = [json.loads((out / f"{i}-{s}" / "stage_done.json").read_text()) for i, s in enumerate(STAGE_WEIGHTS, 1)]
+    assert [r["stage"] for r in records] == list(STAGE_WEIGHTS)
+    for i, r in enumerate(records, 1):
+        folder = out / f"{i}-{r['stage']}"
+        assert r["model"] == str(folder / "grpo" / "merged")
+        assert (folder / "sft" / "merged").is_dir()  # stage 1 on distilled data, then on self-augmented data
+        assert (folder / "grpo" / "adapter" / "adapter_config.json").exists()
+        assert set(r["eval"]) >= {"structure", "evidence", "decision", "total"} and r["eval"]["n"] == 2
+        assert json.loads((folder / "eval.json").read_text()) == r["eval"]
+        assert r["augment_rows"] == 1
+    assert json.loads((out / "eval_base.json").read_text())["n"] == 2
+    held = json.loads((out / "data" / "heldout.jsonl").read_text().split("\n")[0])
+    train_days = {(r["ticker"], r["date"]) for r in map(json.loads, (out / "data" / "train.jsonl").open())}
+    assert (held["ticker"], held["date"]) not in train_days
+    final = AutoModelForCausalLM.from_pretrained(records[-1]["model"])  # a plain transformers load
+    assert not hasattr(final, "peft_config")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished step ran again")
+
+    for name in ("train_sft", "train_grpo", "generate", "evaluate"):
+        monkeypatch.setattr(curriculum, name, refuse)
+    (out / "3-decision" / "stage_done.json").unlink()  # as if it died after its last step
+    resumed = curriculum.run_curriculum(**_configs(ns))
+    assert [{**r, "seconds": 0} for r in resumed] == [{**r, "seconds": 0} for r in records]
+
+
+def _configs(ns: argparse.Namespace) -> dict:
+    from tr1_agent.configs import CurriculumConfig
+    from tr1_env.cli_args import from_args
+
+    return dict(cfg=from_args(CurriculumConfig, ns), data=from_args(DatasetConfig, ns, "data-"),
+                sft=from_args(SFTRunConfig, ns, "sft-"), grpo=from_args(GRPORunConfig, ns, "grpo-"))

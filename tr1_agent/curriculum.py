@@ -1,0 +1,141 @@
+"""The three-stage curriculum (SPEC 1.4): Structure, then Claims, then Decision, easy to hard.
+
+Each stage:
+1. SFT warm start. Stage 1 trains on the distilled theses when given; otherwise, and in every
+   later stage, on self-augmented data: the best of several sampled theses per prompt, scored
+   with the stage's rewards (stage 1 samples the base model, later stages reuse what the
+   previous stage produced in step 4). Held-out days are filtered out of distilled data. An
+   empty warm-start set skips the SFT.
+2. GRPO with the stage's reward weights (:data:`tr1_env.rewards.STAGE_WEIGHTS`).
+3. Evaluation: mean reward terms of greedy theses on held-out ticker-days -> ``eval.json``.
+4. Self-augmentation: the GRPO model's best theses become the next stage's SFT data.
+
+Layout under ``output_dir``: ``data/`` (train and held-out prompts, built once), ``eval_base.json``,
+and one ``<i>-<stage>/`` folder per stage holding ``bootstrap/`` (stage 1 without distilled data),
+``sft/`` and ``grpo/`` (each with ``adapter/`` and ``merged/``), ``eval.json``, ``augment/`` and, last,
+``stage_done.json``. A rerun skips finished stages and, inside a stage, finished steps.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+from datasets import Dataset
+
+from tr1_agent.configs import CurriculumConfig, DatasetConfig, GRPORunConfig, SFTRunConfig
+from tr1_agent.datasets import build_prompts, day_keys, load, save, split_days, with_completions
+from tr1_agent.grpo import evaluate, generate, train_grpo
+from tr1_agent.sft import train_sft
+from tr1_env.actions import Action
+from tr1_env.rewards import STAGE_WEIGHTS, RewardConfig, score
+
+__all__ = ["run_curriculum", "self_augment"]
+
+logger = logging.getLogger(__name__)
+
+
+def self_augment(model: str, rows: Dataset, reward: RewardConfig, cfg: CurriculumConfig,
+                 grpo: GRPORunConfig) -> Dataset:
+    """SFT rows from ``model``'s own best theses: best of ``augment_samples`` per prompt by the stage's total
+    reward, keeping the top ``augment_keep`` share of prompts among those above ``augment_min_reward``."""
+    rows = rows.shuffle(seed=grpo.seed).select(range(min(cfg.augment_prompts, len(rows))))
+    samples = generate(model, rows, n=cfg.augment_samples, max_new_tokens=grpo.max_completion_length,
+                       temperature=cfg.augment_temperature, batch_size=cfg.generation_batch_size, seed=grpo.seed,
+                       use_vllm=grpo.use_vllm)
+    best, rewards = [], []
+    for texts, label, context in zip(samples, rows["label"], rows["context"]):
+        totals = [score(t, Action[label], context, reward).total for t in texts]
+        best.append(texts[int(np.argmax(totals))])
+        rewards.append(max(totals))
+    ranked = [int(i) for i in np.argsort(rewards)[::-1] if rewards[i] > cfg.augment_min_reward]
+    keep = sorted(ranked[: round(cfg.augment_keep * len(rows))])
+    out = with_completions(rows.select(keep), [best[i] for i in keep])
+    return out.add_column("reward", [rewards[i] for i in keep])
+
+
+def _once(path: Path, make, save_fn=None, load_fn=None):
+    """Load ``path`` when a previous run finished it, else make and save it (JSON by default).
+
+    Under ``accelerate launch`` the main process goes first and the others load its result, so
+    sampling, evaluation and data building run once, not once per GPU.
+    """
+    from accelerate import PartialState
+
+    with PartialState().main_process_first():
+        if path.exists():
+            return (load_fn or _read_json)(path)
+        value = make()
+        (save_fn or _write_json)(value, path)
+        return value
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def _write_json(value: dict, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(value, indent=2))
+    tmp.replace(path)  # atomic: a marker is whole or absent
+
+
+def _data(cfg: CurriculumConfig, data: DatasetConfig) -> tuple[Dataset, Dataset]:
+    """Train and held-out prompts, built on the first run and reloaded after (a rerun sees the same days)."""
+    root = Path(cfg.output_dir) / "data"
+
+    def make() -> dict:
+        train, heldout = split_days(build_prompts(data), cfg.heldout_days, seed=data.seed)
+        save(train, root / "train")
+        save(heldout, root / "heldout")
+        return asdict(data)
+
+    _once(root / "dataset_config.json", make)
+    return load(root / "train"), load(root / "heldout")
+
+
+def run_curriculum(cfg: CurriculumConfig, data: DatasetConfig = DatasetConfig(), sft: SFTRunConfig = SFTRunConfig(),
+                   grpo: GRPORunConfig = GRPORunConfig()) -> list[dict]:
+    """Run (or resume) every stage; return each stage's ``stage_done.json`` record."""
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    train, heldout = _data(cfg, data)
+    sampling = dict(max_new_tokens=grpo.max_completion_length, batch_size=cfg.generation_batch_size,
+                    use_vllm=grpo.use_vllm)
+    _once(out / "eval_base.json", lambda: evaluate(cfg.model, heldout, **sampling))
+
+    model, warm = cfg.model, None
+    if cfg.sft_data:
+        held = day_keys(heldout)
+        warm = load(cfg.sft_data).filter(lambda r: (r["ticker"], r["date"]) not in held)
+    records = []
+    for i, stage in enumerate(cfg.stages, 1):
+        folder, reward = out / f"{i}-{stage}", RewardConfig.for_stage(stage)
+        marker = folder / "stage_done.json"
+        if marker.exists():
+            record = json.loads(marker.read_text())
+            model, warm = record["model"], load(record["augment"])
+            records.append(record)
+            logger.info("stage %s already done: %s", stage, record["model"])
+            continue
+        started = time.time()
+        folder.mkdir(parents=True, exist_ok=True)
+        if warm is None:
+            warm = _once(folder / "bootstrap", lambda: self_augment(model, train, reward, cfg, grpo), save, load)
+        if len(warm):
+            start = folder / "sft" / "merged"
+            model = str(start if start.exists() else train_sft(model, warm, folder / "sft", sft))
+        final = folder / "grpo" / "merged"
+        model = str(final if final.exists() else train_grpo(model, train, folder / "grpo", grpo, reward))
+        scores = _once(folder / "eval.json", lambda: evaluate(model, heldout, reward, **sampling))
+        warm = _once(folder / "augment", lambda: self_augment(model, train, reward, cfg, grpo), save, load)
+        record = {"stage": stage, "weights": list(STAGE_WEIGHTS[stage]), "model": model,
+                  "adapter": str(folder / "grpo" / "adapter"), "eval": scores, "augment": str(folder / "augment"),
+                  "augment_rows": len(warm), "seconds": round(time.time() - started, 1)}
+        records.append(_once(marker, lambda: record))
+        logger.info("stage %s done: %s", stage, scores)
+    return records

@@ -1,0 +1,144 @@
+"""Ticker-day prompt datasets for SFT and GRPO (SPEC 1.1, 1.2), in trl's conversational format.
+
+One row per (ticker, day, modality subset): ``prompt`` (system + user messages), ``label`` (the
+action name), ``context`` (the data text quotes are checked against), ``ticker``, ``date``,
+``modalities``, ``missing`` and ``variant``. SFT rows add ``completion`` (one assistant message).
+
+Leakage is ruled out by construction: a training window may not overlap the held-out replay
+window, label thresholds are fitted on the training window, and labels read no price after the
+window's end (so its last ~15 sessions, whose one-week target lies beyond it, have no label).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from datasets import Dataset, load_from_disk
+from tqdm.auto import tqdm
+
+from tr1_agent.configs import DatasetConfig
+from tr1_env.context import ContextConfig, build_context, sample_modalities
+from tr1_env.data.store import Store
+from tr1_env.labels import label_name, make_labels
+from tr1_env.prompt import SYSTEM_PROMPT
+
+__all__ = ["build_prompts", "check_windows", "day_keys", "load", "messages", "save", "split_days", "with_completions"]
+
+
+def check_windows(cfg: DatasetConfig) -> None:
+    """Refuse a training window that is empty or overlaps the held-out replay window."""
+    start, end = pd.Timestamp(cfg.start), pd.Timestamp(cfg.end)
+    eval_start, eval_end = pd.Timestamp(cfg.eval_start), pd.Timestamp(cfg.eval_end)
+    if start > end:
+        raise ValueError(f"training window {cfg.start}..{cfg.end} is empty")
+    if start <= eval_end and end >= eval_start:
+        raise ValueError(f"training window {cfg.start}..{cfg.end} overlaps the evaluation window "
+                         f"{cfg.eval_start}..{cfg.eval_end}; move the training window out of it")
+
+
+def messages(user: str) -> list[dict[str, str]]:
+    """The conversation every model in the project sees: the shared system prompt, then the ticker-day prompt."""
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+
+
+def _labels(store: Store, ticker: str, cfg: DatasetConfig) -> pd.Series:
+    """Action names of the window's labelled days, from closes up to the window's end only."""
+    close = store.closes(ticker).loc[: pd.Timestamp(cfg.end)]
+    labels = make_labels(close, cfg.start, cfg.end, cfg.start, cfg.end)["label"].dropna()
+    return labels.map(label_name)
+
+
+def _subsets(rng: np.random.Generator, n: int, p: float) -> list[tuple[str, ...]]:
+    """Up to ``n`` distinct modality subsets (a day has at most 31)."""
+    out: list[tuple[str, ...]] = []
+    for _ in range(20 * n):
+        subset = sample_modalities(rng, p)
+        if subset not in out:
+            out.append(subset)
+        if len(out) == n:
+            break
+    return out
+
+
+def build_prompts(cfg: DatasetConfig, store: Store | None = None) -> Dataset:
+    """The prompt dataset of the training window: ``variants`` modality subsets per labelled ticker-day.
+
+    Draws are seeded per (seed, ticker, day), so a row never changes when tickers or days are added.
+    """
+    check_windows(cfg)
+    store = store or Store(cfg.store)
+    ctx_cfg = ContextConfig(max_chars=cfg.max_chars, modality_prob=cfg.modality_prob)
+    days = []
+    for ticker in cfg.tickers:
+        labels = _labels(store, ticker, cfg)
+        if cfg.max_days is not None and len(labels) > cfg.max_days:
+            rng = np.random.default_rng([cfg.seed, zlib.crc32(ticker.encode())])
+            labels = labels.iloc[np.sort(rng.choice(len(labels), cfg.max_days, replace=False))]
+        days += [(ticker, day, label) for day, label in labels.items()]
+    rows = []
+    for ticker, day, label in tqdm(days, desc="contexts", disable=len(days) < 50):
+        rng = np.random.default_rng([cfg.seed, zlib.crc32(ticker.encode()), day.toordinal()])
+        for variant, modalities in enumerate(_subsets(rng, cfg.variants, cfg.modality_prob)):
+            ctx = build_context(store, ticker, day, modalities=modalities, cfg=ctx_cfg)
+            rows.append({"prompt": messages(ctx.prompt), "label": label, "context": ctx.text, "ticker": ctx.ticker,
+                         "date": f"{day:%Y-%m-%d}", "modalities": list(ctx.modalities), "missing": list(ctx.missing),
+                         "variant": variant})
+    if not rows:
+        raise ValueError(f"no labelled ticker-day in {cfg.start}..{cfg.end} for {list(cfg.tickers)}")
+    return Dataset.from_list(rows)
+
+
+def with_completions(rows: Dataset, completions: Sequence[str]) -> Dataset:
+    """SFT rows: trl's conversational prompt-completion format (loss on the completion only)."""
+    if len(completions) != len(rows):
+        raise ValueError(f"{len(completions)} completions for {len(rows)} prompts")
+    return rows.add_column("completion", [[{"role": "assistant", "content": c}] for c in completions])
+
+
+def day_keys(rows: Dataset) -> set[tuple[str, str]]:
+    """The (ticker, date) pairs present."""
+    return set(zip(rows["ticker"], rows["date"]))
+
+
+def split_days(rows: Dataset, n_days: int, seed: int = 0) -> tuple[Dataset, Dataset]:
+    """``(train, held_out)`` with ``n_days`` whole ticker-days held out: no variant of a held-out day trains."""
+    keys = sorted(day_keys(rows))
+    if not 0 < n_days < len(keys):
+        raise ValueError(f"cannot hold out {n_days} of {len(keys)} ticker-days")
+    rng = np.random.default_rng(seed)
+    held = {keys[i] for i in rng.choice(len(keys), n_days, replace=False)}
+    mask = np.array([k in held for k in zip(rows["ticker"], rows["date"])])
+    return rows.select(np.flatnonzero(~mask)), rows.select(np.flatnonzero(mask))
+
+
+def save(rows: Dataset, path: str | Path) -> Path:
+    """``path.jsonl`` (readable, portable), then the Arrow folder ``path`` (fast reload).
+
+    Both appear by rename, the folder last: when it exists, the save finished.
+    """
+    path = Path(path)
+    jsonl, staging = path.with_suffix(".jsonl"), path.with_name(path.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)  # what a crashed save left
+    rows.to_json(str(staging), lines=True, force_ascii=False)
+    staging.replace(jsonl)
+    rows.save_to_disk(str(staging))
+    shutil.rmtree(path, ignore_errors=True)
+    staging.rename(path)
+    return path
+
+
+def load(path: str | Path) -> Dataset:
+    """A dataset saved by :func:`save`: its Arrow folder or its JSONL file."""
+    path = Path(path)
+    if path.is_dir():
+        return load_from_disk(str(path))
+    if path.suffix == ".jsonl":  # read as plain JSON: Arrow's JSON reader would turn dates into timestamps
+        with path.open() as f:
+            return Dataset.from_list([json.loads(line) for line in f])
+    raise FileNotFoundError(f"{path}: neither a saved dataset folder nor a .jsonl file")
