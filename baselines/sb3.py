@@ -9,6 +9,7 @@ to that session and position), so training and replay observations cannot drift 
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
@@ -60,7 +61,8 @@ class SB3Agent(Agent):
                 model = self.algo_cls("MlpPolicy", env, seed=self.seed, device="cpu", verbose=0,
                                       **({"n_steps": min(2048, self.steps), "batch_size": min(64, self.steps)}
                                          if self.algo == "ppo" else {}))
-                model.learn(total_timesteps=self.steps)
+                with _one_thread():
+                    model.learn(total_timesteps=self.steps)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 model.save(path)
                 self.models[ticker] = model
@@ -97,3 +99,17 @@ class A2CAgent(SB3Agent):
 
     def __init__(self, **kwargs):
         super().__init__(algo="a2c", **kwargs)
+
+
+@contextmanager
+def _one_thread():
+    """SB3's small MLPs gain nothing from threads, and on a busy 2-core machine extra torch threads
+    slowed training more than tenfold (measured): train on one, then give the caller its setting back."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
