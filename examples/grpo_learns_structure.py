@@ -1,12 +1,16 @@
-"""GRPO teaches SmolLM2-135M-Instruct the thesis structure, on CPU, in minutes.
+"""GRPO teaches SmolLM2-135M-Instruct the thesis structure, on CPU.
 
-Base SmolLM2 never opens an XML section (0 of 96 samples at temperature 1 when we looked), so
-every GRPO group would score the same, every advantage would be zero and nothing would be
-learnt: RL needs a policy that sometimes does the right thing. The paper's answer is an SFT warm
-start before RL, and this script uses a tiny one: a few LoRA steps on theses stitched in code
-from the contexts (``template_thesis``: real quotes, no API). GRPO on the structure reward
-alone then takes over. Mean R_structure on held-out ticker-days is measured three times, with
-the same prompts and sampling: the untrained model, after the warm start, after GRPO.
+Base SmolLM2 almost never opens an XML section (mean R_structure 0.011 on the held-out samples
+below, 0 of 112 samples in earlier probes, even with a format example in the prompt), so nearly
+every GRPO group ties, its advantages are zero and nothing is learnt: RL needs a policy that
+sometimes does the right thing. The paper's answer is an SFT warm start before RL, and this script uses a tiny one:
+8 LoRA steps on theses stitched in code from the contexts (``template_thesis``: real quotes, no
+API). GRPO on the structure reward alone then takes over. Mean R_structure on 8 held-out
+ticker-days (4 samples each, temperature 1, 128 tokens) is measured three times with the same
+prompts and seeds: untrained, after the warm start, after GRPO.
+
+Measured on 2 shared CPU cores (51 min wall, ~110 s per GRPO step, peak RSS 16 GB):
+untrained 0.011, warm start 0.107, after 20 GRPO steps 0.180.
 
     OMP_NUM_THREADS=1 python examples/grpo_learns_structure.py --output-dir runs/structure
 """

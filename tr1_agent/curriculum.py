@@ -22,6 +22,7 @@ import json
 import logging
 import time
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -106,7 +107,7 @@ def run_curriculum(cfg: CurriculumConfig, data: DatasetConfig = DatasetConfig(),
     train, heldout = _data(cfg, data)
     sampling = dict(max_new_tokens=grpo.max_completion_length, batch_size=cfg.generation_batch_size,
                     use_vllm=grpo.use_vllm)
-    _once(out / "eval_base.json", lambda: evaluate(cfg.model, heldout, **sampling))
+    _once(out / "eval_base.json", partial(evaluate, cfg.model, heldout, **sampling))
 
     model, warm = cfg.model, None
     if cfg.sft_data:
@@ -125,17 +126,17 @@ def run_curriculum(cfg: CurriculumConfig, data: DatasetConfig = DatasetConfig(),
         started = time.time()
         folder.mkdir(parents=True, exist_ok=True)
         if warm is None:
-            warm = _once(folder / "bootstrap", lambda: self_augment(model, train, reward, cfg, grpo), save, load)
+            warm = _once(folder / "bootstrap", partial(self_augment, model, train, reward, cfg, grpo), save, load)
         if len(warm):
             start = folder / "sft" / "merged"
             model = str(start if start.exists() else train_sft(model, warm, folder / "sft", sft))
         final = folder / "grpo" / "merged"
         model = str(final if final.exists() else train_grpo(model, train, folder / "grpo", grpo, reward))
-        scores = _once(folder / "eval.json", lambda: evaluate(model, heldout, reward, **sampling))
-        warm = _once(folder / "augment", lambda: self_augment(model, train, reward, cfg, grpo), save, load)
+        scores = _once(folder / "eval.json", partial(evaluate, model, heldout, reward, **sampling))
+        warm = _once(folder / "augment", partial(self_augment, model, train, reward, cfg, grpo), save, load)
         record = {"stage": stage, "weights": list(STAGE_WEIGHTS[stage]), "model": model,
                   "adapter": str(folder / "grpo" / "adapter"), "eval": scores, "augment": str(folder / "augment"),
                   "augment_rows": len(warm), "seconds": round(time.time() - started, 1)}
-        records.append(_once(marker, lambda: record))
+        records.append(_once(marker, record.copy))
         logger.info("stage %s done: %s", stage, scores)
     return records

@@ -344,8 +344,8 @@ def distill(rows: Dataset, cfg: DistillConfig) -> tuple[Dataset, dict]:
             d.status = "no_evidence"
     todo = [d for d in days if d.status == "pending"]
 
-    plans = call("planner", [(d, f"{_header(d)} Decided action: {d.label.name}.\nSection names: "
-                                 f"{', '.join(_tags(d))}.\n\n{d.row['context']}") for d in todo])
+    plans = call("planner", [(d, (f"{_header(d)} Decided action: {d.label.name}.\nSection names: "
+                                  f"{', '.join(_tags(d))}.\n\n{d.row['context']}")) for d in todo])
     for d, plan in zip(todo, plans):
         d.outline = _outline(d, plan or "", cfg)
 

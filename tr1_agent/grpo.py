@@ -112,7 +112,10 @@ def evaluate(model: str, rows: Dataset, reward: RewardConfig = RewardConfig(), *
     pairs = [(t, y, ctx) for texts, y, ctx in zip(samples, rows["label"], rows["context"]) for t in texts]
     texts = [t for t, _, _ in pairs]
     scores = [score(t, Action[y], ctx, reward) for t, y, ctx in pairs]
-    mean = lambda xs: float(np.mean(list(xs)))  # noqa: E731
+
+    def mean(values) -> float:
+        return float(np.mean(list(values)))
+
     return {"n": len(scores), "structure": mean(s.structure for s in scores),
             "evidence": mean(s.evidence for s in scores), "decision": mean(s.decision for s in scores),
             "total": mean(s.total for s in scores), "fabricated_per_thesis": mean(s.n_fabricated for s in scores),
