@@ -353,9 +353,11 @@ class TransformersAgent(_LocalAgent):
             first = self.lm(input_ids=torch.tensor([prefix], device=self.lm.device), use_cache=True)
             for action in Action:  # the prompt is encoded once; each closing reuses its key/value cache
                 ending = self.tokenizer(f"{action.name}]]]", add_special_tokens=False)["input_ids"]
-                rest = self.lm(input_ids=torch.tensor([ending[:-1]], device=self.lm.device),
-                               past_key_values=copy.deepcopy(first.past_key_values)).logits[0] if len(ending) > 1 else None
-                logits = torch.cat([first.logits[0, -1:], rest]) if rest is not None else first.logits[0, -1:]
+                logits = first.logits[0, -1:]
+                if len(ending) > 1:
+                    ids = torch.tensor([ending[:-1]], device=self.lm.device)
+                    more = self.lm(input_ids=ids, past_key_values=copy.deepcopy(first.past_key_values))
+                    logits = torch.cat([logits, more.logits[0]])
                 logp = logits.float().log_softmax(-1)
                 scores.append(float(sum(logp[j, tok] for j, tok in enumerate(ending))))
         return Action(int(torch.tensor(scores).argmax())).name
