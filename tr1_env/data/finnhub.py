@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from tr1_env.data.clock import NY, vectorized_at_ny
+from tr1_env.data.importers import finnhub_news, finnhub_recommendations
 from tr1_env.data.schema import TABLES, canonical_ticker
 
 KEY_ENV = "FINNHUB_API_KEY"
@@ -33,33 +34,17 @@ def make_client(api_key: str | None = None):
 
 
 def news_frame(items: list[dict], ticker: str) -> pd.DataFrame:
-    """/company-news -> news rows. Non-Yahoo syndicators run early (SOURCES.md 6): +6 h, as the importer."""
-    cols = ["ticker", "published_at", "available_at", "title", "summary", "source", "url", "sentiment", "vendor"]
+    """/company-news -> news rows, by the importer's rules; repeated URLs and headlines dropped."""
     if not items:
-        return pd.DataFrame(columns=cols)
-    df = pd.DataFrame(items)
-    ts = pd.to_datetime(df["datetime"], unit="s", utc=True)
-    out = pd.DataFrame({
-        "ticker": canonical_ticker(ticker), "published_at": ts,
-        "available_at": ts.where(df["source"].eq("Yahoo"), ts + pd.Timedelta(hours=6)),
-        "title": df["headline"].fillna("").str.strip(), "summary": df["summary"].fillna("").str.strip(),
-        "source": df["source"].fillna(""), "url": df["url"].fillna(""), "sentiment": None, "vendor": "finnhub",
-    })
+        return pd.DataFrame()
+    out = finnhub_news(items, ticker)
     out = out[out["title"].str.len() > 0]
-    return out.drop_duplicates("url").drop_duplicates("title")[cols]
+    return out.drop_duplicates("url").drop_duplicates("title")
 
 
 def recommendation_frame(items: list[dict]) -> pd.DataFrame:
-    """/stock/recommendation -> monthly counts, known three days into the month (as the importer)."""
-    df = pd.DataFrame(items)
-    if df.empty:
-        return df
-    period = pd.to_datetime(df["period"])
-    return pd.DataFrame({
-        "ticker": df["symbol"].map(canonical_ticker), "period": period, "strong_buy": df["strongBuy"],
-        "buy": df["buy"], "hold": df["hold"], "sell": df["sell"], "strong_sell": df["strongSell"],
-        "available_at": vectorized_at_ny(period + pd.Timedelta(days=3), 0, 0),
-    })
+    """/stock/recommendation -> monthly counts, by the importer's rules."""
+    return finnhub_recommendations(pd.DataFrame(items)) if items else pd.DataFrame()
 
 
 def insider_frame(payload: dict) -> pd.DataFrame:

@@ -149,13 +149,9 @@ def import_news(raw: Path) -> pd.DataFrame:
 
     path = raw / "finnhub_news_pwang1092" / "XOM_news.json"
     if path.exists():
-        df = pd.DataFrame(json.loads(path.read_text()))
-        _require(df, ["datetime", "headline", "summary", "source", "url", "related"], path)
-        ts = pd.to_datetime(df["datetime"], unit="s", utc=True)
-        # Only Yahoo items carry trustworthy times; other syndicators run ~5 h early (SOURCES.md 6).
-        avail = ts.where(df["source"].eq("Yahoo"), ts + pd.Timedelta(hours=6))
-        frames.append(_news_frame(df["related"].map(canonical_ticker), ts, avail, df["headline"], df["summary"],
-                                  df["source"], df["url"], None, "finnhub"))
+        items = json.loads(path.read_text())
+        _require(pd.DataFrame(items[:1]), ["datetime", "headline", "summary", "source", "url", "related"], path)
+        frames.append(finnhub_news(items))
 
     path = raw / "gnews_meta_vagmi20" / "META_news_2023.csv"
     if path.exists():
@@ -295,17 +291,34 @@ def import_earnings(raw: Path) -> pd.DataFrame:
     return out.sort_values(["ticker", "release_at"]).reset_index(drop=True)
 
 
-def import_recommendations(raw: Path) -> pd.DataFrame:
-    """Finnhub monthly analyst counts; a month's row is taken as known three days into the month."""
-    path = raw / "finnhub_rectrends_geoffpatton" / "recommendation_trends_ourtickers.csv"
-    df = _read_csv(path)
-    _require(df, ["symbol", "period", "strongBuy", "buy", "hold", "sell", "strongSell"], path)
+def finnhub_news(items: list[dict], ticker: str | None = None) -> pd.DataFrame:
+    """Finnhub /company-news items as news rows (the raw XOM file is such a response).
+
+    Only Yahoo items carry trustworthy times; other syndicators run ~5 h early (SOURCES.md 6): +6 h.
+    """
+    df = pd.DataFrame(items)
+    ts = pd.to_datetime(df["datetime"], unit="s", utc=True)
+    avail = ts.where(df["source"].eq("Yahoo"), ts + pd.Timedelta(hours=6))
+    tickers = canonical_ticker(ticker) if ticker else df["related"].map(canonical_ticker)
+    return _news_frame(tickers, ts, avail, df["headline"], df["summary"], df["source"], df["url"], None, "finnhub")
+
+
+def finnhub_recommendations(df: pd.DataFrame) -> pd.DataFrame:
+    """Finnhub /stock/recommendation rows; a month's counts are taken as known three days into the month."""
     period = pd.to_datetime(df["period"])
     return pd.DataFrame({
         "ticker": df["symbol"].map(canonical_ticker), "period": period,
         "strong_buy": df["strongBuy"], "buy": df["buy"], "hold": df["hold"], "sell": df["sell"],
         "strong_sell": df["strongSell"], "available_at": vectorized_at_ny(period + pd.Timedelta(days=3), 0, 0),
     }).sort_values(["ticker", "period"]).reset_index(drop=True)
+
+
+def import_recommendations(raw: Path) -> pd.DataFrame:
+    """The stored Finnhub recommendation trends (2022-09..2023-07)."""
+    path = raw / "finnhub_rectrends_geoffpatton" / "recommendation_trends_ourtickers.csv"
+    df = _read_csv(path)
+    _require(df, ["symbol", "period", "strongBuy", "buy", "hold", "sell", "strongSell"], path)
+    return finnhub_recommendations(df)
 
 
 def import_insider(raw: Path) -> pd.DataFrame:

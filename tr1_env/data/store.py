@@ -43,6 +43,12 @@ def _as_utc(t) -> pd.Timestamp:
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
+def _instant(t) -> pd.Timestamp:
+    """A bare date means that session's decision time (its close); anything else is taken as an instant."""
+    ts = pd.Timestamp(t)
+    return decision_time(ts) if ts.tzinfo is None and ts == ts.normalize() else _as_utc(ts)
+
+
 class Store:
     """A folder of ``<table>.parquet`` files (plus ``manifest.json``), loaded lazily.
 
@@ -94,14 +100,11 @@ class Store:
 
     def asof(self, ticker: str, t) -> "PointInTime":
         """Everything known about ``ticker`` (and the market) at instant ``t``; a date means its close."""
-        ts = pd.Timestamp(t)
-        when = decision_time(ts) if ts.tzinfo is None and ts == ts.normalize() else _as_utc(ts)
-        return PointInTime(self, canonical_ticker(ticker), when)
+        return PointInTime(self, canonical_ticker(ticker), _instant(t))
 
     def cut(self, until) -> "Store":
         """A copy holding only rows available at or before ``until`` (a date means its close)."""
-        ts = pd.Timestamp(until)
-        when = decision_time(ts) if ts.tzinfo is None and ts == ts.normalize() else _as_utc(ts)
+        when = _instant(until)
         return Store(self.path, {n: self.table(n)[self.table(n)["available_at"] <= when] for n in TABLES})
 
     def trading_days(self, ticker: str, start=None, end=None) -> pd.DatetimeIndex:
