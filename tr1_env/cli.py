@@ -36,20 +36,14 @@ def cmd_data_finnhub(ns: argparse.Namespace) -> None:
 
 
 def cmd_labels(ns: argparse.Namespace) -> None:
-    from tr1_env.labels import make_labels
+    from tr1_env.labels import label_name, make_labels
 
     close = _store(ns.store).closes(ns.ticker)
     frame = make_labels(close, ns.fit_start or ns.start, ns.fit_end or ns.end, ns.start, ns.end)
-    out = frame.assign(label=frame["label"].map(lambda c: "" if c is None or c != c else _action_name(c)))
+    out = frame.assign(label=frame["label"].map(lambda c: label_name(c) or ""))
     out["signal"] = out["signal"].round(6)
     out.index = out.index.strftime("%Y-%m-%d")
     out.to_csv(sys.stdout, columns=["signal", "label"])
-
-
-def _action_name(code) -> str:
-    from tr1_env.actions import Action
-
-    return Action(int(code)).name
 
 
 def cmd_context(ns: argparse.Namespace) -> None:
