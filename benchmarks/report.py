@@ -11,19 +11,16 @@ import logging
 import re
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from benchmarks.config import RunConfig
 from tr1_env.actions import Action
 from tr1_env.backtest import holding_returns
 from tr1_env.metrics import (annual_volatility, cumulative_return, hit_rate, investorbench, max_drawdown,
                              quantstats_stats, sharpe, sharpe_ci, sharpe_diff_test)
-
-if TYPE_CHECKING:
-    from benchmarks.run import RunConfig
 
 COLUMNS = ["agent", "ticker", "cr", "sharpe", "sharpe_lo", "sharpe_hi", "hit_rate", "mdd", "av", "n_days"]
 BENCHMARK = "buy_and_hold"

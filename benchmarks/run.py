@@ -20,7 +20,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -28,6 +28,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from baselines import BASELINES, TRAINED
+from benchmarks.config import RunConfig
 from benchmarks.report import slug, write_reports
 from tr1_env.actions import Action
 from tr1_env.agents import Agent, Observation, load_agent
@@ -36,66 +37,9 @@ from tr1_env.cli_args import add_dataclass_args, from_args
 from tr1_env.context import ContextConfig, build_context
 from tr1_env.data.store import Store
 
-DEFAULT_TICKERS = ("NVDA", "AAPL", "MSFT", "AMZN", "META", "SPY")
-OFFLINE_AGENTS = (*BASELINES, "smollm2")
 #: ``--model`` prefixes served by an Agent class, not by ``make_llm_agent``; the rest of the spec is its ``path``.
 MODEL_CLASSES = {"flag": "tr1_agent.flag_trader:FlagTraderAgent"}
 LOCAL_LLM_PREFIXES = ("hf:", "vllm:")
-
-
-@dataclass
-class RunConfig:
-    """Every setting of a replay; each field is also a ``--flag`` of ``benchmarks/run.py``."""
-
-    agents: tuple[str, ...] = field(default=OFFLINE_AGENTS, metadata={
-        "help": f"agents to replay: baselines ({', '.join(BASELINES)}), 'smollm2', LLM specs, tr1.agents entry points"})
-    model: tuple[str, ...] = field(default=(), metadata={
-        "help": "LLM agents to add: an OpenAI-compatible model name (gpt-4.1, o4-mini), hf:PATH, vllm:ID, "
-                "flag:PATH (a FLAG-TRADER checkpoint)"})
-    agent: tuple[str, ...] = field(default=(), metadata={
-        "help": "plug-in agents to add, as module:Class or a tr1.agents entry-point name"})
-    base_url: str | None = field(default=None, metadata={
-        "help": "OpenAI-compatible endpoint for --model names (a vLLM server, a local test server)"})
-    tickers: tuple[str, ...] = field(default=DEFAULT_TICKERS, metadata={"help": "tickers to replay"})
-    start: str = field(default="2024-06-01", metadata={"help": "first day of the replay window (inclusive)"})
-    end: str = field(default="2024-08-31", metadata={"help": "last day of the replay window (inclusive)"})
-    cost_bps: float = field(default=10.0, metadata={
-        "help": "transaction cost in bps of equity per unit of weight traded"})
-    weights: tuple[float, ...] = field(default=(-1.0, -0.5, 0.0, 0.5, 1.0), metadata={
-        "help": "target weights of STRONG_SELL SELL HOLD BUY STRONG_BUY"})
-    total_return: bool = field(default=False, metadata={
-        "help": "add dividends (ex-date cash over the previous close) to price returns"})
-    decision_every: int = field(default=1, metadata={
-        "help": "non-LLM agents decide every k sessions and hold their position in between"})
-    llm_decision_every: int = field(default=21, metadata={
-        "help": "LLM agents (smollm2, hf:, vllm:, API models, flag:) decide every k sessions; 21 keeps the default "
-                "run (SmolLM2 on CPU) near 10 min on 2 cores"})
-    llm_max_chars: int = field(default=1500, metadata={
-        "help": "context budget (characters) of LLM agents' prompts; 1500 keeps SmolLM2's prompt near 1K tokens"})
-    local_max_new_tokens: int = field(default=128, metadata={"help": "tokens generated per thesis by local models"})
-    force_decision: bool = field(default=True, metadata={
-        "help": "local transformers models that write no [[[ACTION]]] decide by scoring the five closings with "
-                "the model itself (recorded as parse_failed + forced_decision); off: such replies are HOLD"})
-    api_max_tokens: int = field(default=4096, metadata={"help": "completion token limit of API models"})
-    llm_batch_size: int = field(default=6, metadata={
-        "help": "prompts per generate() call of local transformers models"})
-    sb3_steps: int = field(default=8192, metadata={"help": "training steps of each SB3 policy (one per ticker)"})
-    train_years: float = field(default=2.0, metadata={"help": "years before --start the SB3 policies train on"})
-    risk_free: float = field(default=0.04, metadata={"help": "annual risk-free rate of the Sharpe ratio"})
-    bootstrap: int = field(default=2000, metadata={
-        "help": "stationary-bootstrap resamples for Sharpe CIs and tests (0: off)"})
-    block: float = field(default=5.0, metadata={"help": "mean block length (days) of the stationary bootstrap"})
-    alpha: float = field(default=0.05, metadata={
-        "help": "significance level of the Sharpe-vs-buy-and-hold test; the CI is the (1 - alpha) interval"})
-    seed: int = field(default=0, metadata={"help": "seed of the random baseline, SB3 training and the bootstrap"})
-    tearsheets: bool = field(default=True, metadata={"help": "write a quantstats HTML tearsheet per agent and ticker"})
-    store: str | None = field(default=None, metadata={"help": "TR1 store folder (default: the embedded snapshot)"})
-    out: str = field(default="runs/default", metadata={"help": "output folder; rerunning into it resumes"})
-
-    def weight_map(self) -> dict[Action, float]:
-        if len(self.weights) != len(Action):
-            raise ValueError(f"--weights needs {len(Action)} values (SS S H B SB), got {len(self.weights)}")
-        return dict(zip(Action, self.weights))
 
 
 @dataclass(frozen=True)
