@@ -4,7 +4,7 @@
 before it starts, so no replay price is seen) and saves it under a cache folder keyed by algorithm,
 ticker, period, steps, cost and seed; the next replay with the same key reloads it. ``act`` feeds the
 policy the env's own observation of the decision day (a Trading env over the replay window, moved
-to that session and position), so training and replay observations cannot drift apart.
+asked for that session and position), so training and replay observations cannot drift apart.
 """
 
 from __future__ import annotations
@@ -72,10 +72,7 @@ class SB3Agent(Agent):
 
     def observe(self, obs: Observation):
         """The Trading env's numeric observation for ``obs``'s session and position (its own code path)."""
-        env = self.envs[obs.ticker]
-        env._t = int(env.days.get_loc(pd.Timestamp(obs.date)))  # the env keeps no public seek; its clock is _t
-        env.position = obs.position
-        return env._observation()
+        return self.envs[obs.ticker].observation_at(obs.date, obs.position)
 
     def act(self, observations: Sequence[Observation]) -> list[Decision]:
         out = []

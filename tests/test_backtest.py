@@ -80,3 +80,14 @@ def test_total_return_on_the_store_uses_the_closes_split_basis(store):
         gap = asset_returns(closes, days, store.dividends(ticker)) - asset_returns(closes, days)
         prev = closes[days[days.get_loc(pd.Timestamp(ex_date)) - 1]]
         assert gap[ex_date] == pytest.approx(amount / prev) and (gap.drop(pd.Timestamp(ex_date)) == 0).all()
+
+
+def test_trading_reward_by_hand():
+    """FLAG-TRADER's daily reward: position x log return, minus the cost of the change of position."""
+    from tr1_env.backtest import describe_trading_reward, trading_reward
+
+    assert trading_reward(1.0, 0.01, previous_position=-1.0, cost_bps=10.0) == pytest.approx(0.01 - 0.002)
+    assert trading_reward(-0.5, 0.02) == pytest.approx(-0.01)  # from flat, no cost
+    np.testing.assert_allclose(trading_reward(np.array([1.0, 1.0, 0.0]), np.array([0.1, -0.1, 0.3]),
+                                              np.array([0.0, 1.0, 1.0]), 100.0), [0.09, -0.1, -0.01])
+    assert "25 bps" in describe_trading_reward(25.0)

@@ -13,7 +13,7 @@ from benchmarks.perf import honest_thesis
 from tr1_env.actions import DEFAULT_WEIGHTS, Action
 from tr1_env.context import MODALITIES
 from tr1_env.data.store import Store
-from tr1_env.envs import ThesisEnv, TradingEnv, UnicodeText, parse_action
+from tr1_env.envs import ThesisEnv, TradingEnv, UnicodeText, action_index
 from tr1_env.envs.trading_env import FEATURE_NAMES, OBS_NAMES
 from tr1_env.rewards import RewardConfig
 from tr1_env.wrappers import StepLog, TextAction
@@ -216,9 +216,9 @@ def test_text_observation_is_point_in_time(store):
     day = pd.Timestamp("2024-05-31")
     full = TradingEnv(store, "NVDA", "2024-05-01", "2024-07-31", obs_mode="text")
     cut = TradingEnv(store.cut(day), "NVDA", "2024-05-30", day, obs_mode="text")
-    full.reset()
-    while full._dates[full._t] != day:
-        prompt, *_ = full.step(1)
+    _, info = full.reset()
+    while info["date"] != day:
+        prompt, _, _, _, info = full.step(1)
     cut.reset()
     cut_prompt, *_ = cut.step(1)
     def state(p):
@@ -251,13 +251,42 @@ def test_reward_arithmetic(store, action_mode):
         previous = position
 
 
+def test_reset_at_a_date_and_observation_at(store):
+    """A public seek: starting on day d with position p observes what stepping there with p observes."""
+    env = TradingEnv(store, TICKER, START, END)
+    stepped, info = env.reset()
+    for _ in range(3):
+        stepped, _, _, _, info = env.step(2)  # buy: position +1
+    day = info["date"]
+    other = TradingEnv(store, TICKER, START, END)
+    seeked, other_info = other.reset(options={"date": day, "position": 1.0})
+    assert other_info["date"] == day and other.position == 1.0
+    np.testing.assert_array_equal(seeked, stepped)
+    np.testing.assert_array_equal(other.observation_at(day, 1.0), stepped)
+    first = other.observation_at(START, -1.0)
+    assert first[-2] == -1.0 and first[-1] == 1.0  # the first session, a full episode left
+    np.testing.assert_array_equal(other.step(1)[0][:-2], env.step(1)[0][:-2])  # the seek moved nothing
+    with pytest.raises(ValueError, match="no session"):
+        other.observation_at("2020-10-03", 0.0)  # a Saturday
+    with pytest.raises(ValueError, match="last session"):
+        other.reset(options={"date": other.days[-1]})
+
+
+def test_text_prompt_states_the_reward(store):
+    env = TradingEnv(store, TICKER, START, END, obs_mode="text", cost_bps=25.0)
+    prompt, info = env.reset()
+    assert "Your reward is position x ln(next close / today's close), minus 25 bps" in prompt
+    assert env.observation_at(info["date"], 0.0) == prompt
+
+
 def test_truncation_at_period_end(trading_env):
     days = pd.DatetimeIndex(trading_env.store.trading_days(TICKER, START, END))
     assert trading_env.days.equals(days) and trading_env.n_steps == len(days) - 1
     trading_env.reset()
-    flags = [trading_env.step(1)[2:4] for _ in range(trading_env.n_steps)]
+    steps = [trading_env.step(1) for _ in range(trading_env.n_steps)]
+    flags = [s[2:4] for s in steps]
     assert flags[-1] == (False, True) and all(f == (False, False) for f in flags[:-1])
-    assert trading_env._dates[trading_env._t] == days[-1] <= pd.Timestamp(END)
+    assert steps[-1][4]["date"] == days[-1] <= pd.Timestamp(END)
     with pytest.raises(RuntimeError):
         trading_env.step(1)
 
@@ -282,15 +311,15 @@ def test_buy_and_hold_matches_prices(store):
     ("I would buy, sell or hold", "sell_hold_buy", None),
     ("Action: maybe", "five", None),
 ])
-def test_parse_action(text, mode, expected):
-    assert parse_action(text, mode) == expected
+def test_action_index(text, mode, expected):
+    assert action_index(text, mode) == expected
 
 
 def test_action_names(store):
     assert TradingEnv(store, TICKER, START, END).action_names == ("sell", "hold", "buy")
     five = TradingEnv(store, TICKER, START, END, action_mode="five")
     assert five.action_names == tuple(a.name for a in Action) and five.action_space.n == 5
-    assert all(five.parse_action(f"Action: {name}") == i for i, name in enumerate(five.action_names))
+    assert all(five.action_index(f"Action: {name}") == i for i, name in enumerate(five.action_names))
     with pytest.raises(ValueError):
         TradingEnv(store, TICKER, START, END, obs_mode="pixels")
 

@@ -27,7 +27,8 @@ import pandas as pd
 
 from tr1_env.actions import DEFAULT_WEIGHTS, Action
 
-__all__ = ["asset_returns", "backtest", "buy_and_hold", "decision_days", "holding_returns"]
+__all__ = ["asset_returns", "backtest", "buy_and_hold", "decision_days", "describe_trading_reward", "holding_returns",
+           "trading_reward"]
 
 
 def decision_days(days: pd.DatetimeIndex, every: int = 1) -> pd.DatetimeIndex:
@@ -96,3 +97,20 @@ def holding_returns(frame: pd.DataFrame) -> pd.DataFrame:
     grouped = frame.groupby("decision_date", sort=True)
     return pd.DataFrame({"action": grouped["action"].first(),
                          "forward_return": grouped["asset_return"].apply(lambda r: float(np.prod(1 + r) - 1))})
+
+
+def trading_reward(position, log_return, previous_position=0.0, cost_bps: float = 0.0):
+    """FLAG-TRADER's daily reward: ``position * log_return - cost_bps / 1e4 * |position - previous_position|``.
+
+    ``position`` is the weight held from one close to the next, ``log_return`` the asset's log return
+    over that day, and the cost is paid on the change of weight at the first close. The rewards of an
+    episode add up to the log growth of its equity. Elementwise on arrays; with no cost it is
+    InvestorBench's ``action * ln(P_t+1 / P_t)``.
+    """
+    return position * log_return - cost_bps / 1e4 * np.abs(np.subtract(position, previous_position))
+
+
+def describe_trading_reward(cost_bps: float) -> str:
+    """:func:`trading_reward` in words, for prompts that tell an LLM what it is paid."""
+    return (f"position x ln(next close / today's close), minus {cost_bps:g} bps of the equity per unit of "
+            "position change")

@@ -15,6 +15,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from tr1_env.backtest import trading_reward
+
 __all__ = ["PERIODS", "annual_volatility", "cumulative_return", "daily_rf", "hit_rate", "investorbench", "max_drawdown",
            "quantstats_stats", "sharpe", "sharpe_ci", "sharpe_diff_test", "stationary_bootstrap"]
 
@@ -124,12 +126,12 @@ def sharpe_diff_test(returns: Sequence[float], benchmark: Sequence[float], rf: f
 
 def investorbench(positions: Sequence[float], asset_returns: Sequence[float],
                   periods: int = PERIODS) -> dict[str, float]:
-    """FLAG-TRADER's evaluation (InvestorBench): daily reward ``position * ln(P_t+1 / P_t)``, no costs, rf 0.
+    """FLAG-TRADER's evaluation (InvestorBench): the daily :func:`~tr1_env.backtest.trading_reward` without costs, rf 0.
 
     CR is the sum of the log rewards, AV their standard deviation times sqrt(periods) (use 365 for
     crypto), Sharpe the annualised mean reward over AV.
     """
-    rewards = np.asarray(positions, dtype=float) * np.log1p(np.asarray(asset_returns, dtype=float))
+    rewards = trading_reward(np.asarray(positions, dtype=float), np.log1p(np.asarray(asset_returns, dtype=float)))
     av = float(rewards.std(ddof=1) * np.sqrt(periods)) if len(rewards) > 1 else float("nan")
     sr = float(rewards.mean() * periods / av) if av > _ZERO_STD else float("nan")
     return {"cr": float(rewards.sum()), "sharpe": sr, "av": av}

@@ -3,7 +3,7 @@
 - :class:`StepLog` keeps every step's action, reward and info, for a DataFrame of a replay or a
   rollout (equity curves, reward terms per thesis, ...).
 - :class:`TextAction` lets a generative LLM act on :class:`~tr1_env.envs.TradingEnv` with its raw
-  completion, parsed by the env's ``parse_action``; unparseable text falls back to a fixed action.
+  completion, read by the env's ``action_index``; unparseable text falls back to a fixed action.
 """
 
 from __future__ import annotations
@@ -60,6 +60,6 @@ class TextAction(gym.Wrapper):
         self.action_space = UnicodeText(max_length)
 
     def step(self, action: str):
-        index = self.env.unwrapped.parse_action(action)
+        index = self.env.unwrapped.action_index(action)
         obs, reward, terminated, truncated, info = self.env.step(self._fallback if index is None else index)
         return obs, reward, terminated, truncated, {**info, "action_parsed": index is not None}

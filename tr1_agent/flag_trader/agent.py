@@ -20,7 +20,7 @@ _BY_WEIGHT = {weight: action for action, weight in DEFAULT_WEIGHTS.items()}
 class FlagTraderAgent(Agent):
     """``benchmarks/run.py --model flag:PATH``: the policy saved by ``tr1 train flag-ppo`` at ``PATH``.
 
-    The prompt is the Trading env's own (:meth:`TradingEnv.prompt`), from a mirror env per ticker
+    The prompt is the Trading env's own (:meth:`TradingEnv.observation_at`), from a mirror env per ticker
     built with the checkpoint's settings (window, headlines, costs) over the replay's period and
     stepped with the agent's decisions, so session count, equity and market table read as the env's;
     the position shown is the harness's (``Observation.position``). Between two decision days (a
@@ -53,9 +53,8 @@ class FlagTraderAgent(Agent):
         """The env's text observation of each ticker-day, with the harness's position."""
         out = []
         for obs in observations:
-            env = self._mirror(obs.ticker, pd.Timestamp(obs.date).normalize())
-            env.position = obs.position
-            out.append(env.prompt())
+            day = pd.Timestamp(obs.date).normalize()
+            out.append(self._mirror(obs.ticker, day, obs.position).observation_at(day, obs.position))
         return out
 
     @torch.no_grad()
@@ -78,8 +77,9 @@ class FlagTraderAgent(Agent):
                                                     "probs": dict(zip(self.policy.action_names, p)), "value": v}))
         return decisions
 
-    def _mirror(self, ticker: str, day: pd.Timestamp):
-        """The mirror env standing at ``day``: the running one, moved on with the held position, else a new one."""
+    def _mirror(self, ticker: str, day: pd.Timestamp, position: float):
+        """The mirror env standing at ``day``: the running one, moved on with the held position, else a new one
+        starting there with ``position``."""
         from tr1_env.data.store import Store
         from tr1_env.envs.trading_env import TradingEnv
 
@@ -94,8 +94,6 @@ class FlagTraderAgent(Agent):
             env = TradingEnv(self.store, ticker, day, end, obs_mode="text",
                              action_mode=s["action_mode"], cost_bps=s["cost_bps"], window=s["window"],
                              news_items=s["news_items"])
-            _, info = env.reset()
-            if info["date"] != day:
-                raise ValueError(f"{ticker} has no session on {day:%Y-%m-%d}")
+            env.reset(options={"date": day, "position": position})  # no session on ``day``: ValueError
         self._mirrors[ticker] = (env, day)
         return env

@@ -2,6 +2,6 @@
 
 from tr1_env.envs.spaces import UnicodeText
 from tr1_env.envs.thesis_env import ThesisEnv
-from tr1_env.envs.trading_env import TradingEnv, parse_action
+from tr1_env.envs.trading_env import TradingEnv, action_index
 
-__all__ = ["ThesisEnv", "TradingEnv", "UnicodeText", "parse_action"]
+__all__ = ["ThesisEnv", "TradingEnv", "UnicodeText", "action_index"]

@@ -20,6 +20,7 @@ from gymnasium import spaces
 from stockstats import wrap
 
 from tr1_env.actions import DEFAULT_WEIGHTS, Action
+from tr1_env.backtest import describe_trading_reward, trading_reward
 from tr1_env.data.clock import NY
 from tr1_env.data.schema import canonical_ticker
 from tr1_env.data.store import Store
@@ -42,8 +43,7 @@ _ACTION = re.compile(rf"\baction[^\w\n]{{1,10}}{_NAME}\b|\[\[\[\s*{_NAME}\s*\]\]
 
 TASK = """You are a trading agent managing a single position in {ticker}, one decision per trading day.
 Your action sets the position you hold from today's close to the next close: {mapping}.
-Your reward is position x ln(next close / today's close), minus {cost_bps:g} bps of the equity per unit of \
-position change. Maximise the cumulative reward.
+Your reward is {reward}. Maximise the cumulative reward.
 
 Allowed actions: {names}
 
@@ -90,7 +90,7 @@ def market_features(prices: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def parse_action(text: str, action_mode: str = "sell_hold_buy") -> int | None:
+def action_index(text: str, action_mode: str = "sell_hold_buy") -> int | None:
     """The action index of the last ``Action: <name>`` (or Trading-R1 ``[[[NAME]]]``) in ``text``; None if absent.
 
     Names are matched case-insensitively; in ``sell_hold_buy`` mode a strong call counts as its direction.
@@ -147,16 +147,28 @@ class TradingEnv(gym.Env):
         self.position = 0.0
         self.equity = initial_equity
 
-    def parse_action(self, text: str) -> int | None:
-        """:func:`parse_action` for this env's action mode."""
-        return parse_action(text, self.action_mode)
+    def action_index(self, text: str) -> int | None:
+        """:func:`action_index` for this env's action mode."""
+        return action_index(text, self.action_mode)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """Start flat on the first session, or where ``options={"date": ..., "position": ...}`` says."""
         super().reset(seed=seed)
-        self._t = 0
-        self.position = 0.0
+        options = options or {}
+        self._t = self._session(options["date"]) if "date" in options else 0
+        if self._t >= self.n_steps:
+            raise ValueError(f"an episode cannot start on the period's last session {self._dates[self._t]:%Y-%m-%d}")
+        self.position = float(options.get("position", 0.0))
         self.equity = self.initial_equity
         return self._observation(), self._info(log_return=0.0, cost=0.0)
+
+    def observation_at(self, date, position: float = 0.0) -> np.ndarray | str:
+        """What the env observes on session ``date`` holding ``position``; the episode does not move.
+
+        For callers that decide on their own schedule (a replay harness) yet must see exactly what
+        the policy saw in training. The text prompt's equity and cash are the running episode's.
+        """
+        return self._observe(self._session(date), float(position))
 
     def step(self, action):
         if self._t >= self.n_steps:
@@ -165,9 +177,9 @@ class TradingEnv(gym.Env):
         if not 0 <= index < len(self.targets):
             raise ValueError(f"action {action!r} is not in {self.action_space}")
         target = self.targets[index]
-        cost = self.cost_bps / 1e4 * abs(target - self.position)
         log_return = math.log(self._closes[self._t + 1] / self._closes[self._t])
-        reward = target * log_return - cost
+        reward = float(trading_reward(target, log_return, self.position, self.cost_bps))
+        cost = target * log_return - reward  # what the trade paid
         self.position = target
         self.equity *= math.exp(reward)
         self._t += 1
@@ -178,17 +190,31 @@ class TradingEnv(gym.Env):
         return {"date": self._dates[self._t], "position": self.position, "equity": self.equity,
                 "cash": self.equity * (1 - self.position), "log_return": log_return, "cost": cost}
 
+    def _session(self, date) -> int:
+        day = pd.Timestamp(date).normalize()
+        t = int(self.days.get_indexer([day])[0])
+        if t < 0:
+            raise ValueError(f"{self.ticker} has no session on {day:%Y-%m-%d} in the env's period "
+                             f"{self.days[0]:%Y-%m-%d}..{self.days[-1]:%Y-%m-%d}")
+        return t
+
     def _observation(self) -> np.ndarray | str:
+        return self._observe(self._t, self.position)
+
+    def _observe(self, t: int, position: float) -> np.ndarray | str:
         if self.obs_mode == "text":
-            return self.prompt()
-        obs = self._rows[self._t].copy()
-        obs[-2] = self.position
+            return self._prompt(t, position)
+        obs = self._rows[t].copy()
+        obs[-2] = position
         return obs
 
     def prompt(self) -> str:
         """The FLAG-TRADER state prompt at the current session (what ``obs_mode="text"`` observes)."""
-        day = self._dates[self._t]
-        recent = self.features.iloc[max(0, self._first + self._t - self.window + 1): self._first + self._t + 1]
+        return self._prompt(self._t, self.position)
+
+    def _prompt(self, t: int, position: float) -> str:
+        day = self._dates[t]
+        recent = self.features.iloc[max(0, self._first + t - self.window + 1): self._first + t + 1]
         view = self.store.asof(self.ticker, day)
         # Price levels as known that day (a split after ``day`` must not show); the features are scale-free.
         recent = recent.assign(close=view.prices.set_index("date")["close"].reindex(recent.index))
@@ -201,7 +227,7 @@ class TradingEnv(gym.Env):
         lines = [f"  - [{r.published_at.tz_convert(NY):%Y-%m-%d}] {r.title}" for r in news.itertuples(index=False)]
         names = ", ".join(self.action_names)
         mapping = ", ".join(f"{n} = {w:g}" for n, w in zip(self.action_names, self.targets, strict=True))
-        return TASK.format(ticker=self.ticker, mapping=mapping, cost_bps=self.cost_bps, names=names, date=day,
-                           session=self._t + 1, n_sessions=len(self.days), equity=self.equity,
-                           cash=self.equity * (1 - self.position), position=self.position, window=len(recent),
+        return TASK.format(ticker=self.ticker, mapping=mapping, reward=describe_trading_reward(self.cost_bps),
+                           names=names, date=day, session=t + 1, n_sessions=len(self.days), equity=self.equity,
+                           cash=self.equity * (1 - position), position=position, window=len(recent),
                            table="\n".join(rows), news="\n".join(lines) or "  (none available)")
