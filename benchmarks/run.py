@@ -36,6 +36,7 @@ from tr1_env.backtest import backtest, buy_and_hold, decision_days
 from tr1_env.cli_args import add_dataclass_args, from_args
 from tr1_env.context import ContextConfig, build_context
 from tr1_env.data.store import Store
+from tr1_env.files import jsonable
 
 #: ``--model`` prefixes served by an Agent class, not by ``make_llm_agent``; the rest of the spec is its ``path``.
 MODEL_CLASSES = {"flag": "tr1_agent.flag_trader:FlagTraderAgent"}
@@ -130,10 +131,6 @@ def _fingerprint(spec: AgentSpec, cfg: RunConfig, every: int, max_chars: int) ->
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _jsonable(value):
-    return value.item() if hasattr(value, "item") else str(value)
-
-
 def _load_decisions(path: Path, fingerprint: str) -> pd.DataFrame | None:
     if not path.exists():
         return None
@@ -147,7 +144,7 @@ def _save_decisions(path: Path, fingerprint: str, records: list[dict]) -> None:
     """Atomic: a run killed mid-write leaves the previous file or none, never half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"fingerprint": fingerprint, "decisions": records}, default=_jsonable))
+    tmp.write_text(json.dumps(jsonable({"fingerprint": fingerprint, "decisions": records})))
     tmp.replace(path)
 
 

@@ -19,7 +19,7 @@ import torch
 
 from tr1_agent.flag_trader.config import FlagPPOConfig
 from tr1_agent.flag_trader.policy import FlagTraderPolicy
-from tr1_agent.flag_trader.ppo import PPO, evaluate
+from tr1_agent.flag_trader.ppo import PPO, run_episodes
 from tr1_env.data.store import Store
 from tr1_env.envs.trading_env import TradingEnv
 
@@ -49,7 +49,7 @@ def main() -> None:
 
     def greedy_episode(label: str) -> float:
         start = time.perf_counter()
-        episode = evaluate(policy, [make_env()])[0]
+        episode = run_episodes(policy, [make_env()])[0]
         elapsed = time.perf_counter() - start
         counts = dict(zip(policy.action_names, np.bincount(episode["actions"], minlength=3).tolist()))
         reward = float(np.sum(episode["rewards"]))

@@ -13,7 +13,8 @@ import pytest
 import torch
 from torch import nn
 
-from tr1_agent.flag_trader.config import FlagPPOConfig, PPOConfig, register_flag_ppo
+from tr1_agent.cli import register_flag_ppo
+from tr1_agent.flag_trader.config import FlagPPOConfig, PPOConfig
 from tr1_agent.flag_trader.policy import FlagTraderPolicy
 from tr1_agent.flag_trader.ppo import PPO, compute_gae
 from tr1_env.actions import DEFAULT_WEIGHTS, Action
@@ -287,11 +288,11 @@ def replay(agent, env: TradingEnv, every: int) -> tuple[list[float], list[float]
 def test_command_flags_mirror_the_config():
     parser = argparse.ArgumentParser()
     register_flag_ppo(parser.add_subparsers(dest="group"))
-    ns = parser.parse_args(["flag-ppo", "--tickers", "MSFT", "JNJ", "--trainable-layers", "4", "--no-norm-adv"])
+    ns = parser.parse_args(["train", "flag-ppo", "--tickers", "MSFT", "JNJ", "--trainable-layers", "4", "--no-norm-adv"])
     from tr1_env.cli_args import from_args
 
     assert from_args(FlagPPOConfig, ns) == FlagPPOConfig(tickers=("MSFT", "JNJ"), trainable_layers=4, norm_adv=False)
-    assert ns.func.__name__ == "_train"
+    assert ns.func.__name__ == "cmd_flag_ppo"
 
 
 # --- the CPU proof with the paper's model size -------------------------------------------------------------------

@@ -10,19 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sqlite3
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CallCache", "cache_root"]
-
-
-def cache_root() -> Path:
-    """``$TR1_CACHE`` or ``~/.cache/tr1``: converted models and call caches live here."""
-    return Path(os.environ.get("TR1_CACHE") or Path.home() / ".cache" / "tr1").expanduser()
+__all__ = ["CallCache"]
 
 
 class CallCache:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 
 from tr1_agent.configs import STAGES, CurriculumConfig, DatasetConfig, DistillConfig, GRPORunConfig, SFTRunConfig
+from tr1_agent.flag_trader.config import FlagPPOConfig
 from tr1_env.cli_args import add_dataclass_args, from_args
 
 __all__ = ["register", "register_flag_ppo", "train_commands"]
@@ -66,6 +68,15 @@ def cmd_curriculum(ns: argparse.Namespace) -> None:
                           from_args(SFTRunConfig, ns, "sft-"), from_args(GRPORunConfig, ns, "grpo-")))
 
 
+def cmd_flag_ppo(ns: argparse.Namespace) -> None:
+    from tr1_agent.flag_trader.ppo import train_flag_trader
+
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    report = train_flag_trader(from_args(FlagPPOConfig, ns))
+    _print({k: report[k] for k in ("checkpoint", "trainable_share", "test")})
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``train distill|sft|grpo|curriculum`` (the ``tr1.commands`` entry point)."""
     commands = train_commands(subparsers)
@@ -106,6 +117,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def register_flag_ppo(subparsers: argparse._SubParsersAction) -> None:
     """Add ``train flag-ppo`` (FLAG-TRADER, the ``tr1.commands`` entry point of the same name)."""
-    from tr1_agent.flag_trader.config import register_flag_ppo as add
-
-    add(train_commands(subparsers))
+    parser = train_commands(subparsers).add_parser(
+        "flag-ppo", help="FLAG-TRADER: PPO on a partially frozen LLM over the Trading env")
+    add_dataclass_args(parser, FlagPPOConfig)
+    parser.set_defaults(func=cmd_flag_ppo)

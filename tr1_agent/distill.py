@@ -27,12 +27,12 @@ import numpy as np
 import pandas as pd
 from datasets import Dataset
 
-from tr1_agent.cache import cache_root
 from tr1_agent.configs import DistillConfig
 from tr1_agent.datasets import save, with_completions
 from tr1_agent.llm_agents import OpenAIChatAgent
 from tr1_env.actions import Action
 from tr1_env.agents import Observation
+from tr1_env.files import cache_root
 from tr1_env.rewards import RewardConfig, score
 from tr1_env.thesis import count_words, parse_thesis
 

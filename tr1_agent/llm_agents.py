@@ -22,9 +22,10 @@ from urllib.parse import urlparse
 
 from tqdm.auto import tqdm
 
-from tr1_agent.cache import CallCache, cache_root
+from tr1_agent.cache import CallCache
 from tr1_env.actions import Action
 from tr1_env.agents import Agent, Decision, Observation
+from tr1_env.files import cache_root
 from tr1_env.prompt import SYSTEM_PROMPT
 from tr1_env.thesis import parse_thesis
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from tr1_agent.cache import cache_root
+from tr1_env.files import cache_root
 
 __all__ = ["SMOLLM2_HUB_ID", "load_model_and_tokenizer", "resolve_model", "smollm2_path", "tiny_qwen3"]
 

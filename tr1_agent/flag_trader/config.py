@@ -1,18 +1,13 @@
-"""Settings of FLAG-TRADER's PPO and the ``tr1 train flag-ppo`` command (SPEC 2).
+"""Settings of FLAG-TRADER's PPO, mirrored 1:1 by the flags of ``tr1 train flag-ppo``.
 
 Light on purpose: building the command line imports neither torch nor transformers.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import logging
 from dataclasses import dataclass, field
 
-from tr1_env.cli_args import add_dataclass_args, from_args
-
-__all__ = ["FlagPPOConfig", "PPOConfig", "register_flag_ppo"]
+__all__ = ["FlagPPOConfig", "PPOConfig"]
 
 
 @dataclass
@@ -68,21 +63,3 @@ class FlagPPOConfig(PPOConfig):
     device: str | None = field(default=None, metadata={"help": "torch device (default: cuda if available)"})
     save_every: int = field(default=5, metadata={"help": "updates between checkpoints (0: only at the end)"})
     output_dir: str = field(default="runs/flag-ppo", metadata={"help": "checkpoint and metrics.json go here"})
-
-
-def _train(ns: argparse.Namespace) -> None:
-    from tr1_agent.flag_trader.ppo import train_flag_trader
-
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    report = train_flag_trader(from_args(FlagPPOConfig, ns))
-    print(json.dumps({k: report[k] for k in ("checkpoint", "trainable_share", "test")}, indent=2))
-
-
-def register_flag_ppo(train_subparsers) -> argparse.ArgumentParser:
-    """Add ``flag-ppo`` to the ``tr1 train`` subcommands (flags mirror :class:`FlagPPOConfig` 1:1)."""
-    parser = train_subparsers.add_parser(
-        "flag-ppo", help="FLAG-TRADER: PPO on a partially frozen LLM over the Trading env (SPEC 2)")
-    add_dataclass_args(parser, FlagPPOConfig)
-    parser.set_defaults(func=_train)
-    return parser

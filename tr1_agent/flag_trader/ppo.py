@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,8 +28,9 @@ import torch
 from torch.distributions import Categorical
 
 from tr1_agent.flag_trader.config import FlagPPOConfig, PPOConfig
+from tr1_env.files import jsonable
 
-__all__ = ["PPO", "Rollout", "compute_gae", "evaluate", "train_flag_trader"]
+__all__ = ["PPO", "Rollout", "compute_gae", "run_episodes", "train_flag_trader"]
 
 logger = logging.getLogger(__name__)
 
@@ -206,7 +206,7 @@ class PPO:
 
 
 @torch.no_grad()
-def evaluate(policy: torch.nn.Module, envs: Sequence[gym.Env], greedy: bool = True) -> list[dict[str, Any]]:
+def run_episodes(policy: torch.nn.Module, envs: Sequence[gym.Env], greedy: bool = True) -> list[dict[str, Any]]:
     """Run one episode per env (in lockstep, batched); per env its daily positions, log returns and rewards.
 
     ``greedy`` takes the most probable action, as a deployed agent would; otherwise actions are sampled.
@@ -273,24 +273,11 @@ def train_flag_trader(cfg: FlagPPOConfig) -> dict[str, Any]:
 
     history = ppo.learn(cfg.total_timesteps, on_update=checkpoint)
     policy.save(out, config=asdict(cfg), global_step=ppo.global_step)
-    test = evaluate(policy, _make_envs(cfg, store, cfg.test_start, cfg.test_end))
+    test = run_episodes(policy, _make_envs(cfg, store, cfg.test_start, cfg.test_end))
     report = {"checkpoint": str(out), "model": cfg.model, "trainable_params": trainable, "total_params": total,
               "trainable_share": trainable / total, "global_step": ppo.global_step,
               "test_window": [cfg.test_start, cfg.test_end],
               "test": {t: _test_report(ep, policy.action_names) for t, ep in zip(cfg.tickers, test)},
               "train_history": history}
-    (out / "metrics.json").write_text(json.dumps(_jsonable(report), indent=2))
+    (out / "metrics.json").write_text(json.dumps(jsonable(report), indent=2))
     return report
-
-
-def _jsonable(value: Any) -> Any:
-    """Plain JSON: numpy scalars as Python numbers, NaN (an undefined Sharpe) as null."""
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    return value

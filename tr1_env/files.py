@@ -1,0 +1,37 @@
+"""Where tr1 keeps the files it makes, and the plain JSON it writes them in.
+
+Both the environment's users and the layers above it (trained SB3 policies, converted models,
+LLM call caches, replay decisions, training reports) need them, so they live at the bottom.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["cache_root", "jsonable"]
+
+
+def cache_root() -> Path:
+    """``$TR1_CACHE`` or ``~/.cache/tr1``: converted models, trained baselines and call caches live here."""
+    return Path(os.environ.get("TR1_CACHE") or Path.home() / ".cache" / "tr1").expanduser()
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` as plain JSON types: numpy scalars as Python numbers, NaN and infinities (an undefined
+    Sharpe) as null, anything else unknown (a timestamp) as its string."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    return str(value)
