@@ -137,3 +137,22 @@ def _configs(ns: argparse.Namespace) -> dict:
 
     return dict(cfg=from_args(CurriculumConfig, ns), data=from_args(DatasetConfig, ns, "data-"),
                 sft=from_args(SFTRunConfig, ns, "sft-"), grpo=from_args(GRPORunConfig, ns, "grpo-"))
+
+
+def test_generate_samples_per_seed_and_leaves_the_global_rng_alone(tiny_qwen3_path):
+    """Rollouts for evaluation and self-augmentation: n samples per prompt, sample i drawn with seed + i."""
+    from datasets import Dataset
+
+    from tr1_agent.datasets import messages
+    from tr1_agent.grpo import generate
+
+    rows = Dataset.from_list([{"prompt": messages("Write about AAPL.")}, {"prompt": messages("And MSFT, briefly?")}])
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    sampled = generate(str(tiny_qwen3_path), rows, n=3, max_new_tokens=6, temperature=1.0, seed=5)
+    assert torch.equal(torch.get_rng_state(), before)  # the caller's random stream is untouched
+    assert [len(s) for s in sampled] == [3, 3] and len(set(sampled[0])) > 1  # three different draws
+    shifted = generate(str(tiny_qwen3_path), rows, n=2, max_new_tokens=6, temperature=1.0, seed=6)
+    assert [s[:1] for s in shifted] == [s[1:2] for s in sampled]  # the same seed, the same draw
+    greedy = generate(str(tiny_qwen3_path), rows, n=2, max_new_tokens=6)
+    assert all(a == b for a, b in greedy)

@@ -1,8 +1,8 @@
 """Ticker-day prompt datasets for SFT and GRPO (SPEC 1.1, 1.2), in trl's conversational format.
 
 One row per (ticker, day, modality subset): ``prompt`` (system + user messages), ``label`` (the
-action name), ``context`` (the data text quotes are checked against), ``ticker``, ``date``,
-``modalities``, ``missing`` and ``variant``. SFT rows add ``completion`` (one assistant message).
+action name), ``context`` (the data text quotes are checked against), ``sections`` (its body per
+modality, in ``modalities`` order), ``ticker``, ``date``, ``modalities``, ``missing`` and ``variant``. SFT rows add ``completion`` (one assistant message).
 
 Leakage is ruled out by construction: a training window may not overlap the held-out replay
 window, label thresholds are fitted on the training window, and labels read no price after the
@@ -86,7 +86,8 @@ def build_prompts(cfg: DatasetConfig, store: Store | None = None) -> Dataset:
         rng = np.random.default_rng([cfg.seed, zlib.crc32(ticker.encode()), day.toordinal()])
         for variant, modalities in enumerate(_subsets(rng, cfg.variants, cfg.modality_prob)):
             ctx = build_context(store, ticker, day, modalities=modalities, cfg=ctx_cfg)
-            rows.append({"prompt": messages(ctx.prompt), "label": label, "context": ctx.text, "ticker": ctx.ticker,
+            rows.append({"prompt": messages(ctx.prompt), "label": label, "context": ctx.text,
+                         "sections": [ctx.sections[m] for m in ctx.modalities], "ticker": ctx.ticker,
                          "date": f"{day:%Y-%m-%d}", "modalities": list(ctx.modalities), "missing": list(ctx.missing),
                          "variant": variant})
     if not rows:

@@ -19,7 +19,6 @@ import json
 import re
 import zlib
 from collections import Counter, defaultdict
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -31,7 +30,6 @@ from tr1_agent.configs import DistillConfig
 from tr1_agent.datasets import save, with_completions
 from tr1_agent.llm_agents import OpenAIChatAgent
 from tr1_env.actions import Action
-from tr1_env.agents import Observation
 from tr1_env.files import cache_root
 from tr1_env.rewards import RewardConfig, score
 from tr1_env.thesis import count_words, parse_thesis
@@ -157,14 +155,6 @@ def evidence(modality: str, body: str) -> list[Evidence]:
     return list(dict.fromkeys(out))
 
 
-def _sections(context: str, modalities: Sequence[str]) -> dict[str, str]:
-    """The context's per-modality bodies (the context joins ``## Title`` blocks in modality order)."""
-    blocks = ("\n\n" + context).split("\n\n## ")[1:]
-    if len(blocks) != len(modalities):
-        raise ValueError(f"context has {len(blocks)} sections for modalities {list(modalities)}")
-    return {m: block.split("\n", 1)[1] if "\n" in block else "" for m, block in zip(modalities, blocks)}
-
-
 def _clean(text: str) -> str:
     return " ".join(_UNSAFE.sub(" ", text).split())
 
@@ -174,7 +164,9 @@ def _truncate(text: str, words: int) -> str:
 
 
 def _day(row: dict) -> _Day:
-    bodies = _sections(row["context"], row["modalities"])
+    if "sections" not in row:
+        raise ValueError("a distillation row needs the 'sections' column of tr1_agent.datasets.build_prompts")
+    bodies = dict(zip(row["modalities"], row["sections"], strict=True))
     present = [m for m in row["modalities"] if m not in row["missing"]]
     pool = {m: found for m in present if (found := evidence(m, bodies[m]))}
     return _Day(row=row, label=Action[row["label"]], bodies=bodies, pool=pool)
@@ -304,16 +296,13 @@ class _Caller:
             system_prompt=prompts[r], cache_dir=cache) for r in ROLES}
         self.ledger = _Ledger(cfg)
 
-    def __call__(self, role: str, requests: list[tuple[_Day, str]]) -> list[str | None]:
-        """The answers to ``(day, user message)`` requests, None where the call failed."""
-        if not requests:
-            return []
-        observations = [Observation(d.row["ticker"], pd.Timestamp(d.row["date"]), user, "", np.zeros(0, np.float32),
-                                    (), pd.DataFrame(), pd.DataFrame()) for d, user in requests]
+    def __call__(self, role: str, requests: list[str]) -> list[str | None]:
+        """The answers to the user messages ``requests``, None where the call failed."""
+        agent = self.agents[role]
         answers = []
-        for decision in self.agents[role].act(observations):
-            self.ledger.add(role, decision.meta)
-            answers.append(None if "error" in decision.meta else decision.thesis or "")
+        for completion in agent.complete([agent.messages(user) for user in requests]):
+            self.ledger.add(role, completion)
+            answers.append(None if "error" in completion else completion["text"])
         return answers
 
     @property
@@ -333,7 +322,7 @@ def distill(rows: Dataset, cfg: DistillConfig) -> tuple[Dataset, dict]:
     call = _Caller(cfg)
     days = [_day(row) for row in rows]
 
-    answers = call("teacher", [(d, f"{_header(d)}\n\n{d.row['context']}") for d in days])
+    answers = call("teacher", [f"{_header(d)}\n\n{d.row['context']}" for d in days])
     for d, answer in zip(days, answers):
         d.teacher = None if answer is None else parse_action(answer)
         if answer is None:
@@ -344,15 +333,15 @@ def distill(rows: Dataset, cfg: DistillConfig) -> tuple[Dataset, dict]:
             d.status = "no_evidence"
     todo = [d for d in days if d.status == "pending"]
 
-    plans = call("planner", [(d, (f"{_header(d)} Decided action: {d.label.name}.\nSection names: "
-                                  f"{', '.join(_tags(d))}.\n\n{d.row['context']}")) for d in todo])
+    plans = call("planner", [(f"{_header(d)} Decided action: {d.label.name}.\nSection names: "
+                              f"{', '.join(_tags(d))}.\n\n{d.row['context']}") for d in todo])
     for d, plan in zip(todo, plans):
         d.outline = _outline(d, plan or "", cfg)
 
     jobs = [(d, tag, perspective, found) for d in todo for tag, perspective, found in d.outline]
-    requests = [(d, f"{_header(d)} Action: {d.label.name}.\nSection: {_TITLES[tag]}.\nPerspective: {perspective}"
-                    "\n\nData:\n" + "\n\n".join(d.bodies[m] for m in SECTIONS[tag] if m in d.pool)[:3000]
-                 + "\n\nEvidence:\n" + "\n".join(f"{i}. {e.quote}" for i, e in enumerate(found, 1)))
+    requests = [f"{_header(d)} Action: {d.label.name}.\nSection: {_TITLES[tag]}.\nPerspective: {perspective}"
+                "\n\nData:\n" + "\n\n".join(d.bodies[m] for m in SECTIONS[tag] if m in d.pool)[:3000]
+                + "\n\nEvidence:\n" + "\n".join(f"{i}. {e.quote}" for i, e in enumerate(found, 1))
                 for d, tag, perspective, found in jobs]
     for (d, tag, _, found), text in zip(jobs, call("writer", requests)):
         d.opinions[tag] = _numbered(text or "", len(found))

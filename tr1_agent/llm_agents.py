@@ -2,8 +2,11 @@
 
 Every completion is cached on disk the moment it finishes, keyed by the request, so a replay
 that dies halfway resumes where it stopped and a finished replay reruns for free. An answer
-without a readable ``[[[ACTION]]]`` is a HOLD flagged ``parse_failed``: a benchmark scores it,
-it does not crash on it.
+without a readable ``[[[ACTION]]]`` is flagged ``parse_failed`` and still decides, so a benchmark
+scores it rather than crash: a transformers model with ``force_decision`` (the benchmark harness's
+default) picks the likeliest of the five closings after its own text, any other agent holds.
+:meth:`LLMAgent.complete` is the same cached call without the parsing, for pipelines that are not
+trading decisions (distillation's planner and writer, sampling theses to score).
 """
 
 from __future__ import annotations
@@ -65,20 +68,30 @@ class LLMAgent(Agent):
         """
 
     def act(self, observations: Sequence[Observation]) -> list[Decision]:
-        conversations = [
-            [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": obs.prompt}]
-            for obs in observations
-        ]
+        completions = self.complete([self.messages(obs.prompt) for obs in observations])
+        return [self._decision(c) for c in completions]
+
+    def messages(self, prompt: str) -> Messages:
+        """The conversation that asks this agent about ``prompt``: its system prompt, then ``prompt``."""
+        return [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": prompt}]
+
+    def complete(self, conversations: Sequence[Messages]) -> list[Completion]:
+        """The model's answer to each conversation, from the cache when it holds one.
+
+        Each completion has ``text``, token counts, ``finish_reason`` and ``cached``; one with an
+        ``error`` entry is a failed call, not cached, so the next run asks again. Repeated
+        conversations are asked once.
+        """
         settings = self.settings
         keys = [CallCache.key({**settings, "messages": m}) for m in conversations]
         results: dict[str, Completion] = {}
         todo: dict[str, Messages] = {}
-        for key, messages in zip(keys, conversations):
+        for key, conversation in zip(keys, conversations):
             if key in results or key in todo:
                 continue
             hit = self.cache.get(key) if self.cache is not None else None
             if hit is None:
-                todo[key] = messages
+                todo[key] = conversation
             else:
                 results[key] = hit
 
@@ -90,13 +103,13 @@ class LLMAgent(Agent):
 
         if todo:
             self._generate(todo, done)
-        return [self._decision(results[key], cached=key not in todo) for key in keys]
+        return [{**results[key], "cached": key not in todo} for key in keys]
 
-    def _decision(self, completion: Completion, cached: bool) -> Decision:
+    def _decision(self, completion: Completion) -> Decision:
         text = completion["text"]
         action = parse_thesis(text).decision
         meta = {k: v for k, v in completion.items() if k != "text"}
-        meta.update(model=self.name, cached=cached, parse_failed=action is None)
+        meta.update(model=self.name, parse_failed=action is None)
         if action is None and completion.get("forced_decision"):
             action = Action[completion["forced_decision"]]
         return Decision(action=Action.HOLD if action is None else action, thesis=text, meta=meta)
@@ -416,18 +429,20 @@ class VLLMAgent(_LocalAgent):
         **engine_kwargs: Any,
     ):
         try:
-            from vllm import LLM, SamplingParams
+            from vllm import LLM
         except ImportError as exc:
             raise ImportError("VLLMAgent needs vLLM: pip install tr1[gpu]") from exc
 
         super().__init__(model, max_new_tokens, temperature, seed, batch_size, system_prompt, cache_dir, use_cache)
         self.name = f"vllm:{model}"
         self.engine = LLM(model=self.path, seed=seed, **engine_kwargs)
-        self.sampling = SamplingParams(temperature=temperature, max_tokens=max_new_tokens, seed=seed)
 
     def _generate(self, todo: dict[str, Messages], done: Callable[[str, Completion], None]) -> None:
+        from vllm import SamplingParams
+
+        sampling = SamplingParams(temperature=self.temperature, max_tokens=self.max_new_tokens, seed=self.seed)
         for chunk in self._chunks(todo):
-            outputs = self.engine.chat([m for _, m in chunk], self.sampling, use_tqdm=False)
+            outputs = self.engine.chat([m for _, m in chunk], sampling, use_tqdm=False)
             for (key, _), output in zip(chunk, outputs):
                 sample = output.outputs[0]
                 done(key, {
