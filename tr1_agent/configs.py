@@ -9,13 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from tr1_env.data.schema import PAPER_TICKERS
 from tr1_env.rewards import STAGE_WEIGHTS
 
 STAGES: tuple[str, ...] = tuple(STAGE_WEIGHTS)
-
-#: The paper's corpus (SPEC 1.4): 14 large caps and ETFs.
-PAPER_TICKERS: tuple[str, ...] = ("NVDA", "MSFT", "AAPL", "META", "AMZN", "TSLA", "BRK-B", "JPM", "LLY", "JNJ", "XOM",
-                                  "CVX", "SPY", "QQQ")
 
 
 @dataclass(frozen=True)

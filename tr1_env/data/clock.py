@@ -20,11 +20,6 @@ def decision_time(day) -> pd.Timestamp:
     return at_ny(day, 16, 0)
 
 
-def end_of_day(day) -> pd.Timestamp:
-    """For date-only stamps (filings, date-only headlines): visible from the next session's decision."""
-    return at_ny(day, 23, 59)
-
-
 def vectorized_at_ny(days: pd.Series, hour: int = 16, minute: int = 0) -> pd.Series:
     """Vector form of :func:`at_ny` for whole columns."""
     d = pd.to_datetime(days).dt.tz_localize(None).dt.normalize() + pd.Timedelta(hours=hour, minutes=minute)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-#: The 15 tickers of the embedded store (SPEC 1.4's 14 paper tickers plus GOOGL).
+#: The 15 tickers of the embedded store: Trading-R1's corpus of 14 large caps and ETFs, plus GOOGL.
 TICKERS: tuple[str, ...] = ("NVDA", "AAPL", "MSFT", "AMZN", "META", "GOOGL", "TSLA", "BRK-B", "JPM", "LLY", "JNJ",
                             "XOM", "CVX", "SPY", "QQQ")
+#: Trading-R1's corpus (the default training tickers).
 PAPER_TICKERS: tuple[str, ...] = tuple(t for t in TICKERS if t != "GOOGL")
-ETFS = frozenset({"SPY", "QQQ"})
 
 #: One Parquet file per table; every table has an ``available_at`` (UTC) column.
 #: Tables with a ``ticker`` column are sliced per ticker by the point-in-time view.
