@@ -1,4 +1,4 @@
-"""Replay a held-out period for every agent and write the reports (SPEC 1.5).
+"""Replay a held-out period for every agent and write the reports.
 
     python benchmarks/run.py                                   # offline: baselines, SB3, SmolLM2
     python benchmarks/run.py --model gpt-4.1 o4-mini           # adds API models (OPENAI_API_KEY)

@@ -1,4 +1,4 @@
-"""SPEC 1.2 labels: the formula, the published class shares, and that nothing leaks."""
+"""Trading-R1 labels: the formula, the published class shares, and that nothing leaks."""
 
 import numpy as np
 import pandas as pd

@@ -120,7 +120,7 @@ ALL, NO_STRUCTURE_ONLY, WITH_DECISION = (0, 1, 2, 3), (0, 2, 3), (0, 3)
 HONEST_STRUCTURE = 0.6 + 0.4 * (5 * 0.9 + 1.0) / 6  # 6 sections, each header+bullets+bold, one table
 
 SS, S, H, B, SB = Action
-PRINTED = {  # re-typed from SPEC 1.3, rows predicted, columns true
+PRINTED = {  # re-typed from the paper's table, rows predicted, columns true
     SS: (1.00, 0.75, -1.25, -2.00, -2.25),
     S: (0.75, 1.00, -0.75, -1.50, -2.00),
     H: (-1.50, -1.00, 1.00, -1.00, -1.50),

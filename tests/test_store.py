@@ -1,4 +1,4 @@
-"""The store: importers' availability rules, the traps of SOURCES.md, and the build CLI."""
+"""The store: importers' availability rules, the raw vendors' known traps, and the build CLI."""
 
 import json
 

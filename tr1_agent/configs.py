@@ -39,7 +39,7 @@ class DatasetConfig:
 
 @dataclass(frozen=True)
 class DistillConfig:
-    """Reverse reasoning distillation (SPEC 1.4): teacher filter, planner, writer, stitched in code."""
+    """Reverse reasoning distillation: teacher filter, planner, writer, stitched in code."""
 
     output_dir: str = field(default="runs/distill", metadata={
         "help": "where the SFT dataset (Arrow + JSONL) and report.json go"})

@@ -1,4 +1,4 @@
-"""The three-stage curriculum (SPEC 1.4): Structure, then Claims, then Decision, easy to hard.
+"""The three-stage curriculum: Structure, then Claims, then Decision, easy to hard.
 
 Each stage:
 1. SFT warm start. Stage 1 trains on the distilled theses when given; otherwise, and in every

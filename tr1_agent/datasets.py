@@ -1,8 +1,9 @@
-"""Ticker-day prompt datasets for SFT and GRPO (SPEC 1.1, 1.2), in trl's conversational format.
+"""Ticker-day prompt datasets for SFT and GRPO, in trl's conversational format.
 
 One row per (ticker, day, modality subset): ``prompt`` (system + user messages), ``label`` (the
 action name), ``context`` (the data text quotes are checked against), ``sections`` (its body per
-modality, in ``modalities`` order), ``ticker``, ``date``, ``modalities``, ``missing`` and ``variant``. SFT rows add ``completion`` (one assistant message).
+modality, in ``modalities`` order), ``ticker``, ``date``, ``modalities``, ``missing``, ``variant``.
+SFT rows add ``completion`` (one assistant message).
 
 Leakage is ruled out by construction: a training window may not overlap the held-out replay
 window, label thresholds are fitted on the training window, and labels read no price after the

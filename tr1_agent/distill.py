@@ -1,4 +1,4 @@
-"""Reverse reasoning distillation (SPEC 1.4): SFT theses built backwards from the known answer.
+"""Reverse reasoning distillation: SFT theses built backwards from the known answer.
 
 (a) A teacher reads the ticker-day context and recommends an action; the day is kept only when
     that agrees with the label (rejection sampling: exact action or same direction).

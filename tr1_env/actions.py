@@ -1,4 +1,4 @@
-"""The five Trading-R1 actions and their mappings (SPEC 1.2, 1.3)."""
+"""The five Trading-R1 actions: label classes, thesis decisions and, through weights, target positions."""
 
 from __future__ import annotations
 

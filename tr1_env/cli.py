@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataclass_args(live, FinnhubUpdate)
     live.set_defaults(func=cmd_data_finnhub)
 
-    labels = sub.add_parser("labels", help="print date,signal,label CSV (SPEC 1.2)")
+    labels = sub.add_parser("labels", help="print date,signal,label CSV (Trading-R1's five-class labels)")
     labels.add_argument("--ticker", required=True)
     labels.add_argument("--start", required=True, help="first labelled day")
     labels.add_argument("--end", required=True, help="last labelled day")
@@ -92,8 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     context.add_argument("--ticker", required=True)
     context.add_argument("--date", required=True)
     context.add_argument("--store", help="store folder (default: the embedded store)")
-    context.add_argument("--modalities", help="comma list of market,news,fundamentals,sentiment,macro")
-    context.add_argument("--seed", type=int, help="draw a random modality subset with this seed")
+    subset = context.add_mutually_exclusive_group()
+    subset.add_argument("--modalities", help="comma list of market,news,fundamentals,sentiment,macro (default: all)")
+    subset.add_argument("--seed", type=int, help="draw a random modality subset with this seed instead")
     context.add_argument("--context-only", action="store_true", help="print the context without instructions")
     context.set_defaults(func=cmd_context)
 

@@ -1,4 +1,4 @@
-"""Ticker-day contexts (SPEC 1.1): five modality sections, a random modality subset, a budget, features.
+"""Ticker-day contexts: five modality sections, a random modality subset, a budget, features.
 
 Everything is read through ``store.asof(ticker, decision_time)``, so a context built from the whole
 store equals one built from a store cut at that day (tested as a property). A modality with no
@@ -80,7 +80,7 @@ class Context:
 
 
 def sample_modalities(rng: np.random.Generator, p: float = 0.7) -> tuple[str, ...]:
-    """A random non-empty subset, in canonical order (SPEC 1.1's ~20 input variants per day)."""
+    """A random non-empty subset, in canonical order (Trading-R1 draws ~20 input variants per day)."""
     keep = rng.random(len(MODALITIES)) < p
     if not keep.any():
         keep[rng.integers(len(MODALITIES))] = True

@@ -1,4 +1,4 @@
-"""Volatility-aware, multi-horizon, asymmetric-quantile labels (SPEC 1.2).
+"""Volatility-aware, multi-horizon, asymmetric-quantile labels (Trading-R1's five classes).
 
 Pure functions of a close series. The composite signal of day t looks forward to t + max(h) on
 purpose (it is the target), so thresholds are fitted on a training window using only prices

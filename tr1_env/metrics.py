@@ -1,9 +1,9 @@
 """Performance metrics of a daily return series: pure functions of arrays, no accounting, no I/O.
 
-Conventions (SPEC 1.5): returns are simple daily returns; Sharpe is annualised with sqrt(252) on
+Conventions (Trading-R1's tables): returns are simple daily returns; Sharpe is annualised with sqrt(252) on
 excess returns over a risk-free rate given per year (4% as in Trading-R1) and compounded down to a
 day; standard deviations use ddof=1 (as empyrical and quantstats); MDD is reported as a positive
-fraction, as the paper's tables print it. The InvestorBench variant used by FLAG-TRADER (SPEC 2)
+fraction, as the paper's tables print it. The InvestorBench variant used by FLAG-TRADER
 is a separate function because its CR and Sharpe are defined on log rewards with no risk-free rate.
 """
 

@@ -1,4 +1,4 @@
-"""The Trading-R1 instruction prompt: what a thesis must look like for the rewards to read it (SPEC 1.3)."""
+"""The Trading-R1 instruction prompt: what a thesis must look like for the rewards to read it."""
 
 from __future__ import annotations
 

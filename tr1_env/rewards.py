@@ -1,4 +1,4 @@
-"""The three Trading-R1 rewards (SPEC 1.3, paper appendix S4) and their guards.
+"""The three Trading-R1 rewards (the paper's appendix S4) and their guards.
 
 ``R = w_structure * R_structure + w_evidence * R_evidence + w_decision * R_decision``.
 The formulas and their constants are the paper's; everything the paper leaves

@@ -1,4 +1,4 @@
-"""Parse a Trading-R1 completion into sections, claims and a decision (SPEC 1.3).
+"""Parse a Trading-R1 completion into sections, claims and a decision.
 
 The parser only reads the markup; every judgement (what scores, what counts as
 a quote, what is fabricated) lives in :mod:`tr1_env.rewards`. It never raises:

@@ -1,4 +1,4 @@
-"""FLAG-TRADER (arXiv 2502.11433): PPO on a partially frozen LLM acting in the Trading env (SPEC 2).
+"""FLAG-TRADER (arXiv 2502.11433): PPO on a partially frozen LLM acting in the Trading env.
 
 - :mod:`.policy`: the network (frozen lower layers, trainable top, action-token policy head, value head);
 - :mod:`.ppo`: the PPO algorithm and the warm-up/test run behind ``tr1 train flag-ppo``;

@@ -238,7 +238,8 @@ def _make_envs(cfg: FlagPPOConfig, store, start: str, end: str) -> list[gym.Env]
 
 
 def _test_report(episode: dict[str, Any], action_names: Sequence[str]) -> dict[str, Any]:
-    """InvestorBench metrics (SPEC 2: no costs, rf 0) of the agent and of buy-and-hold, plus the net-of-cost CR."""
+    """InvestorBench metrics (no costs, rf 0, as FLAG-TRADER reports them) of the agent and of buy-and-hold,
+    plus the net-of-cost CR."""
     from tr1_env.metrics import investorbench
 
     simple = np.expm1(episode["log_returns"])

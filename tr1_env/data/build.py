@@ -16,7 +16,7 @@ from tr1_env.data.schema import TABLES
 
 @dataclass
 class BuildConfig:
-    raw: str = field(metadata={"help": "folder of raw vendor files (the layout of shared/data/raw)"})
+    raw: str = field(metadata={"help": "folder of raw vendor files (the layout of tests/data/raw_mini)"})
     out: str = field(metadata={"help": "output store folder (one Parquet file per table)"})
     until: str | None = field(default=None, metadata={
         "help": "drop every row not available by this day's 16:00 ET close (YYYY-MM-DD)"})

@@ -1,7 +1,7 @@
 """Importers: one function per raw source, each returning a store table stamped with ``available_at``.
 
 Every rule here is conservative: when the true publication time is unknown, the row becomes
-visible later, never earlier (DESIGN.md, "The store"; the traps are listed in SOURCES.md).
+visible later, never earlier. The vendors' known traps are handled where they occur, each named.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ MACRO_SERIES: dict[str, tuple[str, str, pd.DateOffset, int]] = {
     "UMCSENT": ("sentiment/sentiment.csv", "monthly", pd.DateOffset(months=1), 10),
 }
 
-#: Known-wrong earnings stamps (SOURCES.md section 8): CVX's 2023-07-23 is a Sunday; it reported 07-28 before the open.
+#: Known-wrong earnings stamps: CVX's 2023-07-23 is a Sunday; it reported 07-28 before the open.
 EARNINGS_CORRECTIONS = {("CVX", "2023-07-23"): "2023-07-28 07:00:00"}
 
 #: FOMC text kinds and when each became public: statements and projections at 14:00 ET on the
@@ -243,7 +243,7 @@ def import_fundamentals(raw: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         long = df.assign(period_end=report, available_at=vectorized_at_ny(publish, 23, 59)).melt(
             id_vars=["ticker", "period_end", "available_at", "Ticker"], value_vars=items, var_name="item")
         long = long.dropna(subset=["value"])
-        # BRK-A rows are internally inconsistent (SOURCES.md 5): keep only Net Income.
+        # BRK-A rows are internally inconsistent: keep only Net Income.
         long = long[(long["Ticker"] != "BRK-A") | (long["item"] == "Net Income")]
         long = long.assign(statement="income", freq="quarterly", vendor="simfin", value=long["value"].astype(float))
         frames.append(long[["ticker", "statement", "freq", "period_end", "item", "value", "vendor", "available_at"]])
@@ -278,7 +278,7 @@ def import_earnings(raw: Path) -> pd.DataFrame:
         df = df.merge(ed[["ticker", "day", "accept"]], on=["ticker", "day"], how="left")
     else:
         df["accept"] = pd.NaT
-    # yfinance clock times are unreliable (SOURCES.md 8): without an EDGAR time, use the end of that day.
+    # yfinance clock times are unreliable: without an EDGAR time, use the end of that day.
     local = df["accept"].fillna(df["day"] + pd.Timedelta(hours=23, minutes=59))
     out = pd.DataFrame({
         "ticker": df["ticker"],
@@ -294,7 +294,7 @@ def import_earnings(raw: Path) -> pd.DataFrame:
 def finnhub_news(items: list[dict], ticker: str | None = None) -> pd.DataFrame:
     """Finnhub /company-news items as news rows (the raw XOM file is such a response).
 
-    Only Yahoo items carry trustworthy times; other syndicators run ~5 h early (SOURCES.md 6): +6 h.
+    Only Yahoo items carry trustworthy times; other syndicators run ~5 h early: +6 h.
     """
     df = pd.DataFrame(items)
     ts = pd.to_datetime(df["datetime"], unit="s", utc=True)

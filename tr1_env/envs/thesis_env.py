@@ -1,4 +1,4 @@
-"""Trading-R1 as a one-step environment (SPEC 1): read a ticker-day prompt, write a thesis, get its reward.
+"""Trading-R1 as a one-step environment: read a ticker-day prompt, write a thesis, get its reward.
 
 Each episode is one labelled ticker-day. ``reset`` draws the day and a modality subset and returns
 the prompt; ``step(completion)`` scores the thesis with :func:`tr1_env.rewards.score` against the

@@ -1,4 +1,4 @@
-"""FLAG-TRADER's trading MDP (SPEC 2): one step per trading day, reward = position x next-day log return - costs.
+"""FLAG-TRADER's trading MDP: one step per trading day, reward = position x next-day log return - costs.
 
 The action sets the target position held from today's close to the next one. Market features are
 computed once, from the prices available at the close of ``end`` and from the start of the
