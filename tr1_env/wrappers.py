@@ -1,9 +1,10 @@
-"""Wrappers for behaviour both environments share, so the environments stay thin.
+"""Cross-cutting behaviour as wrappers, so the environments stay thin.
 
-- :class:`StepLog` keeps every step's action, reward and info, for a DataFrame of a replay or a
-  rollout (equity curves, reward terms per thesis, ...).
-- :class:`TextAction` lets a generative LLM act on :class:`~tr1_env.envs.TradingEnv` with its raw
-  completion, read by the env's ``action_index``; unparseable text falls back to a fixed action.
+- :class:`StepLog` (either environment) keeps every step's action, reward and info, for a
+  DataFrame of a replay or a rollout (equity curves, reward terms per thesis, ...).
+- :class:`TextAction` (the Trading env only: the Thesis env takes text already) lets a generative
+  LLM act on :class:`~tr1_env.envs.TradingEnv` with its raw completion, read by the env's
+  ``action_index``; unparseable text falls back to a fixed action.
 """
 
 from __future__ import annotations
