@@ -3,8 +3,8 @@
 ``fit`` trains one policy per ticker on the ``train_years`` before the replay window (ending the day
 before it starts, so no replay price is seen) and saves it under a cache folder keyed by algorithm,
 ticker, period, steps, cost and seed; the next replay with the same key reloads it. ``act`` feeds the
-policy the env's own observation of the decision day (a Trading env over the replay window, moved
-asked for that session and position), so training and replay observations cannot drift apart.
+policy the env's own observation of the decision day (``observation_at`` of a Trading env over the
+replay window, for that session and position), so training and replay observations cannot drift apart.
 """
 
 from __future__ import annotations

@@ -155,9 +155,10 @@ class TradingEnv(gym.Env):
         """Start flat on the first session, or where ``options={"date": ..., "position": ...}`` says."""
         super().reset(seed=seed)
         options = options or {}
-        self._t = self._session(options["date"]) if "date" in options else 0
-        if self._t >= self.n_steps:
-            raise ValueError(f"an episode cannot start on the period's last session {self._dates[self._t]:%Y-%m-%d}")
+        t = self._session(options["date"]) if "date" in options else 0
+        if t >= self.n_steps:
+            raise ValueError(f"an episode cannot start on the period's last session {self._dates[t]:%Y-%m-%d}")
+        self._t = t
         self.position = float(options.get("position", 0.0))
         self.equity = self.initial_equity
         return self._observation(), self._info(log_return=0.0, cost=0.0)
@@ -208,11 +209,8 @@ class TradingEnv(gym.Env):
         obs[-2] = position
         return obs
 
-    def prompt(self) -> str:
-        """The FLAG-TRADER state prompt at the current session (what ``obs_mode="text"`` observes)."""
-        return self._prompt(self._t, self.position)
-
     def _prompt(self, t: int, position: float) -> str:
+        """The FLAG-TRADER state prompt (what ``obs_mode="text"`` observes)."""
         day = self._dates[t]
         recent = self.features.iloc[max(0, self._first + t - self.window + 1): self._first + t + 1]
         view = self.store.asof(self.ticker, day)
