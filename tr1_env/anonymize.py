@@ -120,7 +120,7 @@ class _Names:
 
         is_ticker = set(table.loc[table["kind"] == "ticker", "alias"])
         # a product's version number goes with it (an iPhone 16 dates the text)
-        return cls(pattern(is_ticker), pattern(set(exact) - is_ticker, re.IGNORECASE, r"s?(?: \d{1,2}(?![\d.,%]))?"),
+        return cls(pattern(is_ticker), pattern(set(exact) - is_ticker, re.IGNORECASE, r"s?(?: \d{1,2}(?![\d%]|[.,]\d))?"),
                    exact, lower)
 
 
@@ -162,14 +162,17 @@ class Pseudonyms:
         return self._insiders[real]
 
     def replace_names(self, text: str) -> str:
+        def lookup(name: str):
+            return self.names.exact.get(name) or self.names.lower.get(name.lower())
+
         def word(m: re.Match) -> str:
-            found, version = re.match(r"(.*?)((?: \d+)?)$", m.group(0)).groups()
-            plural = ""
-            hit = self.names.exact.get(found) or self.names.lower.get(found.lower())
-            if hit is None and found[-1:] in "sS":  # a plural: iPhones, Teslas
-                found, plural = found[:-1], found[-1]
-                hit = self.names.exact.get(found) or self.names.lower.get(found.lower())
-            return self._name(found, *hit) + plural + ("" if hit[1] == "product" else version)
+            whole = m.group(0)
+            base, version = re.match(r"(.*?)((?: \d+)?)$", whole).groups()
+            for found, rest in ((whole, ""), (base, version)):  # "Model 3" is a name; "iPhone 16" a name + version
+                for name, plural in ((found, ""), (found[:-1], found[-1:])):  # iPhones, Teslas
+                    if (hit := lookup(name)) is not None:
+                        return self._name(name, *hit) + plural + ("" if hit[1] == "product" else rest)
+            return whole
 
         text = self.names.words.sub(word, text)
         text = self.names.tickers.sub(lambda m: self._name(m.group(0), *self.names.exact[m.group(0)]), text)
@@ -263,7 +266,7 @@ def _numbers(line: str, rebase: Rebase) -> str:
             return dollar + _scaled(sign + num + unit, rebase.price)
         if dollar and not unit and not _SCALE_WORD.match(after) and rebase.last_close / 3 <= value <= rebase.last_close * 3:
             return f"{sign}${_fmt(value * rebase.price)}"
-        if value >= 1000 and not unit and (_INDEX_WORDS.search(before[-40:]) or after.startswith(_POINTS)):
+        if value >= 1000 and not unit and not before.endswith("Russell ") and (_INDEX_WORDS.search(before[-40:]) or after.startswith(_POINTS)):
             return sign + dollar + "[level]"
         if not unit and num in real:
             return sign + dollar + _fmt(value * rebase.price)

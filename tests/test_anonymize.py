@@ -1,0 +1,148 @@
+"""Anonymized contexts: nothing a model could look the day up by survives, and nothing scale-free changes."""
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tr1_env.anonymize import Pseudonyms, Rebase, anonymize, anonymize_text, load_aliases
+from tr1_env.context import build_context
+from tr1_env.data.schema import TICKERS
+
+ISO = re.compile(r"\d{4}-\d{2}-\d{2}")
+MONTHS = ("January|February|March|April|May|June|July|August|September|October|November|December|"
+          "Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sept|Sep|Oct|Nov|Dec")
+MONTH_YEAR = re.compile(rf"\b(?:{MONTHS})\.?,?\s+(?:\d{{1,2}}(?:st|nd|rd|th)?,?\s+)?(?:19|20)\d{{2}}\b", re.IGNORECASE)
+#: Common names of the store's companies, beyond the profile names the test reads from the store.
+VARIANTS = ("Google", "Facebook", "Exxon", "Lilly", "Nvidia", "Berkshire", "S&P 500", "Meta", "Amazon.com")
+TWO_DECIMALS = re.compile(r"(?<![\d.])\d{1,3}(?:,\d{3})*\.\d{2}(?![\d%])")
+PRICE_COLS = ("open", "high", "low", "close")
+
+
+def _word(name: str, flags=0) -> re.Pattern:
+    return re.compile(rf"(?<![A-Za-z0-9]){re.escape(name)}(?![A-Za-z0-9])", flags)
+
+
+def _table(section: str) -> pd.DataFrame:
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in section.split("\n")
+            if line.startswith("|") and not line.startswith("|---")]
+    return pd.DataFrame(rows[1:], columns=rows[0])
+
+
+def _random_days(store, n, seed):
+    rng = np.random.default_rng(seed)
+    for _ in range(n):
+        ticker = TICKERS[rng.integers(len(TICKERS))]
+        days = store.trading_days(ticker, "2023-03-01", "2025-10-31")
+        yield ticker, days[rng.integers(len(days))], int(rng.integers(1 << 30))
+
+
+@pytest.mark.parametrize("chunk", range(5))
+def test_no_name_date_or_price_level_survives(store, chunk):
+    """The property over 100 random ticker-days (20 per chunk) with random modality subsets."""
+    names = [_word(n, re.IGNORECASE) for n in (*store.table("profiles")["name"], *VARIANTS)]
+    symbols = [_word(t) for t in TICKERS]
+    for ticker, day, seed in _random_days(store, 20, 100 + chunk):
+        plain = build_context(store, ticker, day, seed=seed)
+        anon = anonymize(plain, Pseudonyms(ticker, seed=seed))
+        where = f"{ticker} {day:%Y-%m-%d} seed {seed}"
+        for text in (anon.text, anon.prompt):
+            assert not [s.pattern for s in symbols if s.search(text)], where
+            assert not [n.pattern for n in names if n.search(text)], where
+            assert not ISO.search(text), f"{where}: {ISO.search(text).group(0)}"
+            assert not MONTH_YEAR.search(text), f"{where}: {MONTH_YEAR.search(text).group(0)}"
+        # price levels: the first session shown closes at 100; every real level is gone, rebased ones explained
+        hist = pd.DataFrame(plain.history)
+        market = "market" in plain.sections and plain.sections["market"].startswith("Last close")
+        first = pd.Timestamp(_table(plain.sections["market"])["date"].iloc[0]) if market else day
+        factor = 100 / hist.loc[hist["date"] == first, "close"].iloc[0]
+        shown = hist[(hist["date"] >= first) & (hist["date"] <= day)]
+        real_values = [v for c in PRICE_COLS for v in shown[c]]
+        real_values += [float(p.replace(",", "")) for p in re.findall(r"shares at ([\d,.]+\d)", plain.text)]
+        real = {f"{v:,.2f}" for v in real_values}
+        rebased = {f"{v * factor:,.2f}" for v in real_values}
+        if market:  # every rebased cell of the market table is explained: price columns and volume
+            table = _table(plain.sections["market"]).drop(columns=["date", "rsi_14"])
+            numbers = table.apply(lambda col: col.str.replace(",", "").astype(float))
+            volume = numbers.pop("volume")
+            header = re.findall(r"(?:Last close|200-day SMA) ([\d,.]+\d)", plain.sections["market"])
+            rebased |= {f"{float(v.replace(',', '')) * factor:,.2f}" for v in header}
+            rebased |= {f"{v * factor:,.2f}" for v in numbers.to_numpy().ravel()}
+            rebased |= {f"{v * 100 / volume.iloc[0]:,.2f}" for v in volume}
+        leaked = set(TWO_DECIMALS.findall(anon.text)) - rebased
+        assert not leaked & real, f"{where}: real price levels {sorted(leaked & real)}"
+        np.testing.assert_array_equal(anon.features, plain.features)
+        if market:  # returns unchanged: the rebased closes move as the real ones
+            a, p = _table(anon.sections["market"]), _table(plain.sections["market"])
+            closes = [t["close"].str.replace(",", "").astype(float) for t in (a, p)]
+            np.testing.assert_allclose(closes[0].pct_change()[1:], closes[1].pct_change()[1:], atol=3e-4)
+            assert abs(closes[0].iloc[0] - 100) < 1e-9
+            assert re.findall(r"change ([-+\d.]+%)", anon.text) == re.findall(r"change ([-+\d.]+%)", plain.text)
+
+
+def test_hand_checked_day(store):
+    """AAPL at the 2024-09-10 close: every number below is worked out by hand from the plain context."""
+    plain = build_context(store, "AAPL", "2024-09-10")
+    pseudonyms = Pseudonyms("AAPL", seed=3)
+    anon = anonymize(plain, pseudonyms)
+    assert "| 2024-08-20 | 225.77 | 227.17 | 225.45 | 226.51 |" in plain.text  # first session shown
+    assert "| D-21 | 99.67 | 100.29 | 99.53 | 100.00 |" in anon.text  # 225.77 / 226.51 * 100 = 99.67
+    assert "Last close 97.17;" in anon.text  # 220.11 / 226.51 * 100
+    assert "5-day change -1.19%; 15-day change -2.56%" in anon.text
+    # statements: first amount (quarterly revenue 85.78B) = 100; EPS with the prices (6.13 * 100 / 226.51)
+    assert "Revenue 100.00; Gross profit 46.26;" in anon.text  # 39.68 / 85.78
+    assert "Diluted EPS 2.71." in anon.text
+    assert "EPS 0.62 vs estimate 0.59 (surprise 4.30%)" in anon.text  # 1.40 and 1.34 rebased
+    assert "2 sales (1.36M USD)" in anon.text  # 3.08M * 100 / 226.51
+    assert "D-22 Insider 1 (Principal Accounting Officer): code S, 8,706 shares at 99.33" in anon.text
+    assert "CPI index: [level withheld] (as of D-71)" in anon.text
+    assert "Company A (TKR-A): Technology / Consumer Electronics." in anon.text
+    assert "iPhone" not in anon.text and "Product A1 16" not in anon.text  # a model number would date the text
+    assert "according to CEO Executive A1" in anon.text  # Tim Cook
+    assert anon.prompt.startswith("Write an investment thesis for TKR-A as of the close of D,")
+    assert "`news D-3`" in anon.prompt and "2024-06-10" not in anon.prompt
+    assert pseudonyms.mapping["Apple"] == "Company A" and pseudonyms.mapping["AAPL"] == "TKR-A"
+    assert pseudonyms.mapping["KONDO CHRIS"] == "Insider 1"
+    assert anon.date == plain.date and anon.ticker == "TKR-A"
+    # the agent-facing frames carry no date, URL or price level either
+    assert anon.history["date"].iloc[-1] == 0 and anon.history["close"].iloc[-1] == pytest.approx(97.1745, abs=1e-3)
+    assert "url" not in anon.news and not any(pd.api.types.is_datetime64_any_dtype(anon.news[c]) for c in anon.news)
+
+
+def test_headline_numbers_dates_and_index_levels():
+    rebase = Rebase(pd.Timestamp("2024-09-10"), price=0.5, volume=1.0, amounts=1.0, last_close=200.0,
+                    levels=(201.25,))
+    text = ("- [2024-09-06] S&P 500 closes at 5,432.10 as Dow jumps 40,000; Nvidia shares hit $201.25 on Sept. 6, 2024, "
+            "sales to grow in 2024 and FY2025; $14.4 billion fine; 250 points; March 2023 low of 201.25; "
+            "Russell 2000 flat")
+    out = anonymize_text(text, Pseudonyms("AAPL", seed=0), rebase)
+    assert out.startswith("- [D-4] Index ")
+    assert "closes at [level] as Dow jumps [level];" in out
+    assert "shares hit $100.62 on [date]," in out  # a share price: rebased (201.25 * 0.5)
+    assert "to grow in [year] and FY[year];" in out
+    assert "$14.4 billion fine; 250 points; [date] low of 100.62; Russell 2000 flat" in out
+    assert "Nvidia" not in out and re.search(r"Company [B-Z] shares", out)
+
+
+def test_pseudonyms_are_consistent_within_an_episode_and_drawn_per_episode(store):
+    a, b = Pseudonyms("MSFT", seed=1), Pseudonyms("MSFT", seed=2)
+    assert a.letters["MSFT"] == b.letters["MSFT"] == "A"
+    assert a.letters != b.letters  # another episode, another lettering of the other companies
+    first = anonymize(build_context(store, "MSFT", "2024-07-01"), a)
+    second = anonymize(build_context(store, "MSFT", "2024-07-02"), a)
+    nvda = f"Company {a.letters['NVDA']}"
+    assert first.ticker == second.ticker == "TKR-A" and a.mapping.get("Nvidia", nvda) == nvda
+    assert Pseudonyms("MSFT", seed=1).letters == a.letters
+
+
+def test_alias_table_is_checked(tmp_path):
+    table = load_aliases()
+    assert set(table["ticker"]) == set(TICKERS) and set(table.loc[table["kind"] == "ticker", "alias"]) >= set(TICKERS)
+    bad = tmp_path / "aliases.csv"
+    bad.write_text("ticker,alias,kind\nAAPL,Apple,company\nMSFT,apple,company\n")
+    with pytest.raises(ValueError, match="aliases naming two tickers"):
+        load_aliases(bad)
+    bad.write_text("ticker,alias,kind\nAAPL,Apple,brand\n")
+    with pytest.raises(ValueError, match=r"row 2 \(AAPL,Apple,brand\)"):
+        load_aliases(bad)
