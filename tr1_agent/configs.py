@@ -26,6 +26,12 @@ class DatasetConfig:
     eval_start: str = field(default="2024-06-01", metadata={
         "help": "first day of the held-out replay window, which a training window may not overlap"})
     eval_end: str = field(default="2024-08-31", metadata={"help": "last day of the held-out replay window"})
+    eval_windows: tuple[str, ...] = field(default=(), metadata={
+        "help": "more evaluation windows as START:END (e.g. a walk-forward protocol's test windows); the training "
+                "window may overlap none of them"})
+    anonymize: bool = field(default=False, metadata={
+        "help": "anonymized contexts (pseudonyms, relative dates, rebased prices; tr1_env.anonymize), fresh "
+                "pseudonyms per row, kept in the row's pseudonyms column"})
     variants: int = field(default=4, metadata={
         "help": "distinct random modality subsets per ticker-day (the paper builds about 20)"})
     max_days: int | None = field(default=None, metadata={

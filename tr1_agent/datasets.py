@@ -2,12 +2,14 @@
 
 One row per (ticker, day, modality subset): ``prompt`` (system + user messages), ``label`` (the
 action name), ``context`` (the data text quotes are checked against), ``sections`` (its body per
-modality, in ``modalities`` order), ``ticker``, ``date``, ``modalities``, ``missing``, ``variant``.
-SFT rows add ``completion`` (one assistant message).
+modality, in ``modalities`` order), ``ticker``, ``date``, ``modalities``, ``missing``, ``variant`` (and
+``pseudonyms``, JSON, when anonymized: ``ticker`` and ``date`` stay real for bookkeeping; the prompt and
+context carry neither). SFT rows add ``completion`` (one assistant message).
 
 Leakage is ruled out by construction: a training window may not overlap the held-out replay
-window, label thresholds are fitted on the training window, and labels read no price after the
-window's end (so its last ~15 sessions, whose one-week target lies beyond it, have no label).
+window nor any other evaluation window passed to it (``eval_windows``), label thresholds are
+fitted on the training window, and labels read no price after the window's end (so its last ~15
+sessions, whose one-week target lies beyond it, have no label).
 """
 
 from __future__ import annotations
@@ -24,23 +26,36 @@ from datasets import Dataset, load_from_disk
 from tqdm.auto import tqdm
 
 from tr1_agent.configs import DatasetConfig
+from tr1_env.anonymize import Pseudonyms, anonymize
 from tr1_env.context import ContextConfig, build_context, sample_modalities
 from tr1_env.data.store import Store
 from tr1_env.labels import label_name, make_labels
 from tr1_env.prompt import SYSTEM_PROMPT
 
-__all__ = ["build_prompts", "check_windows", "day_keys", "load", "messages", "save", "split_days", "with_completions"]
+__all__ = ["build_prompts", "check_windows", "day_keys", "eval_windows", "load", "messages", "save", "split_days",
+           "with_completions"]
+
+
+def eval_windows(cfg: DatasetConfig) -> list[tuple[str, str]]:
+    """The held-out replay window and every ``--data-eval-windows START:END``."""
+    out = [(cfg.eval_start, cfg.eval_end)]
+    for window in cfg.eval_windows:
+        start, sep, end = window.partition(":")
+        if not sep or not start or not end:
+            raise ValueError(f"evaluation window {window!r}: expected START:END (YYYY-MM-DD:YYYY-MM-DD)")
+        out.append((start, end))
+    return out
 
 
 def check_windows(cfg: DatasetConfig) -> None:
-    """Refuse a training window that is empty or overlaps the held-out replay window."""
+    """Refuse a training window that is empty or overlaps any evaluation window."""
     start, end = pd.Timestamp(cfg.start), pd.Timestamp(cfg.end)
-    eval_start, eval_end = pd.Timestamp(cfg.eval_start), pd.Timestamp(cfg.eval_end)
     if start > end:
         raise ValueError(f"training window {cfg.start}..{cfg.end} is empty")
-    if start <= eval_end and end >= eval_start:
-        raise ValueError(f"training window {cfg.start}..{cfg.end} overlaps the evaluation window "
-                         f"{cfg.eval_start}..{cfg.eval_end}; move the training window out of it")
+    for eval_start, eval_end in eval_windows(cfg):
+        if start <= pd.Timestamp(eval_end) and end >= pd.Timestamp(eval_start):
+            raise ValueError(f"training window {cfg.start}..{cfg.end} overlaps the evaluation window "
+                             f"{eval_start}..{eval_end}; move the training window out of it")
 
 
 def messages(user: str) -> list[dict[str, str]]:
@@ -87,10 +102,15 @@ def build_prompts(cfg: DatasetConfig, store: Store | None = None) -> Dataset:
         rng = np.random.default_rng([cfg.seed, zlib.crc32(ticker.encode()), day.toordinal()])
         for variant, modalities in enumerate(_subsets(rng, cfg.variants, cfg.modality_prob)):
             ctx = build_context(store, ticker, day, modalities=modalities, cfg=ctx_cfg)
+            extra = {}
+            if cfg.anonymize:  # each row is an episode: its own lettering, drawn from the row's seed
+                pseudonyms = Pseudonyms(ticker, seed=int(rng.integers(1 << 31)))
+                ctx = anonymize(ctx, pseudonyms)
+                extra = {"pseudonyms": json.dumps(pseudonyms.mapping)}
             rows.append({"prompt": messages(ctx.prompt), "label": label, "context": ctx.text,
-                         "sections": [ctx.sections[m] for m in ctx.modalities], "ticker": ctx.ticker,
+                         "sections": [ctx.sections[m] for m in ctx.modalities], "ticker": ticker,
                          "date": f"{day:%Y-%m-%d}", "modalities": list(ctx.modalities), "missing": list(ctx.missing),
-                         "variant": variant})
+                         "variant": variant, **extra})
     if not rows:
         raise ValueError(f"no labelled ticker-day in {cfg.start}..{cfg.end} for {list(cfg.tickers)}")
     return Dataset.from_list(rows)

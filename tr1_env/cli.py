@@ -51,6 +51,10 @@ def cmd_context(ns: argparse.Namespace) -> None:
 
     mods = tuple(m.strip() for m in ns.modalities.split(",")) if ns.modalities else None
     ctx = build_context(_store(ns.store), ns.ticker, ns.date, modalities=mods, seed=ns.seed)
+    if ns.anonymize:
+        from tr1_env.anonymize import Pseudonyms, anonymize
+
+        ctx = anonymize(ctx, Pseudonyms(ctx.ticker, seed=ns.seed))
     print(ctx.text if ns.context_only else ctx.prompt)
 
 
@@ -96,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     subset.add_argument("--modalities", help="comma list of market,news,fundamentals,sentiment,macro (default: all)")
     subset.add_argument("--seed", type=int, help="draw a random modality subset with this seed instead")
     context.add_argument("--context-only", action="store_true", help="print the context without instructions")
+    context.add_argument("--anonymize", action="store_true", help="pseudonyms for names, dates relative to the "
+                         "decision day, price levels rebased (first session shown = 100)")
     context.set_defaults(func=cmd_context)
 
     score = sub.add_parser("score", help="score a thesis: JSON with each reward term")

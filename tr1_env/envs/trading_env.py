@@ -20,6 +20,7 @@ from gymnasium import spaces
 from stockstats import wrap
 
 from tr1_env.actions import DEFAULT_WEIGHTS, Action
+from tr1_env.anonymize import Pseudonyms, Rebase, anonymize_text
 from tr1_env.backtest import describe_trading_reward, trading_reward
 from tr1_env.data.clock import NY
 from tr1_env.data.schema import canonical_ticker
@@ -108,14 +109,17 @@ class TradingEnv(gym.Env):
     Actions are target positions, not trades: ``hold`` means flat (0), as in InvestorBench. A
     decision is taken at each session's close except the last (its return would need a price after
     ``end``). ``equity`` compounds the reward, so ln(final / initial equity) is the sum of rewards
-    (InvestorBench's cumulative return).
+    (InvestorBench's cumulative return). ``anonymize=True`` (text observations) passes each prompt through
+    :func:`tr1_env.anonymize.anonymize_text`: pseudonyms fixed per episode (``info["pseudonyms"]``), dates
+    relative to the session, closes rebased so the first row shown is 100.
     """
 
     metadata = {"render_modes": []}
 
     def __init__(self, store: Store | None = None, ticker: str = "MSFT", start="2020-10-01", end="2021-05-28",
                  obs_mode: str = "numeric", action_mode: str = "sell_hold_buy", cost_bps: float = 10.0,
-                 window: int = 10, news_items: int = 5, initial_equity: float = 1.0, max_length: int = 20_000):
+                 window: int = 10, news_items: int = 5, initial_equity: float = 1.0, max_length: int = 20_000,
+                 anonymize: bool = False):
         if obs_mode not in ("numeric", "text"):
             raise ValueError(f"obs_mode must be 'numeric' or 'text', got {obs_mode!r}")
         if action_mode not in ACTION_MODES:
@@ -124,6 +128,8 @@ class TradingEnv(gym.Env):
         self.ticker = canonical_ticker(ticker)
         self.obs_mode, self.action_mode = obs_mode, action_mode
         self.cost_bps, self.window, self.news_items, self.initial_equity = cost_bps, window, news_items, initial_equity
+        self.anonymize = anonymize
+        self.pseudonyms: Pseudonyms | None = None
         #: Features of every session up to ``end``, from the prices knowable at ``end``'s close.
         self.features = market_features(self.store.asof(ticker, end).prices)
         self._first = int(self.features.index.searchsorted(pd.Timestamp(start)))
@@ -161,6 +167,8 @@ class TradingEnv(gym.Env):
         self._t = t
         self.position = float(options.get("position", 0.0))
         self.equity = self.initial_equity
+        if self.anonymize:
+            self.pseudonyms = Pseudonyms(self.ticker, seed=int(self.np_random.integers(1 << 31)))
         return self._observation(), self._info(log_return=0.0, cost=0.0)
 
     def observation_at(self, date, position: float = 0.0) -> np.ndarray | str:
@@ -188,8 +196,11 @@ class TradingEnv(gym.Env):
         return self._observation(), reward, False, truncated, self._info(log_return, cost)
 
     def _info(self, log_return: float, cost: float) -> dict[str, Any]:
-        return {"date": self._dates[self._t], "position": self.position, "equity": self.equity,
+        info = {"date": self._dates[self._t], "position": self.position, "equity": self.equity,
                 "cash": self.equity * (1 - self.position), "log_return": log_return, "cost": cost}
+        if self.pseudonyms is not None:
+            info["pseudonyms"] = dict(self.pseudonyms.mapping)
+        return info
 
     def _session(self, date) -> int:
         day = pd.Timestamp(date).normalize()
@@ -225,7 +236,13 @@ class TradingEnv(gym.Env):
         lines = [f"  - [{r.published_at.tz_convert(NY):%Y-%m-%d}] {r.title}" for r in news.itertuples(index=False)]
         names = ", ".join(self.action_names)
         mapping = ", ".join(f"{n} = {w:g}" for n, w in zip(self.action_names, self.targets, strict=True))
-        return TASK.format(ticker=self.ticker, mapping=mapping, reward=describe_trading_reward(self.cost_bps),
+        text = TASK.format(ticker=self.ticker, mapping=mapping, reward=describe_trading_reward(self.cost_bps),
                            names=names, date=day, session=t + 1, n_sessions=len(self.days), equity=self.equity,
                            cash=self.equity * (1 - position), position=position, window=len(recent),
                            table="\n".join(rows), news="\n".join(lines) or "  (none available)")
+        if not self.anonymize:
+            return text
+        if self.pseudonyms is None:
+            self.pseudonyms = Pseudonyms(self.ticker, seed=0)
+        bars = pd.DataFrame({"date": recent.index, "close": recent["close"].to_numpy()})
+        return anonymize_text(text, self.pseudonyms, Rebase.from_history(bars, day, recent.index[0]))
