@@ -59,6 +59,18 @@ class RunConfig:
     alpha: float = field(default=0.05, metadata={
         "help": "significance level of the Sharpe-vs-buy-and-hold test; the CI is the (1 - alpha) interval"})
     seed: int = field(default=0, metadata={"help": "seed of the random baseline, SB3 training and the bootstrap"})
+    anonymize: bool = field(default=False, metadata={
+        "help": "LLM agents read anonymized contexts (pseudonyms, relative dates, rebased prices: tr1_env.anonymize); "
+                "their rows are labelled NAME+anon"})
+    memorisation: bool = field(default=False, metadata={
+        "help": "replay each LLM agent both plain and anonymized over the same days; memorisation.csv and summary.md "
+                "give the paired Sharpe differences and the pre- vs post-cutoff gap, with bootstrap CIs"})
+    cutoff: tuple[str, ...] = field(default=(), metadata={
+        "help": "training cutoffs the shipped table (tr1_env/data/model_cutoffs.csv) lacks: YYYY-MM-DD for every "
+                "such model, MODEL=YYYY-MM-DD for one (also overrides the table)"})
+    post_cutoff: bool = field(default=False, metadata={
+        "help": "move the replay window after the latest training cutoff of the run's LLMs (same length, cut at the "
+                "data end); refuses, naming the data end, when no data follows it"})
     tearsheets: bool = field(default=True, metadata={"help": "write a quantstats HTML tearsheet per agent and ticker"})
     store: str | None = field(default=None, metadata={"help": "TR1 store folder (default: the embedded snapshot)"})
     out: str = field(default="runs/default", metadata={"help": "output folder; rerunning into it resumes"})

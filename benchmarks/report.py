@@ -19,11 +19,14 @@ from tqdm.auto import tqdm
 from benchmarks.config import RunConfig
 from tr1_env.actions import Action
 from tr1_env.backtest import holding_returns
+from tr1_env.cutoffs import Cutoff
 from tr1_env.metrics import (annual_volatility, cumulative_return, hit_rate, investorbench, max_drawdown,
-                             quantstats_stats, sharpe, sharpe_ci, sharpe_diff_test)
+                             quantstats_stats, sharpe, sharpe_ci, sharpe_diff_ci, sharpe_diff_test)
 
 COLUMNS = ["agent", "ticker", "cr", "sharpe", "sharpe_lo", "sharpe_hi", "hit_rate", "mdd", "av", "n_days"]
 BENCHMARK = "buy_and_hold"
+ANON = "+anon"  # label suffix of an LLM agent replayed on anonymized contexts
+MEMO_COLUMNS = ["agent", "ticker", "comparison", "statistic", "a", "b", "diff", "lo", "hi", "n_a", "n_b", "agreement"]
 
 #: An agent's results per ticker: (daily accounting from tr1_env.backtest, decisions by date).
 Results = dict[str, dict[str, tuple[pd.DataFrame, pd.DataFrame]]]
@@ -201,16 +204,109 @@ def write_tearsheets(results: Results, bench: dict[str, pd.DataFrame], cfg: RunC
     return failed
 
 
+def flag_contamination(summary: pd.DataFrame, results: Results, cutoffs: dict[str, Cutoff]) -> pd.DataFrame:
+    """Every LLM row gets its model's cutoff, how it is known, and the share of its decision days up to it."""
+    summary = summary.copy()
+    rows = [cutoffs.get(a) for a in summary["agent"]]
+    summary["cutoff"] = [f"{c.date:%Y-%m-%d}" if c and c.date is not None else ("unknown" if c else "") for c in rows]
+    summary["cutoff_basis"] = [c.basis if c else "" for c in rows]
+    summary["pre_cutoff_share"] = [c.share_before(results[a][t][1].index) if c else np.nan
+                                   for c, a, t in zip(rows, summary["agent"], summary["ticker"])]
+    return summary
+
+
+def _pooled(series: list[pd.Series]) -> pd.Series:
+    """An equal-weight portfolio of the tickers' daily returns (days all of them traded)."""
+    return pd.concat(series, axis=1, join="inner").mean(axis=1)
+
+
+def memorisation(results: Results, bench: dict[str, pd.DataFrame], cutoffs: dict[str, Cutoff],
+                 cfg: RunConfig) -> pd.DataFrame:
+    """What the model may be remembering, per LLM and ticker (and ``all``: the equal-weight portfolio).
+
+    ``anonymized - plain``: Sharpe on anonymized contexts minus Sharpe on the plain ones, same days, paired
+    bootstrap CI, and the share of decisions that agree. ``pre - post cutoff``: the information ratio against
+    buy-and-hold on the days up to the model's cutoff minus after it (independent bootstrap CIs).
+    """
+    level, rows = 1 - cfg.alpha, []
+    boot = dict(n_boot=cfg.bootstrap, level=level, mean_block=cfg.block, seed=cfg.seed)
+    for plain in [a for a in cutoffs if not a.endswith(ANON) and a + ANON in results]:
+        anon = plain + ANON
+        tickers = [t for t in results[plain] if t in results[anon]]
+        for t in [*tickers, "all"]:
+            pick = (lambda a: results[a][t][0]["return"]) if t != "all" else (
+                lambda a: _pooled([results[a][u][0]["return"] for u in tickers]))
+            a, b = pick(anon).align(pick(plain), join="inner")
+            decided = [(results[anon][u][1]["action"].align(results[plain][u][1]["action"], join="inner"))
+                       for u in (tickers if t == "all" else [t])]
+            same = np.concatenate([(x == y).to_numpy() for x, y in decided])
+            diff, lo, hi = sharpe_diff_ci(a, b, cfg.risk_free, paired=True, **boot)
+            rows.append([plain, t, "anonymized - plain", "Sharpe", sharpe(a, cfg.risk_free), sharpe(b, cfg.risk_free),
+                         diff, lo, hi, len(a), len(b), float(same.mean()) if len(same) else np.nan])
+    for agent, cutoff in cutoffs.items():
+        if cutoff.date is None:
+            continue
+        tickers = list(results[agent])
+        for t in [*tickers, "all"]:
+            r = results[agent][t][0]["return"] if t != "all" else _pooled([results[agent][u][0]["return"] for u in tickers])
+            m = bench[t]["return"] if t != "all" else _pooled([bench[u]["return"] for u in tickers])
+            active = (r - m.reindex(r.index)).dropna()
+            pre, post = active[active.index <= cutoff.date], active[active.index > cutoff.date]
+            if len(pre) < 2 or len(post) < 2:
+                continue
+            diff, lo, hi = sharpe_diff_ci(pre, post, 0.0, paired=False, **boot)
+            rows.append([agent, t, "pre - post cutoff", f"information ratio vs {BENCHMARK}", sharpe(pre, 0.0),
+                         sharpe(post, 0.0), diff, lo, hi, len(pre), len(post), np.nan])
+    return pd.DataFrame(rows, columns=MEMO_COLUMNS)
+
+
+def contamination_markdown(summary: pd.DataFrame, memo: pd.DataFrame, cutoffs: dict[str, Cutoff],
+                           cfg: RunConfig) -> str:
+    """The contamination section of summary.md: each LLM's cutoff and flag, then the memorisation checks."""
+    level = round(100 * (1 - cfg.alpha))
+    rows = []
+    for agent, c in cutoffs.items():
+        share = summary.loc[summary["agent"] == agent, "pre_cutoff_share"]
+        rows.append([agent, "unknown (pass --cutoff)" if c.date is None else f"{c.date:%Y-%m-%d}", c.basis,
+                     _pct(share.mean()) if len(share) else "n/a", c.source])
+    parts = ["## Contamination: training cutoffs",
+             _table(["Agent", "Cutoff", "Basis", "Decision days up to the cutoff %", "Source"], rows),
+             "A model may have read how the market moved on any decision day up to its cutoff; a release date is only "
+             "an upper bound of the cutoff. `--post-cutoff` moves the window after the latest cutoff, `--memorisation` "
+             "replays each LLM on anonymized contexts too."]
+    if len(memo):
+        fmt = [[r.agent, r.ticker, r.comparison, r.statistic, _num(r.a), _num(r.b),
+                f"{_num(r.diff)} [{_num(r.lo)}, {_num(r.hi)}]", f"{r.n_a}/{r.n_b}",
+                _pct(r.agreement) if np.isfinite(r.agreement) else ""] for r in memo.itertuples(index=False)]
+        parts += [f"## Memorisation checks (difference with {level}% bootstrap CI)",
+                  _table(["Agent", "Ticker", "Comparison", "Statistic", "a", "b", "a - b [CI]", "days a/b",
+                          "same decision %"], fmt),
+                  "anonymized - plain: the same days, so a CI away from 0 means the names, dates or price levels "
+                  "changed the model's calls (a gain from the plain context is consistent with memory). "
+                  "pre - post cutoff: information ratio against buy-and-hold before and after the cutoff."]
+    return "\n\n".join(parts) + "\n"
+
+
 def write_reports(results: Results, bench: dict[str, pd.DataFrame], cfg: RunConfig, out: Path, coverage: dict,
-                  skipped: dict[str, str]) -> pd.DataFrame:
-    """summary.csv, summary.md, plots/ and tearsheets/ under ``out``; returns the summary table."""
+                  skipped: dict[str, str], cutoffs: dict[str, Cutoff] | None = None) -> pd.DataFrame:
+    """summary.csv, summary.md, plots/ and tearsheets/ under ``out`` (and memorisation.csv when an LLM ran);
+    returns the summary table. ``cutoffs``: the training cutoff of each LLM row."""
     _pyplot()  # before quantstats imports pyplot
+    cutoffs = cutoffs or {}
     rows = [summarize(a, t, frame, decisions, bench[t], cfg)
             for a, per in tqdm(results.items(), desc="metrics", unit="agent") for t, (frame, decisions) in per.items()]
     summary = pd.DataFrame(rows, columns=None if rows else COLUMNS)
+    if rows:
+        summary = flag_contamination(summary, results, cutoffs)
     summary.to_csv(out / "summary.csv", index=False, float_format="%.6g")
+    memo = memorisation(results, bench, cutoffs, cfg) if cutoffs else pd.DataFrame(columns=MEMO_COLUMNS)
+    if cutoffs:
+        memo.to_csv(out / "memorisation.csv", index=False, float_format="%.6g")
     plot_equity(results, bench, out / "plots")
     failed = write_tearsheets(results, bench, cfg, out / "tearsheets") if cfg.tearsheets else []
     notes = {**skipped, **({"tearsheets": "quantstats failed on " + "; ".join(failed)} if failed else {})}
-    (out / "summary.md").write_text(markdown(summary, cfg, coverage, notes) if rows else "No agent was replayed.\n")
+    text = markdown(summary, cfg, coverage, notes) if rows else "No agent was replayed.\n"
+    if rows and cutoffs:
+        text += "\n" + contamination_markdown(summary, memo, cutoffs, cfg)
+    (out / "summary.md").write_text(text)
     return summary

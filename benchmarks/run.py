@@ -34,7 +34,9 @@ from tr1_env.actions import Action
 from tr1_env.agents import Agent, Observation, load_agent
 from tr1_env.backtest import backtest, buy_and_hold, decision_days
 from tr1_env.cli_args import add_dataclass_args, from_args
+from tr1_env.anonymize import Pseudonyms, anonymize
 from tr1_env.context import ContextConfig, build_context
+from tr1_env.cutoffs import Cutoff, latest, model_cutoff, parse_overrides, post_cutoff_window
 from tr1_env.data.store import Store
 from tr1_env.files import jsonable
 
@@ -52,6 +54,8 @@ class AgentSpec:
     llm: bool
     settings: dict
     unavailable: str | None = None  # why it cannot run here (a missing API key): skipped with this message
+    model: str | None = None  # the LLM's spec, whose training cutoff the reports flag
+    anonymize: bool = False  # reads anonymized contexts (tr1_env.anonymize)
 
 
 def _plugin_names() -> set[str]:
@@ -60,18 +64,23 @@ def _plugin_names() -> set[str]:
     return {ep.name for ep in entry_points(group="tr1.agents")}
 
 
-def _llm_spec(spec: str, cfg: RunConfig) -> AgentSpec:
-    """smollm2 / hf: / vllm: run locally; flag: loads a checkpoint; any other name is an OpenAI-compatible model."""
+def _llm_spec(spec: str, cfg: RunConfig, anonymized: bool = False) -> AgentSpec:
+    """smollm2 / hf: / vllm: run locally; flag: loads a checkpoint; any other name is an OpenAI-compatible model.
+
+    ``anonymized``: the agent reads anonymized contexts (a FLAG-TRADER checkpoint, its anonymized env prompt).
+    """
     prefix = spec.partition(":")[0]
+    label = f"{spec}+anon" if anonymized else spec
     if prefix in MODEL_CLASSES:  # load_agent names the missing module if this install lacks it
         path = spec.partition(":")[2]
 
         def build_checkpoint() -> Agent:
             if not Path(path).exists():
                 raise SystemExit(f"--model {spec}: no checkpoint at {path!r}")
-            return load_agent(MODEL_CLASSES[prefix], path=path)
+            return load_agent(MODEL_CLASSES[prefix], path=path, anonymize=anonymized)
 
-        return AgentSpec(spec, build_checkpoint, True, {"class": MODEL_CLASSES[prefix], "path": path})
+        settings = {"class": MODEL_CLASSES[prefix], "path": path, **({"anonymize": True} if anonymized else {})}
+        return AgentSpec(label, build_checkpoint, True, settings, model=spec)
     unavailable = None
     if spec == "smollm2" or spec.startswith("hf:"):
         kwargs = {"max_new_tokens": cfg.local_max_new_tokens, "batch_size": cfg.llm_batch_size,
@@ -88,7 +97,8 @@ def _llm_spec(spec: str, cfg: RunConfig) -> AgentSpec:
 
         return make_llm_agent(spec, **kwargs)
 
-    return AgentSpec(spec, build, True, {"spec": spec, **kwargs}, unavailable)
+    settings = {"spec": spec, **kwargs, **({"anonymize": True} if anonymized else {})}
+    return AgentSpec(label, build, True, settings, unavailable, spec, anonymized)
 
 
 def resolve_agents(cfg: RunConfig) -> list[AgentSpec]:
@@ -104,22 +114,32 @@ def resolve_agents(cfg: RunConfig) -> list[AgentSpec]:
         elif name in plugins or (":" in name and not name.startswith((*LOCAL_LLM_PREFIXES, *MODEL_CLASSES))):
             label = name.rpartition(":")[2] if ":" in name else name
             specs.append(AgentSpec(label, lambda n=name: load_agent(n), False, {"plugin": name}))
-        else:
-            specs.append(_llm_spec(name, cfg))
+        else:  # an LLM: plain, anonymized, or both (--memorisation)
+            variants = (False, True) if cfg.memorisation else (cfg.anonymize,)
+            specs += [_llm_spec(name, cfg, anonymized) for anonymized in variants]
     return specs
 
 
 class Observations:
-    """Each ticker-day's observation built once per context budget and shared by every agent of the run."""
+    """Each ticker-day's observation built once per context budget and shared by every agent of the run.
 
-    def __init__(self, store: Store):
-        self.store = store
-        self._cache: dict[tuple[str, pd.Timestamp, int], Observation] = {}
+    Anonymized observations use one :class:`~tr1_env.anonymize.Pseudonyms` per ticker (the ticker's
+    replay is the episode), seeded by the run's seed, so every anonymized agent reads the same names.
+    """
 
-    def get(self, ticker: str, day: pd.Timestamp, max_chars: int, position: float) -> Observation:
-        key = (ticker, day, max_chars)
+    def __init__(self, store: Store, seed: int = 0):
+        self.store, self.seed = store, seed
+        self._cache: dict[tuple[str, pd.Timestamp, int, bool], Observation] = {}
+        self.pseudonyms: dict[str, Pseudonyms] = {}
+
+    def get(self, ticker: str, day: pd.Timestamp, max_chars: int, position: float,
+            anonymized: bool = False) -> Observation:
+        key = (ticker, day, max_chars, anonymized)
         if key not in self._cache:
             context = build_context(self.store, ticker, day, cfg=ContextConfig(max_chars=max_chars))
+            if anonymized:
+                names = self.pseudonyms.setdefault(ticker, Pseudonyms(ticker, seed=self.seed))
+                context = anonymize(context, names)
             self._cache[key] = context.observation()
         return dataclasses.replace(self._cache[key], position=position)
 
@@ -169,7 +189,7 @@ def replay(spec: AgentSpec, cfg: RunConfig, store: Store, days: dict[str, pd.Dat
     records: dict[str, list[dict]] = {t: [] for t in todo}
     for day in tqdm(sorted(set().union(*schedule.values())), desc=f"replay {spec.label}", unit="day"):
         batch = [t for t in todo if day in schedule[t]]
-        decisions = agent.act([observations.get(t, day, max_chars, position[t]) for t in batch])
+        decisions = agent.act([observations.get(t, day, max_chars, position[t], spec.anonymize) for t in batch])
         if len(decisions) != len(batch):
             raise RuntimeError(f"{spec.label} returned {len(decisions)} decisions for {len(batch)} observations")
         for t, d in zip(batch, decisions):
@@ -196,6 +216,28 @@ def coverage(store: Store, tickers: tuple[str, ...], days: dict[str, pd.Datetime
     return out
 
 
+def cutoffs(specs: list[AgentSpec], cfg: RunConfig) -> dict[str, Cutoff]:
+    """The training cutoff of every LLM row: the shipped table, a base model's, or ``--cutoff``."""
+    per_model, default = parse_overrides(cfg.cutoff)
+    out = {}
+    for spec in specs:
+        if spec.model is not None:
+            found = model_cutoff(spec.model, per_model.get(spec.model))
+            out[spec.label] = found if found.date is not None or default is None else model_cutoff(spec.model, default)
+    return out
+
+
+def post_cutoff(cfg: RunConfig, store: Store, found: dict[str, Cutoff]) -> RunConfig:
+    """``--post-cutoff``: the same window length, starting after the latest cutoff of the run's LLMs."""
+    try:
+        last = latest(found.values())
+        data_end = min(store.trading_days(t)[-1] for t in cfg.tickers)
+        start, end = post_cutoff_window(cfg.start, cfg.end, last, data_end)
+    except ValueError as exc:
+        raise SystemExit(f"--post-cutoff: {exc}") from None
+    return dataclasses.replace(cfg, start=f"{start:%Y-%m-%d}", end=f"{end:%Y-%m-%d}")
+
+
 def run(cfg: RunConfig) -> pd.DataFrame:
     """The whole benchmark; returns the summary table (also written under ``cfg.out``)."""
     t0 = time.time()
@@ -203,6 +245,13 @@ def run(cfg: RunConfig) -> pd.DataFrame:
     out.mkdir(parents=True, exist_ok=True)
     cfg.weight_map()
     store = Store(cfg.store)
+    specs = resolve_agents(cfg)
+    try:
+        found = cutoffs(specs, cfg)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    if cfg.post_cutoff:
+        cfg = post_cutoff(cfg, store, found)
     days = {t: store.trading_days(t, cfg.start, cfg.end) for t in cfg.tickers}
     short = [t for t, d in days.items() if len(d) < 2]
     if short:
@@ -211,14 +260,14 @@ def run(cfg: RunConfig) -> pd.DataFrame:
     dividends = {t: store.dividends(t) if cfg.total_return else None for t in cfg.tickers}  # on the closes' split basis
     meta = {"config": dataclasses.asdict(cfg), "coverage": coverage(store, cfg.tickers, days, cfg.start, cfg.end),
             "returns": "total return (dividends at ex-date)" if cfg.total_return else "price return (no dividends)",
-            "skipped": {}}
+            "skipped": {}, "cutoffs": {label: dataclasses.asdict(c) for label, c in found.items()}}
     (out / "config.json").write_text(json.dumps(meta, indent=2, default=str))
 
-    observations = Observations(store)
+    observations = Observations(store, cfg.seed)
     bench = {t: buy_and_hold(closes[t], days[t], cfg.cost_bps, dividends[t]) for t in cfg.tickers}
     results: dict[str, dict[str, tuple[pd.DataFrame, pd.DataFrame]]] = {}
     (out / "returns").mkdir(exist_ok=True)
-    for spec in resolve_agents(cfg):
+    for spec in specs:
         if spec.unavailable:  # say why and go on with the other agents
             print(f"skipping {spec.label}: {spec.unavailable}", file=sys.stderr)
             meta["skipped"][spec.label] = spec.unavailable
@@ -230,7 +279,9 @@ def run(cfg: RunConfig) -> pd.DataFrame:
                              cfg.weight_map(), dividends[t])
             frame.to_csv(out / "returns" / f"{slug(spec.label)}__{t}.csv", date_format="%Y-%m-%d")
             results[spec.label][t] = (frame, decided[t])
-    summary = write_reports(results, bench, cfg, out, meta["coverage"], meta["skipped"])
+    meta["pseudonyms"] = {t: p.mapping for t, p in observations.pseudonyms.items()}
+    summary = write_reports(results, bench, cfg, out, meta["coverage"], meta["skipped"],
+                            {label: c for label, c in found.items() if label in results})
     meta["wall_time_s"] = round(time.time() - t0, 1)
     (out / "config.json").write_text(json.dumps(meta, indent=2, default=str))
     return summary

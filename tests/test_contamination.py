@@ -4,6 +4,7 @@ import json
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from tr1_agent.configs import DatasetConfig
@@ -11,6 +12,7 @@ from tr1_agent.datasets import build_prompts, check_windows
 from tr1_env.cli import main as tr1
 from tr1_env.envs.thesis_env import ThesisEnv
 from tr1_env.envs.trading_env import TradingEnv
+from tr1_env.metrics import sharpe, sharpe_diff_ci
 
 ISO = re.compile(r"\d{4}-\d{2}-\d{2}")
 
@@ -71,3 +73,64 @@ def test_cli_context_anonymize(capsys):
     assert out.startswith("Anonymized context:") and "Company A (TKR-A)" in out
     assert not ISO.search(out) and "Apple" not in out
     assert np.isclose(float(re.search(r"\| D-\d+ \| [\d.]+ \| [\d.]+ \| [\d.]+ \| ([\d.]+) \|", out).group(1)), 100)
+
+
+def test_harness_flags_cutoffs_and_reports_memorisation_offline(tiny_qwen3_path, tmp_path, monkeypatch, store):
+    """A random tiny Qwen3 on the transformers path, replayed plain and anonymized (the offline stand-in for a real LLM)."""
+    from benchmarks.run import RunConfig, run
+
+    monkeypatch.setenv("TR1_CACHE", str(tmp_path / "cache"))
+    spec = f"hf:{tiny_qwen3_path}"
+    cfg = RunConfig(agents=("buy_and_hold",), model=(spec,), memorisation=True, cutoff=("2024-11-15",),
+                    tickers=("AAPL", "MSFT"), start="2024-10-01", end="2024-12-31", llm_decision_every=5,
+                    local_max_new_tokens=4, llm_max_chars=600, bootstrap=100, tearsheets=False, out=str(tmp_path / "run"))
+    summary = run(cfg).set_index(["agent", "ticker"])
+    days = store.trading_days("AAPL", "2024-10-01", "2024-12-31")
+    decided = days[:-1][::5]
+    share = sum(d <= np.datetime64("2024-11-15") for d in decided) / len(decided)  # 7 of 13 decision days
+    for agent in (spec, spec + "+anon"):
+        row = summary.loc[(agent, "AAPL")]
+        assert (row["cutoff"], row["cutoff_basis"]) == ("2024-11-15", "--cutoff")
+        assert row["pre_cutoff_share"] == pytest.approx(share)
+    assert summary.loc[("buy_and_hold", "AAPL"), "cutoff_basis"] == ""  # only LLM rows carry the flag
+    memo = pd.read_csv(tmp_path / "run" / "memorisation.csv")
+    paired = memo[memo["comparison"] == "anonymized - plain"]
+    assert set(paired["ticker"]) == {"AAPL", "MSFT", "all"} and (paired["agent"] == spec).all()
+    assert paired["agreement"].between(0, 1).all() and (paired["n_a"] == paired["n_b"]).all()
+    split = memo[memo["comparison"] == "pre - post cutoff"]
+    assert set(split["agent"]) == {spec, spec + "+anon"} and set(split["ticker"]) == {"AAPL", "MSFT", "all"}
+    finite = memo.dropna(subset=["lo", "hi"])
+    assert ((finite["lo"] <= finite["diff"] + 1e-12) & (finite["diff"] <= finite["hi"] + 1e-12)).all()
+    md = (tmp_path / "run" / "summary.md").read_text()
+    assert "## Contamination: training cutoffs" in md and "## Memorisation checks" in md
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["pseudonyms"]["AAPL"]["AAPL"] == "TKR-A" and config["cutoffs"][spec]["basis"] == "--cutoff"
+
+
+def test_anonymized_observations_and_post_cutoff_windows(store, tmp_path):
+    from benchmarks.run import Observations, RunConfig, post_cutoff, run
+    from tr1_env.cutoffs import model_cutoff
+
+    obs = Observations(store).get("AAPL", np.datetime64("2024-06-10"), 1500, 0.0, anonymized=True)
+    assert "TKR-A" in obs.prompt and not re.search(r"\bAAPL\b|Apple", obs.prompt) and not ISO.search(obs.prompt)
+    moved = post_cutoff(RunConfig(), store, {"gpt-4.1": model_cutoff("gpt-4.1")})
+    assert (moved.start, moved.end) == ("2024-06-02", "2024-09-01")  # June 1 2024 cutoff, same 91-day window
+    with pytest.raises(SystemExit, match="the store ends 2026-"):
+        post_cutoff(RunConfig(), store, {"x": model_cutoff("x", "2030-01-01")})
+    with pytest.raises(SystemExit, match="no training cutoff known for my-model"):
+        post_cutoff(RunConfig(), store, {"my-model": model_cutoff("my-model")})
+    with pytest.raises(SystemExit, match="no data after the training cutoff"):
+        run(RunConfig(agents=(), model=("gpt-4.1",), cutoff=("gpt-4.1=2030-01-01",), post_cutoff=True,
+                      base_url="http://127.0.0.1:9/v1", out=str(tmp_path)))
+
+
+def test_sharpe_difference_ci_paired_and_unpaired():
+    rng = np.random.default_rng(0)
+    x = rng.normal(0.001, 0.01, 250)
+    assert sharpe_diff_ci(x, x, n_boot=200) == (0.0, 0.0, 0.0)  # paired: identical days cancel exactly
+    diff, lo, hi = sharpe_diff_ci(x, -x, rf=0.0, n_boot=500)
+    assert diff == pytest.approx(2 * sharpe(x, 0.0)) and lo < diff < hi  # Sharpe(-x) = -Sharpe(x) at rf 0
+    d2, lo2, hi2 = sharpe_diff_ci(x[:100], x[100:], rf=0.0, n_boot=500, paired=False)
+    assert d2 == pytest.approx(sharpe(x[:100], 0.0) - sharpe(x[100:], 0.0)) and lo2 < hi2
+    with pytest.raises(ValueError, match="aligned"):
+        sharpe_diff_ci(x[:100], x[100:])

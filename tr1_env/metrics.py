@@ -18,7 +18,7 @@ import pandas as pd
 from tr1_env.backtest import trading_reward
 
 __all__ = ["PERIODS", "annual_volatility", "cumulative_return", "daily_rf", "hit_rate", "investorbench", "max_drawdown",
-           "quantstats_stats", "sharpe", "sharpe_ci", "sharpe_diff_test", "stationary_bootstrap"]
+           "quantstats_stats", "sharpe", "sharpe_ci", "sharpe_diff_ci", "sharpe_diff_test", "stationary_bootstrap"]
 
 PERIODS = 252
 _ZERO_STD = 1e-12  # below this a return series is constant and its Sharpe undefined
@@ -122,6 +122,31 @@ def sharpe_diff_test(returns: Sequence[float], benchmark: Sequence[float], rf: f
     if len(boot) == 0:
         return diff, float("nan")
     return diff, float((1 + np.sum(boot - diff >= diff)) / (1 + len(boot)))
+
+
+def sharpe_diff_ci(returns: Sequence[float], other: Sequence[float], rf: float = 0.04, n_boot: int = 2000,
+                   level: float = 0.95, mean_block: float = 5.0, seed: int = 0, paired: bool = True,
+                   periods: int = PERIODS) -> tuple[float, float, float]:
+    """``(Sharpe(returns) - Sharpe(other), lo, hi)``: the difference and its stationary-bootstrap percentile CI.
+
+    ``paired``: the same days (one agent read plain and anonymized contexts), resampled together so the
+    market cancels; otherwise two stretches of days (before and after a cutoff), resampled independently.
+    """
+    a, b = np.asarray(returns, dtype=float), np.asarray(other, dtype=float)
+    if paired and len(a) != len(b):
+        raise ValueError(f"a paired difference needs aligned series, got {len(a)} and {len(b)} days")
+    diff = float(_sharpe(a, rf, periods) - _sharpe(b, rf, periods))
+    if n_boot < 1 or not np.isfinite(diff):
+        return diff, float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    ia = stationary_bootstrap(len(a), n_boot, mean_block, rng)
+    ib = ia if paired else stationary_bootstrap(len(b), n_boot, mean_block, rng)
+    boot = _sharpe(a[ia], rf, periods) - _sharpe(b[ib], rf, periods)
+    boot = boot[np.isfinite(boot)]
+    if len(boot) == 0:
+        return diff, float("nan"), float("nan")
+    lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
+    return diff, float(lo), float(hi)
 
 
 def investorbench(positions: Sequence[float], asset_returns: Sequence[float],

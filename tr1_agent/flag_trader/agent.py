@@ -30,15 +30,18 @@ class FlagTraderAgent(Agent):
     Decisions are the env action's target position expressed as the :class:`~tr1_env.actions.Action` with that weight
     under ``DEFAULT_WEIGHTS``: sell/hold/buy -> ``STRONG_SELL``/``HOLD``/``STRONG_BUY`` (-1/0/+1), and the
     five-action mode maps to itself. ``greedy`` takes the most probable action; otherwise one is sampled.
+    ``anonymize`` serves the env's anonymized prompt (:class:`TradingEnv` ``anonymize=True``).
     """
 
     name = "flag-trader"
 
-    def __init__(self, path: str | Path, device: str | None = None, end: str | None = None, greedy: bool = True):
+    def __init__(self, path: str | Path, device: str | None = None, end: str | None = None, greedy: bool = True,
+                 anonymize: bool = False):
         self.policy, meta = FlagTraderPolicy.from_checkpoint(path, device)
         self.settings = meta["config"]
         self.end = pd.Timestamp(end or self.settings["test_end"])
         self.greedy = greedy
+        self.anonymize = anonymize
         self.store = None
         self._mirrors: dict[str, tuple] = {}  # ticker -> (env, the session it is at)
 
@@ -93,7 +96,7 @@ class FlagTraderAgent(Agent):
             end = self.end if day < self.end else day + pd.Timedelta(days=14)  # past ``end``: a short period
             env = TradingEnv(self.store, ticker, day, end, obs_mode="text",
                              action_mode=s["action_mode"], cost_bps=s["cost_bps"], window=s["window"],
-                             news_items=s["news_items"])
+                             news_items=s["news_items"], anonymize=self.anonymize)
             env.reset(options={"date": day, "position": position})  # no session on ``day``: ValueError
         self._mirrors[ticker] = (env, day)
         return env
