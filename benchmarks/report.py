@@ -228,29 +228,30 @@ def memorisation(results: Results, bench: dict[str, pd.DataFrame], cutoffs: dict
     bootstrap CI, and the share of decisions that agree. ``pre - post cutoff``: the information ratio against
     buy-and-hold on the days up to the model's cutoff minus after it (independent bootstrap CIs).
     """
-    level, rows = 1 - cfg.alpha, []
-    boot = dict(n_boot=cfg.bootstrap, level=level, mean_block=cfg.block, seed=cfg.seed)
+    rows, boot = [], dict(n_boot=cfg.bootstrap, level=1 - cfg.alpha, mean_block=cfg.block, seed=cfg.seed)
+    returns = {a: {t: frame["return"] for t, (frame, _) in per.items()} for a, per in results.items()}
+    market = {t: b["return"] for t, b in bench.items()}
+
+    def series(per_ticker: dict[str, pd.Series], t: str) -> pd.Series:
+        return _pooled(list(per_ticker.values())) if t == "all" else per_ticker[t]
+
     for plain in [a for a in cutoffs if not a.endswith(ANON) and a + ANON in results]:
         anon = plain + ANON
         tickers = [t for t in results[plain] if t in results[anon]]
         for t in [*tickers, "all"]:
-            pick = (lambda a: results[a][t][0]["return"]) if t != "all" else (
-                lambda a: _pooled([results[a][u][0]["return"] for u in tickers]))
-            a, b = pick(anon).align(pick(plain), join="inner")
-            decided = [(results[anon][u][1]["action"].align(results[plain][u][1]["action"], join="inner"))
+            a, b = series(returns[anon], t).align(series(returns[plain], t), join="inner")
+            actions = [results[anon][u][1]["action"].align(results[plain][u][1]["action"], join="inner")
                        for u in (tickers if t == "all" else [t])]
-            same = np.concatenate([(x == y).to_numpy() for x, y in decided])
+            same = np.concatenate([(x == y).to_numpy() for x, y in actions])
             diff, lo, hi = sharpe_diff_ci(a, b, cfg.risk_free, paired=True, **boot)
             rows.append([plain, t, "anonymized - plain", "Sharpe", sharpe(a, cfg.risk_free), sharpe(b, cfg.risk_free),
                          diff, lo, hi, len(a), len(b), float(same.mean()) if len(same) else np.nan])
     for agent, cutoff in cutoffs.items():
         if cutoff.date is None:
             continue
-        tickers = list(results[agent])
-        for t in [*tickers, "all"]:
-            r = results[agent][t][0]["return"] if t != "all" else _pooled([results[agent][u][0]["return"] for u in tickers])
-            m = bench[t]["return"] if t != "all" else _pooled([bench[u]["return"] for u in tickers])
-            active = (r - m.reindex(r.index)).dropna()
+        for t in [*results[agent], "all"]:
+            r = series(returns[agent], t)
+            active = (r - series({u: market[u] for u in results[agent]}, t).reindex(r.index)).dropna()
             pre, post = active[active.index <= cutoff.date], active[active.index > cutoff.date]
             if len(pre) < 2 or len(post) < 2:
                 continue

@@ -113,7 +113,8 @@ def test_hand_checked_day(store):
 def test_headline_numbers_dates_and_index_levels():
     rebase = Rebase(pd.Timestamp("2024-09-10"), price=0.5, volume=1.0, amounts=1.0, last_close=200.0,
                     levels=(201.25,))
-    text = ("- [2024-09-06] S&P 500 closes at 5,432.10 as Dow jumps 40,000; Nvidia shares hit $201.25 on Sept. 6, 2024, "
+    text = ("- [2024-09-06] S&P 500 closes at 5,432.10 as Dow jumps 40,000; Nvidia shares hit $201.25 on "
+            "Sept. 6, 2024, "
             "sales to grow in 2024 and FY2025; $14.4 billion fine; 250 points; March 2023 low of 201.25; "
             "Russell 2000 flat")
     out = anonymize_text(text, Pseudonyms("AAPL", seed=0), rebase)

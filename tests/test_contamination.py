@@ -25,7 +25,8 @@ def test_thesis_env_serves_and_scores_the_anonymized_prompt(store):
     assert not re.search(r"\bAAPL\b|\bApple\b", prompt) and not ISO.search(prompt)
     line = next(l for l in env.context.text.split("\n") if l.startswith("Last close"))
     quote = line.split(";")[0]  # e.g. "Last close 97.17": rebased, so only the anonymized context contains it
-    completion = f"<technical>\n### Technical\n- Momentum is fading here. *{quote}* `market data`\n</technical>\n[[[HOLD]]]"
+    completion = (f"<technical>\n### Technical\n- Momentum is fading here. *{quote}* `market data`\n</technical>\n"
+                  "[[[HOLD]]]")
     *_, step_info = env.step(completion)
     assert step_info["n_fabricated"] == 0
     other, info2 = env.reset(seed=1)
@@ -76,14 +77,15 @@ def test_cli_context_anonymize(capsys):
 
 
 def test_harness_flags_cutoffs_and_reports_memorisation_offline(tiny_qwen3_path, tmp_path, monkeypatch, store):
-    """A random tiny Qwen3 on the transformers path, replayed plain and anonymized (the offline stand-in for a real LLM)."""
+    """A random tiny Qwen3 on the transformers path, replayed plain and anonymized (offline stand-in for an LLM)."""
     from benchmarks.run import RunConfig, run
 
     monkeypatch.setenv("TR1_CACHE", str(tmp_path / "cache"))
     spec = f"hf:{tiny_qwen3_path}"
     cfg = RunConfig(agents=("buy_and_hold",), model=(spec,), memorisation=True, cutoff=("2024-11-15",),
                     tickers=("AAPL", "MSFT"), start="2024-10-01", end="2024-12-31", llm_decision_every=5,
-                    local_max_new_tokens=4, llm_max_chars=600, bootstrap=100, tearsheets=False, out=str(tmp_path / "run"))
+                    local_max_new_tokens=4, llm_max_chars=600, bootstrap=100, tearsheets=False,
+                    out=str(tmp_path / "run"))
     summary = run(cfg).set_index(["agent", "ticker"])
     days = store.trading_days("AAPL", "2024-10-01", "2024-12-31")
     decided = days[:-1][::5]

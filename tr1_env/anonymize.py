@@ -120,8 +120,8 @@ class _Names:
 
         is_ticker = set(table.loc[table["kind"] == "ticker", "alias"])
         # a product's version number goes with it (an iPhone 16 dates the text)
-        return cls(pattern(is_ticker), pattern(set(exact) - is_ticker, re.IGNORECASE, r"s?(?: \d{1,2}(?![\d%]|[.,]\d))?"),
-                   exact, lower)
+        version = r"s?(?: \d{1,2}(?![\d%]|[.,]\d))?"
+        return cls(pattern(is_ticker), pattern(set(exact) - is_ticker, re.IGNORECASE, version), exact, lower)
 
 
 class Pseudonyms:
@@ -264,9 +264,11 @@ def _numbers(line: str, rebase: Rebase) -> str:
         value = float(num.replace(",", ""))
         if before.endswith(_PRICE_WORDS) or after.startswith(" USD)"):
             return dollar + _scaled(sign + num + unit, rebase.price)
-        if dollar and not unit and not _SCALE_WORD.match(after) and rebase.last_close / 3 <= value <= rebase.last_close * 3:
+        near = rebase.last_close / 3 <= value <= rebase.last_close * 3
+        if dollar and not unit and not _SCALE_WORD.match(after) and near:
             return f"{sign}${_fmt(value * rebase.price)}"
-        if value >= 1000 and not unit and not before.endswith("Russell ") and (_INDEX_WORDS.search(before[-40:]) or after.startswith(_POINTS)):
+        index = _INDEX_WORDS.search(before[-40:]) and not before.endswith("Russell ")
+        if value >= 1000 and not unit and (index or after.startswith(_POINTS)):
             return sign + dollar + "[level]"
         if not unit and num in real:
             return sign + dollar + _fmt(value * rebase.price)
@@ -290,8 +292,10 @@ def anonymize_text(text: str, pseudonyms: Pseudonyms, rebase: Rebase) -> str:
     text = _MACRO_LEVELS.sub(lambda m: m.group(1) + "[level withheld]" + m.group(2), text)
 
     def statement(m: re.Match) -> str:
-        items = _ITEM.sub(lambda i: f"{i.group(1)} {_scaled(i.group(2), rebase.price if 'EPS' in i.group(1) else rebase.amounts)}",
-                          m.group(2))
+        def item(i: re.Match) -> str:
+            return f"{i.group(1)} {_scaled(i.group(2), rebase.price if 'EPS' in i.group(1) else rebase.amounts)}"
+
+        items = _ITEM.sub(item, m.group(2))
         return m.group(1) + items
 
     lines, columns = text.split("\n"), None
@@ -336,7 +340,8 @@ def anonymize(ctx: Context, pseudonyms: Pseudonyms | None = None) -> Context:
     days instead of timestamps, and no URL.
     """
     pseudonyms = pseudonyms or Pseudonyms(ctx.ticker)
-    rebase = Rebase.from_history(ctx.history, ctx.date, _first_shown(ctx), _first_amount(ctx.sections.get("fundamentals")))
+    rebase = Rebase.from_history(ctx.history, ctx.date, _first_shown(ctx),
+                                 _first_amount(ctx.sections.get("fundamentals")))
     sections = {name: anonymize_text(body, pseudonyms, rebase) for name, body in ctx.sections.items()}
     body = anonymize_text(ctx.text, pseudonyms, rebase)
     text = f"{NOTE}\n\n{body}"
