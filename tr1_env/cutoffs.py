@@ -174,6 +174,6 @@ def post_cutoff_window(start, end, cutoff: Cutoff, data_end) -> tuple[pd.Timesta
     return first, min(first + (end - start), data_end)
 
 
-def windows_after(windows: Sequence[tuple], cutoff: Cutoff) -> list[tuple]:
-    """The protocol windows ``(start, end, ...)`` that start after ``cutoff`` (for a walk-forward protocol)."""
-    return [w for w in windows if pd.Timestamp(w[0]) > cutoff.date]
+def windows_after(windows: Sequence, cutoff: Cutoff) -> list:
+    """The protocol windows (with a ``start`` attribute, or ``(start, end, ...)`` tuples) that open after ``cutoff``."""
+    return [w for w in windows if pd.Timestamp(w.start if hasattr(w, "start") else w[0]) > cutoff.date]
