@@ -32,9 +32,9 @@ from benchmarks.config import RunConfig
 from benchmarks.report import slug, write_reports
 from tr1_env.actions import Action
 from tr1_env.agents import Agent, Observation, load_agent
+from tr1_env.anonymize import Pseudonyms, anonymize
 from tr1_env.backtest import backtest, buy_and_hold, decision_days
 from tr1_env.cli_args import add_dataclass_args, from_args
-from tr1_env.anonymize import Pseudonyms, anonymize
 from tr1_env.context import ContextConfig, build_context
 from tr1_env.cutoffs import Cutoff, latest, model_cutoff, parse_overrides, post_cutoff_window
 from tr1_env.data.store import Store
