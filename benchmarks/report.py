@@ -222,7 +222,7 @@ def _pooled(series: list[pd.Series]) -> pd.Series:
 
 def memorisation(results: Results, bench: dict[str, pd.DataFrame], cutoffs: dict[str, Cutoff],
                  cfg: RunConfig) -> pd.DataFrame:
-    """What the model may be remembering, per LLM and ticker (and ``all``: the equal-weight portfolio).
+    """What the model may be remembering, per LLM and ticker (and ``all``: the equal-weight portfolio of several).
 
     ``anonymized - plain``: Sharpe on anonymized contexts minus Sharpe on the plain ones, same days, paired
     bootstrap CI, and the share of decisions that agree. ``pre - post cutoff``: the information ratio against
@@ -238,7 +238,7 @@ def memorisation(results: Results, bench: dict[str, pd.DataFrame], cutoffs: dict
     for plain in [a for a in cutoffs if not a.endswith(ANON) and a + ANON in results]:
         anon = plain + ANON
         tickers = [t for t in results[plain] if t in results[anon]]
-        for t in [*tickers, "all"]:
+        for t in [*tickers, *(["all"] if len(tickers) > 1 else [])]:
             a, b = series(returns[anon], t).align(series(returns[plain], t), join="inner")
             actions = [results[anon][u][1]["action"].align(results[plain][u][1]["action"], join="inner")
                        for u in (tickers if t == "all" else [t])]
@@ -249,7 +249,7 @@ def memorisation(results: Results, bench: dict[str, pd.DataFrame], cutoffs: dict
     for agent, cutoff in cutoffs.items():
         if cutoff.date is None:
             continue
-        for t in [*results[agent], "all"]:
+        for t in [*results[agent], *(["all"] if len(results[agent]) > 1 else [])]:
             r = series(returns[agent], t)
             active = (r - series({u: market[u] for u in results[agent]}, t).reindex(r.index)).dropna()
             pre, post = active[active.index <= cutoff.date], active[active.index > cutoff.date]
