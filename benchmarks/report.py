@@ -205,11 +205,13 @@ def write_tearsheets(results: Results, bench: dict[str, pd.DataFrame], cfg: RunC
 
 
 def flag_contamination(summary: pd.DataFrame, results: Results, cutoffs: dict[str, Cutoff]) -> pd.DataFrame:
-    """Every LLM row gets its model's cutoff, how it is known, and the share of its decision days up to it."""
+    """Every LLM row gets its model's cutoff, how it is known (flagged unless published or set), and the share of
+    its decision days up to it."""
     summary = summary.copy()
     rows = [cutoffs.get(a) for a in summary["agent"]]
     summary["cutoff"] = [f"{c.date:%Y-%m-%d}" if c and c.date is not None else ("unknown" if c else "") for c in rows]
     summary["cutoff_basis"] = [c.basis if c else "" for c in rows]
+    summary["cutoff_flagged"] = [c.flagged if c else np.nan for c in rows]  # not a published cutoff
     summary["pre_cutoff_share"] = [c.share_before(results[a][t][1].index) if c else np.nan
                                    for c, a, t in zip(rows, summary["agent"], summary["ticker"])]
     return summary

@@ -93,7 +93,7 @@ def test_harness_flags_cutoffs_and_reports_memorisation_offline(tiny_qwen3_path,
     for agent in (spec, spec + "+anon"):
         row = summary.loc[(agent, "AAPL")]
         assert (row["cutoff"], row["cutoff_basis"]) == ("2024-11-15", "--cutoff")
-        assert row["pre_cutoff_share"] == pytest.approx(share)
+        assert row["pre_cutoff_share"] == pytest.approx(share) and not row["cutoff_flagged"]
     assert summary.loc[("buy_and_hold", "AAPL"), "cutoff_basis"] == ""  # only LLM rows carry the flag
     memo = pd.read_csv(tmp_path / "run" / "memorisation.csv")
     paired = memo[memo["comparison"] == "anonymized - plain"]
