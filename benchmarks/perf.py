@@ -3,6 +3,9 @@
 The trading env runs side by side with gym-anytrading's ``StocksEnv`` on the same prices (same
 ticker, period and 10-day window), both with a random policy: the ratio tells whether our richer
 state (causal indicators, position, costs) costs more per step than the usual baseline env.
+``score`` runs beside :func:`tr1_env.rewards.reference_score` (the plain definition it is tested
+equal to) on the same theses, and on a 200 KB hostile completion built to make a backtracking
+parser quadratic (the parser before issue 8 took about 20 s on it).
 
     python benchmarks/perf.py [--seconds 4] [--json perf.json]
 """
@@ -22,7 +25,7 @@ from tr1_env.actions import Action
 from tr1_env.context import Context, build_context
 from tr1_env.data.store import Store
 from tr1_env.envs import TradingEnv
-from tr1_env.rewards import score
+from tr1_env.rewards import reference_score, score
 
 THESIS_TAGS = ("fundamentals", "technical", "news", "analyst_coverage", "macro", "risk_assessment")
 
@@ -45,6 +48,14 @@ def honest_thesis(context: Context, decision: Action, bullets: int = 4) -> str:
                           f"{decision.name.lower()} view. *{quote}* `context {context.date:%Y-%m-%d}`")
         sections.append(f"<{tag}>\n### {tag.replace('_', ' ').title()}\n" + "\n".join(claims) + f"\n</{tag}>")
     return "\n".join(sections) + f"\n\n[[[{decision.name}]]]\n"
+
+
+def hostile_completion(n_chars: int = 200_000) -> str:
+    """A completion built against backtracking: unclosed bold, italics, decision brackets and tags
+    (a quarter of ``n_chars`` each) inside one section."""
+    k = n_chars // 4
+    lines = ["- " + "**x " * (k // 4), "- " + "*x " * (k // 3), "[[[" + " " * (k - 3), "<a " * (k // 3)]
+    return "<news>\n" + "\n".join(lines) + "\n</news>\n"
 
 
 def per_second(fn: Callable[[], object], seconds: float) -> tuple[float, int]:
@@ -102,12 +113,14 @@ def run(seconds: float = 4.0, ticker: str = "MSFT", start="2020-10-01", end="202
     for ticker_, day in ticker_days(store, 8, seed + 1):
         context = build_context(store, ticker_, day)
         samples.append((honest_thesis(context, Action.BUY, bullets=6), context.text))
-    theses = itertools.cycle(samples)
+    def scores_per_s(scorer, cases) -> float:
+        cycle = itertools.cycle(cases)
+        return per_second(lambda: scorer(*next(cycle)), seconds)[0]
 
-    def score_next():
-        thesis, text = next(theses)
-        return score(thesis, Action.BUY, text)
-    scores, _ = per_second(score_next, seconds)
+    normal = [(thesis, Action.BUY, text) for thesis, text in samples]
+    hostile = [(hostile_completion(), Action.BUY, samples[0][1])]
+    scores, reference = scores_per_s(score, normal), scores_per_s(reference_score, normal)
+    hostile_scores, hostile_reference = scores_per_s(score, hostile), scores_per_s(reference_score, hostile)
     return {
         "trading_env_steps_per_s": ours,
         "anytrading_steps_per_s": theirs,
@@ -115,6 +128,10 @@ def run(seconds: float = 4.0, ticker: str = "MSFT", start="2020-10-01", end="202
         "contexts_per_s": contexts,
         "contexts_built": n_contexts,
         "scores_per_s": scores,
+        "reference_scores_per_s": reference,
+        "hostile_scores_per_s": hostile_scores,
+        "hostile_reference_scores_per_s": hostile_reference,
+        "hostile_chars": len(hostile[0][0]),
         "thesis_chars": float(np.mean([len(t) for t, _ in samples])),
         "context_chars": float(np.mean([len(c) for _, c in samples])),
     }
@@ -132,7 +149,12 @@ def main(argv: list[str] | None = None) -> dict:
             ("  ratio ours / anytrading", f"{results['trading_vs_anytrading']:.2f}x"),
             ("build_context, all modalities", f"{results['contexts_per_s']:,.1f} contexts/s"),
             (f"score, {results['thesis_chars']:,.0f}-char thesis vs {results['context_chars']:,.0f}-char context",
-             f"{results['scores_per_s']:,.0f} scores/s")]
+             f"{results['scores_per_s']:,.0f} scores/s"),
+            ("  reference scorer, same theses", f"{results['reference_scores_per_s']:,.0f} scores/s"),
+            ("  ratio score / reference", f"{results['scores_per_s'] / results['reference_scores_per_s']:.1f}x"),
+            (f"score, {results['hostile_chars'] / 1000:,.0f} KB hostile completion",
+             f"{results['hostile_scores_per_s']:,.1f} scores/s"),
+            ("  reference scorer, same completion", f"{results['hostile_reference_scores_per_s']:,.1f} scores/s")]
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value:>22}")

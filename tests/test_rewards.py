@@ -117,7 +117,7 @@ TAGS = ("fundamentals", "technical", "news", "macro", "risk_assessment")
 STAGES = [RewardConfig(), *(RewardConfig.for_stage(name) for name in STAGE_WEIGHTS)]
 STAGE_IDS = ["default", *STAGE_WEIGHTS]
 ALL, NO_STRUCTURE_ONLY, WITH_DECISION = (0, 1, 2, 3), (0, 2, 3), (0, 3)
-HONEST_STRUCTURE = 0.6 + 0.4 * (5 * 0.9 + 1.0) / 6  # 6 sections, each header+bullets+bold, one table
+HONEST_STRUCTURE = 0.6 + 0.4 * (4 * 0.9 + 1.0) / 5  # 5 analysis sections, each header+bullets+bold, one table
 
 SS, S, H, B, SB = Action
 PRINTED = {  # re-typed from the paper's table, rows predicted, columns true
@@ -206,10 +206,26 @@ def test_section_format_reward(body, expected):
 
 def test_structure_reward_formula():
     assert structure_reward(parse_thesis("no sections")) == 0.0
-    three = "".join(section(t) for t in ("news", "macro", "conclusion"))  # R_sec 0.7 each (no bold, no table)
-    assert structure_reward(parse_thesis(three)) == pytest.approx(0.6 * 0.42 + 0.4 * 0.7)
-    ten = "".join(section(f"s{i}") for i in range(9)) + section("conclusion")
-    assert structure_reward(parse_thesis(ten)) == pytest.approx(0.6 * 0.55 + 0.4 * 0.7)
+    # R_count and R_sec run over analysis sections: R_sec 0.7 each (no bold, no table)
+    three = "".join(section(t) for t in ("news", "macro", "conclusion"))  # S = 2: R_count 0.3
+    assert structure_reward(parse_thesis(three)) == pytest.approx(0.6 * 0.3 + 0.4 * 0.7)
+    ten = "".join(section(f"s{i}") for i in range(9)) + section("conclusion")  # S = 9: R_count 0.7
+    assert structure_reward(parse_thesis(ten)) == pytest.approx(0.6 * 0.7 + 0.4 * 0.7)
+    only_conclusion = section("conclusion")  # S = 0: R_count 0.3, no R_sec
+    assert structure_reward(parse_thesis(only_conclusion)) == pytest.approx(0.6 * 0.3)
+
+
+def test_seven_analysis_sections_and_a_conclusion_get_full_count():
+    """What our own prompt asks for: 7 analysis sections plus the conclusion, R_count = 1."""
+    eight = "".join(section(f"s{i}") for i in range(7)) + section("conclusion")
+    assert structure_reward(parse_thesis(eight)) == pytest.approx(0.6 * 1.0 + 0.4 * 0.7)
+    with_think = "<think>\nplan\n</think>\n" + eight
+    assert structure_reward(parse_thesis(with_think)) == pytest.approx(0.6 * 1.0 + 0.4 * 0.7)
+
+
+def test_stray_br_changes_nothing():
+    with_br = HONEST.replace("### Technical picture", "### Technical picture<br>").replace("</news>", "<br>\n</news>")
+    assert score(with_br, Action.BUY, CONTEXT).structure == score(HONEST, Action.BUY, CONTEXT).structure
 
 
 def test_missing_conclusion_factor():
@@ -285,11 +301,21 @@ def test_evidence_reward_by_hand():
     assert (r.n_claims, r.n_quotes, r.n_fabricated, r.n_verified) == (6, 5, 0, 0)
 
 
-def test_weak_bullets_floor_at_001_and_empty_section_zeroes():
+def test_weak_bullets_and_sections_floor_at_001():
     r = evidence_reward(parse_thesis("<a>\n- ok\n- ok\n- ok\n- ok\n</a>"))  # R_bullet 0.008 each
     assert r.reward == pytest.approx(0.3 + 0.7 * 0.01)
-    assert evidence_reward(parse_thesis(section("news") + "<macro>prose only</macro>")).reward == 0.0
+    prose = evidence_reward(parse_thesis(section("news") + "<macro>prose only</macro>")).reward
+    assert prose == pytest.approx(2 / (1 / 1.0 + 1 / 0.01))  # the bare section floors at 0.01
     assert evidence_reward(parse_thesis("")).reward == 0.0
+
+
+def test_prose_conclusion_does_not_zero_evidence():
+    """Four perfectly cited sections and a paragraph conclusion scored 0.000 when the conclusion counted."""
+    body = "".join(section(t) for t in ("news", "macro", "technical", "fundamentals"))
+    prose = body + "<conclusion>\nAll of the above points to a buy over the coming week.\n</conclusion>\n[[[BUY]]]"
+    bulleted = body + section("conclusion") + "[[[BUY]]]"
+    assert evidence_reward(parse_thesis(prose), CONTEXT).reward == pytest.approx(1.0)
+    assert score(prose, Action.BUY, CONTEXT).evidence == score(bulleted, Action.BUY, CONTEXT).evidence == 1.0
 
 
 @pytest.mark.parametrize(
@@ -308,7 +334,14 @@ def test_quote_found_in_context(quote):
     assert (r.n_quotes, r.n_verified, r.n_fabricated) == (1, 1, 0)
 
 
-@pytest.mark.parametrize("quote", ["AI demand stays weak", "revenue tripled to 40 billion", "strong as AI demand"])
+@pytest.mark.parametrize("quote", [
+    "AI demand stays weak",
+    "revenue tripled to 40 billion",
+    "strong as AI demand",
+    "26,044 million USD, up 26",  # the context says "up 262%": not the whole word
+    "Revenue rose 1",
+    "evenue: 26,044 million USD",  # starts inside a word
+])
 def test_quote_not_in_context_is_fabricated(quote):
     r = evidence_reward(parse_thesis(f"<a>\n- {words(20)} *{quote}* `src`\n</a>"), CONTEXT)
     assert (r.n_quotes, r.n_verified, r.n_fabricated) == (1, 0, 1)
@@ -330,7 +363,7 @@ def test_fabricated_quote_earns_nothing_and_is_penalised():
 
 def test_quote_length_bounds():
     def quotes(q, cfg=None):
-        return evidence_reward(parse_thesis(f"<a>\n- {words(20)} *{q}* `src`\n</a>"), CONTEXT, cfg).n_quotes
+        return score(f"<a>\n- {words(20)} *{q}* `src`\n</a>", None, CONTEXT, cfg).n_quotes
 
     assert quotes("AI demand") == 0  # emphasis, not a quote
     assert quotes("AI demand", RewardConfig(min_quote_words=1)) == 1

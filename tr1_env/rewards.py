@@ -7,10 +7,14 @@ setting:
 
 - a section whose normalised body repeats an earlier one is the same section
   written twice: it counts once, so repetition can never raise a reward;
+- R_count, R_sec and R_evidence run over the analysis sections (every section
+  but ``conclusion``; ``think`` is never a section), the conclusion being
+  required through ``missing_conclusion_factor``;
 - italics shorter than ``min_quote_words`` are emphasis and longer than
-  ``max_quote_words`` are pasted context, not quotes;
-- given the context, a quote that is not in it is fabricated: it earns nothing
-  and ``fabricated_penalty`` is taken off the evidence reward;
+  ``max_quote_words`` are pasted context, not quotes (the parser applies both);
+- given the context, a quote that is not in it on whole words (after
+  :func:`~tr1_env.thesis.normalize_text`) is fabricated: it earns nothing and
+  ``fabricated_penalty`` is taken off the evidence reward;
 - several different ``[[[ACTION]]]`` are a hedge and score ``invalid_decision``
   (see :func:`tr1_env.thesis.parse_thesis`);
 - past ``max_chars`` the structure and evidence rewards fade linearly to 0.
@@ -18,7 +22,10 @@ setting:
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from functools import lru_cache
 
 from tr1_env.actions import Action
 from tr1_env.thesis import Section, Thesis, count_words, normalize_text, parse_thesis
@@ -27,6 +34,7 @@ __all__ = [
     "DECISION_MATRIX",
     "STAGE_WEIGHTS",
     "EvidenceResult",
+    "QuoteIndex",
     "RewardBreakdown",
     "RewardConfig",
     "bullet_count_reward",
@@ -38,6 +46,8 @@ __all__ = [
     "harmonic_mean",
     "length_multiplier",
     "opinion_reward",
+    "quote_in_context",
+    "reference_score",
     "score",
     "section_format_reward",
     "structure_reward",
@@ -61,6 +71,7 @@ STAGE_WEIGHTS: dict[str, tuple[float, float, float]] = {
 }
 
 _MIN_SECTION_WORDS = 50
+_SECTION_FLOOR = 0.01
 _CORNERS = frozenset({Action.STRONG_SELL, Action.STRONG_BUY})
 
 
@@ -202,13 +213,18 @@ def distinct_sections(thesis: Thesis) -> tuple[Section, ...]:
 
 
 def structure_reward(thesis: Thesis, cfg: RewardConfig | None = None) -> float:
-    """R_structure = 0.6 R_count + 0.4 mean(R_sec), times ``missing_conclusion_factor`` without a conclusion."""
-    cfg = cfg or RewardConfig()
-    sections = distinct_sections(thesis)
+    """R_structure = 0.6 R_count + 0.4 mean(R_sec) over the analysis sections, times
+    ``missing_conclusion_factor`` without a conclusion; 0 without any section."""
+    return _structure(distinct_sections(thesis), cfg or RewardConfig())
+
+
+def _structure(sections: tuple[Section, ...], cfg: RewardConfig) -> float:
     if not sections:
         return 0.0
-    reward = 0.6 * count_reward(len(sections)) + 0.4 * sum(map(section_format_reward, sections)) / len(sections)
-    if all(s.tag != "conclusion" for s in sections):
+    analysis = [s for s in sections if s.tag != "conclusion"]
+    formats = [section_format_reward(s) for s in analysis]
+    reward = 0.6 * count_reward(len(analysis)) + 0.4 * (sum(formats) / len(formats) if formats else 0.0)
+    if len(analysis) == len(sections):
         reward *= cfg.missing_conclusion_factor
     return reward
 
@@ -238,30 +254,79 @@ def bullet_count_reward(n_bullets: int) -> float:
     return 1.0
 
 
-def evidence_reward(thesis: Thesis, context: str | None = None, cfg: RewardConfig | None = None) -> EvidenceResult:
-    """R_evidence, the harmonic mean over sections of 0.3 count + 0.7 harmonic mean of max(R_bullet, 0.01).
+class QuoteIndex:
+    """A context normalised once, answering whole-word quote lookups (SPEC 1.3).
 
-    With ``context`` each quote must appear in it verbatim (after :func:`normalize_text`);
-    a fabricated one does not count as a quote and costs ``fabricated_penalty * share``.
-    ``context=None`` is the paper's unchecked reward. A section without any bullet scores 0,
-    so, through the harmonic mean, does R_evidence: every section must carry claims.
+    A quote is found when its normalised words occur in the normalised context and neither end
+    cuts a word: "revenue rose 1" is not in "revenue rose 12 percent". Build it once per context
+    (:func:`quote_index` caches the last few) and look up every quote of every completion in it.
     """
-    cfg = cfg or RewardConfig()
-    haystack = None if context is None else normalize_text(context)
+
+    def __init__(self, context: str):
+        self.text = normalize_text(context)
+
+    def __contains__(self, quote: str) -> bool:
+        needle = _strip_quote(quote)
+        if not needle:
+            return False
+        text, n = self.text, len(needle)
+        head, tail = needle[0].isalnum(), needle[-1].isalnum()
+        at = text.find(needle)
+        while at >= 0:
+            if not (head and at > 0 and text[at - 1].isalnum()) and not (
+                    tail and at + n < len(text) and text[at + n].isalnum()):
+                return True
+            at = text.find(needle, at + 1)
+        return False
+
+
+@lru_cache(maxsize=64)
+def quote_index(context: str) -> QuoteIndex:
+    """The :class:`QuoteIndex` of ``context``, built once while it stays among the 64 last used."""
+    return QuoteIndex(context)
+
+
+def quote_in_context(quote: str, context: str) -> bool:
+    """The plain definition :class:`QuoteIndex` implements: a regex on whole words, no caching."""
+    needle = _strip_quote(quote)
+    if not needle:
+        return False
+    pattern = ("(?<![^\\W_])" if needle[0].isalnum() else "") + re.escape(needle) + (
+        "(?![^\\W_])" if needle[-1].isalnum() else "")
+    return re.search(pattern, normalize_text(context)) is not None
+
+
+def evidence_reward(thesis: Thesis, context: str | None = None, cfg: RewardConfig | None = None) -> EvidenceResult:
+    """R_evidence: harmonic mean over the analysis sections of max(section score, 0.01), a section
+    scoring 0.3 count + 0.7 harmonic mean of max(R_bullet, 0.01).
+
+    With ``context`` each quote must appear in it (see :class:`QuoteIndex`); a fabricated one does
+    not count as a quote and costs ``fabricated_penalty * share``. ``context=None`` is the paper's
+    unchecked reward. The quote bookkeeping (and so the penalty) covers the conclusion too; the
+    score does not, so a prose conclusion cannot zero it.
+    """
+    found = None if context is None else quote_index(context).__contains__
+    return _evidence(distinct_sections(thesis), found, cfg or RewardConfig())
+
+
+def _evidence(sections: tuple[Section, ...], found: Callable[[str], bool] | None, cfg: RewardConfig
+              ) -> EvidenceResult:
+    """R_evidence over ``sections`` with quotes checked by ``found`` (None: unchecked)."""
     n_claims = n_quotes = n_verified = 0
     section_scores = []
-    for section in distinct_sections(thesis):
+    for section in sections:
         bullet_scores = []
         for bullet in section.bullets:
-            quotes = [q for q in bullet.quotes if _is_quote_sized(q, cfg)]
-            found = quotes if haystack is None else [q for q in quotes if _strip_quote(q) in haystack]
-            n_quotes += len(quotes)
-            n_verified += 0 if haystack is None else len(found)
-            r_bullet = bullet_reward(count_words(bullet.opinion), bool(found), bool(bullet.sources))
+            verified = bullet.quotes if found is None else [q for q in bullet.quotes if found(q)]
+            n_quotes += len(bullet.quotes)
+            n_verified += 0 if found is None else len(verified)
+            r_bullet = bullet_reward(count_words(bullet.opinion), bool(verified), bool(bullet.sources))
             bullet_scores.append(max(r_bullet, 0.01))
         n_claims += len(section.bullets)
-        section_scores.append(0.3 * bullet_count_reward(len(section.bullets)) + 0.7 * harmonic_mean(bullet_scores))
-    n_fabricated = 0 if haystack is None else n_quotes - n_verified
+        if section.tag != "conclusion":
+            section_score = 0.3 * bullet_count_reward(len(section.bullets)) + 0.7 * harmonic_mean(bullet_scores)
+            section_scores.append(max(section_score, _SECTION_FLOOR))
+    n_fabricated = 0 if found is None else n_quotes - n_verified
     reward = max(0.0, harmonic_mean(section_scores) - cfg.fabricated_penalty * n_fabricated / max(1, n_quotes))
     return EvidenceResult(reward, n_claims, n_quotes, n_fabricated, n_verified)
 
@@ -289,10 +354,25 @@ def score(
 ) -> RewardBreakdown:
     """Parse ``completion`` and weigh the three rewards. Without a label the decision term is 0."""
     cfg = cfg or RewardConfig()
-    thesis = parse_thesis(completion)
+    return _score(completion, label, None if context is None else quote_index(context).__contains__, cfg)
+
+
+def reference_score(
+    completion: str, label: Action | None, context: str | None = None, cfg: RewardConfig | None = None
+) -> RewardBreakdown:
+    """:func:`score` with each quote looked up by :func:`quote_in_context` (a regex per quote on a
+    context normalised per call): slow and plain, the definition the fast path is tested against."""
+    cfg = cfg or RewardConfig()
+    return _score(completion, label, None if context is None else (lambda q: quote_in_context(q, context)), cfg)
+
+
+def _score(completion: str, label: Action | None, found: Callable[[str], bool] | None, cfg: RewardConfig
+           ) -> RewardBreakdown:
+    thesis = parse_thesis(completion, cfg.min_quote_words, cfg.max_quote_words)
     multiplier = length_multiplier(thesis.raw_length, cfg)
-    structure = multiplier * structure_reward(thesis, cfg)
-    claims = evidence_reward(thesis, context, cfg)
+    sections = distinct_sections(thesis)
+    structure = multiplier * _structure(sections, cfg)
+    claims = _evidence(sections, found, cfg)
     evidence = multiplier * claims.reward
     decision = 0.0 if label is None else decision_reward(thesis.decision, label, cfg)
     return RewardBreakdown(
@@ -307,11 +387,6 @@ def score(
         labelled=label is not None,
         length_multiplier=multiplier,
     )
-
-
-def _is_quote_sized(quote: str, cfg: RewardConfig) -> bool:
-    n = count_words(quote)
-    return n >= cfg.min_quote_words and (cfg.max_quote_words is None or n <= cfg.max_quote_words)
 
 
 def _strip_quote(quote: str) -> str:

@@ -1,16 +1,27 @@
 """Parse a Trading-R1 completion into sections, claims and a decision.
 
-The parser only reads the markup; every judgement (what scores, what counts as
-a quote, what is fabricated) lives in :mod:`tr1_env.rewards`. It never raises:
-a policy under RL writes broken markup, and a crash would take the rollout
-down with it, so unclosed and nested tags, attributes, odd case and CRLF are
-all read as well as they can be.
+The parser reads the markup and nothing else; what a section, a claim or a decision is worth
+lives in :mod:`tr1_env.rewards`. It never raises: a policy under RL writes broken markup, and a
+crash would take the rollout down with it. Every pattern is linear in the input (no pattern can
+backtrack across a line or a run of unbounded length), because it runs inside every GRPO reward
+call and every Thesis env step on whatever the policy wrote.
+
+The rules (SPEC 1.3):
+
+- a section is an opening tag with its matching closing tag (outermost pairs only; ``<br>`` and
+  other unclosed tags are not sections);
+- a quote is ``*italic*`` text of ``min_quote_words``..``max_quote_words`` words; shorter italics
+  are emphasis, longer ones pasted text; a source is `` `backtick text` ``;
+- the opinion of a bullet is its text before the first quote or source;
+- the decision ``[[[ACTION]]]`` is read outside ``think`` and outside italics of quote size or
+  longer and sources, so text copied from the context can never set it.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from bisect import bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -20,14 +31,16 @@ __all__ = ["Bullet", "Section", "Thesis", "count_words", "normalize_text", "pars
 
 _TAG = re.compile(r"<(/?)([a-z][\w-]*)(?:\s[^<>]*?)?(/?)>", re.IGNORECASE)
 _THINK = re.compile(r"<(/?)think(?:\s[^<>]*)?>", re.IGNORECASE)
-_DECISION = re.compile(r"\[\[\[\s*([a-z][a-z _-]*?)\s*\]\]\]", re.IGNORECASE)
+_DECISION = re.compile(r"\[\[\[([^\[\]\n]{1,40}?)\]\]\]")
 _BULLET = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+(\S.*)$")
 _HEADER = re.compile(r"^\s{0,3}#{1,6}\s+\S|^\s*\*\*[^*\n]+\*\*\s*:?\s*$")
-_BOLD = re.compile(r"\*\*(?=\S)[^\n]+?(?<=\S)\*\*")
+# ``**`` + text without a ``**`` or a line break + ``**``: each character has one way to match.
+_BOLD = re.compile(r"\*\*(?=\S)(?:[^*\n]|\*(?!\*))+?(?<=\S)\*\*")
 # One asterisk on each side, never part of ``**bold**`` nor a ``* bullet`` marker.
-_QUOTE = re.compile(r"(?<![*\w])\*(?=[^\s*])([^*\n]+?)(?<=[^\s*])\*(?![*\w])")
+_ITALIC = re.compile(r"(?<![*\w])\*(?=[^\s*])([^*\n]+?)(?<=[^\s*])\*(?![*\w])")
 _SOURCE = re.compile(r"`([^`\n]+)`")
 _TABLE_RULE = frozenset("|:- \t")
+_NOT_WORD = re.compile(r"(?<!\S)(?:[^\w\s]|_)+(?!\S)")  # a token without a letter or digit
 _ASCII_PUNCT = str.maketrans(
     {
         **dict.fromkeys("\u2018\u2019\u201a\u201b\u2032", "'"),
@@ -79,32 +92,29 @@ def normalize_text(text: str) -> str:
 
 def count_words(text: str) -> int:
     """Tokens holding a letter or digit, so markdown (``-``, ``|``, ``**``) is not a word."""
-    return sum(any(ch.isalnum() for ch in token) for token in text.split())
+    return len(text.split()) - len(_NOT_WORD.findall(text))
 
 
-def parse_thesis(text: str) -> Thesis:
-    """Split ``text`` into top-level sections and read the ``[[[ACTION]]]`` decision.
+def parse_thesis(text: str, min_quote_words: int = 3, max_quote_words: int | None = 60) -> Thesis:
+    """Split ``text`` into its top-level sections and read the ``[[[ACTION]]]`` decision.
 
-    Decisions inside ``<think>`` are deliberation, not the answer, and are ignored.
-    Several *different* decisions make the thesis conflicting (``decision=None``):
-    writing every action to hedge must not pay.
+    ``<think>`` is deliberation: neither a section nor a place for the answer (a ``</think>``
+    with no opening tag closes a block the chat template opened in the prompt; an opening
+    ``<think>`` never closed runs to the end). Several *different* decisions make the thesis
+    conflicting (``decision=None``): writing every action to hedge must not pay.
     """
     clean = text.replace("\r\n", "\n").replace("\r", "\n")
-    sections, thinking, answer = [], [], []
-    first = _THINK.search(clean)
-    if first and first.group(1):  # the chat template opened <think> in the prompt
-        thinking.append(clean[: first.start()].strip())
-        clean = clean[first.end() :]
-    last = 0
-    for tag, start, body_start, body_end, end in _top_level_tags(clean):
+    sizes = (min_quote_words, max_quote_words)
+    sections, thinking = [], []
+    for tag, start, body_start, body_end, _ in _top_level(clean):
         if tag == "think":
             thinking.append(clean[body_start:body_end].strip())
-            answer.append(clean[last:start])
-            last = end
+        elif tag == "/think":  # the prompt opened it: everything before is deliberation
+            thinking.append(clean[:start].strip())
+            sections = []
         else:
-            sections.append(_section(tag, clean[body_start:body_end].strip()))
-    answer.append(clean[last:])
-    decisions = tuple(_decisions("".join(answer)))
+            sections.append(_section(tag, clean[body_start:body_end].strip(), sizes))
+    decisions = tuple(_decisions(_outside_think(clean), min_quote_words))
     return Thesis(
         sections=tuple(sections),
         think="\n\n".join(thinking) if thinking else None,
@@ -114,12 +124,12 @@ def parse_thesis(text: str) -> Thesis:
     )
 
 
-def _top_level_tags(text: str) -> Iterator[tuple[str, int, int, int, int]]:
-    """Yield ``(tag, start, body_start, body_end, end)`` for each outermost element.
+def _top_level(text: str) -> Iterator[tuple[str, int, int, int, int]]:
+    """Yield ``(tag, start, body_start, body_end, end)`` for each outermost matched pair.
 
-    Tags are paired per name like brackets. An unclosed tag ends where the next
-    opening tag starts a line (the model forgot ``</news>`` and went on to
-    ``<macro>``), else at the end of the text. Linear in the number of tags.
+    Tags pair per name like brackets (one stack per name, so linear in the number of tags).
+    Unmatched tags are not sections, with two exceptions for ``think``: a first ``</think>``
+    with nothing open yields ``("/think", ...)``, and an unclosed ``<think>`` runs to the end.
     """
     tags = [m for m in _TAG.finditer(text) if not m.group(3)]
     match: dict[int, int] = {}
@@ -130,40 +140,88 @@ def _top_level_tags(text: str) -> Iterator[tuple[str, int, int, int, int]]:
             stack.append(i)
         elif stack:
             match[stack.pop()] = i
-    next_line_open = [len(tags)] * (len(tags) + 1)
-    for i in range(len(tags) - 1, -1, -1):
-        starts_line = not text[text.rfind("\n", 0, tags[i].start()) + 1 : tags[i].start()].strip()
-        next_line_open[i] = i if starts_line and not tags[i].group(1) else next_line_open[i + 1]
+    first_think = next((j for j, t in enumerate(tags) if t.group(2).lower() == "think"), -1)
     i = 0
     while i < len(tags):
-        m = tags[i]
-        if m.group(1):
-            i += 1
-        elif i in match:
+        m, name = tags[i], tags[i].group(2).lower()
+        if i in match:
             close = tags[match[i]]
-            yield m.group(2).lower(), m.start(), m.end(), close.start(), close.end()
+            yield name, m.start(), m.end(), close.start(), close.end()
             i = match[i] + 1
-        else:
-            i = next_line_open[i + 1]
-            stop = tags[i].start() if i < len(tags) else len(text)
-            yield m.group(2).lower(), m.start(), m.end(), stop, stop
+            continue
+        if name == "think":
+            if m.group(1) and i == first_think:
+                yield "/think", m.start(), m.end(), m.end(), m.end()
+            elif not m.group(1):
+                yield name, m.start(), m.end(), len(text), len(text)
+                return
+        i += 1
 
 
-def _decisions(text: str) -> Iterator[Action]:
-    for m in _DECISION.finditer(text):
+def _outside_think(text: str) -> str:
+    """``text`` without its deliberation, at any depth: ``<think>`` blocks (an unclosed one runs to
+    the end) and, when the first think tag closes, everything before it (the prompt opened it)."""
+    kept, last, depth = [], 0, 0
+    for i, m in enumerate(_THINK.finditer(text)):
+        if not m.group(1):
+            if depth == 0:
+                kept.append(text[last:m.start()])
+            depth += 1
+        elif depth:
+            depth -= 1
+            last = m.end() if depth == 0 else last
+        elif i == 0:
+            last = m.end()
+    if depth == 0:
+        kept.append(text[last:])
+    return "\n".join(kept)
+
+
+def _spans(pattern: re.Pattern, text: str, min_words: int, max_words: int | None = None) -> Iterator[re.Match]:
+    """Matches of ``pattern`` whose group holds ``min_words`` to ``max_words`` words."""
+    for m in pattern.finditer(text):
+        n = count_words(m.group(1))
+        if n >= min_words and (max_words is None or n <= max_words):
+            yield m
+
+
+def _decisions(answer: str, min_quote_words: int) -> Iterator[Action]:
+    """Actions written outside quotes, pasted italics and sources (those are copied text).
+
+    None of these spans crosses a line, so only the lines holding a decision are searched,
+    each once (linear however many decisions and spans share a line).
+    """
+    line_end, starts, ends = -1, [], []
+    for m in _DECISION.finditer(answer):
+        if m.start() > line_end:
+            line_start = answer.rfind("\n", 0, m.start()) + 1
+            line_end = answer.find("\n", m.end()) % (len(answer) + 1)
+            line = answer[line_start:line_end]
+            starts, ends = [], []
+            for lo, hi in sorted((c.start(), c.end()) for p, n in ((_ITALIC, min_quote_words), (_SOURCE, 0))
+                                 for c in _spans(p, line, n)):
+                if starts and lo <= ends[-1]:
+                    ends[-1] = max(ends[-1], hi)
+                else:
+                    starts.append(lo)
+                    ends.append(hi)
+        at = m.start() - line_start
+        k = bisect_right(starts, at) - 1
+        if k >= 0 and at < ends[k]:
+            continue
         try:
             yield Action.parse(m.group(1))
         except ValueError:
             continue
 
 
-def _section(tag: str, body: str) -> Section:
+def _section(tag: str, body: str, sizes: tuple[int, int | None]) -> Section:
     lines = body.split("\n")
     return Section(
         tag=tag,
         body=body,
         header=any(_HEADER.match(line) for line in lines),
-        bullets=tuple(_bullet(m.group(1).strip()) for m in map(_BULLET.match, lines) if m),
+        bullets=tuple(_bullet(m.group(1).strip(), sizes) for m in map(_BULLET.match, lines) if m),
         has_bold=bool(_BOLD.search(body)),
         has_table=any(
             set(line) <= _TABLE_RULE and "|" in line and "-" in line and "|" in prev
@@ -173,8 +231,8 @@ def _section(tag: str, body: str) -> Section:
     )
 
 
-def _bullet(text: str) -> Bullet:
-    quotes = list(_QUOTE.finditer(text))
+def _bullet(text: str, sizes: tuple[int, int | None]) -> Bullet:
+    quotes = list(_spans(_ITALIC, text, *sizes))
     sources = list(_SOURCE.finditer(text))
     cut = min((m.start() for m in quotes + sources), default=len(text))
     return Bullet(
