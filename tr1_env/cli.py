@@ -11,9 +11,12 @@ import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
+from dataclasses import replace
+
 from tr1_env.cli_args import add_dataclass_args, from_args
 from tr1_env.data.build import BuildConfig
 from tr1_env.data.finnhub import FinnhubUpdate
+from tr1_env.labels import LabelConfig
 
 
 def _store(path: str | None):
@@ -36,10 +39,11 @@ def cmd_data_finnhub(ns: argparse.Namespace) -> None:
 
 
 def cmd_labels(ns: argparse.Namespace) -> None:
-    from tr1_env.labels import label_name, make_labels
+    from tr1_env.labels import LabelConfig, label_name, make_labels
 
     close = _store(ns.store).closes(ns.ticker)
-    frame = make_labels(close, ns.fit_start or ns.start, ns.fit_end or ns.end, ns.start, ns.end)
+    frame = make_labels(close, ns.fit_start or ns.start, ns.fit_end or ns.end, ns.start, ns.end,
+                        from_args(LabelConfig, ns))
     out = frame.assign(label=frame["label"].map(lambda c: label_name(c) or ""))
     out["signal"] = out["signal"].round(6)
     out.index = out.index.strftime("%Y-%m-%d")
@@ -58,13 +62,40 @@ def cmd_context(ns: argparse.Namespace) -> None:
     print(ctx.text if ns.context_only else ctx.prompt)
 
 
+def _read(path: str, flag: str) -> str:
+    if not Path(path).is_file():
+        raise ValueError(f"{flag} {path}: not a file")
+    return Path(path).read_text()
+
+
+def reward_config(ns: argparse.Namespace):
+    """The ``RewardConfig`` of :func:`add_reward_args`' flags: the settings, the stage's weights
+    (``ns.stage``, when given) and then ``--reward-weights``."""
+    from tr1_env.rewards import WEIGHT_FIELDS, RewardConfig
+
+    cfg = from_args(RewardConfig, ns, "reward-", skip=WEIGHT_FIELDS)
+    if getattr(ns, "stage", None):
+        cfg = cfg.with_stage(ns.stage)
+    return replace(cfg, **dict(zip(WEIGHT_FIELDS, ns.reward_weights or ())))
+
+
+def add_reward_args(parser: argparse.ArgumentParser, weights: bool = True) -> None:
+    """``--reward-*`` flags, one per ``RewardConfig`` setting, and ``--reward-weights`` (the three weights)."""
+    from tr1_env.rewards import WEIGHT_FIELDS, RewardConfig
+
+    add_dataclass_args(parser, RewardConfig, "reward-", skip=WEIGHT_FIELDS)
+    if weights:
+        parser.add_argument("--reward-weights", type=float, nargs=3, metavar=("W_STRUCTURE", "W_EVIDENCE", "W_DECISION"),
+                            help="weights of R_structure, R_evidence and R_decision (default: the stage's, or 1 1 1)")
+
+
 def cmd_score(ns: argparse.Namespace) -> None:
     from tr1_env.actions import Action
-    from tr1_env.rewards import RewardConfig, score
+    from tr1_env.rewards import score
 
-    context = Path(ns.context).read_text() if ns.context else None
-    completion = Path(ns.completion).read_text()
-    cfg = RewardConfig.for_stage(ns.stage) if ns.stage else RewardConfig()
+    context = _read(ns.context, "--context") if ns.context else None
+    completion = _read(ns.completion, "--completion")
+    cfg = reward_config(ns)
     label = Action.parse(ns.label) if ns.label else None
     print(json.dumps(score(completion, label, context, cfg).to_dict(), indent=2))
 
@@ -90,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     labels.add_argument("--fit-start", help="first day of the threshold-fitting window (default: --start)")
     labels.add_argument("--fit-end", help="last day of the threshold-fitting window (default: --end)")
     labels.add_argument("--store", help="store folder (default: the embedded store)")
+    add_dataclass_args(labels, LabelConfig)
     labels.set_defaults(func=cmd_labels)
 
     context = sub.add_parser("context", help="print the ticker-day prompt")
@@ -109,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--context", help="file with the context the thesis cites (enables the quote check)")
     score.add_argument("--label", help="true action, e.g. BUY (omit to skip the decision term)")
     score.add_argument("--stage", choices=["structure", "claims", "decision"], help="curriculum stage weights")
+    add_reward_args(score)
     score.set_defaults(func=cmd_score)
 
     for ep in entry_points(group="tr1.commands"):

@@ -20,10 +20,14 @@ def _base(tp) -> tuple[Any, bool]:
     return tp, False
 
 
-def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
-    """One flag per field: ``snake_case`` -> ``--snake-case``; bools get ``--x/--no-x``; tuples take several values."""
+def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, prefix: str = "", skip: tuple[str, ...] = ()
+                       ) -> None:
+    """One flag per field (but ``skip``): ``snake_case`` -> ``--snake-case``; bools get ``--x/--no-x``;
+    tuples take several values."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
         tp, _ = _base(hints[f.name])
         flag = "--" + prefix + f.name.replace("_", "-")
         help_ = f.metadata.get("help", "")
@@ -44,11 +48,13 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, prefix: str =
         parser.add_argument(flag, required=required, default=default, **kw)
 
 
-def from_args(cls: type[T], ns: argparse.Namespace, prefix: str = "") -> T:
-    """Build the dataclass back from parsed flags (tuples restored from lists)."""
+def from_args(cls: type[T], ns: argparse.Namespace, prefix: str = "", skip: tuple[str, ...] = ()) -> T:
+    """Build the dataclass back from parsed flags (tuples restored from lists; ``skip`` keeps its defaults)."""
     hints = typing.get_type_hints(cls)
     values = {}
     for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
         v = getattr(ns, prefix.replace("-", "_") + f.name)
         if isinstance(v, list) and typing.get_origin(_base(hints[f.name])[0]) is tuple:
             v = tuple(v)

@@ -20,7 +20,11 @@ class LabelConfig:
     ema_span: int = field(default=3, metadata={"help": "span of the EMA smoothing the close"})
     horizons: tuple[int, ...] = field(default=(3, 7, 15), metadata={"help": "forward horizons in trading days"})
     weights: tuple[float, ...] = field(default=(0.3, 0.5, 0.2), metadata={"help": "weight of each horizon"})
-    vol_window: int = field(default=20, metadata={"help": "rolling window (days) of the daily-return volatility"})
+    vol_window: int = field(default=20, metadata={"help": "rolling window (days) of the volatility normaliser"})
+    vol_basis: str = field(default="horizon", metadata={
+        "help": "'horizon': each forward-return series over its own rolling std (the paper); 'daily': every "
+                "horizon over the rolling std of daily returns (the definition before issue 8)",
+        "choices": ("horizon", "daily")})
     quantiles: tuple[float, ...] = field(default=(0.03, 0.15, 0.53, 0.85), metadata={
         "help": "composite-signal quantiles separating SS|S|H|B|SB"})
 
@@ -29,15 +33,28 @@ class LabelConfig:
             raise ValueError(f"horizons {self.horizons} and weights {self.weights} differ in length")
         if len(self.quantiles) != 4 or list(self.quantiles) != sorted(self.quantiles):
             raise ValueError(f"quantiles must be 4 increasing cut points, got {self.quantiles}")
+        if self.vol_basis not in ("horizon", "daily"):
+            raise ValueError(f"vol_basis must be 'horizon' or 'daily', got {self.vol_basis!r}")
 
 
 def composite_signal(close: pd.Series, cfg: LabelConfig = LabelConfig()) -> pd.Series:
-    """s(t) = sum_h w_h * (EMA(t+h)/EMA(t) - 1) / vol20(t); NaN where a forward window passes the data end."""
+    """s(t) = sum_h w_h * r_h(t) / vol_h(t), r_h(t) = EMA(t+h)/EMA(t) - 1 and vol_h(t) the std of
+    r_h over t-19..t (``vol_basis='daily'``: of daily returns). NaN where a forward window passes
+    the data end, and where a volatility is zero (flat or forward-filled closes carry no signal)."""
     close = close.astype(float)
     ema = close.ewm(span=cfg.ema_span, adjust=False).mean()
-    vol = close.pct_change().rolling(cfg.vol_window).std()
-    parts = [w * (ema.shift(-h) / ema - 1.0) / vol for h, w in zip(cfg.horizons, cfg.weights)]
+    daily = _volatility(close.pct_change(), cfg.vol_window)
+    parts = []
+    for h, w in zip(cfg.horizons, cfg.weights):
+        r = ema.shift(-h) / ema - 1.0
+        parts.append(w * r / (_volatility(r, cfg.vol_window) if cfg.vol_basis == "horizon" else daily))
     return sum(parts).rename("signal")
+
+
+def _volatility(returns: pd.Series, window: int) -> pd.Series:
+    """Rolling std, NaN where it is zero (up to rounding: a flat window's std comes out ~1e-17)."""
+    vol = returns.rolling(window).std()
+    return vol.where(vol > 1e-12)
 
 
 def fit_thresholds(close: pd.Series, start, end, cfg: LabelConfig = LabelConfig()) -> np.ndarray:
@@ -71,14 +88,27 @@ def assign_labels(signal: pd.Series, thresholds: np.ndarray) -> pd.Series:
 
 def make_labels(close: pd.Series, fit_start, fit_end, start=None, end=None,
                 cfg: LabelConfig = LabelConfig()) -> pd.DataFrame:
-    """``date, signal, label`` over [start, end] with thresholds fitted on [fit_start, fit_end]."""
+    """``date, signal, label`` over [start, end] with thresholds fitted on [fit_start, fit_end].
+
+    Refuses an empty window, a window outside the data, and a fit window ending after the labelled
+    one (thresholds fitted on later prices would tell each label where the future lies).
+    """
+    name = close.name or "series"
+    lo = pd.Timestamp(start) if start is not None else close.index[0]
+    hi = pd.Timestamp(end) if end is not None else close.index[-1]
+    if lo > hi:
+        raise ValueError(f"labelled window {lo:%Y-%m-%d}..{hi:%Y-%m-%d} ends before it starts")
+    if pd.Timestamp(fit_start) > pd.Timestamp(fit_end):
+        raise ValueError(f"fit window {fit_start}..{fit_end} ends before it starts")
+    if pd.Timestamp(fit_end) > hi:
+        raise ValueError(f"fit window {fit_start}..{fit_end} ends after the labelled window {lo:%Y-%m-%d}.."
+                         f"{hi:%Y-%m-%d}: thresholds may only use prices up to its end")
+    if close.loc[lo:hi].empty:
+        raise ValueError(f"no session of {name} in {lo:%Y-%m-%d}..{hi:%Y-%m-%d}; its data run "
+                         f"{close.index[0]:%Y-%m-%d}..{close.index[-1]:%Y-%m-%d}")
     thresholds = fit_thresholds(close, fit_start, fit_end, cfg)
     signal = composite_signal(close, cfg)
-    labels = assign_labels(signal, thresholds)
-    frame = pd.DataFrame({"signal": signal, "label": labels})
-    lo = pd.Timestamp(start) if start is not None else frame.index[0]
-    hi = pd.Timestamp(end) if end is not None else frame.index[-1]
-    frame = frame.loc[lo:hi]
+    frame = pd.DataFrame({"signal": signal, "label": assign_labels(signal, thresholds)}).loc[lo:hi]
     frame.index.name = "date"
     return frame
 

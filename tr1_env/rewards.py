@@ -23,7 +23,7 @@ setting:
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from collections.abc import Callable
 from functools import lru_cache
 
@@ -33,6 +33,7 @@ from tr1_env.thesis import Section, Thesis, count_words, normalize_text, parse_t
 __all__ = [
     "DECISION_MATRIX",
     "STAGE_WEIGHTS",
+    "WEIGHT_FIELDS",
     "EvidenceResult",
     "QuoteIndex",
     "RewardBreakdown",
@@ -69,6 +70,9 @@ STAGE_WEIGHTS: dict[str, tuple[float, float, float]] = {
     "claims": (0.3, 1.0, 0.0),
     "decision": (0.2, 0.3, 1.0),
 }
+
+#: The :class:`RewardConfig` fields that weigh the three terms (set per stage; the rest are settings).
+WEIGHT_FIELDS: tuple[str, str, str] = ("w_structure", "w_evidence", "w_decision")
 
 _MIN_SECTION_WORDS = 50
 _SECTION_FLOOR = 0.01
@@ -138,10 +142,14 @@ class RewardConfig:
     @classmethod
     def for_stage(cls, name: str, **overrides) -> RewardConfig:
         """The weights of curriculum stage ``name`` (see :data:`STAGE_WEIGHTS`)."""
-        if name not in STAGE_WEIGHTS:
-            raise ValueError(f"unknown stage {name!r}; expected one of {list(STAGE_WEIGHTS)}")
-        w_structure, w_evidence, w_decision = STAGE_WEIGHTS[name]
-        return cls(**{"w_structure": w_structure, "w_evidence": w_evidence, "w_decision": w_decision, **overrides})
+        return replace(cls().with_stage(name), **overrides)
+
+    def with_stage(self, name: str, weights: dict[str, tuple[float, float, float]] | None = None) -> RewardConfig:
+        """These settings with the weights of stage ``name`` from ``weights`` (default :data:`STAGE_WEIGHTS`)."""
+        weights = STAGE_WEIGHTS if weights is None else weights
+        if name not in weights:
+            raise ValueError(f"unknown stage {name!r}; expected one of {list(weights)}")
+        return replace(self, **dict(zip(WEIGHT_FIELDS, weights[name])))
 
 
 @dataclass(frozen=True)
