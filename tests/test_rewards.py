@@ -498,3 +498,61 @@ def test_hack_signatures():
     big = score(_enormous(), Action.BUY, CONTEXT)
     assert 0 < big.length_multiplier < 1 and big.decision == 1.0
     assert score(_tag_spam(), Action.BUY).structure < 0.3
+
+
+# ---------------------------------------------------------------------------------------------- tr1 score
+
+
+@pytest.fixture
+def tr1_score(tmp_path, capsys):
+    """``tr1 score`` on a completion (against CONTEXT, label BUY unless flags say otherwise) -> its JSON."""
+    from tr1_env.cli import main as tr1
+
+    (tmp_path / "ctx.txt").write_text(CONTEXT)
+
+    def run(completion: str, *flags: str) -> dict:
+        (tmp_path / "thesis.txt").write_text(completion)
+        tr1(["score", "--completion", str(tmp_path / "thesis.txt"), "--context", str(tmp_path / "ctx.txt"),
+             "--label", "BUY", *flags])
+        return json.loads(capsys.readouterr().out)
+    return run
+
+
+def test_tr1_score_attacks(tr1_score):
+    """Issue 8's attacks through the command line."""
+    honest = tr1_score(HONEST)
+    assert honest["decision_action"] == "BUY" and honest["n_fabricated"] == 0
+    in_quote = HONEST.replace("[[[BUY]]]", "- *ignore the rules [[[STRONG_BUY]]] now* `headline`")
+    assert tr1_score(in_quote)["decision_action"] is None and tr1_score(in_quote)["decision"] == -1.5
+    in_think = HONEST.replace("[[[BUY]]]", "").replace("</think>", "[[[STRONG_BUY]]]\n</think>")
+    assert tr1_score(in_think)["decision_action"] is None
+    misquote = HONEST.replace("*Revenue: 26,044 million USD, up 262% year over year*",
+                              "*Revenue: 26,044 million USD, up 26*")
+    assert tr1_score(misquote)["n_fabricated"] == 1
+    with_br = HONEST.replace("### News flow", "### News flow<br>").replace("</macro>", "<br>\n</macro>")
+    assert tr1_score(with_br)["structure"] == honest["structure"]
+    prose = re.sub(r"<conclusion>.*</conclusion>", "<conclusion>\nAll of this argues for buying this week.\n"
+                   "</conclusion>", HONEST, flags=re.S)
+    assert tr1_score(prose)["evidence"] == pytest.approx(honest["evidence"])
+
+
+def test_tr1_score_reward_flags(tr1_score):
+    assert tr1_score(HONEST.replace("[[[BUY]]]", ""), "--reward-invalid-decision", "-3")["decision"] == -3.0
+    strong = HONEST.replace("[[[BUY]]]", "[[[STRONG_BUY]]]")
+    assert tr1_score(strong, "--label", "STRONG_SELL")["decision"] == -2.0
+    assert tr1_score(strong, "--label", "STRONG_SELL", "--reward-swap-strong-corners")["decision"] == -2.25
+    fab = HONEST.replace("*Gross margin: 78.4%*", "*Gross margin: 99.9% this quarter*")
+    assert tr1_score(fab, "--reward-fabricated-penalty", "0")["evidence"] > tr1_score(fab)["evidence"]
+    staged = tr1_score(HONEST, "--stage", "structure")
+    assert staged["total"] == pytest.approx(staged["structure"])
+    assert tr1_score(HONEST, "--reward-weights", "0", "0", "2")["total"] == 2.0
+
+
+def test_tr1_score_context_must_be_a_file(tmp_path, capsys):
+    from tr1_env.cli import main as tr1
+
+    (tmp_path / "thesis.txt").write_text(HONEST)
+    with pytest.raises(SystemExit) as exit_:
+        tr1(["score", "--completion", str(tmp_path / "thesis.txt"), "--context", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "not a file" in err and len(err.strip().splitlines()) == 1

@@ -1,5 +1,6 @@
 import argparse
 import json
+import pickle
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from tr1_agent.distill import template_thesis
 from tr1_agent.grpo import reward_functions
 from tr1_env.actions import Action
 from tr1_env.rewards import STAGE_WEIGHTS, RewardConfig, score
+from tr1_env.thesis import parse_thesis
 
 CONTEXT = "## Market data\nLast close 101.5; 5-day change +2.10%; RSI stays near 61 after the breakout."
 THESIS = """<technical>
@@ -47,7 +49,22 @@ def test_reward_functions_are_the_environment_terms_called_as_trl_calls_them():
         assert [g[i] for g in got] == pytest.approx([want.structure, want.evidence, want.decision])
     assert got[2] == [1.0, cfg.invalid_decision]
     assert score(THESIS, Action.BUY, CONTEXT, cfg).n_fabricated == 1  # the quote check is live in training
-    assert [f.func.__name__ for f in funcs] == ["structure", "evidence", "decision"]  # trl's log names
+    assert [f.__name__ for f in funcs] == ["structure", "evidence", "decision"]  # trl's log names
+    assert [pickle.loads(pickle.dumps(f)).__name__ for f in funcs] == ["structure", "evidence", "decision"]
+
+
+def test_reward_functions_share_one_parse_per_completion(monkeypatch):
+    from tr1_agent import grpo
+    from tr1_env import rewards
+
+    parsed = []
+    monkeypatch.setattr(rewards, "parse_thesis", lambda text, *a: parsed.append(text) or parse_thesis(text, *a))
+    grpo._breakdown.cache_clear()
+    funcs, _ = reward_functions(RewardConfig())
+    texts = [THESIS, THESIS + "\n", "no thesis"]
+    for f in funcs:
+        f(completions=[[{"role": "assistant", "content": t}] for t in texts], label=["BUY"] * 3, context=[CONTEXT] * 3)
+    assert sorted(parsed) == sorted(texts)  # three terms, one parse each
 
 
 def test_trl_configs_take_the_run_settings_on_cpu(tmp_path):
@@ -75,6 +92,22 @@ def test_train_group_accepts_other_registrars():
                        "--num-generations", "4", "--data-tickers", "AAPL", "MSFT"])
     assert (ns.stage, ns.reward_weights, ns.num_generations, ns.data_tickers) == ("decision", [1, 0, 2], 4,
                                                                                    ["AAPL", "MSFT"])
+
+
+def test_reward_settings_are_flags_of_grpo_and_curriculum():
+    from tr1_env.cli import reward_config
+
+    ns = parser().parse_args(["train", "grpo", "--output-dir", "x", "--stage", "claims", "--reward-swap-strong-corners",
+                              "--reward-fabricated-penalty", "0.8", "--reward-invalid-decision", "-2",
+                              "--reward-missing-conclusion-factor", "0"])
+    cfg = reward_config(ns)
+    assert (cfg.w_structure, cfg.w_evidence, cfg.w_decision) == STAGE_WEIGHTS["claims"]
+    assert (cfg.swap_strong_corners, cfg.fabricated_penalty, cfg.invalid_decision, cfg.missing_conclusion_factor) == (
+        True, 0.8, -2.0, 0.0)
+    ns = parser().parse_args(["train", "curriculum", "--reward-swap-strong-corners",
+                              "--reward-decision-weights", "0", "0", "1"])
+    assert reward_config(ns).swap_strong_corners
+    assert ns.reward_decision_weights == [0, 0, 1] and ns.reward_claims_weights == STAGE_WEIGHTS["claims"]
 
 
 @pytest.mark.slow

@@ -14,7 +14,9 @@ import logging
 
 from tr1_agent.configs import STAGES, CurriculumConfig, DatasetConfig, DistillConfig, GRPORunConfig, SFTRunConfig
 from tr1_agent.flag_trader.config import FlagPPOConfig
+from tr1_env.cli import add_reward_args, reward_config
 from tr1_env.cli_args import add_dataclass_args, from_args
+from tr1_env.rewards import STAGE_WEIGHTS
 
 __all__ = ["register", "register_flag_ppo", "train_commands"]
 
@@ -54,18 +56,17 @@ def cmd_sft(ns: argparse.Namespace) -> None:
 
 def cmd_grpo(ns: argparse.Namespace) -> None:
     from tr1_agent.grpo import train_grpo
-    from tr1_env.rewards import RewardConfig
 
-    weights = dict(zip(("w_structure", "w_evidence", "w_decision"), ns.reward_weights or ()))
-    reward = RewardConfig.for_stage(ns.stage, **weights)
-    print(train_grpo(ns.model, _rows(ns), ns.output_dir, from_args(GRPORunConfig, ns), reward))
+    print(train_grpo(ns.model, _rows(ns), ns.output_dir, from_args(GRPORunConfig, ns), reward_config(ns)))
 
 
 def cmd_curriculum(ns: argparse.Namespace) -> None:
     from tr1_agent.curriculum import run_curriculum
 
+    weights = {stage: tuple(getattr(ns, f"reward_{stage}_weights")) for stage in STAGE_WEIGHTS}
     _print(run_curriculum(from_args(CurriculumConfig, ns), from_args(DatasetConfig, ns, "data-"),
-                          from_args(SFTRunConfig, ns, "sft-"), from_args(GRPORunConfig, ns, "grpo-")))
+                          from_args(SFTRunConfig, ns, "sft-"), from_args(GRPORunConfig, ns, "grpo-"),
+                          reward_config(ns), weights))
 
 
 def cmd_flag_ppo(ns: argparse.Namespace) -> None:
@@ -100,8 +101,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     grpo.add_argument("--output-dir", required=True, help="where adapter/ and merged/ go")
     grpo.add_argument("--stage", default="structure", choices=STAGES, help="curriculum stage whose reward weights "
                       "apply (default: structure)")
-    grpo.add_argument("--reward-weights", type=float, nargs=3, metavar=("W_STRUCTURE", "W_EVIDENCE", "W_DECISION"),
-                      help="override the stage's reward weights")
+    add_reward_args(grpo)
     add_dataclass_args(grpo, GRPORunConfig)
     add_dataclass_args(grpo, DatasetConfig, prefix="data-")
     grpo.set_defaults(func=cmd_grpo)
@@ -112,6 +112,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_dataclass_args(curriculum, DatasetConfig, prefix="data-")
     add_dataclass_args(curriculum, SFTRunConfig, prefix="sft-")
     add_dataclass_args(curriculum, GRPORunConfig, prefix="grpo-")
+    add_reward_args(curriculum, weights=False)
+    for stage, weights in STAGE_WEIGHTS.items():
+        curriculum.add_argument(f"--reward-{stage}-weights", type=float, nargs=3, default=weights,
+                                metavar=("W_STRUCTURE", "W_EVIDENCE", "W_DECISION"),
+                                help=f"reward weights of the {stage} stage (default: {' '.join(map(str, weights))})")
     curriculum.set_defaults(func=cmd_curriculum)
 
 

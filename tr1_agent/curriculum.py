@@ -33,7 +33,7 @@ from tr1_agent.datasets import build_prompts, day_keys, load, save, split_days, 
 from tr1_agent.grpo import evaluate, generate, train_grpo
 from tr1_agent.sft import train_sft
 from tr1_env.actions import Action
-from tr1_env.rewards import STAGE_WEIGHTS, RewardConfig, score
+from tr1_env.rewards import WEIGHT_FIELDS, RewardConfig, score
 
 __all__ = ["run_curriculum", "self_augment"]
 
@@ -100,8 +100,13 @@ def _data(cfg: CurriculumConfig, data: DatasetConfig) -> tuple[Dataset, Dataset]
 
 
 def run_curriculum(cfg: CurriculumConfig, data: DatasetConfig = DatasetConfig(), sft: SFTRunConfig = SFTRunConfig(),
-                   grpo: GRPORunConfig = GRPORunConfig()) -> list[dict]:
-    """Run (or resume) every stage; return each stage's ``stage_done.json`` record."""
+                   grpo: GRPORunConfig = GRPORunConfig(), reward: RewardConfig = RewardConfig(),
+                   stage_weights: dict[str, tuple[float, float, float]] | None = None) -> list[dict]:
+    """Run (or resume) every stage; return each stage's ``stage_done.json`` record.
+
+    Each stage scores with ``reward``'s settings and its weights from ``stage_weights`` (default
+    :data:`~tr1_env.rewards.STAGE_WEIGHTS`).
+    """
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     train, heldout = _data(cfg, data)
@@ -115,7 +120,7 @@ def run_curriculum(cfg: CurriculumConfig, data: DatasetConfig = DatasetConfig(),
         warm = load(cfg.sft_data).filter(lambda r: (r["ticker"], r["date"]) not in held)
     records = []
     for i, stage in enumerate(cfg.stages, 1):
-        folder, reward = out / f"{i}-{stage}", RewardConfig.for_stage(stage)
+        folder, stage_reward = out / f"{i}-{stage}", reward.with_stage(stage, stage_weights)
         marker = folder / "stage_done.json"
         if marker.exists():
             record = json.loads(marker.read_text())
@@ -126,15 +131,16 @@ def run_curriculum(cfg: CurriculumConfig, data: DatasetConfig = DatasetConfig(),
         started = time.time()
         folder.mkdir(parents=True, exist_ok=True)
         if warm is None:
-            warm = _once(folder / "bootstrap", partial(self_augment, model, train, reward, cfg, grpo), save, load)
+            warm = _once(folder / "bootstrap", partial(self_augment, model, train, stage_reward, cfg, grpo), save,
+                         load)
         if len(warm):
             start = folder / "sft" / "merged"
             model = str(start if start.exists() else train_sft(model, warm, folder / "sft", sft))
         final = folder / "grpo" / "merged"
-        model = str(final if final.exists() else train_grpo(model, train, folder / "grpo", grpo, reward))
-        scores = _once(folder / "eval.json", partial(evaluate, model, heldout, reward, **sampling))
-        warm = _once(folder / "augment", partial(self_augment, model, train, reward, cfg, grpo), save, load)
-        record = {"stage": stage, "weights": list(STAGE_WEIGHTS[stage]), "model": model,
+        model = str(final if final.exists() else train_grpo(model, train, folder / "grpo", grpo, stage_reward))
+        scores = _once(folder / "eval.json", partial(evaluate, model, heldout, stage_reward, **sampling))
+        warm = _once(folder / "augment", partial(self_augment, model, train, stage_reward, cfg, grpo), save, load)
+        record = {"stage": stage, "weights": [getattr(stage_reward, f) for f in WEIGHT_FIELDS], "model": model,
                   "adapter": str(folder / "grpo" / "adapter"), "eval": scores, "augment": str(folder / "augment"),
                   "augment_rows": len(warm), "seconds": round(time.time() - started, 1)}
         records.append(_once(marker, record.copy))

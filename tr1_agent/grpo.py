@@ -4,11 +4,13 @@ The three reward functions are :func:`tr1_env.rewards.score`'s terms, exactly wh
 environment pays: trl calls each with the completions plus every dataset column (``label`` and
 ``context`` among them) and sums them with ``reward_weights`` taken from the stage's
 :class:`~tr1_env.rewards.RewardConfig`. Each term is logged on its own (``rewards/structure/mean``...).
+trl calls the three one after the other on the same completions, so they share one scoring (one
+parse) per completion through a small cache.
 """
 
 from __future__ import annotations
 
-from functools import partial
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +19,12 @@ from datasets import Dataset
 from tr1_agent.configs import GRPORunConfig
 from tr1_agent.sft import export, last_checkpoint
 from tr1_env.actions import Action
-from tr1_env.rewards import RewardConfig, score
+from tr1_env.rewards import RewardBreakdown, RewardConfig, score
 
-__all__ = ["decision", "evaluate", "evidence", "generate", "reward_functions", "structure", "train_grpo"]
+__all__ = ["TERMS", "RewardTerm", "evaluate", "generate", "reward_functions", "train_grpo"]
+
+#: The reward terms trl optimises and logs, in the order of ``reward_weights``.
+TERMS = ("structure", "evidence", "decision")
 
 
 def _text(completion) -> str:
@@ -27,25 +32,30 @@ def _text(completion) -> str:
     return completion[-1]["content"] if isinstance(completion, list) else completion
 
 
-def structure(completions: list, cfg: RewardConfig, **_) -> list[float]:
-    """R_structure (sections, headers, bullets, bold, tables)."""
-    return [score(_text(c), None, None, cfg).structure for c in completions]
+@lru_cache(maxsize=4096)
+def _breakdown(text: str, label: str, context: str, cfg: RewardConfig) -> RewardBreakdown:
+    return score(text, Action[label], context, cfg)
 
 
-def evidence(completions: list, context: list[str], cfg: RewardConfig, **_) -> list[float]:
-    """R_evidence, with every quote checked against the row's context."""
-    return [score(_text(c), None, ctx, cfg).evidence for c, ctx in zip(completions, context)]
+class RewardTerm:
+    """One term of :func:`~tr1_env.rewards.score` as a trl reward function: picklable, and named
+    (``__name__``) for trl's logs."""
+
+    def __init__(self, term: str, cfg: RewardConfig):
+        self.__name__, self.cfg = term, cfg
+
+    def __call__(self, completions: list, label: list[str], context: list[str], **_) -> list[float]:
+        return [getattr(_breakdown(_text(c), y, ctx, self.cfg), self.__name__)
+                for c, y, ctx in zip(completions, label, context)]
+
+    def __repr__(self) -> str:
+        return f"RewardTerm({self.__name__!r})"
 
 
-def decision(completions: list, label: list[str], cfg: RewardConfig, **_) -> list[float]:
-    """R_decision, the paper's asymmetric matrix against the row's label."""
-    return [score(_text(c), Action[y], None, cfg).decision for c, y in zip(completions, label)]
-
-
-def reward_functions(cfg: RewardConfig) -> tuple[list, list[float]]:
-    """The three reward functions (picklable partials, named for trl's logs) and their weights."""
-    funcs = [partial(f, cfg=cfg) for f in (structure, evidence, decision)]
-    return funcs, [cfg.w_structure, cfg.w_evidence, cfg.w_decision]
+def reward_functions(cfg: RewardConfig) -> tuple[list[RewardTerm], list[float]]:
+    """The three reward functions (R_structure, R_evidence with every quote checked against the row's
+    context, R_decision against the row's label) and their weights."""
+    return [RewardTerm(term, cfg) for term in TERMS], [cfg.w_structure, cfg.w_evidence, cfg.w_decision]
 
 
 def train_grpo(model: str, rows: Dataset, output_dir: str | Path, cfg: GRPORunConfig = GRPORunConfig(),

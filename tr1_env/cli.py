@@ -76,7 +76,7 @@ def reward_config(ns: argparse.Namespace):
     cfg = from_args(RewardConfig, ns, "reward-", skip=WEIGHT_FIELDS)
     if getattr(ns, "stage", None):
         cfg = cfg.with_stage(ns.stage)
-    return replace(cfg, **dict(zip(WEIGHT_FIELDS, ns.reward_weights or ())))
+    return replace(cfg, **dict(zip(WEIGHT_FIELDS, getattr(ns, "reward_weights", None) or ())))
 
 
 def add_reward_args(parser: argparse.ArgumentParser, weights: bool = True) -> None:
