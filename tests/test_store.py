@@ -50,6 +50,38 @@ def test_splits_apply_only_once_known(store):
     assert store.dividends("NVDA").loc["2024-03-05"] == pytest.approx(0.004)
 
 
+def test_per_share_figures_on_the_split_basis_of_the_day(store):
+    """NVDA's week of its 10:1 split (2024-06-10): EPS, estimates and share counts as they were
+    reported (the vendors restate them for every later split), beside the as-traded close."""
+    before, after = store.asof("NVDA", "2024-06-07"), store.asof("NVDA", "2024-06-11")
+    eps = before.earnings.set_index(before.earnings["release_at"].dt.strftime("%Y-%m-%d"))
+    assert eps.loc["2024-05-22", "reported_eps"] == pytest.approx(6.12, rel=0.02)  # 6.12 reported, 0.60 restated
+    assert eps.loc["2024-05-22", "eps_estimate"] == pytest.approx(5.2, rel=0.02)
+    assert eps.loc["2024-05-22", "surprise_pct"] == pytest.approx(14.83)  # a ratio: no split basis
+
+    def annual(view, item):
+        f = view.fundamentals
+        return f[(f["item"] == item) & (f["freq"] == "annual") & (f["period_end"] == "2024-01-31")]["value"].iloc[0]
+
+    assert annual(before, "Diluted EPS") == pytest.approx(11.93, rel=0.01)  # fiscal 2024 as reported
+    assert annual(before, "Diluted Average Shares") == pytest.approx(2.494e9, rel=0.01)
+    assert annual(after, "Diluted EPS") == pytest.approx(1.193, rel=0.01)  # the split is known from 06-10
+    assert annual(after, "Diluted Average Shares") == pytest.approx(2.494e10, rel=0.01)
+    after_eps = after.earnings.set_index(after.earnings["release_at"].dt.strftime("%Y-%m-%d"))
+    assert after_eps.loc["2024-05-22", "reported_eps"] == pytest.approx(0.612, rel=0.02)
+    # the price/earnings ratio is the same on either side of the split (about 1209 / 11.93 and 121 / 1.193)
+    pe_before = before.prices["close"].iloc[-1] / annual(before, "Diluted EPS")
+    pe_after = after.prices["close"].iloc[-1] / annual(after, "Diluted EPS")
+    assert 90 < pe_before < 115 and 90 < pe_after < 115
+    # a store cut at the day shows the same figures (the restatement is undone from the package's record)
+    cut = store.cut("2024-06-07").asof("NVDA", "2024-06-07")
+    pd.testing.assert_frame_equal(cut.earnings, before.earnings)
+    pd.testing.assert_frame_equal(cut.fundamentals, before.fundamentals)
+    paid = {name: view.dividends.set_index("date")["amount"] for name, view in (("before", before), ("after", after))}
+    assert paid["before"].loc["2024-03-05"] == pytest.approx(0.04)  # as paid
+    assert paid["after"].loc["2024-03-05"] == pytest.approx(0.004)  # on the new basis once the split is known
+
+
 def test_price_available_at_the_close():
     assert decision_time("2024-06-10") == pd.Timestamp("2024-06-10 20:00", tz="UTC")  # EDT
     assert decision_time("2024-01-10") == pd.Timestamp("2024-01-10 21:00", tz="UTC")  # EST

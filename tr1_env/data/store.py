@@ -2,32 +2,49 @@
 
 ``Store.asof(ticker, t)`` is the only door contexts, features and agents go through: it returns
 rows whose ``available_at`` is at or before ``t``, so look-ahead is impossible by construction.
+Every per-share figure it returns is on the split basis of ``t``: adjusted for the splits in
+effect at ``t`` and no later one, so a price, an EPS and an insider's price compare on one basis
+and none of them hints at a split to come.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from tr1_env.data.clock import decision_time
+from tr1_env.data.importers import import_splits
 from tr1_env.data.schema import MARKET_WIDE, TABLES, canonical_ticker
 
 DEFAULT_STORE = Path(__file__).parent / "default"
+
+#: Vendor-adjusted per-share figures (EPS, estimates; share counts the other way round): the
+#: fundamentals and earnings vendors restate them for every split up to their download.
+PER_SHARE_ITEMS = frozenset({"Basic EPS", "Diluted EPS"})
+SHARE_COUNT_ITEMS = frozenset({"Basic Average Shares", "Diluted Average Shares", "Ordinary Shares Number",
+                               "Share Issued", "Treasury Shares Number"})
+
+
+def split_factors(dates: pd.Series, splits: pd.DataFrame) -> np.ndarray:
+    """Per date, the product of the ratios of the splits in ``splits`` after it."""
+    factor = np.ones(len(dates))
+    dates = dates.to_numpy()
+    for day, ratio in zip(splits["date"].to_numpy(), splits["ratio"].to_numpy()):
+        factor[dates < day] *= ratio
+    return factor
 
 
 def split_adjust(frame: pd.DataFrame, splits: pd.DataFrame, cols=("open", "high", "low", "close")) -> pd.DataFrame:
     """Back-adjust rows dated before each split in ``splits`` (price / ratio, volume * ratio)."""
     if splits.empty or frame.empty:
         return frame
-    factor = np.ones(len(frame))
-    dates = frame["date"].to_numpy()
-    for day, ratio in zip(splits["date"].to_numpy(), splits["ratio"].to_numpy()):
-        factor[dates < day] *= ratio
+    factor = split_factors(frame["date"], splits)
     if (factor == 1).all():
         return frame
     out = frame.copy()
@@ -36,6 +53,26 @@ def split_adjust(frame: pd.DataFrame, splits: pd.DataFrame, cols=("open", "high"
     if "volume" in out:
         out["volume"] = (out["volume"] * factor).round().astype("int64")
     return out
+
+
+@cache
+def _vendor_splits(ticker: str) -> tuple[tuple[pd.Timestamp, float], ...]:
+    """``(effective at, ratio)`` of ``ticker``'s splits in the public record (``splits.csv``) that the
+    vendors' per-share figures are restated for.
+
+    It is read from the package, not from the store, so that a store cut at (or built until) a day
+    undoes the same restatement as the whole store: the result at ``t`` is what was reported,
+    adjusted for the splits known at ``t``, whichever store it comes from.
+    """
+    splits = import_splits()
+    own = splits[splits["ticker"] == ticker]
+    return tuple(zip(own["available_at"], own["ratio"].astype(float)))
+
+
+def restatement_factor(ticker: str, t: pd.Timestamp) -> float:
+    """Vendor figure x factor = figure on the split basis of ``t``: the product of the ratios of
+    ``ticker``'s splits effective after ``t`` (1 when none)."""
+    return math.prod(ratio for at, ratio in _vendor_splits(ticker) if at > t)
 
 
 def _as_utc(t) -> pd.Timestamp:
@@ -153,7 +190,8 @@ class PointInTime:
 
     @property
     def dividends(self) -> pd.DataFrame:
-        return self._get("dividends")
+        """Cash dividends per share on the split basis of ``time`` (stored as paid)."""
+        return split_adjust(self._get("dividends"), self._get("splits"), ("amount",))
 
     @property
     def news(self) -> pd.DataFrame:
@@ -165,7 +203,13 @@ class PointInTime:
 
     @property
     def fundamentals(self) -> pd.DataFrame:
-        return self._get("fundamentals")
+        """Statement line items; EPS and share counts on the split basis of ``time``."""
+        frame = self._get("fundamentals")
+        factor = restatement_factor(self.ticker, self.time)
+        if factor == 1 or frame.empty:
+            return frame
+        value = frame["value"].where(~frame["item"].isin(PER_SHARE_ITEMS), frame["value"] * factor)
+        return frame.assign(value=value.where(~frame["item"].isin(SHARE_COUNT_ITEMS), frame["value"] / factor))
 
     @property
     def profile(self) -> dict:
@@ -174,7 +218,12 @@ class PointInTime:
 
     @property
     def earnings(self) -> pd.DataFrame:
-        return self._get("earnings")
+        """EPS estimate and actual per release on the split basis of ``time`` (the surprise is a ratio)."""
+        frame = self._get("earnings")
+        factor = restatement_factor(self.ticker, self.time)
+        if factor == 1 or frame.empty:
+            return frame
+        return frame.assign(eps_estimate=frame["eps_estimate"] * factor, reported_eps=frame["reported_eps"] * factor)
 
     @property
     def recommendations(self) -> pd.DataFrame:
@@ -182,7 +231,15 @@ class PointInTime:
 
     @property
     def insider(self) -> pd.DataFrame:
-        return self._get("insider")
+        """Form 4 transactions (filed as traded) on the split basis of ``time``, like :attr:`prices`."""
+        frame, splits = self._get("insider"), self._get("splits")
+        if frame.empty or splits.empty:
+            return frame
+        factor = split_factors(frame["transaction_date"], splits)
+        if (factor == 1).all():
+            return frame
+        return frame.assign(price=frame["price"] / factor, shares=frame["shares"] * factor,
+                            shares_after=frame["shares_after"] * factor)
 
     @property
     def macro(self) -> pd.DataFrame:
