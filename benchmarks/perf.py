@@ -91,7 +91,7 @@ def anytrading_env(store: Store, ticker: str, start, end, window: int = 10):
 
 def ticker_days(store: Store, n: int, seed: int, start="2024-01-01", end="2025-05-31"
                 ) -> list[tuple[str, pd.Timestamp]]:
-    """``n`` random (ticker, session) pairs, for contexts built on days the thesis env samples from."""
+    """``n`` random (ticker, session) pairs over the paper's 2024-01..2025-05 corpus."""
     rng = np.random.default_rng(seed)
     out = []
     for ticker in rng.choice(store.tickers, n):

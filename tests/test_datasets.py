@@ -1,5 +1,6 @@
 import pandas as pd
 import pytest
+from datasets import Dataset
 
 from tr1_agent.configs import DatasetConfig
 from tr1_agent.datasets import build_prompts, check_windows, day_keys, load, save, split_days, with_completions
@@ -76,9 +77,27 @@ def test_windows_beside_the_evaluation_window_pass():
 def test_split_holds_out_whole_days(rows):
     train, held = split_days(rows, 2, seed=0)
     assert len(day_keys(held)) == 2 and not day_keys(train) & day_keys(held)
-    assert len(train) + len(held) == len(rows)
+    assert len(train) + len(held) <= len(rows)
     with pytest.raises(ValueError):
         split_days(rows, len(day_keys(rows)))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_split_is_purged_with_a_15_session_embargo(store, seed):
+    """Per ticker one contiguous block; no training day within 15 real NYSE sessions of it."""
+    sessions = list(store.trading_days("AAPL", "2024-01-01", "2024-05-31").strftime("%Y-%m-%d"))
+    grid = Dataset.from_list([{"ticker": t, "date": d, "variant": v} for t in ("A", "B") for d in sessions
+                              for v in range(2)])
+    train, held = split_days(grid, 6, seed=seed)
+    assert len(held) == 12  # both variants of 3 days per ticker
+    for ticker in ("A", "B"):
+        block = sorted(sessions.index(d) for t, d in day_keys(held) if t == ticker)
+        assert block == list(range(block[0], block[0] + 3))  # contiguous sessions
+        trained = {sessions.index(d) for t, d in day_keys(train) if t == ticker}
+        gap = [i for i in trained if block[0] - 15 <= i <= block[-1] + 15]
+        assert gap == []
+        beyond = {block[0] - 16, block[-1] + 16} & set(range(len(sessions)))
+        assert beyond <= trained  # the embargo is 15 sessions, not more (no holiday in 2024-01..05 but Good Friday)
 
 
 def test_sft_rows_round_trip(rows, tmp_path):

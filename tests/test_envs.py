@@ -31,7 +31,7 @@ def store():
 
 @pytest.fixture(scope="module")
 def thesis_env(store):
-    return ThesisEnv(store, tickers=("NVDA", "AAPL", "MSFT"), start="2024-01-01", end="2024-12-31")
+    return ThesisEnv(store, tickers=("NVDA", "AAPL", "MSFT"), start="2024-01-01", end="2024-05-31")
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def test_thesis_reset_info(thesis_env):
     assert thesis_env.observation_space.contains(prompt)
     assert set(info) == {"ticker", "date", "modalities", "missing", "label"}
     assert info["ticker"] in ("NVDA", "AAPL", "MSFT") and Action[info["label"]] is thesis_env.label
-    assert pd.Timestamp("2024-01-01") <= info["date"] <= pd.Timestamp("2024-12-31")
+    assert pd.Timestamp("2024-01-01") <= info["date"] <= pd.Timestamp("2024-05-31")
     assert set(info["modalities"]) <= set(MODALITIES) and set(info["missing"]) <= set(info["modalities"])
     assert thesis_env.context.text in prompt
 
@@ -78,17 +78,32 @@ def test_thesis_seeded_determinism(store, thesis_env):
         first = env.reset(seed=seed)[1]
         return [(i["ticker"], i["date"], i["modalities"]) for i in (first, *(env.reset()[1] for _ in range(3)))]
 
-    other = ThesisEnv(store, tickers=("NVDA", "AAPL", "MSFT"), start="2024-01-01", end="2024-12-31")
+    other = ThesisEnv(store, tickers=("NVDA", "AAPL", "MSFT"), start="2024-01-01", end="2024-05-31")
     assert draws(thesis_env, 7) == draws(other, 7)
     assert len({tuple(draws(thesis_env, seed)[0]) for seed in range(6)}) > 1
 
 
 def test_thesis_options_fix_the_sample(thesis_env):
-    _, info = thesis_env.reset(options={"ticker": "NVDA", "date": "2024-06-03", "modalities": ("market", "macro")})
-    assert info["ticker"] == "NVDA" and info["date"] == pd.Timestamp("2024-06-03")
+    _, info = thesis_env.reset(options={"ticker": "NVDA", "date": "2024-03-04", "modalities": ("market", "macro")})
+    assert info["ticker"] == "NVDA" and info["date"] == pd.Timestamp("2024-03-04")
     assert info["modalities"] == ("market", "macro")
     with pytest.raises(ValueError, match="no labelled ticker-day"):
-        thesis_env.reset(options={"ticker": "NVDA", "date": "2024-06-01"})  # a Saturday
+        thesis_env.reset(options={"ticker": "NVDA", "date": "2024-03-02"})  # a Saturday
+    with pytest.raises(ValueError, match="no labelled ticker-day"):
+        thesis_env.reset(options={"ticker": "NVDA", "date": "2024-05-30"})  # its target lies past the window
+
+
+@pytest.mark.parametrize("window", [{}, {"end": "2024-06-15"}, {"start": "2024-01-01", "end": "2025-05-31"}])
+def test_thesis_env_refuses_the_replay_window(store, window):
+    """The training datasets' guard: the default window trains before the replay window, and any
+    window overlapping it is refused unless ``heldout=None``."""
+    if not window:
+        env = ThesisEnv(store, tickers=("NVDA",))
+        assert env.samples["date"].max() < pd.Timestamp("2024-06-01")
+        return
+    with pytest.raises(ValueError, match="overlaps the evaluation window 2024-06-01..2024-08-31"):
+        ThesisEnv(store, tickers=("NVDA",), **window)
+    assert len(ThesisEnv(store, tickers=("NVDA",), heldout=None, **window).samples)
 
 
 def test_thesis_reward_ordering(thesis_env):

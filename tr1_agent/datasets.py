@@ -23,13 +23,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from datasets import Dataset, load_from_disk
+from pandas.tseries.holiday import AbstractHolidayCalendar, GoodFriday, USFederalHolidayCalendar
 from tqdm.auto import tqdm
 
 from tr1_agent.configs import DatasetConfig
 from tr1_env.anonymize import Pseudonyms, anonymize
 from tr1_env.context import ContextConfig, build_context, sample_modalities
 from tr1_env.data.store import Store
-from tr1_env.labels import label_name, make_labels
+from tr1_env.labels import check_training_window, label_name, make_labels
 from tr1_env.prompt import SYSTEM_PROMPT
 
 __all__ = ["build_prompts", "check_windows", "day_keys", "eval_windows", "load", "messages", "save", "split_days",
@@ -48,14 +49,9 @@ def eval_windows(cfg: DatasetConfig) -> list[tuple[str, str]]:
 
 
 def check_windows(cfg: DatasetConfig) -> None:
-    """Refuse a training window that is empty or overlaps any evaluation window."""
-    start, end = pd.Timestamp(cfg.start), pd.Timestamp(cfg.end)
-    if start > end:
-        raise ValueError(f"training window {cfg.start}..{cfg.end} is empty")
-    for eval_start, eval_end in eval_windows(cfg):
-        if start <= pd.Timestamp(eval_end) and end >= pd.Timestamp(eval_start):
-            raise ValueError(f"training window {cfg.start}..{cfg.end} overlaps the evaluation window "
-                             f"{eval_start}..{eval_end}; move the training window out of it")
+    """Refuse a training window that is empty or overlaps any evaluation window (the Thesis env's guard)."""
+    for window in eval_windows(cfg):
+        check_training_window(cfg.start, cfg.end, window)
 
 
 def messages(user: str) -> list[dict[str, str]]:
@@ -128,15 +124,54 @@ def day_keys(rows: Dataset) -> set[tuple[str, str]]:
     return set(zip(rows["ticker"], rows["date"]))
 
 
-def split_days(rows: Dataset, n_days: int, seed: int = 0) -> tuple[Dataset, Dataset]:
-    """``(train, held_out)`` with ``n_days`` whole ticker-days held out: no variant of a held-out day trains."""
+def split_days(rows: Dataset, n_days: int, seed: int = 0, embargo: int = 15) -> tuple[Dataset, Dataset]:
+    """``(train, held_out)``, a purged split: per ticker one contiguous block of held-out days, and
+    no training day within ``embargo`` sessions of it on either side (a label looks 15 sessions
+    ahead, and a later context shows the block as history). ``n_days`` ticker-days are held out
+    in all, spread evenly over the tickers; embargoed days are in neither part.
+    """
     keys = sorted(day_keys(rows))
     if not 0 < n_days < len(keys):
         raise ValueError(f"cannot hold out {n_days} of {len(keys)} ticker-days")
+    days: dict[str, list[pd.Timestamp]] = {}
+    for ticker, day in keys:
+        days.setdefault(ticker, []).append(pd.Timestamp(day))
     rng = np.random.default_rng(seed)
-    held = {keys[i] for i in rng.choice(len(keys), n_days, replace=False)}
+    order = [str(t) for t in rng.permutation(sorted(days))]
+    quota = {t: n_days // len(order) + (i < n_days % len(order)) for i, t in enumerate(order)}
+    held, dropped = set(), set()
+    for ticker in order:
+        dates, q = days[ticker], min(quota[ticker], len(days[ticker]) - 1)
+        if q <= 0:
+            continue
+        first = int(rng.integers(len(dates) - q + 1))
+        lo, hi = dates[first], dates[first + q - 1]
+        for day in dates:
+            key = (ticker, f"{day:%Y-%m-%d}")
+            if lo <= day <= hi:
+                held.add(key)
+            elif (_sessions_between(day, lo) if day < lo else _sessions_between(hi, day)) <= embargo:
+                dropped.add(key)
+    train = [k not in held and k not in dropped for k in zip(rows["ticker"], rows["date"])]
+    if not any(train):
+        raise ValueError(f"holding out {n_days} ticker-days with a {embargo}-session embargo leaves nothing to train on")
     mask = np.array([k in held for k in zip(rows["ticker"], rows["date"])])
-    return rows.select(np.flatnonzero(~mask)), rows.select(np.flatnonzero(mask))
+    return rows.select(np.flatnonzero(train)), rows.select(np.flatnonzero(mask))
+
+
+class _Closures(AbstractHolidayCalendar):
+    """US federal holidays and Good Friday: every NYSE closure (and two days it trades, Columbus and
+    Veterans Day, so a session count errs towards a longer embargo)."""
+
+    rules = [*USFederalHolidayCalendar.rules, GoodFriday]
+
+
+_SESSIONS = pd.offsets.CustomBusinessDay(calendar=_Closures())
+
+
+def _sessions_between(a: pd.Timestamp, b: pd.Timestamp) -> int:
+    """Sessions from ``a`` up to, not including, ``b``."""
+    return len(pd.date_range(a, b, freq=_SESSIONS, inclusive="left"))
 
 
 def save(rows: Dataset, path: str | Path) -> Path:

@@ -14,6 +14,24 @@ import pandas as pd
 
 from tr1_env.actions import Action
 
+#: The default held-out replay window (``benchmarks/run.py``'s default): no training window may
+#: overlap it, whether it feeds a dataset or the Thesis env.
+HELDOUT_WINDOW: tuple[str, str] = ("2024-06-01", "2024-08-31")
+
+
+def check_training_window(start, end, heldout: tuple[str, str] | None = HELDOUT_WINDOW) -> None:
+    """Refuse a training window that is empty or overlaps the held-out window (``None``: no held-out window).
+
+    Labels of a training window read no price after its end (the callers cut the closes there), so
+    a window that ends before the held-out one starts never sees a held-out price.
+    """
+    lo, hi = pd.Timestamp(start), pd.Timestamp(end)
+    if lo > hi:
+        raise ValueError(f"training window {start}..{end} is empty")
+    if heldout is not None and lo <= pd.Timestamp(heldout[1]) and hi >= pd.Timestamp(heldout[0]):
+        raise ValueError(f"training window {start}..{end} overlaps the evaluation window {heldout[0]}..{heldout[1]}; "
+                         "move the training window out of it")
+
 
 @dataclass(frozen=True)
 class LabelConfig:

@@ -19,28 +19,34 @@ from tr1_env.context import MODALITIES, Context, ContextConfig, build_context, s
 from tr1_env.data.schema import canonical_ticker
 from tr1_env.data.store import Store
 from tr1_env.envs.spaces import UnicodeText
-from tr1_env.labels import LabelConfig, make_labels
+from tr1_env.labels import HELDOUT_WINDOW, LabelConfig, check_training_window, make_labels
 from tr1_env.rewards import RewardConfig, score
 
 
 class ThesisEnv(gym.Env[str, str]):
     """Prompt in, thesis out, composite reward back; ``terminated`` after every step.
 
-    Labels are fitted per ticker on ``[fit_start, fit_end]`` (default: the sampling window) once,
-    here, and frozen. ``stage`` picks a curriculum stage's reward weights; ``reward_config`` sets
-    them fully (not both). ``anonymize=True`` serves :func:`tr1_env.anonymize.anonymize`'d prompts (fresh
-    pseudonyms per episode, in ``info["pseudonyms"]``) and checks quotes against the anonymized text.
+    Episodes sample the training window ``[start, end]`` (default 2024-01-01..2024-05-31), which
+    may not overlap the held-out replay window ``heldout`` (default
+    :data:`~tr1_env.labels.HELDOUT_WINDOW`; ``None`` lifts the guard): the same guard as the training
+    datasets. Labels read no price after ``end`` and are fitted per ticker on ``[fit_start, fit_end]``
+    (default: the window) once, here, and frozen. ``stage`` picks a curriculum stage's reward
+    weights; ``reward_config`` sets them fully (not both). ``anonymize=True`` serves
+    :func:`tr1_env.anonymize.anonymize`'d prompts (fresh pseudonyms per episode, in ``info["pseudonyms"]``)
+    and checks quotes against the anonymized text.
     """
 
     metadata = {"render_modes": []}
 
     def __init__(self, store: Store | None = None, tickers: Sequence[str] | None = None,
-                 start="2024-01-01", end="2025-05-31", fit_start=None, fit_end=None,
+                 start="2024-01-01", end="2024-05-31", heldout: tuple[str, str] | None = HELDOUT_WINDOW,
+                 fit_start=None, fit_end=None,
                  stage: str | None = None, reward_config: RewardConfig | None = None,
                  context_config: ContextConfig | None = None, label_config: LabelConfig | None = None,
                  random_modalities: bool = True, max_length: int = 100_000, anonymize: bool = False):
         if stage is not None and reward_config is not None:
             raise ValueError("pass either stage or reward_config, not both")
+        check_training_window(start, end, heldout)
         self.store = store if store is not None else Store()
         self.reward_config = RewardConfig.for_stage(stage) if stage is not None else reward_config or RewardConfig()
         self.context_config = context_config or ContextConfig()
@@ -51,7 +57,8 @@ class ThesisEnv(gym.Env[str, str]):
         fit_end = end if fit_end is None else fit_end
         frames = []
         for ticker in map(canonical_ticker, tickers or self.store.tickers):
-            labels = make_labels(self.store.closes(ticker), fit_start, fit_end, start, end, label_config)["label"]
+            close = self.store.closes(ticker).loc[: pd.Timestamp(end)]
+            labels = make_labels(close, fit_start, fit_end, start, end, label_config)["label"]
             labels = labels.dropna()
             frames.append(pd.DataFrame({"ticker": ticker, "date": labels.index, "label": labels.to_numpy("int8")}))
         #: Every ticker-day an episode can start from, with its frozen label (an Action code).
