@@ -8,8 +8,8 @@ from tr1_agent.datasets import build_prompts, load
 from tr1_agent.distill import accepts, distill, evidence, parse_action, template_thesis
 from tr1_env.actions import Action
 from tr1_env.context import MODALITIES
-from tr1_env.rewards import score
-from tr1_env.thesis import count_words, normalize_text, parse_thesis
+from tr1_env.rewards import evidence_reward, score
+from tr1_env.thesis import count_words, parse_thesis
 
 
 @pytest.fixture(scope="module")
@@ -35,11 +35,20 @@ def test_acceptance_modes():
 
 
 def test_evidence_is_verbatim_and_quote_sized(rows):
+    """Each piece of evidence, cited in a bullet, parses back as exactly one quote (itself) and one
+    source, and the reward finds it in the context."""
+    opinion = " ".join(["growth"] * 20)
+    n = 0
     for row in rows:
         for modality in row["modalities"]:
             for e in evidence(modality, row["context"]):
-                assert normalize_text(e.quote) in normalize_text(row["context"])
-                assert 3 <= count_words(e.quote) <= 40 and "*" not in e.quote and "`" not in e.quote
+                parsed = parse_thesis(f"<news>\n- {opinion} *{e.quote}* `{e.source}`\n</news>")
+                ((bullet,),) = (s.bullets for s in parsed.sections)
+                assert bullet.quotes == (e.quote,) and bullet.sources == (e.source,) and bullet.opinion == opinion
+                checked = evidence_reward(parsed, row["context"])
+                assert (checked.n_quotes, checked.n_verified, checked.n_fabricated) == (1, 1, 0)
+                n += 1
+    assert n > 20
 
 
 def test_stitched_theses_score_in_the_rewards_format(rows):
@@ -73,9 +82,9 @@ def test_distill_against_a_real_openai_compatible_server(katan, store, tmp_path)
     sft, report = distill(rows, cfg)
     calls = katan.completed_requests() - served
     assert report["kept"] == len(sft) == 1 and report["status"] == {"kept": 1}
-    assert calls == report["http_requests"] == 1 + 1 + 4  # teacher, planner, one writer call per section
+    assert calls == report["http_requests"] == 1 + 1 + 5  # teacher, planner, one writer call per analysis section
     usage = report["usage"]
-    assert usage["teacher"]["new_calls"] == 1 and usage["writer"]["new_calls"] == 4
+    assert usage["teacher"]["new_calls"] == 1 and usage["writer"]["new_calls"] == 5
     assert usage["teacher"]["prompt_tokens"] > 100 and usage["writer"]["completion_tokens"] > 0
     assert usage["total_cost_usd"] == pytest.approx(usage["new_cost_usd"]) and usage["total_cost_usd"] > 0
     label = rows[0]["label"]

@@ -77,7 +77,7 @@ class DistillConfig:
         "help": "open each thesis with the plan inside <think> (for thinking models such as Qwen3)"})
     bullets: int = field(default=5, metadata={"help": "claims per section (the reward wants 4 to 7)"})
     max_sections: int = field(default=7, metadata={
-        "help": "sections per thesis, conclusion included (the reward wants 5 to 7)"})
+        "help": "analysis sections per thesis, before the conclusion (the reward wants 5 to 7)"})
     min_structure: float = field(default=0.5, metadata={"help": "drop stitched theses with a lower R_structure"})
     min_evidence: float = field(default=0.5, metadata={"help": "drop stitched theses with a lower R_evidence"})
     teacher_input_price: float = field(default=2.0, metadata={"help": "USD per 1M teacher prompt tokens"})
@@ -90,8 +90,8 @@ class DistillConfig:
     def __post_init__(self):
         if not 4 <= self.bullets <= 7:
             raise ValueError(f"bullets must be within the reward's ideal 4..7, got {self.bullets}")
-        if not 2 <= self.max_sections <= 7:
-            raise ValueError(f"max_sections must be within 2..7, got {self.max_sections}")
+        if not 1 <= self.max_sections <= 7:
+            raise ValueError(f"max_sections must be within 1..7, got {self.max_sections}")
 
 
 @dataclass(frozen=True)

@@ -191,7 +191,7 @@ def _outline(day: _Day, plan: str, cfg: DistillConfig) -> list[tuple[str, str, l
                                  pd.Timestamp(day.row["date"]).toordinal(), day.row["variant"]])
     used: set[Evidence] = set()
     outline = []
-    for tag in ordered[: cfg.max_sections - 1]:
+    for tag in ordered[: cfg.max_sections]:
         candidates = [e for m in SECTIONS[tag] for e in day.pool.get(m, []) if e not in used]
         if len(candidates) < 2:
             continue
