@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from baselines import BASELINES
+from baselines import BASELINES, TRAINED
 from baselines.rules import MACrossover, RSIMeanReversion
 from baselines.sentiment import NewsSentiment, lexicon_score
 from baselines.simple import AlwaysHold, BuyAndHold, RandomAgent
@@ -26,10 +26,23 @@ def news(titles, sentiments, hours_ago) -> pd.DataFrame:
                          "available_at": [now - pd.Timedelta(hours=h) for h in hours_ago]})
 
 
-def test_every_baseline_is_an_agent():
+def test_every_baseline_is_an_agent(store):
+    """Each untrained baseline answers real observations (built by the context builder) with one valid
+    decision each, in order (the SB3 ones are checked on the env below, after training)."""
+    from tr1_env.context import build_context
+
+    observations = [build_context(store, t, d).observation() for t in ("AAPL", "NVDA") for d in ("2024-06-03",
+                                                                                                  "2024-06-12")]
     for name, path in BASELINES.items():
-        if name not in ("ppo", "a2c"):
-            assert isinstance(load_agent(path), Agent)
+        if name in TRAINED:
+            continue
+        agent = load_agent(path)
+        assert isinstance(agent, Agent)
+        agent.reset("AAPL")
+        decisions = agent.act(observations)
+        assert len(decisions) == len(observations), name
+        assert all(isinstance(d.action, Action) for d in decisions), name
+    assert [d.action for d in load_agent(BASELINES["buy_and_hold"]).act(observations)] == [Action.STRONG_BUY] * 4
 
 
 def test_constant_agents():

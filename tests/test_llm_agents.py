@@ -236,7 +236,11 @@ def test_smollm2_spec_runs_the_offline_instruct_model(smollm2_dir, tmp_path):
     agent = make_llm_agent("smollm2", max_new_tokens=16, cache_dir=tmp_path)
     assert isinstance(agent, TransformersAgent) and agent.path == str(smollm2_dir)
     [decision] = agent.act([make_observation("Should I buy AAPL today? Answer with [[[BUY]]] or [[[SELL]]].")])
-    assert decision.thesis and 0 < decision.meta["completion_tokens"] <= 16
+    # SmolLM2-135M-Instruct's greedy answer, read once and written down: a different model, chat
+    # template or decoding setting changes it
+    assert decision.thesis == "To answer the question, I'll provide a step-by-step solution:"
+    assert decision.meta["completion_tokens"] == 16 and decision.meta["finish_reason"] == "length"
+    assert decision.meta["parse_failed"] and decision.action is Action.HOLD  # no [[[...]]]: the likeliest of the five closings
 
 
 # --- a real OpenAI-compatible server (llm-katan serving SmolLM2) ------------------------------
