@@ -1,11 +1,13 @@
 import json
 import re
 
+import numpy as np
 import pytest
 
 from tr1_env.actions import Action
 from tr1_env.rewards import (
     STAGE_WEIGHTS,
+    QuoteIndex,
     RewardConfig,
     bullet_count_reward,
     bullet_reward,
@@ -16,6 +18,8 @@ from tr1_env.rewards import (
     harmonic_mean,
     length_multiplier,
     opinion_reward,
+    quote_in_context,
+    reference_score,
     score,
     section_format_reward,
     structure_reward,
@@ -556,3 +560,79 @@ def test_tr1_score_context_must_be_a_file(tmp_path, capsys):
         tr1(["score", "--completion", str(tmp_path / "thesis.txt"), "--context", str(tmp_path)])
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and "not a file" in err and len(err.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------------------------------------- fast == plain
+
+
+def _random_thesis(rng: np.random.Generator, context_words: list[str]) -> str:
+    """A completion mixing what the parser and the quote check must get right: matched and stray tags,
+    think blocks, headers, bullets, exact, cut-short and invented quotes, emphasis, sources, decisions."""
+    def words(n: int) -> str:
+        return " ".join(rng.choice(["growth", "margin", "demand", "risk", "Revenue", "rose", "12", "AI"], n))
+
+    def quote() -> str:
+        i, n = int(rng.integers(len(context_words) - 70)), int(rng.integers(1, 70))
+        exact = " ".join(context_words[i:i + n])
+        return [exact, exact[:-1], exact.upper(), words(n), exact + " and more"][int(rng.integers(5))]
+
+    parts = []
+    for _ in range(int(rng.integers(0, 10))):
+        tag = rng.choice(["news", "macro", "technical", "conclusion", "think", "br", "risk_assessment"])
+        lines = ["### Header"] if rng.random() < 0.5 else []
+        for _ in range(int(rng.integers(0, 9))):
+            line = f"- {words(int(rng.integers(0, 100)))}"
+            if rng.random() < 0.3:
+                line += " *strong*"
+            if rng.random() < 0.7:
+                line += f" *{quote()}*"
+            if rng.random() < 0.6:
+                line += " `source`"
+            if rng.random() < 0.1:
+                line += f" [[[{Action(int(rng.integers(5))).name}]]]"
+            lines.append(line)
+        if rng.random() < 0.2:
+            lines.append("| a | b |\n|---|---|")
+        closing = f"</{tag}>" if rng.random() < 0.85 else ""
+        parts.append(f"<{tag}>\n" + "\n".join(lines) + f"\n{closing}")
+    if rng.random() < 0.8:
+        parts.append(f"[[[{Action(int(rng.integers(5))).name}]]]")
+    return "\n".join(parts)
+
+
+@pytest.mark.parametrize("cfg", [RewardConfig(), RewardConfig(min_quote_words=1, max_quote_words=None)],
+                         ids=["default", "all_italics"])
+def test_fast_scorer_equals_the_reference(cfg):
+    """:func:`score` (context indexed once, cached) against :func:`reference_score` (a regex per quote),
+    on 250 random completions each."""
+    rng = np.random.default_rng(0)
+    context_words = CONTEXT.split()
+    n_quotes = n_fabricated = 0
+    for _ in range(250):
+        thesis = _random_thesis(rng, context_words)
+        label = Action(int(rng.integers(5)))
+        fast, plain = score(thesis, label, CONTEXT, cfg), reference_score(thesis, label, CONTEXT, cfg)
+        assert fast == plain, thesis
+        n_quotes, n_fabricated = n_quotes + fast.n_quotes, n_fabricated + fast.n_fabricated
+    assert 0 < n_fabricated < n_quotes  # both outcomes were exercised
+
+
+def test_quote_index_matches_whole_words():
+    index = QuoteIndex("Revenue rose 12 percent (to $26.0B); margins: 78.4%.")
+    assert "Revenue rose 12" in index and "revenue  ROSE 12 percent" in index and "to $26.0B" in index
+    assert "Revenue rose 1" not in index and "evenue rose 12" not in index and "78.4" in index
+    assert "margins: 78" not in index and "4%" not in index and "" not in index
+    for q in ("Revenue rose 1", "to $26.0B", "margins: 78", "4%", "78.4%"):
+        assert quote_in_context(q, index.text) == (q in index)
+
+
+def test_hostile_completion_scores_in_linear_time():
+    """benchmarks/perf.py's 200 KB hostile completion: about 19 s before the parser was made linear."""
+    import time
+
+    from benchmarks.perf import hostile_completion
+
+    start = time.perf_counter()
+    r = score(hostile_completion(), Action.BUY, CONTEXT)
+    assert time.perf_counter() - start < 3
+    assert r.decision_action is None and r == reference_score(hostile_completion(), Action.BUY, CONTEXT)

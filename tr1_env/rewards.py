@@ -266,7 +266,8 @@ class QuoteIndex:
     """A context normalised once, answering whole-word quote lookups (SPEC 1.3).
 
     A quote is found when its normalised words occur in the normalised context and neither end
-    cuts a word: "revenue rose 1" is not in "revenue rose 12 percent". Build it once per context
+    cuts a word or a number: "revenue rose 1" is not in "revenue rose 12 percent", nor "margin 78"
+    in "margin 78.4%". Build it once per context
     (:func:`quote_index` caches the last few) and look up every quote of every completion in it.
     """
 
@@ -277,15 +278,22 @@ class QuoteIndex:
         needle = _strip_quote(quote)
         if not needle:
             return False
-        text, n = self.text, len(needle)
-        head, tail = needle[0].isalnum(), needle[-1].isalnum()
-        at = text.find(needle)
+        text, at = self.text, self.text.find(needle)
         while at >= 0:
-            if not (head and at > 0 and text[at - 1].isalnum()) and not (
-                    tail and at + n < len(text) and text[at + n].isalnum()):
+            if not _cuts(text, at, at + len(needle), needle):
                 return True
             at = text.find(needle, at + 1)
         return False
+
+
+def _cuts(text: str, start: int, end: int, needle: str) -> bool:
+    """Whether ``text[start:end]`` (== ``needle``) starts or ends inside a word or a number."""
+    before, after = text[max(0, start - 2):start], text[end:end + 2]
+    if needle[0].isalnum() and before and (before[-1].isalnum() or (
+            needle[0].isdigit() and len(before) == 2 and before[1] in ".," and before[0].isdigit())):
+        return True
+    return bool(needle[-1].isalnum() and after and (after[0].isalnum() or (
+        needle[-1].isdigit() and len(after) == 2 and after[0] in ".," and after[1].isdigit())))
 
 
 @lru_cache(maxsize=64)
@@ -299,8 +307,9 @@ def quote_in_context(quote: str, context: str) -> bool:
     needle = _strip_quote(quote)
     if not needle:
         return False
-    pattern = ("(?<![^\\W_])" if needle[0].isalnum() else "") + re.escape(needle) + (
-        "(?![^\\W_])" if needle[-1].isalnum() else "")
+    head = ("(?<![^\\W_])" if needle[0].isalnum() else "") + ("(?<!\\d[.,])" if needle[0].isdigit() else "")
+    tail = ("(?![^\\W_])" if needle[-1].isalnum() else "") + ("(?![.,]\\d)" if needle[-1].isdigit() else "")
+    pattern = head + re.escape(needle) + tail
     return re.search(pattern, normalize_text(context)) is not None
 
 
