@@ -200,7 +200,8 @@ def _decisions(answer: str, min_quote_words: int) -> Iterator[Action]:
     for m in _DECISION.finditer(answer):
         if m.start() > line_end:
             line_start = answer.rfind("\n", 0, m.start()) + 1
-            line_end = answer.find("\n", m.end()) % (len(answer) + 1)
+            line_end = answer.find("\n", m.end())
+            line_end = len(answer) if line_end < 0 else line_end
             line = answer[line_start:line_end]
             starts, ends = [], []
             for lo, hi in sorted((c.start(), c.end()) for p, n in ((_ITALIC, min_quote_words), (_SOURCE, 0))
