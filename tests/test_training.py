@@ -113,7 +113,7 @@ def test_reward_settings_are_flags_of_grpo_and_curriculum():
 @pytest.mark.slow
 def test_curriculum_runs_all_stages_and_resumes(tiny_qwen3_path, store, tmp_path, monkeypatch):
     """Three stages end to end on a tiny Qwen3 through ``tr1 train curriculum``; a rerun trains nothing."""
-    data = DatasetConfig(tickers=("AAPL",), max_days=6, variants=1, max_chars=200)
+    data = DatasetConfig(tickers=("AAPL",), max_days=10, variants=1, max_chars=200)
     theses = {i: t for i, r in enumerate(build_prompts(data, store)) if (t := template_thesis(r))}
     rows = build_prompts(data, store).select(list(theses))
     distilled = save(with_completions(rows, list(theses.values())), tmp_path / "distilled")
@@ -121,7 +121,7 @@ def test_curriculum_runs_all_stages_and_resumes(tiny_qwen3_path, store, tmp_path
     argv = ["train", "curriculum", "--model", str(tiny_qwen3_path), "--output-dir", str(out),
             "--sft-data", str(distilled), "--heldout-days", "2", "--augment-prompts", "2", "--augment-samples", "2",
             "--augment-min-reward", "-10", "--generation-batch-size", "4",
-            "--data-tickers", "AAPL", "--data-max-days", "6", "--data-variants", "1", "--data-max-chars", "200",
+            "--data-tickers", "AAPL", "--data-max-days", "10", "--data-variants", "1", "--data-max-chars", "200",
             "--sft-max-steps", "1", "--sft-per-device-train-batch-size", "2", "--sft-max-length", "4096",
             "--grpo-max-steps", "1", "--grpo-per-device-train-batch-size", "2", "--grpo-num-generations", "2",
             "--grpo-max-completion-length", "8", "--grpo-learning-rate", "1e-3"]
