@@ -207,7 +207,7 @@ def test_word_count_ignores_markdown():
     assert count_words("\u2014 caf\u00e9 \u2022 _ __x 12\u00b2") == 3  # dash, bullet and a lone underscore are not words
     rng = random.Random(0)
     for _ in range(2000):  # the ASCII fast path and the general one agree with the definition
-        text = "".join(rng.choice("ab1 _-|*.%\t\n\x01\u2014\u00e9") for _ in range(rng.randint(0, 30)))
+        text = "".join(rng.choice("ab1 _-|*.%\t\n\x01\x1c\x85\u2014\u00e9") for _ in range(rng.randint(0, 30)))
         assert count_words(text) == sum(any(c.isalnum() for c in tok) for tok in text.split()), repr(text)
     assert parse_thesis("<a>### One two\n- three</a>").sections[0].word_count == 3
 

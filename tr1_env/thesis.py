@@ -41,7 +41,10 @@ _ITALIC = re.compile(r"(?<![*\w])\*(?=[^\s*])([^*\n]+?)(?<=[^\s*])\*(?![*\w])")
 _SOURCE = re.compile(r"`([^`\n]+)`")
 _TABLE_RULE = frozenset("|:- \t")
 _NOT_WORD = re.compile(r"(?<!\S)(?:[^\w\s]|_)+(?!\S)")  # a token without a letter or digit
-_ASCII_NON_WORD = str.maketrans(dict.fromkeys(ch for ch in map(chr, range(128)) if not (ch.isalnum() or ch.isspace())))
+# ASCII bytes that are neither letters, digits nor white space (deleted before counting words), and
+# str.split's extra separators \x1c-\x1f, which bytes.split does not know, mapped to a space.
+_ASCII_NON_WORD = bytes(i for i in range(128) if not (chr(i).isalnum() or chr(i).isspace()))
+_ASCII_SEPARATORS = bytes.maketrans(b"\x1c\x1d\x1e\x1f", b"    ")
 _ASCII_PUNCT = str.maketrans(
     {
         **dict.fromkeys("\u2018\u2019\u201a\u201b\u2032", "'"),
@@ -96,7 +99,7 @@ def normalize_text(text: str) -> str:
 def count_words(text: str) -> int:
     """Tokens holding a letter or digit, so markdown (``-``, ``|``, ``**``) is not a word."""
     if text.isascii():  # the common case, 4x faster: drop what is neither a letter, a digit nor a space
-        return len(text.translate(_ASCII_NON_WORD).split())
+        return len(text.encode("ascii").translate(_ASCII_SEPARATORS, _ASCII_NON_WORD).split())
     return len(text.split()) - len(_NOT_WORD.findall(text))
 
 
