@@ -84,9 +84,10 @@ def distributed_state(timeout_s: int):
     """
     from datetime import timedelta
 
+    import torch
     from accelerate import PartialState
 
-    return PartialState(timeout=timedelta(seconds=timeout_s))
+    return PartialState(cpu=not torch.cuda.is_available(), timeout=timedelta(seconds=timeout_s))
 
 
 def _once(path: Path, make, save_fn=None, load_fn=None):

@@ -58,6 +58,7 @@ def export(trainer, base: str, output_dir: Path, cfg: TrainSettings, card: dict)
             model.save_pretrained(str(staging))
             del model
             trainer.processing_class.save_pretrained(str(staging))
+        (staging / CARD).write_text(json.dumps(card, indent=2))
         _replace(staging, merged)
     trainer.accelerator.wait_for_everyone()
     return merged
