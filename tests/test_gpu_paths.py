@@ -294,3 +294,28 @@ def test_replay_uses_a_checkpoint_cards_budget_context_and_thinking(tmp_path):
     spec = _llm_spec("vllm:Qwen/Qwen3-4B", RunConfig())  # no card: the run's settings
     assert spec.settings["max_new_tokens"] == 128 and "max_chars" not in spec.settings
     assert spec.settings["force_decision"] is True
+
+
+def test_param_count_counts_tied_embeddings_once(tiny_qwen3_path):
+    lm, _ = models.load_model_and_tokenizer(str(tiny_qwen3_path), device="cpu")
+    assert lm.config.tie_word_embeddings
+    # vocab x 64 embeddings once, 2 layers of attention (64->64, 64->32 x2, 64->64) + MLP 3 x 64 x 128 + norms
+    vocab = lm.config.vocab_size
+    layer = 64 * 64 * 2 + 64 * 32 * 2 + 3 * 64 * 128 + 64 * 2 + 16 * 2
+    assert models.param_count(str(tiny_qwen3_path)) == vocab * 64 + 2 * layer + 64
+
+
+@pytest.mark.slow
+def test_gpu_check_script_runs_at_toy_scale_on_cpu(tmp_path):
+    """scripts/gpu_check.py --cpu-smoke: every part of the device check runs, so a lent GPU's minutes go to figures."""
+    out = tmp_path / "smoke.json"
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_check.py"), "--cpu-smoke", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["dtype"] == "float32" and report["device"] == "cpu"
+    grpo_part, ppo, agent = report["grpo-135m"], report["flag-ppo"], report["hf-agent"]
+    assert grpo_part["steps"] == 1 and grpo_part["mean_completion_tokens"] == [4.0]  # random weights: full length
+    assert ppo["timesteps"] == 4 and 0 < ppo["trainable_share"] < 1
+    assert agent["batch"] == 2 and agent["generated_tokens"] <= 2 * 4

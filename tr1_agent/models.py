@@ -161,6 +161,7 @@ def param_count(name: str) -> int:
 
     with init_empty_weights():
         model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(resolve_model(name)))
+    model.tie_weights()  # not done on the meta device by itself
     return sum(p.numel() for p in model.parameters())
 
 
