@@ -66,27 +66,27 @@ def cmd_distill(ns: argparse.Namespace) -> None:
 
 
 def cmd_sft(ns: argparse.Namespace) -> None:
-    check_launch()
     from tr1_agent.datasets import load
     from tr1_agent.sft import train_sft
 
+    check_launch()
     print(train_sft(ns.model, load(ns.dataset), ns.output_dir, from_args(SFTRunConfig, ns)))
 
 
 def cmd_grpo(ns: argparse.Namespace) -> None:
-    check_launch()
     from tr1_agent.grpo import train_grpo
     from tr1_env.rewards import RewardConfig
 
+    check_launch()
     weights = dict(zip(("w_structure", "w_evidence", "w_decision"), ns.reward_weights or ()))
     reward = RewardConfig.for_stage(ns.stage, **weights)
     print(train_grpo(ns.model, _rows(ns), ns.output_dir, from_args(GRPORunConfig, ns), reward))
 
 
 def cmd_curriculum(ns: argparse.Namespace) -> None:
-    check_launch()
     from tr1_agent.curriculum import run_curriculum
 
+    check_launch()
     _print(run_curriculum(from_args(CurriculumConfig, ns), from_args(DatasetConfig, ns, "data-"),
                           from_args(SFTRunConfig, ns, "sft-"), from_args(GRPORunConfig, ns, "grpo-")))
 

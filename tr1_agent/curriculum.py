@@ -43,7 +43,7 @@ logger = logging.getLogger(__name__)
 def self_augment(model: str, rows: Dataset, reward: RewardConfig, cfg: CurriculumConfig,
                  grpo: GRPORunConfig) -> Dataset:
     """SFT rows from ``model``'s own best theses: best of ``augment_samples`` per prompt by the stage's total
-    reward, keeping the top ``augment_keep`` share of prompts among those above ``augment_min_reward``."""
+    reward, keeping the top ``augment_keep`` share of prompts among those :func:`keeps` accepts."""
     rows = rows.shuffle(seed=grpo.seed).select(range(min(cfg.augment_prompts, len(rows))))
     samples = generate(model, rows, n=cfg.augment_samples, temperature=cfg.augment_temperature, seed=grpo.seed,
                        **sampling(cfg, grpo, model))
