@@ -284,7 +284,8 @@ def test_vllm_agent_forces_the_same_decision_as_transformers(tiny_qwen3_path, mo
 
 
 def test_replay_uses_a_checkpoint_cards_budget_context_and_thinking(tmp_path):
-    from benchmarks.run import RunConfig, _llm_spec
+    from benchmarks.config import RunConfig
+    from benchmarks.run import _llm_spec
 
     (tmp_path / models.CARD).write_text(json.dumps({"max_context_chars": 24000, "max_new_tokens": 6144,
                                                     "enable_thinking": False}))
