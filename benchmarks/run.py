@@ -85,15 +85,18 @@ def _llm_spec(spec: str, cfg: RunConfig, anonymized: bool = False) -> AgentSpec:
     if spec == "smollm2" or spec.startswith(LOCAL_LLM_PREFIXES):
         from tr1_agent.models import read_card
 
-        card = read_card(spec.partition(":")[2]) if ":" in spec else {}  # a trained checkpoint replays as trained
-        kwargs = {"max_new_tokens": card.get("max_new_tokens") or cfg.local_max_new_tokens,
+        # per backend: vLLM runs on a GPU, with the training pipeline's sizes; a trained checkpoint replays as trained
+        vllm = spec.startswith("vllm:")
+        card = read_card(spec.partition(":")[2]) if ":" in spec else {}
+        kwargs = {"max_new_tokens": card.get("max_new_tokens") or (cfg.vllm_max_new_tokens if vllm
+                                                                     else cfg.local_max_new_tokens),
                   "force_decision": cfg.force_decision}
-        if not spec.startswith("vllm:"):
+        if not vllm:
             kwargs["batch_size"] = cfg.llm_batch_size
         if "enable_thinking" in card:
             kwargs["enable_thinking"] = card["enable_thinking"]
-        if card.get("max_context_chars"):
-            kwargs["max_chars"] = card["max_context_chars"]
+        if card.get("max_context_chars") or vllm:
+            kwargs["max_chars"] = card.get("max_context_chars") or cfg.vllm_max_chars
     else:
         kwargs = {"base_url": cfg.base_url, "max_tokens": cfg.api_max_tokens}
         if not (cfg.base_url or os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_KEY")):

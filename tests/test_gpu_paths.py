@@ -292,9 +292,11 @@ def test_replay_uses_a_checkpoint_cards_budget_context_and_thinking(tmp_path):
     spec = _llm_spec(f"hf:{tmp_path}", RunConfig())
     assert (spec.settings["max_new_tokens"], spec.settings["max_chars"], spec.settings["enable_thinking"]) == (
         6144, 24000, False)
-    spec = _llm_spec("vllm:Qwen/Qwen3-4B", RunConfig())  # no card: the run's settings
-    assert spec.settings["max_new_tokens"] == 128 and "max_chars" not in spec.settings
+    spec = _llm_spec("vllm:Qwen/Qwen3-4B", RunConfig())  # no card: the GPU backend's defaults
+    assert (spec.settings["max_new_tokens"], spec.settings["max_chars"]) == (6144, 24000)
     assert spec.settings["force_decision"] is True
+    spec = _llm_spec("hf:Qwen/Qwen3-4B", RunConfig(local_max_new_tokens=300))  # no card: the run's (CPU) settings
+    assert spec.settings["max_new_tokens"] == 300 and "max_chars" not in spec.settings
 
 
 def test_param_count_counts_tied_embeddings_once(tiny_qwen3_path):
