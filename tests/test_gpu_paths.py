@@ -322,3 +322,35 @@ def test_gpu_check_script_runs_at_toy_scale_on_cpu(tmp_path):
     assert grpo_part["steps"] == 1 and grpo_part["mean_completion_tokens"] == [4.0]  # random weights: full length
     assert ppo["timesteps"] == 4 and 0 < ppo["trainable_share"] < 1
     assert agent["batch"] == 2 and agent["generated_tokens"] <= 2 * 4
+
+
+def test_vllm_sampling_sizes_its_engine_and_shuts_it_down(tiny_qwen3_path, monkeypatch):
+    from transformers import AutoTokenizer
+
+    made = []
+
+    class Engine:
+        def __init__(self, model, **kwargs):
+            self.kwargs, self.stopped = kwargs, False
+            made.append(self)
+
+        def chat(self, prompts, params, chat_template_kwargs=None):
+            self.template = chat_template_kwargs
+            return [types.SimpleNamespace(outputs=[types.SimpleNamespace(text="t")] * params["n"]) for _ in prompts]
+
+        def shutdown(self):
+            self.stopped = True
+
+    fake = types.ModuleType("vllm")
+    fake.LLM, fake.SamplingParams = Engine, lambda **kw: kw
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    data = rows(2)
+    out = grpo.generate(str(tiny_qwen3_path), data, n=3, max_new_tokens=50, use_vllm=True, enable_thinking=False,
+                        gpu_memory_utilization=0.25)
+    assert out == [["t"] * 3] * 2
+    tok = AutoTokenizer.from_pretrained(tiny_qwen3_path)
+    prompt = len(tok(tok.apply_chat_template(data[0]["prompt"], add_generation_prompt=True, tokenize=False),
+                     add_special_tokens=False)["input_ids"])
+    (engine,) = made
+    assert engine.kwargs["max_model_len"] == prompt + 50 and engine.kwargs["gpu_memory_utilization"] == 0.25
+    assert engine.template == {"enable_thinking": False} and engine.stopped
