@@ -331,12 +331,14 @@ def test_vllm_sampling_sizes_its_engine_and_shuts_it_down(tiny_qwen3_path, monke
 
     class Engine:
         def __init__(self, model, **kwargs):
-            self.kwargs, self.stopped = kwargs, False
+            self.kwargs, self.stopped, self.seeds = kwargs, False, []
             made.append(self)
 
-        def chat(self, prompts, params, chat_template_kwargs=None):
+        def chat(self, prompts, params, use_tqdm=False, chat_template_kwargs=None):
             self.template = chat_template_kwargs
-            return [types.SimpleNamespace(outputs=[types.SimpleNamespace(text="t")] * params["n"]) for _ in prompts]
+            self.seeds.append(params["seed"])
+            sample = types.SimpleNamespace(text=f"t{params['seed']}", token_ids=[1], finish_reason="stop")
+            return [types.SimpleNamespace(outputs=[sample], prompt_token_ids=[1, 2]) for _ in prompts]
 
         def shutdown(self):
             self.stopped = True
@@ -345,9 +347,9 @@ def test_vllm_sampling_sizes_its_engine_and_shuts_it_down(tiny_qwen3_path, monke
     fake.LLM, fake.SamplingParams = Engine, lambda **kw: kw
     monkeypatch.setitem(sys.modules, "vllm", fake)
     data = rows(2)
-    out = grpo.generate(str(tiny_qwen3_path), data, n=3, max_new_tokens=50, use_vllm=True, enable_thinking=False,
-                        gpu_memory_utilization=0.25)
-    assert out == [["t"] * 3] * 2
+    out = grpo.generate(str(tiny_qwen3_path), data, n=3, max_new_tokens=50, temperature=1.0, use_vllm=True,
+                        enable_thinking=False, gpu_memory_utilization=0.25)
+    assert out == [["t0", "t1", "t2"]] * 2  # sample i drawn with seed + i
     tok = AutoTokenizer.from_pretrained(tiny_qwen3_path)
     prompt = len(tok(tok.apply_chat_template(data[0]["prompt"], add_generation_prompt=True, tokenize=False),
                      add_special_tokens=False)["input_ids"])
