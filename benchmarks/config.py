@@ -43,7 +43,15 @@ class RunConfig:
                 "run (SmolLM2 on CPU) near 10 min on 2 cores"})
     llm_max_chars: int = field(default=1500, metadata={
         "help": "context budget (characters) of LLM agents' prompts; 1500 keeps SmolLM2's prompt near 1K tokens"})
-    local_max_new_tokens: int = field(default=128, metadata={"help": "tokens generated per thesis by local models"})
+    local_max_new_tokens: int = field(default=128, metadata={
+        "help": "tokens generated per thesis by local models; a checkpoint trained here replays with its card's "
+                "budget, context size and thinking switch instead (tr1_card.json)"})
+    vllm_max_new_tokens: int = field(default=6144, metadata={
+        "help": "tokens generated per thesis by vllm: models (a GPU backend: the training pipeline's budget); a "
+                "checkpoint's card wins"})
+    vllm_max_chars: int = field(default=24_000, metadata={
+        "help": "context budget (characters) of vllm: models' prompts (the training pipeline's); a checkpoint's card "
+                "wins"})
     force_decision: bool = field(default=True, metadata={
         "help": "local transformers models that write no [[[ACTION]]] decide by scoring the five closings with "
                 "the model itself (recorded as parse_failed + forced_decision); off: such replies are HOLD"})

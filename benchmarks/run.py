@@ -82,11 +82,21 @@ def _llm_spec(spec: str, cfg: RunConfig, anonymized: bool = False) -> AgentSpec:
         settings = {"class": MODEL_CLASSES[prefix], "path": path, **({"anonymize": True} if anonymized else {})}
         return AgentSpec(label, build_checkpoint, True, settings, model=spec)
     unavailable = None
-    if spec == "smollm2" or spec.startswith("hf:"):
-        kwargs = {"max_new_tokens": cfg.local_max_new_tokens, "batch_size": cfg.llm_batch_size,
+    if spec == "smollm2" or spec.startswith(LOCAL_LLM_PREFIXES):
+        from tr1_agent.models import read_card
+
+        # per backend: vLLM runs on a GPU, with the training pipeline's sizes; a trained checkpoint replays as trained
+        vllm = spec.startswith("vllm:")
+        card = read_card(spec.partition(":")[2]) if ":" in spec else {}
+        kwargs = {"max_new_tokens": card.get("max_new_tokens") or (cfg.vllm_max_new_tokens if vllm
+                                                                     else cfg.local_max_new_tokens),
                   "force_decision": cfg.force_decision}
-    elif spec.startswith("vllm:"):
-        kwargs = {"max_new_tokens": cfg.local_max_new_tokens}
+        if not vllm:
+            kwargs["batch_size"] = cfg.llm_batch_size
+        if "enable_thinking" in card:
+            kwargs["enable_thinking"] = card["enable_thinking"]
+        if card.get("max_context_chars") or vllm:
+            kwargs["max_chars"] = card.get("max_context_chars") or cfg.vllm_max_chars
     else:
         kwargs = {"base_url": cfg.base_url, "max_tokens": cfg.api_max_tokens}
         if not (cfg.base_url or os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_KEY")):
@@ -95,7 +105,7 @@ def _llm_spec(spec: str, cfg: RunConfig, anonymized: bool = False) -> AgentSpec:
     def build() -> Agent:
         from tr1_agent.llm_agents import make_llm_agent
 
-        return make_llm_agent(spec, **kwargs)
+        return make_llm_agent(spec, **{k: v for k, v in kwargs.items() if k != "max_chars"})
 
     settings = {"spec": spec, **kwargs, **({"anonymize": True} if anonymized else {})}
     return AgentSpec(label, build, True, settings, unavailable, spec, anonymized)
@@ -171,7 +181,7 @@ def _save_decisions(path: Path, fingerprint: str, records: list[dict]) -> None:
 def replay(spec: AgentSpec, cfg: RunConfig, store: Store, days: dict[str, pd.DatetimeIndex], observations: Observations,
            out: Path) -> dict[str, pd.DataFrame]:
     """One agent's decisions (``action``, ``thesis``, ``meta`` by date) for every ticker, replayed or reloaded."""
-    every, max_chars = ((cfg.llm_decision_every, cfg.llm_max_chars) if spec.llm
+    every, max_chars = ((cfg.llm_decision_every, spec.settings.get("max_chars", cfg.llm_max_chars)) if spec.llm
                         else (cfg.decision_every, ContextConfig().max_chars))
     fingerprint = _fingerprint(spec, cfg, every, max_chars)
     paths = {t: out / "decisions" / f"{slug(spec.label)}__{t}.json" for t in days}

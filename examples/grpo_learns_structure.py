@@ -67,7 +67,8 @@ def main() -> None:
 
     grpo = GRPORunConfig(max_steps=args.grpo_steps, learning_rate=args.grpo_lr, num_generations=args.generations,
                          per_device_train_batch_size=2, gradient_accumulation_steps=args.generations // 2,
-                         max_completion_length=args.max_tokens)  # one group per step, backward 2 at a time
+                         max_completion_length=args.max_tokens,  # one group per step, backward 2 at a time
+                         mask_truncated_completions=False)  # 128 tokens truncate nearly every thesis: learn anyway
     trained = str(train_grpo(warmed, train, out / "grpo", grpo, structure))
     results["grpo"] = measure(trained)
     print("after GRPO", results["grpo"], flush=True)

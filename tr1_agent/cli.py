@@ -11,6 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import shlex
+import sys
 
 from tr1_agent.configs import STAGES, CurriculumConfig, DatasetConfig, DistillConfig, GRPORunConfig, SFTRunConfig
 from tr1_agent.flag_trader.config import FlagPPOConfig
@@ -18,7 +21,7 @@ from tr1_env.cli import add_reward_args, reward_config
 from tr1_env.cli_args import add_dataclass_args, from_args
 from tr1_env.rewards import STAGE_WEIGHTS
 
-__all__ = ["register", "register_flag_ppo", "train_commands"]
+__all__ = ["check_launch", "register", "register_flag_ppo", "train_commands"]
 
 
 def train_commands(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
@@ -32,6 +35,23 @@ def train_commands(subparsers: argparse._SubParsersAction) -> argparse._SubParse
 
 def _print(value) -> None:
     print(json.dumps(value, indent=2, default=str))
+
+
+def check_launch(argv: list[str] | None = None) -> None:
+    """Stop with both launch commands when several GPUs are visible to one process.
+
+    trl's trainers refuse that case (``Trainer`` would wrap the model in ``nn.DataParallel``);
+    ``accelerate launch`` and ``torchrun`` set ``WORLD_SIZE``, and one visible GPU is fine.
+    """
+    import torch
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if gpus <= 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return
+    args = shlex.join(sys.argv[1:] if argv is None else argv)
+    raise SystemExit(f"{gpus} GPUs are visible to this one process, which trl's trainers refuse. Use them all:\n"
+                     f"  accelerate launch --num_processes {gpus} -m tr1_env.cli {args}\n"
+                     f"or one of them:\n  CUDA_VISIBLE_DEVICES=0 tr1 {args}")
 
 
 def _rows(ns: argparse.Namespace):
@@ -51,18 +71,21 @@ def cmd_sft(ns: argparse.Namespace) -> None:
     from tr1_agent.datasets import load
     from tr1_agent.sft import train_sft
 
+    check_launch()
     print(train_sft(ns.model, load(ns.dataset), ns.output_dir, from_args(SFTRunConfig, ns)))
 
 
 def cmd_grpo(ns: argparse.Namespace) -> None:
     from tr1_agent.grpo import train_grpo
 
+    check_launch()
     print(train_grpo(ns.model, _rows(ns), ns.output_dir, from_args(GRPORunConfig, ns), reward_config(ns)))
 
 
 def cmd_curriculum(ns: argparse.Namespace) -> None:
     from tr1_agent.curriculum import run_curriculum
 
+    check_launch()
     weights = {stage: tuple(getattr(ns, f"reward_{stage}_weights")) for stage in STAGE_WEIGHTS}
     _print(run_curriculum(from_args(CurriculumConfig, ns), from_args(DatasetConfig, ns, "data-"),
                           from_args(SFTRunConfig, ns, "sft-"), from_args(GRPORunConfig, ns, "grpo-"),

@@ -7,12 +7,16 @@ Field help texts are the flag help texts (see :func:`tr1_env.cli_args.add_datacl
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from tr1_env.data.schema import PAPER_TICKERS
 from tr1_env.rewards import STAGE_WEIGHTS
 
 STAGES: tuple[str, ...] = tuple(STAGE_WEIGHTS)
+
+#: Token budgets from measured theses (``scripts/measure_lengths.py``; docs/training.md, Lengths).
+GRPO_MAX_COMPLETION_LENGTH = 6144
+SFT_MAX_LENGTH = 16384
 
 
 @dataclass(frozen=True)
@@ -37,7 +41,8 @@ class DatasetConfig:
     max_days: int | None = field(default=None, metadata={
         "help": "at most this many labelled days per ticker, drawn at random (None: all)"})
     max_chars: int = field(default=24_000, metadata={
-        "help": "character budget of each context (~4 chars/token); small models want a few thousand"})
+        "help": "character budget of each context (~2.6 chars per prompt token with SmolLM2's tokenizer: 24,000 "
+                "make 5-8K-token prompts); small models want a few thousand"})
     modality_prob: float = field(default=0.7, metadata={"help": "chance each modality is kept in a variant"})
     seed: int = field(default=0, metadata={"help": "seed of the day and modality draws"})
     store: str | None = field(default=None, metadata={"help": "store folder (default: the embedded store)"})
@@ -96,12 +101,21 @@ class DistillConfig:
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """What SFT and GRPO share: optimisation, LoRA, precision, checkpoints."""
+    """What SFT and GRPO share: optimisation, LoRA, precision, chat template, checkpoints.
+
+    Batch size, accumulation, checkpointing and precision default to None: chosen for the device
+    (:meth:`trainer_kwargs`), so one command fits a GPU's memory and stays fast on a CPU.
+    """
+
+    #: (per-device batch, gradient accumulation) when left unset, on CUDA and on CPU.
+    AUTO_BATCH: ClassVar[dict[str, tuple[int, int]]] = {"cuda": (1, 8), "cpu": (4, 1)}
 
     learning_rate: float = field(default=2e-4, metadata={"help": "peak AdamW learning rate"})
     max_steps: int = field(default=100, metadata={"help": "optimizer steps (-1: run num_train_epochs)"})
-    per_device_train_batch_size: int = field(default=4, metadata={"help": "sequences per device per micro-batch"})
-    gradient_accumulation_steps: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
+    per_device_train_batch_size: int | None = field(default=None, metadata={
+        "help": "sequences per device per micro-batch (None: 1 on CUDA, where theses run to 10K tokens; 4 on CPU)"})
+    gradient_accumulation_steps: int | None = field(default=None, metadata={
+        "help": "micro-batches per optimizer step (None: 8 on CUDA, 1 on CPU)"})
     warmup_steps: float = field(default=0.0, metadata={
         "help": "linear learning-rate warm-up: steps, or a share of all steps when below 1"})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank (0: full fine-tuning, no adapter)"})
@@ -109,9 +123,19 @@ class TrainSettings:
     lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA branch"})
     lora_target_modules: str = field(default="all-linear", metadata={
         "help": "modules wrapped by LoRA: 'all-linear' or a comma list such as q_proj,v_proj"})
-    gradient_checkpointing: bool = field(default=False, metadata={
-        "help": "recompute activations in backward (saves GPU memory for long theses; slower)"})
-    bf16: bool | None = field(default=None, metadata={"help": "bf16 mixed precision (None: on when CUDA supports it)"})
+    gradient_checkpointing: bool | None = field(default=None, metadata={
+        "help": "recompute activations in backward to save GPU memory (None: on with CUDA, off on CPU, where it "
+                "only costs time)"})
+    precision: str | None = field(default=None, metadata={
+        "help": "training precision (None: from the device, tr1_agent.models.compute_dtype: bf16 on CUDA cards "
+                "with compute capability 8.0+, fp16 on older ones, fp32 on CPU)", "choices": ("bf16", "fp16", "fp32")})
+    enable_thinking: bool = field(default=True, metadata={
+        "help": "Qwen3 chat templates: let the model think in <think> before the thesis; passed as enable_thinking "
+                "to every chat template (SFT data, GRPO rollouts, evaluation, sampling); templates without the "
+                "switch ignore it"})
+    ddp_timeout: int = field(default=4 * 3600, metadata={
+        "help": "seconds a process waits for the others under accelerate launch (the curriculum's main process "
+                "evaluates and samples alone meanwhile)"})
     save_steps: int = field(default=0, metadata={
         "help": "checkpoint every N steps, and resume from the last one on rerun (0: only the final model)"})
     logging_steps: int = field(default=1, metadata={"help": "log every N steps"})
@@ -128,22 +152,40 @@ class TrainSettings:
                           target_modules=targets if targets == "all-linear" else targets.split(","),
                           task_type="CAUSAL_LM")
 
+    def dtype(self):
+        """The training precision as a torch dtype: :attr:`precision`, else the device's."""
+        import torch
+
+        from tr1_agent.models import compute_dtype
+
+        names = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+        return names[self.precision] if self.precision else compute_dtype()
+
+    def chat_template_kwargs(self) -> dict[str, Any]:
+        """What every chat template of a run receives."""
+        return {"enable_thinking": self.enable_thinking}
+
     def trainer_kwargs(self, output_dir: str) -> dict[str, Any]:
-        """``TrainingArguments`` shared by trl's SFT and GRPO configs.
+        """``TrainingArguments`` shared by trl's SFT and GRPO configs, with the unset settings chosen for the device.
 
         trl defaults to bf16 and gradient checkpointing; on CPU both hurt (bf16 matmuls are slow,
-        checkpointing recomputes for nothing), so precision follows the device unless set.
+        checkpointing recomputes for nothing). fp16 mixed precision needs float32 master weights,
+        so a full fine-tune loads float32 then; LoRA keeps the frozen base in fp16 (its adapter is float32).
         """
         import torch
 
         cuda = torch.cuda.is_available()
-        bf16 = (cuda and torch.cuda.is_bf16_supported()) if self.bf16 is None else self.bf16
+        dtype = self.dtype()
+        batch, accumulation = self.AUTO_BATCH["cuda" if cuda else "cpu"]
+        load = torch.float32 if dtype == torch.float16 and not self.lora_r else dtype
         return dict(
             output_dir=output_dir, learning_rate=self.learning_rate, max_steps=self.max_steps,
-            per_device_train_batch_size=self.per_device_train_batch_size,
-            gradient_accumulation_steps=self.gradient_accumulation_steps, warmup_steps=self.warmup_steps,
-            gradient_checkpointing=self.gradient_checkpointing, bf16=bf16, use_cpu=not cuda,
-            model_init_kwargs={"dtype": torch.bfloat16 if bf16 else torch.float32},
+            per_device_train_batch_size=self.per_device_train_batch_size or batch,
+            gradient_accumulation_steps=self.gradient_accumulation_steps or accumulation,
+            warmup_steps=self.warmup_steps,
+            gradient_checkpointing=cuda if self.gradient_checkpointing is None else self.gradient_checkpointing,
+            bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16, use_cpu=not cuda,
+            model_init_kwargs={"dtype": load}, ddp_timeout=self.ddp_timeout,
             save_strategy="steps" if self.save_steps else "no", save_steps=self.save_steps or 500,
             logging_steps=self.logging_steps, seed=self.seed, report_to="none",
         )
@@ -155,20 +197,30 @@ class SFTRunConfig(TrainSettings):
 
     max_steps: int = field(default=-1, metadata={"help": "optimizer steps (-1: run num_train_epochs)"})
     num_train_epochs: float = field(default=2.0, metadata={"help": "passes over the data when max_steps is -1"})
-    max_length: int | None = field(default=8192, metadata={
-        "help": "tokens per prompt + thesis; longer pairs lose the end of the thesis (None: no limit)"})
+    max_length: int | None = field(default=SFT_MAX_LENGTH, metadata={
+        "help": "tokens per prompt + thesis; longer pairs lose the end of the thesis, decision included (None: no "
+                "limit). The default holds a 24,000-character prompt and a thesis of the longest format "
+                "(docs/training.md, Lengths)"})
 
 
 @dataclass(frozen=True)
 class GRPORunConfig(TrainSettings):
     """Group-relative policy optimisation against the environment's three rewards."""
 
+    AUTO_BATCH: ClassVar[dict[str, tuple[int, int]]] = {"cuda": (2, 4), "cpu": (8, 1)}
+
     learning_rate: float = field(default=1e-5, metadata={"help": "peak AdamW learning rate"})
-    per_device_train_batch_size: int = field(default=8, metadata={
-        "help": "completions per device per micro-batch (batch x accumulation x devices must divide by "
-                "num_generations)"})
+    per_device_train_batch_size: int | None = field(default=None, metadata={
+        "help": "completions per device per micro-batch (None: 2 on CUDA, 8 on CPU); batch x accumulation x "
+                "devices must divide by num_generations"})
+    gradient_accumulation_steps: int | None = field(default=None, metadata={
+        "help": "micro-batches per optimizer step (None: 4 on CUDA, 1 on CPU)"})
     num_generations: int = field(default=8, metadata={"help": "completions per prompt (the group)"})
-    max_completion_length: int = field(default=2048, metadata={"help": "tokens per completion"})
+    max_completion_length: int = field(default=GRPO_MAX_COMPLETION_LENGTH, metadata={
+        "help": "tokens per completion; a thesis cut short loses its decision (default: the longest thesis format, "
+                "docs/training.md, Lengths)"})
+    mask_truncated_completions: bool = field(default=True, metadata={
+        "help": "leave completions cut at max_completion_length out of the loss (they carry no decision)"})
     temperature: float = field(default=1.0, metadata={"help": "rollout sampling temperature"})
     top_p: float = field(default=1.0, metadata={"help": "rollout nucleus sampling"})
     beta: float = field(default=0.0, metadata={"help": "KL coefficient to the starting model (0: no reference model)"})
@@ -183,9 +235,9 @@ class GRPORunConfig(TrainSettings):
         "help": "vLLM inside the training processes (colocate) or a `trl vllm-serve` server (server)",
         "choices": ("colocate", "server")})
     vllm_server_base_url: str | None = field(default=None, metadata={"help": "URL of `trl vllm-serve` (server mode)"})
-    vllm_gpu_memory_utilization: float = field(default=0.3, metadata={
-        "help": "GPU memory share vLLM takes in colocate mode"})
-
+    vllm_gpu_memory_utilization: float | None = field(default=None, metadata={
+        "help": "GPU memory share a vLLM engine takes (colocated rollouts, the curriculum's evaluation and sampling); "
+                "None: room for the model's weights twice over, at least 0.3 (tr1_agent.grpo.vllm_memory_share)"})
 
 @dataclass(frozen=True)
 class CurriculumConfig:
@@ -203,7 +255,8 @@ class CurriculumConfig:
     augment_samples: int = field(default=4, metadata={"help": "theses sampled per prompt; the best is kept"})
     augment_keep: float = field(default=0.5, metadata={
         "help": "share of prompts (those with the best rewards) whose best thesis becomes SFT data"})
-    augment_min_reward: float = field(default=0.0, metadata={
-        "help": "only theses whose stage reward exceeds this become SFT data"})
+    augment_min_reward: float | None = field(default=None, metadata={
+        "help": "only theses whose stage reward reaches this become SFT data (None: those scoring above an empty "
+                "answer: > 0 for structure and claims, above the missing-decision penalty for decision)"})
     augment_temperature: float = field(default=1.0, metadata={"help": "sampling temperature of self-augmentation"})
     generation_batch_size: int = field(default=8, metadata={"help": "prompts per batch when sampling locally"})

@@ -35,7 +35,7 @@ from tr1_agent.sft import train_sft
 from tr1_env.actions import Action
 from tr1_env.rewards import WEIGHT_FIELDS, RewardConfig, score
 
-__all__ = ["run_curriculum", "self_augment"]
+__all__ = ["distributed_state", "keeps", "run_curriculum", "sampling", "self_augment"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,20 +43,51 @@ logger = logging.getLogger(__name__)
 def self_augment(model: str, rows: Dataset, reward: RewardConfig, cfg: CurriculumConfig,
                  grpo: GRPORunConfig) -> Dataset:
     """SFT rows from ``model``'s own best theses: best of ``augment_samples`` per prompt by the stage's total
-    reward, keeping the top ``augment_keep`` share of prompts among those above ``augment_min_reward``."""
+    reward, keeping the top ``augment_keep`` share of prompts among those :func:`keeps` accepts."""
     rows = rows.shuffle(seed=grpo.seed).select(range(min(cfg.augment_prompts, len(rows))))
-    samples = generate(model, rows, n=cfg.augment_samples, max_new_tokens=grpo.max_completion_length,
-                       temperature=cfg.augment_temperature, batch_size=cfg.generation_batch_size, seed=grpo.seed,
-                       use_vllm=grpo.use_vllm)
-    best, rewards = [], []
+    samples = generate(model, rows, n=cfg.augment_samples, temperature=cfg.augment_temperature, seed=grpo.seed,
+                       **sampling(cfg, grpo, model))
+    best, rewards, floors = [], [], []
     for texts, label, context in zip(samples, rows["label"], rows["context"]):
         totals = [score(t, Action[label], context, reward).total for t in texts]
         best.append(texts[int(np.argmax(totals))])
         rewards.append(max(totals))
-    ranked = [int(i) for i in np.argsort(rewards)[::-1] if rewards[i] > cfg.augment_min_reward]
+        floors.append(score("", Action[label], context, reward).total)
+    ranked = [int(i) for i in np.argsort(rewards)[::-1] if keeps(rewards[i], floors[i], cfg.augment_min_reward)]
     keep = sorted(ranked[: round(cfg.augment_keep * len(rows))])
     out = with_completions(rows.select(keep), [best[i] for i in keep])
     return out.add_column("reward", [rewards[i] for i in keep])
+
+
+def keeps(reward: float, empty: float, min_reward: float | None) -> bool:
+    """Whether a best thesis becomes SFT data: above ``min_reward`` inclusive when set, else strictly above what
+    an empty answer scores under the stage's reward (0 for structure and claims; the missing-decision penalty
+    for the decision stage, so a parsed but imperfect decision is kept)."""
+    return reward >= min_reward if min_reward is not None else reward > empty
+
+
+def sampling(cfg: CurriculumConfig, grpo: GRPORunConfig, model: str) -> dict:
+    """How the curriculum samples outside GRPO (evaluation, self-augmentation): as GRPO's rollouts do."""
+    from tr1_agent.grpo import vllm_share
+
+    return dict(max_new_tokens=grpo.max_completion_length, batch_size=cfg.generation_batch_size,
+                use_vllm=grpo.use_vllm, enable_thinking=grpo.enable_thinking,
+                gpu_memory_utilization=vllm_share(grpo, model) if grpo.use_vllm else 0.3)
+
+
+def distributed_state(timeout_s: int):
+    """accelerate's process state, created here first so its process group gets ``timeout_s``.
+
+    The first ``PartialState()`` creates the group, with the 10-minute NCCL default unless told
+    otherwise; the trainers' ``ddp_timeout`` then comes too late, and the other ranks would give up
+    while the main process evaluates and samples alone.
+    """
+    from datetime import timedelta
+
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available(), timeout=timedelta(seconds=timeout_s))
 
 
 def _once(path: Path, make, save_fn=None, load_fn=None):
@@ -107,12 +138,14 @@ def run_curriculum(cfg: CurriculumConfig, data: DatasetConfig = DatasetConfig(),
     Each stage scores with ``reward``'s settings and its weights from ``stage_weights`` (default
     :data:`~tr1_env.rewards.STAGE_WEIGHTS`).
     """
+    distributed_state(max(sft.ddp_timeout, grpo.ddp_timeout))
+    if sft.enable_thinking != grpo.enable_thinking:
+        raise ValueError(f"--sft-enable-thinking ({sft.enable_thinking}) and --grpo-enable-thinking "
+                         f"({grpo.enable_thinking}) differ: the stages would train the model on two prompt formats")
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     train, heldout = _data(cfg, data)
-    sampling = dict(max_new_tokens=grpo.max_completion_length, batch_size=cfg.generation_batch_size,
-                    use_vllm=grpo.use_vllm)
-    _once(out / "eval_base.json", partial(evaluate, cfg.model, heldout, **sampling))
+    _once(out / "eval_base.json", partial(evaluate, cfg.model, heldout, **sampling(cfg, grpo, cfg.model)))
 
     model, warm = cfg.model, None
     if cfg.sft_data:
@@ -138,7 +171,8 @@ def run_curriculum(cfg: CurriculumConfig, data: DatasetConfig = DatasetConfig(),
             model = str(start if start.exists() else train_sft(model, warm, folder / "sft", sft))
         final = folder / "grpo" / "merged"
         model = str(final if final.exists() else train_grpo(model, train, folder / "grpo", grpo, stage_reward))
-        scores = _once(folder / "eval.json", partial(evaluate, model, heldout, stage_reward, **sampling))
+        scores = _once(folder / "eval.json",
+                       partial(evaluate, model, heldout, stage_reward, **sampling(cfg, grpo, model)))
         warm = _once(folder / "augment", partial(self_augment, model, train, stage_reward, cfg, grpo), save, load)
         record = {"stage": stage, "weights": [getattr(stage_reward, f) for f in WEIGHT_FIELDS], "model": model,
                   "adapter": str(folder / "grpo" / "adapter"), "eval": scores, "augment": str(folder / "augment"),

@@ -269,18 +269,25 @@ def _describe(exc: Exception) -> str:
 
 
 class _LocalAgent(LLMAgent):
-    """A model that runs in this process, fed in chunks so each finished chunk is cached."""
+    """A model that runs in this process, fed in chunks so each finished chunk is cached.
+
+    ``max_new_tokens`` and ``enable_thinking`` left as None come from the checkpoint's card
+    (:func:`tr1_agent.models.read_card`: how it was trained), else 512 tokens and Qwen3's thinking on.
+    """
 
     backend: str
 
-    def __init__(self, model: str, max_new_tokens: int, temperature: float, seed: int, batch_size: int,
-                 system_prompt: str, cache_dir: str | Path | None, use_cache: bool):
-        from tr1_agent.models import resolve_model
+    def __init__(self, model: str, max_new_tokens: int | None, temperature: float, seed: int, batch_size: int,
+                 system_prompt: str, cache_dir: str | Path | None, use_cache: bool,
+                 enable_thinking: bool | None = None):
+        from tr1_agent.models import read_card, resolve_model
 
         super().__init__(system_prompt, cache_dir, use_cache)
         self.model = model
         self.path = resolve_model(model)
-        self.max_new_tokens = max_new_tokens
+        card = read_card(self.path)
+        self.max_new_tokens = max_new_tokens or card.get("max_new_tokens") or 512
+        self.enable_thinking = card.get("enable_thinking", True) if enable_thinking is None else enable_thinking
         self.temperature = temperature
         self.seed = seed
         self.batch_size = batch_size
@@ -294,7 +301,13 @@ class _LocalAgent(LLMAgent):
             "temperature": self.temperature,
             "max_tokens": self.max_new_tokens,
             "seed": self.seed,
+            # on is every template's default: cache keys made before the switch existed stay valid
+            **({} if self.enable_thinking else {"enable_thinking": False}),
         }
+
+    @property
+    def chat_template_kwargs(self) -> dict[str, Any]:
+        return {"enable_thinking": self.enable_thinking}
 
     def _chunks(self, todo: dict[str, Messages]) -> Iterator[list[tuple[str, Messages]]]:
         """Longest prompts first and together, so padding is small and memory peaks early."""
@@ -328,7 +341,7 @@ class TransformersAgent(_LocalAgent):
     def __init__(
         self,
         model: str,
-        max_new_tokens: int = 512,
+        max_new_tokens: int | None = None,
         temperature: float = 0.0,
         batch_size: int = 4,
         seed: int = 0,
@@ -338,10 +351,12 @@ class TransformersAgent(_LocalAgent):
         cache_dir: str | Path | None = None,
         use_cache: bool = True,
         force_decision: bool = False,
+        enable_thinking: bool | None = None,
     ):
         from tr1_agent.models import load_model_and_tokenizer
 
-        super().__init__(model, max_new_tokens, temperature, seed, batch_size, system_prompt, cache_dir, use_cache)
+        super().__init__(model, max_new_tokens, temperature, seed, batch_size, system_prompt, cache_dir, use_cache,
+                         enable_thinking)
         self.name = f"hf:{model}"
         self.force_decision = force_decision
         self.lm, self.tokenizer = load_model_and_tokenizer(self.path, dtype=dtype, device=device)
@@ -386,7 +401,7 @@ class TransformersAgent(_LocalAgent):
         sampling = {"do_sample": True, "temperature": self.temperature} if self.temperature > 0 else {"do_sample": False}
         for chunk in self._chunks(todo):
             texts = self.tokenizer.apply_chat_template([m for _, m in chunk], add_generation_prompt=True,
-                                                       tokenize=False)
+                                                       tokenize=False, **self.chat_template_kwargs)
             batch = self.tokenizer(texts, padding=True, return_tensors="pt", add_special_tokens=False)
             batch = batch.to(self.lm.device)
             with torch.random.fork_rng(), torch.inference_mode():  # seeded sampling, caller's RNG untouched
@@ -412,45 +427,88 @@ class TransformersAgent(_LocalAgent):
 
 
 class VLLMAgent(_LocalAgent):
-    """A vLLM engine in this process (``pip install tr1[gpu]``); ``engine_kwargs`` go to ``vllm.LLM``."""
+    """A vLLM engine in this process (``pip install tr1[gpu]``); ``engine_kwargs`` go to ``vllm.LLM``.
+
+    With ``force_decision``, a reply without ``[[[ACTION]]]`` gets the action the model scores
+    likeliest after its own text and ``[[[``, as :class:`TransformersAgent` does, from vLLM's prompt
+    log-probabilities of the five closings.
+    """
 
     backend = "vllm"
 
     def __init__(
         self,
         model: str,
-        max_new_tokens: int = 512,
+        max_new_tokens: int | None = None,
         temperature: float = 0.0,
         batch_size: int = 256,
         seed: int = 0,
         system_prompt: str = SYSTEM_PROMPT,
         cache_dir: str | Path | None = None,
         use_cache: bool = True,
+        force_decision: bool = False,
+        enable_thinking: bool | None = None,
         **engine_kwargs: Any,
     ):
         try:
-            from vllm import LLM
+            from vllm import LLM, SamplingParams
         except ImportError as exc:
             raise ImportError("VLLMAgent needs vLLM: pip install tr1[gpu]") from exc
 
-        super().__init__(model, max_new_tokens, temperature, seed, batch_size, system_prompt, cache_dir, use_cache)
+        super().__init__(model, max_new_tokens, temperature, seed, batch_size, system_prompt, cache_dir, use_cache,
+                         enable_thinking)
         self.name = f"vllm:{model}"
+        self.force_decision = force_decision
         self.engine = LLM(model=self.path, seed=seed, **engine_kwargs)
+        self._scoring = SamplingParams(max_tokens=1, prompt_logprobs=0)  # the logprob of each prompt token
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings, "force_decision": self.force_decision}
+
+    def _forced_decisions(self, messages: list[Messages], generated: list[str]) -> list[str]:
+        """Per reply, the likeliest of the five closings ``ACTION]]]`` after ``reply + "\\n[[["``, by summed
+        token log-probabilities, tokenised as :meth:`TransformersAgent._forced_decision` does."""
+        tokenizer = self.engine.get_tokenizer()
+        endings = [tokenizer(f"{a.name}]]]", add_special_tokens=False)["input_ids"] for a in Action]
+        prompts = []
+        for conversation, text in zip(messages, generated):
+            chat = tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False,
+                                                 **self.chat_template_kwargs)
+            prefix = tokenizer(chat + text.rstrip() + "\n[[[", add_special_tokens=False)["input_ids"]
+            prompts += [{"prompt_token_ids": prefix + ending} for ending in endings]
+        outputs = self.engine.generate(prompts, self._scoring, use_tqdm=False)
+        actions = []
+        for i in range(len(generated)):
+            scores = []
+            for ending, out in zip(endings, outputs[i * len(endings) : (i + 1) * len(endings)]):
+                tail = zip(out.prompt_token_ids[-len(ending) :], out.prompt_logprobs[-len(ending) :])
+                scores.append(sum(position[token].logprob for token, position in tail))
+            actions.append(Action(max(range(len(scores)), key=scores.__getitem__)).name)
+        return actions
 
     def _generate(self, todo: dict[str, Messages], done: Callable[[str, Completion], None]) -> None:
         from vllm import SamplingParams
 
         sampling = SamplingParams(temperature=self.temperature, max_tokens=self.max_new_tokens, seed=self.seed)
         for chunk in self._chunks(todo):
-            outputs = self.engine.chat([m for _, m in chunk], sampling, use_tqdm=False)
-            for (key, _), output in zip(chunk, outputs):
-                sample = output.outputs[0]
-                done(key, {
-                    "text": sample.text,
-                    "prompt_tokens": len(output.prompt_token_ids),
-                    "completion_tokens": len(sample.token_ids),
-                    "finish_reason": sample.finish_reason,
-                })
+            outputs = self.engine.chat([m for _, m in chunk], sampling, use_tqdm=False,
+                                       chat_template_kwargs=self.chat_template_kwargs)
+            completions = [{
+                "text": output.outputs[0].text,
+                "prompt_tokens": len(output.prompt_token_ids),
+                "completion_tokens": len(output.outputs[0].token_ids),
+                "finish_reason": output.outputs[0].finish_reason,
+            } for output in outputs]
+            undecided = [i for i, c in enumerate(completions)
+                         if self.force_decision and parse_thesis(c["text"]).decision is None]
+            if undecided:
+                forced = self._forced_decisions([chunk[i][1] for i in undecided],
+                                                [completions[i]["text"] for i in undecided])
+                for i, action in zip(undecided, forced):
+                    completions[i]["forced_decision"] = action
+            for (key, _), completion in zip(chunk, completions):
+                done(key, completion)
 
 
 def make_llm_agent(spec: str, **kwargs: Any) -> LLMAgent:

@@ -6,17 +6,21 @@ With a network any Hub id works unchanged; without one, ``"smollm2"`` is a real 
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import logging
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
 from tr1_env.files import cache_root
 
-__all__ = ["SMOLLM2_HUB_ID", "load_model_and_tokenizer", "resolve_model", "smollm2_path", "tiny_qwen3"]
+__all__ = ["SMOLLM2_HUB_ID", "compute_dtype", "free_accelerator_memory", "load_model_and_tokenizer", "param_count",
+           "read_card", "resolve_model", "shutdown_vllm", "smollm2_path", "tiny_qwen3", "zero3_init_off"]
 
 logger = logging.getLogger(__name__)
 
@@ -89,21 +93,95 @@ def resolve_model(name: str) -> str:
     return name
 
 
+def compute_dtype(device: str | torch.device | None = None) -> torch.dtype:
+    """The precision of ``device``, chosen here only: model loading, the trainers and FLAG-TRADER's autocast ask.
+
+    bf16 on CUDA cards that do it natively (compute capability 8.0+: A100, H100, RTX 30xx and later),
+    fp16 on older CUDA cards (V100, T4: bf16 there is emulated and slow), float32 on CPU, where
+    bf16 matmuls are slow.
+    """
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type != "cuda":
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.get_device_capability(device) >= (8, 0) else torch.float16
+
+
+@contextmanager
+def zero3_init_off() -> Iterator[None]:
+    """Load models whole, not as DeepSpeed ZeRO-3 shards, inside this block.
+
+    While a trainer's ZeRO-3 config is registered, transformers builds every model under
+    ``deepspeed.zero.Init``, which needs all ranks; a model that one rank loads alone (the merge, the
+    curriculum's evaluation and sampling) then waits forever for the others (accelerate#3709).
+    """
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    ref = hf_deepspeed._hf_deepspeed_config_weak_ref  # no public getter; restored as it was
+    config = ref() if ref is not None else None
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        if config is not None:
+            hf_deepspeed.set_hf_deepspeed_config(config)
+
+
+def free_accelerator_memory() -> None:
+    """Return freed tensors' memory to the device, so the next stage's model (or vLLM engine) finds it."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def shutdown_vllm(llm) -> None:
+    """Stop a ``vllm.LLM`` engine and free its memory (``LLM.shutdown`` on vLLM versions that have it)."""
+    stop = getattr(llm, "shutdown", None) or getattr(getattr(llm.llm_engine, "engine_core", None), "shutdown", None)
+    if stop is not None:
+        stop()
+    del llm
+    free_accelerator_memory()
+
+
+CARD = "tr1_card.json"
+
+
+def read_card(name: str) -> dict:
+    """How a trained checkpoint was trained (``tr1_card.json``, written by the export): ``max_context_chars``,
+    ``max_new_tokens``, ``enable_thinking``. Replays use them as their defaults; {} for other models."""
+    import json
+
+    path = Path(name) / CARD
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def param_count(name: str) -> int:
+    """Parameters of ``name``'s architecture (tied weights once), counted on the meta device: no weights load."""
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with init_empty_weights():
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(resolve_model(name)))
+    model.tie_weights()  # not done on the meta device by itself
+    return sum(p.numel() for p in model.parameters())
+
+
 def load_model_and_tokenizer(name: str, dtype: str | torch.dtype = "auto", device: str | None = None):
     """A causal LM in eval mode and its tokenizer, padded on the left for batched generation.
 
-    ``dtype="auto"`` is bf16 on CUDA and float32 on CPU (CPU bf16 matmuls are slow).
+    ``dtype="auto"`` is :func:`compute_dtype` of the device. The model is loaded whole even under a
+    ZeRO-3 trainer (:func:`zero3_init_off`): one rank uses it alone.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if dtype == "auto":
-        dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+        dtype = compute_dtype(device)
     path = resolve_model(name)
     tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+    with zero3_init_off():
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
     return model, tokenizer
 
 

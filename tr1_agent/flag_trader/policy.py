@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from tr1_agent.models import load_model_and_tokenizer
+from tr1_agent.models import compute_dtype, load_model_and_tokenizer
 
 __all__ = ["ANSWER_PREFIX", "HEADS", "FlagTraderPolicy"]
 
@@ -73,8 +73,10 @@ class FlagTraderPolicy(nn.Module):
 
     Invalid actions get probability exactly zero: the policy only ever scores the allowed actions
     (every other vocabulary token is out of its support), and ``action_mask`` sets the logits of
-    disallowed ones to ``-inf``. On CUDA the frozen part runs in bf16 while the trainable layers keep
-    float32 master weights under bf16 autocast; on CPU everything is float32.
+    disallowed ones to ``-inf``. Precision is the device's (:func:`tr1_agent.models.compute_dtype`):
+    on CUDA the frozen part runs in bf16 (fp16 on cards without native bf16) while the trainable
+    layers keep float32 master weights, under bf16 autocast; fp16 has no loss scaling here, so
+    the trainable layers run in float32 on such cards. On CPU everything is float32.
     """
 
     def __init__(self, model: nn.Module, tokenizer, action_names: Sequence[str], trainable_layers: int = 2,
@@ -110,7 +112,7 @@ class FlagTraderPolicy(nn.Module):
     @classmethod
     def from_pretrained(cls, name: str, action_names: Sequence[str], trainable_layers: int = 2, head: str = "tokens",
                         device: str | None = None) -> "FlagTraderPolicy":
-        """Load ``name`` (``"smollm2"``, a Hub id or a folder): bf16 on CUDA, float32 on CPU."""
+        """Load ``name`` (``"smollm2"``, a Hub id or a folder) in the device's precision."""
         model, tokenizer = load_model_and_tokenizer(name, device=device)
         return cls(model, tokenizer, action_names, trainable_layers, head, model_name=name)
 
@@ -181,7 +183,7 @@ class FlagTraderPolicy(nn.Module):
                                padding_side="left", add_special_tokens=self.tokenizer.chat_template is None
                                ).to(self.device)  # a chat template writes its own special tokens
         mask = batch["attention_mask"]
-        with self._running(range(self.split), norm=False), self._autocast():
+        with self._running(range(self.split), norm=False), self._autocast(grad=False):
             hidden = self.backbone(input_ids=batch["input_ids"], attention_mask=mask,
                                    position_ids=_positions(mask)).last_hidden_state
         return [h[m.bool()] for h, m in zip(hidden, mask)]
@@ -191,7 +193,8 @@ class FlagTraderPolicy(nn.Module):
         """The trainable part on :meth:`encode`'s output: float32 logits ``[B, K]`` (``-inf`` where
         ``action_mask`` is False) and values ``[B]``."""
         hidden, mask = _left_pad(features)
-        with self._running(range(self.split, len(self.backbone.layers)), norm=True), self._autocast():
+        hidden = hidden.float()  # the frozen part's bf16/fp16 output enters float32 layers (autocast recasts)
+        with self._running(range(self.split, len(self.backbone.layers)), norm=True), self._autocast(grad=True):
             out = self.backbone(inputs_embeds=hidden, attention_mask=mask, position_ids=_positions(mask))
         last = out.last_hidden_state[:, -1].float()
         logits = last @ self.action_embeddings.T if self.head == "tokens" else self.policy_head(last)
@@ -214,5 +217,8 @@ class FlagTraderPolicy(nn.Module):
         finally:
             self.backbone.layers, self.backbone.norm = full, final
 
-    def _autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+    def _autocast(self, grad: bool):
+        """Autocast to the device's precision; fp16 only where no gradient flows (it would need loss scaling)."""
+        dtype = compute_dtype(self.device)
+        enabled = dtype == torch.bfloat16 or (dtype == torch.float16 and not grad)
+        return torch.autocast(self.device.type, dtype=dtype if enabled else torch.bfloat16, enabled=enabled)
