@@ -124,6 +124,7 @@ def write_leaderboard(results: WindowResults, cfg: RunConfig, out: Path, notes: 
               f"Over {len(returns)} days, a one-sided test at {cfg.alpha:g} (Bonferroni over the agents) detects an "
               f"annualised Sharpe of the daily difference agent - {BENCHMARK} of {mde:.2f} with 80% power; smaller "
               "edges cannot be told apart from luck here.")
+    notes = [*notes, *sample_spread(board)]
     heat = heatmap(results, cfg)
     level = round(100 * (1 - cfg.alpha))
     rows = [{"cells": [r.agent, str(r.n_windows), str(r.n_tickers), _fmt(r.cr, pct=True), _fmt(r.sharpe),
@@ -146,6 +147,18 @@ def write_leaderboard(results: WindowResults, cfg: RunConfig, out: Path, notes: 
     tmp.replace(out / "leaderboard.html")
     board.attrs = {**table.attrs, "family": family}
     return board
+
+
+def sample_spread(board: pd.DataFrame) -> list[str]:
+    """For LLMs replayed with ``--samples``: the spread of the Sharpe over samples (``label #seed`` rows), the
+    model's own noise, to set beside each row's CI (the market's)."""
+    base = board["agent"].str.extract(r"^(.*) #\d+$")[0]
+    out = []
+    for name, group in board[base.notna()].groupby(base[base.notna()], sort=False):
+        sr = group["sharpe"].to_numpy(dtype=float)
+        out.append(f"{name}: Sharpe over {len(sr)} samples mean {np.nanmean(sr):.2f}, sd {np.nanstd(sr, ddof=1):.2f}, "
+                   f"range [{np.nanmin(sr):.2f}, {np.nanmax(sr):.2f}] (sampling spread; each row's CI is market noise).")
+    return out
 
 
 def markdown(board: pd.DataFrame, cfg: RunConfig) -> str:

@@ -79,3 +79,13 @@ def test_bad_tables_are_refused():
         stats.compare(pd.DataFrame({"a": [0.0, 0.1, 0.2]}))
     with pytest.raises(ValueError, match="gaps"):
         stats.compare(pd.DataFrame({"buy_and_hold": [0.01, -0.01, 0.0], "a": [0.0, np.nan, 0.0]}))
+
+
+def test_every_agent_worse_is_a_verdict_not_a_crash():
+    """arch 8.0's StepM fails when every remaining model is superior; the verdicts still come out."""
+    bh = _market(400, 5)
+    rng = np.random.default_rng(6)
+    table = pd.DataFrame({"buy_and_hold": bh, "a": bh - 0.004 + rng.normal(0, 0.002, 400),
+                          "b": bh - 0.003 + rng.normal(0, 0.002, 400)})
+    out = stats.compare(table, reps=200)
+    assert list(out.loc[["a", "b"], "verdict"]) == ["worse than", "worse than"]

@@ -65,3 +65,19 @@ def test_numeric_observations_match_the_full_context(store):
                                       fast.history.tail(60).reset_index(drop=True), rtol=1e-5, atol=1e-5, check_dtype=False,
                                       check_frame_type=False)
         pd.testing.assert_frame_equal(full.news.reset_index(drop=True), fast.news.reset_index(drop=True))
+
+
+def test_samples_are_seeded_rows_with_their_spread_reported():
+    from benchmarks.leaderboard import sample_spread
+    from benchmarks.run import resolve_agents
+
+    specs = resolve_agents(RunConfig(agents=(), model=("gpt-4.1",), samples=3, base_url="http://127.0.0.1:9/v1"))
+    assert [s.label for s in specs] == ["gpt-4.1 #0", "gpt-4.1 #1", "gpt-4.1 #2"]
+    assert [s.settings["seed"] for s in specs] == [0, 1, 2] and {s.settings["temperature"] for s in specs} == {0.7}
+    assert all(s.every == 1 for s in specs)  # LLMs decide every session by default
+    board = pd.DataFrame({"agent": ["buy_and_hold", "gpt-4.1 #0", "gpt-4.1 #1", "gpt-4.1 #2"],
+                          "sharpe": [1.0, 0.5, 1.0, 1.5]})
+    assert sample_spread(board) == ["gpt-4.1: Sharpe over 3 samples mean 1.00, sd 0.50, range [0.50, 1.50] "
+                                    "(sampling spread; each row's CI is market noise)."]
+    (smol,) = resolve_agents(RunConfig(agents=("smollm2",)))
+    assert smol.label == "smollm2 (every 21 sessions)" and smol.every == 21

@@ -2,7 +2,7 @@
 
 Input is one table, a column of daily net returns per agent over the same days (the benchmark one of
 them); output is one table, a row per agent. Resampling, Hansen's SPA test, Romano-Wolf StepM and the
-model confidence set come from ``arch``; only the closed forms (deflated Sharpe ratio, minimum
+model confidence set come from ``arch`` (StepM's step-down loop is spelled out over its SPA); only the closed forms (deflated Sharpe ratio, minimum
 detectable Sharpe) are written here.
 
 The tests compare *mean daily returns* (loss = -return), so the quantity tested for agent ``i`` is the
@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 import pandas as pd
-from arch.bootstrap import MCS, SPA, StationaryBootstrap, StepM
+from arch.bootstrap import MCS, SPA, StationaryBootstrap
 from scipy.stats import kurtosis, norm, skew
 
 from tr1_env.metrics import PERIODS, daily_rf, sharpe
@@ -77,10 +77,21 @@ def _pvalue_spa(benchmark_loss: pd.Series, model_loss: pd.DataFrame, reps: int, 
 
 def _stepm(benchmark_loss: pd.Series, model_loss: pd.DataFrame, alpha: float, reps: int, block: float,
            seed: int) -> set[str]:
-    """Models whose loss is below the benchmark's, with the family-wise error held at ``alpha`` (StepM)."""
-    step = StepM(benchmark_loss, model_loss, size=alpha, block_size=max(round(block), 1), reps=reps, seed=seed)
-    step.compute()
-    return set(step.superior_models)
+    """Models whose loss is below the benchmark's, family-wise error held at ``alpha`` (Romano-Wolf StepM).
+
+    The step-down loop of ``arch.bootstrap.StepM`` over its SPA; written out because arch 8.0's loop runs one SPA
+    on zero models (and fails) when the last models left are all superior.
+    """
+    remaining, superior = list(model_loss.columns), set()
+    while remaining:
+        spa = SPA(benchmark_loss, model_loss[remaining], block_size=max(round(block), 1), reps=reps, seed=seed)
+        spa.compute()
+        better = {remaining[int(i)] for i in spa.better_models(alpha)}  # positions in ``remaining``
+        if not better:
+            break
+        superior |= better
+        remaining = [m for m in remaining if m not in better]
+    return superior
 
 
 def compare(returns: pd.DataFrame, benchmark: str = "buy_and_hold", alpha: float = 0.05, reps: int = 1000,
