@@ -69,7 +69,7 @@ def heatmap(results: WindowResults, cfg: RunConfig) -> pd.DataFrame:
     return pd.DataFrame(out).T
 
 
-def _colour(x: float, scale: float = 3.0) -> str:
+def _colour(x: float, scale: float = 8.0) -> str:
     """Diverging red-white-green background for an excess Sharpe (grey when undefined)."""
     if not np.isfinite(x):
         return "#e5e5e5"
@@ -83,7 +83,7 @@ def _equity_png(returns: pd.DataFrame) -> str:
     from benchmarks.report import _pyplot
 
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(10, 4.5))
+    fig, ax = plt.subplots(figsize=(12, 5))
     for agent in returns.columns:
         eq = (1 + returns[agent]).cumprod()
         ax.plot(eq.index, eq.to_numpy(), **({"color": "k", "ls": "--", "lw": 1.8, "label": f"{agent} (benchmark)"}
@@ -133,14 +133,15 @@ def write_leaderboard(results: WindowResults, cfg: RunConfig, out: Path, notes: 
              "verdict": r.verdict.split()[0], "tearsheet": tearsheets.get(r.agent)} for r in board.itertuples()]
     page = _template().render(
         title=f"tr1 walk-forward leaderboard, {cfg.start} to {cfg.end}",
-        header=["agent", "windows", "tickers", "CR", "Sharpe", f"{level}% CI", f"excess Sharpe vs {BENCHMARK}",
+        header=["agent", "windows", "tickers", "CR", "Sharpe", f"{level}% CI", "excess Sharpe",
                 "SPA p", f"in MCS ({level}%)", "deflated Sharpe", "verdict"],
         rows=rows, family=family, notes=list(dict.fromkeys([*notes])),
         heat_agents=list(heat.columns), heat_rows=[{"window": w, "cells": [
             {"text": _fmt(heat.loc[w, a]), "colour": _colour(heat.loc[w, a])} for a in heat.columns]}
             for w in heat.index],
         equity_png=_equity_png(returns),
-        per_ticker=sorted(p.relative_to(out).as_posix() for p in (out / "tearsheets").glob("*.html"))
+        per_ticker=sorted(p.relative_to(out).as_posix() for p in (out / "tearsheets").glob("*.html")
+                          if not p.name.endswith("__portfolio.html"))
         if (out / "tearsheets").exists() else [])
     tmp = out / "leaderboard.html.tmp"
     tmp.write_text(page)
