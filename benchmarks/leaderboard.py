@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from benchmarks.report import BENCHMARK, _pyplot, slug, write_tearsheets
 from tr1_env.actions import Action
 from tr1_env.backtest import holding_returns
 from tr1_env.metrics import cumulative_return, hit_rate, max_drawdown, sharpe
@@ -24,7 +25,6 @@ from tr1_env.stats import compare
 if TYPE_CHECKING:
     from benchmarks.config import RunConfig
 
-BENCHMARK = "buy_and_hold"
 LEADERBOARD = ["agent", "n_windows", "n_tickers", "cr", "sharpe", "sharpe_lo", "sharpe_hi",
                "excess_sharpe_vs_buy_and_hold", "spa_p", "in_mcs", "deflated_sharpe", "verdict"]
 #: (daily accounting, decisions) per window, agent and ticker.
@@ -80,8 +80,6 @@ def _colour(x: float, scale: float = 8.0) -> str:
 
 
 def _equity_png(returns: pd.DataFrame) -> str:
-    from benchmarks.report import _pyplot
-
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(12, 5))
     for agent in returns.columns:
@@ -96,6 +94,17 @@ def _equity_png(returns: pd.DataFrame) -> str:
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
     return base64.b64encode(buf.getvalue()).decode()
+
+
+def write_portfolio_tearsheets(per_window: WindowResults, cfg: RunConfig, folder: Path) -> dict[str, str]:
+    """A quantstats tearsheet of each agent's equal-weight portfolio over all windows, against buy-and-hold's;
+    returns agent -> path relative to the run folder."""
+    returns = portfolios(per_window)
+    results = {a: {"portfolio": (returns[[a]].rename(columns={a: "return"}), None)} for a in returns.columns}
+    bench = {"portfolio": returns[[BENCHMARK]].rename(columns={BENCHMARK: "return"})}
+    write_tearsheets(results, bench, cfg, folder)
+    return {a: f"{folder.name}/{slug(a)}__portfolio.html" for a in returns.columns
+            if (folder / f"{slug(a)}__portfolio.html").exists()}
 
 
 def _fmt(x, digits: int = 2, pct: bool = False) -> str:

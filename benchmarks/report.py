@@ -293,19 +293,6 @@ def contamination_markdown(summary: pd.DataFrame, memo: pd.DataFrame, cutoffs: d
     return "\n\n".join(parts) + "\n"
 
 
-def write_portfolio_tearsheets(per_window: dict, cfg: RunConfig, folder: Path) -> dict[str, str]:
-    """A quantstats tearsheet of each agent's equal-weight portfolio over all windows, against buy-and-hold's;
-    returns agent -> path relative to the run folder."""
-    from benchmarks.leaderboard import portfolios
-
-    returns = portfolios(per_window)
-    results = {a: {"portfolio": (returns[[a]].rename(columns={a: "return"}), None)} for a in returns.columns}
-    bench = {"portfolio": returns[[BENCHMARK]].rename(columns={BENCHMARK: "return"})}
-    write_tearsheets(results, bench, cfg, folder)
-    return {a: f"{folder.name}/{slug(a)}__portfolio.html" for a in returns.columns
-            if (folder / f"{slug(a)}__portfolio.html").exists()}
-
-
 def write_reports(results: Results, bench: dict[str, pd.DataFrame], cfg: RunConfig, out: Path, coverage: dict,
                   skipped: dict[str, str], cutoffs: dict[str, Cutoff] | None = None,
                   protocol: list | None = None) -> pd.DataFrame:

@@ -31,9 +31,9 @@ from tqdm.auto import tqdm
 from baselines import BASELINES, TRAINED
 from benchmarks.config import RunConfig
 from benchmarks.config import DEFAULT_TICKERS, OFFLINE_AGENTS
-from benchmarks.leaderboard import BENCHMARK, write_leaderboard
+from benchmarks.leaderboard import BENCHMARK, write_leaderboard, write_portfolio_tearsheets
 from benchmarks.leaderboard import markdown as leaderboard_markdown
-from benchmarks.report import slug, write_portfolio_tearsheets, write_reports
+from benchmarks.report import slug, write_reports
 from tr1_env.actions import Action
 from tr1_env.agents import Agent, Observation, load_agent
 from tr1_env.anonymize import Pseudonyms, anonymize
