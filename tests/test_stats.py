@@ -89,3 +89,13 @@ def test_every_agent_worse_is_a_verdict_not_a_crash():
                           "b": bh - 0.003 + rng.normal(0, 0.002, 400)})
     out = stats.compare(table, reps=200)
     assert list(out.loc[["a", "b"], "verdict"]) == ["worse than", "worse than"]
+
+
+def test_copies_of_a_series_share_their_verdicts():
+    """Two agents with the very same days (a plain and an anonymized replay that agree) and a copy of the benchmark."""
+    bh = _market(300, 8)
+    edge = bh + 0.003 + np.random.default_rng(9).normal(0, 0.003, 300)
+    out = stats.compare(pd.DataFrame({"buy_and_hold": bh, "copy": bh, "a": edge, "a+anon": edge}), reps=200)
+    assert out.loc["copy", "spa_p"] == 1.0 and out.loc["copy", "verdict"] == "indistinguishable from"
+    assert out.loc["a", "in_mcs"] and out.loc["a+anon", "in_mcs"] and not out.loc["copy", "in_mcs"]
+    assert list(out.loc[["a", "a+anon"], "verdict"]) == ["beats", "beats"]

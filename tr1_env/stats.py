@@ -94,6 +94,22 @@ def _stepm(benchmark_loss: pd.Series, model_loss: pd.DataFrame, alpha: float, re
     return superior
 
 
+def _confidence_set(loss: pd.DataFrame, alpha: float, reps: int, block: float, seed: int) -> pd.Series:
+    """Membership of arch's model confidence set; identical series enter or leave together (arch cannot rank
+    two series whose loss difference is always zero)."""
+    first = {}
+    for name in loss.columns:
+        first.setdefault(loss[name].to_numpy().tobytes(), name)
+    representative = {name: first[loss[name].to_numpy().tobytes()] for name in loss.columns}
+    unique = list(dict.fromkeys(representative.values()))
+    if len(unique) < 2:
+        return pd.Series(True, index=loss.columns)
+    mcs = MCS(loss[unique], size=alpha, reps=reps, block_size=max(round(block), 1), seed=seed)
+    mcs.compute()
+    kept = set(mcs.included)
+    return pd.Series({name: representative[name] in kept for name in loss.columns})
+
+
 def compare(returns: pd.DataFrame, benchmark: str = "buy_and_hold", alpha: float = 0.05, reps: int = 1000,
             block: float = 5.0, seed: int = 0, rf: float = 0.04, periods: int = PERIODS) -> pd.DataFrame:
     """One row per column of ``returns`` (paired daily net returns, no gaps), ranked by Sharpe.
@@ -133,20 +149,20 @@ def compare(returns: pd.DataFrame, benchmark: str = "buy_and_hold", alpha: float
     table["excess_sharpe"] = table["sharpe"] - table.loc[benchmark, "sharpe"]
     table["spa_p"] = np.nan
     table["verdict"] = "benchmark"
-    if agents:
-        for name in agents:
+    differ = [a for a in agents if not returns[a].equals(returns[benchmark])]  # a copy of the benchmark: p = 1
+    table.loc[[a for a in agents if a not in differ], "spa_p"] = 1.0
+    if differ:
+        for name in differ:
             table.loc[name, "spa_p"] = _pvalue_spa(loss[benchmark], loss[[name]], reps, block, seed)
-        better = _stepm(loss[benchmark], loss[agents], alpha, reps, block, seed)
-        worse = _stepm(returns[benchmark], returns[agents], alpha, reps, block, seed)  # roles swapped: loss = +return
+        better = _stepm(loss[benchmark], loss[differ], alpha, reps, block, seed)
+        worse = _stepm(returns[benchmark], returns[differ], alpha, reps, block, seed)  # roles swapped: loss = +return
         for name in agents:
             table.loc[name, "verdict"] = VERDICTS[0] if name in better else VERDICTS[2] if name in worse else VERDICTS[1]
-    mcs = MCS(loss, size=alpha, reps=reps, block_size=max(round(block), 1), seed=seed)
-    mcs.compute()
-    table["in_mcs"] = [name in set(mcs.included) for name in table.index]
+    table["in_mcs"] = _confidence_set(loss, alpha, reps, block, seed).reindex(table.index)
     columns = ["n_days", "cr", "sharpe", "sharpe_lo", "sharpe_hi", "excess_sharpe", "spa_p", "in_mcs",
                "deflated_sharpe", "verdict"]
     table = table[columns].sort_values("sharpe", ascending=False, na_position="last")
-    table.attrs = {"spa_p_all": _pvalue_spa(loss[benchmark], loss[agents], reps, block, seed) if agents else np.nan,
+    table.attrs = {"spa_p_all": _pvalue_spa(loss[benchmark], loss[differ], reps, block, seed) if differ else np.nan,
                    "min_detectable_sharpe": min_detectable_sharpe(len(returns), alpha, 0.8, max(len(agents), 1),
                                                                   periods),
                    "n_trials": len(tried), "alpha": alpha}
