@@ -1,6 +1,7 @@
 """stable-baselines3 PPO and A2C, trained on the numeric Trading env over a pre-period, replayed as agents.
 
-``fit`` trains one policy per ticker on the ``train_years`` before the replay window (ending the day
+``fit`` trains one policy per ticker (or, with ``pool``, one policy on a vector env of every ticker: the
+walk-forward default, one fit per window) on the ``train_years`` before the replay window (ending the day
 before it starts, so no replay price is seen) and saves it under a cache folder keyed by algorithm,
 ticker, period, steps, cost and seed; the next replay with the same key reloads it. ``act`` feeds the
 policy the env's own observation of the decision day (``observation_at`` of a Trading env over the
@@ -26,14 +27,14 @@ class SB3Agent(Agent):
     """A stable-baselines3 algorithm (``"ppo"`` or ``"a2c"``) with an MLP policy, one model per ticker."""
 
     def __init__(self, algo: str = "ppo", steps: int = 8192, train_years: float = 2.0, cost_bps: float = 10.0,
-                 seed: int = 0, action_mode: str = "five", cache_dir: str | Path | None = None):
+                 seed: int = 0, action_mode: str = "five", pool: bool = False, cache_dir: str | Path | None = None):
         import stable_baselines3
 
         if algo not in ("ppo", "a2c"):
             raise ValueError(f"algo must be 'ppo' or 'a2c', got {algo!r}")
         self.algo_cls = getattr(stable_baselines3, algo.upper())
         self.algo, self.steps, self.train_years, self.cost_bps, self.seed = algo, steps, train_years, cost_bps, seed
-        self.action_mode = action_mode
+        self.action_mode, self.pool = action_mode, pool
         # env action index -> the Action whose default weight is the env's target (sell/buy are -1/+1: the strong ones)
         by_weight = {w: a for a, w in DEFAULT_WEIGHTS.items()}
         self.actions = [by_weight[w] for w in ACTION_MODES[action_mode][1]]
@@ -49,26 +50,42 @@ class SB3Agent(Agent):
             f"_seed{self.seed}.zip")
 
     def fit(self, store, tickers: Sequence[str], start, end) -> None:
+        """Train (or reload) on the ``train_years`` ending the day before ``start``, then open the replay envs."""
         train_end = pd.Timestamp(start) - pd.Timedelta(days=1)
+        self.models.update(self.train(store, tickers, train_end))
+        for ticker in tickers:
+            self.envs[ticker] = TradingEnv(store, ticker, start, end, obs_mode="numeric",
+                                           action_mode=self.action_mode, cost_bps=self.cost_bps)
+
+    def train(self, store, tickers: Sequence[str], train_end) -> dict[str, object]:
+        """A policy per ticker, or with ``pool`` one policy over a vector env of every ticker's Trading env;
+        only sessions up to ``train_end`` are read (the envs see the store as of its close)."""
+        train_end = pd.Timestamp(train_end)
         train_start = train_end - pd.DateOffset(days=round(365.25 * self.train_years))
-        for ticker in tqdm(tickers, desc=f"{self.name} fit", unit="ticker", disable=len(tickers) < 2):
-            path = self.model_path(ticker, train_start, train_end)
+        groups = ([(f"pool-{'-'.join(sorted(tickers))}", list(tickers))] if self.pool
+                  else [(t, [t]) for t in tickers])
+        models = {}
+        for key, members in tqdm(groups, desc=f"{self.name} fit", unit="model", disable=len(groups) < 2):
+            path = self.model_path(key, train_start, train_end)
             if path.exists():
-                self.models[ticker] = self.algo_cls.load(path, device="cpu")
+                model = self.algo_cls.load(path, device="cpu")
             else:
-                env = TradingEnv(store, ticker, train_start, train_end, obs_mode="numeric",
-                                 action_mode=self.action_mode, cost_bps=self.cost_bps)
-                model = self.algo_cls("MlpPolicy", env, seed=self.seed, device="cpu", verbose=0,
-                                      **({"n_steps": min(2048, self.steps), "batch_size": min(64, self.steps)}
+                from stable_baselines3.common.vec_env import DummyVecEnv
+
+                envs = DummyVecEnv([lambda t=t: TradingEnv(store, t, train_start, train_end, obs_mode="numeric",
+                                                           action_mode=self.action_mode, cost_bps=self.cost_bps)
+                                    for t in members])
+                per_env = max(self.steps // len(members), 8)
+                model = self.algo_cls("MlpPolicy", envs, seed=self.seed, device="cpu", verbose=0,
+                                      **({"n_steps": min(2048, per_env), "batch_size": min(64, per_env * len(members))}
                                          if self.algo == "ppo" else {}))
                 with _one_thread():
                     model.learn(total_timesteps=self.steps)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 model.save(path)
-                self.models[ticker] = model
                 self.trained += 1
-            self.envs[ticker] = TradingEnv(store, ticker, start, end, obs_mode="numeric",
-                                           action_mode=self.action_mode, cost_bps=self.cost_bps)
+            models.update(dict.fromkeys(members, model))
+        return models
 
     def observe(self, obs: Observation):
         """The Trading env's numeric observation for ``obs``'s session and position (its own code path)."""

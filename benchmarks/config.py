@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 from baselines import BASELINES
 from tr1_env.actions import Action
+from tr1_env.backtest import FILLS
+from tr1_env.protocol import Window, windows
 
 DEFAULT_TICKERS = ("NVDA", "AAPL", "MSFT", "AMZN", "META", "SPY")
 OFFLINE_AGENTS = (*BASELINES, "smollm2")
@@ -18,8 +20,9 @@ OFFLINE_AGENTS = (*BASELINES, "smollm2")
 class RunConfig:
     """Every setting of a replay; each field is also a ``--flag`` of ``benchmarks/run.py``."""
 
-    agents: tuple[str, ...] = field(default=OFFLINE_AGENTS, metadata={
-        "help": f"agents to replay: baselines ({', '.join(BASELINES)}), 'smollm2', LLM specs, tr1.agents entry points"})
+    agents: tuple[str, ...] | None = field(default=None, metadata={
+        "help": f"agents to replay: baselines ({', '.join(BASELINES)}), 'smollm2', LLM specs, tr1.agents entry points "
+                "(default: every baseline, plus smollm2 in a single-window run)"})
     model: tuple[str, ...] = field(default=(), metadata={
         "help": "LLM agents to add: an OpenAI-compatible model name (gpt-4.1, o4-mini), hf:PATH, vllm:ID, "
                 "flag:PATH (a FLAG-TRADER checkpoint)"})
@@ -27,9 +30,17 @@ class RunConfig:
         "help": "plug-in agents to add, as module:Class or a tr1.agents entry-point name"})
     base_url: str | None = field(default=None, metadata={
         "help": "OpenAI-compatible endpoint for --model names (a vLLM server, a local test server)"})
-    tickers: tuple[str, ...] = field(default=DEFAULT_TICKERS, metadata={"help": "tickers to replay"})
-    start: str = field(default="2024-06-01", metadata={"help": "first day of the replay window (inclusive)"})
-    end: str = field(default="2024-08-31", metadata={"help": "last day of the replay window (inclusive)"})
+    tickers: tuple[str, ...] = field(default=(), metadata={
+        "help": f"tickers to replay (default: {' '.join(DEFAULT_TICKERS)} for one window, every store ticker for "
+                "--walk-forward)"})
+    start: str = field(default="2024-06-01", metadata={"help": "first day of the replay (inclusive)"})
+    end: str = field(default="2024-08-31", metadata={"help": "last day of the replay (inclusive)"})
+    walk_forward: tuple[str, ...] = field(default=(), metadata={
+        "help": "replay consecutive windows over --start..--end: quarterly, monthly, or explicit START:END windows; "
+                "trained agents refit before each window on data ending the day before it (empty: one window)"})
+    fill: str = field(default="close", metadata={
+        "choices": FILLS, "help": "when a decision made on a close executes: at that close (optimistic) or at the "
+                                  "next session's open"})
     cost_bps: float = field(default=10.0, metadata={
         "help": "transaction cost in bps of equity per unit of weight traded"})
     weights: tuple[float, ...] = field(default=(-1.0, -0.5, 0.0, 0.5, 1.0), metadata={
@@ -38,9 +49,15 @@ class RunConfig:
         "help": "add dividends (ex-date cash over the previous close) to price returns"})
     decision_every: int = field(default=1, metadata={
         "help": "non-LLM agents decide every k sessions and hold their position in between"})
-    llm_decision_every: int = field(default=21, metadata={
-        "help": "LLM agents (smollm2, hf:, vllm:, API models, flag:) decide every k sessions; 21 keeps the default "
-                "run (SmolLM2 on CPU) near 10 min on 2 cores"})
+    llm_decision_every: int = field(default=1, metadata={
+        "help": "LLM agents (hf:, vllm:, API models, flag:) decide every k sessions"})
+    smollm2_decision_every: int = field(default=21, metadata={
+        "help": "the CPU SmolLM2 row decides every k sessions (its label says so); 21 keeps the default run near "
+                "10 min on 2 cores"})
+    samples: int = field(default=1, metadata={
+        "help": "replay each API/hf:/vllm: model N times with seeds 0..N-1 at --temperature; the report gives "
+                "the spread over samples"})
+    temperature: float = field(default=0.7, metadata={"help": "sampling temperature of LLMs when --samples > 1"})
     llm_max_chars: int = field(default=1500, metadata={
         "help": "context budget (characters) of LLM agents' prompts; 1500 keeps SmolLM2's prompt near 1K tokens"})
     local_max_new_tokens: int = field(default=128, metadata={
@@ -58,7 +75,10 @@ class RunConfig:
     api_max_tokens: int = field(default=4096, metadata={"help": "completion token limit of API models"})
     llm_batch_size: int = field(default=6, metadata={
         "help": "prompts per generate() call of local transformers models"})
-    sb3_steps: int = field(default=8192, metadata={"help": "training steps of each SB3 policy (one per ticker)"})
+    sb3_steps: int = field(default=8192, metadata={"help": "training steps of each SB3 policy"})
+    sb3_pool: bool | None = field(default=None, metadata={
+        "help": "one SB3 policy over every ticker's env instead of one per ticker (default: pooled for "
+                "--walk-forward, per ticker for one window)"})
     train_years: float = field(default=2.0, metadata={"help": "years before --start the SB3 policies train on"})
     risk_free: float = field(default=0.04, metadata={"help": "annual risk-free rate of the Sharpe ratio"})
     bootstrap: int = field(default=2000, metadata={
@@ -82,6 +102,14 @@ class RunConfig:
     tearsheets: bool = field(default=True, metadata={"help": "write a quantstats HTML tearsheet per agent and ticker"})
     store: str | None = field(default=None, metadata={"help": "TR1 store folder (default: the embedded snapshot)"})
     out: str = field(default="runs/default", metadata={"help": "output folder; rerunning into it resumes"})
+
+    def protocol(self) -> list[Window]:
+        """The replay windows (one unless ``walk_forward``)."""
+        return windows(self.walk_forward[0] if len(self.walk_forward) == 1 and ":" not in self.walk_forward[0]
+                       else self.walk_forward or "single", self.start, self.end)
+
+    def ticker_list(self, store) -> tuple[str, ...]:
+        return self.tickers or (store.tickers if self.walk_forward else DEFAULT_TICKERS)
 
     def weight_map(self) -> dict[Action, float]:
         if len(self.weights) != len(Action):

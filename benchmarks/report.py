@@ -84,23 +84,20 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
-def markdown(summary: pd.DataFrame, cfg: RunConfig, coverage: dict, skipped: dict[str, str]) -> str:
-    """Tables 3-4 of the paper (agents x tickers: CR, Sharpe, HR, MDD, best in bold), then CIs, tests and caveats."""
+def markdown(summary: pd.DataFrame, cfg: RunConfig, coverage: dict, skipped: dict[str, str],
+             protocol: list | None = None) -> str:
+    """The paper's Tables 3-4 re-laid: one table per metric (agents x tickers, best in bold), then CIs and notes."""
     agents, tickers = list(dict.fromkeys(summary["agent"])), list(dict.fromkeys(summary["ticker"]))
     cell = summary.set_index(["agent", "ticker"])
-    metrics = [("cr", "CR %", _pct, max), ("sharpe", "SR", _num, max), ("hit_rate", "HR %", _pct, max),
-               ("mdd", "MDD %", _pct, min)]
+    metrics = [("cr", "Cumulative return (CR, %)", _pct, max), ("sharpe", "Sharpe ratio (SR)", _num, max),
+               ("hit_rate", "Hit rate (HR, %)", _pct, max), ("mdd", "Maximum drawdown (MDD, %)", _pct, min)]
     best = {(t, m): pick(v for v in cell.xs(t, level="ticker")[m] if np.isfinite(v))
             for t in tickers for m, _, _, pick in metrics if cell.xs(t, level="ticker")[m].notna().any()}
-    rows = []
-    for a in agents:
-        row = [a]
-        for t in tickers:
-            for m, _, fmt, _ in metrics:
-                v = cell.loc[(a, t), m]
-                row.append(f"**{fmt(v)}**" if best.get((t, m)) == v else fmt(v))
-        rows.append(row)
-    main = _table(["Agent", *[f"{t} {name}" for t in tickers for _, name, _, _ in metrics]], rows)
+    per_metric = []
+    for m, name, fmt, _ in metrics:
+        rows = [[a, *[f"**{fmt(v)}**" if best.get((t, m)) == (v := cell.loc[(a, t), m]) else fmt(v)
+                      for t in tickers]] for a in agents]
+        per_metric += [f"## {name}", _table(["Agent", *tickers], rows)]
 
     level = round(100 * (1 - cfg.alpha))
     ci_rows = [[a, *[f"{_num(c.sharpe)} [{_num(c.sharpe_lo)}, {_num(c.sharpe_hi)}] p={_num(c.p_value)}"
@@ -116,15 +113,20 @@ def markdown(summary: pd.DataFrame, cfg: RunConfig, coverage: dict, skipped: dic
     missing = {t: m for t, c in coverage.items() if (m := c["missing_modalities_on_first_day"])}
     basis = "total return (dividends added at their ex-date)" if cfg.total_return else "price return (no dividends)"
     weights = "/".join(f"{w:g}" for w in cfg.weights)
+    span = (f"Replay {cfg.start} to {cfg.end}" if not protocol or len(protocol) == 1 else
+            f"Walk-forward replay {cfg.start} to {cfg.end} over {len(protocol)} windows (see windows.csv), books "
+            "restarted flat per window and chained here")
+    fill = ("the weight held to the next close" if cfg.fill == "close"
+            else "the weight held from the next open (next-open fill)")
     notes = [
-        f"Replay {cfg.start} to {cfg.end}. A decision at a session's close sets the weight held to the next close; "
+        f"{span}. A decision at a session's close sets {fill}; "
         "the first decision is on the first session, none on the last (its return would fall outside the window). "
         f"CR compounds the daily net returns; Sharpe is annualised with sqrt(252) over a {100 * cfg.risk_free:g}% "
         "risk-free rate; HR is the share of directional (non-HOLD) calls whose sign matches the asset's return over "
         "the holding period; MDD is on the compounded equity curve.",
         f"Returns: {basis}; costs {cfg.cost_bps:g} bps per unit of weight traded; weights SS/S/H/B/SB = {weights}; "
         f"non-LLM agents decide every {cfg.decision_every} session(s), LLM agents every {cfg.llm_decision_every} "
-        f"(context budget {cfg.llm_max_chars} characters).",
+        f"(context budget {cfg.llm_max_chars} characters); SmolLM2 on CPU every {cfg.smollm2_decision_every}.",
         f"Sharpe CI: {level}% percentile interval of a stationary bootstrap ({cfg.bootstrap} resamples, mean block "
         f"{cfg.block:g} days, seed {cfg.seed}). p: one-sided paired bootstrap test of "
         f"Sharpe(agent) - Sharpe({BENCHMARK}) > 0 on the same resampled days; * = beats {BENCHMARK} at {cfg.alpha:g}.",
@@ -134,8 +136,9 @@ def markdown(summary: pd.DataFrame, cfg: RunConfig, coverage: dict, skipped: dic
         *[f"{t}: the context states {', '.join(m)} as missing on the first day." for t, m in missing.items()],
         *[f"Skipped {a}: {why}" for a, why in skipped.items()],
     ]
+    notes = list(dict.fromkeys(notes))
     return "\n\n".join([
-        f"# Held-out replay {cfg.start} to {cfg.end}", main,
+        f"# Held-out replay {cfg.start} to {cfg.end}", *per_metric,
         f"## Sharpe with {level}% bootstrap CI and test against {BENCHMARK}",
         _table(["Agent", *tickers], ci_rows),
         "## InvestorBench metrics (FLAG-TRADER): CR = sum of log rewards, %, / Sharpe (rf 0, no costs)",
@@ -291,7 +294,8 @@ def contamination_markdown(summary: pd.DataFrame, memo: pd.DataFrame, cutoffs: d
 
 
 def write_reports(results: Results, bench: dict[str, pd.DataFrame], cfg: RunConfig, out: Path, coverage: dict,
-                  skipped: dict[str, str], cutoffs: dict[str, Cutoff] | None = None) -> pd.DataFrame:
+                  skipped: dict[str, str], cutoffs: dict[str, Cutoff] | None = None,
+                  protocol: list | None = None) -> pd.DataFrame:
     """summary.csv, summary.md, plots/ and tearsheets/ under ``out`` (and memorisation.csv when an LLM ran);
     returns the summary table. ``cutoffs``: the training cutoff of each LLM row."""
     _pyplot()  # before quantstats imports pyplot
@@ -308,7 +312,7 @@ def write_reports(results: Results, bench: dict[str, pd.DataFrame], cfg: RunConf
     plot_equity(results, bench, out / "plots")
     failed = write_tearsheets(results, bench, cfg, out / "tearsheets") if cfg.tearsheets else []
     notes = {**skipped, **({"tearsheets": "quantstats failed on " + "; ".join(failed)} if failed else {})}
-    text = markdown(summary, cfg, coverage, notes) if rows else "No agent was replayed.\n"
+    text = markdown(summary, cfg, coverage, notes, protocol) if rows else "No agent was replayed.\n"
     if rows and cutoffs:
         text += "\n" + contamination_markdown(summary, memo, cutoffs, cfg)
     (out / "summary.md").write_text(text)

@@ -3,6 +3,7 @@
     python benchmarks/run.py                                   # offline: baselines, SB3, SmolLM2
     python benchmarks/run.py --model gpt-4.1 o4-mini           # adds API models (OPENAI_API_KEY)
     python benchmarks/run.py --agent examples.custom_agent:MomentumAgent --agents buy_and_hold
+    python benchmarks/run.py --walk-forward quarterly --start 2023-07-01 --end 2025-06-30   # leaderboard.html
 
 Each agent decides at the close of each decision day from that day's context alone (tickers
 batched per day), the decisions go through :mod:`tr1_env.backtest` and :mod:`tr1_env.metrics`, and
@@ -29,16 +30,20 @@ from tqdm.auto import tqdm
 
 from baselines import BASELINES, TRAINED
 from benchmarks.config import RunConfig
+from benchmarks.config import DEFAULT_TICKERS, OFFLINE_AGENTS
+from benchmarks.leaderboard import BENCHMARK, write_leaderboard, write_portfolio_tearsheets
+from benchmarks.leaderboard import markdown as leaderboard_markdown
 from benchmarks.report import slug, write_reports
 from tr1_env.actions import Action
 from tr1_env.agents import Agent, Observation, load_agent
 from tr1_env.anonymize import Pseudonyms, anonymize
 from tr1_env.backtest import backtest, buy_and_hold, decision_days
 from tr1_env.cli_args import add_dataclass_args, from_args
-from tr1_env.context import ContextConfig, build_context
+from tr1_env.context import ContextConfig, build_context, indicators, numeric_observation
 from tr1_env.cutoffs import Cutoff, latest, model_cutoff, parse_overrides, post_cutoff_window
-from tr1_env.data.store import Store
+from tr1_env.data.store import Store, split_adjust
 from tr1_env.files import jsonable
+from tr1_env.protocol import Window
 
 #: ``--model`` prefixes served by an Agent class, not by ``make_llm_agent``; the rest of the spec is its ``path``.
 MODEL_CLASSES = {"flag": "tr1_agent.flag_trader:FlagTraderAgent"}
@@ -56,6 +61,8 @@ class AgentSpec:
     unavailable: str | None = None  # why it cannot run here (a missing API key): skipped with this message
     model: str | None = None  # the LLM's spec, whose training cutoff the reports flag
     anonymize: bool = False  # reads anonymized contexts (tr1_env.anonymize)
+    every: int = 1  # decides every k sessions
+    numeric: bool = False  # reads only bars, indicators and headlines: no context text is built for it
 
 
 def _plugin_names() -> set[str]:
@@ -64,7 +71,7 @@ def _plugin_names() -> set[str]:
     return {ep.name for ep in entry_points(group="tr1.agents")}
 
 
-def _llm_spec(spec: str, cfg: RunConfig, anonymized: bool = False) -> AgentSpec:
+def _llm_spec(spec: str, cfg: RunConfig, anonymized: bool = False, seed: int | None = None) -> AgentSpec:
     """smollm2 / hf: / vllm: run locally; flag: loads a checkpoint; any other name is an OpenAI-compatible model.
 
     ``anonymized``: the agent reads anonymized contexts (a FLAG-TRADER checkpoint, its anonymized env prompt).
@@ -80,7 +87,7 @@ def _llm_spec(spec: str, cfg: RunConfig, anonymized: bool = False) -> AgentSpec:
             return load_agent(MODEL_CLASSES[prefix], path=path, anonymize=anonymized)
 
         settings = {"class": MODEL_CLASSES[prefix], "path": path, **({"anonymize": True} if anonymized else {})}
-        return AgentSpec(label, build_checkpoint, True, settings, model=spec)
+        return AgentSpec(label, build_checkpoint, True, settings, model=spec, every=cfg.llm_decision_every)
     unavailable = None
     if spec == "smollm2" or spec.startswith(LOCAL_LLM_PREFIXES):
         from tr1_agent.models import read_card
@@ -102,31 +109,45 @@ def _llm_spec(spec: str, cfg: RunConfig, anonymized: bool = False) -> AgentSpec:
         if not (cfg.base_url or os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_KEY")):
             unavailable = "set the OPENAI_API_KEY environment variable (or pass --base-url for another endpoint)"
 
+    every = cfg.llm_decision_every
+    if spec == "smollm2" and cfg.smollm2_decision_every != 1:
+        label, every = label.replace("smollm2", f"smollm2 (every {cfg.smollm2_decision_every} sessions)", 1), \
+            cfg.smollm2_decision_every
+    if seed is not None:  # one of --samples: sampled, seeded, labelled
+        kwargs.update(temperature=cfg.temperature, seed=seed)
+        label = f"{label} #{seed}"
+
     def build() -> Agent:
         from tr1_agent.llm_agents import make_llm_agent
 
         return make_llm_agent(spec, **{k: v for k, v in kwargs.items() if k != "max_chars"})
 
     settings = {"spec": spec, **kwargs, **({"anonymize": True} if anonymized else {})}
-    return AgentSpec(label, build, True, settings, unavailable, spec, anonymized)
+    return AgentSpec(label, build, True, settings, unavailable, spec, anonymized, every)
 
 
 def resolve_agents(cfg: RunConfig) -> list[AgentSpec]:
     """Every requested agent, in order, without duplicates; nothing is built yet."""
     plugins = _plugin_names()
     specs: list[AgentSpec] = []
-    for name in dict.fromkeys((*cfg.agents, *cfg.model, *cfg.agent)):
+    agents = cfg.agents if cfg.agents is not None else tuple(BASELINES) if cfg.walk_forward else OFFLINE_AGENTS
+    pool = cfg.sb3_pool if cfg.sb3_pool is not None else bool(cfg.walk_forward)
+    for name in dict.fromkeys((*agents, *cfg.model, *cfg.agent)):
         if name in BASELINES:
             kwargs = ({"steps": cfg.sb3_steps, "train_years": cfg.train_years, "cost_bps": cfg.cost_bps,
-                       "seed": cfg.seed} if name in TRAINED else {"seed": cfg.seed} if name == "random" else {})
+                       "seed": cfg.seed, "pool": pool} if name in TRAINED
+                      else {"seed": cfg.seed} if name == "random" else {})
             specs.append(AgentSpec(name, lambda n=name, kw=kwargs: load_agent(BASELINES[n], **kw), False,
-                                   {"class": BASELINES[name], **kwargs}))
+                                   {"class": BASELINES[name], **kwargs}, every=cfg.decision_every, numeric=True))
         elif name in plugins or (":" in name and not name.startswith((*LOCAL_LLM_PREFIXES, *MODEL_CLASSES))):
             label = name.rpartition(":")[2] if ":" in name else name
-            specs.append(AgentSpec(label, lambda n=name: load_agent(n), False, {"plugin": name}))
-        else:  # an LLM: plain, anonymized, or both (--memorisation)
+            specs.append(AgentSpec(label, lambda n=name: load_agent(n), False, {"plugin": name},
+                                   every=cfg.decision_every))
+        else:  # an LLM: plain, anonymized, or both (--memorisation); --samples seeds of a sampled one
             variants = (False, True) if cfg.memorisation else (cfg.anonymize,)
-            specs += [_llm_spec(name, cfg, anonymized) for anonymized in variants]
+            sampled = cfg.samples > 1 and name != "smollm2" and name.partition(":")[0] not in MODEL_CLASSES
+            specs += [_llm_spec(name, cfg, anonymized, seed) for anonymized in variants
+                      for seed in (range(cfg.samples) if sampled else [None])]
     return specs
 
 
@@ -140,11 +161,22 @@ class Observations:
     def __init__(self, store: Store, seed: int = 0):
         self.store, self.seed = store, seed
         self._cache: dict[tuple[str, pd.Timestamp, int, bool], Observation] = {}
+        self._frames: dict[tuple[str, int], pd.DataFrame] = {}
         self.pseudonyms: dict[str, Pseudonyms] = {}
 
     def get(self, ticker: str, day: pd.Timestamp, max_chars: int, position: float,
             anonymized: bool = False) -> Observation:
+        """``max_chars=0``: the numeric observation (bars, indicators, headlines; no text), its indicator frame
+        computed once per ticker and split basis instead of once per day."""
         key = (ticker, day, max_chars, anonymized)
+        if key not in self._cache and not max_chars:
+            view = self.store.asof(ticker, day)
+            splits = self.store.visible("splits", view.ticker, view.time)
+            basis = (ticker, len(splits))
+            if basis not in self._frames:  # every session to the store's end, on the splits known at ``day``
+                prices = self.store.visible("prices", view.ticker, pd.Timestamp.max.tz_localize("UTC"))
+                self._frames[basis] = indicators(split_adjust(prices, splits), tail=None)
+            self._cache[key] = numeric_observation(view, self._frames[basis])
         if key not in self._cache:
             context = build_context(self.store, ticker, day, cfg=ContextConfig(max_chars=max_chars))
             if anonymized:
@@ -154,9 +186,10 @@ class Observations:
         return dataclasses.replace(self._cache[key], position=position)
 
 
-def _fingerprint(spec: AgentSpec, cfg: RunConfig, every: int, max_chars: int) -> str:
+def _fingerprint(spec: AgentSpec, cfg: RunConfig, window: Window, every: int, max_chars: int) -> str:
     """What decides an agent's actions; a saved replay with another fingerprint is stale and redone."""
-    key = {"agent": spec.settings, "start": cfg.start, "end": cfg.end, "every": every, "max_chars": max_chars,
+    key = {"agent": spec.settings, "start": f"{window.start:%Y-%m-%d}", "end": f"{window.end:%Y-%m-%d}",
+           "every": every, "max_chars": max_chars,
            "weights": list(cfg.weights), "store": str(Path(cfg.store).resolve()) if cfg.store else "embedded"}
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -178,26 +211,29 @@ def _save_decisions(path: Path, fingerprint: str, records: list[dict]) -> None:
     tmp.replace(path)
 
 
-def replay(spec: AgentSpec, cfg: RunConfig, store: Store, days: dict[str, pd.DatetimeIndex], observations: Observations,
-           out: Path) -> dict[str, pd.DataFrame]:
+def replay(spec: AgentSpec, cfg: RunConfig, window: Window, store: Store, days: dict[str, pd.DatetimeIndex],
+           observations: Observations, out: Path) -> dict[str, pd.DataFrame]:
     """One agent's decisions (``action``, ``thesis``, ``meta`` by date) for every ticker, replayed or reloaded."""
-    every, max_chars = ((cfg.llm_decision_every, spec.settings.get("max_chars", cfg.llm_max_chars)) if spec.llm
-                        else (cfg.decision_every, ContextConfig().max_chars))
-    fingerprint = _fingerprint(spec, cfg, every, max_chars)
+    every = spec.every
+    if spec.llm:
+        max_chars = spec.settings.get("max_chars", cfg.llm_max_chars)
+    else:
+        max_chars = 0 if spec.numeric else ContextConfig().max_chars
+    fingerprint = _fingerprint(spec, cfg, window, every, max_chars)
     paths = {t: out / "decisions" / f"{slug(spec.label)}__{t}.json" for t in days}
     done = {t: d for t in days if (d := _load_decisions(paths[t], fingerprint)) is not None}
     todo = [t for t in days if t not in done]
     if not todo:
         return done
     agent = spec.build()
-    agent.fit(store, todo, cfg.start, cfg.end)
+    agent.fit(store, todo, window.start, window.end)  # trains on data up to window.train_until
     for t in todo:
         agent.reset(t)
     schedule = {t: set(decision_days(days[t], every)) for t in todo}
     weights = cfg.weight_map()
     position = dict.fromkeys(todo, 0.0)
     records: dict[str, list[dict]] = {t: [] for t in todo}
-    for day in tqdm(sorted(set().union(*schedule.values())), desc=f"replay {spec.label}", unit="day"):
+    for day in tqdm(sorted(set().union(*schedule.values())), desc=f"replay {spec.label} {window.name}", unit="day"):
         batch = [t for t in todo if day in schedule[t]]
         decisions = agent.act([observations.get(t, day, max_chars, position[t], spec.anonymize) for t in batch])
         if len(decisions) != len(batch):
@@ -241,15 +277,30 @@ def post_cutoff(cfg: RunConfig, store: Store, found: dict[str, Cutoff]) -> RunCo
     """``--post-cutoff``: the same window length, starting after the latest cutoff of the run's LLMs."""
     try:
         last = latest(found.values())
-        data_end = min(store.trading_days(t)[-1] for t in cfg.tickers)
+        data_end = min(store.trading_days(t)[-1] for t in cfg.ticker_list(store))
         start, end = post_cutoff_window(cfg.start, cfg.end, last, data_end)
     except ValueError as exc:
         raise SystemExit(f"--post-cutoff: {exc}") from None
     return dataclasses.replace(cfg, start=f"{start:%Y-%m-%d}", end=f"{end:%Y-%m-%d}")
 
 
+def _concat(per_window: list[dict[str, dict[str, tuple[pd.DataFrame, pd.DataFrame]]]]):
+    """Each agent's per-ticker accounting and decisions over all windows, in order (one book per ticker)."""
+    out: dict[str, dict[str, tuple[pd.DataFrame, pd.DataFrame]]] = {}
+    for agent in dict.fromkeys(a for per in per_window for a in per):
+        tickers = dict.fromkeys(t for per in per_window if agent in per for t in per[agent])
+        out[agent] = {t: tuple(pd.concat([per[agent][t][i] for per in per_window if agent in per]) for i in (0, 1))
+                      for t in tickers}
+    return out
+
+
 def run(cfg: RunConfig) -> pd.DataFrame:
-    """The whole benchmark; returns the summary table (also written under ``cfg.out``)."""
+    """The whole benchmark; returns the summary table (also written under ``cfg.out``).
+
+    Every run is a list of windows (:func:`tr1_env.protocol.windows`; one unless ``--walk-forward``): each agent
+    is built and fitted afresh per window, its books start flat, and the per-ticker tables, the leaderboard and
+    the page are written over all windows together.
+    """
     t0 = time.time()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -262,39 +313,91 @@ def run(cfg: RunConfig) -> pd.DataFrame:
         raise SystemExit(str(exc)) from None
     if cfg.post_cutoff:
         cfg = post_cutoff(cfg, store, found)
-    days = {t: store.trading_days(t, cfg.start, cfg.end) for t in cfg.tickers}
-    short = [t for t, d in days.items() if len(d) < 2]
+    tickers = cfg.ticker_list(store)
+    protocol = cfg.protocol()
+    days_by_window = {w: {t: store.trading_days(t, w.start, w.end) for t in tickers} for w in protocol}
+    short = [f"{t} in {w.name}" for w, days in days_by_window.items() for t, d in days.items() if len(d) < 2]
     if short:
-        raise SystemExit(f"{short}: fewer than two sessions in {cfg.start}..{cfg.end}")
-    closes = {t: store.closes(t) for t in cfg.tickers}
-    dividends = {t: store.dividends(t) if cfg.total_return else None for t in cfg.tickers}  # on the closes' split basis
-    meta = {"config": dataclasses.asdict(cfg), "coverage": coverage(store, cfg.tickers, days, cfg.start, cfg.end),
+        raise SystemExit(f"fewer than two sessions: {', '.join(short)}")
+    closes = {t: store.closes(t) for t in tickers}
+    opens = {t: store.closes(t, "open") if cfg.fill == "next-open" else None for t in tickers}
+    dividends = {t: store.dividends(t) if cfg.total_return else None for t in tickers}  # on the closes' split basis
+    whole = {t: store.trading_days(t, cfg.start, cfg.end) for t in tickers}
+    meta = {"config": dataclasses.asdict(cfg), "windows": [w.name for w in protocol],
+            "coverage": coverage(store, tickers, whole, cfg.start, cfg.end),
             "returns": "total return (dividends at ex-date)" if cfg.total_return else "price return (no dividends)",
-            "skipped": {}, "cutoffs": {label: dataclasses.asdict(c) for label, c in found.items()}}
+            "skipped": {}, "cutoffs": {label: dataclasses.asdict(c) for label, c in found.items()}, "pseudonyms": {}}
     (out / "config.json").write_text(json.dumps(meta, indent=2, default=str))
 
-    observations = Observations(store, cfg.seed)
-    bench = {t: buy_and_hold(closes[t], days[t], cfg.cost_bps, dividends[t]) for t in cfg.tickers}
-    results: dict[str, dict[str, tuple[pd.DataFrame, pd.DataFrame]]] = {}
-    (out / "returns").mkdir(exist_ok=True)
     for spec in specs:
         if spec.unavailable:  # say why and go on with the other agents
             print(f"skipping {spec.label}: {spec.unavailable}", file=sys.stderr)
             meta["skipped"][spec.label] = spec.unavailable
-            continue
-        decided = replay(spec, cfg, store, days, observations, out)
-        results[spec.label] = {}
-        for t in cfg.tickers:
-            frame = backtest(decided[t]["action"].map(Action.parse), closes[t], days[t], cfg.cost_bps,
-                             cfg.weight_map(), dividends[t])
-            frame.to_csv(out / "returns" / f"{slug(spec.label)}__{t}.csv", date_format="%Y-%m-%d")
-            results[spec.label][t] = (frame, decided[t])
-    meta["pseudonyms"] = {t: p.mapping for t, p in observations.pseudonyms.items()}
-    summary = write_reports(results, bench, cfg, out, meta["coverage"], meta["skipped"],
-                            {label: c for label, c in found.items() if label in results})
+    per_window, benches = {}, []
+    for window, days in days_by_window.items():
+        folder = out if len(protocol) == 1 else out / "windows" / window.name
+        (folder / "returns").mkdir(parents=True, exist_ok=True)
+        observations = Observations(store, cfg.seed)  # shared by the agents of this window
+        bench = {t: buy_and_hold(closes[t], days[t], cfg.cost_bps, dividends[t], cfg.fill, opens[t]) for t in tickers}
+        results: dict[str, dict[str, tuple[pd.DataFrame, pd.DataFrame]]] = {}
+        for spec in specs:
+            if spec.unavailable:
+                continue
+            decided = replay(spec, cfg, window, store, days, observations, folder)
+            results[spec.label] = {}
+            for t in tickers:
+                frame = backtest(decided[t]["action"].map(Action.parse), closes[t], days[t], cfg.cost_bps,
+                                 cfg.weight_map(), dividends[t], cfg.fill, opens[t])
+                frame.to_csv(folder / "returns" / f"{slug(spec.label)}__{t}.csv", date_format="%Y-%m-%d")
+                results[spec.label][t] = (frame, decided[t])
+        meta["pseudonyms"].update({t: p.mapping for t, p in observations.pseudonyms.items()})
+        # the leaderboard's reference, even when buy-and-hold is not asked for as a row
+        per_window[window] = ({BENCHMARK: {t: (b, pd.DataFrame({"action": ["STRONG_BUY"]})) for t, b in bench.items()},
+                               **results} if BENCHMARK not in results else results)
+        benches.append(bench)
+    results = _concat([{a: v for a, v in per.items() if a in {s.label for s in specs}} for per in per_window.values()])
+    bench = {t: pd.concat([b[t] for b in benches]) for t in tickers}
+    tearsheets = len(protocol) == 1 and cfg.tearsheets
+    summary = write_reports(results, bench, dataclasses.replace(cfg, tearsheets=tearsheets), out, meta["coverage"],
+                            meta["skipped"], {label: c for label, c in found.items() if label in results}, protocol)
+    portfolio_sheets = write_portfolio_tearsheets(per_window, cfg, out / "tearsheets") if cfg.tearsheets else {}
+    board = write_leaderboard(per_window, cfg, out, _notes(cfg, protocol, meta, specs), portfolio_sheets)
+    (out / "leaderboard.md").write_text(leaderboard_markdown(board, cfg))
     meta["wall_time_s"] = round(time.time() - t0, 1)
     (out / "config.json").write_text(json.dumps(meta, indent=2, default=str))
     return summary
+
+
+def _notes(cfg: RunConfig, protocol: list[Window], meta: dict, specs: list[AgentSpec]) -> list[str]:
+    """The page's notes: protocol, fills, costs, training, coverage, skips; each said once."""
+    pool = cfg.sb3_pool if cfg.sb3_pool is not None else bool(cfg.walk_forward)
+    no_news = [t for t, c in meta["coverage"].items() if c["headlines_in_window"] == 0]
+    flagged = [f"{label}: training cutoff {'unknown' if c['date'] is None else format(c['date'], '%Y-%m-%d')} "
+               f"({c['basis']})"
+               for label, c in meta["cutoffs"].items()]
+    return [
+        f"{len(protocol)} window(s) from {protocol[0].start:%Y-%m-%d} to {protocol[-1].end:%Y-%m-%d}"
+        + (f" ({cfg.walk_forward[0]})" if len(cfg.walk_forward) == 1 else "") + ". Each window starts flat (buy-and-hold "
+        "too) and its first session's return belongs to no one; the portfolio is the equal-weight mean of the "
+        "per-ticker daily net returns, rebalanced daily.",
+        f"Fills at the {'decision close (optimistic)' if cfg.fill == 'close' else 'next session open'}; costs "
+        f"{cfg.cost_bps:g} bps per unit of weight traded; {meta['returns']}.",
+        *([f"SB3 PPO/A2C retrained before every window on a rolling {cfg.train_years:g}-year span ending the day "
+           f"before it ({cfg.sb3_steps} steps, {'one policy over all tickers' if pool else 'one policy per ticker'})."]
+          if any(s.label in TRAINED for s in specs) else []),
+        f"Tests on the daily portfolio returns (loss = -return): Hansen's SPA per agent (spa_p) and over all; verdict "
+        f"from StepM both ways at family-wise {cfg.alpha:g}; model confidence set at {cfg.alpha:g}; Sharpe CI "
+        f"{round(100 * (1 - cfg.alpha))}% percentile, arch stationary bootstrap, mean block {cfg.block:g} days, "
+        f"{max(cfg.bootstrap, 100)} resamples, seed {cfg.seed}; deflated Sharpe for the number of agents tried.",
+        *([f"LLM agents decide every {cfg.llm_decision_every} session(s); SmolLM2 on CPU every "
+           f"{cfg.smollm2_decision_every} (labelled in its row)" + (f"; {cfg.samples} samples per sampled LLM at "
+                                                                    f"temperature {cfg.temperature:g}"
+                                                                    if cfg.samples > 1 else "") + "."]
+          if any(s.llm for s in specs) else []),
+        *flagged,
+        *([f"No company headlines in the span for {', '.join(no_news)}: news rules stay flat there."] if no_news else []),
+        *[f"Skipped {a}: {why}" for a, why in meta["skipped"].items()],
+    ]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -310,6 +413,7 @@ def main(argv: list[str] | None = None) -> None:
     start = time.time()
     run(cfg)
     print((Path(cfg.out) / "summary.md").read_text())
+    print((Path(cfg.out) / "leaderboard.md").read_text())
     print(f"wall time {time.time() - start:.0f} s; outputs in {cfg.out}")
 
 

@@ -91,3 +91,22 @@ def test_trading_reward_by_hand():
     np.testing.assert_allclose(trading_reward(np.array([1.0, 1.0, 0.0]), np.array([0.1, -0.1, 0.3]),
                                               np.array([0.0, 1.0, 1.0]), 100.0), [0.09, -0.1, -0.01])
     assert "25 bps" in describe_trading_reward(25.0)
+
+
+OPENS = pd.Series([99.0, 105.0, 100.0, 98.0, 110.0, 101.0], index=DAYS)
+
+
+def test_next_open_fill_trades_at_the_following_open():
+    """Buy-and-hold filled at d_2's open compounds to (1 - c) P(d_n) / O(d_2); a flip pays the gap at the old weight."""
+    bh = buy_and_hold(CLOSES, DAYS, 100, fill="next-open", opens=OPENS)
+    assert bh["equity"].iloc[-1] == pytest.approx(0.99 * 100 / 105)
+    assert bh["return"].iloc[0] == pytest.approx(0.99 * 110 / 105 - 1)  # no position overnight, in at the open
+    # long from d_2's open, then STRONG_SELL decided at d_2's close, filled at d_3's open (100):
+    # day 3 = long overnight 110 -> 100, pay 2 % for the flip, short 100 -> 99
+    frame = backtest(pd.Series([Action.STRONG_BUY, Action.STRONG_SELL], index=DAYS[:2]), CLOSES, DAYS, 100,
+                     fill="next-open", opens=OPENS)
+    assert frame["return"].iloc[1] == pytest.approx((100 / 110) * 0.98 * (1 - (99 / 100 - 1)) - 1)
+    close_fill = backtest(pd.Series([Action.STRONG_BUY], index=DAYS[:1]), CLOSES, DAYS, 100)
+    assert close_fill["equity"].iloc[-1] == pytest.approx(0.99 * 100 / 100)  # the optimistic close fill differs
+    with pytest.raises(ValueError, match="fill"):
+        backtest(pd.Series([Action.HOLD], index=DAYS[:1]), CLOSES, DAYS, fill="vwap")

@@ -117,3 +117,21 @@ def test_sb3_rejects_unknown_algorithms():
 
     with pytest.raises(ValueError, match="algo"):
         SB3Agent("dqn")
+
+
+def test_sb3_pooled_policy_sees_nothing_of_its_window(store, tmp_path):
+    """One pooled policy for every ticker, trained the same from the whole store as from the store cut the day
+    before the window: nothing of the window (or later) reaches the fit."""
+    import torch
+
+    from baselines.sb3 import SB3Agent
+    from tr1_env.protocol import windows
+
+    (window,) = windows("single", "2024-06-01", "2024-06-14")
+    kw = dict(steps=64, train_years=0.25, seed=0, pool=True)
+    whole = SB3Agent("a2c", cache_dir=tmp_path / "whole", **kw).train(store, ["AAPL", "MSFT"], window.train_until)
+    cut = SB3Agent("a2c", cache_dir=tmp_path / "cut", **kw).train(store.cut(window.train_until), ["AAPL", "MSFT"],
+                                                                  window.train_until)
+    assert whole["AAPL"] is whole["MSFT"] and len(list((tmp_path / "whole").rglob("*.zip"))) == 1
+    for a, b in zip(whole["AAPL"].policy.parameters(), cut["AAPL"].policy.parameters()):
+        torch.testing.assert_close(a, b)

@@ -53,7 +53,15 @@ def test_end_to_end_writes_every_output(tmp_path):
     for ticker in WINDOW["tickers"]:
         assert (out / "plots" / f"equity_{ticker}.png").exists()
     md = (out / "summary.md").read_text()
-    assert "NVDA CR %" in md and "bootstrap" in md and "META" in md
+    assert "## Cumulative return (CR, %)" in md and "| Agent | NVDA | META |" in md and "bootstrap" in md
+    assert md.count("Costs") + md.count("costs 10 bps") == 1  # each note once
+    board = pd.read_csv(out / "leaderboard.csv")
+    assert list(board.columns) == ["agent", "n_windows", "n_tickers", "cr", "sharpe", "sharpe_lo", "sharpe_hi",
+                                   "excess_sharpe_vs_buy_and_hold", "spa_p", "in_mcs", "deflated_sharpe", "verdict"]
+    assert set(board["agent"]) == {"buy_and_hold", "ma_crossover"} and (board["n_tickers"] == 2).all()
+    html = (out / "leaderboard.html").read_text()
+    assert "data:image/png;base64," in html and "http://" not in html and "https://" not in html  # no network
+    assert "tearsheets/ma_crossover__portfolio.html" in html
     config = json.loads((out / "config.json").read_text())
     assert config["config"]["start"] == "2024-06-01" and "coverage" in config and config["returns"].startswith("price")
     assert config["coverage"]["META"]["headlines_in_window"] == 0  # the embedded store has no 2024 META news

@@ -16,6 +16,12 @@ Timing convention (one trading calendar ``d_1 < ... < d_n`` per ticker, the repl
 So buy-and-hold (weight 1 from ``d_1``) compounds to ``(1 - c) * P(d_n) / P(d_1) - 1`` exactly.
 ``R`` is the price return by default; with dividends it is the total return, an ex-date's cash
 counted against the previous close: ``R_{i+1} = (P_{i+1} + D_{i+1}) / P_i - 1``.
+
+Fills (``fill=``): ``close`` executes a decision at the close it was made on, as above (optimistic: a
+real order at the close must be sent before the close is known). ``next-open`` executes it at the
+next session's open: the old weight earns the overnight gap ``G = (O_{i+1} + D_{i+1}) / P_i - 1``, the
+trade pays its cost at the open, the new weight earns the day ``(1 + R) / (1 + G) - 1``. Buy-and-hold
+then compounds to ``(1 - c) * P(d_n) / O(d_2) - 1``.
 """
 
 from __future__ import annotations
@@ -27,8 +33,11 @@ import pandas as pd
 
 from tr1_env.actions import DEFAULT_WEIGHTS, Action
 
-__all__ = ["asset_returns", "backtest", "buy_and_hold", "decision_days", "describe_trading_reward", "holding_returns",
-           "trading_reward"]
+__all__ = ["FILLS", "asset_returns", "backtest", "buy_and_hold", "decision_days", "describe_trading_reward",
+           "fill_returns", "holding_returns", "trading_reward"]
+
+#: When a decision taken at a session's close is executed.
+FILLS = ("close", "next-open")
 
 
 def decision_days(days: pd.DatetimeIndex, every: int = 1) -> pd.DatetimeIndex:
@@ -55,8 +64,19 @@ def asset_returns(closes: pd.Series, days: pd.DatetimeIndex, dividends: pd.Serie
     return pd.Series(ret, index=days[1:], name="asset_return")
 
 
+def fill_returns(w: np.ndarray, asset: np.ndarray, cost: np.ndarray, intraday: np.ndarray | None = None) -> np.ndarray:
+    """Net daily returns of weights ``w_i`` decided at close ``i``: filled at that close when ``intraday`` is
+    None, else at the next open (``intraday`` is the open-to-close part of each of ``asset``'s returns)."""
+    if intraday is None:
+        return (1 - cost) * (1 + w * asset) - 1
+    held_overnight = np.concatenate([[0.0], w[:-1]])
+    overnight = (1 + asset) / (1 + intraday) - 1
+    return (1 + held_overnight * overnight) * (1 - cost) * (1 + w * intraday) - 1
+
+
 def backtest(actions: pd.Series, closes: pd.Series, days: pd.DatetimeIndex, cost_bps: float = 10.0,
-             weights: Mapping[Action, float] = DEFAULT_WEIGHTS, dividends: pd.Series | None = None) -> pd.DataFrame:
+             weights: Mapping[Action, float] = DEFAULT_WEIGHTS, dividends: pd.Series | None = None,
+             fill: str = "close", opens: pd.Series | None = None) -> pd.DataFrame:
     """Account for ``actions`` (an :class:`Action` per decision date) over the sessions ``days``.
 
     Returns one row per realised session ``d_2..d_n``: ``return`` (net of costs), ``position`` (the
@@ -66,6 +86,10 @@ def backtest(actions: pd.Series, closes: pd.Series, days: pd.DatetimeIndex, cost
     """
     if len(days) < 2:
         raise ValueError("a replay needs at least two sessions")
+    if fill not in FILLS:
+        raise ValueError(f"fill must be one of {FILLS}, got {fill!r}")
+    if fill == "next-open" and opens is None:
+        raise ValueError("fill='next-open' needs the opens")
     actions = actions.sort_index()
     if len(actions) == 0 or actions.index[0] != days[0]:
         raise ValueError(f"the first decision must be on the first session {days[0]:%Y-%m-%d}")
@@ -78,7 +102,13 @@ def backtest(actions: pd.Series, closes: pd.Series, days: pd.DatetimeIndex, cost
     w = np.array([weights[a] for a in held], dtype=float)
     cost = cost_bps / 1e4 * np.abs(np.diff(w, prepend=0.0))
     asset = asset_returns(closes, days, dividends)
-    ret = (1 - cost) * (1 + w * asset.to_numpy()) - 1
+    intraday = None
+    if fill == "next-open":
+        px = opens.reindex(days[1:])
+        if px.isna().any():
+            raise ValueError(f"missing opens on {list(px.index[px.isna()].strftime('%Y-%m-%d'))}")
+        intraday = closes.reindex(days[1:]).to_numpy() / px.to_numpy() - 1
+    ret = fill_returns(w, asset.to_numpy(), cost, intraday)
     return pd.DataFrame({
         "return": ret, "position": w, "action": [a.name for a in held], "decision_date": decided_on.to_numpy(),
         "asset_return": asset.to_numpy(), "cost": cost, "equity": np.cumprod(1 + ret),
@@ -86,10 +116,11 @@ def backtest(actions: pd.Series, closes: pd.Series, days: pd.DatetimeIndex, cost
 
 
 def buy_and_hold(closes: pd.Series, days: pd.DatetimeIndex, cost_bps: float = 10.0,
-                 dividends: pd.Series | None = None) -> pd.DataFrame:
-    """The benchmark: weight 1 from the first close on, whatever weights the agents' actions map to."""
+                 dividends: pd.Series | None = None, fill: str = "close", opens: pd.Series | None = None
+                 ) -> pd.DataFrame:
+    """The benchmark: weight 1 from the first fill on, whatever weights the agents' actions map to."""
     first = pd.Series([Action.STRONG_BUY], index=days[:1])
-    return backtest(first, closes, days, cost_bps, {Action.STRONG_BUY: 1.0}, dividends)
+    return backtest(first, closes, days, cost_bps, {Action.STRONG_BUY: 1.0}, dividends, fill, opens)
 
 
 def holding_returns(frame: pd.DataFrame) -> pd.DataFrame:

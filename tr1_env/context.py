@@ -97,11 +97,12 @@ def _fmt(x: float, digits: int = 2) -> str:
     return f"{x:,.{digits}f}"
 
 
-def indicators(prices: pd.DataFrame) -> pd.DataFrame:
-    """stockstats indicators over the last 300 sessions (all causal: rolling and exponential windows)."""
+def indicators(prices: pd.DataFrame, tail: int | None = 300) -> pd.DataFrame:
+    """stockstats indicators over the last ``tail`` sessions (all causal: rolling and exponential windows);
+    ``tail=None`` computes one frame over the whole history, whose rows match the per-day ones (replays)."""
     if prices.empty:
         return pd.DataFrame(columns=["date", "open", "high", "low", "close", "volume", *INDICATORS])
-    frame = wrap(prices.tail(300)[["date", "open", "high", "low", "close", "volume"]].copy())
+    frame = wrap((prices.tail(tail) if tail else prices)[["date", "open", "high", "low", "close", "volume"]].copy())
     out = frame[list(INDICATORS)].copy()
     out.insert(0, "volume", frame["volume"])
     for col in ("close", "low", "high", "open"):
@@ -365,3 +366,20 @@ def build_context(store: Store, ticker: str, date, modalities: tuple[str, ...] |
 def build_observation(store: Store, ticker: str, date, position: float = 0.0, **kw) -> Observation:
     """The agent-facing view of :func:`build_context`."""
     return build_context(store, ticker, date, **kw).observation(position)
+
+
+def numeric_observation(view: PointInTime, history: pd.DataFrame, cfg: ContextConfig = ContextConfig()) -> Observation:
+    """What rule-based agents read (bars with indicators, the context's headlines) without the text or features.
+
+    ``history`` is this ticker's :func:`indicators` frame over any span that ends at or after ``view``'s day and
+    uses its splits; rows after the day are dropped here. Walk-forward replays build it once per ticker instead
+    of once per day: the recent rows (all the rule baselines read) equal the per-day context's, whose oldest
+    rows are still warming up inside its 300-session window (tested).
+    """
+    day = view.time.tz_convert(NY).tz_localize(None).normalize()
+    n = int(pd.DatetimeIndex(history["date"]).searchsorted(day, side="right"))
+    hist = history.iloc[max(n - 300, 0):n]
+    hist.index = pd.RangeIndex(len(hist))
+    shown = [b for _, b in _news_items(view, cfg) if len(b)]
+    news = pd.concat(shown, ignore_index=True) if shown else view.news.iloc[0:0]
+    return Observation(view.ticker, day, "", "", np.zeros(0, np.float32), (), hist, news)

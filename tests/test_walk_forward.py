@@ -1,0 +1,83 @@
+"""The walk-forward protocol end to end: windows replayed apart, one portfolio series per agent, verdicts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmarks.run import Observations, RunConfig, run
+from tr1_env.context import build_context
+from tr1_env.data.store import Store
+
+CFG = dict(start="2024-04-01", end="2024-07-31", walk_forward=("monthly",), tickers=("NVDA", "SPY", "XOM"),
+           bootstrap=100, tearsheets=False, cost_bps=0.0)
+
+
+@pytest.fixture(scope="module")
+def walked(tmp_path_factory):
+    out = tmp_path_factory.mktemp("wf")
+    run(RunConfig(agents=("buy_and_hold", "always_hold", "ma_crossover", "random"), out=str(out), **CFG))
+    return out
+
+
+def test_windows_are_replayed_apart_and_never_overlap(walked):
+    windows = pd.read_csv(walked / "windows.csv")
+    spans = windows[["window_start", "window_end"]].drop_duplicates().sort_values("window_start").to_numpy()
+    assert [tuple(s) for s in spans] == [("2024-04-01", "2024-04-30"), ("2024-05-01", "2024-05-31"),
+                                         ("2024-06-01", "2024-06-30"), ("2024-07-01", "2024-07-31")]
+    assert all(pd.Timestamp(a[1]) < pd.Timestamp(b[0]) for a, b in zip(spans, spans[1:]))
+    assert len(windows) == 4 * 4 * 3  # agents x windows x tickers
+    for start, end in spans:
+        returns = pd.read_csv(walked / "windows" / f"{start}_{end}" / "returns" / "ma_crossover__NVDA.csv",
+                              parse_dates=["date"])
+        assert returns["date"].min() > pd.Timestamp(start) and returns["date"].max() <= pd.Timestamp(end)
+    board = pd.read_csv(walked / "leaderboard.csv").set_index("agent")
+    assert (board["n_windows"] == 4).all() and (board["n_tickers"] == 3).all()
+    assert set(board["verdict"]) <= {"benchmark", "beats", "indistinguishable from", "worse than"}
+    assert board.loc["always_hold", "cr"] == 0.0
+
+
+def test_buy_and_hold_portfolio_is_the_equal_weight_mean_of_close_to_close_returns(walked):
+    """Recomputed from the closes alone: per window, each ticker's close-to-close returns from the window's first
+    session, averaged over tickers (no costs here); the leaderboard's CR compounds exactly that."""
+    store = Store()
+    closes = {t: store.closes(t) for t in CFG["tickers"]}
+    daily = []
+    for start, end in [("2024-04-01", "2024-04-30"), ("2024-05-01", "2024-05-31"), ("2024-06-01", "2024-06-30"),
+                       ("2024-07-01", "2024-07-31")]:
+        days = store.trading_days("SPY", start, end)
+        per = np.array([closes[t].reindex(days).to_numpy() for t in CFG["tickers"]])
+        daily.append((per[:, 1:] / per[:, :-1] - 1).mean(axis=0))
+    expected = float(np.prod(1 + np.concatenate(daily)) - 1)
+    board = pd.read_csv(walked / "leaderboard.csv").set_index("agent")
+    assert board.loc["buy_and_hold", "cr"] == pytest.approx(expected, rel=1e-5)  # the CSV keeps 6 digits
+
+
+def test_numeric_observations_match_the_full_context(store):
+    """The walk-forward's shared indicator frame gives the rule baselines the same recent bars and headlines as
+    the per-day context (NVDA's June 2024 split inside the span)."""
+    obs = Observations(store)
+    for day in store.trading_days("NVDA", "2024-06-05", "2024-06-12"):
+        full = build_context(store, "NVDA", day).observation()
+        fast = obs.get("NVDA", day, 0, 0.0)
+        pd.testing.assert_frame_equal(full.history.tail(60).reset_index(drop=True),
+                                      fast.history.tail(60).reset_index(drop=True), rtol=1e-5, atol=1e-5, check_dtype=False,
+                                      check_frame_type=False)
+        pd.testing.assert_frame_equal(full.news.reset_index(drop=True), fast.news.reset_index(drop=True))
+
+
+def test_samples_are_seeded_rows_with_their_spread_reported():
+    from benchmarks.leaderboard import sample_spread
+    from benchmarks.run import resolve_agents
+
+    specs = resolve_agents(RunConfig(agents=(), model=("gpt-4.1",), samples=3, base_url="http://127.0.0.1:9/v1"))
+    assert [s.label for s in specs] == ["gpt-4.1 #0", "gpt-4.1 #1", "gpt-4.1 #2"]
+    assert [s.settings["seed"] for s in specs] == [0, 1, 2] and {s.settings["temperature"] for s in specs} == {0.7}
+    assert all(s.every == 1 for s in specs)  # LLMs decide every session by default
+    board = pd.DataFrame({"agent": ["buy_and_hold", "gpt-4.1 #0", "gpt-4.1 #1", "gpt-4.1 #2"],
+                          "sharpe": [1.0, 0.5, 1.0, 1.5]})
+    assert sample_spread(board) == ["gpt-4.1: Sharpe over 3 samples mean 1.00, sd 0.50, range [0.50, 1.50] "
+                                    "(sampling spread; each row's CI is market noise)."]
+    (smol,) = resolve_agents(RunConfig(agents=("smollm2",)))
+    assert smol.label == "smollm2 (every 21 sessions)" and smol.every == 21
