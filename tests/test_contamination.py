@@ -18,7 +18,7 @@ ISO = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def test_thesis_env_serves_and_scores_the_anonymized_prompt(store):
-    env = ThesisEnv(store, tickers=["AAPL"], start="2024-06-01", end="2024-07-31", anonymize=True,
+    env = ThesisEnv(store, tickers=["AAPL"], start="2024-03-01", end="2024-04-30", anonymize=True,
                     random_modalities=False)
     prompt, info = env.reset(seed=0)
     assert info["ticker"] == "AAPL" and info["pseudonyms"]["AAPL"] == "TKR-A"  # info keeps the truth for the researcher
