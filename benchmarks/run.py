@@ -175,7 +175,7 @@ class Observations:
             basis = (ticker, len(splits))
             if basis not in self._frames:  # every session to the store's end, on the splits known at ``day``
                 prices = self.store.visible("prices", view.ticker, pd.Timestamp.max.tz_localize("UTC"))
-                self._frames[basis] = indicators(split_adjust(prices, splits), tail=None)
+                self._frames[basis] = indicators(split_adjust(prices, splits))
             self._cache[key] = numeric_observation(view, self._frames[basis])
         if key not in self._cache:
             context = build_context(self.store, ticker, day, cfg=ContextConfig(max_chars=max_chars))

@@ -15,7 +15,8 @@ from tr1_env.actions import DEFAULT_WEIGHTS, Action
 from tr1_env.context import MODALITIES
 from tr1_env.data.store import Store
 from tr1_env.envs import ThesisEnv, TradingEnv, UnicodeText, action_index
-from tr1_env.envs.trading_env import FEATURE_NAMES, OBS_NAMES
+from tr1_env.envs.trading_env import OBS_NAMES
+from tr1_env.features import MARKET_FEATURES
 from tr1_env.rewards import RewardConfig
 from tr1_env.wrappers import StepLog, TextAction
 
@@ -238,7 +239,7 @@ def test_observation_layout(trading_env):
     assert info == {"date": pd.Timestamp(START), "position": 0.0, "equity": 1.0, "cash": 1.0,
                     "log_return": 0.0, "cost": 0.0}
     assert obs[-2:].tolist() == [0.0, 1.0]
-    np.testing.assert_array_equal(obs[:-2], trading_env.features.loc[START, list(FEATURE_NAMES)].to_numpy(np.float32))
+    np.testing.assert_array_equal(obs[:-2], trading_env.features.loc[START, list(MARKET_FEATURES)].to_numpy(np.float32))
     obs, *_ = trading_env.step(2)
     assert obs[-2] == 1.0 and obs[-1] == pytest.approx(1 - 1 / trading_env.n_steps)
 

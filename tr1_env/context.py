@@ -11,28 +11,26 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from stockstats import wrap
 
 from tr1_env.agents import Observation
 from tr1_env.data.clock import NY
 from tr1_env.data.store import PointInTime, Store
+from tr1_env.features import (FEATURE_NAMES, SENTIMENT_SCORES, analyst_score, earnings_features, feature_vector,
+                              indicators, insider_net, macro_features, market_features, news_features,
+                              statement_features)
 from tr1_env.prompt import render_prompt
 
 MODALITIES: tuple[str, ...] = ("market", "news", "fundamentals", "sentiment", "macro")
 
-INDICATORS = ("close_10_sma", "close_50_sma", "close_200_sma", "macd", "macds", "macdh", "rsi_14", "boll",
-              "boll_ub", "boll_lb", "atr_14", "vwma_14")
-
 KEY_ITEMS = {  # line items shown per statement, first match wins (vendors name them differently)
-    "income": [("Revenue", ["Total Revenue", "Revenue"]), ("Gross profit", ["Gross Profit"]),
-               ("Operating income", ["Operating Income", "Operating Income (Loss)"]),
-               ("Net income", ["Net Income", "Net Income Common Stockholders"]),
-               ("Diluted EPS", ["Diluted EPS"])],
-    "balance": [("Total assets", ["Total Assets"]), ("Total debt", ["Total Debt"]),
-                ("Cash and equivalents", ["Cash And Cash Equivalents"]),
-                ("Stockholders' equity", ["Stockholders Equity", "Common Stock Equity"])],
-    "cashflow": [("Operating cash flow", ["Operating Cash Flow"]), ("Capital expenditure", ["Capital Expenditure"]),
-                 ("Free cash flow", ["Free Cash Flow"]), ("Share buybacks", ["Repurchase Of Capital Stock"])],
+    "income": {"Revenue": ["Total Revenue", "Revenue"], "Gross profit": ["Gross Profit"],
+               "Operating income": ["Operating Income", "Operating Income (Loss)"],
+               "Net income": ["Net Income", "Net Income Common Stockholders"], "Diluted EPS": ["Diluted EPS"]},
+    "balance": {"Total assets": ["Total Assets"], "Total debt": ["Total Debt"],
+                "Cash and equivalents": ["Cash And Cash Equivalents"],
+                "Stockholders' equity": ["Stockholders Equity", "Common Stock Equity"]},
+    "cashflow": {"Operating cash flow": ["Operating Cash Flow"], "Capital expenditure": ["Capital Expenditure"],
+                 "Free cash flow": ["Free Cash Flow"], "Share buybacks": ["Repurchase Of Capital Stock"]},
 }
 MACRO_LABELS = {"FEDFUNDS": "Fed funds rate (monthly avg, %)", "DFF": "Effective fed funds rate (%)",
                 "DGS3MO": "3-month Treasury yield (%)", "DGS2": "2-year Treasury yield (%)",
@@ -40,14 +38,6 @@ MACRO_LABELS = {"FEDFUNDS": "Fed funds rate (monthly avg, %)", "DFF": "Effective
                 "CPI": "CPI index", "CORE_CPI": "Core CPI index", "UNRATE": "Unemployment rate (%)",
                 "PAYEMS": "Nonfarm payrolls (thousands)", "VIX": "VIX", "HY_OAS": "High-yield OAS (%)",
                 "UMCSENT": "UMich consumer sentiment"}
-
-FEATURE_NAMES: tuple[str, ...] = (
-    "ret_1d", "ret_5d", "ret_15d", "vol_20d", "rsi_14", "macdh_norm", "boll_pos", "atr_norm", "sma50_gap",
-    "sma200_gap", "volume_z", "news_3d", "news_10d", "news_sentiment", "eps_surprise", "days_since_earnings",
-    "rev_growth_yoy", "net_margin", "insider_net_90d", "analyst_score", "fedfunds", "dgs10", "term_spread",
-    "cpi_yoy", "unrate", "vix",
-)
-
 
 @dataclass(frozen=True)
 class ContextConfig:
@@ -95,19 +85,6 @@ def _fmt(x: float, digits: int = 2) -> str:
         if ax >= div:
             return f"{x / div:,.{digits}f}{unit}"
     return f"{x:,.{digits}f}"
-
-
-def indicators(prices: pd.DataFrame, tail: int | None = 300) -> pd.DataFrame:
-    """stockstats indicators over the last ``tail`` sessions (all causal: rolling and exponential windows);
-    ``tail=None`` computes one frame over the whole history, whose rows match the per-day ones (replays)."""
-    if prices.empty:
-        return pd.DataFrame(columns=["date", "open", "high", "low", "close", "volume", *INDICATORS])
-    frame = wrap((prices.tail(tail) if tail else prices)[["date", "open", "high", "low", "close", "volume"]].copy())
-    out = frame[list(INDICATORS)].copy()
-    out.insert(0, "volume", frame["volume"])
-    for col in ("close", "low", "high", "open"):
-        out.insert(0, col, frame[col])
-    return out.reset_index()
 
 
 def _market(hist: pd.DataFrame, cfg: ContextConfig) -> str | None:
@@ -194,7 +171,7 @@ def _fundamentals(view: PointInTime) -> str | None:
         if got is None:
             continue
         period, items = got
-        shown = [f"{label} {_fmt(v)}" for label, names in KEY_ITEMS[statement]
+        shown = [f"{label} {_fmt(v)}" for label, names in KEY_ITEMS[statement].items()
                  if (v := _pick(items, names)) is not None]
         if shown:
             lines.append(f"- {title} (period ending {period:%Y-%m-%d}): " + "; ".join(shown) + ".")
@@ -206,10 +183,14 @@ def _fundamentals(view: PointInTime) -> str | None:
     return "\n".join(lines) if len(lines) > (1 if profile.get("sector") else 0) else None
 
 
+def _recent_insider(view: PointInTime, cfg: ContextConfig) -> pd.DataFrame:
+    ins = view.insider
+    return ins[ins["filing_date"] >= (view.time.tz_convert(NY).tz_localize(None) - pd.Timedelta(days=cfg.insider_days))]
+
+
 def _sentiment(view: PointInTime, cfg: ContextConfig) -> str | None:
     lines = []
-    ins = view.insider
-    recent = ins[ins["filing_date"] >= (view.time.tz_convert(NY).tz_localize(None) - pd.Timedelta(days=cfg.insider_days))]
+    recent = _recent_insider(view, cfg)
     if len(recent):
         buys = recent[recent["code"] == "P"]
         sells = recent[recent["code"] == "S"]
@@ -259,57 +240,32 @@ def _macro(view: PointInTime) -> str | None:
     return "\n".join(lines)
 
 
-def _features(hist: pd.DataFrame, news: pd.DataFrame, view: PointInTime) -> np.ndarray:
-    f = dict.fromkeys(FEATURE_NAMES, np.nan)
-    if len(hist) >= 2:
-        c = hist["close"].to_numpy()
-        last = hist.iloc[-1]
-        rets = np.diff(np.log(c))
-        f.update(ret_1d=rets[-1], ret_5d=np.log(c[-1] / c[max(0, len(c) - 6)]),
-                 ret_15d=np.log(c[-1] / c[max(0, len(c) - 16)]), vol_20d=rets[-20:].std() * np.sqrt(252),
-                 rsi_14=last["rsi_14"] / 100, macdh_norm=last["macdh"] / c[-1] * 100,
-                 boll_pos=(c[-1] - last["boll_lb"]) / max(last["boll_ub"] - last["boll_lb"], 1e-9),
-                 atr_norm=last["atr_14"] / c[-1], sma50_gap=c[-1] / last["close_50_sma"] - 1,
-                 sma200_gap=c[-1] / last["close_200_sma"] - 1)
-        vol = np.log1p(hist["volume"].to_numpy(dtype=float))[-60:]
-        f["volume_z"] = (vol[-1] - vol.mean()) / (vol.std() + 1e-9)
-    if len(news):
-        age = (view.time - news["available_at"]).dt.days
-        f["news_3d"] = np.log1p((age <= 3).sum())
-        f["news_10d"] = np.log1p((age <= 10).sum())
-        sent = news["sentiment"].map({"Positive": 1.0, "Negative": -1.0, "Neutral": 0.0}).dropna()
-        f["news_sentiment"] = sent.mean() if len(sent) else np.nan
+def _features(hist: pd.DataFrame, news: pd.DataFrame, view: PointInTime, cfg: ContextConfig) -> np.ndarray:
+    f = dict(market_features(hist).iloc[-1]) if len(hist) else {}
+    f.update(news_features((view.time - news["available_at"]).dt.days.to_numpy(),
+                           news["sentiment"].map(SENTIMENT_SCORES).to_numpy(float)))
     if len(view.earnings):
         e = view.earnings.iloc[-1]
-        f["eps_surprise"] = e.surprise_pct / 100
-        f["days_since_earnings"] = (view.time - e.release_at).days / 90
-    q = _statement(view.fundamentals, "income", "quarterly")
+        f.update(earnings_features(e.surprise_pct, (view.time - e.release_at).days))
+    fund = view.fundamentals
+    q = _statement(fund, "income", "quarterly")
     if q is not None:
-        rev, ni = _pick(q[1], KEY_ITEMS["income"][0][1]), _pick(q[1], KEY_ITEMS["income"][3][1])
-        if rev and ni is not None:
-            f["net_margin"] = ni / rev
-        fund = view.fundamentals
-        prev = fund[(fund["statement"] == "income") & (fund["freq"] == "quarterly") & fund["item"].isin(["Revenue", "Total Revenue"])
-                    & (fund["period_end"] <= q[0] - pd.Timedelta(days=350)) & (fund["period_end"] >= q[0] - pd.Timedelta(days=380))]
-        if rev and len(prev):
-            f["rev_growth_yoy"] = rev / prev["value"].iloc[-1] - 1
-    ins = view.insider
-    if len(ins):
-        recent = ins[ins["filing_date"] >= view.time.tz_convert(NY).tz_localize(None) - pd.Timedelta(days=90)]
-        signed = recent["value"].where(recent["code"] == "P", 0) - recent["value"].where(recent["code"] == "S", 0)
-        f["insider_net_90d"] = np.sign(signed.sum()) * np.log1p(abs(signed.sum()))
+        period, items = q
+        revenue_names = KEY_ITEMS["income"]["Revenue"]
+        prev = fund[(fund["statement"] == "income") & (fund["freq"] == "quarterly") & fund["item"].isin(revenue_names)
+                    & (fund["period_end"] <= period - pd.Timedelta(days=350))
+                    & (fund["period_end"] >= period - pd.Timedelta(days=380))]
+        f.update(statement_features(_pick(items, revenue_names), _pick(items, KEY_ITEMS["income"]["Net income"]),
+                                    prev["value"].iloc[-1] if len(prev) else None))
+    recent = _recent_insider(view, cfg)
+    f["insider_net"] = insider_net(recent["value"][recent["code"] == "P"].sum(),
+                                   recent["value"][recent["code"] == "S"].sum())
     rec = view.recommendations
-    if len(rec) and (view.time - rec.iloc[-1].available_at).days <= 120:
+    if len(rec) and (view.time - rec.iloc[-1].available_at).days <= cfg.stale_days:
         r = rec.iloc[-1]
-        n = r.strong_buy + r.buy + r.hold + r.sell + r.strong_sell
-        f["analyst_score"] = (2 * r.strong_buy + r.buy - r.sell - 2 * r.strong_sell) / max(n, 1)
-    m = _macro_values(view)
-    get = lambda s: m[s][1] if s in m else np.nan  # noqa: E731
-    f.update(fedfunds=get("DFF") / 10, dgs10=get("DGS10") / 10, term_spread=get("DGS10") - get("DGS2"),
-             unrate=get("UNRATE") / 10, vix=get("VIX") / 100)
-    if (yoy := _cpi_yoy(view)) is not None:
-        f["cpi_yoy"] = yoy / 10
-    return np.nan_to_num(np.array([f[k] for k in FEATURE_NAMES], dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        f["analyst_score"] = analyst_score(r.strong_buy, r.buy, r.hold, r.sell, r.strong_sell)
+    f.update(macro_features({s: v for s, (_, v) in _macro_values(view).items()}, _cpi_yoy(view)))
+    return feature_vector(f)
 
 
 def _fit_budget(sections: dict[str, str], max_chars: int) -> dict[str, str]:
@@ -360,7 +316,7 @@ def build_context(store: Store, ticker: str, date, modalities: tuple[str, ...] |
     sections = _fit_budget(sections, cfg.max_chars)
     text = "\n\n".join(f"## {titles[m]}\n{body}" for m, body in sections.items())
     return Context(view.ticker, day, tuple(modalities), sections, tuple(missing), text,
-                   render_prompt(view.ticker, f"{day:%Y-%m-%d}", text), _features(hist, news, view), hist, news)
+                   render_prompt(view.ticker, f"{day:%Y-%m-%d}", text), _features(hist, news, view, cfg), hist, news)
 
 
 def build_observation(store: Store, ticker: str, date, position: float = 0.0, **kw) -> Observation:
@@ -371,15 +327,13 @@ def build_observation(store: Store, ticker: str, date, position: float = 0.0, **
 def numeric_observation(view: PointInTime, history: pd.DataFrame, cfg: ContextConfig = ContextConfig()) -> Observation:
     """What rule-based agents read (bars with indicators, the context's headlines) without the text or features.
 
-    ``history`` is this ticker's :func:`indicators` frame over any span that ends at or after ``view``'s day and
-    uses its splits; rows after the day are dropped here. Walk-forward replays build it once per ticker instead
-    of once per day: the recent rows (all the rule baselines read) equal the per-day context's, whose oldest
-    rows are still warming up inside its 300-session window (tested).
+    ``history`` is this ticker's :func:`indicators` frame over its whole history on ``view``'s splits; rows after
+    the day are dropped here. Walk-forward replays build it once per ticker instead of once per day: indicators
+    run from the first session either way, so its rows equal the per-day context's (tested).
     """
     day = view.time.tz_convert(NY).tz_localize(None).normalize()
     n = int(pd.DatetimeIndex(history["date"]).searchsorted(day, side="right"))
-    hist = history.iloc[max(n - 300, 0):n]
-    hist.index = pd.RangeIndex(len(hist))
+    hist = history.iloc[:n]
     shown = [b for _, b in _news_items(view, cfg) if len(b)]
     news = pd.concat(shown, ignore_index=True) if shown else view.news.iloc[0:0]
     return Observation(view.ticker, day, "", "", np.zeros(0, np.float32), (), hist, news)

@@ -17,7 +17,6 @@ import gymnasium as gym
 import numpy as np
 import pandas as pd
 from gymnasium import spaces
-from stockstats import wrap
 
 from tr1_env.actions import DEFAULT_WEIGHTS, Action
 from tr1_env.anonymize import Pseudonyms, Rebase, anonymize_text
@@ -26,10 +25,9 @@ from tr1_env.data.clock import NY
 from tr1_env.data.schema import canonical_ticker
 from tr1_env.data.store import Store
 from tr1_env.envs.spaces import UnicodeText
+from tr1_env.features import MARKET_FEATURES, indicators, market_features
 
-FEATURE_NAMES: tuple[str, ...] = ("ret_1d", "ret_5d", "ret_10d", "vol_20d", "rsi_14", "macdh_norm", "boll_pos",
-                                  "sma10_gap", "sma50_gap", "sma200_gap", "volume_z")
-OBS_NAMES: tuple[str, ...] = (*FEATURE_NAMES, "position", "time_left")
+OBS_NAMES: tuple[str, ...] = (*MARKET_FEATURES, "position", "time_left")
 #: Features are clipped to [-OBS_BOUND, OBS_BOUND] (only degenerate data gets there): a bounded Box for SB3.
 OBS_BOUND = 10.0
 
@@ -57,38 +55,6 @@ State at the close of {date:%Y-%m-%d} (session {session} of {n_sessions}):
 
 Think briefly, then end with one line in exactly this format: Action: <one of {names}>
 """
-
-
-def market_features(prices: pd.DataFrame) -> pd.DataFrame:
-    """Causal features of a daily OHLCV history (``FEATURE_NAMES`` plus ``close``), indexed by date.
-
-    Every column is a trailing window or a recursion from the first row, so row ``t`` uses only rows
-    ``<= t`` and is the same whatever follows it. Warm-up NaNs are 0.
-    """
-    frame = wrap(prices[["date", "open", "high", "low", "close", "volume"]].copy())
-    close = frame["close"].astype(float)
-    log_close = np.log(close)
-    ret_1d = log_close.diff()
-    log_volume = np.log1p(frame["volume"].astype(float))
-    volume_mean = log_volume.rolling(60, min_periods=2).mean()
-    volume_std = log_volume.rolling(60, min_periods=2).std(ddof=0)
-    band = (frame["boll_ub"] - frame["boll_lb"]).clip(lower=1e-9)
-    out = pd.DataFrame({
-        "ret_1d": ret_1d,
-        "ret_5d": log_close.diff(5),
-        "ret_10d": log_close.diff(10),
-        "vol_20d": ret_1d.rolling(20).std() * math.sqrt(252),
-        "rsi_14": frame["rsi_14"] / 100 - 0.5,
-        "macdh_norm": frame["macdh"] / close * 100,
-        "boll_pos": (close - frame["boll_lb"]) / band - 0.5,
-        "sma10_gap": close / frame["close_10_sma"] - 1,
-        "sma50_gap": close / frame["close_50_sma"] - 1,
-        "sma200_gap": close / frame["close_200_sma"] - 1,
-        "volume_z": (log_volume - volume_mean) / (volume_std + 1e-9),
-    }).fillna(0.0)
-    out["close"] = close
-    out.index = pd.DatetimeIndex(prices["date"].to_numpy(), name="date")
-    return out
 
 
 def action_index(text: str, action_mode: str = "sell_hold_buy") -> int | None:
@@ -131,7 +97,7 @@ class TradingEnv(gym.Env):
         self.anonymize = anonymize
         self.pseudonyms: Pseudonyms | None = None
         #: Features of every session up to ``end``, from the prices knowable at ``end``'s close.
-        self.features = market_features(self.store.asof(ticker, end).prices)
+        self.features = market_features(indicators(self.store.asof(ticker, end).prices))
         self._first = int(self.features.index.searchsorted(pd.Timestamp(start)))
         self.days = self.features.index[self._first:]
         if len(self.days) < 2:
@@ -140,8 +106,8 @@ class TradingEnv(gym.Env):
         self.n_steps = len(self.days) - 1
         # Observation rows with the time-left column filled in and the position column left to fill.
         self._rows = np.zeros((len(self.days), len(OBS_NAMES)), np.float32)
-        features = self.features.loc[self.days, list(FEATURE_NAMES)].to_numpy()
-        self._rows[:, :len(FEATURE_NAMES)] = np.clip(features, -OBS_BOUND, OBS_BOUND)
+        features = self.features.loc[self.days, list(MARKET_FEATURES)].to_numpy()
+        self._rows[:, :len(MARKET_FEATURES)] = np.clip(features, -OBS_BOUND, OBS_BOUND)
         self._rows[:, -1] = np.arange(self.n_steps, -1, -1) / self.n_steps
         self._closes = self.features["close"].to_numpy(float)[self._first:]
         self._dates = list(self.days)
