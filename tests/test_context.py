@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from tr1_env.cli import main as tr1
-from tr1_env.context import FEATURE_NAMES, MODALITIES, ContextConfig, build_context, sample_modalities
+from tr1_env.context import (FEATURE_NAMES, MODALITIES, ContextConfig, build_context, build_context_reference,
+                             sample_modalities)
 from tr1_env.data.schema import TICKERS
 from tr1_env.data.store import Store
 
@@ -115,3 +116,38 @@ def test_prices_in_context_are_as_known_that_day(store):
     """Before NVDA's 10:1 split the context shows the traded ~1,150 level, matching that day's news."""
     ctx = build_context(store, "NVDA", "2024-06-03", modalities=("market",))
     assert "| 2024-06-03 |" in ctx.text and "Last close 1,150.00" in ctx.text
+
+
+@pytest.mark.parametrize("chunk", range(4))
+def test_indexed_builder_equals_reference(store, chunk):
+    """The fast builder renders exactly what the plain one does: 4 x 50 random ticker-days, 2016-2025,
+    random modality subsets (every section and the feature vector are computed either way)."""
+    rng = np.random.default_rng(100 + chunk)
+    for _ in range(50):
+        ticker = TICKERS[rng.integers(len(TICKERS))]
+        days = store.trading_days(ticker, "2016-01-04", "2025-10-31")
+        day, seed = days[rng.integers(len(days))], int(rng.integers(1 << 30))
+        fast, plain = build_context(store, ticker, day, seed=seed), build_context_reference(store, ticker, day, seed=seed)
+        _same(fast, plain)
+        assert fast.sections == plain.sections and fast.modalities == plain.modalities
+        pd.testing.assert_frame_equal(fast.history, plain.history)
+        pd.testing.assert_frame_equal(fast.news, plain.news)
+
+
+def test_indexed_builder_on_a_split_day(store):
+    """NVDA's 10:1 split (announced for 2024-06-10): the day before shows the old price level, the day of
+    the new one, both through the index and the plain builder."""
+    for day, level in (("2024-06-07", "Last close 1,208.88"), ("2024-06-10", "Last close 121.79")):
+        ctx = build_context(store, "NVDA", day, modalities=("market",))
+        assert level in ctx.text
+        _same(ctx, build_context_reference(store, "NVDA", day, modalities=("market",)))
+
+
+def test_index_disk_cache_round_trip(store, tmp_path):
+    """A prepared index written to disk and read back by a fresh index gives the same contexts."""
+    from tr1_env.context_index import ContextIndex
+
+    ContextIndex(store, cache_dir=tmp_path).prepare(["AAPL"])
+    assert len(list(tmp_path.glob("AAPL-*.pkl"))) == 1
+    fresh = ContextIndex(store, cache_dir=tmp_path)
+    _same(fresh.build("AAPL", "2024-06-10"), build_context_reference(store, "AAPL", "2024-06-10"))

@@ -39,6 +39,7 @@ MACRO_LABELS = {"FEDFUNDS": "Fed funds rate (monthly avg, %)", "DFF": "Effective
                 "PAYEMS": "Nonfarm payrolls (thousands)", "VIX": "VIX", "HY_OAS": "High-yield OAS (%)",
                 "UMCSENT": "UMich consumer sentiment"}
 
+
 @dataclass(frozen=True)
 class ContextConfig:
     window: int = field(default=15, metadata={"help": "trading days of OHLCV + indicators shown"})
@@ -51,6 +52,28 @@ class ContextConfig:
     modality_prob: float = field(default=0.7, metadata={"help": "chance each modality is kept in a random subset"})
 
 
+class _Frame:
+    """A DataFrame field that may also be given as a zero-argument function, called on its first read.
+
+    The indexed builder hands over ``history`` and ``news`` this way: most consumers read only the
+    text, and building two frames would cost more than the rest of a context.
+    """
+
+    def __set_name__(self, owner, name: str):
+        self.key = f"_{name}"
+
+    def __get__(self, obj, owner=None) -> pd.DataFrame:
+        if obj is None:
+            raise AttributeError(self.key)  # tells dataclasses the field has no default
+        value = obj.__dict__[self.key]
+        if callable(value):
+            value = obj.__dict__[self.key] = value()
+        return value
+
+    def __set__(self, obj, value) -> None:
+        obj.__dict__[self.key] = value
+
+
 @dataclass(frozen=True)
 class Context:
     ticker: str
@@ -61,8 +84,8 @@ class Context:
     text: str
     prompt: str
     features: np.ndarray
-    history: pd.DataFrame
-    news: pd.DataFrame
+    history: pd.DataFrame = _Frame()  # daily bars with indicators up to ``date``
+    news: pd.DataFrame = _Frame()  # the headlines shown, in the order shown
 
     def observation(self, position: float = 0.0) -> Observation:
         return Observation(self.ticker, self.date, self.prompt, self.text, self.features, FEATURE_NAMES,
@@ -87,25 +110,120 @@ def _fmt(x: float, digits: int = 2) -> str:
     return f"{x:,.{digits}f}"
 
 
-def _market(hist: pd.DataFrame, cfg: ContextConfig) -> str | None:
-    if len(hist) < 2:
-        return None
-    last = hist.tail(cfg.window)
-    cols = ["date", "open", "high", "low", "close", "volume", "rsi_14", "macd", "macdh", "boll_ub", "boll_lb",
-            "atr_14", "close_10_sma", "close_50_sma", "vwma_14"]
-    rows = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for r in last.itertuples(index=False):
-        cells = [pd.Timestamp(r.date).strftime("%Y-%m-%d")]
-        cells += [f"{getattr(r, c):,.0f}" if c == "volume" else _fmt(getattr(r, c)) for c in cols[1:]]
+MARKET_COLUMNS = ("date", "open", "high", "low", "close", "volume", "rsi_14", "macd", "macdh", "boll_ub", "boll_lb",
+                  "atr_14", "close_10_sma", "close_50_sma", "vwma_14")
+
+# Renderers: text from selected rows. Both builders (the plain one below and the indexed one in
+# ``context_index``) select the same rows their own way and render them with these, so they agree.
+
+
+def _market_rows(hist: pd.DataFrame) -> list[str]:
+    """One markdown table row per session of an indicator frame."""
+    rows = []
+    for r in hist[list(MARKET_COLUMNS)].itertuples(index=False):
+        cells = [pd.Timestamp(r.date).strftime("%Y-%m-%d"), *map(_fmt, r[1:5]), f"{r.volume:,.0f}", *map(_fmt, r[6:])]
         rows.append("| " + " | ".join(cells) + " |")
-    c = hist["close"].to_numpy()
-    lines = [f"Last close {_fmt(c[-1])}; 5-day change {_pct(c, 5)}; 15-day change {_pct(c, 15)}; "
-             f"200-day SMA {_fmt(hist['close_200_sma'].iloc[-1])}.", *rows]
-    return "\n".join(lines)
+    return rows
+
+
+def _market_text(rows: list[str], closes: np.ndarray, sma200: float) -> str | None:
+    """The last ``rows`` of the table under a summary of the closes known so far."""
+    if len(closes) < 2:
+        return None
+    head = ["| " + " | ".join(MARKET_COLUMNS) + " |", "|" + "---|" * len(MARKET_COLUMNS)]
+    return "\n".join([f"Last close {_fmt(closes[-1])}; 5-day change {_pct(closes, 5)}; 15-day change "
+                      f"{_pct(closes, 15)}; 200-day SMA {_fmt(sma200)}.", *head, *rows])
 
 
 def _pct(c: np.ndarray, n: int) -> str:
     return f"{(c[-1] / c[-1 - n] - 1) * 100:+.2f}%" if len(c) > n else "n/a"
+
+
+def _news_lines(news: pd.DataFrame) -> list[str]:
+    stamps = news["published_at"].dt.tz_convert(NY).dt.strftime("%Y-%m-%d").tolist()
+    return [f"- [{stamp}] {title}.{f' {summary}' if summary and summary != title else ''} ({source or vendor})"
+            for stamp, title, summary, source, vendor in zip(stamps, *(news[c].tolist() for c in (
+                "title", "summary", "source", "vendor")))]
+
+
+def _headline_lines(market_news: pd.DataFrame) -> list[str]:
+    stamps = market_news["published_at"].dt.strftime("%Y-%m-%d").tolist()
+    return [f"- [{stamp}] {title}" for stamp, title in zip(stamps, market_news["title"].tolist())]
+
+
+def _news_text(buckets: list[tuple[str, list[str]]], headlines: list[str]) -> str | None:
+    """Bucketed company news (newest first) then market headlines; None if there is neither."""
+    lines = []
+    for title, items in buckets:
+        if items:
+            lines += [f"#### {title} ({len(items)})", *items]
+    if headlines:
+        lines += [f"#### Market headlines ({len(headlines)})", *headlines]
+    return "\n".join(lines) if lines else None
+
+
+def _bucket_title(lo: int, hi: int) -> str:
+    return f"Last {hi} days" if lo == 0 else f"{lo}-{hi} days ago"
+
+
+def _insider_lines(insider: pd.DataFrame) -> list[str]:
+    return [f"  - {filing:%Y-%m-%d} {who} ({title}): code {code}, {_fmt(shares, 0)} shares at {_fmt(price)}"
+            for filing, who, title, code, shares, price in zip(*(insider[c].tolist() for c in (
+                "filing_date", "insider", "title", "code", "shares", "price")))]
+
+
+def _insider_totals(codes: np.ndarray, values: np.ndarray) -> tuple[int, float, int, float]:
+    """Open-market purchases and sales: (count, USD) each."""
+    if not len(codes):
+        return 0, 0.0, 0, 0.0
+    buys, sells = codes == "P", codes == "S"
+    return int(buys.sum()), float(np.nansum(values[buys])), int(sells.sum()), float(np.nansum(values[sells]))
+
+
+def _recommendation_lines(rec: pd.DataFrame) -> list[str]:
+    return [f"- Analyst recommendations ({r.period:%Y-%m}): strong buy {r.strong_buy}, buy {r.buy}, hold {r.hold}, "
+            f"sell {r.sell}, strong sell {r.strong_sell}." for r in rec.itertuples(index=False)]
+
+
+def _sentiment_text(n_filings: int, totals: tuple[int, float, int, float], latest: list[str],
+                    recommendation: str | None, cfg: ContextConfig) -> str | None:
+    """Insider activity of the look-back (``latest``: up to 5 filings, newest first) and the analyst trend."""
+    lines = []
+    if n_filings:
+        buys, bought, sells, sold = totals
+        lines.append(f"- Insider transactions, last {cfg.insider_days} days: {buys} open-market purchases "
+                     f"({_fmt(bought)} USD), {sells} sales ({_fmt(sold)} USD), {n_filings} filings in all.")
+        lines += latest
+    if recommendation is not None:
+        lines.append(recommendation)
+    return "\n".join(lines) if lines else None
+
+
+def _macro_lines(macro: pd.DataFrame) -> list[str]:
+    return [f"- {MACRO_LABELS[s]}: {_fmt(v)} (as of {d:%Y-%m-%d})"
+            for s, d, v in zip(*(macro[c].tolist() for c in ("series", "date", "value")))]
+
+
+def _fomc_lines(fomc: pd.DataFrame) -> list[str]:
+    out = []
+    for meeting, body in zip(fomc["meeting_date"].tolist(), fomc["body"].tolist()):
+        body = " ".join(body.split())
+        out.append(f"- Latest FOMC statement ({meeting:%Y-%m-%d}): {body[:700]}{'...' if len(body) > 700 else ''}")
+    return out
+
+
+def _macro_text(latest: list[str], cpi_yoy: float | None, statement: str | None) -> str | None:
+    if not latest:
+        return None
+    lines = list(latest)
+    if cpi_yoy is not None:
+        lines.append(f"- CPI inflation, year over year: {cpi_yoy:.2f}%")
+    if statement is not None:
+        lines.append(statement)
+    return "\n".join(lines)
+
+
+# The plain builder: select with pandas from the point-in-time view.
 
 
 def _news_items(view: PointInTime, cfg: ContextConfig) -> list[tuple[str, pd.DataFrame]]:
@@ -114,34 +232,17 @@ def _news_items(view: PointInTime, cfg: ContextConfig) -> list[tuple[str, pd.Dat
         return []
     today = view.time.tz_convert(NY).normalize()
     age = (today - news["available_at"].dt.tz_convert(NY).dt.normalize()).dt.days
-    out = []
-    for lo, hi, cap in cfg.news_buckets:
-        bucket = news[(age >= lo) & (age <= hi)]
-        out.append((f"Last {hi} days" if lo == 0 else f"{lo}-{hi} days ago", bucket.iloc[::-1].head(cap)))
-    return out
+    return [(_bucket_title(lo, hi), news[(age >= lo) & (age <= hi)].iloc[::-1].head(cap))
+            for lo, hi, cap in cfg.news_buckets]
 
 
 def _news(view: PointInTime, cfg: ContextConfig) -> tuple[str | None, pd.DataFrame]:
     buckets = _news_items(view, cfg)
     shown = [b for _, b in buckets if len(b)]
-    lines = []
-    for title, b in buckets:
-        if b.empty:
-            continue
-        lines.append(f"#### {title} ({len(b)})")
-        for r in b.itertuples(index=False):
-            stamp = r.published_at.tz_convert(NY).strftime("%Y-%m-%d")
-            summary = f" {r.summary}" if r.summary and r.summary != r.title else ""
-            lines.append(f"- [{stamp}] {r.title}.{summary} ({r.source or r.vendor})")
     market = view.market_news
-    if len(market):
-        recent = market[market["available_at"] >= view.time - pd.Timedelta(days=3)].iloc[::-1].head(
-            cfg.market_headlines)
-        if len(recent):
-            lines.append(f"#### Market headlines ({len(recent)})")
-            lines += [f"- [{r.published_at.strftime('%Y-%m-%d')}] {r.title}" for r in recent.itertuples(index=False)]
-    frame = pd.concat(shown, ignore_index=True) if shown else view.news.iloc[0:0]
-    return ("\n".join(lines) if lines else None), frame
+    recent = market[market["available_at"] >= view.time - pd.Timedelta(days=3)].iloc[::-1].head(cfg.market_headlines)
+    text = _news_text([(title, _news_lines(b)) for title, b in buckets], _headline_lines(recent))
+    return text, pd.concat(shown, ignore_index=True) if shown else view.news.iloc[0:0]
 
 
 def _statement(fund: pd.DataFrame, statement: str, freq: str) -> tuple[pd.Timestamp, dict[str, float]] | None:
@@ -158,6 +259,7 @@ def _pick(items: dict[str, float], names: list[str]) -> float | None:
 
 
 def _fundamentals(view: PointInTime) -> str | None:
+    """Statements, profile and the last earnings release: a function of those tables' visible rows only."""
     fund = view.fundamentals
     lines = []
     profile = view.profile
@@ -183,89 +285,61 @@ def _fundamentals(view: PointInTime) -> str | None:
     return "\n".join(lines) if len(lines) > (1 if profile.get("sector") else 0) else None
 
 
-def _recent_insider(view: PointInTime, cfg: ContextConfig) -> pd.DataFrame:
-    ins = view.insider
-    return ins[ins["filing_date"] >= (view.time.tz_convert(NY).tz_localize(None) - pd.Timedelta(days=cfg.insider_days))]
-
-
-def _sentiment(view: PointInTime, cfg: ContextConfig) -> str | None:
-    lines = []
-    recent = _recent_insider(view, cfg)
-    if len(recent):
-        buys = recent[recent["code"] == "P"]
-        sells = recent[recent["code"] == "S"]
-        lines.append(f"- Insider transactions, last {cfg.insider_days} days: {len(buys)} open-market purchases "
-                     f"({_fmt(buys['value'].sum())} USD), {len(sells)} sales ({_fmt(sells['value'].sum())} USD), "
-                     f"{len(recent)} filings in all.")
-        for r in recent.iloc[::-1].head(5).itertuples(index=False):
-            lines.append(f"  - {r.filing_date:%Y-%m-%d} {r.insider} ({r.title}): code {r.code}, "
-                         f"{_fmt(r.shares, 0)} shares at {_fmt(r.price)}")
-    rec = view.recommendations
-    if len(rec):
-        r = rec.iloc[-1]
-        if (view.time - r.available_at).days <= cfg.stale_days:
-            lines.append(f"- Analyst recommendations ({r.period:%Y-%m}): strong buy {r.strong_buy}, buy {r.buy}, "
-                         f"hold {r.hold}, sell {r.sell}, strong sell {r.strong_sell}.")
-    return "\n".join(lines) if lines else None
-
-
-def _macro_values(view: PointInTime) -> dict[str, tuple[pd.Timestamp, float]]:
-    macro = view.macro
-    if macro.empty:
+def _statement_features(view: PointInTime) -> dict[str, float]:
+    """Net margin and revenue growth of the latest quarterly income statement (fundamentals rows only)."""
+    fund = view.fundamentals
+    q = _statement(fund, "income", "quarterly")
+    if q is None:
         return {}
-    last = macro.groupby("series").tail(1)
-    return {r.series: (r.date, r.value) for r in last.itertuples(index=False)}
+    period, items = q
+    revenue_names = KEY_ITEMS["income"]["Revenue"]
+    prev = fund[(fund["statement"] == "income") & (fund["freq"] == "quarterly") & fund["item"].isin(revenue_names)
+                & (fund["period_end"] <= period - pd.Timedelta(days=350))
+                & (fund["period_end"] >= period - pd.Timedelta(days=380))]
+    return statement_features(_pick(items, revenue_names), _pick(items, KEY_ITEMS["income"]["Net income"]),
+                              prev["value"].iloc[-1] if len(prev) else None)
 
 
-def _cpi_yoy(view: PointInTime) -> float | None:
-    cpi = view.macro[view.macro["series"] == "CPI"]
-    if len(cpi) < 13:
-        return None
-    return float(cpi["value"].iloc[-1] / cpi["value"].iloc[-13] - 1) * 100
+def insider_cutoff(time: pd.Timestamp, cfg: ContextConfig) -> pd.Timestamp:
+    """Filings on or after this (naive New-York) date-time are in the insider look-back at ``time``."""
+    return time.tz_convert(NY).tz_localize(None) - pd.Timedelta(days=cfg.insider_days)
 
 
-def _macro(view: PointInTime) -> str | None:
-    values = _macro_values(view)
-    if not values:
-        return None
-    lines = [f"- {MACRO_LABELS[s]}: {_fmt(v)} (as of {d:%Y-%m-%d})" for s, (d, v) in values.items()]
-    if (yoy := _cpi_yoy(view)) is not None:
-        lines.append(f"- CPI inflation, year over year: {yoy:.2f}%")
-    fomc = view.fomc
-    statements = fomc[fomc["kind"] == "statement"]
-    if len(statements):
-        s = statements.iloc[-1]
-        body = " ".join(s.body.split())
-        lines.append(f"- Latest FOMC statement ({s.meeting_date:%Y-%m-%d}): {body[:700]}{'...' if len(body) > 700 else ''}")
-    return "\n".join(lines)
+def _sentiment(view: PointInTime, cfg: ContextConfig) -> tuple[str | None, dict[str, float]]:
+    ins = view.insider
+    recent = ins[ins["filing_date"] >= insider_cutoff(view.time, cfg)]
+    totals = _insider_totals(recent["code"].to_numpy(), recent["value"].to_numpy(float))
+    features = {"insider_net": insider_net(totals[1], totals[3])}
+    rec = view.recommendations
+    line = None
+    if len(rec) and (view.time - rec["available_at"].iloc[-1]).days <= cfg.stale_days:
+        line = _recommendation_lines(rec.iloc[[-1]])[0]
+        r = rec.iloc[-1]
+        features["analyst_score"] = analyst_score(r.strong_buy, r.buy, r.hold, r.sell, r.strong_sell)
+    text = _sentiment_text(len(recent), totals, _insider_lines(recent.iloc[::-1].head(5)), line, cfg)
+    return text, features
 
 
-def _features(hist: pd.DataFrame, news: pd.DataFrame, view: PointInTime, cfg: ContextConfig) -> np.ndarray:
-    f = dict(market_features(hist).iloc[-1]) if len(hist) else {}
+def _macro(view: PointInTime) -> tuple[str | None, dict[str, float]]:
+    macro = view.macro
+    last = macro.groupby("series").tail(1)  # each series' latest value, in order of arrival
+    cpi = macro[macro["series"] == "CPI"]["value"]
+    yoy = float(cpi.iloc[-1] / cpi.iloc[-13] - 1) * 100 if len(cpi) >= 13 else None
+    statements = view.fomc[view.fomc["kind"] == "statement"]
+    text = _macro_text(_macro_lines(last), yoy, _fomc_lines(statements.iloc[-1:])[0] if len(statements) else None)
+    return text, macro_features(dict(zip(last["series"], last["value"])), yoy)
+
+
+def _features(hist: pd.DataFrame, news: pd.DataFrame, view: PointInTime) -> dict[str, float]:
+    """Market, news, earnings and statement features (the sentiment and macro ones come with their text)."""
+    f = dict(market_features(hist).iloc[-1])
     f.update(news_features((view.time - news["available_at"]).dt.days.to_numpy(),
                            news["sentiment"].map(SENTIMENT_SCORES).to_numpy(float)))
     if len(view.earnings):
         e = view.earnings.iloc[-1]
         f.update(earnings_features(e.surprise_pct, (view.time - e.release_at).days))
-    fund = view.fundamentals
-    q = _statement(fund, "income", "quarterly")
-    if q is not None:
-        period, items = q
-        revenue_names = KEY_ITEMS["income"]["Revenue"]
-        prev = fund[(fund["statement"] == "income") & (fund["freq"] == "quarterly") & fund["item"].isin(revenue_names)
-                    & (fund["period_end"] <= period - pd.Timedelta(days=350))
-                    & (fund["period_end"] >= period - pd.Timedelta(days=380))]
-        f.update(statement_features(_pick(items, revenue_names), _pick(items, KEY_ITEMS["income"]["Net income"]),
-                                    prev["value"].iloc[-1] if len(prev) else None))
-    recent = _recent_insider(view, cfg)
-    f["insider_net"] = insider_net(recent["value"][recent["code"] == "P"].sum(),
-                                   recent["value"][recent["code"] == "S"].sum())
-    rec = view.recommendations
-    if len(rec) and (view.time - rec.iloc[-1].available_at).days <= cfg.stale_days:
-        r = rec.iloc[-1]
-        f["analyst_score"] = analyst_score(r.strong_buy, r.buy, r.hold, r.sell, r.strong_sell)
-    f.update(macro_features({s: v for s, (_, v) in _macro_values(view).items()}, _cpi_yoy(view)))
-    return feature_vector(f)
+    f.update(_statement_features(view))
+    return f
 
 
 def _fit_budget(sections: dict[str, str], max_chars: int) -> dict[str, str]:
@@ -282,41 +356,67 @@ def _fit_budget(sections: dict[str, str], max_chars: int) -> dict[str, str]:
     return sections
 
 
+TITLES = {"market": "Market data", "news": "News", "fundamentals": "Fundamentals",
+          "sentiment": "Insider and analyst sentiment", "macro": "Macro"}
+
+
+def _modalities(modalities: tuple[str, ...] | None, seed: int | None, cfg: ContextConfig) -> tuple[str, ...]:
+    if modalities is None:
+        return sample_modalities(np.random.default_rng(seed), cfg.modality_prob) if seed is not None else MODALITIES
+    unknown = set(modalities) - set(MODALITIES)
+    if unknown:
+        raise ValueError(f"unknown modalities {sorted(unknown)}; choose from {MODALITIES}")
+    return tuple(modalities)
+
+
+def _assemble(ticker: str, day: pd.Timestamp, modalities: tuple[str, ...], bodies: dict[str, str | None],
+              features: dict[str, float], history, news, cfg: ContextConfig) -> Context:
+    """Missing sections stated, the budget applied, the prompt rendered: the builders' common tail."""
+    sections, missing = {}, []
+    for m in MODALITIES:
+        if m not in modalities:
+            continue
+        body = bodies[m]
+        if body is None:
+            missing.append(m)
+            body = f"No {TITLES[m].lower()} data is available for {ticker} as of {day:%Y-%m-%d}."
+        sections[m] = body
+    sections = _fit_budget(sections, cfg.max_chars)
+    text = "\n\n".join(f"## {TITLES[m]}\n{body}" for m, body in sections.items())
+    return Context(ticker, day, modalities, sections, tuple(missing), text,
+                   render_prompt(ticker, f"{day:%Y-%m-%d}", text), feature_vector(features), history, news)
+
+
 def build_context(store: Store, ticker: str, date, modalities: tuple[str, ...] | None = None,
                   seed: int | None = None, cfg: ContextConfig = ContextConfig()) -> Context:
     """The ticker-day context at the close of ``date``.
 
     ``modalities=None`` with a ``seed`` draws a random subset; with neither, all five are used.
+    Served from the store's :class:`~tr1_env.context_index.ContextIndex` (built on first use);
+    :func:`build_context_reference` is the plain builder it is tested against.
     """
+    from tr1_env.context_index import ContextIndex  # the index renders with this module's functions
+
+    return ContextIndex.of(store).build(ticker, date, modalities, seed, cfg)
+
+
+def build_context_reference(store: Store, ticker: str, date, modalities: tuple[str, ...] | None = None,
+                            seed: int | None = None, cfg: ContextConfig = ContextConfig()) -> Context:
+    """:func:`build_context` computed directly from ``store.asof(ticker, date)`` with pandas (~40 ms a call)."""
     day = pd.Timestamp(date).normalize()
-    if modalities is None:
-        modalities = sample_modalities(np.random.default_rng(seed), cfg.modality_prob) if seed is not None else MODALITIES
-    unknown = set(modalities) - set(MODALITIES)
-    if unknown:
-        raise ValueError(f"unknown modalities {sorted(unknown)}; choose from {MODALITIES}")
+    modalities = _modalities(modalities, seed, cfg)
     view = store.asof(ticker, day)
     if view.prices.empty or view.prices["date"].iloc[-1] != day:
         raise ValueError(f"{ticker} has no session on {day:%Y-%m-%d} in store {store.path}")
     hist = indicators(view.prices)
     news_text, news = _news(view, cfg)
-    builders = {"market": lambda: _market(hist, cfg), "news": lambda: news_text,
-                "fundamentals": lambda: _fundamentals(view), "sentiment": lambda: _sentiment(view, cfg),
-                "macro": lambda: _macro(view)}
-    titles = {"market": "Market data", "news": "News", "fundamentals": "Fundamentals",
-              "sentiment": "Insider and analyst sentiment", "macro": "Macro"}
-    sections, missing = {}, []
-    for m in MODALITIES:
-        if m not in modalities:
-            continue
-        body = builders[m]()
-        if body is None:
-            missing.append(m)
-            body = f"No {titles[m].lower()} data is available for {view.ticker} as of {day:%Y-%m-%d}."
-        sections[m] = body
-    sections = _fit_budget(sections, cfg.max_chars)
-    text = "\n\n".join(f"## {titles[m]}\n{body}" for m, body in sections.items())
-    return Context(view.ticker, day, tuple(modalities), sections, tuple(missing), text,
-                   render_prompt(view.ticker, f"{day:%Y-%m-%d}", text), _features(hist, news, view, cfg), hist, news)
+    sentiment, sentiment_features = _sentiment(view, cfg)
+    macro, macro_features_ = _macro(view)
+    bodies = {"market": _market_text(_market_rows(hist.tail(cfg.window)), hist["close"].to_numpy(),
+                                     hist["close_200_sma"].iloc[-1]),
+              "news": news_text, "fundamentals": _fundamentals(view), "sentiment": sentiment, "macro": macro}
+    features = {**_features(hist, news, view), **sentiment_features, **macro_features_}
+    return _assemble(view.ticker, day, modalities, bodies, features, hist, news, cfg)
 
 
 def build_observation(store: Store, ticker: str, date, position: float = 0.0, **kw) -> Observation:

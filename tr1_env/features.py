@@ -38,10 +38,7 @@ def indicators(prices: pd.DataFrame) -> pd.DataFrame:
     if prices.empty:
         return pd.DataFrame(columns=[*OHLCV, *INDICATORS])
     frame = wrap(prices[list(OHLCV)].copy())
-    out = frame[list(INDICATORS)].copy()
-    for col in ("volume", "close", "low", "high", "open"):
-        out.insert(0, col, frame[col])
-    return out.reset_index()
+    return pd.DataFrame(frame[[*OHLCV[1:], *INDICATORS]]).reset_index()  # a plain frame, not stockstats' subclass
 
 
 def market_features(history: pd.DataFrame) -> pd.DataFrame:
@@ -121,4 +118,5 @@ def macro_features(latest: dict[str, float], cpi_yoy: float | None) -> dict[str,
 def feature_vector(values: dict[str, float]) -> np.ndarray:
     """``FEATURE_NAMES`` in order as float32; absent, NaN and infinite values are 0."""
     row = np.array([values.get(k, np.nan) for k in FEATURE_NAMES], dtype=np.float32)
-    return np.nan_to_num(row, nan=0.0, posinf=0.0, neginf=0.0)
+    row[~np.isfinite(row)] = 0.0
+    return row
