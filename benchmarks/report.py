@@ -8,8 +8,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import multiprocessing
+import os
 import re
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -146,61 +149,87 @@ def markdown(summary: pd.DataFrame, cfg: RunConfig, coverage: dict, skipped: dic
         "## Notes", "\n".join(f"- {n}" for n in notes)]) + "\n"
 
 
-def plot_equity(results: Results, bench: dict[str, pd.DataFrame], folder: Path) -> None:
-    """One PNG per ticker: every agent's equity curve, the buy-and-hold benchmark dashed."""
-    plt = _pyplot()
-    folder.mkdir(parents=True, exist_ok=True)
-    for ticker, b in bench.items():
-        fig, ax = plt.subplots(figsize=(9, 5))
-        start = pd.Timestamp(b["decision_date"].iloc[0])  # the first session: equity 1 at its close
-        for agent, per_ticker in results.items():
-            if ticker in per_ticker and agent != BENCHMARK:
-                eq = per_ticker[ticker][0]["equity"]
-                ax.plot(pd.concat([pd.Series([1.0], [start]), eq]), label=agent, lw=1.2)
-        ax.plot(pd.concat([pd.Series([1.0], [start]), b["equity"]]), "k--", label=f"{BENCHMARK} (benchmark)", lw=1.5)
-        ax.set(title=f"{ticker}: equity, net of costs", ylabel="equity (start = 1)")
-        ax.legend(fontsize=8, ncol=2)
-        ax.grid(alpha=0.3)
-        fig.autofmt_xdate()
-        fig.savefig(folder / f"equity_{ticker}.png", dpi=110, bbox_inches="tight")
-        plt.close(fig)
+def drawing_pool(jobs: int) -> ProcessPoolExecutor:
+    """Worker processes for plots and tearsheets: matplotlib and quantstats draw on one core each.
 
-
-def write_tearsheets(results: Results, bench: dict[str, pd.DataFrame], cfg: RunConfig, folder: Path) -> list[str]:
-    """quantstats HTML per agent and ticker against buy-and-hold given as a Series (a ticker string would call Yahoo).
-
-    A tearsheet whose inputs are unchanged since the last run is kept; returns the ones quantstats could not draw.
+    Forked where the OS allows (workers inherit the loaded modules; they never touch torch), one per core.
     """
+    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
+    return ProcessPoolExecutor(max(1, min(jobs, os.cpu_count() or 1)), mp_context=context)
+
+
+def _plot_ticker(ticker: str, curves: dict[str, pd.Series], benchmark: pd.Series, start: pd.Timestamp,
+                 path: Path) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(9, 5))
+    for agent, eq in curves.items():
+        ax.plot(pd.concat([pd.Series([1.0], [start]), eq]), label=agent, lw=1.2)
+    ax.plot(pd.concat([pd.Series([1.0], [start]), benchmark]), "k--", label=f"{BENCHMARK} (benchmark)", lw=1.5)
+    ax.set(title=f"{ticker}: equity, net of costs", ylabel="equity (start = 1)")
+    ax.legend(fontsize=8, ncol=2)
+    ax.grid(alpha=0.3)
+    fig.autofmt_xdate()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_equity(results: Results, bench: dict[str, pd.DataFrame], folder: Path,
+                pool: ProcessPoolExecutor | None = None) -> None:
+    """One PNG per ticker: every agent's equity curve, the buy-and-hold benchmark dashed (drawn in ``pool``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    jobs = [(ticker, {agent: per[ticker][0]["equity"] for agent, per in results.items()
+                      if ticker in per and agent != BENCHMARK},
+             b["equity"], pd.Timestamp(b["decision_date"].iloc[0]),  # the first session: equity 1 at its close
+             folder / f"equity_{ticker}.png") for ticker, b in bench.items()]
+    list((pool.map if pool is not None else map)(_plot_ticker, *zip(*jobs)) if jobs else [])
+
+
+def _tearsheet(returns: pd.Series, benchmark: pd.Series, risk_free: float, title: str, path: Path) -> str | None:
+    """Draw one tearsheet; the error (for the report's notes) if quantstats could not."""
     plt = _pyplot()
     import quantstats as qs
 
+    # quantstats cannot regress a series on itself (buy-and-hold) or on a constant: those get a solo report
+    for against in (benchmark, None):
+        try:
+            with warnings.catch_warnings(), np.errstate(all="ignore"):
+                warnings.simplefilter("ignore")
+                qs.reports.html(returns, benchmark=against, rf=risk_free, output=str(path),
+                                title=title if against is not None else f"{title} (no benchmark panel)")
+            return None
+        except Exception as exc:  # noqa: BLE001 - quantstats' many failure modes on degenerate series
+            error = f"{path.name} ({type(exc).__name__}: {str(exc)[:80]})"
+        finally:
+            plt.close("all")
+    return error
+
+
+def write_tearsheets(results: Results, bench: dict[str, pd.DataFrame], cfg: RunConfig, folder: Path,
+                     pool: ProcessPoolExecutor | None = None) -> list[str]:
+    """quantstats HTML per agent and ticker against buy-and-hold given as a Series (a ticker string would call Yahoo).
+
+    Drawn in ``pool`` when given. A tearsheet whose inputs are unchanged since the last run is kept; returns
+    the ones quantstats could not draw.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     index_file = folder / "digests.json"
     digests = json.loads(index_file.read_text()) if index_file.exists() else {}
-    jobs = [(a, t, per[t][0]) for a, per in results.items() for t in per]
+    jobs = {}
+    for agent, per in results.items():
+        for ticker in per:
+            path = folder / f"{slug(agent)}__{ticker}.html"
+            returns = per[ticker][0]["return"].rename(agent)
+            benchmark = bench[ticker]["return"].rename(BENCHMARK)
+            digest = hashlib.sha256(pd.util.hash_pandas_object(pd.concat([returns, benchmark], axis=1)).to_numpy()
+                                    .tobytes() + repr((cfg.risk_free, agent, ticker)).encode()).hexdigest()
+            if not (path.exists() and digests.get(path.name) == digest):
+                title = f"{agent} on {ticker}, {cfg.start} to {cfg.end}"
+                jobs[path.name, digest] = (returns, benchmark, cfg.risk_free, title, path)
+    drawn = (pool.map if pool is not None else map)(_tearsheet, *zip(*jobs.values())) if jobs else []
     failed = []
-    for agent, ticker, frame in tqdm(jobs, desc="tearsheets", unit="html"):
-        path = folder / f"{slug(agent)}__{ticker}.html"
-        returns = frame["return"].rename(agent)
-        benchmark = bench[ticker]["return"].rename(BENCHMARK)
-        digest = hashlib.sha256(pd.util.hash_pandas_object(pd.concat([returns, benchmark], axis=1)).to_numpy().tobytes()
-                                + repr((cfg.risk_free, agent, ticker)).encode()).hexdigest()
-        if path.exists() and digests.get(path.name) == digest:
-            continue
-        title = f"{agent} on {ticker}, {cfg.start} to {cfg.end}"
-        # quantstats cannot regress a series on itself (buy-and-hold) or on a constant: those get a solo report
-        for against in (benchmark, None):
-            try:
-                with warnings.catch_warnings(), np.errstate(all="ignore"):
-                    warnings.simplefilter("ignore")
-                    qs.reports.html(returns, benchmark=against, rf=cfg.risk_free, output=str(path),
-                                    title=title if against is not None else f"{title} (no benchmark panel)")
-                digests[path.name] = digest
-                break
-            except Exception as exc:  # noqa: BLE001 - quantstats' many failure modes on degenerate series
-                error = f"{path.name} ({type(exc).__name__}: {str(exc)[:80]})"
-            finally:
-                plt.close("all")
+    for (name, digest), error in zip(jobs, tqdm(drawn, total=len(jobs), desc="tearsheets", unit="html")):
+        if error is None:
+            digests[name] = digest
         else:
             failed.append(error)
     index_file.write_text(json.dumps(digests, indent=1))
@@ -309,8 +338,9 @@ def write_reports(results: Results, bench: dict[str, pd.DataFrame], cfg: RunConf
     memo = memorisation(results, bench, cutoffs, cfg) if cutoffs else pd.DataFrame(columns=MEMO_COLUMNS)
     if cutoffs:
         memo.to_csv(out / "memorisation.csv", index=False, float_format="%.6g")
-    plot_equity(results, bench, out / "plots")
-    failed = write_tearsheets(results, bench, cfg, out / "tearsheets") if cfg.tearsheets else []
+    with drawing_pool(len(bench) + (len(rows) if cfg.tearsheets else 0)) as pool:
+        plot_equity(results, bench, out / "plots", pool)
+        failed = write_tearsheets(results, bench, cfg, out / "tearsheets", pool) if cfg.tearsheets else []
     notes = {**skipped, **({"tearsheets": "quantstats failed on " + "; ".join(failed)} if failed else {})}
     text = markdown(summary, cfg, coverage, notes, protocol) if rows else "No agent was replayed.\n"
     if rows and cutoffs:
