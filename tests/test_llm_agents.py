@@ -225,6 +225,17 @@ def test_forced_decision_is_the_models_likeliest_closing(tiny_qwen3_path, tmp_pa
     assert all(d.action == Action.HOLD for d in plain.act(observations))  # a separate cache entry
 
 
+def test_forced_decision_from_the_generation_cache_equals_re_encoding(tiny_qwen3_path, tmp_path):
+    """Scoring the closings from the generation's key/value cache picks what re-encoding the text picks."""
+    observations = [make_observation(p) for p in ("short", "mid " * 5, "a longer prompt " * 20, "x y z", "tail  ")]
+    picks = []
+    for reuse in (True, False):
+        agent = TransformersAgent(str(tiny_qwen3_path), max_new_tokens=7, batch_size=3, force_decision=True,
+                                  reuse_cache=reuse, use_cache=False)
+        picks.append([d.meta["forced_decision"] for d in agent.act(observations)])
+    assert picks[0] == picks[1] and len(picks[0]) == 5
+
+
 def test_vllm_spec_without_vllm_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", None)  # as if the gpu extra were not installed
     with pytest.raises(ImportError, match=r"pip install tr1\[gpu\]"):

@@ -334,9 +334,15 @@ def _weights_fingerprint(path: str) -> str | None:
 
 
 class TransformersAgent(_LocalAgent):
-    """A local Hugging Face model (a Hub id, a folder, ``"smollm2"``), generating in left-padded batches."""
+    """A local Hugging Face model (a Hub id, a folder, ``"smollm2"``), generating in left-padded batches.
+
+    Generation stops once a row has closed its decision line (``]]]``); a reply without a decision is
+    decided by scoring the five closings from the generation's own key/value cache (only the few
+    closing tokens are new), not by encoding prompt and text a second time.
+    """
 
     backend = "transformers"
+    stop = "]]]"  # the end of the decision line
 
     def __init__(
         self,
@@ -352,44 +358,72 @@ class TransformersAgent(_LocalAgent):
         use_cache: bool = True,
         force_decision: bool = False,
         enable_thinking: bool | None = None,
+        reuse_cache: bool = True,
     ):
+        """``reuse_cache=False`` scores forced decisions by re-encoding prompt and text (the plain reference)."""
         from tr1_agent.models import load_model_and_tokenizer
 
         super().__init__(model, max_new_tokens, temperature, seed, batch_size, system_prompt, cache_dir, use_cache,
                          enable_thinking)
         self.name = f"hf:{model}"
         self.force_decision = force_decision
+        self.reuse_cache = reuse_cache
         self.lm, self.tokenizer = load_model_and_tokenizer(self.path, dtype=dtype, device=device)
 
     @property
     def settings(self) -> dict[str, Any]:
-        return {**super().settings, "force_decision": self.force_decision}
+        return {**super().settings, "force_decision": self.force_decision, "stop": self.stop}
 
     def _forced_decision(self, prompt: str, generated: str) -> str:
         """The action the model itself finds likeliest after its own text and ``[[[``, among the five only.
 
         Small models (SmolLM2-135M) rarely reach the final decision line within a short budget;
         scoring the five closings (summed token log-probabilities) keeps the decision the model's
-        own instead of defaulting to HOLD. The completion still counts as ``parse_failed``.
+        own instead of defaulting to HOLD. The completion still counts as ``parse_failed``. This is
+        the plain version (one forward over the whole text); :meth:`_generate` scores from the
+        generation's own key/value cache instead, and perf.py runs both.
         """
+        prefix = self.tokenizer(prompt + generated.rstrip() + "\n[[[", add_special_tokens=False)["input_ids"]
+        return self._score_closings(prefix, None, None, 0)
+
+    def _score_closings(self, new_ids: list[int], cache, mask, position: int) -> str:
+        """Feed ``new_ids`` after ``cache`` (None: from scratch), then score each ``<ACTION>]]]`` closing."""
         import copy
 
         import torch
 
-        prefix = self.tokenizer(prompt + generated.rstrip() + "\n[[[", add_special_tokens=False)["input_ids"]
+        device = self.lm.device
+
+        def forward(ids: list[int], past, past_mask, start: int):
+            ids = torch.tensor([ids], device=device)
+            full = torch.cat([past_mask, torch.ones_like(ids)], dim=1) if past_mask is not None else torch.ones_like(ids)
+            positions = torch.arange(start, start + ids.shape[1], device=device)[None]
+            out = self.lm(input_ids=ids, attention_mask=full, position_ids=positions, past_key_values=past,
+                          use_cache=True, logits_to_keep=ids.shape[1])
+            return out, full
+
         scores = []
         with torch.inference_mode():
-            first = self.lm(input_ids=torch.tensor([prefix], device=self.lm.device), use_cache=True)
-            for action in Action:  # the prompt is encoded once; each closing reuses its key/value cache
+            first, first_mask = forward(new_ids, cache, mask, position)
+            after = position + len(new_ids)
+            for action in Action:  # each closing reuses the cache of everything before it
                 ending = self.tokenizer(f"{action.name}]]]", add_special_tokens=False)["input_ids"]
                 logits = first.logits[0, -1:]
                 if len(ending) > 1:
-                    ids = torch.tensor([ending[:-1]], device=self.lm.device)
-                    more = self.lm(input_ids=ids, past_key_values=copy.deepcopy(first.past_key_values))
+                    more, _ = forward(ending[:-1], copy.deepcopy(first.past_key_values), first_mask, after)
                     logits = torch.cat([logits, more.logits[0]])
                 logp = logits.float().log_softmax(-1)
                 scores.append(float(sum(logp[j, tok] for j, tok in enumerate(ending))))
         return Action(int(torch.tensor(scores).argmax())).name
+
+    def _row_cache(self, cache, row: int, keep: int):
+        """Row ``row`` of a batched generation cache, its first ``keep`` positions (views, no copy)."""
+        from transformers import DynamicCache
+
+        out = DynamicCache()
+        for i, layer in enumerate(cache.layers):
+            out.update(layer.keys[row : row + 1, :, :keep], layer.values[row : row + 1, :, :keep], i)
+        return out
 
     def _generate(self, todo: dict[str, Messages], done: Callable[[str, Completion], None]) -> None:
         import torch
@@ -399,6 +433,7 @@ class TransformersAgent(_LocalAgent):
             eos = self.tokenizer.eos_token_id
         eos_ids = torch.tensor(eos if isinstance(eos, list) else [eos])
         sampling = {"do_sample": True, "temperature": self.temperature} if self.temperature > 0 else {"do_sample": False}
+        closing = self.tokenizer("\n[[[", add_special_tokens=False)["input_ids"]
         for chunk in self._chunks(todo):
             texts = self.tokenizer.apply_chat_template([m for _, m in chunk], add_generation_prompt=True,
                                                        tokenize=False, **self.chat_template_kwargs)
@@ -406,14 +441,18 @@ class TransformersAgent(_LocalAgent):
             batch = batch.to(self.lm.device)
             with torch.random.fork_rng(), torch.inference_mode():  # seeded sampling, caller's RNG untouched
                 torch.manual_seed(self.seed)
+                # stop once every row has written its decision line (or EOS, or the budget)
                 out = self.lm.generate(
-                    **batch, max_new_tokens=self.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id, **sampling
+                    **batch, max_new_tokens=self.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
+                    stop_strings=[self.stop], tokenizer=self.tokenizer, return_dict_in_generate=True, **sampling
                 )
-            new = out[:, batch["input_ids"].shape[1] :].cpu()
+            width = batch["input_ids"].shape[1]
+            new = out.sequences[:, width:].cpu()
             is_eos = torch.isin(new, eos_ids)
             stopped = is_eos.any(dim=1)
             lengths = torch.where(stopped, is_eos.int().argmax(dim=1) + 1, new.shape[1])
             prompt_lengths = batch["attention_mask"].sum(dim=1).tolist()
+            cached = out.past_key_values.get_seq_length() - width  # generated tokens already in the cache
             for i, (key, _) in enumerate(chunk):
                 completion = {
                     "text": self.tokenizer.decode(new[i, : lengths[i]], skip_special_tokens=True),
@@ -421,8 +460,18 @@ class TransformersAgent(_LocalAgent):
                     "completion_tokens": int(lengths[i]),
                     "finish_reason": "stop" if stopped[i] else "length",
                 }
-                if self.force_decision and parse_thesis(completion["text"]).decision is None:
+                if self.force_decision and parse_thesis(completion["text"]).decision is None and not self.reuse_cache:
                     completion["forced_decision"] = self._forced_decision(texts[i], completion["text"])
+                elif self.force_decision and parse_thesis(completion["text"]).decision is None:
+                    # the generation's cache already holds prompt + text: feed only what it lacks, then score
+                    own = new[i, : int(lengths[i]) - int(stopped[i])].tolist()
+                    while own and not self.tokenizer.decode(own[-1:]).strip():  # as rstrip() on the text
+                        own.pop()
+                    keep = min(len(own), cached)
+                    completion["forced_decision"] = self._score_closings(
+                        own[keep:] + closing, self._row_cache(out.past_key_values, i, width + keep),
+                        torch.cat([batch["attention_mask"][i : i + 1], batch["attention_mask"].new_ones(1, keep)], dim=1),
+                        prompt_lengths[i] + keep)
                 done(key, completion)
 
 
