@@ -1,13 +1,16 @@
-"""Throughput of what an RL loop calls most: trading-env steps, context builds, reward scoring.
+"""Throughput of what an RL loop calls most: trading-env steps, context builds, reward scoring, LLM decisions.
 
 The trading env runs side by side with gym-anytrading's ``StocksEnv`` on the same prices (same
 ticker, period and 10-day window), both with a random policy: the ratio tells whether our richer
-state (causal indicators, position, costs) costs more per step than the usual baseline env.
-``score`` runs beside :func:`tr1_env.rewards.reference_score` (the plain definition it is tested
-equal to) on the same theses, and on a 200 KB hostile completion built to make a backtracking
-parser quadratic (the parser before issue 8 took about 20 s on it).
+state (causal indicators, position, costs) costs more per step than the usual baseline env. Each
+fast path runs beside its plain reference on the same inputs: the indexed context builder beside
+``build_context_reference``; ``score`` beside :func:`tr1_env.rewards.reference_score` (the plain
+definition it is tested equal to) on the same theses, and on a 200 KB hostile completion built to
+make a backtracking parser quadratic (the parser before issue 8 took about 20 s on it); SmolLM2
+decisions scored from the generation cache beside re-encoding (``--smollm2``, a few minutes on CPU).
+``--main-job`` times the no-argument ``benchmarks/run.py`` with cold caches.
 
-    python benchmarks/perf.py [--seconds 4] [--json perf.json]
+    python benchmarks/perf.py [--seconds 4] [--smollm2] [--main-job] [--json perf.json]
 """
 
 from __future__ import annotations
@@ -15,14 +18,19 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pandas as pd
 
 from tr1_env.actions import Action
-from tr1_env.context import Context, build_context
+from tr1_env.context import Context, ContextConfig, build_context, build_context_reference
+from tr1_env.context_index import ContextIndex
 from tr1_env.data.store import Store
 from tr1_env.envs import TradingEnv
 from tr1_env.rewards import reference_score, score
@@ -100,19 +108,31 @@ def ticker_days(store: Store, n: int, seed: int, start="2024-01-01", end="2025-0
     return out
 
 
+def endless_ticker_days(store: Store, seed: int, start="2016-01-04", end="2025-10-31"
+                        ) -> Iterator[tuple[str, pd.Timestamp]]:
+    """Random (ticker, session) pairs for as long as asked: each timed context is a fresh draw."""
+    rng = np.random.default_rng(seed)
+    sessions = {t: store.trading_days(t, start, end) for t in store.tickers}
+    while True:
+        ticker = store.tickers[rng.integers(len(store.tickers))]
+        yield ticker, sessions[ticker][rng.integers(len(sessions[ticker]))]
+
+
 def run(seconds: float = 4.0, ticker: str = "MSFT", start="2020-10-01", end="2021-05-28", seed: int = 0) -> dict:
     store = Store()
     ours, _ = per_second(random_steps(TradingEnv(store, ticker, start, end), seed), seconds)
     theirs, _ = per_second(random_steps(anytrading_env(store, ticker, start, end), seed), seconds)
 
-    days = itertools.cycle(ticker_days(store, 500, seed))
-    build_context(store, *next(days))  # the first build sorts and indexes the tables
+    ContextIndex.of(store).prepare()  # a warm store: every ticker indexed (or read from the disk cache)
+    days = endless_ticker_days(store, seed)
     contexts, n_contexts = per_second(lambda: build_context(store, *next(days)), seconds)
+    plain_contexts, n_plain = per_second(lambda: build_context_reference(store, *next(days)), seconds)
 
     samples = []
     for ticker_, day in ticker_days(store, 8, seed + 1):
         context = build_context(store, ticker_, day)
         samples.append((honest_thesis(context, Action.BUY, bullets=6), context.text))
+
     def scores_per_s(scorer, cases) -> float:
         cycle = itertools.cycle(cases)
         return per_second(lambda: scorer(*next(cycle)), seconds)[0]
@@ -127,6 +147,8 @@ def run(seconds: float = 4.0, ticker: str = "MSFT", start="2020-10-01", end="202
         "trading_vs_anytrading": ours / theirs,
         "contexts_per_s": contexts,
         "contexts_built": n_contexts,
+        "reference_contexts_per_s": plain_contexts,
+        "reference_contexts_built": n_plain,
         "scores_per_s": scores,
         "reference_scores_per_s": reference,
         "hostile_scores_per_s": hostile_scores,
@@ -137,17 +159,62 @@ def run(seconds: float = 4.0, ticker: str = "MSFT", start="2020-10-01", end="202
     }
 
 
+def smollm2_decisions(n: int = 6, max_chars: int = 1500, seed: int = 0) -> dict:
+    """SmolLM2 decisions/s as in the default run (batch of 6, ~1K-token prompts, 128 new tokens, forced
+    decisions), scoring forced decisions from the generation cache and, beside it, by re-encoding."""
+    from tr1_agent.llm_agents import TransformersAgent
+
+    store = Store()
+    observations = [build_context(store, t, d, cfg=ContextConfig(max_chars=max_chars)).observation()
+                    for t, d in ticker_days(store, n, seed)]
+    out = {}
+    for name, reuse in (("smollm2", True), ("smollm2_reference", False)):
+        agent = TransformersAgent("smollm2", max_new_tokens=128, batch_size=6, force_decision=True, reuse_cache=reuse,
+                                  use_cache=False)
+        start = time.perf_counter()
+        decisions = agent.act(observations)
+        out[f"{name}_decisions_per_s"] = len(decisions) / (time.perf_counter() - start)
+        out[f"{name}_actions"] = [d.action.name for d in decisions]
+    return out
+
+
+def main_job(timeout: float = 3600) -> float:
+    """Wall seconds of ``benchmarks/run.py`` with no arguments, cold caches (a fresh ``$TR1_CACHE``, a fresh
+    output folder; the converted SmolLM2 is linked in, its conversion is not part of a run)."""
+    from tr1_env.cache import cache_root
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = os.path.join(tmp, "cache")
+        os.makedirs(cache)
+        model = cache_root() / "smollm2-135m-instruct"
+        if model.exists():
+            os.symlink(model, os.path.join(cache, model.name))
+        env = {**os.environ, "TR1_CACHE": cache}
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "benchmarks/run.py", "--out", os.path.join(tmp, "run")], env=env, check=True,
+                       timeout=timeout, stdout=subprocess.DEVNULL)
+        return time.perf_counter() - start
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=4.0, help="timing budget per measurement")
     parser.add_argument("--ticker", default="MSFT", help="trading-env ticker (FLAG-TRADER's test period)")
+    parser.add_argument("--smollm2", action="store_true", help="also time SmolLM2 decisions (a few minutes on CPU)")
+    parser.add_argument("--main-job", action="store_true", help="also time the default benchmarks/run.py, cold caches")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args(argv)
     results = run(args.seconds, args.ticker)
+    if args.smollm2:
+        results.update(smollm2_decisions())
+    if args.main_job:
+        results["main_job_s"] = main_job()
     rows = [("trading env (numeric, random policy)", f"{results['trading_env_steps_per_s']:,.0f} steps/s"),
             ("gym-anytrading StocksEnv, same prices", f"{results['anytrading_steps_per_s']:,.0f} steps/s"),
             ("  ratio ours / anytrading", f"{results['trading_vs_anytrading']:.2f}x"),
-            ("build_context, all modalities", f"{results['contexts_per_s']:,.1f} contexts/s"),
+            ("build_context (indexed), all modalities", f"{results['contexts_per_s']:,.1f} contexts/s"),
+            ("build_context_reference (plain), same days", f"{results['reference_contexts_per_s']:,.1f} contexts/s"),
+            ("  ratio indexed / plain", f"{results['contexts_per_s'] / results['reference_contexts_per_s']:,.0f}x"),
             (f"score, {results['thesis_chars']:,.0f}-char thesis vs {results['context_chars']:,.0f}-char context",
              f"{results['scores_per_s']:,.0f} scores/s"),
             ("  reference scorer, same theses", f"{results['reference_scores_per_s']:,.0f} scores/s"),
@@ -155,6 +222,14 @@ def main(argv: list[str] | None = None) -> dict:
             (f"score, {results['hostile_chars'] / 1000:,.0f} KB hostile completion",
              f"{results['hostile_scores_per_s']:,.1f} scores/s"),
             ("  reference scorer, same completion", f"{results['hostile_reference_scores_per_s']:,.1f} scores/s")]
+    if args.smollm2:
+        rows += [("SmolLM2 decisions, forced from the generation cache",
+                  f"{results['smollm2_decisions_per_s']:.3f} decisions/s"),
+                 ("SmolLM2 decisions, forced by re-encoding (reference)",
+                  f"{results['smollm2_reference_decisions_per_s']:.3f} decisions/s"),
+                 ("  ratio", f"{results['smollm2_decisions_per_s'] / results['smollm2_reference_decisions_per_s']:.2f}x")]
+    if args.main_job:
+        rows.append(("benchmarks/run.py, no arguments, cold caches", f"{results['main_job_s'] / 60:.1f} min"))
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value:>22}")

@@ -200,11 +200,15 @@ class ContextIndex:
             cls._instances[store] = cls(store)
         return cls._instances[store]
 
-    def prepare(self, tickers=None) -> "ContextIndex":
-        """Index ``tickers`` (default: all) now rather than on first use, reading or writing the disk cache."""
-        for ticker in tickers or self.store.tickers:
-            self.ticker(canonical_ticker(ticker)).save()
-        self.market  # noqa: B018 - builds the market-wide index
+    def prepare(self, tickers=None, cfg: C.ContextConfig = C.ContextConfig()) -> "ContextIndex":
+        """Index ``tickers`` (default: all) now rather than on first use, reading or writing the disk cache,
+        and resolve every session's clock and macro state."""
+        sessions = set()
+        for ticker in map(canonical_ticker, tickers or self.store.tickers):
+            self.ticker(ticker).save()
+            sessions.update(self.store.trading_days(ticker))
+        for day in sorted(sessions):
+            self.market.macro(self._clock(day, cfg)[0])
         return self
 
     def ticker(self, ticker: str) -> _TickerIndex:
