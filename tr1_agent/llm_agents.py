@@ -396,7 +396,7 @@ class TransformersAgent(_LocalAgent):
 
         def forward(ids: list[int], past, past_mask, start: int):
             ids = torch.tensor([ids], device=device)
-            full = torch.cat([past_mask, torch.ones_like(ids)], dim=1) if past_mask is not None else torch.ones_like(ids)
+            full = torch.ones_like(ids) if past_mask is None else torch.cat([past_mask, torch.ones_like(ids)], dim=1)
             positions = torch.arange(start, start + ids.shape[1], device=device)[None]
             out = self.lm(input_ids=ids, attention_mask=full, position_ids=positions, past_key_values=past,
                           use_cache=True, logits_to_keep=ids.shape[1])
@@ -468,10 +468,10 @@ class TransformersAgent(_LocalAgent):
                     while own and not self.tokenizer.decode(own[-1:]).strip():  # as rstrip() on the text
                         own.pop()
                     keep = min(len(own), cached)
+                    mask = batch["attention_mask"][i : i + 1]
                     completion["forced_decision"] = self._score_closings(
                         own[keep:] + closing, self._row_cache(out.past_key_values, i, width + keep),
-                        torch.cat([batch["attention_mask"][i : i + 1], batch["attention_mask"].new_ones(1, keep)], dim=1),
-                        prompt_lengths[i] + keep)
+                        torch.cat([mask, mask.new_ones(1, keep)], dim=1), prompt_lengths[i] + keep)
                 done(key, completion)
 
 

@@ -2,7 +2,13 @@
 
 Everything is read through ``store.asof(ticker, decision_time)``, so a context built from the whole
 store equals one built from a store cut at that day (tested as a property). A modality with no
-data is stated as missing, never filled in.
+data is stated as missing, never filled in. Indicators are computed over the ticker's whole
+point-in-time history (from its first session in the store), never a trailing cut of it, so a
+day's values do not depend on how much history a builder looks at.
+
+Two builders share the renderers below: :func:`build_context` (an index built once per store,
+``tr1_env.context_index``) and :func:`build_context_reference` (plain pandas over the
+point-in-time view), tested equal on random ticker-days.
 """
 
 from __future__ import annotations
