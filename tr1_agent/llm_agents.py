@@ -427,6 +427,7 @@ class TransformersAgent(_LocalAgent):
 
     def _generate(self, todo: dict[str, Messages], done: Callable[[str, Completion], None]) -> None:
         import torch
+        from transformers.cache_utils import DynamicLayer
 
         eos = self.lm.generation_config.eos_token_id
         if eos is None:
@@ -449,22 +450,28 @@ class TransformersAgent(_LocalAgent):
             width = batch["input_ids"].shape[1]
             new = out.sequences[:, width:].cpu()
             is_eos = torch.isin(new, eos_ids)
-            stopped = is_eos.any(dim=1)
-            lengths = torch.where(stopped, is_eos.int().argmax(dim=1) + 1, new.shape[1])
+            is_end = is_eos | (new == self.tokenizer.pad_token_id)  # rows stopped at the decision line are padded
+            stopped = is_end.any(dim=1)
+            first = is_end.int().argmax(dim=1)
+            ends_on_eos = is_eos[torch.arange(len(new)), first] & stopped
+            lengths = torch.where(stopped, first + ends_on_eos.int(), new.shape[1])  # an EOS counts, padding not
             prompt_lengths = batch["attention_mask"].sum(dim=1).tolist()
             cached = out.past_key_values.get_seq_length() - width  # generated tokens already in the cache
+            # rows are sliced out of plain key/value layers only (sliding-window or recurrent caches: re-encode)
+            reusable = self.reuse_cache and all(type(layer) is DynamicLayer for layer in out.past_key_values.layers)
             for i, (key, _) in enumerate(chunk):
+                text = self.tokenizer.decode(new[i, : lengths[i]], skip_special_tokens=True)
                 completion = {
-                    "text": self.tokenizer.decode(new[i, : lengths[i]], skip_special_tokens=True),
+                    "text": text,
                     "prompt_tokens": prompt_lengths[i],
                     "completion_tokens": int(lengths[i]),
-                    "finish_reason": "stop" if stopped[i] else "length",
+                    "finish_reason": "stop" if stopped[i] or text.rstrip().endswith(self.stop) else "length",
                 }
-                if self.force_decision and parse_thesis(completion["text"]).decision is None and not self.reuse_cache:
+                if self.force_decision and parse_thesis(completion["text"]).decision is None and not reusable:
                     completion["forced_decision"] = self._forced_decision(texts[i], completion["text"])
                 elif self.force_decision and parse_thesis(completion["text"]).decision is None:
                     # the generation's cache already holds prompt + text: feed only what it lacks, then score
-                    own = new[i, : int(lengths[i]) - int(stopped[i])].tolist()
+                    own = new[i, : int(lengths[i]) - int(ends_on_eos[i])].tolist()
                     while own and not self.tokenizer.decode(own[-1:]).strip():  # as rstrip() on the text
                         own.pop()
                     keep = min(len(own), cached)
