@@ -181,7 +181,7 @@ def smollm2_decisions(n: int = 6, max_chars: int = 1500, seed: int = 0) -> dict:
 def main_job(timeout: float = 3600) -> float:
     """Wall seconds of ``benchmarks/run.py`` with no arguments, cold caches (a fresh ``$TR1_CACHE``, a fresh
     output folder; the converted SmolLM2 is linked in, its conversion is not part of a run)."""
-    from tr1_env.cache import cache_root
+    from tr1_env.files import cache_root
 
     with tempfile.TemporaryDirectory() as tmp:
         cache = os.path.join(tmp, "cache")

@@ -149,5 +149,8 @@ def test_index_disk_cache_round_trip(store, tmp_path):
 
     ContextIndex(store, cache_dir=tmp_path).prepare(["AAPL"])
     assert len(list(tmp_path.glob("AAPL-*.pkl"))) == 1
-    fresh = ContextIndex(store, cache_dir=tmp_path)
-    _same(fresh.build("AAPL", "2024-06-10"), build_context_reference(store, "AAPL", "2024-06-10"))
+    plain = build_context_reference(store, "AAPL", "2024-06-10")
+    _same(ContextIndex(store, cache_dir=tmp_path).build("AAPL", "2024-06-10"), plain)
+    [cached] = tmp_path.glob("AAPL-*.pkl")
+    cached.write_bytes(b"not a pickle")  # a damaged cache file is recomputed, not trusted
+    _same(ContextIndex(store, cache_dir=tmp_path).build("AAPL", "2024-06-10"), plain)

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tr1_env import context as C
+from tr1_env import context as C  # the renderers both builders share
 from tr1_env.files import cache_root
 from tr1_env.data.clock import NY, decision_time
 from tr1_env.data.schema import canonical_ticker
@@ -70,7 +70,7 @@ class _Epoch:
 
 
 class _TickerIndex:
-    def __init__(self, store: Store, ticker: str, cache_dir: Path | None):
+    def __init__(self, store: Store, ticker: str, cache_dir: Path):
         self.ticker = ticker
         full = lambda name: store.visible(name, ticker, _END)  # noqa: E731
         prices, self._splits = full("prices"), full("splits")
@@ -112,9 +112,12 @@ class _TickerIndex:
         self.states: list[tuple[str | None, dict[str, float]] | None] = [None] * (len(self.state_at) + 1)
         self.epochs: list[_Epoch | None] = [None] * (len(self._splits) + 1)
         key = _digest(prices, self._splits, full("fundamentals"), full("profiles"), earnings)
-        self.path = cache_dir / f"{ticker}-{key}.pkl" if cache_dir is not None else None
-        if self.path is not None and self.path.exists():
-            self.epochs, self.states = pickle.loads(self.path.read_bytes())
+        self.path = cache_dir / f"{ticker}-{key}.pkl"
+        if self.path.exists():
+            try:
+                self.epochs, self.states = pickle.loads(self.path.read_bytes())
+            except (OSError, EOFError, ValueError, AttributeError, pickle.UnpicklingError):
+                self.path.unlink(missing_ok=True)  # unreadable: computed again and rewritten by save()
 
     def epoch(self, e: int) -> _Epoch:
         """Prices adjusted for the first ``e`` splits, with indicators from the first session."""
@@ -139,7 +142,7 @@ class _TickerIndex:
             self.epoch(e)
         for i in range(len(self.states)):
             self.state(i)
-        if self.path is not None and not self.path.exists():
+        if not self.path.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
             tmp.write_bytes(pickle.dumps((self.epochs, self.states)))
@@ -186,9 +189,9 @@ class ContextIndex:
 
     _instances: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
-    def __init__(self, store: Store, cache_dir: str | Path | None = "default"):
+    def __init__(self, store: Store, cache_dir: str | Path | None = None):
         self.store = store
-        self.cache_dir = cache_root() / "contexts" if cache_dir == "default" else cache_dir and Path(cache_dir)
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else cache_root() / "contexts"
         self._tickers: dict[str, _TickerIndex] = {}
         self._market: _MarketIndex | None = None
         self._days: dict[tuple[pd.Timestamp, int], tuple[int, int, int]] = {}
