@@ -196,13 +196,18 @@ def main_job(timeout: float = 3600) -> float:
         return time.perf_counter() - start
 
 
-def main(argv: list[str] | None = None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=4.0, help="timing budget per measurement")
     parser.add_argument("--ticker", default="MSFT", help="trading-env ticker (FLAG-TRADER's test period)")
     parser.add_argument("--smollm2", action="store_true", help="also time SmolLM2 decisions (a few minutes on CPU)")
     parser.add_argument("--main-job", action="store_true", help="also time the default benchmarks/run.py, cold caches")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = build_parser()
     args = parser.parse_args(argv)
     results = run(args.seconds, args.ticker)
     if args.smollm2:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.config import RunConfig
+from benchmarks.perf import build_parser as perf_parser
 from benchmarks.run import build_parser as run_parser
 from tr1_agent.configs import CurriculumConfig
 from tr1_env.cli import build_parser as tr1_parser
@@ -71,8 +72,8 @@ def _option(args: list[str], flag: str) -> str | None:
 
 
 def _parsers() -> list[argparse.ArgumentParser]:
-    """The ``tr1`` parser, every sub-command's parser below it, and ``benchmarks/run.py``'s."""
-    found, todo = [], [tr1_parser(), run_parser()]
+    """The ``tr1`` parser, every sub-command's parser below it, and ``benchmarks/run.py``'s and ``perf.py``'s."""
+    found, todo = [], [tr1_parser(), run_parser(), perf_parser()]
     while todo:
         parser = todo.pop()
         found.append(parser)

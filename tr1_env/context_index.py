@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tr1_env import context as C  # the renderers both builders share
+from tr1_env import sections as S  # the renderers both builders share
 from tr1_env.files import cache_root
 from tr1_env.data.clock import NY, decision_time
 from tr1_env.data.schema import canonical_ticker
@@ -83,7 +83,7 @@ class _TickerIndex:
         self.news = news
         self.news_at = _ns(news["available_at"])
         self.news_day = _ns(news["available_at"].dt.tz_convert(NY).dt.normalize())
-        self.news_lines = C._news_lines(news)
+        self.news_lines = S._news_lines(news)
         self.news_sentiment = news["sentiment"].map(SENTIMENT_SCORES).to_numpy(float)
 
         earnings = full("earnings")
@@ -96,11 +96,11 @@ class _TickerIndex:
         self.filing = _ns(insider["filing_date"])
         self.insider_codes = insider["code"].to_numpy(object)
         self.insider_values = insider["value"].to_numpy(float)
-        self.insider_lines = C._insider_lines(insider)
+        self.insider_lines = S._insider_lines(insider)
 
         rec = full("recommendations")
         self.rec_at = _ns(rec["available_at"])
-        self.rec_lines = C._recommendation_lines(rec)
+        self.rec_lines = S._recommendation_lines(rec)
         self.rec_scores = [analyst_score(r.strong_buy, r.buy, r.hold, r.sell, r.strong_sell)
                            for r in rec.itertuples(index=False)]
 
@@ -125,7 +125,7 @@ class _TickerIndex:
             history = indicators(split_adjust(self._prices, self._splits.iloc[:e]))
             features = market_features(history)[list(MARKET_FEATURES)].to_numpy()
             self.epochs[e] = _Epoch(history, features, history["close"].to_numpy(),
-                                    history["close_200_sma"].to_numpy(), C._market_rows(history))
+                                    history["close_200_sma"].to_numpy(), S._market_rows(history))
         return self.epochs[e]
 
     def state(self, i: int) -> tuple[str | None, dict[str, float]]:
@@ -133,7 +133,7 @@ class _TickerIndex:
         if self.states[i] is None:
             t = self.state_at[i - 1] if i else (self.state_at[0] - 1 if len(self.state_at) else 0)
             view = self._store.asof(self.ticker, pd.Timestamp(int(t), tz="UTC"))
-            self.states[i] = C._fundamentals(view), C._statement_features(view)
+            self.states[i] = S._fundamentals(view), S._statement_features(view)
         return self.states[i]
 
     def save(self) -> None:
@@ -155,7 +155,7 @@ class _MarketIndex:
     def __init__(self, store: Store):
         macro = store.visible("macro", "*", _END)
         self.macro_at = _ns(macro["available_at"])
-        self.macro_lines = C._macro_lines(macro)
+        self.macro_lines = S._macro_lines(macro)
         series = macro["series"].to_numpy(object)
         self.values = macro["value"].to_numpy(float)
         self.positions = {s: np.flatnonzero(series == s) for s in dict.fromkeys(series)}
@@ -163,10 +163,10 @@ class _MarketIndex:
         fomc = store.visible("fomc", "*", _END)
         self.fomc_at = _ns(fomc["available_at"])
         self.statements = np.flatnonzero(fomc["kind"].to_numpy(object) == "statement")
-        self.statement_lines = C._fomc_lines(fomc.iloc[self.statements])
+        self.statement_lines = S._fomc_lines(fomc.iloc[self.statements])
         headlines = store.visible("news", "MARKET", _END)
         self.headline_at = _ns(headlines["available_at"])
-        self.headline_lines = C._headline_lines(headlines)
+        self.headline_lines = S._headline_lines(headlines)
         self._memo: dict[tuple[int, int], tuple[str | None, dict[str, float]]] = {}
 
     def macro(self, t: int) -> tuple[str | None, dict[str, float]]:
@@ -177,7 +177,7 @@ class _MarketIndex:
             k = int(self.cpi.searchsorted(n))
             yoy = float(self.values[self.cpi[k - 1]] / self.values[self.cpi[k - 13]] - 1) * 100 if k >= 13 else None
             s = int(self.statements.searchsorted(n_fomc))
-            text = C._macro_text([self.macro_lines[i] for i in last], yoy, self.statement_lines[s - 1] if s else None)
+            text = S._macro_text([self.macro_lines[i] for i in last], yoy, self.statement_lines[s - 1] if s else None)
             latest = {series: self.values[p[k - 1]] for series, p in self.positions.items()
                       if (k := p.searchsorted(n))}
             self._memo[n, n_fomc] = text, macro_features(latest, yoy)
@@ -203,7 +203,7 @@ class ContextIndex:
             cls._instances[store] = cls(store)
         return cls._instances[store]
 
-    def prepare(self, tickers=None, cfg: C.ContextConfig = C.ContextConfig()) -> "ContextIndex":
+    def prepare(self, tickers=None, cfg: S.ContextConfig = S.ContextConfig()) -> "ContextIndex":
         """Index ``tickers`` (default: all) now rather than on first use, reading or writing the disk cache,
         and resolve every session's clock and macro state."""
         sessions = set()
@@ -225,18 +225,18 @@ class ContextIndex:
             self._market = _MarketIndex(self.store)
         return self._market
 
-    def _clock(self, day: pd.Timestamp, cfg: C.ContextConfig) -> tuple[int, int, int]:
+    def _clock(self, day: pd.Timestamp, cfg: S.ContextConfig) -> tuple[int, int, int]:
         """Decision instant, New-York midnight of the day and the insider cut-off, as int64 ns (memoised)."""
         key = day, cfg.insider_days
         if key not in self._days:
             time = decision_time(day)
-            self._days[key] = time.value, time.tz_convert(NY).normalize().value, C.insider_cutoff(time, cfg).value
+            self._days[key] = time.value, time.tz_convert(NY).normalize().value, S.insider_cutoff(time, cfg).value
         return self._days[key]
 
     def build(self, ticker: str, date, modalities: tuple[str, ...] | None = None, seed: int | None = None,
-              cfg: C.ContextConfig = C.ContextConfig()) -> C.Context:
+              cfg: S.ContextConfig = S.ContextConfig()) -> S.Context:
         day = pd.Timestamp(date).normalize()
-        modalities = C._modalities(modalities, seed, cfg)
+        modalities = S._modalities(modalities, seed, cfg)
         ticker = canonical_ticker(ticker)
         x = self.ticker(ticker)
         t, today, cutoff = self._clock(day, cfg)
@@ -245,7 +245,7 @@ class ContextIndex:
             raise ValueError(f"{ticker} has no session on {day:%Y-%m-%d} in store {self.store.path}")
         epoch = x.epoch(int(x.split_at.searchsorted(t, "right")))
         f = dict(zip(MARKET_FEATURES, epoch.features[n - 1].tolist()))
-        market = C._market_text(epoch.rows[max(0, n - cfg.window):n], epoch.closes[:n], epoch.sma200[n - 1])
+        market = S._market_text(epoch.rows[max(0, n - cfg.window):n], epoch.closes[:n], epoch.sma200[n - 1])
 
         # news: rows visible at t whose New-York day is lo..hi days before today's, newest first
         n_news = int(x.news_at.searchsorted(t, "right"))
@@ -255,7 +255,7 @@ class ContextIndex:
                 start = int(x.news_day[:n_news].searchsorted(today - (hi + 1) * DAY_NS, "right"))
                 end = int(x.news_day[:n_news].searchsorted(today - lo * DAY_NS, "right"))
                 rows = range(end - 1, max(start, end - cap) - 1, -1)
-                buckets.append((C._bucket_title(lo, hi), [x.news_lines[i] for i in rows]))
+                buckets.append((S._bucket_title(lo, hi), [x.news_lines[i] for i in rows]))
                 shown += rows
         m = self.market
         h_end = int(m.headline_at.searchsorted(t, "right"))
@@ -272,18 +272,18 @@ class ContextIndex:
 
         n_ins = int(x.insider_at.searchsorted(t, "right"))
         recent = np.flatnonzero(x.filing[:n_ins] >= cutoff)
-        totals = C._insider_totals(x.insider_codes[recent], x.insider_values[recent])
+        totals = S._insider_totals(x.insider_codes[recent], x.insider_values[recent])
         f["insider_net"] = insider_net(totals[1], totals[3])
         r = int(x.rec_at.searchsorted(t, "right"))
         recommendation = None
         if r and (t - x.rec_at[r - 1]) // DAY_NS <= cfg.stale_days:
             recommendation = x.rec_lines[r - 1]
             f["analyst_score"] = x.rec_scores[r - 1]
-        sentiment = C._sentiment_text(len(recent), totals, [x.insider_lines[i] for i in recent[::-1][:5]],
+        sentiment = S._sentiment_text(len(recent), totals, [x.insider_lines[i] for i in recent[::-1][:5]],
                                       recommendation, cfg)
         macro, macro_f = m.macro(t)
         f.update(macro_f)
-        bodies = {"market": market, "news": C._news_text(buckets, headlines), "fundamentals": fundamentals,
+        bodies = {"market": market, "news": S._news_text(buckets, headlines), "fundamentals": fundamentals,
                   "sentiment": sentiment, "macro": macro}
         news = (lambda: x.news.iloc[shown].reset_index(drop=True)) if len(shown) else (lambda: x.news.iloc[0:0])
-        return C._assemble(ticker, day, modalities, bodies, f, lambda: epoch.history.iloc[:n], news, cfg)
+        return S._assemble(ticker, day, modalities, bodies, f, lambda: epoch.history.iloc[:n], news, cfg)
