@@ -127,7 +127,8 @@ def test_indexed_builder_equals_reference(store, chunk):
         ticker = TICKERS[rng.integers(len(TICKERS))]
         days = store.trading_days(ticker, "2016-01-04", "2025-10-31")
         day, seed = days[rng.integers(len(days))], int(rng.integers(1 << 30))
-        fast, plain = build_context(store, ticker, day, seed=seed), build_context_reference(store, ticker, day, seed=seed)
+        fast = build_context(store, ticker, day, seed=seed)
+        plain = build_context_reference(store, ticker, day, seed=seed)
         _same(fast, plain)
         assert fast.sections == plain.sections and fast.modalities == plain.modalities
         pd.testing.assert_frame_equal(fast.history, plain.history)
