@@ -13,6 +13,7 @@ the point-in-time view), tested equal on random ticker-days.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from tr1_env import sections as S
