@@ -70,6 +70,14 @@ def min_detectable_sharpe(n_days: int, alpha: float = 0.05, power: float = 0.8, 
 
 
 def _pvalue_spa(benchmark_loss: pd.Series, model_loss: pd.DataFrame, reps: int, block: float, seed: int) -> float:
+    """Hansen's consistent SPA p-value.
+
+    Hansen's statistic is floored at zero, so when no model beats the benchmark in sample it is 0 and every
+    bootstrap statistic reaches it: p = 1. arch counts only bootstrap values strictly above the raw maximum
+    mean difference, which gives a clearly inferior agent p ~ 0.5 instead.
+    """
+    if (benchmark_loss.mean() - model_loss.mean()).max() <= 0:
+        return 1.0
     spa = SPA(benchmark_loss, model_loss, block_size=max(round(block), 1), reps=reps, seed=seed)
     spa.compute()
     return float(spa.pvalues["consistent"])
