@@ -40,6 +40,17 @@ def make_observation(prompt: str, ticker: str = "AAPL", date: str = "2024-06-03"
     )
 
 
+def random_days(store, n: int, seed: int, start: str = "2023-03-01", end: str = "2025-10-31") -> Iterator[tuple]:
+    """``n`` seeded random (ticker, session, seed) triples: the ticker-days that property tests sweep."""
+    from tr1_env.data.schema import TICKERS
+
+    rng = np.random.default_rng(seed)
+    for _ in range(n):
+        ticker = TICKERS[rng.integers(len(TICKERS))]
+        days = store.trading_days(ticker, start, end)
+        yield ticker, days[rng.integers(len(days))], int(rng.integers(1 << 30))
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -5,6 +5,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import random_days
 
 from tr1_env.anonymize import Pseudonyms, Rebase, anonymize, anonymize_text, load_aliases
 from tr1_env.context import build_context
@@ -30,20 +31,12 @@ def _table(section: str) -> pd.DataFrame:
     return pd.DataFrame(rows[1:], columns=rows[0])
 
 
-def _random_days(store, n, seed):
-    rng = np.random.default_rng(seed)
-    for _ in range(n):
-        ticker = TICKERS[rng.integers(len(TICKERS))]
-        days = store.trading_days(ticker, "2023-03-01", "2025-10-31")
-        yield ticker, days[rng.integers(len(days))], int(rng.integers(1 << 30))
-
-
 @pytest.mark.parametrize("chunk", range(5))
 def test_no_name_date_or_price_level_survives(store, chunk):
     """The property over 100 random ticker-days (20 per chunk) with random modality subsets."""
     names = [_word(n, re.IGNORECASE) for n in (*store.table("profiles")["name"], *VARIANTS)]
     symbols = [_word(t) for t in TICKERS]
-    for ticker, day, seed in _random_days(store, 20, 100 + chunk):
+    for ticker, day, seed in random_days(store, 20, 100 + chunk):
         plain = build_context(store, ticker, day, seed=seed)
         anon = anonymize(plain, Pseudonyms(ticker, seed=seed))
         where = f"{ticker} {day:%Y-%m-%d} seed {seed}"

@@ -3,6 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import random_days
 
 from tr1_env.cli import main as tr1
 from tr1_env.context import (FEATURE_NAMES, MODALITIES, ContextConfig, build_context, build_context_reference,
@@ -18,18 +19,10 @@ def _same(a, b):
     np.testing.assert_array_equal(a.features, b.features)
 
 
-def _random_days(store, n, seed):
-    rng = np.random.default_rng(seed)
-    for _ in range(n):
-        ticker = TICKERS[rng.integers(len(TICKERS))]
-        days = store.trading_days(ticker, "2023-03-01", "2025-10-31")
-        yield ticker, days[rng.integers(len(days))], int(rng.integers(1 << 30))
-
-
 @pytest.mark.parametrize("chunk", range(4))
 def test_context_from_whole_store_equals_store_cut_at_that_day(store, chunk):
     """The no-look-ahead property, over 40 random ticker-days and random modality subsets."""
-    for ticker, day, seed in _random_days(store, 10, chunk):
+    for ticker, day, seed in random_days(store, 10, chunk):
         full = build_context(store, ticker, day, seed=seed)
         cut = build_context(store.cut(day), ticker, day, seed=seed)
         _same(full, cut)
