@@ -36,7 +36,7 @@ from tr1_env import sections as S  # the renderers both builders share
 from tr1_env.files import cache_root
 from tr1_env.data.clock import NY, decision_time
 from tr1_env.data.schema import canonical_ticker
-from tr1_env.data.store import Store, split_adjust
+from tr1_env.data.store import Store, split_adjust, split_adjust_insider, vendor_split_times
 from tr1_env.features import (MARKET_FEATURES, SENTIMENT_SCORES, analyst_score, earnings_features, indicators,
                               insider_net, macro_features, market_features, news_features)
 
@@ -96,7 +96,8 @@ class _TickerIndex:
         self.filing = _ns(insider["filing_date"])
         self.insider_codes = insider["code"].to_numpy(object)
         self.insider_values = insider["value"].to_numpy(float)
-        self.insider_lines = S._insider_lines(insider)
+        self._insider = insider
+        self._insider_lines: dict[int, list[str]] = {}
 
         rec = full("recommendations")
         self.rec_at = _ns(rec["available_at"])
@@ -105,13 +106,15 @@ class _TickerIndex:
                            for r in rec.itertuples(index=False)]
 
         self._store = store
+        restated = pd.DataFrame({"available_at": pd.to_datetime(list(vendor_split_times(ticker)), utc=True)})
         stamps = pd.concat([full("fundamentals")["available_at"], full("profiles")["available_at"],
-                            earnings["available_at"]])
-        #: Instants at which the fundamentals section can change; state ``i`` holds after the ``i``-th.
+                            earnings["available_at"], restated["available_at"]])
+        #: Instants at which the fundamentals section can change (new rows, or a split that changes the basis of
+        #: per-share figures); state ``i`` holds after the ``i``-th.
         self.state_at = np.unique(_ns(stamps))
         self.states: list[tuple[str | None, dict[str, float]] | None] = [None] * (len(self.state_at) + 1)
         self.epochs: list[_Epoch | None] = [None] * (len(self._splits) + 1)
-        key = _digest(prices, self._splits, full("fundamentals"), full("profiles"), earnings)
+        key = _digest(prices, self._splits, full("fundamentals"), full("profiles"), earnings, restated)
         self.path = cache_dir / f"{ticker}-{key}.pkl"
         if self.path.exists():
             try:
@@ -127,6 +130,12 @@ class _TickerIndex:
             self.epochs[e] = _Epoch(history, features, history["close"].to_numpy(),
                                     history["close_200_sma"].to_numpy(), S._market_rows(history))
         return self.epochs[e]
+
+    def insider_lines(self, e: int) -> list[str]:
+        """Insider lines on the split basis of epoch ``e`` (the first ``e`` splits known)."""
+        if e not in self._insider_lines:
+            self._insider_lines[e] = S._insider_lines(split_adjust_insider(self._insider, self._splits.iloc[:e]))
+        return self._insider_lines[e]
 
     def state(self, i: int) -> tuple[str | None, dict[str, float]]:
         """The fundamentals section and statement features after the ``i``-th change (plain builder's code)."""
@@ -243,7 +252,8 @@ class ContextIndex:
         n = int(x.price_at.searchsorted(t, "right"))
         if not n or x.dates[n - 1] != day.to_datetime64():
             raise ValueError(f"{ticker} has no session on {day:%Y-%m-%d} in store {self.store.path}")
-        epoch = x.epoch(int(x.split_at.searchsorted(t, "right")))
+        n_splits = int(x.split_at.searchsorted(t, "right"))
+        epoch = x.epoch(n_splits)
         f = dict(zip(MARKET_FEATURES, epoch.features[n - 1].tolist()))
         market = S._market_text(epoch.rows[max(0, n - cfg.window):n], epoch.closes[:n], epoch.sma200[n - 1])
 
@@ -279,7 +289,7 @@ class ContextIndex:
         if r and (t - x.rec_at[r - 1]) // DAY_NS <= cfg.stale_days:
             recommendation = x.rec_lines[r - 1]
             f["analyst_score"] = x.rec_scores[r - 1]
-        sentiment = S._sentiment_text(len(recent), totals, [x.insider_lines[i] for i in recent[::-1][:5]],
+        sentiment = S._sentiment_text(len(recent), totals, [x.insider_lines(n_splits)[i] for i in recent[::-1][:5]],
                                       recommendation, cfg)
         macro, macro_f = m.macro(t)
         f.update(macro_f)

@@ -55,6 +55,24 @@ def split_adjust(frame: pd.DataFrame, splits: pd.DataFrame, cols=("open", "high"
     return out
 
 
+def split_adjust_insider(frame: pd.DataFrame, splits: pd.DataFrame) -> pd.DataFrame:
+    """Form 4 rows (filed as traded) with ``splits`` applied to trades before them: per-share prices
+    divided, share counts multiplied, values unchanged."""
+    if frame.empty or splits.empty:
+        return frame
+    factor = split_factors(frame["transaction_date"], splits)
+    if (factor == 1).all():
+        return frame
+    return frame.assign(price=frame["price"] / factor, shares=frame["shares"] * factor,
+                        shares_after=frame["shares_after"] * factor)
+
+
+@cache
+def vendor_split_times(ticker: str) -> tuple[pd.Timestamp, ...]:
+    """Instants at which :func:`restatement_factor` of ``ticker`` changes."""
+    return tuple(at for at, _ in _vendor_splits(ticker))
+
+
 @cache
 def _vendor_splits(ticker: str) -> tuple[tuple[pd.Timestamp, float], ...]:
     """``(effective at, ratio)`` of ``ticker``'s splits in the public record (``splits.csv``) that the
@@ -233,14 +251,7 @@ class PointInTime:
     @property
     def insider(self) -> pd.DataFrame:
         """Form 4 transactions (filed as traded) on the split basis of ``time``, like :attr:`prices`."""
-        frame, splits = self._get("insider"), self._get("splits")
-        if frame.empty or splits.empty:
-            return frame
-        factor = split_factors(frame["transaction_date"], splits)
-        if (factor == 1).all():
-            return frame
-        return frame.assign(price=frame["price"] / factor, shares=frame["shares"] * factor,
-                            shares_after=frame["shares_after"] * factor)
+        return split_adjust_insider(self._get("insider"), self._get("splits"))
 
     @property
     def macro(self) -> pd.DataFrame:
