@@ -6,7 +6,7 @@ state (causal indicators, position, costs) costs more per step than the usual ba
 fast path runs beside its plain reference on the same inputs: the indexed context builder beside
 ``build_context_reference``; ``score`` beside :func:`tr1_env.rewards.reference_score` (the plain
 definition it is tested equal to) on the same theses, and on a 200 KB hostile completion built to
-make a backtracking parser quadratic (the parser before issue 8 took about 20 s on it); SmolLM2
+make a backtracking parser quadratic (the parser of tr1 0.1 took about 20 s on it); SmolLM2
 decisions scored from the generation cache beside re-encoding (``--smollm2``, a few minutes on CPU).
 ``--main-job`` times the no-argument ``benchmarks/run.py`` with cold caches.
 

@@ -1,4 +1,4 @@
-"""GPU check of the training and replay paths (issue 15): throughput, step time and memory, in bf16.
+"""GPU check of the training and replay paths: throughput, step time and memory, in bf16.
 
 Runs, in one process and within ~8 minutes on one H200:
 

@@ -1,4 +1,4 @@
-"""The GPU paths of training and replay, checked on CPU by simulating the device (issue 14).
+"""The GPU paths of training and replay, checked on CPU by simulating the device.
 
 No GPU runs here: ``torch.cuda`` is monkeypatched to report a device and its capability, several
 processes come from accelerate's CPU launcher, vLLM is a stand-in backed by a real tiny model, and

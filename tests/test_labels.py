@@ -50,7 +50,7 @@ def test_zero_volatility_gives_no_signal():
 
 
 def test_daily_basis_is_the_old_definition():
-    """``vol_basis='daily'``: every horizon over the std of daily returns (the definition before issue 8)."""
+    """``vol_basis='daily'``: every horizon over the std of daily returns (tr1 0.1's definition)."""
     close = pd.Series([100, 102, 101, 104, 103, 107, 105, 108, 110, 109] * 4, dtype=float,
                       index=pd.bdate_range("2024-01-01", periods=40))
     t = 25

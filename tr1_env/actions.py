@@ -31,7 +31,7 @@ class Action(IntEnum):
 
 ACTIONS: tuple[Action, ...] = tuple(Action)
 
-#: Default long-short target weights of the replay (issue: SS -1, S -0.5, H 0, B 0.5, SB 1).
+#: Default long-short target weights of the replay (SS -1, S -0.5, H 0, B 0.5, SB 1).
 DEFAULT_WEIGHTS: dict[Action, float] = {
     Action.STRONG_SELL: -1.0,
     Action.SELL: -0.5,

@@ -41,7 +41,7 @@ class LabelConfig:
     vol_window: int = field(default=20, metadata={"help": "rolling window (days) of the volatility normaliser"})
     vol_basis: str = field(default="horizon", metadata={
         "help": "'horizon': each forward-return series over its own rolling std (the paper); 'daily': every "
-                "horizon over the rolling std of daily returns (the definition before issue 8)",
+                "horizon over the rolling std of daily returns (tr1 0.1's definition)",
         "choices": ("horizon", "daily")})
     quantiles: tuple[float, ...] = field(default=(0.03, 0.15, 0.53, 0.85), metadata={
         "help": "composite-signal quantiles separating SS|S|H|B|SB"})
