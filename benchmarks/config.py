@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from baselines import BASELINES
 from tr1_env.actions import Action
 from tr1_env.backtest import FILLS
+from tr1_env.data.schema import canonical_ticker
 from tr1_env.protocol import Window, windows
 
 DEFAULT_TICKERS = ("NVDA", "AAPL", "MSFT", "AMZN", "META", "SPY")
@@ -21,8 +22,9 @@ class RunConfig:
     """Every setting of a replay; each field is also a ``--flag`` of ``benchmarks/run.py``."""
 
     agents: tuple[str, ...] | None = field(default=None, metadata={
-        "help": f"agents to replay: baselines ({', '.join(BASELINES)}), 'smollm2', LLM specs, tr1.agents entry points "
-                "(default: every baseline, plus smollm2 in a single-window run)"})
+        "help": f"agents to replay: baselines ({', '.join(BASELINES)}), 'smollm2', tr1.agents entry points or "
+                "module:Class; model names go to --model (default: every baseline, plus smollm2 in a single-window "
+                "run)"})
     model: tuple[str, ...] = field(default=(), metadata={
         "help": "LLM agents to add: an OpenAI-compatible model name (gpt-4.1, o4-mini), hf:PATH, vllm:ID, "
                 "flag:PATH (a FLAG-TRADER checkpoint)"})
@@ -30,9 +32,14 @@ class RunConfig:
         "help": "plug-in agents to add, as module:Class or a tr1.agents entry-point name"})
     base_url: str | None = field(default=None, metadata={
         "help": "OpenAI-compatible endpoint for --model names (a vLLM server, a local test server)"})
+    request_timeout: float = field(default=60.0, metadata={
+        "help": "seconds an API model's call may take before it is retried (a server that never answers fails "
+                "after about timeout x (retries + 1))"})
+    max_retries: int = field(default=3, metadata={
+        "help": "retries of an API call on a timeout, refused connection, 429 or 5xx; then the agent x ticker fails"})
     tickers: tuple[str, ...] = field(default=(), metadata={
-        "help": f"tickers to replay (default: {' '.join(DEFAULT_TICKERS)} for one window, every store ticker for "
-                "--walk-forward)"})
+        "help": f"tickers to replay, any case (default: {' '.join(DEFAULT_TICKERS)} for one window, every store "
+                "ticker for --walk-forward)"})
     start: str = field(default="2024-06-01", metadata={"help": "first day of the replay (inclusive)"})
     end: str = field(default="2024-08-31", metadata={"help": "last day of the replay (inclusive)"})
     walk_forward: tuple[str, ...] = field(default=(), metadata={
@@ -103,6 +110,28 @@ class RunConfig:
     store: str | None = field(default=None, metadata={"help": "TR1 store folder (default: the embedded snapshot)"})
     out: str = field(default="runs/default", metadata={"help": "output folder; rerunning into it resumes"})
 
+    def __post_init__(self):
+        """Tickers spelled one way (``aapl`` -> ``AAPL``); a value no replay can use is a one-line ValueError."""
+        self.tickers = tuple(dict.fromkeys(canonical_ticker(t) for t in self.tickers))
+        checks = [
+            (len(self.weights) == len(Action), f"--weights needs {len(Action)} values (SS S H B SB), got "
+                                               f"{len(self.weights)}"),
+            (0 < self.alpha < 1, f"--alpha must be in (0, 1), got {self.alpha:g}"),
+            (self.bootstrap >= 0, f"--bootstrap must be >= 0 (0: off), got {self.bootstrap}"),
+            (self.block > 0, f"--block must be > 0, got {self.block:g}"),
+            (self.decision_every >= 1, f"--decision-every must be >= 1, got {self.decision_every}"),
+            (self.llm_decision_every >= 1, f"--llm-decision-every must be >= 1, got {self.llm_decision_every}"),
+            (self.smollm2_decision_every >= 1,
+             f"--smollm2-decision-every must be >= 1, got {self.smollm2_decision_every}"),
+            (self.samples >= 1, f"--samples must be >= 1, got {self.samples}"),
+            (self.request_timeout > 0, f"--request-timeout must be > 0, got {self.request_timeout:g}"),
+            (self.max_retries >= 0, f"--max-retries must be >= 0, got {self.max_retries}"),
+            (self.cost_bps >= 0, f"--cost-bps must be >= 0, got {self.cost_bps:g}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
     def protocol(self) -> list[Window]:
         """The replay windows (one unless ``walk_forward``)."""
         return windows(self.walk_forward[0] if len(self.walk_forward) == 1 and ":" not in self.walk_forward[0]
@@ -112,6 +141,4 @@ class RunConfig:
         return self.tickers or (store.tickers if self.walk_forward else DEFAULT_TICKERS)
 
     def weight_map(self) -> dict[Action, float]:
-        if len(self.weights) != len(Action):
-            raise ValueError(f"--weights needs {len(Action)} values (SS S H B SB), got {len(self.weights)}")
         return dict(zip(Action, self.weights))

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from benchmarks.report import BENCHMARK, _pyplot, slug, write_tearsheets
+from benchmarks.report import BENCHMARK, _pyplot, slug, write_csv, write_tearsheets, write_text
 from tr1_env.actions import Action
 from tr1_env.backtest import holding_returns
 from tr1_env.metrics import cumulative_return, hit_rate, max_drawdown, sharpe
@@ -118,16 +118,17 @@ def _fmt(x, digits: int = 2, pct: bool = False) -> str:
 
 
 def write_leaderboard(results: WindowResults, cfg: RunConfig, out: Path, notes: list[str],
-                      tearsheets: dict[str, str]) -> pd.DataFrame:
-    """windows.csv, leaderboard.csv, leaderboard.html under ``out``; returns the leaderboard."""
+                      tearsheets: dict[str, str], run_id: str = "") -> pd.DataFrame:
+    """windows.csv, leaderboard.csv, leaderboard.html under ``out`` (each written atomically; the page carries
+    the run id); returns the leaderboard."""
     windows = window_table(results, cfg)
-    windows.to_csv(out / "windows.csv", index=False, float_format="%.6g")
+    write_csv(out / "windows.csv", windows, index=False, float_format="%.6g")
     returns = portfolios(results)
     table = compare(returns, BENCHMARK, cfg.alpha, max(cfg.bootstrap, 100), cfg.block, cfg.seed, cfg.risk_free)
     counts = windows.groupby("agent").agg(n_windows=("window_start", "nunique"), n_tickers=("ticker", "nunique"))
     board = table.join(counts).rename(columns={"excess_sharpe": "excess_sharpe_vs_buy_and_hold"})
     board = board.reset_index()[LEADERBOARD]
-    board.to_csv(out / "leaderboard.csv", index=False, float_format="%.6g")
+    write_csv(out / "leaderboard.csv", board, index=False, float_format="%.6g")
     mde = table.attrs["min_detectable_sharpe"]
     family = (f"SPA over all {len(board) - 1} agents at once: p = {_fmt(table.attrs['spa_p_all'], 3)}. "
               f"Over {len(returns)} days, a one-sided test at {cfg.alpha:g} (Bonferroni over the agents) detects an "
@@ -141,7 +142,7 @@ def write_leaderboard(results: WindowResults, cfg: RunConfig, out: Path, notes: 
                        _fmt(r.spa_p, 3), _fmt(bool(r.in_mcs)), _fmt(r.deflated_sharpe), r.verdict],
              "verdict": r.verdict.split()[0], "tearsheet": tearsheets.get(r.agent)} for r in board.itertuples()]
     page = _template().render(
-        title=f"tr1 walk-forward leaderboard, {cfg.start} to {cfg.end}",
+        title=f"tr1 walk-forward leaderboard, {cfg.start} to {cfg.end}", run_id=run_id,
         header=["agent", "windows", "tickers", "CR", "Sharpe", f"{level}% CI", "excess Sharpe",
                 "SPA p", f"in MCS ({level}%)", "deflated Sharpe", "verdict"],
         rows=rows, family=family, notes=list(dict.fromkeys([*notes])),
@@ -152,9 +153,7 @@ def write_leaderboard(results: WindowResults, cfg: RunConfig, out: Path, notes: 
         per_ticker=sorted(p.relative_to(out).as_posix() for p in (out / "tearsheets").glob("*.html")
                           if not p.name.endswith("__portfolio.html"))
         if (out / "tearsheets").exists() else [])
-    tmp = out / "leaderboard.html.tmp"
-    tmp.write_text(page)
-    tmp.replace(out / "leaderboard.html")
+    write_text(out / "leaderboard.html", page)
     board.attrs = {**table.attrs, "family": family}
     return board
 

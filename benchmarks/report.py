@@ -1,6 +1,9 @@
 """The replay's outputs: summary.csv, a paper-style summary.md, quantstats tearsheets and equity plots.
 
-Everything here reads finished backtests; nothing decides or trades.
+Everything here reads finished backtests; nothing decides or trades. Every file is written atomically
+(a temp file, then a rename) and belongs to one run: ``config.json`` names the run id, says whether the
+run finished, and holds the sha256 of each report file, so a folder mixing two runs is detected by
+:func:`verify_run` (and a new run first removes the previous run's summaries, returns and plots).
 """
 
 from __future__ import annotations
@@ -11,9 +14,11 @@ import logging
 import multiprocessing
 import os
 import re
+import shutil
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -23,6 +28,7 @@ from benchmarks.config import RunConfig
 from tr1_env.actions import Action
 from tr1_env.backtest import holding_returns
 from tr1_env.cutoffs import Cutoff
+from tr1_env.files import jsonable
 from tr1_env.metrics import (annual_volatility, cumulative_return, hit_rate, investorbench, max_drawdown,
                              quantstats_stats, sharpe, sharpe_ci, sharpe_diff_ci, sharpe_diff_test)
 
@@ -38,6 +44,77 @@ Results = dict[str, dict[str, tuple[pd.DataFrame, pd.DataFrame]]]
 def slug(label: str) -> str:
     """A file-name-safe agent label (``hf:/models/x`` -> ``hf_models_x``)."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("_")
+
+
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """``write(tmp)`` then rename onto ``path``: a kill leaves the old file or the new one, never half of one.
+    The temp name keeps the suffix (matplotlib and quantstats pick the format from it)."""
+    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def write_csv(path: Path, frame: pd.DataFrame, **kwargs) -> None:
+    atomic_write(path, lambda tmp: frame.to_csv(tmp, **kwargs))
+
+
+def _write_json(path: Path, data: dict) -> None:
+    write_text(path, json.dumps(jsonable(data), indent=2) + "\n")
+
+
+#: Report files of a run, relative to its folder; all listed with their sha256 in config.json at the end.
+REPORT_GLOBS = ("summary.csv", "summary.md", "memorisation.csv", "returns/*.csv", "plots/*.png", "tearsheets/*.html",
+                "windows/*/returns/*.csv", "windows.csv", "leaderboard.csv", "leaderboard.md", "leaderboard.html")
+#: What begin_run removes: every report file but the tearsheets (kept by digest) and the decisions (the resume cache).
+STALE = ("summary.csv", "summary.md", "memorisation.csv", "windows.csv", "leaderboard.csv", "leaderboard.md",
+         "leaderboard.html")
+
+
+def _report_files(out: Path) -> dict[str, Path]:
+    return {p.relative_to(out).as_posix(): p for pattern in REPORT_GLOBS for p in sorted(out.glob(pattern))}
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def verify_run(out: str | Path) -> list[str]:
+    """What is wrong with a run folder: an unfinished run, a report file missing, changed or from another run."""
+    out = Path(out)
+    try:
+        meta = json.loads((out / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        return [f"{out / 'config.json'} unreadable ({type(exc).__name__})"]
+    run_id, listed = meta.get("run_id", "?"), meta.get("files") or {}
+    problems = [] if meta.get("status") in ("complete", "failed") else [f"run {run_id} did not finish"]
+    present = _report_files(out)
+    problems += [f"{name} is missing" for name in listed if name not in present]
+    problems += [f"{name} is not from run {run_id}" for name, path in present.items()
+                 if name not in listed or listed[name] != _sha256(path)]
+    return problems
+
+
+def begin_run(out: Path, meta: dict) -> None:
+    """Remove the previous run's summaries, leaderboard, returns and plots (tearsheets are kept by digest), then
+    write ``config.json`` marked running: a run killed from here on leaves no file of another run unmarked."""
+    for name in STALE:
+        (out / name).unlink(missing_ok=True)
+    for folder in ("returns", "plots", *(p.relative_to(out) for p in out.glob("windows/*/returns"))):
+        shutil.rmtree(out / folder, ignore_errors=True)
+    _write_json(out / "config.json", {**meta, "status": "running"})
+
+
+def finish_run(out: Path, meta: dict, status: str) -> None:
+    """``config.json`` with the final status and the sha256 of every report file, written last."""
+    files = {name: _sha256(path) for name, path in _report_files(out).items()}
+    _write_json(out / "config.json", {**meta, "status": status, "files": files})
 
 
 def _pyplot():
@@ -98,15 +175,18 @@ def markdown(summary: pd.DataFrame, cfg: RunConfig, coverage: dict, skipped: dic
             for t in tickers for m, _, _, pick in metrics if cell.xs(t, level="ticker")[m].notna().any()}
     per_metric = []
     for m, name, fmt, _ in metrics:
-        rows = [[a, *[f"**{fmt(v)}**" if best.get((t, m)) == (v := cell.loc[(a, t), m]) else fmt(v)
+        rows = [[a, *["failed" if (a, t) not in cell.index  # its replay failed: listed in the notes
+                      else f"**{fmt(v)}**" if best.get((t, m)) == (v := cell.loc[(a, t), m]) else fmt(v)
                       for t in tickers]] for a in agents]
         per_metric += [f"## {name}", _table(["Agent", *tickers], rows)]
 
     level = round(100 * (1 - cfg.alpha))
     ci_rows = [[a, *[f"{_num(c.sharpe)} [{_num(c.sharpe_lo)}, {_num(c.sharpe_hi)}] p={_num(c.p_value)}"
-                     f"{' *' if c.beats_bh else ''}" for t in tickers for c in [cell.loc[(a, t)]]]] for a in agents]
-    ib_rows = [[a, *[f"{_pct(cell.loc[(a, t), 'ib_cr'])} / {_num(cell.loc[(a, t), 'ib_sharpe'])}" for t in tickers]]
+                     f"{' *' if c.beats_bh else ''}" if (a, t) in cell.index else "failed"
+                     for t in tickers for c in [cell.loc[(a, t)] if (a, t) in cell.index else None]]]
                for a in agents]
+    ib_rows = [[a, *[f"{_pct(cell.loc[(a, t), 'ib_cr'])} / {_num(cell.loc[(a, t), 'ib_sharpe'])}"
+                     if (a, t) in cell.index else "failed" for t in tickers]] for a in agents]
     failures = summary.groupby("agent", sort=False)[["parse_failed", "forced", "n_decisions"]].sum()
     llm_notes = [f"{a}: {int(f.parse_failed)} of {int(f.n_decisions)} decisions had no readable action; "
                  + (f"{int(f.forced)} of them were decided by the model's likeliest of the five closings, the rest "
@@ -149,6 +229,21 @@ def markdown(summary: pd.DataFrame, cfg: RunConfig, coverage: dict, skipped: dic
         "## Notes", "\n".join(f"- {n}" for n in notes)]) + "\n"
 
 
+def readme_table(summary: pd.DataFrame) -> str:
+    """The README's default-run table (agents x tickers, "CR % / Sharpe"), so published figures come from a run."""
+    cell = summary.set_index(["agent", "ticker"])
+    tickers = list(dict.fromkeys(summary["ticker"]))
+
+    def figures(agent: str, ticker: str) -> str:
+        if (agent, ticker) not in cell.index:
+            return "failed"
+        return f"{100 * cell.loc[(agent, ticker), 'cr']:+.1f} / {_num(cell.loc[(agent, ticker), 'sharpe'])}"
+
+    agents = dict.fromkeys(summary["agent"])
+    return _table(["agent", *tickers], [[a, *[figures(a, t) for t in tickers]] for a in agents])
+
+
+
 def drawing_pool(jobs: int) -> ProcessPoolExecutor:
     """Worker processes for plots and tearsheets: matplotlib and quantstats draw on one core each.
 
@@ -169,7 +264,7 @@ def _plot_ticker(ticker: str, curves: dict[str, pd.Series], benchmark: pd.Series
     ax.legend(fontsize=8, ncol=2)
     ax.grid(alpha=0.3)
     fig.autofmt_xdate()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight"))
     plt.close(fig)
 
 
@@ -194,8 +289,11 @@ def _tearsheet(returns: pd.Series, benchmark: pd.Series, risk_free: float, title
         try:
             with warnings.catch_warnings(), np.errstate(all="ignore"):
                 warnings.simplefilter("ignore")
-                qs.reports.html(returns, benchmark=against, rf=risk_free, output=str(path),
-                                title=title if against is not None else f"{title} (no benchmark panel)")
+                # match_dates=False: the whole window, as in summary.csv (quantstats would otherwise start where
+                # the first series stops being flat)
+                atomic_write(path, lambda tmp: qs.reports.html(
+                    returns, benchmark=against, rf=risk_free, output=str(tmp), match_dates=False,
+                    title=title if against is not None else f"{title} (no benchmark panel)"))
             return None
         except Exception as exc:  # noqa: BLE001 - quantstats' many failure modes on degenerate series
             error = f"{path.name} ({type(exc).__name__}: {str(exc)[:80]})"
@@ -213,7 +311,15 @@ def write_tearsheets(results: Results, bench: dict[str, pd.DataFrame], cfg: RunC
     """
     folder.mkdir(parents=True, exist_ok=True)
     index_file = folder / "digests.json"
-    digests = json.loads(index_file.read_text()) if index_file.exists() else {}
+    try:
+        digests = json.loads(index_file.read_text())
+    except (OSError, ValueError):  # none yet, or unreadable: every tearsheet is drawn again
+        digests = {}
+    expected = {f"{slug(a)}__{t}.html" for a, per in results.items() for t in per}
+    portfolio = all(t == "portfolio" for per in results.values() for t in per)  # the leaderboard's share the folder
+    for stale in folder.glob("*.html"):  # another run's agents or tickers
+        if stale.name not in expected and stale.name.endswith("__portfolio.html") == portfolio:
+            stale.unlink()
     jobs = {}
     for agent, per in results.items():
         for ticker in per:
@@ -232,7 +338,7 @@ def write_tearsheets(results: Results, bench: dict[str, pd.DataFrame], cfg: RunC
             digests[name] = digest
         else:
             failed.append(error)
-    index_file.write_text(json.dumps(digests, indent=1))
+    _write_json(index_file, {k: v for k, v in digests.items() if (folder / k).exists()})
     return failed
 
 
@@ -324,9 +430,10 @@ def contamination_markdown(summary: pd.DataFrame, memo: pd.DataFrame, cutoffs: d
 
 def write_reports(results: Results, bench: dict[str, pd.DataFrame], cfg: RunConfig, out: Path, coverage: dict,
                   skipped: dict[str, str], cutoffs: dict[str, Cutoff] | None = None,
-                  protocol: list | None = None) -> pd.DataFrame:
+                  protocol: list | None = None, run_id: str = "") -> pd.DataFrame:
     """summary.csv, summary.md, plots/ and tearsheets/ under ``out`` (and memorisation.csv when an LLM ran);
-    returns the summary table. ``cutoffs``: the training cutoff of each LLM row."""
+    returns the summary table. ``cutoffs``: the training cutoff of each LLM row; ``skipped``: notes on agents
+    (x tickers) that did not run."""
     _pyplot()  # before quantstats imports pyplot
     cutoffs = cutoffs or {}
     rows = [summarize(a, t, frame, decisions, bench[t], cfg)
@@ -334,16 +441,20 @@ def write_reports(results: Results, bench: dict[str, pd.DataFrame], cfg: RunConf
     summary = pd.DataFrame(rows, columns=None if rows else COLUMNS)
     if rows:
         summary = flag_contamination(summary, results, cutoffs)
-    summary.to_csv(out / "summary.csv", index=False, float_format="%.6g")
+    write_csv(out / "summary.csv", summary, index=False, float_format="%.6g")
     memo = memorisation(results, bench, cutoffs, cfg) if cutoffs else pd.DataFrame(columns=MEMO_COLUMNS)
     if cutoffs:
-        memo.to_csv(out / "memorisation.csv", index=False, float_format="%.6g")
+        write_csv(out / "memorisation.csv", memo, index=False, float_format="%.6g")
     with drawing_pool(len(bench) + (len(rows) if cfg.tearsheets else 0)) as pool:
         plot_equity(results, bench, out / "plots", pool)
         failed = write_tearsheets(results, bench, cfg, out / "tearsheets", pool) if cfg.tearsheets else []
+    if not cfg.tearsheets:  # none of another run's per-ticker sheets stays beside this run's reports
+        for stale in (out / "tearsheets").glob("*.html"):
+            if not stale.name.endswith("__portfolio.html"):
+                stale.unlink()
     notes = {**skipped, **({"tearsheets": "quantstats failed on " + "; ".join(failed)} if failed else {})}
     text = markdown(summary, cfg, coverage, notes, protocol) if rows else "No agent was replayed.\n"
     if rows and cutoffs:
         text += "\n" + contamination_markdown(summary, memo, cutoffs, cfg)
-    (out / "summary.md").write_text(text)
+    write_text(out / "summary.md", f"{text}\nRun id: {run_id}\n")
     return summary

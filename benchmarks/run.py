@@ -10,17 +10,25 @@ batched per day), the decisions go through :mod:`tr1_env.backtest` and :mod:`tr1
 :mod:`benchmarks.report` writes the tables, tearsheets and plots. An agent x ticker's decisions are
 saved the moment its replay ends (and LLM calls are cached by the agents themselves), so a killed
 run resumes where it stopped and a finished one reruns without asking any agent again.
+
+A failed call is never a decision: the agent x ticker (in that window) is reported as failed, nothing
+of it is saved, the other results are written, and the next run asks again for exactly what failed.
+The exit status is 0 only when every requested agent x ticker ran; 1 (with a one-line reason) when any
+failed or was skipped, or nothing was replayed; 2 for arguments no replay can use.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import hashlib
+import importlib.util
 import json
 import os
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -33,9 +41,9 @@ from benchmarks.config import RunConfig
 from benchmarks.config import DEFAULT_TICKERS, OFFLINE_AGENTS
 from benchmarks.leaderboard import BENCHMARK, write_leaderboard, write_portfolio_tearsheets
 from benchmarks.leaderboard import markdown as leaderboard_markdown
-from benchmarks.report import slug, write_reports
+from benchmarks.report import begin_run, finish_run, slug, verify_run, write_csv, write_reports, write_text
 from tr1_env.actions import Action
-from tr1_env.agents import Agent, Observation, load_agent
+from tr1_env.agents import Agent, AgentError, Observation, load_agent
 from tr1_env.anonymize import Pseudonyms, anonymize
 from tr1_env.backtest import backtest, buy_and_hold, decision_days
 from tr1_env.cli_args import add_dataclass_args, from_args
@@ -44,10 +52,16 @@ from tr1_env.cutoffs import Cutoff, latest, model_cutoff, parse_overrides, post_
 from tr1_env.data.store import Store, split_adjust
 from tr1_env.files import jsonable
 from tr1_env.protocol import Window
+from tr1_env.redact import redact_url
 
 #: ``--model`` prefixes served by an Agent class, not by ``make_llm_agent``; the rest of the spec is its ``path``.
 MODEL_CLASSES = {"flag": "tr1_agent.flag_trader:FlagTraderAgent"}
 LOCAL_LLM_PREFIXES = ("hf:", "vllm:")
+BUILTIN_LLMS = ("smollm2",)  # offline LLM agents --agents accepts by name; other models come through --model
+
+
+class UsageError(ValueError):
+    """A setting no replay can use (an unknown agent or ticker, --out naming a file): one line, exit 2."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +122,7 @@ def _llm_spec(spec: str, cfg: RunConfig, anonymized: bool = False, seed: int | N
         kwargs = {"base_url": cfg.base_url, "max_tokens": cfg.api_max_tokens}
         if not (cfg.base_url or os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_KEY")):
             unavailable = "set the OPENAI_API_KEY environment variable (or pass --base-url for another endpoint)"
+        kwargs.update(timeout=cfg.request_timeout, max_retries=cfg.max_retries)
 
     every = cfg.llm_decision_every
     if spec == "smollm2" and cfg.smollm2_decision_every != 1:
@@ -122,15 +137,48 @@ def _llm_spec(spec: str, cfg: RunConfig, anonymized: bool = False, seed: int | N
 
         return make_llm_agent(spec, **{k: v for k, v in kwargs.items() if k != "max_chars"})
 
-    settings = {"spec": spec, **kwargs, **({"anonymize": True} if anonymized else {})}
+    # what decides the answers (the fingerprint): the endpoint without credentials, the retry budget left out
+    settings = {"spec": spec, **{k: v for k, v in kwargs.items() if k not in ("timeout", "max_retries")},
+                **({"base_url": redact_url(kwargs["base_url"])} if "base_url" in kwargs else {}),
+                **({"anonymize": True} if anonymized else {})}
     return AgentSpec(label, build, True, settings, unavailable, spec, anonymized, every)
 
 
+def _unknown(flag: str, name: str, valid: list[str], hint: str) -> UsageError:
+    close = difflib.get_close_matches(name, valid, n=3, cutoff=0.6)
+    guess = f" (did you mean {', '.join(close)}?)" if close else ""
+    return UsageError(f"{flag}: unknown agent {name!r}{guess}; {hint}")
+
+
+def _check_names(agents: tuple[str, ...], plugin_args: tuple[str, ...], plugins: set[str]) -> None:
+    """A typo in --agents or --agent is a UsageError naming the closest agents, never a model sent to an API."""
+    named = [*BASELINES, *BUILTIN_LLMS, *sorted(plugins)]
+    for name in agents:
+        if name not in named and (":" not in name or name.startswith((*LOCAL_LLM_PREFIXES, *MODEL_CLASSES))):
+            raise _unknown("--agents", name, named, f"--agents takes {', '.join(named)} or module:Class; "
+                                                    "model names (gpt-4.1, hf:PATH, vllm:ID, flag:PATH) go to --model")
+    for name in (*agents, *plugin_args):
+        if ":" in name and name not in plugins and not name.startswith((*LOCAL_LLM_PREFIXES, *MODEL_CLASSES)):
+            module = name.partition(":")[0]
+            try:
+                found = importlib.util.find_spec(module) is not None
+            except ImportError:
+                found = False
+            if not found:
+                raise UsageError(f"cannot load agent {name!r}: no module named {module!r} (run from the folder "
+                                 "that holds it, or install it)")
+    for name in plugin_args:
+        if name not in plugins and ":" not in name:
+            raise _unknown("--agent", name, sorted(plugins), "--agent takes module:Class or a tr1.agents entry point "
+                                                             f"(installed: {', '.join(sorted(plugins)) or 'none'})")
+
+
 def resolve_agents(cfg: RunConfig) -> list[AgentSpec]:
-    """Every requested agent, in order, without duplicates; nothing is built yet."""
+    """Every requested agent, in order, without duplicates; nothing is built yet. An unknown name is a UsageError."""
     plugins = _plugin_names()
     specs: list[AgentSpec] = []
     agents = cfg.agents if cfg.agents is not None else tuple(BASELINES) if cfg.walk_forward else OFFLINE_AGENTS
+    _check_names(agents, cfg.agent, plugins)
     pool = cfg.sb3_pool if cfg.sb3_pool is not None else bool(cfg.walk_forward)
     for name in dict.fromkeys((*agents, *cfg.model, *cfg.agent)):
         if name in BASELINES:
@@ -195,25 +243,37 @@ def _fingerprint(spec: AgentSpec, cfg: RunConfig, window: Window, every: int, ma
 
 
 def _load_decisions(path: Path, fingerprint: str) -> pd.DataFrame | None:
+    """The saved replay, or None when there is none, it is stale, or it is unreadable (then moved aside, said so)."""
     if not path.exists():
         return None
-    saved = json.loads(path.read_text())
-    if saved.get("fingerprint") != fingerprint:
+    try:
+        saved = json.loads(path.read_text())
+        if saved.get("fingerprint") != fingerprint:
+            return None
+        frame = pd.DataFrame(saved["decisions"]).assign(date=lambda d: pd.to_datetime(d["date"])).set_index("date")
+        names_ok = set(frame["action"]) <= set(Action.__members__) if "action" in frame else False
+        if not {"action", "thesis", "meta"} <= set(frame.columns) or not names_ok:
+            raise ValueError("a column or an action name is missing")
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+        path.replace(aside)
+        print(f"warning: {path} is unreadable ({type(exc).__name__}: {' '.join(str(exc).split())[:120]}); "
+              f"moved to {aside.name}, replaying it again", file=sys.stderr)
         return None
-    return pd.DataFrame(saved["decisions"]).assign(date=lambda d: pd.to_datetime(d["date"])).set_index("date")
+    return frame
 
 
 def _save_decisions(path: Path, fingerprint: str, records: list[dict]) -> None:
     """Atomic: a run killed mid-write leaves the previous file or none, never half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(jsonable({"fingerprint": fingerprint, "decisions": records})))
-    tmp.replace(path)
+    write_text(path, json.dumps(jsonable({"fingerprint": fingerprint, "decisions": records})))
 
 
 def replay(spec: AgentSpec, cfg: RunConfig, window: Window, store: Store, days: dict[str, pd.DatetimeIndex],
-           observations: Observations, out: Path) -> dict[str, pd.DataFrame]:
-    """One agent's decisions (``action``, ``thesis``, ``meta`` by date) for every ticker, replayed or reloaded."""
+           observations: Observations, out: Path) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
+    """One agent's decisions (``action``, ``thesis``, ``meta`` by date) per ticker, replayed or reloaded, and the
+    tickers whose replay failed (an :class:`AgentError`) with the error: those are dropped from the rest of the
+    replay and saved nowhere, so the next run replays exactly them."""
     every = spec.every
     if spec.llm:
         max_chars = spec.settings.get("max_chars", cfg.llm_max_chars)
@@ -224,7 +284,7 @@ def replay(spec: AgentSpec, cfg: RunConfig, window: Window, store: Store, days: 
     done = {t: d for t in days if (d := _load_decisions(paths[t], fingerprint)) is not None}
     todo = [t for t in days if t not in done]
     if not todo:
-        return done
+        return done, {}
     agent = spec.build()
     agent.fit(store, todo, window.start, window.end)  # trains on data up to window.train_until
     for t in todo:
@@ -233,20 +293,32 @@ def replay(spec: AgentSpec, cfg: RunConfig, window: Window, store: Store, days: 
     weights = cfg.weight_map()
     position = dict.fromkeys(todo, 0.0)
     records: dict[str, list[dict]] = {t: [] for t in todo}
+    failed: dict[str, str] = {}
     for day in tqdm(sorted(set().union(*schedule.values())), desc=f"replay {spec.label} {window.name}", unit="day"):
-        batch = [t for t in todo if day in schedule[t]]
-        decisions = agent.act([observations.get(t, day, max_chars, position[t], spec.anonymize) for t in batch])
+        batch = [t for t in todo if day in schedule[t] and t not in failed]
+        if not batch:
+            continue
+        try:
+            decisions = agent.act([observations.get(t, day, max_chars, position[t], spec.anonymize) for t in batch])
+        except AgentError as exc:  # keep what succeeded; the failed tickers leave this replay
+            ok = exc.decisions is not None and len(exc.decisions) == len(batch)
+            decisions = exc.decisions if ok else [None] * len(batch)
+            error = " ".join(str(exc).split())
+            failed.update({t: f"{day:%Y-%m-%d}: {error}" for t, d in zip(batch, decisions) if d is None})
         if len(decisions) != len(batch):
             raise RuntimeError(f"{spec.label} returned {len(decisions)} decisions for {len(batch)} observations")
         for t, d in zip(batch, decisions):
+            if d is None:
+                continue
             action = Action(int(d.action))
             records[t].append({"date": f"{day:%Y-%m-%d}", "action": action.name, "position_before": position[t],
                                "thesis": d.thesis, "meta": d.meta})
             position[t] = weights[action]
     for t in todo:
-        _save_decisions(paths[t], fingerprint, records[t])
-        done[t] = _load_decisions(paths[t], fingerprint)
-    return {t: done[t] for t in days}
+        if t not in failed:
+            _save_decisions(paths[t], fingerprint, records[t])
+            done[t] = _load_decisions(paths[t], fingerprint)
+    return {t: done[t] for t in days if t in done}, failed
 
 
 def coverage(store: Store, tickers: tuple[str, ...], days: dict[str, pd.DatetimeIndex], start: str, end: str) -> dict:
@@ -294,18 +366,32 @@ def _concat(per_window: list[dict[str, dict[str, tuple[pd.DataFrame, pd.DataFram
     return out
 
 
+def check(cfg: RunConfig, store: Store) -> tuple[str, ...]:
+    """What only the filesystem and the store can tell, before anything is written: the run's tickers, or a
+    UsageError."""
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: is a file, not a folder")
+    tickers = cfg.ticker_list(store)
+    unknown = [t for t in tickers if t not in store.tickers]
+    if unknown:
+        raise UsageError(f"--tickers: {', '.join(unknown)} not in the store; it has {', '.join(store.tickers)}")
+    return tickers
+
+
 def run(cfg: RunConfig) -> pd.DataFrame:
     """The whole benchmark; returns the summary table (also written under ``cfg.out``).
 
     Every run is a list of windows (:func:`tr1_env.protocol.windows`; one unless ``--walk-forward``): each agent
     is built and fitted afresh per window, its books start flat, and the per-ticker tables, the leaderboard and
-    the page are written over all windows together.
+    the page are written over all windows together. An agent x ticker whose replay failed in any window is left
+    out of every table (its other windows' decisions are saved for the next run) and an agent with a failure
+    is left out of the leaderboard. ``summary.attrs`` holds ``run_id``, ``failed`` (agent -> ticker -> error)
+    and ``skipped`` (agent -> why).
     """
     t0 = time.time()
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    cfg.weight_map()
     store = Store(cfg.store)
+    tickers = check(cfg, store)
     specs = resolve_agents(cfg)
     try:
         found = cutoffs(specs, cfg)
@@ -313,21 +399,27 @@ def run(cfg: RunConfig) -> pd.DataFrame:
         raise SystemExit(str(exc)) from None
     if cfg.post_cutoff:
         cfg = post_cutoff(cfg, store, found)
-    tickers = cfg.ticker_list(store)
     protocol = cfg.protocol()
     days_by_window = {w: {t: store.trading_days(t, w.start, w.end) for t in tickers} for w in protocol}
     short = [f"{t} in {w.name}" for w, days in days_by_window.items() for t, d in days.items() if len(d) < 2]
     if short:
-        raise SystemExit(f"fewer than two sessions: {', '.join(short)}")
+        raise UsageError(f"fewer than two sessions: {', '.join(short)}")
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / "config.json").exists() and (problems := verify_run(out)):
+        print(f"note: {out} held an unfinished or mixed run ({problems[0]}); its reports are replaced",
+              file=sys.stderr)
     closes = {t: store.closes(t) for t in tickers}
     opens = {t: store.closes(t, "open") if cfg.fill == "next-open" else None for t in tickers}
     dividends = {t: store.dividends(t) if cfg.total_return else None for t in tickers}  # on the closes' split basis
     whole = {t: store.trading_days(t, cfg.start, cfg.end) for t in tickers}
-    meta = {"config": dataclasses.asdict(cfg), "windows": [w.name for w in protocol],
-            "coverage": coverage(store, tickers, whole, cfg.start, cfg.end),
+    config = {**dataclasses.asdict(cfg), "base_url": redact_url(cfg.base_url)}
+    meta = {"run_id": uuid.uuid4().hex[:12], "config": config,
+            "windows": [w.name for w in protocol], "coverage": coverage(store, tickers, whole, cfg.start, cfg.end),
             "returns": "total return (dividends at ex-date)" if cfg.total_return else "price return (no dividends)",
-            "skipped": {}, "cutoffs": {label: dataclasses.asdict(c) for label, c in found.items()}, "pseudonyms": {}}
-    (out / "config.json").write_text(json.dumps(meta, indent=2, default=str))
+            "skipped": {}, "failed": {}, "cutoffs": {label: dataclasses.asdict(c) for label, c in found.items()},
+            "pseudonyms": {}}
+    begin_run(out, meta)
 
     for spec in specs:
         if spec.unavailable:  # say why and go on with the other agents
@@ -343,29 +435,57 @@ def run(cfg: RunConfig) -> pd.DataFrame:
         for spec in specs:
             if spec.unavailable:
                 continue
-            decided = replay(spec, cfg, window, store, days, observations, folder)
+            decided, failed = replay(spec, cfg, window, store, days, observations, folder)
+            for t, error in failed.items():
+                where = t if len(protocol) == 1 else f"{t} in {window.name}"
+                print(f"failed {spec.label} on {where}: {error}", file=sys.stderr)
+                errors = meta["failed"].setdefault(spec.label, {})
+                errors[t] = "; ".join([*([errors[t]] if t in errors else []),
+                                       error if len(protocol) == 1 else f"{window.name} {error}"])
             results[spec.label] = {}
-            for t in tickers:
+            for t in decided:
                 frame = backtest(decided[t]["action"].map(Action.parse), closes[t], days[t], cfg.cost_bps,
                                  cfg.weight_map(), dividends[t], cfg.fill, opens[t])
-                frame.to_csv(folder / "returns" / f"{slug(spec.label)}__{t}.csv", date_format="%Y-%m-%d")
+                write_csv(folder / "returns" / f"{slug(spec.label)}__{t}.csv", frame, date_format="%Y-%m-%d")
                 results[spec.label][t] = (frame, decided[t])
         meta["pseudonyms"].update({t: p.mapping for t, p in observations.pseudonyms.items()})
         # the leaderboard's reference, even when buy-and-hold is not asked for as a row
         per_window[window] = ({BENCHMARK: {t: (b, pd.DataFrame({"action": ["STRONG_BUY"]})) for t, b in bench.items()},
                                **results} if BENCHMARK not in results else results)
         benches.append(bench)
-    results = _concat([{a: v for a, v in per.items() if a in {s.label for s in specs}} for per in per_window.values()])
+    # an agent x ticker that failed in one window is in no table: its chained book would miss that window
+    for per in per_window.values():
+        for agent, errors in meta["failed"].items():
+            for t in errors:
+                per.get(agent, {}).pop(t, None)
+    results = _concat([{a: v for a, v in per.items() if a in {s.label for s in specs} and v}
+                       for per in per_window.values()])
     bench = {t: pd.concat([b[t] for b in benches]) for t in tickers}
     tearsheets = len(protocol) == 1 and cfg.tearsheets
+    notes = {**meta["skipped"], **{f"{a} on {t}": f"the replay failed ({e}); the next run retries it"
+                                   for a, per in meta["failed"].items() for t, e in per.items()}}
     summary = write_reports(results, bench, dataclasses.replace(cfg, tearsheets=tearsheets), out, meta["coverage"],
-                            meta["skipped"], {label: c for label, c in found.items() if label in results}, protocol)
-    portfolio_sheets = write_portfolio_tearsheets(per_window, cfg, out / "tearsheets") if cfg.tearsheets else {}
-    board = write_leaderboard(per_window, cfg, out, _notes(cfg, protocol, meta, specs), portfolio_sheets)
-    (out / "leaderboard.md").write_text(leaderboard_markdown(board, cfg))
+                            notes, {label: c for label, c in found.items() if label in results}, protocol,
+                            meta["run_id"])
+    ranked = {w: {a: v for a, v in per.items() if a not in meta["failed"] and v} for w, per in per_window.items()}
+    portfolio_sheets = write_portfolio_tearsheets(ranked, cfg, out / "tearsheets") if cfg.tearsheets else {}
+    board = write_leaderboard(ranked, cfg, out, _notes(cfg, protocol, meta, specs), portfolio_sheets, meta["run_id"])
+    write_text(out / "leaderboard.md", leaderboard_markdown(board, cfg))
     meta["wall_time_s"] = round(time.time() - t0, 1)
-    (out / "config.json").write_text(json.dumps(meta, indent=2, default=str))
+    finish_run(out, meta, "failed" if meta["failed"] or meta["skipped"] or summary.empty else "complete")
+    summary.attrs.update(run_id=meta["run_id"], failed=meta["failed"], skipped=meta["skipped"])
     return summary
+
+
+def outcome(summary: pd.DataFrame, cfg: RunConfig) -> str | None:
+    """None when every requested agent x ticker ran, else the one-line reason for a non-zero exit."""
+    failed = [f"{a} on {t}" for a, per in summary.attrs.get("failed", {}).items() for t in per]
+    skipped = list(summary.attrs.get("skipped", {}))
+    if summary.empty:
+        return "nothing was replayed" + (f" ({len(skipped)} agent(s) skipped: {', '.join(skipped)})" if skipped else "")
+    parts = ([f"{len(failed)} agent x ticker replay(s) failed: {', '.join(failed)}"] if failed else []) + (
+        [f"{len(skipped)} agent(s) skipped: {', '.join(skipped)}"] if skipped else [])
+    return "; ".join(parts) + f" (details in {Path(cfg.out) / 'summary.md'}; rerun to retry)" if parts else None
 
 
 def _notes(cfg: RunConfig, protocol: list[Window], meta: dict, specs: list[AgentSpec]) -> list[str]:
@@ -397,25 +517,46 @@ def _notes(cfg: RunConfig, protocol: list[Window], meta: dict, specs: list[Agent
         *flagged,
         *([f"No company headlines in the span for {', '.join(no_news)}: news rules stay flat there."] if no_news else []),
         *[f"Skipped {a}: {why}" for a, why in meta["skipped"].items()],
+        *[f"Left out {a}: its replay failed on {', '.join(per)}; the next run retries it."
+          for a, per in meta["failed"].items()],
     ]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="run.py", description=__doc__.split("\n")[0])
     add_dataclass_args(parser, RunConfig)
     return parser
 
 
-def main(argv: list[str] | None = None) -> None:
-    cfg = from_args(RunConfig, build_parser().parse_args(argv))
+def _usage(parser: argparse.ArgumentParser, exc: Exception) -> int:
+    print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    """0: every agent x ticker ran; 1: some failed or were skipped, or nothing ran; 2: unusable arguments."""
+    parser = build_parser()
+    ns = parser.parse_args(argv)
     if os.getcwd() not in sys.path:  # plug-ins (examples.custom_agent:MomentumAgent) import from the working directory
         sys.path.insert(0, os.getcwd())
     start = time.time()
-    run(cfg)
+    try:
+        cfg = from_args(RunConfig, ns)  # RunConfig's own checks raise ValueError
+    except ValueError as exc:
+        return _usage(parser, exc)
+    try:
+        summary = run(cfg)
+    except UsageError as exc:
+        return _usage(parser, exc)
     print((Path(cfg.out) / "summary.md").read_text())
     print((Path(cfg.out) / "leaderboard.md").read_text())
     print(f"wall time {time.time() - start:.0f} s; outputs in {cfg.out}")
+    reason = outcome(summary, cfg)
+    if reason:
+        print(f"{parser.prog}: error: {reason}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

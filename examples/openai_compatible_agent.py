@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 
 from tr1_agent.llm_agents import OpenAIChatAgent
+from tr1_env.agents import AgentError
 from tr1_env.context import build_observation
 from tr1_env.data.store import Store
 
@@ -41,7 +42,10 @@ def main() -> None:
     observation = build_observation(Store(args.store), args.ticker, args.date)
     agent = OpenAIChatAgent(args.model, base_url=args.base_url, api_key_env=args.api_key_env, max_tokens=args.max_tokens,
                            timeout=args.timeout)
-    [decision] = agent.act([observation])
+    try:
+        [decision] = agent.act([observation])
+    except AgentError as exc:  # a failed call (HTTP error, no server, timeout): one line naming the endpoint
+        raise SystemExit(f"error: {exc}") from None
     print(decision.thesis)
     print(f"\n{args.ticker} {args.date}: {decision.action.name}  {decision.meta}")
 

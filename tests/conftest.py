@@ -6,14 +6,17 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch loads: 2 cores, oversubscription is ruinous
 
+import json
 import re
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterator
 
@@ -127,3 +130,51 @@ def store():
     from tr1_env.data.store import Store
 
     return Store()
+
+
+# --- a scripted OpenAI-compatible server for fault injection ------------------------------------
+
+API_THESIS = "<conclusion>\n### Call\n- Momentum is strong.\n</conclusion>\n[[[BUY]]]"
+
+
+class _ApiHandler(BaseHTTPRequestHandler):
+    """Answers each chat completion with the next entry of ``server.script`` ("ok" once it is empty): "ok" a
+    completion holding API_THESIS, an int that HTTP status, "silent" no answer at all, "garbled" a 200 whose
+    body is broken JSON."""
+
+    def do_POST(self):  # noqa: N802 - http.server API
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        with self.server.lock:
+            self.server.requests += 1
+            step = self.server.script.pop(0) if self.server.script else "ok"
+        if step == "silent":
+            self.server.release.wait(30)
+            return
+        status, payload = (200, {
+            "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": API_THESIS}}],
+            "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
+        }) if step in ("ok", "garbled") else (step, {"error": {"message": f"scripted {step}", "type": "scripted"}})
+        data = b'{"id": "chatcmpl-1", "choices": [tru' if step == "garbled" else json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def api_server() -> Iterator[ThreadingHTTPServer]:
+    """A local scripted server: set ``.script``, read ``.requests``; ``.base_url`` ends in /v1."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ApiHandler)
+    server.daemon_threads, server.script, server.requests = True, [], 0
+    server.lock, server.release = threading.Lock(), threading.Event()
+    server.base_url = f"http://127.0.0.1:{server.server_port}/v1"
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    yield server
+    server.release.set()
+    server.shutdown()
+    server.server_close()

@@ -85,3 +85,19 @@ def test_missing_key_is_a_clear_error(monkeypatch):
     monkeypatch.delenv("FINNHUB_API_KEY", raising=False)
     with pytest.raises(RuntimeError, match="FINNHUB_API_KEY"):
         make_client()
+
+
+def test_a_refused_connection_never_prints_the_key(monkeypatch, tmp_path, capsys):
+    """`tr1 data finnhub` with no network: one line naming the endpoint, the key nowhere (it rides in ?token=)."""
+    from conftest import free_port
+    from tr1_env.cli import main
+
+    monkeypatch.setenv("FINNHUB_API_KEY", SECRET)
+    monkeypatch.setattr(finnhub.Client, "API_URL", f"http://127.0.0.1:{free_port()}/api/v1")
+    with pytest.raises(SystemExit) as exit_:
+        main(["data", "finnhub", "--store", str(tmp_path), "--tickers", "AAPL", "--start", "2024-09-01",
+              "--end", "2024-09-02"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert err.startswith("tr1: error: Finnhub company_news for AAPL failed: ConnectionError: ") and "token=***" in err
+    assert SECRET not in err

@@ -1,21 +1,23 @@
 import json
 import logging
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import openai
 import pytest
 
-from conftest import make_observation
+from conftest import free_port, make_observation
 from tr1_agent.cache import CallCache
 from tr1_agent.llm_agents import OpenAIChatAgent, TransformersAgent, make_llm_agent
 from tr1_env.actions import Action
+from tr1_env.agents import AgentError
 
 SECRET = "sk-test-SECRET"
 THESIS = "<conclusion>\n### Call\n- Momentum is strong.\n</conclusion>\n[[[BUY]]]"
@@ -50,6 +52,58 @@ def test_cache_is_thread_safe(tmp_path):
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda i: cache.put(CallCache.key({"i": i}), {"i": i}), range(200)))
     assert len(cache) == 200 and cache.get(CallCache.key({"i": 7})) == {"i": 7}
+
+
+def _fill(path: Path, n: int) -> list[str]:
+    cache = CallCache(path)
+    keys = [CallCache.key({"i": i}) for i in range(n)]
+    for i, key in enumerate(keys):
+        cache.put(key, {"text": f"answer {i} " + "x" * 500})
+    cache.close()
+    return keys
+
+
+def _damage_a_page(path: Path) -> None:
+    """Overwrite the middle of a b-tree page so its cell pointers lead nowhere (as a torn write would)."""
+    data = bytearray(path.read_bytes())
+    page = int.from_bytes(data[16:18], "big")
+    for start in range(page, len(data), page):  # every page after the first: header bytes zeroed, garbage after
+        data[start + 8 : start + 200] = b"\xff" * 192
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", ["not a database", "malformed page"])
+def test_a_damaged_cache_file_is_moved_aside_and_refilled(damage, tmp_path, caplog):
+    path = tmp_path / "llm_calls.sqlite"
+    if damage == "not a database":
+        path.write_bytes(b"these bytes were never a database" * 100)
+    else:
+        keys = _fill(path, 50)
+        for wal in tmp_path.glob("*-wal"):
+            wal.unlink()
+        _damage_a_page(path)
+    with caplog.at_level(logging.WARNING, logger="tr1_agent.cache"):
+        cache = CallCache(path)
+        if damage == "malformed page":
+            assert cache.get(keys[7]) is None  # asked again, not a crash
+    assert f"call cache {path} is damaged" in caplog.text and "moved to llm_calls.sqlite.corrupt-" in caplog.text
+    assert len(list(tmp_path.glob("llm_calls.sqlite.corrupt-*"))) == 1
+    cache.put(CallCache.key({"new": 1}), {"text": "fresh"})
+    assert CallCache(path).get(CallCache.key({"new": 1})) == {"text": "fresh"}
+
+
+def test_a_garbled_value_is_dropped_and_the_call_made_again(scripted, tmp_path, caplog):
+    agent = _agent(scripted, tmp_path)
+    agent.act([make_observation("AAPL?")])
+    db = sqlite3.connect(tmp_path / "llm_calls.sqlite")
+    db.execute("UPDATE calls SET value = '{\"text\": \"<conclusion>'")  # cut mid-value
+    db.commit()
+    db.close()
+    with caplog.at_level(logging.WARNING, logger="tr1_agent.cache"):
+        [decision] = _agent(scripted, tmp_path).act([make_observation("AAPL?")])
+    assert "is garbled; dropped" in caplog.text and str(tmp_path / "llm_calls.sqlite") in caplog.text
+    assert decision.action == Action.BUY and len(scripted.seen) == 2  # asked again, answered, cached again
+    assert _agent(scripted, tmp_path).act([make_observation("AAPL?")])[0].meta["cached"]
 
 
 # --- OpenAI-compatible agent against a scripted HTTP server -----------------------------------
@@ -111,17 +165,106 @@ def test_rate_limits_are_retried_with_backoff(scripted, tmp_path):
 def test_server_errors_give_up_after_max_retries_and_cache_nothing(scripted, tmp_path):
     scripted.script = [503, 500, 502]
     agent = _agent(scripted, tmp_path, max_retries=2)
-    with pytest.raises(openai.InternalServerError):
+    with pytest.raises(AgentError, match=rf"gpt-4.1 at {scripted.base_url}: InternalServerError \(502\) after 3"):
         agent.act([make_observation("AAPL?")])
     assert len(scripted.seen) == 3 and len(agent.cache) == 0
+    [decision] = agent.act([make_observation("AAPL?")])  # the server recovered: the call is made again
+    assert decision.action == Action.BUY and len(scripted.seen) == 4 and len(agent.cache) == 1
 
 
-def test_bad_request_is_an_uncached_hold(scripted, tmp_path):
+def test_bad_request_is_a_failure_not_a_hold(scripted, tmp_path):
+    """A 400 is not retried and not a decision; the other prompt of the batch still gets its answer."""
     scripted.script = [400]
-    agent = _agent(scripted, tmp_path)
-    [decision] = agent.act([make_observation("a prompt over the context window")])
-    assert decision.action == Action.HOLD and decision.meta["parse_failed"]
-    assert "BadRequestError" in decision.meta["error"] and len(agent.cache) == 0
+    agent = _agent(scripted, tmp_path, concurrency=1)
+    with pytest.raises(AgentError, match=r"1 of 2 calls failed: .*BadRequestError \(400\) after 1 attempt") as info:
+        agent.act([make_observation("a prompt over the context window"), make_observation("a short one")])
+    first, second = info.value.decisions
+    assert first is None and second.action == Action.BUY
+    assert len(scripted.seen) == 2 and len(agent.cache) == 1
+
+
+# --- faults: each is a failed call (not cached, not a decision), bounded in time, named by endpoint -----
+
+
+class _FaultHandler(BaseHTTPRequestHandler):
+    """``server.fault``: "silent" (accepts, never answers), "garbled" (200 with a broken JSON body) or
+    "echo-key" (401 whose message repeats the key, as some providers do)."""
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.hits += 1
+        if self.server.fault == "silent":
+            self.server.release.wait(10)
+            return
+        status, data = 200, b'{"id": "chatcmpl-1", "choices": [{"message": tru'
+        if self.server.fault == "echo-key":
+            status = 401
+            data = json.dumps({"error": {"message": f"Incorrect API key provided: {self.headers['Authorization']}",
+                                         "type": "invalid_request_error", "code": "invalid_api_key"}}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def faulty():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FaultHandler)
+    server.daemon_threads, server.hits, server.release = True, 0, threading.Event()
+    server.base_url = f"http://127.0.0.1:{server.server_port}/v1"
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    yield server
+    server.release.set()
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_server_that_never_answers_costs_timeout_times_attempts(faulty, tmp_path):
+    faulty.fault = "silent"
+    agent = _agent(faulty, tmp_path, timeout=0.3, max_retries=1)
+    start = time.monotonic()
+    with pytest.raises(AgentError, match=rf"at {faulty.base_url}: APITimeoutError after 2 attempts"):
+        agent.act([make_observation("AAPL?"), make_observation("MSFT?")])
+    assert time.monotonic() - start < 5 and faulty.hits == 4 and len(agent.cache) == 0
+
+
+def test_a_refused_port_is_a_one_line_failure(tmp_path):
+    base_url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    agent = OpenAIChatAgent("gpt-4.1", base_url=base_url, backoff_base=0.01, max_retries=1, cache_dir=tmp_path)
+    with pytest.raises(AgentError, match=rf"gpt-4.1 at {base_url}: APIConnectionError after 2 attempts") as info:
+        agent.act([make_observation("AAPL?")])
+    assert "\n" not in str(info.value) and info.value.decisions == [None] and len(agent.cache) == 0
+
+
+def test_a_malformed_response_is_retried_then_a_failure(faulty, tmp_path):
+    faulty.fault = "garbled"
+    agent = _agent(faulty, tmp_path, max_retries=1)
+    with pytest.raises(AgentError, match="JSONDecodeError after 2 attempts"):
+        agent.act([make_observation("AAPL?")])
+    assert faulty.hits == 2 and len(agent.cache) == 0
+
+
+def test_an_unreadable_reply_is_a_counted_parse_failure_not_an_error(scripted, tmp_path, monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "THESIS", "I would rather not say.")
+    [decision] = _agent(scripted, tmp_path).act([make_observation("AAPL?")])
+    assert decision.action == Action.HOLD and decision.meta["parse_failed"] and "error" not in decision.meta
+
+
+@pytest.mark.parametrize("credentials", ["", "user:hunter2@"])
+def test_a_key_echoed_by_the_server_is_scrubbed(faulty, tmp_path, monkeypatch, credentials):
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    faulty.fault = "echo-key"
+    agent = OpenAIChatAgent("gpt-4.1", base_url=faulty.base_url.replace("//", f"//{credentials}"), cache_dir=tmp_path)
+    with pytest.raises(AgentError, match="AuthenticationError") as info:
+        agent.act([make_observation("AAPL?")])
+    message = str(info.value)
+    assert "Incorrect API key provided" in message and faulty.hits == 1  # a 401 is not retried
+    for text in (message, repr(agent), json.dumps(agent.settings)):
+        assert SECRET not in text and "hunter2" not in text and "dXNlcjpodW50ZXIy" not in text  # base64 user:hunter2
 
 
 def test_request_shape_and_duplicate_prompts(scripted, tmp_path):
@@ -144,7 +287,7 @@ def test_api_key_reaches_the_server_and_nothing_else(scripted, tmp_path, monkeyp
     agent = _agent(scripted, tmp_path)
     decisions = agent.act([make_observation("AAPL?")])
     assert scripted.seen[0]["authorization"] == f"Bearer {SECRET}"
-    assert "retry 1/5" in caplog.text
+    assert "retry 1/3" in caplog.text
     for text in (caplog.text, repr(agent), repr(vars(agent)), repr(decisions)):
         assert SECRET not in text
     files = list(tmp_path.rglob("*"))
@@ -263,7 +406,7 @@ _KILLED_RUN = textwrap.dedent(
     """
     import os, signal, sys, json
     sys.path.insert(0, sys.argv[1])
-    from conftest import make_observation
+    from conftest import free_port, make_observation
     from tr1_agent.cache import CallCache
     from tr1_agent.llm_agents import OpenAIChatAgent
 

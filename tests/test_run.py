@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from benchmarks.run import RunConfig, build_parser, main, run
+from benchmarks import report
+from benchmarks.report import verify_run
+from benchmarks.run import RunConfig, UsageError, build_parser, main, outcome, run
+from conftest import free_port
+from tr1_agent.cache import CallCache
 from tr1_env.actions import Action
 from tr1_env.agents import Agent, Decision
 from tr1_env.cli_args import from_args
@@ -90,16 +96,242 @@ def test_example_plugin_and_missing_api_key(tmp_path, monkeypatch, capsys):
     for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
         monkeypatch.delenv(var, raising=False)
     out = tmp_path / "plug"
-    main(["--agents", "buy_and_hold", "--agent", "examples.custom_agent:MomentumAgent", "--model", "gpt-4.1",
-          "--start", WINDOW["start"], "--end", WINDOW["end"], "--tickers", "SPY", "--bootstrap", "50",
-          "--no-tearsheets", "--out", str(out)])
+    code = main(["--agents", "buy_and_hold", "--agent", "examples.custom_agent:MomentumAgent", "--model", "gpt-4.1",
+                 "--start", WINDOW["start"], "--end", WINDOW["end"], "--tickers", "SPY", "--bootstrap", "50",
+                 "--no-tearsheets", "--out", str(out)])
     captured = capsys.readouterr()
     assert "OPENAI_API_KEY" in captured.err and "MomentumAgent" in captured.out
+    assert code == 1 and "1 agent(s) skipped: gpt-4.1" in captured.err.splitlines()[-1]  # not everything ran
     summary = pd.read_csv(out / "summary.csv")
     assert list(summary["agent"]) == ["buy_and_hold", "MomentumAgent"]
     assert "OPENAI_API_KEY" in json.loads((out / "config.json").read_text())["skipped"]["gpt-4.1"]
 
 
 def test_unknown_plugin_is_an_error(tmp_path):
-    with pytest.raises(ValueError, match="cannot load agent"):
+    with pytest.raises(UsageError, match="cannot load agent 'no_such_module:Agent': no module named"):
         run(RunConfig(agents=(), agent=("no_such_module:Agent",), out=str(tmp_path), tearsheets=False, **WINDOW))
+
+
+# --- failures are never results --------------------------------------------------------------------
+
+FAULTS = {  # what the scripted server does on every call, and the one-line error the user sees
+    "http-400": (400, "BadRequestError (400) after 1 attempt"),
+    "http-500": (500, "InternalServerError (500) after 2 attempts"),
+    "silent": ("silent", "APITimeoutError after 2 attempts"),
+    "garbled": ("garbled", "JSONDecodeError after 2 attempts"),
+    "refused": (None, "APIConnectionError after 2 attempts"),
+}
+
+
+def _api_run(base_url: str, out: Path, *extra: str) -> list[str]:
+    return ["--agents", "buy_and_hold", "--model", "gpt-4.1", "--base-url", base_url, "--start", WINDOW["start"],
+            "--end", WINDOW["end"], "--tickers", "NVDA", "META", "--bootstrap", "50", "--no-tearsheets",
+            "--llm-decision-every", "7", "--request-timeout", "0.5", "--max-retries", "1", "--out", str(out), *extra]
+
+
+@pytest.fixture
+def call_cache(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("TR1_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    return tmp_path / "cache" / "llm_calls.sqlite"
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_a_failed_api_is_reported_not_scored_and_retried_next_run(fault, api_server, call_cache, tmp_path, capsys):
+    step, error = FAULTS[fault]
+    base_url = api_server.base_url if step else f"http://127.0.0.1:{free_port()}/v1"
+    api_server.script = [step] * 100 if step else []
+    out = tmp_path / "run"
+    start = time.monotonic()
+    assert main(_api_run(base_url, out)) == 1
+    assert time.monotonic() - start < 60  # bounded: timeout x attempts, once per failing batch
+    err = capsys.readouterr().err
+    assert f"failed gpt-4.1 on NVDA: 2024-06-03: 2 of 2 calls failed: gpt-4.1 at {base_url}: {error}" in err
+    reason = err.strip().splitlines()[-1]
+    assert reason.startswith("run.py: error: 2 agent x ticker replay(s) failed: gpt-4.1 on NVDA, gpt-4.1 on META")
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary["agent"]) == ["buy_and_hold", "buy_and_hold"]  # the other agent's results are kept
+    assert not list((out / "decisions").glob("gpt-4.1*")) and not list((out / "returns").glob("gpt-4.1*"))
+    assert "no readable action" not in (out / "summary.md").read_text()  # a failure is not a parse failure
+    assert "gpt-4.1 on NVDA: the replay failed" in (out / "summary.md").read_text()
+    config = json.loads((out / "config.json").read_text())
+    assert config["status"] == "failed" and set(config["failed"]["gpt-4.1"]) == {"NVDA", "META"}
+    assert not call_cache.exists() or len(CallCache(call_cache)) == 0  # nothing of a failure is cached
+
+    if step:  # the server is fixed: the next run asks for exactly what failed (2 tickers x 2 decision days)
+        api_server.script, before = [], api_server.requests
+        assert main(_api_run(base_url, out)) == 0
+        assert api_server.requests - before == 4 and len(CallCache(call_cache)) == 4
+        assert set(pd.read_csv(out / "summary.csv")["agent"]) == {"buy_and_hold", "gpt-4.1"}
+
+
+def test_one_failed_call_fails_only_its_ticker(api_server, call_cache, tmp_path, capsys):
+    api_server.script = [400]  # the first call of the first day: one ticker of two
+    out = tmp_path / "run"
+    assert main(_api_run(api_server.base_url, out)) == 1
+    capsys.readouterr()
+    summary = pd.read_csv(out / "summary.csv").query("agent == 'gpt-4.1'")
+    assert len(summary) == 1
+    failed_ticker = ({"NVDA", "META"} - set(summary["ticker"])).pop()
+    md = (out / "summary.md").read_text()
+    column = 2 + ["NVDA", "META"].index(failed_ticker)  # "| gpt-4.1 | NVDA | META |"
+    rows = [line.split("|") for line in md.split("## Contamination")[0].splitlines() if line.startswith("| gpt-4.1 |")]
+    assert len(rows) == 6 and all(r[column].strip() == "failed" and r[5 - column].strip() != "failed" for r in rows)
+    assert f"gpt-4.1 on {failed_ticker}: the replay failed" in md
+    before = api_server.requests
+    assert main(_api_run(api_server.base_url, out)) == 0
+    assert api_server.requests - before == 2  # only the failed ticker's two days; the other's calls are cached
+
+
+def test_secrets_never_reach_the_files(api_server, call_cache, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-SECRET-key")
+    out = tmp_path / "run"
+    base_url = api_server.base_url.replace("//", "//alice:hunter2@")
+    assert main(_api_run(base_url, out)) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["config"]["base_url"] == api_server.base_url.replace("//", "//***@")
+    printed = capsys.readouterr()
+    for text in [printed.out, printed.err] + [f.read_bytes().decode(errors="replace") for f in tmp_path.rglob("*")
+                                              if f.is_file()]:
+        assert "hunter2" not in text and "sk-test-SECRET-key" not in text
+
+
+# --- names, tickers and arguments: one line, exit 2 --------------------------------------------------
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--agents", "buy_and_hld"], "--agents: unknown agent 'buy_and_hld' (did you mean buy_and_hold?)"),
+    (["--agents", "gpt-4.1"], "model names (gpt-4.1, hf:PATH, vllm:ID, flag:PATH) go to --model"),
+    (["--agent", "momentum"], "--agent: unknown agent 'momentum'"),
+    (["--tickers", "ZZZZ"], "--tickers: ZZZZ not in the store; it has AAPL, "),
+    (["--alpha", "2"], "--alpha must be in (0, 1), got 2"),
+    (["--bootstrap", "-5"], "--bootstrap must be >= 0 (0: off), got -5"),
+    (["--weights", "1", "2", "3"], "--weights needs 5 values (SS S H B SB), got 3"),
+    (["--decision-every", "0"], "--decision-every must be >= 1, got 0"),
+    (["--out", "FILE"], "is a file, not a folder"),
+])
+def test_bad_arguments_are_one_line_and_exit_2(argv, message, tmp_path, capsys):
+    (tmp_path / "file.txt").write_text("mine")
+    argv = [str(tmp_path / "file.txt") if a == "FILE" else a for a in argv]
+    out = [] if "--out" in argv else ["--out", str(tmp_path / "run")]
+    assert main([*argv, *out, "--start", WINDOW["start"], "--end", WINDOW["end"]]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "run").exists() and (tmp_path / "file.txt").read_text() == "mine"
+
+
+def test_tickers_are_normalised_once(tmp_path):
+    summary = run(RunConfig(agents=("buy_and_hold",), tickers=("nvda", "NVDA"), start=WINDOW["start"],
+                            end=WINDOW["end"], bootstrap=0, tearsheets=False, out=str(tmp_path)))
+    assert list(summary["ticker"]) == ["NVDA"]
+    assert "No company headlines in the window for" not in (tmp_path / "summary.md").read_text()
+
+
+def test_nothing_replayed_is_not_a_success(tmp_path, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    cfg = RunConfig(agents=(), model=("gpt-4.1",), tickers=("SPY",), start=WINDOW["start"], end=WINDOW["end"],
+                    out=str(tmp_path))
+    summary = run(cfg)
+    assert summary.empty and outcome(summary, cfg) == "nothing was replayed (1 agent(s) skipped: gpt-4.1)"
+    assert json.loads((tmp_path / "config.json").read_text())["status"] == "failed"
+
+
+# --- files that survive kills and corruption ----------------------------------------------------------
+
+
+def test_truncated_decisions_are_moved_aside_and_replayed(tmp_path, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    cfg = RunConfig(agents=(), agent=("test_run:CountingAgent",), out=str(tmp_path), tearsheets=False, **WINDOW)
+    CountingAgent.calls = 0
+    first = run(cfg)
+    path = tmp_path / "decisions" / "CountingAgent__NVDA.json"
+    path.write_text(path.read_text()[:100])  # killed by something other than us, mid-write
+    again = run(cfg)
+    assert CountingAgent.calls == 2 * 13 + 13  # NVDA replayed, META reloaded
+    err = capsys.readouterr().err
+    assert f"warning: {path} is unreadable (JSONDecodeError" in err and "replaying it again" in err
+    assert len(list(path.parent.glob("CountingAgent__NVDA.json.corrupt-*"))) == 1
+    pd.testing.assert_frame_equal(first, again)
+
+
+def test_a_run_killed_during_the_reports_leaves_no_mixed_folder(tmp_path, monkeypatch):
+    cfg = RunConfig(agents=("buy_and_hold", "ma_crossover"), out=str(tmp_path), tearsheets=False, **WINDOW)
+    run(cfg)
+    assert verify_run(tmp_path) == []
+    md = tmp_path / "summary.md"
+    md.write_text(md.read_text() + "edited\n")
+    assert verify_run(tmp_path) == ["summary.md is not from run " + json.loads((tmp_path / "config.json")
+                                                                                 .read_text())["run_id"]]
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "plot_equity", killed)  # after summary.csv, before summary.md
+    with pytest.raises(KeyboardInterrupt):
+        run(dataclasses.replace(cfg, cost_bps=100))
+    assert not md.exists()  # the old run's summary.md is gone, not left beside the new summary.csv
+    assert verify_run(tmp_path)[0].endswith("did not finish")
+    assert not list(tmp_path.rglob(".*partial*"))  # no temp file left behind
+
+
+# --- reports that agree with each other ----------------------------------------------------------------
+
+
+def _tearsheet_metrics(path: Path) -> dict[str, tuple[str, str]]:
+    """Key rows of a quantstats tearsheet's metrics table: name -> (benchmark, strategy) as printed."""
+    text = re.sub(r"<[^>]+>", "|", path.read_text())
+    assert re.search(r"\|Metric\|+buy_and_hold\|+Strategy\|", text)  # the column order read below
+    rows = {}
+    for name in ("Cumulative Return", "Sharpe", "Max Drawdown"):
+        found = re.search(rf"\|{re.escape(name)}\|+([^|]+)\|+([^|]+)\|", text)
+        rows[name] = (found.group(1).strip(), found.group(2).strip())
+    return rows
+
+
+def test_tearsheets_show_the_whole_window_and_the_summary_figures(tmp_path):
+    """rsi_reversion stays flat on META until 2024-06-06: quantstats' default would start both series there."""
+    summary = run(RunConfig(agents=("buy_and_hold", "rsi_reversion"), tickers=("META",), bootstrap=0,
+                            out=str(tmp_path))).set_index("agent")
+    path = tmp_path / "tearsheets" / "rsi_reversion__META.html"
+    sheet = _tearsheet_metrics(path)
+    assert "matched dates" not in path.read_text()
+    for column, agent in enumerate(("buy_and_hold", "rsi_reversion")):
+        row = summary.loc[agent]
+        assert float(sheet["Cumulative Return"][column].rstrip("%")) == pytest.approx(100 * row["cr"], abs=0.006)
+        assert float(sheet["Sharpe"][column]) == pytest.approx(row["sharpe"], abs=0.006)
+        assert float(sheet["Max Drawdown"][column].rstrip("%")) == pytest.approx(-100 * row["mdd"], abs=0.006)
+    assert summary.loc["buy_and_hold", "cr"] == pytest.approx(0.0907, abs=5e-4)  # not the trimmed +5.3 %
+
+
+# --- reproducibility ------------------------------------------------------------------------------------
+
+
+def test_same_seed_and_inputs_give_a_byte_identical_summary(tmp_path, monkeypatch):
+    """Every non-LLM agent, SB3 policies trained afresh in each run (separate caches)."""
+    from baselines import BASELINES
+
+    outputs = []
+    for name in ("first", "second"):
+        monkeypatch.setenv("TR1_CACHE", str(tmp_path / name / "cache"))
+        cfg = RunConfig(agents=tuple(BASELINES), tickers=("NVDA",), start=WINDOW["start"], end=WINDOW["end"],
+                        sb3_steps=256, train_years=0.5, bootstrap=200, tearsheets=False, out=str(tmp_path / name))
+        summary = run(cfg)
+        assert list(summary["agent"]) == list(BASELINES)
+        assert (tmp_path / name / "cache" / "sb3").is_dir()  # trained here, not reloaded from the other run
+        outputs.append((tmp_path / name / "summary.csv").read_bytes())
+    assert outputs[0] == outputs[1]
+
+
+@pytest.mark.slow
+def test_readme_table_is_the_default_run(tmp_path):
+    """The README's default-run figures for every non-LLM agent are what the shipped code computes now
+    (regenerate the block with benchmarks.report.readme_table on runs/default/summary.csv)."""
+    from baselines import BASELINES
+    from benchmarks.report import readme_table
+
+    block = (REPO / "README.md").read_text().split("<!-- default-run-table -->")[1]
+    published = {line.split(" | ")[0]: line for line in block.strip().splitlines() if line.startswith("| ")}
+    summary = run(RunConfig(agents=tuple(BASELINES), bootstrap=0, tearsheets=False, out=str(tmp_path)))
+    fresh = {line.split(" | ")[0]: line for line in readme_table(summary).splitlines() if line.startswith("| ")}
+    assert {k: published.get(k) for k in fresh} == fresh

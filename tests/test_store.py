@@ -172,6 +172,22 @@ def test_build_until_keeps_nothing_later(tmp_path):
     assert json.loads((tmp_path / "manifest.json").read_text())["config"]["until"] == "2024-06-14"
 
 
+def test_build_refuses_a_folder_that_is_not_a_store(tmp_path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "manifest.json").write_text('{"my": "own file"}')
+    (mine / "news.parquet").write_bytes(b"not yours")
+    with pytest.raises(SystemExit) as exit_:
+        tr1(["data", "build", "--raw", MINI_RAW, "--out", str(mine)])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert "is a non-empty folder that is not a tr1 store" in err and "--force" in err
+    assert (mine / "news.parquet").read_bytes() == b"not yours" and len(list(mine.iterdir())) == 2
+    tr1(["data", "build", "--raw", MINI_RAW, "--out", str(mine), "--force"])
+    assert Store(mine).table("prices").size > 0
+    tr1(["data", "build", "--raw", MINI_RAW, "--out", str(mine)])  # now a store: rebuilt in place, no --force
+
+
 def test_bad_raw_file_names_file_and_row(tmp_path):
     import shutil
 

@@ -6,7 +6,10 @@ without a readable ``[[[ACTION]]]`` is flagged ``parse_failed`` and still decide
 scores it rather than crash: a transformers model with ``force_decision`` (the benchmark harness's
 default) picks the likeliest of the five closings after its own text, any other agent holds.
 :meth:`LLMAgent.complete` is the same cached call without the parsing, for pipelines that are not
-trading decisions (distillation's planner and writer, sampling theses to score).
+trading decisions (distillation's planner and writer, sampling theses to score). A call that failed
+(an HTTP error after the retries, a refused or silent server, a malformed response) is not an
+answer: nothing of it is cached, :meth:`LLMAgent.complete` marks it with an ``error`` entry and
+:meth:`LLMAgent.act` raises :class:`~tr1_env.agents.AgentError` with the decisions that did succeed.
 """
 
 from __future__ import annotations
@@ -27,9 +30,10 @@ from tqdm.auto import tqdm
 
 from tr1_agent.cache import CallCache
 from tr1_env.actions import Action
-from tr1_env.agents import Agent, Decision, Observation
+from tr1_env.agents import Agent, AgentError, Decision, Observation
 from tr1_env.files import cache_root
 from tr1_env.prompt import SYSTEM_PROMPT
+from tr1_env.redact import redact_url, scrub
 from tr1_env.thesis import parse_thesis
 
 __all__ = ["LLMAgent", "OpenAIChatAgent", "TransformersAgent", "VLLMAgent", "make_llm_agent"]
@@ -64,12 +68,17 @@ class LLMAgent(Agent):
         """Answer each ``key -> messages`` and call ``done(key, completion)`` as each one finishes.
 
         A completion is ``{"text", "prompt_tokens", "completion_tokens", "finish_reason"}``; one with
-        an ``"error"`` entry is a per-prompt failure, reported but not cached.
+        an ``"error"`` entry (one line, naming the endpoint) is a failed call: not cached, not a decision.
         """
 
     def act(self, observations: Sequence[Observation]) -> list[Decision]:
+        """One decision per observation; a failed call raises :class:`AgentError` (a failure is never a HOLD)."""
         completions = self.complete([self.messages(obs.prompt) for obs in observations])
-        return [self._decision(c) for c in completions]
+        decisions = [None if "error" in c else self._decision(c) for c in completions]
+        errors = [c["error"] for c in completions if "error" in c]
+        if errors:
+            raise AgentError(f"{len(errors)} of {len(completions)} calls failed: {errors[0]}", decisions)
+        return decisions
 
     def messages(self, prompt: str) -> Messages:
         """The conversation that asks this agent about ``prompt``: its system prompt, then ``prompt``."""
@@ -121,10 +130,14 @@ class LLMAgent(Agent):
 class OpenAIChatAgent(LLMAgent):
     """Any OpenAI-compatible chat endpoint: OpenAI itself, a vLLM server, a local test server.
 
-    Calls run concurrently (at most ``concurrency`` in flight) and are retried with exponential
-    backoff and jitter on rate limits, timeouts, 5xx and dropped connections. The API key is read
+    Calls run concurrently (at most ``concurrency`` in flight), each bounded by ``timeout`` seconds,
+    and are retried at most ``max_retries`` times with exponential backoff and jitter on rate limits,
+    timeouts, 5xx, refused or dropped connections and malformed responses; a call still failing then
+    (or refused outright: 400, 401, 404, 422) is a failed call, not a HOLD. So a server that never
+    answers costs at most about ``timeout * (max_retries + 1)`` seconds per batch. The API key is read
     from ``api_key_env`` when needed and never stored on the agent, so it cannot reach the cache,
-    a decision's metadata, a repr or a log.
+    a decision's metadata, a repr or a log; credentials in ``base_url`` are redacted wherever the
+    endpoint is named.
     """
 
     def __init__(
@@ -135,8 +148,8 @@ class OpenAIChatAgent(LLMAgent):
         temperature: float = 0.0,
         max_tokens: int = 1024,
         concurrency: int = 8,
-        max_retries: int = 5,
-        timeout: float = 120,
+        max_retries: int = 3,
+        timeout: float = 60,
         seed: int | None = 0,
         backoff_base: float = 1.0,
         backoff_max: float = 60.0,
@@ -162,7 +175,7 @@ class OpenAIChatAgent(LLMAgent):
         self._api_key()  # fail now, not after the first batch is built
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(model={self.model!r}, base_url={self.base_url!r}, "
+        return (f"{type(self).__name__}(model={self.model!r}, base_url={redact_url(self.base_url)!r}, "
                 f"api_key_env={self.api_key_env!r})")
 
     @property
@@ -170,7 +183,7 @@ class OpenAIChatAgent(LLMAgent):
         return {
             "backend": "openai-chat",
             "model": self.model,
-            "base_url": self.base_url,
+            "base_url": redact_url(self.base_url),  # the cache key survives a password change
             "temperature": self.temperature,
             "max_tokens": self.max_tokens,
             "seed": self.seed,
@@ -183,7 +196,8 @@ class OpenAIChatAgent(LLMAgent):
         if urlparse(self.base_url).hostname in _LOCAL_HOSTS:
             return "EMPTY"  # local servers (vLLM, llm-katan) want a header, not a secret
         raise RuntimeError(
-            f"{self.model} at {self.base_url} needs an API key: set the {self.api_key_env} environment variable"
+            f"{self.model} at {redact_url(self.base_url)} needs an API key: set the {self.api_key_env} "
+            "environment variable"
         )
 
     def _generate(self, todo: dict[str, Messages], done: Callable[[str, Completion], None]) -> None:
@@ -227,23 +241,27 @@ class OpenAIChatAgent(LLMAgent):
             self.requests += 1
             try:
                 response = await client.chat.completions.create(model=self.model, messages=messages, **params)
-                break
-            except (openai.BadRequestError, openai.UnprocessableEntityError) as exc:
-                return {"text": "", "error": f"{type(exc).__name__} ({exc.status_code})"}
-            except (openai.APIConnectionError, openai.APIStatusError) as exc:
+                choice, usage = response.choices[0], response.usage
+                return {
+                    "text": choice.message.content or "",
+                    "prompt_tokens": usage.prompt_tokens if usage else None,
+                    "completion_tokens": usage.completion_tokens if usage else None,
+                    "finish_reason": choice.finish_reason,
+                }
+            except (openai.APIError, ValueError, TypeError, AttributeError, IndexError) as exc:
+                # ValueError...IndexError: a 200 whose body is not JSON or not a chat completion
                 if attempt == self.max_retries or not _retryable(exc):
-                    raise
+                    return {"text": "", "error": self._failure(exc, attempt + 1)}
                 delay = self._backoff(attempt, exc)
-                logger.warning("%s: %s, retry %d/%d in %.2fs",
-                               self.model, _describe(exc), attempt + 1, self.max_retries, delay)
+                logger.warning("%s at %s: %s, retry %d/%d in %.2fs", self.model, redact_url(self.base_url),
+                               _describe(exc), attempt + 1, self.max_retries, delay)
                 await asyncio.sleep(delay)
-        choice, usage = response.choices[0], response.usage
-        return {
-            "text": choice.message.content or "",
-            "prompt_tokens": usage.prompt_tokens if usage else None,
-            "completion_tokens": usage.completion_tokens if usage else None,
-            "finish_reason": choice.finish_reason,
-        }
+
+    def _failure(self, exc: Exception, attempts: int) -> str:
+        """One line naming the model, the endpoint and the last error, with no secret in it."""
+        detail = scrub(" ".join(str(exc).split())[:200], os.environ.get(self.api_key_env))
+        return (f"{self.model} at {redact_url(self.base_url)}: {_describe(exc)} after {attempts} attempt"
+                f"{'s' if attempts > 1 else ''}: {detail}")
 
     def _backoff(self, attempt: int, exc: Exception) -> float:
         """The server's Retry-After when it sends one, else exponential backoff with equal jitter."""
@@ -256,11 +274,12 @@ class OpenAIChatAgent(LLMAgent):
 
 
 def _retryable(exc: Exception) -> bool:
+    """Worth asking again: timeouts, dropped or refused connections, 408/409/429/5xx, malformed bodies."""
     import openai
 
-    if isinstance(exc, openai.APIConnectionError):  # timeouts included
-        return True
-    return isinstance(exc, openai.APIStatusError) and (exc.status_code in (408, 409, 429) or exc.status_code >= 500)
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code in (408, 409, 429) or exc.status_code >= 500
+    return True  # connection errors (timeouts included) and malformed responses
 
 
 def _describe(exc: Exception) -> str:

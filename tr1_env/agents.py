@@ -48,6 +48,19 @@ class Decision:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+class AgentError(RuntimeError):
+    """An agent could not decide (an API call that failed after its retries): a failure, never a decision.
+
+    The harness reports it per agent x ticker, keeps nothing of it and asks again on the next run.
+    ``decisions`` holds, when the agent knows them, the batch's decisions that did succeed (None where
+    one failed), so one failed prompt does not cost the others.
+    """
+
+    def __init__(self, message: str, decisions: list[Decision | None] | None = None):
+        super().__init__(message)
+        self.decisions = decisions
+
+
 class Agent(ABC):
     """Subclass and implement :meth:`act`; override :meth:`fit` if the agent trains on a pre-period."""
 

@@ -24,6 +24,26 @@ class BuildConfig:
         "help": "first day of prices, macro and other numeric tables"})
     news_since: str = field(default="2023-01-01", metadata={
         "help": "first day of news and FOMC texts (the bulky tables)"})
+    force: bool = field(default=False, metadata={
+        "help": "write into --out even when it is a non-empty folder that is not a store (its files may be replaced)"})
+
+
+def is_store(folder: Path) -> bool:
+    """A folder this builder wrote: its manifest.json names the store's tables."""
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and isinstance(manifest.get("tables"), dict) and "rows" in manifest
+
+
+def check_out(out: Path, force: bool) -> None:
+    """Refuse to write a store over someone's folder: a file, or a non-empty folder that is not a store."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()) and not is_store(out) and not force:
+        raise ValueError(f"--out {out} is a non-empty folder that is not a tr1 store (no store manifest.json); "
+                              "choose an empty or new folder, or pass --force to write into it anyway")
 
 
 def _cut(df: pd.DataFrame, col: str, since: str) -> pd.DataFrame:
@@ -54,6 +74,7 @@ def import_all(raw: Path, prices_since: str, news_since: str) -> dict[str, pd.Da
 
 def build_store(cfg: BuildConfig) -> dict[str, int]:
     """Write the store and its manifest; returns rows per table."""
+    check_out(Path(cfg.out), cfg.force)
     tables = import_all(Path(cfg.raw), cfg.prices_since, cfg.news_since)
     if cfg.until:
         limit = decision_time(cfg.until)
@@ -67,7 +88,7 @@ def build_store(cfg: BuildConfig) -> dict[str, int]:
         counts[name] = len(df)
     sums = Path(cfg.raw) / "SHA256SUMS"
     manifest = {
-        "config": {k: v for k, v in asdict(cfg).items() if k not in ("raw", "out")},
+        "config": {k: v for k, v in asdict(cfg).items() if k not in ("raw", "out", "force")},
         "rows": counts,
         "tables": TABLES,
         "raw_sha256sums": hashlib.sha256(sums.read_bytes()).hexdigest() if sums.exists() else None,

@@ -1,6 +1,8 @@
 """Live Finnhub vendor (finnhub-python): fetches into the same tables, with the same ``available_at`` rules.
 
-The key comes from ``FINNHUB_API_KEY`` only; it is never stored, logged or put in a table.
+The key comes from ``FINNHUB_API_KEY`` only; it is never stored, logged or put in a table, and since
+finnhub-python sends it as ``?token=`` (so it sits in every failed request's URL), a failed call is
+re-raised as a one-line :class:`FinnhubError` with the key scrubbed and the original chain dropped.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import pandas as pd
 from tr1_env.data.clock import NY, vectorized_at_ny
 from tr1_env.data.importers import finnhub_news, finnhub_recommendations
 from tr1_env.data.schema import TABLES, canonical_ticker
+from tr1_env.redact import scrub
 
 KEY_ENV = "FINNHUB_API_KEY"
 
@@ -22,6 +25,10 @@ FINNHUB_SYMBOL = {"BRK-B": "BRK.B"}
 
 #: When an earnings release with a session flag becomes public (ET): before the open, after the close.
 RELEASE_HOUR = {"bmo": (8, 0), "amc": (16, 30), "dmh": (13, 0)}
+
+
+class FinnhubError(RuntimeError):
+    """A Finnhub call that failed (network, HTTP status, bad payload), its message free of the key."""
 
 
 def make_client(api_key: str | None = None):
@@ -111,13 +118,22 @@ def fetch(client, cfg: FinnhubUpdate) -> dict[str, pd.DataFrame]:
     lo, hi = pd.Timestamp(cfg.start), pd.Timestamp(cfg.end)
     for ticker in cfg.tickers:
         sym = FINNHUB_SYMBOL.get(canonical_ticker(ticker), canonical_ticker(ticker))
-        frames["news"].append(news_frame(client.company_news(sym, _from=cfg.start, to=cfg.end), ticker))
-        frames["recommendations"].append(recommendation_frame(client.recommendation_trends(sym)))
-        frames["insider"].append(insider_frame(client.stock_insider_transactions(sym, cfg.start, cfg.end)))
-        frames["earnings"].append(earnings_frame(client.earnings_calendar(_from=cfg.start, to=cfg.end, symbol=sym)))
+
+        def call(endpoint: str, *args, **kwargs):
+            try:
+                return getattr(client, endpoint)(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - requests, finnhub and JSON errors all carry the URL
+                key = getattr(client, "api_key", None) or os.environ.get(KEY_ENV)
+                detail = scrub(" ".join(str(exc).split())[:300], key)
+                raise FinnhubError(f"Finnhub {endpoint} for {sym} failed: {type(exc).__name__}: {detail}") from None
+
+        frames["news"].append(news_frame(call("company_news", sym, _from=cfg.start, to=cfg.end), ticker))
+        frames["recommendations"].append(recommendation_frame(call("recommendation_trends", sym)))
+        frames["insider"].append(insider_frame(call("stock_insider_transactions", sym, cfg.start, cfg.end)))
+        frames["earnings"].append(earnings_frame(call("earnings_calendar", _from=cfg.start, to=cfg.end, symbol=sym)))
         if cfg.prices:
             t0, t1 = int(lo.tz_localize("UTC").timestamp()), int((hi + pd.Timedelta(days=1)).tz_localize("UTC").timestamp())
-            frames["prices"].append(candles_frame(client.stock_candles(sym, "D", t0, t1), ticker))
+            frames["prices"].append(candles_frame(call("stock_candles", sym, "D", t0, t1), ticker))
     return {k: pd.concat([f for f in v if len(f)], ignore_index=True) for k, v in frames.items() if any(len(f) for f in v)}
 
 
