@@ -17,7 +17,7 @@ from benchmarks.run import RunConfig, UsageError, build_parser, main, outcome, r
 from conftest import free_port
 from tr1_agent.cache import CallCache
 from tr1_env.actions import Action
-from tr1_env.agents import Agent, Decision
+from tr1_env.agents import Agent, AgentError, Decision
 from tr1_env.cli_args import from_args
 
 REPO = Path(__file__).resolve().parents[1]
@@ -163,6 +163,53 @@ def test_a_failed_api_is_reported_not_scored_and_retried_next_run(fault, api_ser
         assert main(_api_run(base_url, out)) == 0
         assert api_server.requests - before == 4 and len(CallCache(call_cache)) == 4
         assert set(pd.read_csv(out / "summary.csv")["agent"]) == {"buy_and_hold", "gpt-4.1"}
+
+
+class FlakyAgent(Agent):
+    """A plug-in whose call fails for NVDA from July on while ``broken`` (``test_run:FlakyAgent``)."""
+
+    name = "flaky"
+    broken, asked = True, []
+
+    def act(self, observations):
+        FlakyAgent.asked += [(o.ticker, o.date.strftime("%Y-%m-%d")) for o in observations]
+        decisions = [None if self.broken and o.ticker == "NVDA" and o.date.month == 7 else Decision(Action.BUY)
+                     for o in observations]
+        if None in decisions:
+            raise AgentError("flaky at http://127.0.0.1/v1: APIConnectionError after 1 attempt", decisions)
+        return decisions
+
+
+def test_walk_forward_failures_are_per_window_and_retried_exactly(tmp_path, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    argv = ["--agents", "buy_and_hold", "--agent", "test_run:FlakyAgent", "--walk-forward", "monthly",
+            "--start", "2024-06-01", "--end", "2024-07-31", "--tickers", "NVDA", "SPY", "--bootstrap", "50",
+            "--no-tearsheets", "--out", str(tmp_path)]
+    FlakyAgent.broken, FlakyAgent.asked = True, []
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "failed FlakyAgent on NVDA in 2024-07-01_2024-07-31: 2024-07-01: flaky at http://127.0.0.1/v1" in err
+    assert err.strip().splitlines()[-1].startswith("run.py: error: 1 agent x ticker replay(s) failed: FlakyAgent on "
+                                                   "NVDA")
+    # NVDA's June and SPY's two months are kept; NVDA's July is saved nowhere
+    saved = {p.relative_to(tmp_path).as_posix() for p in tmp_path.glob("windows/*/decisions/FlakyAgent__*.json")}
+    assert saved == {"windows/2024-06-01_2024-06-30/decisions/FlakyAgent__NVDA.json",
+                     "windows/2024-06-01_2024-06-30/decisions/FlakyAgent__SPY.json",
+                     "windows/2024-07-01_2024-07-31/decisions/FlakyAgent__SPY.json"}
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    assert set(zip(summary["agent"], summary["ticker"])) == {("buy_and_hold", "NVDA"), ("buy_and_hold", "SPY"),
+                                                             ("FlakyAgent", "SPY")}
+    assert list(pd.read_csv(tmp_path / "leaderboard.csv")["agent"]) == ["buy_and_hold"]  # a partial book is not ranked
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["status"] == "failed" and list(config["failed"]["FlakyAgent"]) == ["NVDA"]
+    assert verify_run(tmp_path) == []
+
+    FlakyAgent.broken, FlakyAgent.asked = False, []
+    assert main(argv) == 0
+    july = pd.bdate_range("2024-07-01", "2024-07-31").drop(pd.Timestamp("2024-07-04"))[:-1]  # none on the last session
+    assert FlakyAgent.asked == [("NVDA", f"{d:%Y-%m-%d}") for d in july]  # exactly what failed
+    assert set(pd.read_csv(tmp_path / "leaderboard.csv")["agent"]) == {"buy_and_hold", "FlakyAgent"}
+    assert json.loads((tmp_path / "config.json").read_text())["status"] == "complete"
 
 
 def test_one_failed_call_fails_only_its_ticker(api_server, call_cache, tmp_path, capsys):
