@@ -3,7 +3,8 @@
 Everything here reads finished backtests; nothing decides or trades. Every file is written atomically
 (a temp file, then a rename) and belongs to one run: ``config.json`` names the run id, says whether the
 run finished, and holds the sha256 of each report file, so a folder mixing two runs is detected by
-:func:`verify_run` (and a new run first removes the previous run's summaries, returns and plots).
+:func:`verify_run` (and a new run first removes the previous run's summaries, leaderboard, returns and
+plots).
 """
 
 from __future__ import annotations

@@ -306,6 +306,11 @@ def test_a_run_killed_during_the_reports_leaves_no_mixed_folder(tmp_path, monkey
     cfg = RunConfig(agents=("buy_and_hold", "ma_crossover"), out=str(tmp_path), tearsheets=False, **WINDOW)
     run(cfg)
     assert verify_run(tmp_path) == []
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert {"summary.csv", "summary.md", "windows.csv", "leaderboard.csv", "leaderboard.md", "leaderboard.html",
+            "returns/buy_and_hold__NVDA.csv", "plots/equity_NVDA.png"} <= set(config["files"])
+    assert f"Run id: {config['run_id']}" in (tmp_path / "leaderboard.html").read_text()
+    assert f"Run id: {config['run_id']}" in (tmp_path / "summary.md").read_text()
     md = tmp_path / "summary.md"
     md.write_text(md.read_text() + "edited\n")
     assert verify_run(tmp_path) == ["summary.md is not from run " + json.loads((tmp_path / "config.json")
