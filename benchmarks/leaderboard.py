@@ -18,6 +18,7 @@ import pandas as pd
 from benchmarks.report import BENCHMARK, _pyplot, slug, write_csv, write_tearsheets, write_text
 from tr1_env.actions import Action
 from tr1_env.backtest import holding_returns
+from tr1_env.cutoffs import Cutoff
 from tr1_env.metrics import cumulative_return, hit_rate, max_drawdown, sharpe
 from tr1_env.protocol import Window
 from tr1_env.stats import compare
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from benchmarks.config import RunConfig
 
 LEADERBOARD = ["agent", "n_windows", "n_tickers", "cr", "sharpe", "sharpe_lo", "sharpe_hi",
-               "excess_sharpe_vs_buy_and_hold", "spa_p", "in_mcs", "deflated_sharpe", "verdict"]
+               "excess_sharpe_vs_buy_and_hold", "spa_p", "in_mcs", "deflated_sharpe", "verdict", "pre_cutoff_share"]
 #: (daily accounting, decisions) per window, agent and ticker.
 WindowResults = dict[Window, dict[str, dict[str, tuple[pd.DataFrame, pd.DataFrame]]]]
 
@@ -117,16 +118,30 @@ def _fmt(x, digits: int = 2, pct: bool = False) -> str:
     return f"{100 * x:+.1f}%" if pct else f"{x:.{digits}f}"
 
 
+def pre_cutoff_shares(results: WindowResults, cutoffs: dict[str, Cutoff]) -> dict[str, float]:
+    """The contamination flag of every LLM agent over the whole span: the share of its decision days (all windows
+    and tickers) on or before its model's training cutoff."""
+    days: dict[str, list] = {}
+    for per_agent in results.values():
+        for agent, per_ticker in per_agent.items():
+            if agent in cutoffs:
+                days.setdefault(agent, []).extend(d for _, decisions in per_ticker.values() for d in decisions.index)
+    return {agent: cutoffs[agent].share_before(d) for agent, d in days.items()}
+
+
 def write_leaderboard(results: WindowResults, cfg: RunConfig, out: Path, notes: list[str],
-                      tearsheets: dict[str, str], run_id: str = "") -> pd.DataFrame:
+                      tearsheets: dict[str, str], run_id: str = "",
+                      cutoffs: dict[str, Cutoff] | None = None) -> pd.DataFrame:
     """windows.csv, leaderboard.csv, leaderboard.html under ``out`` (each written atomically; the page carries
-    the run id); returns the leaderboard."""
+    the run id); returns the leaderboard. ``cutoffs`` (LLM agent -> its model's cutoff) fill the
+    ``pre_cutoff_share`` column: NaN for agents that learnt nothing before the span."""
     windows = window_table(results, cfg)
     write_csv(out / "windows.csv", windows, index=False, float_format="%.6g")
     returns = portfolios(results)
     table = compare(returns, BENCHMARK, cfg.alpha, max(cfg.bootstrap, 100), cfg.block, cfg.seed, cfg.risk_free)
     counts = windows.groupby("agent").agg(n_windows=("window_start", "nunique"), n_tickers=("ticker", "nunique"))
     board = table.join(counts).rename(columns={"excess_sharpe": "excess_sharpe_vs_buy_and_hold"})
+    board["pre_cutoff_share"] = pd.Series(pre_cutoff_shares(results, cutoffs or {}), dtype=float)
     board = board.reset_index()[LEADERBOARD]
     write_csv(out / "leaderboard.csv", board, index=False, float_format="%.6g")
     mde = table.attrs["min_detectable_sharpe"]
@@ -139,12 +154,14 @@ def write_leaderboard(results: WindowResults, cfg: RunConfig, out: Path, notes: 
     level = round(100 * (1 - cfg.alpha))
     rows = [{"cells": [r.agent, str(r.n_windows), str(r.n_tickers), _fmt(r.cr, pct=True), _fmt(r.sharpe),
                        f"[{_fmt(r.sharpe_lo)}, {_fmt(r.sharpe_hi)}]", _fmt(r.excess_sharpe_vs_buy_and_hold),
-                       _fmt(r.spa_p, 3), _fmt(bool(r.in_mcs)), _fmt(r.deflated_sharpe), r.verdict],
+                       _fmt(r.spa_p, 3), _fmt(bool(r.in_mcs)), _fmt(r.deflated_sharpe),
+                       "" if np.isnan(r.pre_cutoff_share) else f"{100 * r.pre_cutoff_share:.0f}%", r.verdict],
              "verdict": r.verdict.split()[0], "tearsheet": tearsheets.get(r.agent)} for r in board.itertuples()]
     page = _template().render(
-        title=f"tr1 walk-forward leaderboard, {cfg.start} to {cfg.end}", run_id=run_id,
-        header=["agent", "windows", "tickers", "CR", "Sharpe", f"{level}% CI", "excess Sharpe",
-                "SPA p", f"in MCS ({level}%)", "deflated Sharpe", "verdict"],
+        title=f"tr1 {'walk-forward ' if len(results) > 1 else ''}leaderboard, {cfg.start} to {cfg.end}",
+        run_id=run_id, header=["agent", "windows", "tickers", "CR", "Sharpe", f"{level}% CI", "excess Sharpe",
+                               "SPA p", f"in MCS ({level}%)", "deflated Sharpe", "decision days before cutoff",
+                               "verdict"],
         rows=rows, family=family, notes=list(dict.fromkeys([*notes])),
         heat_agents=list(heat.columns), heat_rows=[{"window": w, "cells": [
             {"text": _fmt(heat.loc[w, a]), "colour": _colour(heat.loc[w, a])} for a in heat.columns]}
@@ -173,12 +190,15 @@ def sample_spread(board: pd.DataFrame) -> list[str]:
 def markdown(board: pd.DataFrame, cfg: RunConfig) -> str:
     """The leaderboard as a markdown table (README, terminal)."""
     level = round(100 * (1 - cfg.alpha))
-    lines = [f"| agent | CR % | Sharpe [{level}% CI] | excess Sharpe | SPA p | in MCS | DSR | verdict vs buy-and-hold |",
-             "|---|---|---|---|---|---|---|---|"]
+    llm = board["pre_cutoff_share"].notna().any()
+    lines = [f"| agent | CR % | Sharpe [{level}% CI] | excess Sharpe | SPA p | in MCS | DSR | "
+             + ("pre-cutoff days | " if llm else "") + "verdict vs buy-and-hold |",
+             "|---|---|---|---|---|---|---|" + ("---|" if llm else "") + "---|"]
     for r in board.itertuples():
+        flag = ("" if np.isnan(r.pre_cutoff_share) else f"{100 * r.pre_cutoff_share:.0f}%") + " | " if llm else ""
         lines.append(f"| {r.agent} | {_fmt(r.cr, pct=True)} | {_fmt(r.sharpe)} [{_fmt(r.sharpe_lo)}, "
                      f"{_fmt(r.sharpe_hi)}] | {_fmt(r.excess_sharpe_vs_buy_and_hold)} | {_fmt(r.spa_p, 3)} | "
-                     f"{_fmt(bool(r.in_mcs))} | {_fmt(r.deflated_sharpe)} | {r.verdict} |")
+                     f"{_fmt(bool(r.in_mcs))} | {_fmt(r.deflated_sharpe)} | {flag}{r.verdict} |")
     return "\n".join(lines) + "\n\n" + board.attrs.get("family", "") + "\n"
 
 

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from baselines import BASELINES, TRAINED
 from benchmarks.config import RunConfig
-from benchmarks.config import DEFAULT_TICKERS, OFFLINE_AGENTS
+from benchmarks.config import OFFLINE_AGENTS
 from benchmarks.leaderboard import BENCHMARK, write_leaderboard, write_portfolio_tearsheets
 from benchmarks.leaderboard import markdown as leaderboard_markdown
 from benchmarks.report import begin_run, finish_run, slug, verify_run, write_csv, write_reports, write_text
@@ -469,7 +469,8 @@ def run(cfg: RunConfig) -> pd.DataFrame:
                             meta["run_id"])
     ranked = {w: {a: v for a, v in per.items() if a not in meta["failed"] and v} for w, per in per_window.items()}
     portfolio_sheets = write_portfolio_tearsheets(ranked, cfg, out / "tearsheets") if cfg.tearsheets else {}
-    board = write_leaderboard(ranked, cfg, out, _notes(cfg, protocol, meta, specs), portfolio_sheets, meta["run_id"])
+    board = write_leaderboard(ranked, cfg, out, _notes(cfg, protocol, meta, specs), portfolio_sheets, meta["run_id"],
+                              found)
     write_text(out / "leaderboard.md", leaderboard_markdown(board, cfg))
     meta["wall_time_s"] = round(time.time() - t0, 1)
     finish_run(out, meta, "failed" if meta["failed"] or meta["skipped"] or summary.empty else "complete")

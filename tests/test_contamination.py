@@ -95,6 +95,11 @@ def test_harness_flags_cutoffs_and_reports_memorisation_offline(tiny_qwen3_path,
         assert (row["cutoff"], row["cutoff_basis"]) == ("2024-11-15", "--cutoff")
         assert row["pre_cutoff_share"] == pytest.approx(share) and not row["cutoff_flagged"]
     assert summary.loc[("buy_and_hold", "AAPL"), "cutoff_basis"] == ""  # only LLM rows carry the flag
+    board = pd.read_csv(tmp_path / "run" / "leaderboard.csv").set_index("agent")
+    assert board.loc[spec, "pre_cutoff_share"] == pytest.approx(share)  # both tickers decide on the same days
+    assert np.isnan(board.loc["buy_and_hold", "pre_cutoff_share"])
+    page = (tmp_path / "run" / "leaderboard.html").read_text()
+    assert "decision days before cutoff" in page and f"{100 * share:.0f}%" in page
     memo = pd.read_csv(tmp_path / "run" / "memorisation.csv")
     paired = memo[memo["comparison"] == "anonymized - plain"]
     assert set(paired["ticker"]) == {"AAPL", "MSFT", "all"} and (paired["agent"] == spec).all()

@@ -63,7 +63,8 @@ def test_end_to_end_writes_every_output(tmp_path):
     assert md.count("Costs") + md.count("costs 10 bps") == 1  # each note once
     board = pd.read_csv(out / "leaderboard.csv")
     assert list(board.columns) == ["agent", "n_windows", "n_tickers", "cr", "sharpe", "sharpe_lo", "sharpe_hi",
-                                   "excess_sharpe_vs_buy_and_hold", "spa_p", "in_mcs", "deflated_sharpe", "verdict"]
+                                   "excess_sharpe_vs_buy_and_hold", "spa_p", "in_mcs", "deflated_sharpe", "verdict",
+                                   "pre_cutoff_share"]  # the contamination flag, empty for non-LLM agents
     assert set(board["agent"]) == {"buy_and_hold", "ma_crossover"} and (board["n_tickers"] == 2).all()
     html = (out / "leaderboard.html").read_text()
     assert "data:image/png;base64," in html and "http://" not in html and "https://" not in html  # no network
