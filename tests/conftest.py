@@ -138,23 +138,31 @@ API_THESIS = "<conclusion>\n### Call\n- Momentum is strong.\n</conclusion>\n[[[B
 
 
 class _ApiHandler(BaseHTTPRequestHandler):
-    """Answers each chat completion with the next entry of ``server.script`` ("ok" once it is empty): "ok" a
-    completion holding API_THESIS, an int that HTTP status, "silent" no answer at all, "garbled" a 200 whose
-    body is broken JSON."""
+    """Answers each chat completion with the next entry of ``server.script`` (``server.default`` once it is
+    empty): "ok" or 200 a completion holding ``server.reply``, another int that HTTP status, "silent" no answer
+    at all, "garbled" a 200 whose body is broken JSON, "echo-key" a 401 whose message repeats the key (as some
+    providers do). Each request's Authorization header and JSON body are kept in ``server.seen``."""
 
     def do_POST(self):  # noqa: N802 - http.server API
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         with self.server.lock:
             self.server.requests += 1
-            step = self.server.script.pop(0) if self.server.script else "ok"
+            self.server.seen.append({"authorization": self.headers.get("Authorization"), "body": body})
+            step = self.server.script.pop(0) if self.server.script else self.server.default
         if step == "silent":
             self.server.release.wait(30)
             return
-        status, payload = (200, {
-            "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
-            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": API_THESIS}}],
-            "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
-        }) if step in ("ok", "garbled") else (step, {"error": {"message": f"scripted {step}", "type": "scripted"}})
+        if step in ("ok", 200, "garbled"):
+            status, payload = 200, {
+                "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
+                "choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": self.server.reply}}],
+                "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}}
+        elif step == "echo-key":
+            status, payload = 401, {"error": {"message": f"Incorrect API key provided: {self.headers['Authorization']}",
+                                              "type": "invalid_request_error", "code": "invalid_api_key"}}
+        else:
+            status, payload = step, {"error": {"message": f"scripted {step}", "type": "scripted", "code": None}}
         data = b'{"id": "chatcmpl-1", "choices": [tru' if step == "garbled" else json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -168,9 +176,11 @@ class _ApiHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def api_server() -> Iterator[ThreadingHTTPServer]:
-    """A local scripted server: set ``.script``, read ``.requests``; ``.base_url`` ends in /v1."""
+    """A local scripted server: set ``.script``, ``.default`` and ``.reply``; read ``.requests`` and ``.seen``;
+    ``.base_url`` ends in /v1."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _ApiHandler)
-    server.daemon_threads, server.script, server.requests = True, [], 0
+    server.daemon_threads, server.script, server.requests, server.seen = True, [], 0, []
+    server.default, server.reply = "ok", API_THESIS
     server.lock, server.release = threading.Lock(), threading.Event()
     server.base_url = f"http://127.0.0.1:{server.server_port}/v1"
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()

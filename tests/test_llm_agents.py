@@ -5,22 +5,19 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from conftest import free_port, make_observation
+from conftest import API_THESIS, free_port, make_observation
 from tr1_agent.cache import CallCache
 from tr1_agent.llm_agents import OpenAIChatAgent, TransformersAgent, make_llm_agent
 from tr1_env.actions import Action
 from tr1_env.agents import AgentError
 
 SECRET = "sk-test-SECRET"
-THESIS = "<conclusion>\n### Call\n- Momentum is strong.\n</conclusion>\n[[[BUY]]]"
 
 
 # --- the call cache ---------------------------------------------------------------------------
@@ -92,59 +89,21 @@ def test_a_damaged_cache_file_is_moved_aside_and_refilled(damage, tmp_path, capl
     assert CallCache(path).get(CallCache.key({"new": 1})) == {"text": "fresh"}
 
 
-def test_a_garbled_value_is_dropped_and_the_call_made_again(scripted, tmp_path, caplog):
-    agent = _agent(scripted, tmp_path)
+def test_a_garbled_value_is_dropped_and_the_call_made_again(api_server, tmp_path, caplog):
+    agent = _agent(api_server, tmp_path)
     agent.act([make_observation("AAPL?")])
     db = sqlite3.connect(tmp_path / "llm_calls.sqlite")
     db.execute("UPDATE calls SET value = '{\"text\": \"<conclusion>'")  # cut mid-value
     db.commit()
     db.close()
     with caplog.at_level(logging.WARNING, logger="tr1_agent.cache"):
-        [decision] = _agent(scripted, tmp_path).act([make_observation("AAPL?")])
+        [decision] = _agent(api_server, tmp_path).act([make_observation("AAPL?")])
     assert "is garbled; dropped" in caplog.text and str(tmp_path / "llm_calls.sqlite") in caplog.text
-    assert decision.action == Action.BUY and len(scripted.seen) == 2  # asked again, answered, cached again
-    assert _agent(scripted, tmp_path).act([make_observation("AAPL?")])[0].meta["cached"]
+    assert decision.action == Action.BUY and len(api_server.seen) == 2  # asked again, answered, cached again
+    assert _agent(api_server, tmp_path).act([make_observation("AAPL?")])[0].meta["cached"]
 
 
-# --- OpenAI-compatible agent against a scripted HTTP server -----------------------------------
-
-
-class _ScriptedHandler(BaseHTTPRequestHandler):
-    """Answers each POST with the next scripted status (200 = a chat completion holding THESIS)."""
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.server.seen.append({"authorization": self.headers.get("Authorization"), "body": body})
-        status = self.server.script.pop(0) if self.server.script else 200
-        if status == 200:
-            payload = {
-                "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
-                "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": THESIS}}],
-                "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
-            }
-        else:
-            payload = {"error": {"message": f"scripted {status}", "type": "scripted", "code": None}}
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def scripted():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _ScriptedHandler)
-    server.script, server.seen = [], []
-    server.base_url = f"http://127.0.0.1:{server.server_port}/v1"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+# --- OpenAI-compatible agent against a api_server HTTP server -----------------------------------
 
 
 def _agent(server, tmp_path, **kwargs) -> OpenAIChatAgent:
@@ -152,84 +111,47 @@ def _agent(server, tmp_path, **kwargs) -> OpenAIChatAgent:
                            cache_dir=tmp_path, **kwargs)
 
 
-def test_rate_limits_are_retried_with_backoff(scripted, tmp_path):
-    scripted.script = [429, 429]
-    agent = _agent(scripted, tmp_path)
+def test_rate_limits_are_retried_with_backoff(api_server, tmp_path):
+    api_server.script = [429, 429]
+    agent = _agent(api_server, tmp_path)
     [decision] = agent.act([make_observation("AAPL?")])
-    assert decision.action == Action.BUY and decision.thesis == THESIS
+    assert decision.action == Action.BUY and decision.thesis == API_THESIS
     assert decision.meta["prompt_tokens"] == 11 and decision.meta["completion_tokens"] == 7
     assert not decision.meta["parse_failed"] and not decision.meta["cached"]
-    assert len(scripted.seen) == 3 and agent.requests == 3 and agent.calls == 1
+    assert len(api_server.seen) == 3 and agent.requests == 3 and agent.calls == 1
 
 
-def test_server_errors_give_up_after_max_retries_and_cache_nothing(scripted, tmp_path):
-    scripted.script = [503, 500, 502]
-    agent = _agent(scripted, tmp_path, max_retries=2)
-    with pytest.raises(AgentError, match=rf"gpt-4.1 at {scripted.base_url}: InternalServerError \(502\) after 3"):
+def test_server_errors_give_up_after_max_retries_and_cache_nothing(api_server, tmp_path):
+    api_server.script = [503, 500, 502]
+    agent = _agent(api_server, tmp_path, max_retries=2)
+    with pytest.raises(AgentError, match=rf"gpt-4.1 at {api_server.base_url}: InternalServerError \(502\) after 3"):
         agent.act([make_observation("AAPL?")])
-    assert len(scripted.seen) == 3 and len(agent.cache) == 0
+    assert len(api_server.seen) == 3 and len(agent.cache) == 0
     [decision] = agent.act([make_observation("AAPL?")])  # the server recovered: the call is made again
-    assert decision.action == Action.BUY and len(scripted.seen) == 4 and len(agent.cache) == 1
+    assert decision.action == Action.BUY and len(api_server.seen) == 4 and len(agent.cache) == 1
 
 
-def test_bad_request_is_a_failure_not_a_hold(scripted, tmp_path):
+def test_bad_request_is_a_failure_not_a_hold(api_server, tmp_path):
     """A 400 is not retried and not a decision; the other prompt of the batch still gets its answer."""
-    scripted.script = [400]
-    agent = _agent(scripted, tmp_path, concurrency=1)
+    api_server.script = [400]
+    agent = _agent(api_server, tmp_path, concurrency=1)
     with pytest.raises(AgentError, match=r"1 of 2 calls failed: .*BadRequestError \(400\) after 1 attempt") as info:
         agent.act([make_observation("a prompt over the context window"), make_observation("a short one")])
     first, second = info.value.decisions
     assert first is None and second.action == Action.BUY
-    assert len(scripted.seen) == 2 and len(agent.cache) == 1
+    assert len(api_server.seen) == 2 and len(agent.cache) == 1
 
 
 # --- faults: each is a failed call (not cached, not a decision), bounded in time, named by endpoint -----
 
 
-class _FaultHandler(BaseHTTPRequestHandler):
-    """``server.fault``: "silent" (accepts, never answers), "garbled" (200 with a broken JSON body) or
-    "echo-key" (401 whose message repeats the key, as some providers do)."""
-
-    def do_POST(self):
-        self.rfile.read(int(self.headers["Content-Length"]))
-        self.server.hits += 1
-        if self.server.fault == "silent":
-            self.server.release.wait(10)
-            return
-        status, data = 200, b'{"id": "chatcmpl-1", "choices": [{"message": tru'
-        if self.server.fault == "echo-key":
-            status = 401
-            data = json.dumps({"error": {"message": f"Incorrect API key provided: {self.headers['Authorization']}",
-                                         "type": "invalid_request_error", "code": "invalid_api_key"}}).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def faulty():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _FaultHandler)
-    server.daemon_threads, server.hits, server.release = True, 0, threading.Event()
-    server.base_url = f"http://127.0.0.1:{server.server_port}/v1"
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    yield server
-    server.release.set()
-    server.shutdown()
-    server.server_close()
-
-
-def test_a_server_that_never_answers_costs_timeout_times_attempts(faulty, tmp_path):
-    faulty.fault = "silent"
-    agent = _agent(faulty, tmp_path, timeout=0.3, max_retries=1)
+def test_a_server_that_never_answers_costs_timeout_times_attempts(api_server, tmp_path):
+    api_server.default = "silent"
+    agent = _agent(api_server, tmp_path, timeout=0.3, max_retries=1)
     start = time.monotonic()
-    with pytest.raises(AgentError, match=rf"at {faulty.base_url}: APITimeoutError after 2 attempts"):
+    with pytest.raises(AgentError, match=rf"at {api_server.base_url}: APITimeoutError after 2 attempts"):
         agent.act([make_observation("AAPL?"), make_observation("MSFT?")])
-    assert time.monotonic() - start < 5 and faulty.hits == 4 and len(agent.cache) == 0
+    assert time.monotonic() - start < 5 and api_server.requests == 4 and len(agent.cache) == 0
 
 
 def test_a_refused_port_is_a_one_line_failure(tmp_path):
@@ -240,53 +162,54 @@ def test_a_refused_port_is_a_one_line_failure(tmp_path):
     assert "\n" not in str(info.value) and info.value.decisions == [None] and len(agent.cache) == 0
 
 
-def test_a_malformed_response_is_retried_then_a_failure(faulty, tmp_path):
-    faulty.fault = "garbled"
-    agent = _agent(faulty, tmp_path, max_retries=1)
+def test_a_malformed_response_is_retried_then_a_failure(api_server, tmp_path):
+    api_server.default = "garbled"
+    agent = _agent(api_server, tmp_path, max_retries=1)
     with pytest.raises(AgentError, match="JSONDecodeError after 2 attempts"):
         agent.act([make_observation("AAPL?")])
-    assert faulty.hits == 2 and len(agent.cache) == 0
+    assert api_server.requests == 2 and len(agent.cache) == 0
 
 
-def test_an_unreadable_reply_is_a_counted_parse_failure_not_an_error(scripted, tmp_path, monkeypatch):
-    monkeypatch.setattr(sys.modules[__name__], "THESIS", "I would rather not say.")
-    [decision] = _agent(scripted, tmp_path).act([make_observation("AAPL?")])
+def test_an_unreadable_reply_is_a_counted_parse_failure_not_an_error(api_server, tmp_path):
+    api_server.reply = "I would rather not say."
+    [decision] = _agent(api_server, tmp_path).act([make_observation("AAPL?")])
     assert decision.action == Action.HOLD and decision.meta["parse_failed"] and "error" not in decision.meta
 
 
 @pytest.mark.parametrize("credentials", ["", "user:hunter2@"])
-def test_a_key_echoed_by_the_server_is_scrubbed(faulty, tmp_path, monkeypatch, credentials):
+def test_a_key_echoed_by_the_server_is_scrubbed(api_server, tmp_path, monkeypatch, credentials):
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
-    faulty.fault = "echo-key"
-    agent = OpenAIChatAgent("gpt-4.1", base_url=faulty.base_url.replace("//", f"//{credentials}"), cache_dir=tmp_path)
+    api_server.default = "echo-key"
+    base_url = api_server.base_url.replace("//", f"//{credentials}")
+    agent = OpenAIChatAgent("gpt-4.1", base_url=base_url, cache_dir=tmp_path)
     with pytest.raises(AgentError, match="AuthenticationError") as info:
         agent.act([make_observation("AAPL?")])
     message = str(info.value)
-    assert "Incorrect API key provided" in message and faulty.hits == 1  # a 401 is not retried
+    assert "Incorrect API key provided" in message and api_server.requests == 1  # a 401 is not retried
     for text in (message, repr(agent), json.dumps(agent.settings)):
         assert SECRET not in text and "hunter2" not in text and "dXNlcjpodW50ZXIy" not in text  # base64 user:hunter2
 
 
-def test_request_shape_and_duplicate_prompts(scripted, tmp_path):
-    agent = _agent(scripted, tmp_path, max_tokens=99, temperature=0.3)
+def test_request_shape_and_duplicate_prompts(api_server, tmp_path):
+    agent = _agent(api_server, tmp_path, max_tokens=99, temperature=0.3)
     decisions = agent.act([make_observation("same")] * 3)
-    assert [d.action for d in decisions] == [Action.BUY] * 3 and len(scripted.seen) == 1
-    body = scripted.seen[0]["body"]
+    assert [d.action for d in decisions] == [Action.BUY] * 3 and len(api_server.seen) == 1
+    body = api_server.seen[0]["body"]
     assert body["max_tokens"] == 99 and body["temperature"] == 0.3 and body["seed"] == 0
     assert [m["role"] for m in body["messages"]] == ["system", "user"] and body["messages"][1]["content"] == "same"
 
-    _agent(scripted, tmp_path, model="o3-mini", max_tokens=99, temperature=0.3).act([make_observation("same")])
-    body = scripted.seen[1]["body"]
+    _agent(api_server, tmp_path, model="o3-mini", max_tokens=99, temperature=0.3).act([make_observation("same")])
+    body = api_server.seen[1]["body"]
     assert body["max_completion_tokens"] == 99 and "max_tokens" not in body and "temperature" not in body
 
 
-def test_api_key_reaches_the_server_and_nothing_else(scripted, tmp_path, monkeypatch, caplog):
+def test_api_key_reaches_the_server_and_nothing_else(api_server, tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
     caplog.set_level(logging.DEBUG)
-    scripted.script = [429]
-    agent = _agent(scripted, tmp_path)
+    api_server.script = [429]
+    agent = _agent(api_server, tmp_path)
     decisions = agent.act([make_observation("AAPL?")])
-    assert scripted.seen[0]["authorization"] == f"Bearer {SECRET}"
+    assert api_server.seen[0]["authorization"] == f"Bearer {SECRET}"
     assert "retry 1/3" in caplog.text
     for text in (caplog.text, repr(agent), repr(vars(agent)), repr(decisions)):
         assert SECRET not in text
