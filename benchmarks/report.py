@@ -19,7 +19,6 @@ import shutil
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -29,7 +28,7 @@ from benchmarks.config import RunConfig
 from tr1_env.actions import Action
 from tr1_env.backtest import holding_returns
 from tr1_env.cutoffs import Cutoff
-from tr1_env.files import jsonable
+from tr1_env.files import atomic_write, jsonable
 from tr1_env.metrics import (annual_volatility, cumulative_return, hit_rate, investorbench, max_drawdown,
                              quantstats_stats, sharpe, sharpe_ci, sharpe_diff_ci, sharpe_diff_test)
 
@@ -45,17 +44,6 @@ Results = dict[str, dict[str, tuple[pd.DataFrame, pd.DataFrame]]]
 def slug(label: str) -> str:
     """A file-name-safe agent label (``hf:/models/x`` -> ``hf_models_x``)."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("_")
-
-
-def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """``write(tmp)`` then rename onto ``path``: a kill leaves the old file or the new one, never half of one.
-    The temp name keeps the suffix (matplotlib and quantstats pick the format from it)."""
-    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_text(path: Path, text: str) -> None:

@@ -23,7 +23,6 @@ they come from, for the next process.
 from __future__ import annotations
 
 import hashlib
-import os
 import pickle
 import weakref
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from tr1_env import sections as S  # the renderers both builders share
-from tr1_env.files import cache_root
+from tr1_env.files import atomic_write, cache_root
 from tr1_env.data.clock import NY, decision_time
 from tr1_env.data.schema import canonical_ticker
 from tr1_env.data.store import Store, split_adjust, split_adjust_insider, vendor_split_times
@@ -153,9 +152,7 @@ class _TickerIndex:
             self.state(i)
         if not self.path.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_bytes(pickle.dumps((self.epochs, self.states)))
-            tmp.replace(self.path)
+            atomic_write(self.path, lambda tmp: tmp.write_bytes(pickle.dumps((self.epochs, self.states))))
 
 
 class _MarketIndex:

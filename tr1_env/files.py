@@ -9,11 +9,11 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["cache_root", "jsonable"]
+__all__ = ["atomic_write", "cache_root", "jsonable"]
 
 
 def cache_root() -> Path:
@@ -35,3 +35,15 @@ def jsonable(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, str)):
         return value
     return str(value)
+
+
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """``write(tmp)`` then rename onto ``path``: a kill leaves the old file or the new one, never half of one.
+    The temp name is per process (two writers never share it) and keeps the suffix (matplotlib and quantstats
+    pick the format from it)."""
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.partial{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
