@@ -93,7 +93,7 @@ def test_hand_checked_day(store):
     assert "Company A (TKR-A): Technology / Consumer Electronics." in anon.text
     assert "iPhone" not in anon.text and "Product A1 16" not in anon.text  # a model number would date the text
     assert "according to CEO Executive A1" in anon.text  # Tim Cook
-    assert anon.prompt.startswith("Write an investment thesis for TKR-A as of the close of D,")
+    assert "Stock: TKR-A\nDate: D\n" in anon.prompt
     assert "`news D-3`" in anon.prompt and "2024-06-10" not in anon.prompt
     assert pseudonyms.mapping["Apple"] == "Company A" and pseudonyms.mapping["AAPL"] == "TKR-A"
     assert pseudonyms.mapping["KONDO CHRIS"] == "Insider 1"
