@@ -11,6 +11,7 @@ from baselines import BASELINES
 from tr1_env.actions import Action
 from tr1_env.backtest import FILLS
 from tr1_env.data.schema import canonical_ticker
+from tr1_env.labels import HELDOUT_WINDOW
 from tr1_env.protocol import Window, windows
 
 DEFAULT_TICKERS = ("NVDA", "AAPL", "MSFT", "AMZN", "META", "SPY")
@@ -40,8 +41,8 @@ class RunConfig:
     tickers: tuple[str, ...] = field(default=(), metadata={
         "help": f"tickers to replay, any case (default: {' '.join(DEFAULT_TICKERS)} for one window, every store "
                 "ticker for --walk-forward)"})
-    start: str = field(default="2024-06-01", metadata={"help": "first day of the replay (inclusive)"})
-    end: str = field(default="2024-08-31", metadata={"help": "last day of the replay (inclusive)"})
+    start: str = field(default=HELDOUT_WINDOW[0], metadata={"help": "first day of the replay (inclusive)"})
+    end: str = field(default=HELDOUT_WINDOW[1], metadata={"help": "last day of the replay (inclusive)"})
     walk_forward: tuple[str, ...] = field(default=(), metadata={
         "help": "replay consecutive windows over --start..--end: quarterly, monthly, or explicit START:END windows; "
                 "trained agents refit before each window on data ending the day before it (empty: one window)"})

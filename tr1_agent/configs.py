@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from tr1_env.data.schema import PAPER_TICKERS
+from tr1_env.labels import HELDOUT_WINDOW
 from tr1_env.rewards import STAGE_WEIGHTS
 
 STAGES: tuple[str, ...] = tuple(STAGE_WEIGHTS)
@@ -27,9 +28,9 @@ class DatasetConfig:
     start: str = field(default="2024-01-01", metadata={"help": "first day of the training window"})
     end: str = field(default="2024-05-31", metadata={
         "help": "last day of the training window; labels use no price after it, so its last ~15 sessions drop out"})
-    eval_start: str = field(default="2024-06-01", metadata={
+    eval_start: str = field(default=HELDOUT_WINDOW[0], metadata={
         "help": "first day of the held-out replay window, which a training window may not overlap"})
-    eval_end: str = field(default="2024-08-31", metadata={"help": "last day of the held-out replay window"})
+    eval_end: str = field(default=HELDOUT_WINDOW[1], metadata={"help": "last day of the held-out replay window"})
     eval_windows: tuple[str, ...] = field(default=(), metadata={
         "help": "more evaluation windows as START:END (e.g. a walk-forward protocol's test windows); the training "
                 "window may overlap none of them"})
