@@ -352,7 +352,7 @@ def post_cutoff(cfg: RunConfig, store: Store, found: dict[str, Cutoff]) -> RunCo
         data_end = min(store.trading_days(t)[-1] for t in cfg.ticker_list(store))
         start, end = post_cutoff_window(cfg.start, cfg.end, last, data_end)
     except ValueError as exc:
-        raise SystemExit(f"--post-cutoff: {exc}") from None
+        raise UsageError(f"--post-cutoff: {exc}") from None
     return dataclasses.replace(cfg, start=f"{start:%Y-%m-%d}", end=f"{end:%Y-%m-%d}")
 
 
@@ -396,7 +396,7 @@ def run(cfg: RunConfig) -> pd.DataFrame:
     try:
         found = cutoffs(specs, cfg)
     except ValueError as exc:
-        raise SystemExit(str(exc)) from None
+        raise UsageError(str(exc)) from None
     if cfg.post_cutoff:
         cfg = post_cutoff(cfg, store, found)
     protocol = cfg.protocol()

@@ -115,20 +115,22 @@ def test_harness_flags_cutoffs_and_reports_memorisation_offline(tiny_qwen3_path,
 
 
 def test_anonymized_observations_and_post_cutoff_windows(store, tmp_path):
-    from benchmarks.run import Observations, RunConfig, post_cutoff, run
+    from benchmarks.run import Observations, RunConfig, UsageError, main, post_cutoff, run
     from tr1_env.cutoffs import model_cutoff
 
     obs = Observations(store).get("AAPL", np.datetime64("2024-06-10"), 1500, 0.0, anonymized=True)
     assert "TKR-A" in obs.prompt and not re.search(r"\bAAPL\b|Apple", obs.prompt) and not ISO.search(obs.prompt)
     moved = post_cutoff(RunConfig(), store, {"gpt-4.1": model_cutoff("gpt-4.1")})
     assert (moved.start, moved.end) == ("2024-06-02", "2024-09-01")  # June 1 2024 cutoff, same 91-day window
-    with pytest.raises(SystemExit, match="the store ends 2026-"):
+    with pytest.raises(UsageError, match="the store ends 2026-"):
         post_cutoff(RunConfig(), store, {"x": model_cutoff("x", "2030-01-01")})
-    with pytest.raises(SystemExit, match="no training cutoff known for my-model"):
+    with pytest.raises(UsageError, match="no training cutoff known for my-model"):
         post_cutoff(RunConfig(), store, {"my-model": model_cutoff("my-model")})
-    with pytest.raises(SystemExit, match="no data after the training cutoff"):
+    with pytest.raises(UsageError, match="no data after the training cutoff"):
         run(RunConfig(agents=(), model=("gpt-4.1",), cutoff=("gpt-4.1=2030-01-01",), post_cutoff=True,
                       base_url="http://127.0.0.1:9/v1", out=str(tmp_path)))
+    # unusable cutoff arguments exit 2, like any other argument no replay can use
+    assert main(["--agents", "buy_and_hold", "--cutoff", "bogus", "--out", str(tmp_path / "bad")]) == 2
 
 
 def test_sharpe_difference_ci_paired_and_unpaired():
