@@ -28,7 +28,8 @@ from collections.abc import Callable
 from functools import lru_cache
 
 from tr1_env.actions import Action
-from tr1_env.thesis import Section, Thesis, count_words, normalize_text, parse_thesis
+from tr1_env.thesis import (Section, Thesis, count_words, normalize_text, parse_thesis, reference_parse_thesis,
+                           visible_size)
 
 __all__ = [
     "DECISION_MATRIX",
@@ -209,7 +210,29 @@ def section_format_reward(section: Section) -> float:
 
 
 def distinct_sections(thesis: Thesis) -> tuple[Section, ...]:
-    """Sections whose normalised body is new: a repeated body (any tag) counts once."""
+    """Sections whose normalised body is new: a repeated body (any tag) counts once.
+
+    Bodies are normalised only when their :func:`~tr1_env.thesis.visible_size` meets an earlier
+    one's (equal normalised bodies have equal sizes): most sections are told apart without it.
+    """
+    seen: dict[int, Section | set[str]] = {}  # size -> its first section, or the keys of its sections
+    out = []
+    for section in thesis.sections:
+        size = visible_size(section.body)
+        keys = seen.setdefault(size, section)
+        if keys is not section:
+            if isinstance(keys, Section):
+                keys = seen[size] = {normalize_text(keys.body)}
+            key = normalize_text(section.body)
+            if key in keys:
+                continue
+            keys.add(key)
+        out.append(section)
+    return tuple(out)
+
+
+def _plain_distinct_sections(thesis: Thesis) -> tuple[Section, ...]:
+    """:func:`distinct_sections` normalising every body."""
     seen: set[str] = set()
     out = []
     for section in thesis.sections:
@@ -274,6 +297,10 @@ class QuoteIndex:
     def __init__(self, context: str):
         self.text = normalize_text(context)
 
+    def count(self, quotes: tuple[str, ...]) -> int:
+        """How many of ``quotes`` are in the context."""
+        return sum(map(self.__contains__, quotes))
+
     def __contains__(self, quote: str) -> bool:
         needle = _strip_quote(quote)
         if not needle:
@@ -322,30 +349,38 @@ def evidence_reward(thesis: Thesis, context: str | None = None, cfg: RewardConfi
     unchecked reward. The quote bookkeeping (and so the penalty) covers the conclusion too; the
     score does not, so a prose conclusion cannot zero it.
     """
-    found = None if context is None else quote_index(context).__contains__
-    return _evidence(distinct_sections(thesis), found, cfg or RewardConfig())
+    verified = None if context is None else quote_index(context).count
+    return _evidence(distinct_sections(thesis), verified, cfg or RewardConfig())
 
 
-def _evidence(sections: tuple[Section, ...], found: Callable[[str], bool] | None, cfg: RewardConfig
+def _evidence(sections: tuple[Section, ...], verified: Callable[[tuple[str, ...]], int] | None, cfg: RewardConfig
               ) -> EvidenceResult:
-    """R_evidence over ``sections`` with quotes checked by ``found`` (None: unchecked)."""
+    """R_evidence over ``sections``, ``verified`` counting the quotes of a claim found in the context
+    (None: unchecked)."""
     n_claims = n_quotes = n_verified = 0
     section_scores = []
     for section in sections:
         bullet_scores = []
         for bullet in section.bullets:
-            verified = bullet.quotes if found is None else [q for q in bullet.quotes if found(q)]
-            n_quotes += len(bullet.quotes)
-            n_verified += 0 if found is None else len(verified)
-            r_bullet = bullet_reward(count_words(bullet.opinion), bool(verified), bool(bullet.sources))
-            bullet_scores.append(max(r_bullet, 0.01))
+            quotes = bullet.quotes
+            found = len(quotes) if verified is None or not quotes else verified(quotes)
+            n_quotes += len(quotes)
+            n_verified += found
+            bullet_scores.append(_floored_bullet_reward(count_words(bullet.opinion), found > 0, bool(bullet.sources)))
         n_claims += len(section.bullets)
         if section.tag != "conclusion":
             section_score = 0.3 * bullet_count_reward(len(section.bullets)) + 0.7 * harmonic_mean(bullet_scores)
             section_scores.append(max(section_score, _SECTION_FLOOR))
-    n_fabricated = 0 if found is None else n_quotes - n_verified
+    n_verified = 0 if verified is None else n_verified
+    n_fabricated = n_quotes - n_verified if verified is not None else 0
     reward = max(0.0, harmonic_mean(section_scores) - cfg.fabricated_penalty * n_fabricated / max(1, n_quotes))
     return EvidenceResult(reward, n_claims, n_quotes, n_fabricated, n_verified)
+
+
+@lru_cache(maxsize=4096)
+def _floored_bullet_reward(n_opinion_words: int, has_quote: bool, has_source: bool) -> float:
+    """max(R_bullet, 0.01), remembered: a few hundred distinct arguments cover nearly every claim."""
+    return max(bullet_reward(n_opinion_words, has_quote, has_source), 0.01)
 
 
 def decision_reward(pred: Action | None, label: Action, cfg: RewardConfig | None = None) -> float:
@@ -371,25 +406,28 @@ def score(
 ) -> RewardBreakdown:
     """Parse ``completion`` and weigh the three rewards. Without a label the decision term is 0."""
     cfg = cfg or RewardConfig()
-    return _score(completion, label, None if context is None else quote_index(context).__contains__, cfg)
+    thesis = parse_thesis(completion, cfg.min_quote_words, cfg.max_quote_words)
+    return _score(thesis, distinct_sections(thesis), label, None if context is None else quote_index(context).count,
+                  cfg)
 
 
 def reference_score(
     completion: str, label: Action | None, context: str | None = None, cfg: RewardConfig | None = None
 ) -> RewardBreakdown:
-    """:func:`score` with each quote looked up by :func:`quote_in_context` (a regex per quote on a
-    context normalised per call): slow and plain, the definition the fast path is tested against."""
+    """:func:`score` read by :func:`~tr1_env.thesis.reference_parse_thesis` (line by line) with each
+    quote looked up by :func:`quote_in_context` (a regex per quote on a context normalised per call):
+    slow and plain, the definition the fast path is tested against."""
     cfg = cfg or RewardConfig()
-    return _score(completion, label, None if context is None else (lambda q: quote_in_context(q, context)), cfg)
+    thesis = reference_parse_thesis(completion, cfg.min_quote_words, cfg.max_quote_words)
+    verified = None if context is None else (lambda quotes: sum(quote_in_context(q, context) for q in quotes))
+    return _score(thesis, _plain_distinct_sections(thesis), label, verified, cfg)
 
 
-def _score(completion: str, label: Action | None, found: Callable[[str], bool] | None, cfg: RewardConfig
-           ) -> RewardBreakdown:
-    thesis = parse_thesis(completion, cfg.min_quote_words, cfg.max_quote_words)
+def _score(thesis: Thesis, sections: tuple[Section, ...], label: Action | None,
+           verified: Callable[[tuple[str, ...]], int] | None, cfg: RewardConfig) -> RewardBreakdown:
     multiplier = length_multiplier(thesis.raw_length, cfg)
-    sections = distinct_sections(thesis)
     structure = multiplier * _structure(sections, cfg)
-    claims = _evidence(sections, found, cfg)
+    claims = _evidence(sections, verified, cfg)
     evidence = multiplier * claims.reward
     decision = 0.0 if label is None else decision_reward(thesis.decision, label, cfg)
     return RewardBreakdown(

@@ -22,35 +22,43 @@ from __future__ import annotations
 import re
 import unicodedata
 from bisect import bisect_right
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from tr1_env.actions import Action
 
-__all__ = ["Bullet", "Section", "Thesis", "count_words", "normalize_text", "parse_thesis"]
+__all__ = ["Bullet", "Section", "Thesis", "count_words", "normalize_text", "parse_thesis", "reference_parse_thesis",
+           "visible_size"]
 
 _TAG = re.compile(r"<(/?)([a-z][\w-]*)(?:\s[^<>]*?)?(/?)>", re.IGNORECASE)
 _THINK = re.compile(r"<(/?)think(?:\s[^<>]*)?>", re.IGNORECASE)
 _DECISION = re.compile(r"\[\[\[([^\[\]\n]{1,40}?)\]\]\]")
 _BULLET = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+(\S.*)$")
 _HEADER = re.compile(r"^\s{0,3}#{1,6}\s+\S|^\s*\*\*[^*\n]+\*\*\s*:?\s*$")
-# ``**`` + text without a ``**`` or a line break + ``**``: each character has one way to match.
-_BOLD = re.compile(r"\*\*(?=\S)(?:[^*\n]|\*(?!\*))+?(?<=\S)\*\*")
-# One asterisk on each side, never part of ``**bold**`` nor a ``* bullet`` marker.
-_ITALIC = re.compile(r"(?<![*\w])\*(?=[^\s*])([^*\n]+?)(?<=[^\s*])\*(?![*\w])")
+# The same two over a whole body at once, given with a line break in front: each line starts at a
+# literal ``\n`` the engine jumps to (``[^\S\n]``: white space that does not end the line).
+_BULLETS = re.compile(r"\n[^\S\n]*(?:[-*+]|\d+[.)])[^\S\n]+(\S[^\n]*)")
+_HEADERS = re.compile(r"\n(?:[^\S\n]{0,3}#{1,6}[^\S\n]+\S|[^\S\n]*\*\*[^*\n]+\*\*[^\S\n]*:?[^\S\n]*$)", re.MULTILINE)
+# ``**`` + text without a ``**`` or a line break + ``**``: the text runs to the next ``**`` without
+# backtracking (``++``), as no shorter span could end on one.
+_BOLD = re.compile(r"\*\*(?=\S)(?:[^*\n]|\*(?!\*))++(?<=\S)\*\*")
+# One asterisk on each side, never part of ``**bold**`` nor a ``* bullet`` marker. It opens on a
+# literal ``*`` (the engine jumps from one to the next) and its text runs to the next ``*``
+# without backtracking (``++``): a shorter or longer span could not end on an asterisk.
+_ITALIC = re.compile(r"\*(?<![*\w]\*)(?=[^\s*])([^*\n]++)(?<=\S)\*(?![*\w])")
 _SOURCE = re.compile(r"`([^`\n]+)`")
 _TABLE_RULE = frozenset("|:- \t")
 _NOT_WORD = re.compile(r"(?<!\S)(?:[^\w\s]|_)+(?!\S)")  # a token without a letter or digit
-# ASCII bytes that are neither letters, digits nor white space (deleted before counting words), and
-# str.split's extra separators \x1c-\x1f, which bytes.split does not know, mapped to a space.
+# Word counting on ASCII bytes: letters and digits become ``a``, white space (str.split's, \x1c-\x1f
+# included) a space, and the rest is deleted, so each word starts where `` a`` occurs.
 _ASCII_NON_WORD = bytes(i for i in range(128) if not (chr(i).isalnum() or chr(i).isspace()))
-_ASCII_SEPARATORS = bytes.maketrans(b"\x1c\x1d\x1e\x1f", b"    ")
-_ASCII_PUNCT = str.maketrans(
-    {
-        **dict.fromkeys("\u2018\u2019\u201a\u201b\u2032", "'"),
-        **dict.fromkeys("\u201c\u201d\u201e\u201f\u2033", '"'),
-        **dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212", "-"),
-    }
+_ASCII_WORD_MAP = bytes(ord("a") if chr(i).isalnum() else ord(" ") if chr(i).isspace() else i for i in range(256))
+_ASCII_SPACE = bytes(i for i in range(128) if chr(i).isspace())
+_ASCII_BYTES = bytes(range(128))
+_ASCII_PUNCT = (  # replaced one by one: str.translate looks each character of non-ASCII text up in Python
+    *((c, "'") for c in "\u2018\u2019\u201a\u201b\u2032"),
+    *((c, '"') for c in "\u201c\u201d\u201e\u201f\u2033"),
+    *((c, "-") for c in "\u2010\u2011\u2012\u2013\u2014\u2015\u2212"),
 )
 
 
@@ -93,14 +101,34 @@ def normalize_text(text: str) -> str:
     white space) so that quote checks compare words, not typography."""
     if text.isascii():  # nothing for NFKC or the typography table to fold
         return " ".join(text.lower().split())
-    return " ".join(unicodedata.normalize("NFKC", text).translate(_ASCII_PUNCT).lower().split())
+    text = unicodedata.normalize("NFKC", text)
+    for typographic, plain in _ASCII_PUNCT:
+        if typographic in text:
+            text = text.replace(typographic, plain)
+    return " ".join(text.lower().split())
 
 
 def count_words(text: str) -> int:
     """Tokens holding a letter or digit, so markdown (``-``, ``|``, ``**``) is not a word."""
-    if text.isascii():  # the common case, 4x faster: drop what is neither a letter, a digit nor a space
-        return len(text.encode("ascii").translate(_ASCII_SEPARATORS, _ASCII_NON_WORD).split())
-    return len(text.split()) - len(_NOT_WORD.findall(text))
+    if not text.isascii():
+        # Mostly ASCII in practice (curly quotes, dashes, accents): each distinct other character
+        # becomes what it counts as (a letter, a space or nothing); otherwise the general count.
+        others = set(text.encode("utf-8", "surrogatepass").translate(None, _ASCII_BYTES).decode("utf-8", "surrogatepass"))
+        if len(others) > 16:
+            return len(text.split()) - len(_NOT_WORD.findall(text))
+        for char in others:
+            text = text.replace(char, "a" if char.isalnum() else " " if char.isspace() else "")
+    # Two passes in C and no token built.
+    return (" " + text).encode("ascii").translate(_ASCII_WORD_MAP, _ASCII_NON_WORD).count(b" a")
+
+
+def visible_size(text: str) -> int:
+    """The characters of ``normalize_text(text)`` other than spaces, without building it when ``text``
+    is ASCII: equal normalised texts have equal sizes, so most texts are told apart without it."""
+    if text.isascii():
+        return len(text.encode("ascii").translate(None, _ASCII_SPACE))
+    key = normalize_text(text)
+    return len(key) - key.count(" ")
 
 
 def parse_thesis(text: str, min_quote_words: int = 3, max_quote_words: int | None = 60) -> Thesis:
@@ -111,8 +139,18 @@ def parse_thesis(text: str, min_quote_words: int = 3, max_quote_words: int | Non
     ``<think>`` never closed runs to the end). Several *different* decisions make the thesis
     conflicting (``decision=None``): writing every action to hedge must not pay.
     """
+    return _parse(text, (min_quote_words, max_quote_words), _section)
+
+
+def reference_parse_thesis(text: str, min_quote_words: int = 3, max_quote_words: int | None = 60) -> Thesis:
+    """:func:`parse_thesis` reading each section line by line: plain and slower, the definition
+    the fast path is tested against."""
+    return _parse(text, (min_quote_words, max_quote_words), _plain_section)
+
+
+def _parse(text: str, sizes: tuple[int, int | None], read_section: Callable[..., Section]) -> Thesis:
     clean = text.replace("\r\n", "\n").replace("\r", "\n")
-    sizes = (min_quote_words, max_quote_words)
+    min_quote_words = sizes[0]
     sections, thinking = [], []
     for tag, start, body_start, body_end, _ in _top_level(clean):
         if tag == "think":
@@ -121,7 +159,7 @@ def parse_thesis(text: str, min_quote_words: int = 3, max_quote_words: int | Non
             thinking.append(clean[:start].strip())
             sections = []
         else:
-            sections.append(_section(tag, clean[body_start:body_end].strip(), sizes))
+            sections.append(read_section(tag, clean[body_start:body_end].strip(), sizes))
     decisions = tuple(_decisions(_outside_think(clean), min_quote_words))
     return Thesis(
         sections=tuple(sections),
@@ -225,6 +263,33 @@ def _decisions(answer: str, min_quote_words: int) -> Iterator[Action]:
 
 
 def _section(tag: str, body: str, sizes: tuple[int, int | None]) -> Section:
+    """A section read with one pass of each pattern over its whole body."""
+    lines = "\n" + body
+    return Section(tag, body, _HEADERS.search(lines) is not None, _bullets(_BULLETS.findall(lines), *sizes),
+                   _BOLD.search(body) is not None, "|" in body and _has_table(body.split("\n")), count_words(body))
+
+
+def _bullets(texts: list[str], lo: int, hi: int | None) -> tuple[Bullet, ...]:
+    """:func:`_bullet` of each text, inlined: its calls cost as much as its work. A quote needs no
+    strip: it neither starts nor ends on white space."""
+    bullets = []
+    for text in texts:
+        text = text.strip()
+        cut, quotes, sources = len(text), (), ()
+        if "*" in text:
+            matches = [m for m in _ITALIC.finditer(text) if lo <= count_words(m.group(1)) <= (cut if hi is None else hi)]
+            if matches:
+                cut, quotes = matches[0].start(), tuple([m.group(1) for m in matches])
+        if "`" in text:
+            matches = list(_SOURCE.finditer(text))
+            if matches:
+                cut, sources = min(cut, matches[0].start()), tuple([m.group(1).strip() for m in matches])
+        bullets.append(Bullet(text, text[:cut].strip(), quotes, sources))
+    return tuple(bullets)
+
+
+def _plain_section(tag: str, body: str, sizes: tuple[int, int | None]) -> Section:
+    """A section read line by line."""
     lines = body.split("\n")
     return Section(
         tag=tag,
@@ -232,15 +297,19 @@ def _section(tag: str, body: str, sizes: tuple[int, int | None]) -> Section:
         header=any(_HEADER.match(line) for line in lines),
         bullets=tuple(_bullet(m.group(1).strip(), sizes) for m in map(_BULLET.match, lines) if m),
         has_bold=bool(_BOLD.search(body)),
-        has_table=any(
-            "|" in line and "-" in line and "|" in prev and set(line) <= _TABLE_RULE
-            for prev, line in zip(lines, lines[1:])
-        ),
+        has_table=_has_table(lines),
         word_count=count_words(body),
     )
 
 
+def _has_table(lines: list[str]) -> bool:
+    """A markdown table rule (``|---|:--|``) under a line with a pipe."""
+    return any("|" in line and "-" in line and "|" in prev and set(line) <= _TABLE_RULE
+               for prev, line in zip(lines, lines[1:]))
+
+
 def _bullet(text: str, sizes: tuple[int, int | None]) -> Bullet:
+    """A claim: its quote-sized italics, its sources and the opinion before the first of them."""
     lo, hi = sizes[0], len(text) if sizes[1] is None else sizes[1]
     quotes = [m for m in _ITALIC.finditer(text) if lo <= count_words(m.group(1)) <= hi] if "*" in text else []
     sources = list(_SOURCE.finditer(text)) if "`" in text else []
