@@ -299,28 +299,27 @@ class QuoteIndex:
 
     def count(self, quotes: tuple[str, ...]) -> int:
         """How many of ``quotes`` are in the context."""
-        return sum(map(self.__contains__, quotes))
+        text, n = self.text, 0
+        for quote in quotes:
+            needle = _strip_quote(quote)
+            at = text.find(needle) if needle else -1
+            while at >= 0 and _cuts(text, at, at + len(needle), needle):
+                at = text.find(needle, at + 1)
+            n += at >= 0
+        return n
 
     def __contains__(self, quote: str) -> bool:
-        needle = _strip_quote(quote)
-        if not needle:
-            return False
-        text, at = self.text, self.text.find(needle)
-        while at >= 0:
-            if not _cuts(text, at, at + len(needle), needle):
-                return True
-            at = text.find(needle, at + 1)
-        return False
+        return self.count((quote,)) == 1
 
 
 def _cuts(text: str, start: int, end: int, needle: str) -> bool:
     """Whether ``text[start:end]`` (== ``needle``) starts or ends inside a word or a number."""
-    before, after = text[max(0, start - 2):start], text[end:end + 2]
-    if needle[0].isalnum() and before and (before[-1].isalnum() or (
-            needle[0].isdigit() and len(before) == 2 and before[1] in ".," and before[0].isdigit())):
+    first, last = needle[0], needle[-1]
+    if first.isalnum() and start and (text[start - 1].isalnum() or (
+            first.isdigit() and start > 1 and text[start - 1] in ".," and text[start - 2].isdigit())):
         return True
-    return bool(needle[-1].isalnum() and after and (after[0].isalnum() or (
-        needle[-1].isdigit() and len(after) == 2 and after[0] in ".," and after[1].isdigit())))
+    return last.isalnum() and end < len(text) and (text[end].isalnum() or (
+        last.isdigit() and end + 1 < len(text) and text[end] in ".," and text[end + 1].isdigit()))
 
 
 @lru_cache(maxsize=64)
@@ -371,8 +370,9 @@ def _evidence(sections: tuple[Section, ...], verified: Callable[[tuple[str, ...]
         if section.tag != "conclusion":
             section_score = 0.3 * bullet_count_reward(len(section.bullets)) + 0.7 * harmonic_mean(bullet_scores)
             section_scores.append(max(section_score, _SECTION_FLOOR))
-    n_verified = 0 if verified is None else n_verified
-    n_fabricated = n_quotes - n_verified if verified is not None else 0
+    if verified is None:  # unchecked: nothing verified, nothing fabricated
+        n_verified = 0
+    n_fabricated = 0 if verified is None else n_quotes - n_verified
     reward = max(0.0, harmonic_mean(section_scores) - cfg.fabricated_penalty * n_fabricated / max(1, n_quotes))
     return EvidenceResult(reward, n_claims, n_quotes, n_fabricated, n_verified)
 

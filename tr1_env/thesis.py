@@ -149,7 +149,7 @@ def reference_parse_thesis(text: str, min_quote_words: int = 3, max_quote_words:
 
 
 def _parse(text: str, sizes: tuple[int, int | None], read_section: Callable[..., Section]) -> Thesis:
-    clean = text.replace("\r\n", "\n").replace("\r", "\n")
+    clean = text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
     min_quote_words = sizes[0]
     sections, thinking = [], []
     for tag, start, body_start, body_end, _ in _top_level(clean):
@@ -265,26 +265,47 @@ def _decisions(answer: str, min_quote_words: int) -> Iterator[Action]:
 def _section(tag: str, body: str, sizes: tuple[int, int | None]) -> Section:
     """A section read with one pass of each pattern over its whole body."""
     lines = "\n" + body
-    return Section(tag, body, _HEADERS.search(lines) is not None, _bullets(_BULLETS.findall(lines), *sizes),
+    return Section(tag, body, _HEADERS.search(lines) is not None, _bullets(lines, *sizes),
                    _BOLD.search(body) is not None, "|" in body and _has_table(body.split("\n")), count_words(body))
 
 
-def _bullets(texts: list[str], lo: int, hi: int | None) -> tuple[Bullet, ...]:
-    """:func:`_bullet` of each text, inlined: its calls cost as much as its work. A quote needs no
-    strip: it neither starts nor ends on white space."""
+def _bullets(lines: str, lo: int, hi: int | None) -> tuple[Bullet, ...]:
+    """The claims of a body given with a line break in front: its bullet lines, then its quotes and
+    sources found over the whole body at once and dealt to the bullet line holding them (neither
+    crosses a line, and neither can start in a bullet marker, so each line gets what
+    :func:`_bullet` would find in it)."""
+    found = list(_BULLETS.finditer(lines))
+    if not found:
+        return ()
+    hi = len(lines) if hi is None else hi
+    starts = [m.start(1) for m in found]
+    ends = [m.end(1) for m in found]
+    cuts = ends.copy()  # where each opinion ends: its first quote or source
+    quotes: dict[int, list[str]] = {}
+    sources: dict[int, list[str]] = {}
+    if "*" in lines:
+        for m in _ITALIC.finditer(lines):
+            at = m.start()
+            k = bisect_right(starts, at) - 1
+            if k >= 0 and at < ends[k] and lo <= count_words(m[1]) <= hi:
+                if k in quotes:
+                    quotes[k].append(m[1])  # no strip: a quote neither starts nor ends on white space
+                else:
+                    quotes[k], cuts[k] = [m[1]], at
+    if "`" in lines:
+        for m in _SOURCE.finditer(lines):
+            at = m.start()
+            k = bisect_right(starts, at) - 1
+            if k >= 0 and at < ends[k]:
+                if k in sources:
+                    sources[k].append(m[1].strip())
+                else:
+                    sources[k], cuts[k] = [m[1].strip()], min(cuts[k], at)
     bullets = []
-    for text in texts:
-        text = text.strip()
-        cut, quotes, sources = len(text), (), ()
-        if "*" in text:
-            matches = [m for m in _ITALIC.finditer(text) if lo <= count_words(m.group(1)) <= (cut if hi is None else hi)]
-            if matches:
-                cut, quotes = matches[0].start(), tuple([m.group(1) for m in matches])
-        if "`" in text:
-            matches = list(_SOURCE.finditer(text))
-            if matches:
-                cut, sources = min(cut, matches[0].start()), tuple([m.group(1).strip() for m in matches])
-        bullets.append(Bullet(text, text[:cut].strip(), quotes, sources))
+    for k, m in enumerate(found):
+        text = m[1].strip()
+        bullets.append(Bullet(text, text[:cuts[k] - starts[k]].strip(), tuple(quotes.get(k, ())),
+                              tuple(sources.get(k, ()))))
     return tuple(bullets)
 
 
