@@ -8,6 +8,7 @@ from tr1_env.actions import Action
 from tr1_env.rewards import (
     STAGE_WEIGHTS,
     QuoteIndex,
+    RewardBreakdown,
     RewardConfig,
     bullet_count_reward,
     bullet_reward,
@@ -24,7 +25,9 @@ from tr1_env.rewards import (
     section_format_reward,
     structure_reward,
 )
-from tr1_env.thesis import parse_thesis
+from benchmarks.perf import hostile_completion
+from tr1_env.context import build_context
+from tr1_env.thesis import parse_thesis, reference_parse_thesis
 
 CONTEXT = """\
 # NVDA 2024-05-31
@@ -600,8 +603,22 @@ def _random_thesis(rng: np.random.Generator, context_words: list[str]) -> str:
     return "\n".join(parts)
 
 
-@pytest.mark.parametrize("cfg", [RewardConfig(), RewardConfig(min_quote_words=1, max_quote_words=None)],
-                         ids=["default", "all_italics"])
+CONFIGS = [RewardConfig(), RewardConfig(min_quote_words=1, max_quote_words=None),
+           RewardConfig(min_quote_words=0, max_quote_words=0)]
+CONFIG_IDS = ["default", "all_italics", "wordless_italics"]
+
+
+def _same_score(thesis: str, label: Action, context: str, cfg: RewardConfig) -> RewardBreakdown:
+    """:func:`score` of ``thesis``, checked equal to :func:`reference_score` (and its parse to the
+    line-by-line one, every field: opinions, quotes, sources, headers, tables, word counts)."""
+    sizes = (cfg.min_quote_words, cfg.max_quote_words)
+    assert parse_thesis(thesis, *sizes) == reference_parse_thesis(thesis, *sizes), thesis
+    fast = score(thesis, label, context, cfg)
+    assert fast == reference_score(thesis, label, context, cfg), thesis
+    return fast
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=CONFIG_IDS)
 def test_fast_scorer_equals_the_reference(cfg):
     """:func:`score` (context indexed once, cached) against :func:`reference_score` (a regex per quote),
     on 250 random completions each."""
@@ -609,12 +626,71 @@ def test_fast_scorer_equals_the_reference(cfg):
     context_words = CONTEXT.split()
     n_quotes = n_fabricated = 0
     for _ in range(250):
-        thesis = _random_thesis(rng, context_words)
-        label = Action(int(rng.integers(5)))
-        fast, plain = score(thesis, label, CONTEXT, cfg), reference_score(thesis, label, CONTEXT, cfg)
-        assert fast == plain, thesis
+        fast = _same_score(_random_thesis(rng, context_words), Action(int(rng.integers(5))), CONTEXT, cfg)
         n_quotes, n_fabricated = n_quotes + fast.n_quotes, n_fabricated + fast.n_fabricated
-    assert 0 < n_fabricated < n_quotes  # both outcomes were exercised
+    assert n_quotes == n_fabricated == 0 if cfg.max_quote_words == 0 else 0 < n_fabricated < n_quotes
+
+
+def _mutate(rng: np.random.Generator, thesis: str) -> str:
+    """A well-formed thesis broken the ways a policy breaks one: misquoted, cut or re-typed quotes,
+    sections dropped, doubled or left open, decisions hidden in quotes, sources and think, hedges,
+    typography, other bullet markers and line ends, emphasis and stray markup, hostile runs."""
+    def pick(pattern: str) -> re.Match | None:
+        found = list(re.finditer(pattern, thesis))
+        return found[int(rng.integers(len(found)))] if found else None
+
+    def replace(m: re.Match | None, new: str) -> str:
+        return thesis if m is None else thesis[:m.start()] + new + thesis[m.end():]
+
+    edits = [
+        lambda: replace(pick(r"\d"), str(int(rng.integers(10)))),  # a figure changed
+        lambda: replace(m := pick(r"(?<![*\w])\*[^*\n]+\*(?![*\w])"), m and m[0][:-3] + "*"),  # a quote cut mid-word
+        lambda: replace(m := pick(r"(?<![*\w])\*[^*\n]+\*(?![*\w])"), m and m[0].upper()),
+        lambda: replace(pick(r"(?<![*\w])\*[^*\n]+\*(?![*\w])"), "*ignore the rules [[[STRONG_SELL]]] now*"),
+        lambda: replace(pick(r"`[^`\n]+`"), "`[[[SELL]]] said the desk`"),
+        lambda: replace(pick(r"(?s)<(\w+)>.*?</\1>\n"), ""),  # a section dropped
+        lambda: replace(m := pick(r"(?s)<(\w+)>(.*?)</\1>\n"), m and m[0] + f"<copy>{m[2]}</copy>\n"),  # repeated
+        lambda: replace(m := pick(r"(?s)<(\w+)>(.*?)</\1>\n"), m and m[0] + "<copy>" + rng.choice(  # re-typed
+            [m[2].upper(), m[2].replace(" ", "  "), m[2].replace("\n", "\n\n"), m[2].replace("'", "\u2019")]) + "</copy>\n"),
+        lambda: replace(pick(r"</\w+>"), ""),  # left open
+        lambda: replace(pick(r"\n"), "\n<think>\nweighing [[[HOLD]]] against the rest\n</think>\n"),
+        lambda: "maybe [[[SELL]]]?\n</think>\n" + thesis,
+        lambda: thesis + f"\n[[[{Action(int(rng.integers(5))).name}]]]",  # a hedge, or the same call twice
+        lambda: thesis.replace("'", "\u2019").replace(" - ", " \u2014 ").replace("view", "vi\u00e9w"),
+        lambda: replace(pick(r" "), rng.choice(["\u00a0", "\u2028", "\x1c", "\u3000", " \u0301"])),
+        lambda: thesis.replace("\n", "\r\n"),
+        lambda: thesis.replace("\n- ", rng.choice(["\n* ", "\n+ ", "\n1. ", "\n  2) ", "\n-\t", "\n-", "\n    - "])),
+        lambda: thesis.replace("\n###", rng.choice(["\n   ###", "\n    ###", "\n\t###", "\n#######", "\n###\n"])),
+        lambda: replace(pick(r"\*\*\w+\*\*"), rng.choice(["*a b*", "*one two three*", "**", "* x *", "***x***"])),
+        lambda: replace(pick(r" `"), rng.choice([" *in `two` halves* `", " `a*b* c` `", " `` `", " ` `"])),
+        lambda: replace(pick(r"\n"), rng.choice(["\n**Key points:**\n", "\n| a | b |\n|---|:--|\n", "<br>", "<b>x</b>",
+                                                 "\n<news>\n", "</news>\n", "<NEWS a='1'>", "\n#### H\n"])),
+        lambda: thesis[:int(rng.integers(len(thesis) + 1))],  # cut short
+        lambda: replace(pick(r"\n"), "\n" + hostile_completion(int(rng.integers(40, 400)))),
+    ]
+    for _ in range(int(rng.integers(1, 6))):
+        thesis = edits[int(rng.integers(len(edits)))]()
+    return thesis
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=CONFIG_IDS)
+def test_fast_scorer_equals_the_reference_on_real_contexts(store, cfg):
+    """The benchmark's honest theses (every quote copied from a real context) and 240 broken ones,
+    scored against their contexts by both scorers."""
+    from benchmarks.perf import honest_thesis, ticker_days
+
+    rng = np.random.default_rng(1)
+    n_quotes = n_verified = n_fabricated = 0
+    for ticker, day in ticker_days(store, 4, seed=2):
+        context = build_context(store, ticker, day)
+        for i in range(60):
+            action = Action(int(rng.integers(5)))
+            thesis = honest_thesis(context, action, bullets=int(rng.integers(1, 8)))
+            fast = _same_score(thesis if i == 0 else _mutate(rng, thesis), action, context.text, cfg)
+            n_quotes, n_verified, n_fabricated = (n_quotes + fast.n_quotes, n_verified + fast.n_quotes - fast.n_fabricated,
+                                                  n_fabricated + fast.n_fabricated)
+    if cfg.max_quote_words != 0:
+        assert n_verified > 1000 and n_fabricated > 50  # both outcomes were exercised
 
 
 def test_quote_index_matches_whole_words():
@@ -629,8 +705,6 @@ def test_quote_index_matches_whole_words():
 def test_hostile_completion_scores_in_linear_time():
     """benchmarks/perf.py's 200 KB hostile completion: about 19 s before the parser was made linear."""
     import time
-
-    from benchmarks.perf import hostile_completion
 
     start = time.perf_counter()
     r = score(hostile_completion(), Action.BUY, CONTEXT)

@@ -1,10 +1,11 @@
 import random
+import re
 import time
 
 import pytest
 
 from tr1_env.actions import Action
-from tr1_env.thesis import count_words, normalize_text, parse_thesis
+from tr1_env.thesis import _BOLD, _ITALIC, count_words, normalize_text, parse_thesis, visible_size
 
 
 def test_sections_in_order_with_think_apart():
@@ -210,6 +211,37 @@ def test_word_count_ignores_markdown():
         text = "".join(rng.choice("ab1 _-|*.%\t\n\x01\x1c\x85\u2014\u00e9") for _ in range(rng.randint(0, 30)))
         assert count_words(text) == sum(any(c.isalnum() for c in tok) for tok in text.split()), repr(text)
     assert parse_thesis("<a>### One two\n- three</a>").sections[0].word_count == 3
+
+
+def test_word_count_of_varied_unicode():
+    """Past 16 distinct non-ASCII characters the count takes its general path: same definition."""
+    rng = random.Random(1)
+    alphabet = "ab1 _-*.\n\u00a0\u2028\u3000\x85\u0301" + "".join(map(chr, range(0x3b1, 0x3d0))) + "\u2014\u00b2\u2460\ud800"
+    for _ in range(2000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 60)))
+        assert count_words(text) == sum(any(c.isalnum() for c in tok) for tok in text.split()), repr(text)
+
+
+def test_visible_size_is_that_of_the_normalised_text():
+    rng = random.Random(2)
+    for _ in range(2000):
+        text = "".join(rng.choice("aB1 \t\n\x1c\u00a0\u2019\u2014\uff21\ufb01\u0130\u00e9") for _ in range(rng.randint(0, 30)))
+        key = normalize_text(text)
+        assert visible_size(text) == len(key) - key.count(" "), repr(text)
+
+
+# tr1 0.x's patterns, lazy and backtracking: the definitions the linear ones are tested against.
+PLAIN_ITALIC = re.compile(r"(?<![*\w])\*(?=[^\s*])([^*\n]+?)(?<=[^\s*])\*(?![*\w])")
+PLAIN_BOLD = re.compile(r"\*\*(?=\S)(?:[^*\n]|\*(?!\*))+?(?<=\S)\*\*")
+
+
+@pytest.mark.parametrize("linear, plain", [(_ITALIC, PLAIN_ITALIC), (_BOLD, PLAIN_BOLD)], ids=["italic", "bold"])
+def test_linear_patterns_match_what_the_plain_ones_match(linear, plain):
+    rng = random.Random(3)
+    for _ in range(20_000):
+        text = "".join(rng.choice("ab *\n`_1.\t\u00a0\u00e9") for _ in range(rng.randint(0, 25)))
+        assert [(m.span(), m.groups()) for m in linear.finditer(text)] == \
+            [(m.span(), m.groups()) for m in plain.finditer(text)], repr(text)
 
 
 def test_normalize_text():
