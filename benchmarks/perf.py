@@ -69,7 +69,8 @@ def hostile_completion(n_chars: int = 200_000) -> str:
 
 def per_second(fn: Callable[[], object], seconds: float, clock: Callable[[], float] = time.perf_counter
                ) -> tuple[float, int]:
-    """Calls of ``fn`` per second over about ``seconds`` of ``clock`` (wall time unless told), and the number of calls."""
+    """Calls of ``fn`` per second over about ``seconds`` of ``clock`` (wall time unless told), and the
+    number of calls."""
     n, start = 0, clock()
     while (elapsed := clock() - start) < seconds:
         fn()

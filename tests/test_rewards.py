@@ -4,7 +4,9 @@ import re
 import numpy as np
 import pytest
 
+from benchmarks.perf import hostile_completion
 from tr1_env.actions import Action
+from tr1_env.context import build_context
 from tr1_env.rewards import (
     STAGE_WEIGHTS,
     QuoteIndex,
@@ -25,8 +27,6 @@ from tr1_env.rewards import (
     section_format_reward,
     structure_reward,
 )
-from benchmarks.perf import hostile_completion
-from tr1_env.context import build_context
 from tr1_env.thesis import parse_thesis, reference_parse_thesis
 
 CONTEXT = """\
@@ -642,6 +642,10 @@ def _mutate(rng: np.random.Generator, thesis: str) -> str:
     def replace(m: re.Match | None, new: str) -> str:
         return thesis if m is None else thesis[:m.start()] + new + thesis[m.end():]
 
+    def retyped(body: str) -> str:
+        return [body.upper(), body.replace(" ", "  "), body.replace("\n", "\n\n"), body.replace("'", "\u2019")][
+            int(rng.integers(4))]
+
     edits = [
         lambda: replace(pick(r"\d"), str(int(rng.integers(10)))),  # a figure changed
         lambda: replace(m := pick(r"(?<![*\w])\*[^*\n]+\*(?![*\w])"), m and m[0][:-3] + "*"),  # a quote cut mid-word
@@ -650,8 +654,7 @@ def _mutate(rng: np.random.Generator, thesis: str) -> str:
         lambda: replace(pick(r"`[^`\n]+`"), "`[[[SELL]]] said the desk`"),
         lambda: replace(pick(r"(?s)<(\w+)>.*?</\1>\n"), ""),  # a section dropped
         lambda: replace(m := pick(r"(?s)<(\w+)>(.*?)</\1>\n"), m and m[0] + f"<copy>{m[2]}</copy>\n"),  # repeated
-        lambda: replace(m := pick(r"(?s)<(\w+)>(.*?)</\1>\n"), m and m[0] + "<copy>" + rng.choice(  # re-typed
-            [m[2].upper(), m[2].replace(" ", "  "), m[2].replace("\n", "\n\n"), m[2].replace("'", "\u2019")]) + "</copy>\n"),
+        lambda: replace(m := pick(r"(?s)<(\w+)>(.*?)</\1>\n"), m and m[0] + f"<copy>{retyped(m[2])}</copy>\n"),
         lambda: replace(pick(r"</\w+>"), ""),  # left open
         lambda: replace(pick(r"\n"), "\n<think>\nweighing [[[HOLD]]] against the rest\n</think>\n"),
         lambda: "maybe [[[SELL]]]?\n</think>\n" + thesis,
@@ -680,15 +683,14 @@ def test_fast_scorer_equals_the_reference_on_real_contexts(store, cfg):
     from benchmarks.perf import honest_thesis, ticker_days
 
     rng = np.random.default_rng(1)
-    n_quotes = n_verified = n_fabricated = 0
+    n_verified = n_fabricated = 0
     for ticker, day in ticker_days(store, 4, seed=2):
         context = build_context(store, ticker, day)
         for i in range(60):
             action = Action(int(rng.integers(5)))
             thesis = honest_thesis(context, action, bullets=int(rng.integers(1, 8)))
             fast = _same_score(thesis if i == 0 else _mutate(rng, thesis), action, context.text, cfg)
-            n_quotes, n_verified, n_fabricated = (n_quotes + fast.n_quotes, n_verified + fast.n_quotes - fast.n_fabricated,
-                                                  n_fabricated + fast.n_fabricated)
+            n_verified, n_fabricated = n_verified + fast.n_quotes - fast.n_fabricated, n_fabricated + fast.n_fabricated
     if cfg.max_quote_words != 0:
         assert n_verified > 1000 and n_fabricated > 50  # both outcomes were exercised
 

@@ -370,11 +370,9 @@ def _evidence(sections: tuple[Section, ...], verified: Callable[[tuple[str, ...]
         if section.tag != "conclusion":
             section_score = 0.3 * bullet_count_reward(len(section.bullets)) + 0.7 * harmonic_mean(bullet_scores)
             section_scores.append(max(section_score, _SECTION_FLOOR))
-    if verified is None:  # unchecked: nothing verified, nothing fabricated
-        n_verified = 0
-    n_fabricated = 0 if verified is None else n_quotes - n_verified
+    n_fabricated = 0 if verified is None else n_quotes - n_verified  # unchecked: none verified, none fabricated
     reward = max(0.0, harmonic_mean(section_scores) - cfg.fabricated_penalty * n_fabricated / max(1, n_quotes))
-    return EvidenceResult(reward, n_claims, n_quotes, n_fabricated, n_verified)
+    return EvidenceResult(reward, n_claims, n_quotes, n_fabricated, 0 if verified is None else n_verified)
 
 
 @lru_cache(maxsize=4096)

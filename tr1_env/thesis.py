@@ -24,6 +24,7 @@ import unicodedata
 from bisect import bisect_right
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from itertools import pairwise
 
 from tr1_env.actions import Action
 
@@ -113,7 +114,8 @@ def count_words(text: str) -> int:
     if not text.isascii():
         # Mostly ASCII in practice (curly quotes, dashes, accents): each distinct other character
         # becomes what it counts as (a letter, a space or nothing); otherwise the general count.
-        others = set(text.encode("utf-8", "surrogatepass").translate(None, _ASCII_BYTES).decode("utf-8", "surrogatepass"))
+        raw = text.encode("utf-8", "surrogatepass")
+        others = set(raw.translate(None, _ASCII_BYTES).decode("utf-8", "surrogatepass"))
         if len(others) > 16:
             return len(text.split()) - len(_NOT_WORD.findall(text))
         for char in others:
@@ -326,7 +328,7 @@ def _plain_section(tag: str, body: str, sizes: tuple[int, int | None]) -> Sectio
 def _has_table(lines: list[str]) -> bool:
     """A markdown table rule (``|---|:--|``) under a line with a pipe."""
     return any("|" in line and "-" in line and "|" in prev and set(line) <= _TABLE_RULE
-               for prev, line in zip(lines, lines[1:]))
+               for prev, line in pairwise(lines))
 
 
 def _bullet(text: str, sizes: tuple[int, int | None]) -> Bullet:
