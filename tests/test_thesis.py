@@ -5,7 +5,18 @@ import time
 import pytest
 
 from tr1_env.actions import Action
-from tr1_env.thesis import _BOLD, _ITALIC, count_words, normalize_text, parse_thesis, visible_size
+from tr1_env.thesis import (
+    _BOLD,
+    _BULLET,
+    _BULLETS,
+    _HEADER,
+    _HEADERS,
+    _ITALIC,
+    count_words,
+    normalize_text,
+    parse_thesis,
+    visible_size,
+)
 
 
 def test_sections_in_order_with_think_apart():
@@ -244,6 +255,18 @@ def test_linear_patterns_match_what_the_plain_ones_match(linear, plain):
         text = "".join(rng.choice("ab *\n`_1.\t\u00a0\u00e9") for _ in range(rng.randint(0, 25)))
         assert [(m.span(), m.groups()) for m in linear.finditer(text)] == \
             [(m.span(), m.groups()) for m in plain.finditer(text)], repr(text)
+
+
+def test_whole_body_patterns_match_what_line_patterns_match():
+    """Headers and bullets are read over a whole body (given with a line break in front) by the fast
+    parser, line by line by the plain one."""
+    rng = random.Random(4)
+    for _ in range(20_000):
+        text = "".join(rng.choice(["a", " ", "\n", "#", "*", "-", "+", "1", ".", ")", ":", "\t", "\u00a0", "\x1c", "**"])
+                       for _ in range(rng.randint(0, 25)))
+        lines = text.split("\n")
+        assert (_HEADERS.search("\n" + text) is not None) == any(_HEADER.match(line) for line in lines), repr(text)
+        assert _BULLETS.findall("\n" + text) == [m.group(1) for m in map(_BULLET.match, lines) if m], repr(text)
 
 
 def test_normalize_text():

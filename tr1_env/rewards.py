@@ -23,13 +23,20 @@ setting:
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field, replace
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 
 from tr1_env.actions import Action
-from tr1_env.thesis import (Section, Thesis, count_words, normalize_text, parse_thesis, reference_parse_thesis,
-                           visible_size)
+from tr1_env.thesis import (
+    Section,
+    Thesis,
+    count_words,
+    normalize_text,
+    parse_thesis,
+    reference_parse_thesis,
+    visible_size,
+)
 
 __all__ = [
     "DECISION_MATRIX",
