@@ -4,7 +4,9 @@ The parser reads the markup and nothing else; what a section, a claim or a decis
 lives in :mod:`tr1_env.rewards`. It never raises: a policy under RL writes broken markup, and a
 crash would take the rollout down with it. Every pattern is linear in the input (no pattern can
 backtrack across a line or a run of unbounded length), because it runs inside every GRPO reward
-call and every Thesis env step on whatever the policy wrote.
+call and every Thesis env step on whatever the policy wrote. :func:`parse_thesis` reads a section
+with one pass of each pattern over its body; :func:`reference_parse_thesis` reads it line by line
+and claim by claim, the plain definition the fast reading is tested equal to.
 
 The rules (SPEC 1.3):
 
