@@ -284,27 +284,32 @@ def _bullets(lines: str, lo: int, hi: int | None) -> tuple[Bullet, ...]:
     hi = len(lines) if hi is None else hi
     starts = [m.start(1) for m in found]
     ends = [m.end(1) for m in found]
-    cuts = ends.copy()  # where each opinion ends: at its first quote or source
-    quotes: list[tuple[str, ...]] = [()] * len(found)
-    sources: list[tuple[str, ...]] = [()] * len(found)
+    cuts = ends.copy()  # where each opinion ends: its first quote or source
+    quotes: dict[int, list[str]] = {}
+    sources: dict[int, list[str]] = {}
     if "*" in lines:
         for m in _ITALIC.finditer(lines):
             at = m.start()
             k = bisect_right(starts, at) - 1
             if k >= 0 and at < ends[k] and lo <= count_words(m[1]) <= hi:
-                cuts[k] = cuts[k] if quotes[k] else at
-                quotes[k] += (m[1],)  # no strip: a quote neither starts nor ends on white space
+                if k in quotes:
+                    quotes[k].append(m[1])  # no strip: a quote neither starts nor ends on white space
+                else:
+                    quotes[k], cuts[k] = [m[1]], at
     if "`" in lines:
         for m in _SOURCE.finditer(lines):
             at = m.start()
             k = bisect_right(starts, at) - 1
             if k >= 0 and at < ends[k]:
-                cuts[k] = cuts[k] if sources[k] else min(cuts[k], at)
-                sources[k] += (m[1].strip(),)
+                if k in sources:
+                    sources[k].append(m[1].strip())
+                else:
+                    sources[k], cuts[k] = [m[1].strip()], min(cuts[k], at)
     bullets = []
     for k, m in enumerate(found):
         text = m[1].strip()
-        bullets.append(Bullet(text, text[:cuts[k] - starts[k]].strip(), quotes[k], sources[k]))
+        bullets.append(Bullet(text, text[:cuts[k] - starts[k]].strip(), tuple(quotes.get(k, ())),
+                              tuple(sources.get(k, ()))))
     return tuple(bullets)
 
 
