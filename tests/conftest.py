@@ -54,6 +54,22 @@ def random_days(store, n: int, seed: int, start: str = "2023-03-01", end: str = 
         yield ticker, days[rng.integers(len(days))], int(rng.integers(1 << 30))
 
 
+def growth(fn, make_input, n: int, factor: int = 4, repeats: int = 3) -> float:
+    """How much longer ``fn`` takes (CPU time, best of ``repeats``) on ``make_input(factor * n)`` than on
+    ``make_input(n)``: about ``factor`` when linear, ``factor ** 2`` when quadratic. A complexity property, not a
+    speed target: the load of the machine scales both runs alike."""
+    def best(arg) -> float:
+        times = []
+        for _ in range(repeats):
+            start = time.process_time()
+            fn(arg)
+            times.append(time.process_time() - start)
+        return max(min(times), 1e-4)
+
+    small, large = make_input(n), make_input(factor * n)
+    return best(large) / best(small)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -1,8 +1,8 @@
 import random
 import re
-import time
 
 import pytest
+from conftest import growth
 
 from tr1_env.actions import Action
 from tr1_env.thesis import (
@@ -67,36 +67,36 @@ def test_self_closing_and_stray_closing_tags_ignored():
     assert [s.tag for s in t.sections] == ["risk"]
 
 
-def test_many_tags_parse_fast():
-    """Generous bounds (20,000 sections; 50,000 unmatched tags on one line): a quadratic parser takes minutes."""
-    text = "".join(f"<t{i % 7}>\nword\n</t{i % 7}>\n" for i in range(20_000))
-    start = time.perf_counter()
-    assert len(parse_thesis(text).sections) == 20_000
+def test_many_tags_parse_in_linear_time():
+    """Sections and unmatched tags: a quadratic parser takes ~16x as long on 4x the input, a linear one ~4x."""
+    sections = growth(parse_thesis, lambda n: "".join(f"<t{i % 7}>\nword\n</t{i % 7}>\n" for i in range(n)), 5_000)
+    unmatched = growth(parse_thesis, lambda n: "<a " * n + "</a>" * n, 12_500)
+    assert sections < 8 and unmatched < 8, (sections, unmatched)
+    assert len(parse_thesis("".join(f"<t{i % 7}>\nword\n</t{i % 7}>\n" for i in range(20_000))).sections) == 20_000
     assert parse_thesis("<a " * 50_000 + "</a>" * 50_000).sections == ()
-    assert time.perf_counter() - start < 5
 
 
-def test_many_quotes_in_one_claim_parse_fast():
-    """A generous bound (100,000 quotes and sources on one bullet line): gathering a claim's quotes
-    by copying what it has so far (quadratic) took 9 s, the linear parser takes 0.1-0.2 s."""
-    text = "<news>\n- view " + "*a b c* `s` " * 50_000 + "\n</news>"
-    start = time.perf_counter()
-    (bullet,) = parse_thesis(text).sections[0].bullets
+def test_many_quotes_in_one_claim_parse_in_linear_time():
+    """Quotes and sources on one bullet line: gathering a claim's quotes by copying what it has so far
+    (quadratic) took 9 s on 50,000 of them."""
+    def line(n: int) -> str:
+        return "<news>\n- view " + "*a b c* `s` " * n + "\n</news>"
+
+    (bullet,) = parse_thesis(line(50_000)).sections[0].bullets
     assert len(bullet.quotes) == len(bullet.sources) == 50_000 and bullet.opinion == "view"
-    assert time.perf_counter() - start < 2
+    ratio = growth(parse_thesis, line, 12_500)
+    assert ratio < 8, ratio
 
 
 def test_hostile_completion_parses_in_linear_time():
-    """200 KB of unclosed bold, italics, decision brackets and tags (benchmarks/perf.py's case):
-    the backtracking parser took about 20 s; a linear one takes milliseconds. The bound is generous."""
+    """Unclosed bold, italics, decision brackets and tags (benchmarks/perf.py's case): the backtracking
+    parser took about 20 s on 200 KB."""
     from benchmarks.perf import hostile_completion
 
-    text = hostile_completion(200_000)
-    assert len(text) >= 200_000
-    start = time.perf_counter()
-    t = parse_thesis(text)
-    assert time.perf_counter() - start < 2
+    t = parse_thesis(hostile_completion(200_000))
     assert [s.tag for s in t.sections] == ["news"] and t.decision is None
+    ratio = growth(parse_thesis, hostile_completion, 50_000)
+    assert ratio < 8, ratio
 
 
 @pytest.mark.parametrize(
