@@ -318,3 +318,57 @@ def test_smollm2_token_head_and_ppo_updates(smollm2_dir, store):
     assert len(history) == 2 and all(np.isfinite(h["policy_loss"]) for h in history)
     moved = {name for name, p in policy.named_parameters() if not torch.equal(p, before[name])}
     assert moved == set(policy.trainable_state())
+
+
+def test_random_start_cuts_the_warm_up_into_seeded_episodes(store):
+    from tr1_env.wrappers import RandomStart
+
+    def starts(seed: int) -> list:
+        env = RandomStart(short_env(store, end="2020-09-30", window=1, news_items=0), length=5)
+        out = [env.reset(seed=seed)[1]["date"]]
+        for _ in range(3):
+            steps, done = 0, False
+            while not done:
+                _, _, terminated, truncated, _ = env.step(2)
+                steps, done = steps + 1, terminated or truncated
+            assert steps == 5
+            out.append(env.reset()[1]["date"])
+        return out
+
+    assert starts(0) == starts(0) and len(set(starts(0))) > 1  # reproducible, and not always the first session
+    assert min(starts(1)) >= pd.Timestamp("2020-07-01")
+
+
+# --- examples/flag_trader_paper.py: seeds, harness replay, the table, resuming ------------------------------------
+
+def test_paper_script_tabulates_seeds_and_resumes(tiny_qwen3_path, store, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    import benchmarks.run
+    import examples.flag_trader_paper as paper
+    import tr1_agent.flag_trader.ppo as ppo
+
+    argv = ["--model", str(tiny_qwen3_path), "--head", "linear", "--trainable-layers", "1", "--seeds", "0", "1",
+            "--train-end", "2020-07-10", "--test-end", "2020-10-09", "--window", "2", "--news-items", "1",
+            "--total-timesteps", "4", "--rollout-steps", "4", "--minibatch-size", "4", "--bootstrap", "20",
+            "--device", "cpu", "--out", str(tmp_path / "out")]
+    results = paper.main(argv)
+    assert [r["seed"] for r in results] == [0, 1] and all(r["days"] == 6 and r["global_step"] == 4 for r in results)
+    bh = results[0]["buy_and_hold"]
+    closes = store.closes("MSFT").loc["2020-10-01":"2020-10-09"]
+    assert bh["long"] == 6 and bh["ib_cr"] == pytest.approx(np.log(closes.iloc[-1] / closes.iloc[0]))
+    assert all(r["ib_sharpe_lo"] <= r["ib_sharpe_hi"] for r in results)
+    assert "mean +- std (2 seeds)" in (tmp_path / "out" / "results.md").read_text()
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a finished seed ran again")
+
+    monkeypatch.setattr(ppo, "train_flag_trader", fail)
+    monkeypatch.setattr(benchmarks.run, "run", fail)
+    assert paper.main(argv) == results  # both seeds come from their folders
+    with pytest.raises(SystemExit, match="other settings"):
+        paper.main([*argv, "--lr", "1e-3"])
+
+    cfg = FlagPPOConfig(tickers=("MSFT",))  # the paper's windows: its numbers join the table
+    assert "| paper: FLAG-TRADER | 20.1 | 1.37 |" in paper.table(results, cfg)
+    assert "paper" not in paper.table(results, replace(cfg, train_end="2020-07-10"))

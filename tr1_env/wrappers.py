@@ -5,6 +5,8 @@
 - :class:`TextAction` (the Trading env only: the Thesis env takes text already) lets a generative
   LLM act on :class:`~tr1_env.envs.TradingEnv` with its raw completion, read by the env's
   ``action_index``; unparseable text falls back to a fixed action.
+- :class:`RandomStart` (the Trading env) cuts a long period into short episodes at random starts,
+  so a short training run samples the whole period instead of only its first sessions.
 """
 
 from __future__ import annotations
@@ -64,3 +66,31 @@ class TextAction(gym.Wrapper):
         index = self.env.unwrapped.action_index(action)
         obs, reward, terminated, truncated, info = self.env.step(self._fallback if index is None else index)
         return obs, reward, terminated, truncated, {**info, "action_parsed": index is not None}
+
+
+class RandomStart(gym.Wrapper):
+    """Episodes of ``length`` decisions, each starting flat on a random session of the Trading env's period.
+
+    The start is drawn from the wrapper's own generator, seeded by ``reset(seed=...)``; an episode is
+    truncated after ``length`` steps (or at the period end, if that comes first).
+    """
+
+    def __init__(self, env: gym.Env, length: int):
+        super().__init__(env)
+        if length < 1:
+            raise ValueError(f"length must be >= 1, got {length}")
+        self.length, self._left = length, length
+        self._rng = np.random.default_rng()
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        env = self.env.unwrapped
+        t = int(self._rng.integers(0, max(env.n_steps - self.length, 0) + 1))
+        self._left = self.length
+        return self.env.reset(seed=seed, options={**(options or {}), "date": env.days[t]})
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self._left -= 1
+        return obs, reward, terminated, truncated or self._left == 0, info

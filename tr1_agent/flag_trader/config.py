@@ -58,8 +58,14 @@ class FlagPPOConfig(PPOConfig):
     news_items: int = field(default=5, metadata={"help": "headlines in the prompt"})
     store: str | None = field(default=None, metadata={"help": "store folder (default: the embedded store)"})
     total_timesteps: int = field(default=3840, metadata={"help": "env steps in all (summed over envs)"})
+    episode_length: int = field(default=0, metadata={
+        "help": "decisions per training episode, each starting on a random warm-up session (a long warm-up seen "
+                "in a short run); 0: every episode is the whole warm-up window, as in the paper"})
     head_lr: float = field(default=1e-3, metadata={"help": "learning rate of the freshly initialised heads"})
     seed: int = field(default=0, metadata={"help": "seed of torch and the envs"})
     device: str | None = field(default=None, metadata={"help": "torch device (default: cuda if available)"})
+    evaluate: bool = field(default=True, metadata={
+        "help": "after training, run the greedy policy over the test window into metrics.json (off: replay the "
+                "checkpoint with benchmarks/run.py --model flag:PATH instead)"})
     save_every: int = field(default=5, metadata={"help": "updates between checkpoints (0: only at the end)"})
     output_dir: str = field(default="runs/flag-ppo", metadata={"help": "checkpoint and metrics.json go here"})

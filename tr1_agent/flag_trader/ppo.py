@@ -230,11 +230,13 @@ def run_episodes(policy: torch.nn.Module, envs: Sequence[gym.Env], greedy: bool 
     return results
 
 
-def _make_envs(cfg: FlagPPOConfig, store, start: str, end: str) -> list[gym.Env]:
+def _make_envs(cfg: FlagPPOConfig, store, start: str, end: str, episode_length: int = 0) -> list[gym.Env]:
     from tr1_env.envs.trading_env import TradingEnv
+    from tr1_env.wrappers import RandomStart
 
-    return [TradingEnv(store, ticker, start, end, obs_mode="text", action_mode=cfg.action_mode, cost_bps=cfg.cost_bps,
+    envs = [TradingEnv(store, ticker, start, end, obs_mode="text", action_mode=cfg.action_mode, cost_bps=cfg.cost_bps,
                        window=cfg.window, news_items=cfg.news_items) for ticker in cfg.tickers]
+    return [RandomStart(env, episode_length) for env in envs] if episode_length else envs
 
 
 def _test_report(episode: dict[str, Any], action_names: Sequence[str]) -> dict[str, Any]:
@@ -252,16 +254,17 @@ def _test_report(episode: dict[str, Any], action_names: Sequence[str]) -> dict[s
 def train_flag_trader(cfg: FlagPPOConfig) -> dict[str, Any]:
     """Warm up on ``train_start..train_end`` with PPO, save the checkpoint, report metrics on the test window.
 
-    ``cfg.output_dir`` receives the checkpoint (trainable weights + heads + config) and ``metrics.json``.
+    ``cfg.output_dir`` receives the checkpoint (trainable weights + heads + config) and ``metrics.json``
+    (written last: a run that has it is finished); ``cfg.evaluate=False`` leaves its ``test`` empty.
     """
     from tr1_agent.flag_trader.policy import FlagTraderPolicy
     from tr1_env.data.store import Store
 
     torch.manual_seed(cfg.seed)
     store = Store(cfg.store)
-    envs = _make_envs(cfg, store, cfg.train_start, cfg.train_end)
-    policy = FlagTraderPolicy.from_pretrained(cfg.model, envs[0].action_names, cfg.trainable_layers, cfg.head,
-                                              cfg.device)
+    envs = _make_envs(cfg, store, cfg.train_start, cfg.train_end, cfg.episode_length)
+    policy = FlagTraderPolicy.from_pretrained(cfg.model, envs[0].unwrapped.action_names, cfg.trainable_layers,
+                                              cfg.head, cfg.device)
     trainable, total = policy.parameter_counts()
     logger.info("%s: %d of %d parameters trainable (%.2f%%)", cfg.model, trainable, total, 100 * trainable / total)
     optimizer = torch.optim.Adam(policy.param_groups(cfg.lr, cfg.head_lr), eps=1e-5)
@@ -272,11 +275,14 @@ def train_flag_trader(cfg: FlagPPOConfig) -> dict[str, Any]:
         if cfg.save_every and stats["update"] % cfg.save_every == 0:
             policy.save(out, config=asdict(cfg), global_step=ppo.global_step)
 
+    start = time.perf_counter()
     history = ppo.learn(cfg.total_timesteps, on_update=checkpoint)
+    train_seconds = time.perf_counter() - start
     policy.save(out, config=asdict(cfg), global_step=ppo.global_step)
-    test = run_episodes(policy, _make_envs(cfg, store, cfg.test_start, cfg.test_end))
-    report = {"checkpoint": str(out), "model": cfg.model, "trainable_params": trainable, "total_params": total,
-              "trainable_share": trainable / total, "global_step": ppo.global_step,
+    test = run_episodes(policy, _make_envs(cfg, store, cfg.test_start, cfg.test_end)) if cfg.evaluate else []
+    report = {"checkpoint": str(out), "model": cfg.model, "trainable_layers": cfg.trainable_layers,
+              "trainable_params": trainable, "total_params": total, "trainable_share": trainable / total,
+              "global_step": ppo.global_step, "train_seconds": train_seconds,
               "test_window": [cfg.test_start, cfg.test_end],
               "test": {t: _test_report(ep, policy.action_names) for t, ep in zip(cfg.tickers, test)},
               "train_history": history}
