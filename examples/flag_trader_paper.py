@@ -1,7 +1,7 @@
 """FLAG-TRADER on the paper's protocol: PPO warm-up per seed, then each checkpoint replayed on held-out days.
 
     OMP_NUM_THREADS=1 python examples/flag_trader_paper.py             # MSFT, 3 seeds, CPU preset (~45 min)
-    python examples/flag_trader_paper.py --preset paper --out runs/flag_gpu    # tr1 train flag-ppo's defaults
+    python examples/flag_trader_paper.py --preset paper                # tr1 train flag-ppo's defaults (a GPU)
     OMP_NUM_THREADS=1 python examples/flag_trader_paper.py --ticker NVDA --seeds 0 --train-start 2022-06-01 \\
         --train-end 2024-05-31 --test-start 2024-06-01 --test-end 2024-08-31 --episode-length 32
 
@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ticker", default="MSFT", help="the paper trains one policy per asset")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples of the Sharpe CIs")
-    parser.add_argument("--out", help="one folder per seed; rerunning resumes (default: runs/flag_TICKER_TESTSTART)")
+    parser.add_argument("--out", help="one folder per seed; rerunning resumes (default: runs/flag_TICKER_TESTSTART_PRESET)")
     add_dataclass_args(parser, FlagPPOConfig, skip=_SKIP)
     return parser
 
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")  # one line per PPO update
     base = replace(from_args(FlagPPOConfig, args, skip=_SKIP), tickers=(args.ticker,), evaluate=False)
-    out = Path(args.out or f"runs/flag_{args.ticker.lower()}_{base.test_start}")
+    out = Path(args.out or f"runs/flag_{args.ticker.lower()}_{base.test_start}_{preset}")
     results = []
     for seed in args.seeds:
         cfg = replace(base, seed=seed, output_dir=str(out / f"seed{seed}"))
