@@ -302,6 +302,35 @@ def test_forced_decision_from_the_generation_cache_equals_re_encoding(tiny_qwen3
     assert picks[0] == picks[1] and len(picks[0]) == 5
 
 
+def test_a_shared_prompt_prefix_is_encoded_once_and_answers_as_whole_prompts(tiny_qwen3_path, tmp_path):
+    """Prompts that share their start are answered from one kept cache of it, exactly as when encoded whole."""
+    prompts = ("short", "mid " * 5, "a longer prompt " * 20, "x y z", "tail  ")
+    observations = [make_observation("Same instructions for all. " * 8 + p) for p in prompts]
+    answers = []
+    for reuse in (True, False):
+        agent = TransformersAgent(str(tiny_qwen3_path), max_new_tokens=7, batch_size=3, force_decision=True,
+                                  reuse_prefix=reuse, use_cache=False)
+        decisions = agent.act(observations)
+        answers.append([(d.thesis, d.meta["forced_decision"], d.meta["prompt_tokens"], d.meta["completion_tokens"])
+                        for d in decisions])
+    assert answers[0] == answers[1]
+    agent = TransformersAgent(str(tiny_qwen3_path), max_new_tokens=7, batch_size=3, force_decision=True,
+                              use_cache=False)
+    agent.act(observations[:2])
+    prefix = agent._prefix
+    text = agent.tokenizer.apply_chat_template(agent.messages(observations[0].prompt), add_generation_prompt=True,
+                                               tokenize=False)
+    assert agent.tokenizer.decode(prefix[0]) in text and "Same instructions for all." in agent.tokenizer.decode(prefix[0])
+    again = agent.act(observations[2:])  # a later batch starts from the kept prefix: not encoded again
+    kept = agent._prefix  # what the new prompts share with it (at the boundary " a" may be one token)
+    assert kept[0] == prefix[0][: len(kept[0])] and "Same instructions for all." in agent.tokenizer.decode(kept[0])
+    assert kept[1][0][0].data_ptr() == prefix[1][0][0].data_ptr()  # a slice of the same cache
+    assert [(d.thesis, d.meta["forced_decision"]) for d in again] == [a[:2] for a in answers[1][2:]]
+    single = TransformersAgent(str(tiny_qwen3_path), max_new_tokens=7, force_decision=True, use_cache=False)
+    single.act(observations[:1])
+    assert single._prefix is None  # one prompt alone shares nothing with anything
+
+
 def test_vllm_spec_without_vllm_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", None)  # as if the gpu extra were not installed
     with pytest.raises(ImportError, match=r"pip install tr1\[gpu\]"):

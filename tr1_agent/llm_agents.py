@@ -355,9 +355,13 @@ def _weights_fingerprint(path: str) -> str | None:
 class TransformersAgent(_LocalAgent):
     """A local Hugging Face model (a Hub id, a folder, ``"smollm2"``), generating in left-padded batches.
 
-    Generation stops once a row has closed its decision line (``]]]``); a reply without a decision is
-    decided by scoring the five closings from the generation's own key/value cache (only the few
-    closing tokens are new), not by encoding prompt and text a second time.
+    The prompts of a run share their first few hundred tokens (system prompt and instructions):
+    that prefix is encoded once and its key/value cache kept on the agent; each batch starts from
+    it and encodes only what follows (padding goes between prefix and suffix, masked out, with
+    positions counted over real tokens). Generation stops once a row has closed its decision line
+    (``]]]``); a reply without a decision is decided by scoring the five closings from the
+    generation's own key/value cache (only the few closing tokens are new), not by encoding prompt
+    and text a second time.
     """
 
     backend = "transformers"
@@ -378,8 +382,10 @@ class TransformersAgent(_LocalAgent):
         force_decision: bool = False,
         enable_thinking: bool | None = None,
         reuse_cache: bool = True,
+        reuse_prefix: bool = True,
     ):
-        """``reuse_cache=False`` scores forced decisions by re-encoding prompt and text (the plain reference)."""
+        """``reuse_cache=False`` scores forced decisions by re-encoding prompt and text, ``reuse_prefix=False``
+        encodes every prompt whole (the plain references)."""
         from tr1_agent.models import load_model_and_tokenizer
 
         super().__init__(model, max_new_tokens, temperature, seed, batch_size, system_prompt, cache_dir, use_cache,
@@ -387,6 +393,8 @@ class TransformersAgent(_LocalAgent):
         self.name = f"hf:{model}"
         self.force_decision = force_decision
         self.reuse_cache = reuse_cache
+        self.reuse_prefix = reuse_prefix
+        self._prefix: tuple[list[int], list[tuple[Any, Any]]] | None = None  # token ids, their keys and values
         self.lm, self.tokenizer = load_model_and_tokenizer(self.path, dtype=dtype, device=device)
 
     @property
@@ -435,14 +443,59 @@ class TransformersAgent(_LocalAgent):
                 scores.append(float(sum(logp[j, tok] for j, tok in enumerate(ending))))
         return Action(int(torch.tensor(scores).argmax())).name
 
-    def _row_cache(self, cache, row: int, keep: int):
-        """Row ``row`` of a batched generation cache, its first ``keep`` positions (views, no copy)."""
+    @staticmethod
+    def _cache_of(layers: list[tuple[Any, Any]]):
+        """A key/value cache holding ``(keys, values)`` per layer, views included: a forward appends by
+        concatenating, never writing into them."""
         from transformers import DynamicCache
 
         out = DynamicCache()
-        for i, layer in enumerate(cache.layers):
-            out.update(layer.keys[row : row + 1, :, :keep], layer.values[row : row + 1, :, :keep], i)
+        for i, (keys, values) in enumerate(layers):
+            out.update(keys, values, i)
         return out
+
+    def _row_cache(self, cache, row: int, keep: int):
+        """Row ``row`` of a batched generation cache, its first ``keep`` positions (views, no copy)."""
+        return self._cache_of([(layer.keys[row : row + 1, :, :keep], layer.values[row : row + 1, :, :keep])
+                               for layer in cache.layers])
+
+    def _shared_prefix(self, prompts: list[list[int]]) -> int:
+        """How many first tokens of every prompt the kept prefix cache holds (0: none), one short of the
+        shortest prompt so each row has a token of its own to predict from. The kept prefix shrinks to
+        what these prompts share with it (a slice of its cache: attention is causal); with none kept,
+        or nothing shared, the longest common prefix of two or more prompts is encoded and kept."""
+        import torch
+        from transformers.cache_utils import DynamicLayer
+
+        if not self.reuse_prefix or (self._prefix is not None and self._prefix[1] is None):
+            return 0  # off, or this model's cache cannot be extended
+        shortest = max(min(map(len, prompts)) - 1, 0)
+        if self._prefix is not None and (common := os.path.commonprefix([*prompts, self._prefix[0]])[:shortest]):
+            if len(common) < len(self._prefix[0]):
+                self._prefix = common, [(k[:, :, : len(common)], v[:, :, : len(common)]) for k, v in self._prefix[1]]
+            return len(common)
+        common = os.path.commonprefix(prompts)[:shortest]
+        if len(prompts) < 2 or not common:
+            return 0
+        with torch.inference_mode():
+            out = self.lm(input_ids=torch.tensor([common], device=self.lm.device), use_cache=True, logits_to_keep=1)
+        cache = out.past_key_values
+        # a batch extends plain key/value layers only (sliding-window or recurrent caches: encode prompts whole)
+        plain = all(type(layer) is DynamicLayer for layer in cache.layers)
+        self._prefix = common, [(layer.keys, layer.values) for layer in cache.layers] if plain else None
+        return len(common) if plain else 0
+
+    def _batch(self, prompts: list[list[int]], shared: int) -> dict[str, Any]:
+        """Token ids and attention mask of a batch: the ``shared`` first tokens, then padding (masked out),
+        then each prompt's own tokens, so all rows end in the last column (left padding when ``shared`` is 0)."""
+        import torch
+
+        width = max(map(len, prompts))
+        pad = self.tokenizer.pad_token_id
+        ids = [p[:shared] + [pad] * (width - len(p)) + p[shared:] for p in prompts]
+        mask = [[1] * shared + [0] * (width - len(p)) + [1] * (len(p) - shared) for p in prompts]
+        return {"input_ids": torch.tensor(ids, device=self.lm.device),
+                "attention_mask": torch.tensor(mask, device=self.lm.device)}
 
     def _generate(self, todo: dict[str, Messages], done: Callable[[str, Completion], None]) -> None:
         import torch
@@ -454,17 +507,23 @@ class TransformersAgent(_LocalAgent):
         eos_ids = torch.tensor(eos if isinstance(eos, list) else [eos])
         sampling = {"do_sample": True, "temperature": self.temperature} if self.temperature > 0 else {"do_sample": False}
         closing = self.tokenizer("\n[[[", add_special_tokens=False)["input_ids"]
+        texts = {key: self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False,
+                                                         **self.chat_template_kwargs) for key, messages in todo.items()}
+        prompts = {key: self.tokenizer(text, add_special_tokens=False)["input_ids"] for key, text in texts.items()}
+        shared = self._shared_prefix(list(prompts.values()))
         for chunk in self._chunks(todo):
-            texts = self.tokenizer.apply_chat_template([m for _, m in chunk], add_generation_prompt=True,
-                                                       tokenize=False, **self.chat_template_kwargs)
-            batch = self.tokenizer(texts, padding=True, return_tensors="pt", add_special_tokens=False)
-            batch = batch.to(self.lm.device)
+            batch = self._batch([prompts[key] for key, _ in chunk], shared)
+            prefix = None
+            if shared:  # the kept prefix cache, once per row (views; generation appends to copies)
+                prefix = self._cache_of([(k.expand(len(chunk), -1, -1, -1), v.expand(len(chunk), -1, -1, -1))
+                                         for k, v in self._prefix[1]])
             with torch.random.fork_rng(), torch.inference_mode():  # seeded sampling, caller's RNG untouched
                 torch.manual_seed(self.seed)
                 # stop once every row has written its decision line (or EOS, or the budget)
                 out = self.lm.generate(
-                    **batch, max_new_tokens=self.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
-                    stop_strings=[self.stop], tokenizer=self.tokenizer, return_dict_in_generate=True, **sampling
+                    **batch, past_key_values=prefix, max_new_tokens=self.max_new_tokens,
+                    pad_token_id=self.tokenizer.pad_token_id, stop_strings=[self.stop], tokenizer=self.tokenizer,
+                    return_dict_in_generate=True, **sampling
                 )
             width = batch["input_ids"].shape[1]
             new = out.sequences[:, width:].cpu()
@@ -487,7 +546,7 @@ class TransformersAgent(_LocalAgent):
                     "finish_reason": "stop" if stopped[i] or text.rstrip().endswith(self.stop) else "length",
                 }
                 if self.force_decision and parse_thesis(completion["text"]).decision is None and not reusable:
-                    completion["forced_decision"] = self._forced_decision(texts[i], completion["text"])
+                    completion["forced_decision"] = self._forced_decision(texts[key], completion["text"])
                 elif self.force_decision and parse_thesis(completion["text"]).decision is None:
                     # the generation's cache already holds prompt + text: feed only what it lacks, then score
                     own = new[i, : int(lengths[i]) - int(ends_on_eos[i])].tolist()
