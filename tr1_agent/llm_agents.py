@@ -414,33 +414,36 @@ class TransformersAgent(_LocalAgent):
         return self._score_closings(prefix, None, None, 0)
 
     def _score_closings(self, new_ids: list[int], cache, mask, position: int) -> str:
-        """Feed ``new_ids`` after ``cache`` (None: from scratch), then score each ``<ACTION>]]]`` closing."""
-        import copy
-
+        """Feed ``new_ids`` after ``cache`` (None: from scratch), then score the five ``<ACTION>]]]`` closings
+        together: one batch of five rows over that cache, each its closing but the last token (right-padded:
+        attention is causal, so padding after a row's tokens changes none of their logits)."""
         import torch
 
         device = self.lm.device
 
-        def forward(ids: list[int], past, past_mask, start: int):
-            ids = torch.tensor([ids], device=device)
-            full = torch.ones_like(ids) if past_mask is None else torch.cat([past_mask, torch.ones_like(ids)], dim=1)
-            positions = torch.arange(start, start + ids.shape[1], device=device)[None]
+        def forward(rows: list[list[int]], past, past_mask, start: int):
+            ids = torch.tensor(rows, device=device)
+            full = torch.ones_like(ids)
+            if past_mask is not None:
+                full = torch.cat([past_mask.expand(len(rows), -1), full], dim=1)
+            positions = torch.arange(start, start + ids.shape[1], device=device).expand(len(rows), -1)
             out = self.lm(input_ids=ids, attention_mask=full, position_ids=positions, past_key_values=past,
                           use_cache=True, logits_to_keep=ids.shape[1])
             return out, full
 
-        scores = []
+        endings = [self.tokenizer(f"{action.name}]]]", add_special_tokens=False)["input_ids"] for action in Action]
+        width = max(map(len, endings)) - 1
         with torch.inference_mode():
-            first, first_mask = forward(new_ids, cache, mask, position)
-            after = position + len(new_ids)
-            for action in Action:  # each closing reuses the cache of everything before it
-                ending = self.tokenizer(f"{action.name}]]]", add_special_tokens=False)["input_ids"]
-                logits = first.logits[0, -1:]
-                if len(ending) > 1:
-                    more, _ = forward(ending[:-1], copy.deepcopy(first.past_key_values), first_mask, after)
-                    logits = torch.cat([logits, more.logits[0]])
-                logp = logits.float().log_softmax(-1)
-                scores.append(float(sum(logp[j, tok] for j, tok in enumerate(ending))))
+            first, first_mask = forward([new_ids], cache, mask, position)
+            logits = first.logits[:, -1:].expand(len(endings), -1, -1)
+            if width:  # each closing's later tokens, predicted from the cache of everything before them
+                past = first.past_key_values
+                past.batch_repeat_interleave(len(endings))
+                rows = [e[:-1] + [self.tokenizer.pad_token_id] * (width + 1 - len(e)) for e in endings]
+                more, _ = forward(rows, past, first_mask, position + len(new_ids))
+                logits = torch.cat([logits, more.logits], dim=1)
+            logp = logits.float().log_softmax(-1)
+            scores = [float(sum(logp[j, k, token] for k, token in enumerate(e))) for j, e in enumerate(endings)]
         return Action(int(torch.tensor(scores).argmax())).name
 
     @staticmethod
