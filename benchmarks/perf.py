@@ -7,9 +7,10 @@ fast path runs beside its plain reference on the same inputs: the indexed contex
 ``build_context_reference``; ``score`` beside :func:`tr1_env.rewards.reference_score` (the plain
 definition it is tested equal to) on the same theses, and on a 200 KB hostile completion built to
 make a backtracking parser quadratic (the parser of tr1 0.1 took about 20 s on it), both in CPU
-time (scores per core, whatever else the machine runs); SmolLM2
-decisions from a kept cache of the shared prompt prefix beside prompts encoded whole, and beside
-forced decisions re-encoded too (``--smollm2``, a few minutes on CPU).
+time (scores per core, whatever else the machine runs); SmolLM2 decisions as the default run makes
+them (a kept cache of the shared prompt prefix, one torch thread) beside prompts encoded whole on
+torch's default threads, with each change apart, in wall time (``--smollm2``, minutes on CPU, a
+quarter of an hour on a busy 2-core machine).
 ``--main-job`` times the no-argument ``benchmarks/run.py`` with cold caches.
 
     python benchmarks/perf.py [--seconds 4] [--smollm2] [--main-job] [--json perf.json]
@@ -165,19 +166,23 @@ def run(seconds: float = 4.0, ticker: str = "MSFT", start="2020-10-01", end="202
 
 def smollm2_decisions(n: int = 6, max_chars: int = 1500, seed: int = 0) -> dict:
     """SmolLM2 decisions/s as in the default run (batch of 6, ~1K-token prompts, 128 new tokens, forced
-    decisions): the shared prompt prefix from its kept cache and forced decisions scored from the generation
-    cache; beside it every prompt encoded whole (the path before prefix reuse); and forced decisions
-    re-encoded too (the plain reference)."""
+    decisions): as it runs now (the shared prompt prefix from its kept cache, one torch thread) beside the
+    path before (prompts encoded whole, torch's default threads), and between them prompts encoded whole
+    on one thread, then forced decisions re-encoded too (what each change is worth)."""
+    from benchmarks.config import RunConfig
     from tr1_agent.llm_agents import TransformersAgent
 
     store = Store()
     observations = [build_context(store, t, d, cfg=ContextConfig(max_chars=max_chars)).observation()
                     for t, d in ticker_days(store, n, seed)]
-    out = {}
-    for name, prefix, reuse in (("smollm2", True, True), ("smollm2_whole_prompts", False, True),
-                                ("smollm2_reference", False, False)):
+    threads = RunConfig().local_threads or None
+    out = {"smollm2_threads": threads}
+    for name, prefix, reuse, agent_threads in (("smollm2", True, True, threads),
+                                               ("smollm2_whole_prompts", False, True, threads),
+                                               ("smollm2_reference", False, False, threads),
+                                               ("smollm2_before", False, True, None)):
         agent = TransformersAgent("smollm2", max_new_tokens=128, batch_size=6, force_decision=True, reuse_cache=reuse,
-                                  reuse_prefix=prefix, use_cache=False)
+                                  reuse_prefix=prefix, threads=agent_threads, use_cache=False)
         start = time.perf_counter()
         decisions = agent.act(observations)
         out[f"{name}_decisions_per_s"] = len(decisions) / (time.perf_counter() - start)
@@ -238,12 +243,15 @@ def main(argv: list[str] | None = None) -> dict:
              f"{results['hostile_scores_per_s'] / results['hostile_reference_scores_per_s']:.1f}x")]
     if args.smollm2:
         fast, whole = results["smollm2_decisions_per_s"], results["smollm2_whole_prompts_decisions_per_s"]
-        plain = results["smollm2_reference_decisions_per_s"]
-        rows += [("SmolLM2 decisions, shared prefix kept, forced from cache", f"{fast:.3f} decisions/s"),
-                 ("SmolLM2 decisions, prompts encoded whole", f"{whole:.3f} decisions/s"),
+        plain, before = results["smollm2_reference_decisions_per_s"], results["smollm2_before_decisions_per_s"]
+        threads = results["smollm2_threads"] or "default"
+        rows += [(f"SmolLM2 decisions, kept prefix, {threads} thread(s) (as run)", f"{fast:.3f} decisions/s"),
+                 ("SmolLM2 decisions, whole prompts, default threads (before)", f"{before:.3f} decisions/s"),
+                 ("  ratio as run / before", f"{fast / before:.2f}x"),
+                 (f"SmolLM2 decisions, whole prompts, {threads} thread(s)", f"{whole:.3f} decisions/s"),
                  ("  ratio kept prefix / whole prompts", f"{fast / whole:.2f}x"),
                  ("SmolLM2 decisions, whole prompts, forced by re-encoding", f"{plain:.3f} decisions/s"),
-                 ("  ratio fast / reference", f"{fast / plain:.2f}x")]
+                 ("  ratio as run / re-encoding", f"{fast / plain:.2f}x")]
     if args.main_job:
         rows.append(("benchmarks/run.py, no arguments, cold caches", f"{results['main_job_s'] / 60:.1f} min"))
     width = max(len(name) for name, _ in rows)

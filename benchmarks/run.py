@@ -113,7 +113,7 @@ def _llm_spec(spec: str, cfg: RunConfig, anonymized: bool = False, seed: int | N
                                                                      else cfg.local_max_new_tokens),
                   "force_decision": cfg.force_decision}
         if not vllm:
-            kwargs["batch_size"] = cfg.llm_batch_size
+            kwargs.update(batch_size=cfg.llm_batch_size, threads=cfg.local_threads or None)
         if "enable_thinking" in card:
             kwargs["enable_thinking"] = card["enable_thinking"]
         if card.get("max_context_chars") or vllm:
@@ -137,8 +137,8 @@ def _llm_spec(spec: str, cfg: RunConfig, anonymized: bool = False, seed: int | N
 
         return make_llm_agent(spec, **{k: v for k, v in kwargs.items() if k != "max_chars"})
 
-    # what decides the answers (the fingerprint): the endpoint without credentials, the retry budget left out
-    settings = {"spec": spec, **{k: v for k, v in kwargs.items() if k not in ("timeout", "max_retries")},
+    # what decides the answers (the fingerprint): the endpoint without credentials, the retry budget and threads left out
+    settings = {"spec": spec, **{k: v for k, v in kwargs.items() if k not in ("timeout", "max_retries", "threads")},
                 **({"base_url": redact_url(kwargs["base_url"])} if "base_url" in kwargs else {}),
                 **({"anonymize": True} if anonymized else {})}
     return AgentSpec(label, build, True, settings, unavailable, spec, anonymized, every)

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import API_THESIS, free_port, make_observation
 from tr1_agent.cache import CallCache
-from tr1_agent.llm_agents import OpenAIChatAgent, TransformersAgent, make_llm_agent
+from tr1_agent.llm_agents import OpenAIChatAgent, TransformersAgent, make_llm_agent, torch_threads
 from tr1_env.actions import Action
 from tr1_env.agents import AgentError
 
@@ -329,6 +329,20 @@ def test_a_shared_prompt_prefix_is_encoded_once_and_answers_as_whole_prompts(tin
     single = TransformersAgent(str(tiny_qwen3_path), max_new_tokens=7, force_decision=True, use_cache=False)
     single.act(observations[:1])
     assert single._prefix is None  # one prompt alone shares nothing with anything
+
+
+def test_generation_runs_on_the_agents_threads_and_gives_the_callers_back(tiny_qwen3_path):
+    import torch
+
+    agent = TransformersAgent(str(tiny_qwen3_path), max_new_tokens=2, threads=1, use_cache=False)
+    seen = []
+    generate = agent.lm.generate
+    agent.lm.generate = lambda *a, **k: seen.append(torch.get_num_threads()) or generate(*a, **k)
+    before = torch.get_num_threads()
+    with torch_threads(before + 1):
+        agent.act([make_observation("short")])
+        assert torch.get_num_threads() == before + 1
+    assert seen == [1] and torch.get_num_threads() == before
 
 
 def test_vllm_spec_without_vllm_says_how_to_install(monkeypatch):

@@ -22,6 +22,7 @@ import os
 import random
 from abc import abstractmethod
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 from urllib.parse import urlparse
@@ -383,9 +384,11 @@ class TransformersAgent(_LocalAgent):
         enable_thinking: bool | None = None,
         reuse_cache: bool = True,
         reuse_prefix: bool = True,
+        threads: int | None = None,
     ):
         """``reuse_cache=False`` scores forced decisions by re-encoding prompt and text, ``reuse_prefix=False``
-        encodes every prompt whole (the plain references)."""
+        encodes every prompt whole (the plain references). ``threads``: torch threads while generating (None:
+        the process's setting); one is fastest on a busy CPU (see :func:`torch_threads`)."""
         from tr1_agent.models import load_model_and_tokenizer
 
         super().__init__(model, max_new_tokens, temperature, seed, batch_size, system_prompt, cache_dir, use_cache,
@@ -394,6 +397,7 @@ class TransformersAgent(_LocalAgent):
         self.force_decision = force_decision
         self.reuse_cache = reuse_cache
         self.reuse_prefix = reuse_prefix
+        self.threads = threads
         self._prefix: tuple[list[int], list[tuple[Any, Any]]] | None = None  # token ids, their keys and values
         self.lm, self.tokenizer = load_model_and_tokenizer(self.path, dtype=dtype, device=device)
 
@@ -501,6 +505,10 @@ class TransformersAgent(_LocalAgent):
                 "attention_mask": torch.tensor(mask, device=self.lm.device)}
 
     def _generate(self, todo: dict[str, Messages], done: Callable[[str, Completion], None]) -> None:
+        with torch_threads(self.threads):
+            self._generate_batches(todo, done)
+
+    def _generate_batches(self, todo: dict[str, Messages], done: Callable[[str, Completion], None]) -> None:
         import torch
         from transformers.cache_utils import DynamicLayer
 
@@ -561,6 +569,22 @@ class TransformersAgent(_LocalAgent):
                         own[keep:] + closing, self._row_cache(out.past_key_values, i, width + keep),
                         torch.cat([mask, mask.new_ones(1, keep)], dim=1), prompt_lengths[i] + keep)
                 done(key, completion)
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """``n`` torch threads inside (None: unchanged), the caller's setting back after. On a 2-core machine
+    shared with other jobs (load ~5), SmolLM2 took 3-8 s per decode step on 2 threads and 0.5 s on one, and
+    2.5x longer per prompt token (measured): a thread that waits for a busy core stalls every operation."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class VLLMAgent(_LocalAgent):
