@@ -37,7 +37,7 @@ from tr1_env.prompt import SYSTEM_PROMPT
 from tr1_env.redact import redact_url, scrub
 from tr1_env.thesis import parse_thesis
 
-__all__ = ["LLMAgent", "OpenAIChatAgent", "TransformersAgent", "VLLMAgent", "make_llm_agent"]
+__all__ = ["LLMAgent", "OpenAIChatAgent", "TransformersAgent", "VLLMAgent", "make_llm_agent", "torch_threads"]
 
 logger = logging.getLogger(__name__)
 
@@ -354,7 +354,7 @@ def _weights_fingerprint(path: str) -> str | None:
 
 
 class TransformersAgent(_LocalAgent):
-    """A local Hugging Face model (a Hub id, a folder, ``"smollm2"``), generating in left-padded batches.
+    """A local Hugging Face model (a Hub id, a folder, ``"smollm2"``), generating in padded batches.
 
     The prompts of a run share their first few hundred tokens (system prompt and instructions):
     that prefix is encoded once and its key/value cache kept on the agent; each batch starts from
