@@ -10,7 +10,6 @@ replay window, for that session and position), so training and replay observatio
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
@@ -21,6 +20,7 @@ from tr1_env.actions import DEFAULT_WEIGHTS
 from tr1_env.agents import Agent, Decision, Observation
 from tr1_env.envs.trading_env import ACTION_MODES, TradingEnv
 from tr1_env.files import cache_root
+from tr1_env.threads import torch_threads
 
 
 class SB3Agent(Agent):
@@ -79,7 +79,7 @@ class SB3Agent(Agent):
                 model = self.algo_cls("MlpPolicy", envs, seed=self.seed, device="cpu", verbose=0,
                                       **({"n_steps": min(2048, per_env), "batch_size": min(64, per_env * len(members))}
                                          if self.algo == "ppo" else {}))
-                with _one_thread():
+                with torch_threads(1):
                     model.learn(total_timesteps=self.steps)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 model.save(path)
@@ -113,17 +113,3 @@ class A2CAgent(SB3Agent):
 
     def __init__(self, **kwargs):
         super().__init__(algo="a2c", **kwargs)
-
-
-@contextmanager
-def _one_thread():
-    """SB3's small MLPs gain nothing from threads, and on a busy 2-core machine extra torch threads
-    slowed training more than tenfold (measured): train on one, then give the caller its setting back."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)

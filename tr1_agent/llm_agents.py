@@ -22,7 +22,6 @@ import os
 import random
 from abc import abstractmethod
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 from urllib.parse import urlparse
@@ -36,8 +35,9 @@ from tr1_env.files import cache_root
 from tr1_env.prompt import SYSTEM_PROMPT
 from tr1_env.redact import redact_url, scrub
 from tr1_env.thesis import parse_thesis
+from tr1_env.threads import torch_threads
 
-__all__ = ["LLMAgent", "OpenAIChatAgent", "TransformersAgent", "VLLMAgent", "make_llm_agent", "torch_threads"]
+__all__ = ["LLMAgent", "OpenAIChatAgent", "TransformersAgent", "VLLMAgent", "make_llm_agent"]
 
 logger = logging.getLogger(__name__)
 
@@ -569,22 +569,6 @@ class TransformersAgent(_LocalAgent):
                         own[keep:] + closing, self._row_cache(out.past_key_values, i, width + keep),
                         torch.cat([mask, mask.new_ones(1, keep)], dim=1), prompt_lengths[i] + keep)
                 done(key, completion)
-
-
-@contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """``n`` torch threads inside (None: unchanged), the caller's setting back after. On a 2-core machine
-    shared with other jobs (load ~5), SmolLM2 took 3-8 s per decode step on 2 threads and 0.5 s on one, and
-    2.5x longer per prompt token (measured): a thread that waits for a busy core stalls every operation."""
-    import torch
-
-    before = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 class VLLMAgent(_LocalAgent):
