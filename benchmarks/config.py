@@ -15,7 +15,7 @@ from tr1_env.labels import HELDOUT_WINDOW
 from tr1_env.protocol import Window, windows
 
 DEFAULT_TICKERS = ("NVDA", "AAPL", "MSFT", "AMZN", "META", "SPY")
-OFFLINE_AGENTS = (*BASELINES, "smollm2")
+OFFLINE_AGENTS = (*BASELINES, "smollm2", "smollm2-tr1")
 
 
 @dataclass
@@ -23,9 +23,9 @@ class RunConfig:
     """Every setting of a replay; each field is also a ``--flag`` of ``benchmarks/run.py``."""
 
     agents: tuple[str, ...] | None = field(default=None, metadata={
-        "help": f"agents to replay: baselines ({', '.join(BASELINES)}), 'smollm2', tr1.agents entry points or "
-                "module:Class; model names go to --model (default: every baseline, plus smollm2 in a single-window "
-                "run)"})
+        "help": f"agents to replay: baselines ({', '.join(BASELINES)}), 'smollm2', 'smollm2-tr1' (SmolLM2 with the "
+                "shipped Trading-R1 adapter), tr1.agents entry points or module:Class; model names go to --model "
+                "(default: every baseline, plus both SmolLM2 rows in a single-window run)"})
     model: tuple[str, ...] = field(default=(), metadata={
         "help": "LLM agents to add: an OpenAI-compatible model name (gpt-4.1, o4-mini), hf:PATH, vllm:ID, "
                 "flag:PATH (a FLAG-TRADER checkpoint)"})
@@ -60,8 +60,8 @@ class RunConfig:
     llm_decision_every: int = field(default=1, metadata={
         "help": "LLM agents (hf:, vllm:, API models, flag:) decide every k sessions"})
     smollm2_decision_every: int = field(default=21, metadata={
-        "help": "the CPU SmolLM2 row decides every k sessions (its label says so); 21 keeps the default run near "
-                "10 min on 2 cores"})
+        "help": "the CPU SmolLM2 rows (smollm2, smollm2-tr1) decide every k sessions (their labels say so); 21 "
+                "keeps the default run near 10 min on 2 cores"})
     samples: int = field(default=1, metadata={
         "help": "replay each API/hf:/vllm: model N times with seeds 0..N-1 at --temperature; the report gives "
                 "the spread over samples"})

@@ -57,7 +57,7 @@ from tr1_env.redact import redact_url
 #: ``--model`` prefixes served by an Agent class, not by ``make_llm_agent``; the rest of the spec is its ``path``.
 MODEL_CLASSES = {"flag": "tr1_agent.flag_trader:FlagTraderAgent"}
 LOCAL_LLM_PREFIXES = ("hf:", "vllm:")
-BUILTIN_LLMS = ("smollm2",)  # offline LLM agents --agents accepts by name; other models come through --model
+BUILTIN_LLMS = ("smollm2", "smollm2-tr1")  # offline LLM agents --agents accepts by name; others come through --model
 
 
 class UsageError(ValueError):
@@ -103,12 +103,13 @@ def _llm_spec(spec: str, cfg: RunConfig, anonymized: bool = False, seed: int | N
         settings = {"class": MODEL_CLASSES[prefix], "path": path, **({"anonymize": True} if anonymized else {})}
         return AgentSpec(label, build_checkpoint, True, settings, model=spec, every=cfg.llm_decision_every)
     unavailable = None
-    if spec == "smollm2" or spec.startswith(LOCAL_LLM_PREFIXES):
-        from tr1_agent.models import read_card
+    if spec in BUILTIN_LLMS or spec.startswith(LOCAL_LLM_PREFIXES):
+        from tr1_agent.models import BUILTIN_ADAPTERS, read_card
 
         # per backend: vLLM runs on a GPU, with the training pipeline's sizes; a trained checkpoint replays as trained
         vllm = spec.startswith("vllm:")
-        card = read_card(spec.partition(":")[2]) if ":" in spec else {}
+        path = spec.partition(":")[2] if ":" in spec else BUILTIN_ADAPTERS.get(spec)
+        card = read_card(str(path)) if path else {}
         kwargs = {"max_new_tokens": card.get("max_new_tokens") or (cfg.vllm_max_new_tokens if vllm
                                                                      else cfg.local_max_new_tokens),
                   "force_decision": cfg.force_decision}
@@ -125,8 +126,8 @@ def _llm_spec(spec: str, cfg: RunConfig, anonymized: bool = False, seed: int | N
         kwargs.update(timeout=cfg.request_timeout, max_retries=cfg.max_retries)
 
     every = cfg.llm_decision_every
-    if spec == "smollm2" and cfg.smollm2_decision_every != 1:
-        label, every = label.replace("smollm2", f"smollm2 (every {cfg.smollm2_decision_every} sessions)", 1), \
+    if spec in BUILTIN_LLMS and cfg.smollm2_decision_every != 1:
+        label, every = label.replace(spec, f"{spec} (every {cfg.smollm2_decision_every} sessions)", 1), \
             cfg.smollm2_decision_every
     if seed is not None:  # one of --samples: sampled, seeded, labelled
         kwargs.update(temperature=cfg.temperature, seed=seed)
@@ -193,7 +194,7 @@ def resolve_agents(cfg: RunConfig) -> list[AgentSpec]:
                                    every=cfg.decision_every))
         else:  # an LLM: plain, anonymized, or both (--memorisation); --samples seeds of a sampled one
             variants = (False, True) if cfg.memorisation else (cfg.anonymize,)
-            sampled = cfg.samples > 1 and name != "smollm2" and name.partition(":")[0] not in MODEL_CLASSES
+            sampled = cfg.samples > 1 and name not in BUILTIN_LLMS and name.partition(":")[0] not in MODEL_CLASSES
             specs += [_llm_spec(name, cfg, anonymized, seed) for anonymized in variants
                       for seed in (range(cfg.samples) if sampled else [None])]
     return specs

@@ -164,6 +164,28 @@ def test_curriculum_runs_all_stages_and_resumes(tiny_qwen3_path, store, tmp_path
     assert [{**r, "seconds": 0} for r in resumed] == [{**r, "seconds": 0} for r in records]
 
 
+def test_curriculum_evaluates_with_the_callers_function(tiny_qwen3_path, tmp_path, monkeypatch):
+    """``evaluate_fn`` scores the base and every stage (examples/ablation.py evaluates each model once so)."""
+    from tr1_agent.configs import CurriculumConfig
+
+    monkeypatch.setattr(curriculum, "evaluate", lambda *a, **k: pytest.fail("the default evaluation ran"))
+    seen = []
+
+    def scores(model, rows, reward):
+        seen.append((model, len(rows), reward.w_structure))
+        return {"n": len(rows), "mine": 1.0}
+
+    data = DatasetConfig(tickers=("AAPL",), max_days=10, variants=1, max_chars=200)
+    cfg = CurriculumConfig(model=str(tiny_qwen3_path), output_dir=str(tmp_path / "run"), stages=("structure",),
+                           heldout_days=2, augment_prompts=2, augment_samples=2, augment_min_reward=-10)
+    tiny = {"max_steps": 1, "per_device_train_batch_size": 2}
+    records = curriculum.run_curriculum(cfg, data, SFTRunConfig(**tiny, max_length=4096),
+                                        GRPORunConfig(**tiny, num_generations=2, max_completion_length=8),
+                                        evaluate_fn=scores)
+    assert [m for m, _, _ in seen] == [str(tiny_qwen3_path), records[0]["model"]]
+    assert records[0]["eval"] == {"n": 2, "mine": 1.0} and seen[1][2] == STAGE_WEIGHTS["structure"][0]
+
+
 def _configs(ns: argparse.Namespace) -> dict:
     from tr1_agent.configs import CurriculumConfig
     from tr1_env.cli_args import from_args

@@ -22,6 +22,7 @@ import json
 import logging
 import time
 from dataclasses import asdict
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -132,11 +133,14 @@ def _data(cfg: CurriculumConfig, data: DatasetConfig) -> tuple[Dataset, Dataset]
 
 def run_curriculum(cfg: CurriculumConfig, data: DatasetConfig = DatasetConfig(), sft: SFTRunConfig = SFTRunConfig(),
                    grpo: GRPORunConfig = GRPORunConfig(), reward: RewardConfig = RewardConfig(),
-                   stage_weights: dict[str, tuple[float, float, float]] | None = None) -> list[dict]:
+                   stage_weights: dict[str, tuple[float, float, float]] | None = None,
+                   evaluate_fn: Callable[[str, Dataset, RewardConfig], dict] | None = None) -> list[dict]:
     """Run (or resume) every stage; return each stage's ``stage_done.json`` record.
 
     Each stage scores with ``reward``'s settings and its weights from ``stage_weights`` (default
-    :data:`~tr1_env.rewards.STAGE_WEIGHTS`).
+    :data:`~tr1_env.rewards.STAGE_WEIGHTS`). ``evaluate_fn(model, heldout, reward)`` replaces the held-out
+    evaluation (default: :func:`~tr1_agent.grpo.evaluate`, sampling as GRPO does), so a caller that scores
+    more (decision accuracy, an ablation's own table) evaluates each model once.
     """
     distributed_state(max(sft.ddp_timeout, grpo.ddp_timeout))
     if sft.enable_thinking != grpo.enable_thinking:
@@ -145,7 +149,12 @@ def run_curriculum(cfg: CurriculumConfig, data: DatasetConfig = DatasetConfig(),
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     train, heldout = _data(cfg, data)
-    _once(out / "eval_base.json", partial(evaluate, cfg.model, heldout, **sampling(cfg, grpo, cfg.model)))
+    def held_out(model: str, stage_reward: RewardConfig) -> dict:
+        if evaluate_fn is not None:
+            return evaluate_fn(model, heldout, stage_reward)
+        return evaluate(model, heldout, stage_reward, **sampling(cfg, grpo, model))
+
+    _once(out / "eval_base.json", partial(held_out, cfg.model, reward))
 
     model, warm = cfg.model, None
     if cfg.sft_data:
@@ -171,8 +180,7 @@ def run_curriculum(cfg: CurriculumConfig, data: DatasetConfig = DatasetConfig(),
             model = str(start if start.exists() else train_sft(model, warm, folder / "sft", sft))
         final = folder / "grpo" / "merged"
         model = str(final if final.exists() else train_grpo(model, train, folder / "grpo", grpo, stage_reward))
-        scores = _once(folder / "eval.json",
-                       partial(evaluate, model, heldout, stage_reward, **sampling(cfg, grpo, model)))
+        scores = _once(folder / "eval.json", partial(held_out, model, stage_reward))
         warm = _once(folder / "augment", partial(self_augment, model, train, stage_reward, cfg, grpo), save, load)
         record = {"stage": stage, "weights": [getattr(stage_reward, f) for f in WEIGHT_FIELDS], "model": model,
                   "adapter": str(folder / "grpo" / "adapter"), "eval": scores, "augment": str(folder / "augment"),

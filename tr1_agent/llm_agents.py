@@ -658,11 +658,12 @@ class VLLMAgent(_LocalAgent):
 
 def make_llm_agent(spec: str, **kwargs: Any) -> LLMAgent:
     """``hf:<id or path>`` -> transformers, ``vllm:<id>`` -> vLLM, ``smollm2`` -> the offline
-    SmolLM2 on transformers, anything else -> an OpenAI-compatible model name."""
+    SmolLM2 on transformers (``smollm2-tr1``: with the shipped adapter), anything else -> an OpenAI-compatible
+    model name."""
     if spec.startswith("hf:"):
         return TransformersAgent(spec[3:], **kwargs)
     if spec.startswith("vllm:"):
         return VLLMAgent(spec[5:], **kwargs)
-    if spec == "smollm2":
+    if spec in ("smollm2", "smollm2-tr1"):
         return TransformersAgent(spec, **kwargs)
     return OpenAIChatAgent(model=spec, **kwargs)

@@ -19,13 +19,16 @@ import torch
 
 from tr1_env.files import cache_root
 
-__all__ = ["SMOLLM2_HUB_ID", "compute_dtype", "free_accelerator_memory", "load_model_and_tokenizer", "param_count",
+__all__ = ["BUILTIN_ADAPTERS", "SMOLLM2_HUB_ID", "adapter_base", "compute_dtype", "free_accelerator_memory", "load_model_and_tokenizer", "param_count",
            "read_card", "resolve_model", "shutdown_vllm", "smollm2_path", "tiny_qwen3", "zero3_init_off"]
 
 logger = logging.getLogger(__name__)
 
 SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+#: Adapters shipped in the package, by the name an agent spec uses (``smollm2-tr1``: examples/ablation.py).
+BUILTIN_ADAPTERS = {"smollm2-tr1": Path(__file__).parent / "data" / "adapters" / "smollm2-tr1"}
 
 _CHATML_TEMPLATE = (
     "{% for message in messages %}"
@@ -78,10 +81,13 @@ def smollm2_path(cache_dir: Path | None = None) -> Path:
 
 
 def resolve_model(name: str) -> str:
-    """``"smollm2"`` -> the converted folder; the SmolLM2 Hub id too when it is not in the HF cache.
+    """``"smollm2"`` -> the converted folder; the SmolLM2 Hub id too when it is not in the HF cache; a shipped
+    adapter's name (:data:`BUILTIN_ADAPTERS`) -> its folder.
 
     Anything else (another Hub id, a local path) is returned unchanged.
     """
+    if name in BUILTIN_ADAPTERS:
+        return str(BUILTIN_ADAPTERS[name])
     if name == "smollm2":
         return str(smollm2_path())
     if name == SMOLLM2_HUB_ID:
@@ -165,24 +171,39 @@ def param_count(name: str) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def adapter_base(name: str) -> str | None:
+    """The base model of a peft adapter folder (its ``adapter_config.json``), None for anything else."""
+    import json
+
+    config = Path(resolve_model(name)) / "adapter_config.json"
+    return json.loads(config.read_text())["base_model_name_or_path"] if config.is_file() else None
+
+
 def load_model_and_tokenizer(name: str, dtype: str | torch.dtype = "auto", device: str | None = None):
     """A causal LM in eval mode and its tokenizer, padded on the left for batched generation.
 
-    ``dtype="auto"`` is :func:`compute_dtype` of the device. The model is loaded whole even under a
-    ZeRO-3 trainer (:func:`zero3_init_off`): one rank uses it alone.
+    ``dtype="auto"`` is :func:`compute_dtype` of the device. A peft adapter folder loads onto its base
+    (:func:`adapter_base`, resolved as any model name) and is merged into it, so generation runs at the
+    base's speed. The model is loaded whole even under a ZeRO-3 trainer (:func:`zero3_init_off`): one rank
+    uses it alone.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if dtype == "auto":
         dtype = compute_dtype(device)
-    path = resolve_model(name)
-    tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
+    path, base = resolve_model(name), adapter_base(name)
+    tokenizer = AutoTokenizer.from_pretrained(path if (Path(path) / "tokenizer_config.json").is_file()
+                                              else resolve_model(base or path), padding_side="left")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     with zero3_init_off():
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
-    return model, tokenizer
+        model = AutoModelForCausalLM.from_pretrained(resolve_model(base or path), dtype=dtype)
+        if base is not None:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, path).merge_and_unload()
+    return model.to(device).eval(), tokenizer
 
 
 def tiny_qwen3(tmp_dir: str | Path, seed: int = 0) -> Path:

@@ -1,0 +1,239 @@
+"""Does training help on held-out data? A CPU-scale ablation of the Trading-R1 pipeline on SmolLM2-135M-Instruct.
+
+Four models, all scored on the same held-out ticker-days (a purged split of the training window,
+``split_days``) and replayed by the benchmark harness on the window after it (2024-06..08):
+
+(a) zero-shot SmolLM2-135M-Instruct;
+(b) SFT on theses stitched in code from the contexts (``template_thesis``: real quotes, no API);
+(c) (b) + GRPO on the structure reward;
+(d) the three-stage curriculum (``run_curriculum``: structure, claims, decision, with self-augmentation).
+
+(b) and (c) are written where the curriculum keeps its stage-1 SFT and GRPO models, so (d) resumes
+from (c) instead of training it twice: (d) is (c), then its self-augmentation, then the claims and
+decision stages (each an SFT on the previous stage's best sampled theses, GRPO, self-augmentation).
+Held-out theses are greedy, with the training budget of ``--max-tokens``; a thesis without
+``[[[ACTION]]]`` is decided by the model's own score of the five closings and counts as a parse failure.
+Every step caches its output under ``--output-dir`` and a rerun skips what is there.
+
+``--ship DIR`` also writes one model (``--ship-model``) as a single fp16 LoRA adapter over the base, with
+its ``tr1_card.json`` (``tr1_agent.adapters.extract_lora``: the curriculum merges six LoRA steps, which no
+one adapter holds, so the adapter is the rank-``--ship-rank`` SVD of the difference to the base), and scores
+that adapter on the held-out days too. The shipped ``smollm2-tr1`` adapter was written so:
+
+    OMP_NUM_THREADS=2 python examples/ablation.py --output-dir runs/ablation \
+        --ship tr1_agent/data/adapters/smollm2-tr1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from tr1_agent.adapters import extract_lora
+from tr1_agent.configs import CurriculumConfig, DatasetConfig, DistillConfig, GRPORunConfig, SFTRunConfig
+from tr1_agent.curriculum import run_curriculum
+from tr1_agent.datasets import build_prompts, load, save, split_days, with_completions
+from tr1_agent.distill import template_thesis
+from tr1_agent.grpo import train_grpo
+from tr1_agent.llm_agents import make_llm_agent
+from tr1_agent.models import SMOLLM2_HUB_ID, read_card, smollm2_path
+from tr1_agent.sft import train_sft
+from tr1_env.actions import Action
+from tr1_env.rewards import RewardConfig, score
+
+MODELS = ("zero_shot", "sft", "sft_grpo", "curriculum")
+#: Each model's folder under the curriculum's (zero-shot: the base), named as its evaluation file.
+FOLDERS = {"sft": "1-structure/sft", "sft_grpo": "1-structure/grpo", "curriculum_claims": "2-claims/grpo",
+           "curriculum": "3-decision/grpo"}
+
+
+def macro_f1(truth: list[str], predicted: list[str]) -> float:
+    """Unweighted mean F1 over the classes present in either list (sklearn's ``f1_score(average="macro")``)."""
+    scores = []
+    for c in sorted(set(truth) | set(predicted)):
+        tp = sum(t == c and p == c for t, p in zip(truth, predicted))
+        fp = sum(t != c and p == c for t, p in zip(truth, predicted))
+        fn = sum(t == c and p != c for t, p in zip(truth, predicted))
+        scores.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
+    return float(np.mean(scores))
+
+
+def prior_baselines(train_labels: list[str], truth: list[str], draws: int = 1000, seed: int = 0) -> dict:
+    """Accuracy and macro-F1 of the class prior fitted on the training labels: its majority class, and
+    predictions drawn from it (the mean over ``draws`` seeded draws)."""
+    classes, counts = np.unique(train_labels, return_counts=True)
+    majority = [str(classes[counts.argmax()])] * len(truth)
+    rng = np.random.default_rng(seed)
+    sampled = [list(rng.choice(classes, size=len(truth), p=counts / counts.sum())) for _ in range(draws)]
+    return {"majority": {"class": majority[0], "accuracy": float(np.mean([t == majority[0] for t in truth])),
+                         "macro_f1": macro_f1(truth, majority)},
+            "prior_sampled": {"accuracy": float(np.mean([np.mean([t == p for t, p in zip(truth, s)]) for s in sampled])),
+                              "macro_f1": float(np.mean([macro_f1(truth, [str(p) for p in s]) for s in sampled]))}}
+
+
+def heldout_metrics(model: str, rows, max_new_tokens: int, *_) -> dict:
+    """Greedy theses of ``model`` on ``rows``, scored as the env does; a thesis without ``[[[ACTION]]]`` is decided
+    by the model's own score of the five closings (``force_decision``) and counts as a parse failure."""
+    agent = make_llm_agent(f"hf:{model}", max_new_tokens=max_new_tokens, temperature=0.0, batch_size=len(rows),
+                           use_cache=False, force_decision=True, enable_thinking=False)
+    completions = agent.complete(list(rows["prompt"]))
+    scores = [score(c["text"], Action[y], ctx, RewardConfig()) for c, y, ctx in
+              zip(completions, rows["label"], rows["context"])]
+    predicted = [s.decision_action.name if s.decision_action else c["forced_decision"]
+                 for s, c in zip(scores, completions)]
+    truth = list(rows["label"])
+    return {"n": len(scores),
+            **{term: float(np.mean([getattr(s, term) for s in scores])) for term in ("structure", "evidence", "decision")},
+            "fabricated_rate": float(np.mean([s.n_fabricated > 0 for s in scores])),
+            "parse_failure_rate": float(np.mean([s.decision_action is None for s in scores])),
+            "accuracy": float(np.mean([p == t for p, t in zip(predicted, truth)])),
+            "macro_f1": macro_f1(truth, predicted), "predicted": predicted}
+
+
+def cached(path: Path, make: Callable[[], dict]) -> dict:
+    """``path``'s JSON when a previous run wrote it, else ``make()`` written there (atomically)."""
+    if path.exists():
+        return json.loads(path.read_text())
+    value = make()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.with_suffix(".tmp").write_text(json.dumps(value, indent=2))
+    path.with_suffix(".tmp").replace(path)
+    return value
+
+
+def replay(models: dict[str, str], args, out: Path) -> dict:
+    """The harness's replay of each model next to buy-and-hold: its leaderboard (portfolio CR and Sharpe with
+    bootstrap CIs) and per-ticker summary (parse failures and forced decisions included)."""
+    import pandas as pd
+
+    from benchmarks.config import RunConfig
+    from benchmarks.run import run
+
+    specs = {name: "smollm2" if name == "zero_shot" else f"hf:{path}" for name, path in models.items()}
+    cfg = RunConfig(agents=("buy_and_hold",), model=tuple(specs.values()), tickers=tuple(args.replay_tickers),
+                    llm_decision_every=args.decision_every, llm_max_chars=args.max_chars, smollm2_decision_every=args.decision_every,
+                    tearsheets=False, out=str(out / "replay"))
+    summary = run(cfg)
+    return {"agents": specs, "leaderboard": pd.read_csv(out / "replay" / "leaderboard.csv").to_dict("records"),
+            "summary": summary.to_dict("records")}
+
+
+def command(args: argparse.Namespace) -> str:
+    """The command line that reproduces this run, every setting spelled out."""
+    return "python examples/ablation.py " + " ".join(
+        f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+        for k, v in vars(args).items() if v is not None)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--output-dir", default="runs/ablation")
+    p.add_argument("--tickers", nargs="+", default=["AAPL", "MSFT", "NVDA", "AMZN", "JPM", "XOM", "LLY", "SPY"])
+    p.add_argument("--max-days", type=int, default=6, help="labelled days per ticker in the training window")
+    p.add_argument("--max-chars", type=int, default=300, help="context budget (characters)")
+    p.add_argument("--heldout-days", type=int, default=8, help="ticker-days held out (purged) for evaluation")
+    p.add_argument("--sft-steps", type=int, default=3, help="SFT steps per warm start (batch 1, learning rate 1e-3)")
+    p.add_argument("--grpo-steps", type=int, default=2, help="GRPO steps per stage, one prompt x --generations")
+    p.add_argument("--curriculum-sft-steps", type=int, default=1,
+                   help="SFT steps on the self-augmented data of the claims and decision stages")
+    p.add_argument("--curriculum-grpo-steps", type=int, default=1, help="GRPO steps of the claims and decision stages")
+    p.add_argument("--grpo-lr", type=float, default=5e-4)
+    p.add_argument("--generations", type=int, default=4)
+    p.add_argument("--lora-r", type=int, default=8)
+    p.add_argument("--max-tokens", type=int, default=128, help="completion budget in training and evaluation")
+    p.add_argument("--augment-prompts", type=int, default=2)
+    p.add_argument("--augment-samples", type=int, default=2)
+    p.add_argument("--replay-tickers", nargs="+", default=["NVDA", "AAPL", "SPY"])
+    p.add_argument("--decision-every", type=int, default=62,
+                   help="sessions between LLM decisions in the replay (62: one, held through the 62-session window)")
+    p.add_argument("--ship", help="write --ship-model here as one LoRA adapter with its card, and score it")
+    p.add_argument("--ship-model", choices=MODELS[1:], default="curriculum")
+    p.add_argument("--ship-rank", type=int, default=12, help="rank of the shipped adapter (12: ~7 MB in fp16)")
+    args = p.parse_args()
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+
+    data = DatasetConfig(tickers=tuple(args.tickers), max_days=args.max_days, variants=1, max_chars=args.max_chars)
+    train, heldout = split_days(build_prompts(data), n_days=args.heldout_days, seed=data.seed)
+    if not (out / "warm").exists():
+        no_plan = DistillConfig(think=False)  # a <think> plan would fill the whole 128-token budget
+        theses = {i: t for i, row in enumerate(train) if (t := template_thesis(row, no_plan))}
+        save(with_completions(train.select(list(theses)), list(theses.values())), out / "warm")
+    base = str(smollm2_path())
+    lora = dict(lora_r=args.lora_r, lora_alpha=2 * args.lora_r, enable_thinking=False, seed=0)
+    sft = SFTRunConfig(max_steps=args.sft_steps, per_device_train_batch_size=1, learning_rate=1e-3, max_length=704,
+                       **lora)
+    grpo = GRPORunConfig(max_steps=args.grpo_steps, learning_rate=args.grpo_lr, num_generations=args.generations,
+                         per_device_train_batch_size=2, gradient_accumulation_steps=args.generations // 2,
+                         max_completion_length=args.max_tokens, save_steps=2,
+                         mask_truncated_completions=False, **lora)  # 128 tokens truncate every thesis: learn anyway
+    curriculum = CurriculumConfig(model=base, output_dir=str(out / "curriculum"), sft_data=str(out / "warm"),
+                                  heldout_days=args.heldout_days, augment_prompts=args.augment_prompts,
+                                  augment_samples=args.augment_samples, generation_batch_size=args.heldout_days)
+    stage1 = out / "curriculum" / "1-structure"
+
+    def evaluation(model: str, *_) -> dict:
+        """Held-out metrics of ``model``, computed once (the curriculum's own stage evaluations included); the
+        intermediate claims stage is not scored (10 CPU minutes)."""
+        name = "zero_shot" if model == base else next(
+            n for n, f in FOLDERS.items() if Path(model).resolve() == (out / "curriculum" / f / "merged").resolve())
+        if name == "curriculum_claims":
+            return {"n": 0, "skipped": "not scored: the CPU budget"}
+        return cached(out / "eval" / f"{name}.json", lambda: heldout_metrics(model, heldout, args.max_tokens))
+
+    def train_model(name: str) -> str:
+        if name == "zero_shot":
+            return base
+        if name == "sft":
+            merged = stage1 / "sft" / "merged"
+            return str(merged if merged.exists() else train_sft(base, load(out / "warm"), stage1 / "sft", sft))
+        if name == "sft_grpo":
+            merged = stage1 / "grpo" / "merged"
+            return str(merged if merged.exists() else train_grpo(
+                str(stage1 / "sft" / "merged"), train, stage1 / "grpo", grpo, RewardConfig.for_stage("structure")))
+        later = {"sft": replace(sft, max_steps=args.curriculum_sft_steps),  # stage 1 is (b) and (c), made above
+                 "grpo": replace(grpo, max_steps=args.curriculum_grpo_steps)}
+        return run_curriculum(curriculum, data, **later, evaluate_fn=evaluation)[-1]["model"]
+
+    models, results = {}, {}
+    for name in MODELS:
+        models[name] = train_model(name)
+        results[name] = evaluation(models[name])
+        print(f"{time.time() - started:.0f} s", name, {k: v for k, v in results[name].items() if k != "predicted"},
+              flush=True)
+    if args.ship:
+        ship = Path(args.ship)
+        if not (ship / "adapter_config.json").exists():
+            trained = models[args.ship_model]
+            card = {"base_model": SMOLLM2_HUB_ID, "stage": args.ship_model, "command": command(args),
+                    "train_window": [data.start, data.end], "heldout": f"{len(heldout)} ticker-days, purged split "
+                    f"(split_days, seed {data.seed}) of the training window", "eval_window": [data.eval_start,
+                    data.eval_end], "tickers": list(data.tickers), "seed": grpo.seed, "lora_rank": args.ship_rank,
+                    **read_card(trained)}
+            kept = extract_lora(base, trained, ship, args.ship_rank, base_name=SMOLLM2_HUB_ID, card=card)
+            card["energy_kept"] = round(float(np.mean(list(kept.values()))), 4)
+            (ship / "tr1_card.json").write_text(json.dumps(card, indent=2) + "\n")
+        results["shipped"] = cached(out / "eval" / "shipped.json", lambda: heldout_metrics(
+            str(ship), heldout, args.max_tokens))  # the adapter as shipped: its SVD truncation costs this much
+    baselines = prior_baselines(list(train["label"]), list(heldout["label"]))
+    board = cached(out / "replay.json", lambda: replay(models, args, out))
+    report = {"command": command(args),
+              "models": models, "heldout": results, "baselines": baselines, "replay": board,
+              "heldout_days": sorted(zip(heldout["ticker"], heldout["date"])),
+              "heldout_labels": list(heldout["label"]), "train_rows": len(train),
+              "minutes_this_run": round((time.time() - started) / 60, 1)}
+    (out / "results.json").write_text(json.dumps(report, indent=2, default=str))
+    print(json.dumps({k: {m: v for m, v in r.items() if m != "predicted"} for k, r in results.items()}, indent=2))
+    print(json.dumps(baselines, indent=2))
+    print(json.dumps(board["leaderboard"], indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
