@@ -16,17 +16,22 @@ Held-out theses are greedy, with the training budget of ``--max-tokens``; a thes
 Every step caches its output under ``--output-dir`` and a rerun skips what is there.
 
 ``--ship DIR`` also writes one model (``--ship-model``) as a single fp16 LoRA adapter over the base, with
-its ``tr1_card.json`` (``tr1_agent.adapters.extract_lora``: the curriculum merges six LoRA steps, which no
-one adapter holds, so the adapter is the rank-``--ship-rank`` SVD of the difference to the base), and scores
-that adapter on the held-out days too. The shipped ``smollm2-tr1`` adapter was written so:
+its ``tr1_card.json`` (``tr1_agent.adapters.extract_lora``: SFT + GRPO merge two LoRA steps and the
+curriculum six, which no one adapter holds, so the adapter is the rank-``--ship-rank`` SVD of the
+difference to the base; the card records the share of that difference kept). The shipped ``smollm2-tr1``
+adapter was written so:
 
     OMP_NUM_THREADS=2 python examples/ablation.py --output-dir runs/ablation \
-        --ship tr1_agent/data/adapters/smollm2-tr1
+        --models zero_shot sft sft_grpo --ship tr1_agent/data/adapters/smollm2-tr1
+
+(77 min on 2 CPU cores under a load average of 5; docs/training.md has the table.) Without ``--models`` the
+same command goes on to the curriculum.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -96,6 +101,16 @@ def heldout_metrics(model: str, rows, max_new_tokens: int, *_) -> dict:
             "macro_f1": macro_f1(truth, predicted), "predicted": predicted}
 
 
+def weights_digest(model: str) -> str:
+    """sha256 of a model folder's safetensors weights (GRPO whose groups all tie leaves them unchanged)."""
+    digest = hashlib.sha256()
+    for file in sorted(Path(model).glob("*.safetensors")):
+        with file.open("rb") as f:
+            while chunk := f.read(1 << 24):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
 def cached(path: Path, make: Callable[[], dict]) -> dict:
     """``path``'s JSON when a previous run wrote it, else ``make()`` written there (atomically)."""
     if path.exists():
@@ -124,6 +139,19 @@ def replay(models: dict[str, str], args, out: Path) -> dict:
             "summary": summary.to_dict("records")}
 
 
+def ship(trained: str, args: argparse.Namespace, data: DatasetConfig, n_heldout: int, seed: int) -> dict:
+    """Write ``trained`` to ``args.ship`` as one fp16 LoRA adapter over SmolLM2 with its card; return the card."""
+    card = {"base_model": SMOLLM2_HUB_ID, "stage": args.ship_model, "command": command(args),
+            "train_window": [data.start, data.end], "tickers": list(data.tickers),
+            "heldout": f"{n_heldout} ticker-days held out of it (split_days, purged, seed {data.seed})",
+            "eval_window": [data.eval_start, data.eval_end], "seed": seed, "lora_rank": args.ship_rank,
+            **read_card(trained)}  # max_context_chars, max_new_tokens, enable_thinking: how it was trained
+    kept = extract_lora(str(smollm2_path()), trained, args.ship, args.ship_rank, base_name=SMOLLM2_HUB_ID, card=card)
+    card["energy_kept"] = round(min(kept.values()), 6)  # of the difference to the base, the worst layer
+    (Path(args.ship) / "tr1_card.json").write_text(json.dumps(card, indent=2) + "\n")
+    return card
+
+
 def command(args: argparse.Namespace) -> str:
     """The command line that reproduces this run, every setting spelled out."""
     return "python examples/ablation.py " + " ".join(
@@ -131,7 +159,7 @@ def command(args: argparse.Namespace) -> str:
         for k, v in vars(args).items() if v is not None)
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--output-dir", default="runs/ablation")
     p.add_argument("--tickers", nargs="+", default=["AAPL", "MSFT", "NVDA", "AMZN", "JPM", "XOM", "LLY", "SPY"])
@@ -152,10 +180,17 @@ def main() -> None:
     p.add_argument("--replay-tickers", nargs="+", default=["NVDA", "AAPL", "SPY"])
     p.add_argument("--decision-every", type=int, default=62,
                    help="sessions between LLM decisions in the replay (62: one, held through the 62-session window)")
+    p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS),
+                   help="models to train, score and replay, in order (a prefix of the four: each builds on the last)")
     p.add_argument("--ship", help="write --ship-model here as one LoRA adapter with its card, and score it")
-    p.add_argument("--ship-model", choices=MODELS[1:], default="curriculum")
-    p.add_argument("--ship-rank", type=int, default=12, help="rank of the shipped adapter (12: ~7 MB in fp16)")
-    args = p.parse_args()
+    p.add_argument("--ship-model", choices=MODELS[1:], default="sft_grpo")
+    p.add_argument("--ship-rank", type=int, default=16,
+                   help="rank of the shipped adapter (16: 9.8 MB in fp16; exact for SFT + GRPO at --lora-r 8)")
+    return p
+
+
+def main() -> None:
+    args = parser().parse_args()
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
@@ -186,7 +221,12 @@ def main() -> None:
             n for n, f in FOLDERS.items() if Path(model).resolve() == (out / "curriculum" / f / "merged").resolve())
         if name == "curriculum_claims":
             return {"n": 0, "skipped": "not scored: the CPU budget"}
-        return cached(out / "eval" / f"{name}.json", lambda: heldout_metrics(model, heldout, args.max_tokens))
+        digest = weights_digest(model)
+        for done in sorted((out / "eval").glob("*.json")):  # identical weights write identical greedy theses
+            if done.stem != name and (same := json.loads(done.read_text())).get("weights_sha256") == digest:
+                return cached(out / "eval" / f"{name}.json", lambda: {**same, "same_weights_as": done.stem})
+        return cached(out / "eval" / f"{name}.json", lambda: {
+            **heldout_metrics(model, heldout, args.max_tokens), "weights_sha256": digest})
 
     def train_model(name: str) -> str:
         if name == "zero_shot":
@@ -203,27 +243,15 @@ def main() -> None:
         return run_curriculum(curriculum, data, **later, evaluate_fn=evaluation)[-1]["model"]
 
     models, results = {}, {}
-    for name in MODELS:
+    for name in args.models:
         models[name] = train_model(name)
+        if args.ship and name == args.ship_model and not (Path(args.ship) / "adapter_config.json").exists():
+            ship(models[name], args, data, len(heldout), grpo.seed)
         results[name] = evaluation(models[name])
         print(f"{time.time() - started:.0f} s", name, {k: v for k, v in results[name].items() if k != "predicted"},
               flush=True)
-    if args.ship:
-        ship = Path(args.ship)
-        if not (ship / "adapter_config.json").exists():
-            trained = models[args.ship_model]
-            card = {"base_model": SMOLLM2_HUB_ID, "stage": args.ship_model, "command": command(args),
-                    "train_window": [data.start, data.end], "heldout": f"{len(heldout)} ticker-days, purged split "
-                    f"(split_days, seed {data.seed}) of the training window", "eval_window": [data.eval_start,
-                    data.eval_end], "tickers": list(data.tickers), "seed": grpo.seed, "lora_rank": args.ship_rank,
-                    **read_card(trained)}
-            kept = extract_lora(base, trained, ship, args.ship_rank, base_name=SMOLLM2_HUB_ID, card=card)
-            card["energy_kept"] = round(float(np.mean(list(kept.values()))), 4)
-            (ship / "tr1_card.json").write_text(json.dumps(card, indent=2) + "\n")
-        results["shipped"] = cached(out / "eval" / "shipped.json", lambda: heldout_metrics(
-            str(ship), heldout, args.max_tokens))  # the adapter as shipped: its SVD truncation costs this much
     baselines = prior_baselines(list(train["label"]), list(heldout["label"]))
-    board = cached(out / "replay.json", lambda: replay(models, args, out))
+    board = replay(models, args, out)  # the harness resumes: decisions already made are read back, not remade
     report = {"command": command(args),
               "models": models, "heldout": results, "baselines": baselines, "replay": board,
               "heldout_days": sorted(zip(heldout["ticker"], heldout["date"])),

@@ -49,9 +49,7 @@ def test_extracted_adapter_loads_onto_its_base_and_inherits_its_cutoff(tmp_path,
 
 
 def test_shipped_adapter_is_small_and_its_card_complete():
-    weights = SHIPPED / "adapter_model.safetensors"
-    assert weights.stat().st_size <= 10 * 2**20
-    assert sum(f.stat().st_size for f in SHIPPED.iterdir()) <= 10 * 2**20 + 4 * 2**20  # + the tokenizer files
+    assert sum(f.stat().st_size for f in SHIPPED.iterdir()) <= 10_000_000  # weights, config and card: 10 MB at most
     card = read_card(str(SHIPPED))
     for key in ("base_model", "stage", "command", "train_window", "heldout", "seed", "max_new_tokens",
                 "max_context_chars", "enable_thinking", "lora_rank"):

@@ -32,9 +32,10 @@ def extract_lora(base: str, trained: str, output_dir: str | Path, rank: int, bas
     as an adapter could not carry it. ``base_name`` is recorded as the adapter's base model (the Hub id, so
     the adapter loads anywhere and inherits the base's training cutoff). ``card`` is written as
     ``tr1_card.json``. Returns the share of each difference's energy (squared Frobenius norm) kept.
+    The base's tokenizer is not copied: :func:`~tr1_agent.models.load_model_and_tokenizer` loads it.
     """
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     from tr1_agent.models import CARD, resolve_model
 
@@ -61,8 +62,8 @@ def extract_lora(base: str, trained: str, output_dir: str | Path, rank: int, bas
         kept[module] = float(((b @ a).norm() / delta.norm()) ** 2)
     peft.peft_config["default"].base_model_name_or_path = base_name or base
     out = Path(output_dir)
-    peft.save_pretrained(str(out))
-    AutoTokenizer.from_pretrained(resolve_model(base)).save_pretrained(str(out))
+    peft.save_pretrained(str(out))  # no tokenizer: the base's loads with it (tr1_agent.models.load_model_and_tokenizer)
+    (out / "README.md").unlink(missing_ok=True)  # peft's blank card, naming the local base path; tr1_card.json says more
     if card is not None:
         (out / CARD).write_text(json.dumps(card, indent=2) + "\n")
     return kept
