@@ -24,8 +24,8 @@ adapter was written so:
     OMP_NUM_THREADS=2 python examples/ablation.py --output-dir runs/ablation \
         --models zero_shot sft sft_grpo --ship tr1_agent/data/adapters/smollm2-tr1
 
-(77 min on 2 CPU cores under a load average of 5; docs/training.md has the table.) Without ``--models`` the
-same command goes on to the curriculum.
+(about 85 min on 2 CPU cores under a load average of 5, stopped in the replay; docs/training.md has the
+table.) Without ``--models`` the same command goes on to the curriculum.
 """
 
 from __future__ import annotations
