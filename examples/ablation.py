@@ -175,6 +175,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--generations", type=int, default=4)
     p.add_argument("--lora-r", type=int, default=8)
     p.add_argument("--max-tokens", type=int, default=128, help="completion budget in training and evaluation")
+    p.add_argument("--thesis-sections", type=int, default=7,
+                   help="most analysis sections of a stitched SFT thesis (1: ~500 tokens, its first section closes "
+                        "within ~200)")
     p.add_argument("--augment-prompts", type=int, default=2)
     p.add_argument("--augment-samples", type=int, default=2)
     p.add_argument("--replay-tickers", nargs="+", default=["NVDA", "AAPL", "SPY"])
@@ -198,7 +201,8 @@ def main() -> None:
     data = DatasetConfig(tickers=tuple(args.tickers), max_days=args.max_days, variants=1, max_chars=args.max_chars)
     train, heldout = split_days(build_prompts(data), n_days=args.heldout_days, seed=data.seed)
     if not (out / "warm").exists():
-        no_plan = DistillConfig(think=False)  # a <think> plan would fill the whole 128-token budget
+        # a <think> plan would fill the whole completion budget
+        no_plan = DistillConfig(think=False, max_sections=args.thesis_sections)
         theses = {i: t for i, row in enumerate(train) if (t := template_thesis(row, no_plan))}
         save(with_completions(train.select(list(theses)), list(theses.values())), out / "warm")
     base = str(smollm2_path())
