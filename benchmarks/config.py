@@ -83,9 +83,10 @@ class RunConfig:
     api_max_tokens: int = field(default=4096, metadata={"help": "completion token limit of API models"})
     llm_batch_size: int = field(default=6, metadata={
         "help": "prompts per generate() call of local transformers models"})
-    local_threads: int = field(default=1, metadata={
-        "help": "torch threads of local transformers models while they generate (0: torch's default, one per core); "
-                "one is several times faster on a busy CPU"})
+    local_threads: int = field(default=0, metadata={
+        "help": "torch threads of local transformers models while they generate (0: torch's default, one per core, "
+                "fastest on an idle machine: SmolLM2 6.0 s per decision on 2 idle cores against 9.5 s on one); 1 on a "
+                "busy CPU, where threads waiting for a core made decode steps 7-13x slower"})
     sb3_steps: int = field(default=8192, metadata={"help": "training steps of each SB3 policy"})
     sb3_pool: bool | None = field(default=None, metadata={
         "help": "one SB3 policy over every ticker's env instead of one per ticker (default: pooled for "

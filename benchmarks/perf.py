@@ -8,7 +8,7 @@ fast path runs beside its plain reference on the same inputs: the indexed contex
 definition it is tested equal to) on the same theses, and on a 200 KB hostile completion built to
 make a backtracking parser quadratic (the parser of tr1 0.1 took about 20 s on it), both in CPU
 time (scores per core, whatever else the machine runs); SmolLM2 decisions as the default run makes
-them (a kept cache of the shared prompt prefix, one torch thread) beside prompts encoded whole on
+them (a kept cache of the shared prompt prefix, the run's torch threads) beside prompts encoded whole on
 torch's default threads, with each change apart, in wall time (``--smollm2``, minutes on CPU, a
 quarter of an hour on a busy 2-core machine).
 ``--main-job`` times the no-argument ``benchmarks/run.py`` with cold caches.
@@ -166,9 +166,9 @@ def run(seconds: float = 4.0, ticker: str = "MSFT", start="2020-10-01", end="202
 
 def smollm2_decisions(n: int = 6, max_chars: int = 1500, seed: int = 0) -> dict:
     """SmolLM2 decisions/s as in the default run (batch of 6, ~1K-token prompts, 128 new tokens, forced
-    decisions): as it runs now (the shared prompt prefix from its kept cache, one torch thread) beside the
-    path before (prompts encoded whole, torch's default threads), and between them prompts encoded whole
-    on one thread, then forced decisions re-encoded too (what each change is worth)."""
+    decisions): as it runs now (the shared prompt prefix from its kept cache, the run's ``--local-threads``)
+    beside the path before (prompts encoded whole, torch's default threads), and between them prompts encoded
+    whole on the run's threads, then forced decisions re-encoded too (what each change is worth)."""
     from benchmarks.config import RunConfig
     from tr1_agent.llm_agents import TransformersAgent
 
