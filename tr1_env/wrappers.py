@@ -71,15 +71,15 @@ class TextAction(gym.Wrapper):
 class RandomStart(gym.Wrapper):
     """Episodes of ``length`` decisions, each starting flat on a random session of the Trading env's period.
 
-    The start is drawn from the wrapper's own generator, seeded by ``reset(seed=...)``; an episode is
-    truncated after ``length`` steps (or at the period end, if that comes first).
+    The start is drawn from the wrapper's own generator, seeded by ``reset(seed=...)``; gymnasium's
+    ``TimeLimit`` truncates an episode after ``length`` steps (or the period ends first).
     """
 
     def __init__(self, env: gym.Env, length: int):
-        super().__init__(env)
         if length < 1:
             raise ValueError(f"length must be >= 1, got {length}")
-        self.length, self._left = length, length
+        super().__init__(gym.wrappers.TimeLimit(env, max_episode_steps=length))
+        self.length = length
         self._rng = np.random.default_rng()
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -87,10 +87,4 @@ class RandomStart(gym.Wrapper):
             self._rng = np.random.default_rng(seed)
         env = self.env.unwrapped
         t = int(self._rng.integers(0, max(env.n_steps - self.length, 0) + 1))
-        self._left = self.length
         return self.env.reset(seed=seed, options={**(options or {}), "date": env.days[t]})
-
-    def step(self, action):
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        self._left -= 1
-        return obs, reward, terminated, truncated or self._left == 0, info
