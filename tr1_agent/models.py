@@ -19,8 +19,9 @@ import torch
 
 from tr1_env.files import cache_root
 
-__all__ = ["BUILTIN_ADAPTERS", "SMOLLM2_HUB_ID", "adapter_base", "compute_dtype", "free_accelerator_memory", "load_model_and_tokenizer", "param_count",
-           "read_card", "resolve_model", "shutdown_vllm", "smollm2_path", "tiny_qwen3", "zero3_init_off"]
+__all__ = ["BUILTIN_ADAPTERS", "SMOLLM2_HUB_ID", "adapter_base", "compute_dtype", "free_accelerator_memory",
+           "load_model_and_tokenizer", "param_count", "read_card", "resolve_model", "shutdown_vllm", "smollm2_path",
+           "tiny_qwen3", "zero3_init_off"]
 
 logger = logging.getLogger(__name__)
 
