@@ -664,6 +664,8 @@ def make_llm_agent(spec: str, **kwargs: Any) -> LLMAgent:
         return TransformersAgent(spec[3:], **kwargs)
     if spec.startswith("vllm:"):
         return VLLMAgent(spec[5:], **kwargs)
-    if spec in ("smollm2", "smollm2-tr1"):
+    from tr1_agent.models import BUILTIN_ADAPTERS
+
+    if spec == "smollm2" or spec in BUILTIN_ADAPTERS:
         return TransformersAgent(spec, **kwargs)
     return OpenAIChatAgent(model=spec, **kwargs)
