@@ -82,11 +82,12 @@ def prior_baselines(train_labels: list[str], truth: list[str], draws: int = 1000
                               "macro_f1": float(np.mean([macro_f1(truth, [str(p) for p in s]) for s in sampled]))}}
 
 
-def heldout_metrics(model: str, rows, max_new_tokens: int, *_) -> dict:
-    """Greedy theses of ``model`` on ``rows``, scored as the env does; a thesis without ``[[[ACTION]]]`` is decided
-    by the model's own score of the five closings (``force_decision``) and counts as a parse failure."""
-    agent = make_llm_agent(f"hf:{model}", max_new_tokens=max_new_tokens, temperature=0.0, batch_size=len(rows),
-                           use_cache=False, force_decision=True, enable_thinking=False)
+def heldout_metrics(model: str, rows, max_new_tokens: int, temperature: float = 0.0) -> dict:
+    """Theses of ``model`` on ``rows`` (greedy, or sampled with a fixed seed), scored as the env does; a thesis
+    without ``[[[ACTION]]]`` is decided by the model's own score of the five closings (``force_decision``) and
+    counts as a parse failure."""
+    agent = make_llm_agent(f"hf:{model}", max_new_tokens=max_new_tokens, temperature=temperature,
+                           batch_size=len(rows), use_cache=False, force_decision=True, enable_thinking=False)
     completions = agent.complete(list(rows["prompt"]))
     scores = [score(c["text"], Action[y], ctx, RewardConfig()) for c, y, ctx in
               zip(completions, rows["label"], rows["context"])]
@@ -175,6 +176,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--generations", type=int, default=4)
     p.add_argument("--lora-r", type=int, default=8)
     p.add_argument("--max-tokens", type=int, default=128, help="completion budget in training and evaluation")
+    p.add_argument("--eval-temperature", type=float, default=0.0,
+                   help="held-out theses: 0 greedy, else sampled at this temperature with a fixed seed (greedy "
+                        "decoding of a small model loops on a repeated phrase)")
+    p.add_argument("--sft-max-length", type=int, default=704,
+                   help="SFT sequence length in tokens (prompt + thesis; longer theses are cut, and a cut "
+                        "thesis never shows its closing tags or decision)")
     p.add_argument("--thesis-sections", type=int, default=7,
                    help="most analysis sections of a stitched SFT thesis (1: ~500 tokens, its first section closes "
                         "within ~200)")
@@ -207,7 +214,8 @@ def main() -> None:
         save(with_completions(train.select(list(theses)), list(theses.values())), out / "warm")
     base = str(smollm2_path())
     lora = dict(lora_r=args.lora_r, lora_alpha=2 * args.lora_r, enable_thinking=False, seed=0)
-    sft = SFTRunConfig(max_steps=args.sft_steps, per_device_train_batch_size=1, learning_rate=1e-3, max_length=704,
+    sft = SFTRunConfig(max_steps=args.sft_steps, per_device_train_batch_size=1, learning_rate=1e-3,
+                       max_length=args.sft_max_length,
                        **lora)
     grpo = GRPORunConfig(max_steps=args.grpo_steps, learning_rate=args.grpo_lr, num_generations=args.generations,
                          per_device_train_batch_size=2, gradient_accumulation_steps=args.generations // 2,
@@ -230,7 +238,7 @@ def main() -> None:
             if done.stem != name and (same := json.loads(done.read_text())).get("weights_sha256") == digest:
                 return cached(out / "eval" / f"{name}.json", lambda: {**same, "same_weights_as": done.stem})
         return cached(out / "eval" / f"{name}.json", lambda: {
-            **heldout_metrics(model, heldout, args.max_tokens), "weights_sha256": digest})
+            **heldout_metrics(model, heldout, args.max_tokens, args.eval_temperature), "weights_sha256": digest})
 
     def train_model(name: str) -> str:
         if name == "zero_shot":

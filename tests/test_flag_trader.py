@@ -139,6 +139,27 @@ def test_checkpoint_round_trip(tiny_policy, tmp_path):
         torch.testing.assert_close(a, b)
 
 
+def test_calibration_evens_out_the_prior_and_travels_with_the_checkpoint(tiny_policy, store, tmp_path):
+    """After ``calibrate``, every action has the same mean log-probability over the calibration prompts, while
+    the policy still tells the prompts apart; the fixed bias is saved and loaded with the weights."""
+    with torch.no_grad():
+        tiny_policy.policy_head.weight.normal_(0, 0.5)  # a prior to remove
+        tiny_policy.policy_head.bias.copy_(torch.tensor([2.0, 0.0, -1.0]))
+    env = short_env(store)
+    prompts = [env.observation_at(day, position) for day in env.days[:-1] for position in (0.0, 1.0)]
+    before = tiny_policy(tiny_policy.encode(prompts))[0]
+    bias = tiny_policy.calibrate(prompts, batch_size=3)
+    after = tiny_policy(tiny_policy.encode(prompts))[0]
+    assert before.log_softmax(-1).mean(0).std() > 0.5
+    mean_logp = after.log_softmax(-1).mean(0)
+    torch.testing.assert_close(mean_logp, mean_logp.mean().expand(3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(after, before + bias, atol=1e-5, rtol=0)  # one shift for all: differences kept
+    tiny_policy.save(tmp_path / "ckpt")
+    loaded, meta = FlagTraderPolicy.from_checkpoint(tmp_path / "ckpt", device="cpu")
+    torch.testing.assert_close(loaded.logit_bias, tiny_policy.logit_bias)
+    torch.testing.assert_close(loaded(loaded.encode(prompts[:2]))[0], tiny_policy(tiny_policy.encode(prompts[:2]))[0])
+
+
 # --- the PPO core against stable-baselines3 ----------------------------------------------------------------------
 
 def test_gae_matches_sb3_rollout_buffer():
@@ -233,11 +254,13 @@ def test_train_then_agent_replays_the_test_window(tiny_qwen3_path, store, tmp_pa
     cfg = FlagPPOConfig(model=str(tiny_qwen3_path), trainable_layers=1, head="linear", tickers=("MSFT",),
                         train_start="2020-07-01", train_end="2020-07-10", test_start="2020-10-01",
                         test_end="2020-10-09", window=2, news_items=1, rollout_steps=4, minibatch_size=4,
-                        total_timesteps=8, save_every=1, device="cpu", output_dir=str(tmp_path / "run"))
+                        total_timesteps=8, save_every=1, device="cpu", output_dir=str(tmp_path / "run"),
+                        calibrate=True)
     from tr1_agent.flag_trader.ppo import train_flag_trader
 
     report = train_flag_trader(cfg)
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert len(json.loads((tmp_path / "run" / "flag_trader.json").read_text())["logit_bias"]) == 3
     assert saved["global_step"] == 8 and len(saved["train_history"]) == 2
     test = saved["test"]["MSFT"]
     assert set(test) >= {"cr", "sharpe", "av", "buy_and_hold", "cr_net_of_costs"} and test["days"] == 6

@@ -61,6 +61,10 @@ class FlagPPOConfig(PPOConfig):
     episode_length: int = field(default=0, metadata={
         "help": "decisions per training episode, each starting on a random warm-up session (a long warm-up seen "
                 "in a short run); 0: every episode is the whole warm-up window, as in the paper"})
+    calibrate: bool = field(default=False, metadata={
+        "help": "before training, subtract the policy's mean action log-probabilities over the warm-up sessions "
+                "(flat position) from its logits, so it starts without the LM's prior for one action "
+                "(contextual calibration; the paper does not)"})
     head_lr: float = field(default=1e-3, metadata={"help": "learning rate of the freshly initialised heads"})
     seed: int = field(default=0, metadata={"help": "seed of torch and the envs"})
     device: str | None = field(default=None, metadata={"help": "torch device (default: cuda if available)"})

@@ -105,6 +105,8 @@ class FlagTraderPolicy(nn.Module):
             self.policy_head = nn.Linear(hidden, len(self.action_names), device=device)
             nn.init.zeros_(self.policy_head.weight)  # a uniform policy until the rewards say otherwise
             nn.init.zeros_(self.policy_head.bias)
+        #: Added to the policy logits, fixed in training: :meth:`calibrate` sets it, zero otherwise.
+        self.register_buffer("logit_bias", torch.zeros(len(self.action_names), device=device), persistent=False)
         self.value_head = nn.Linear(hidden, 1, device=device)
         nn.init.zeros_(self.value_head.weight)  # V = 0 at first: no value gradient reaches the trunk yet
         nn.init.zeros_(self.value_head.bias)
@@ -130,6 +132,7 @@ class FlagTraderPolicy(nn.Module):
             raise ValueError(f"{path} does not match its base model: missing {sorted(missing)[:3]}, "
                              f"unexpected {sorted(unexpected)[:3]}")
         policy.load_state_dict(state, strict=False)
+        policy.logit_bias.copy_(torch.tensor(meta.get("logit_bias", policy.logit_bias.tolist())))
         return policy, meta
 
     def save(self, path: str | Path, **meta: Any) -> Path:
@@ -142,9 +145,25 @@ class FlagTraderPolicy(nn.Module):
         path.mkdir(parents=True, exist_ok=True)
         save_file({k: v.detach().cpu().contiguous() for k, v in self.trainable_state().items()}, path / _WEIGHTS)
         info = {"model": self.model_name, "action_names": list(self.action_names),
-                "trainable_layers": self.trainable_layers, "head": self.head, **meta}
+                "trainable_layers": self.trainable_layers, "head": self.head,
+                "logit_bias": self.logit_bias.tolist(), **meta}
         (path / _META).write_text(json.dumps(info, indent=2, default=str))
         return path
+
+    @torch.no_grad()
+    def calibrate(self, prompts: Sequence[str], batch_size: int = 8) -> torch.Tensor:
+        """Make the mean action log-probability over ``prompts`` equal for every action, and return the bias.
+
+        Contextual calibration (Zhao et al., 2021): SmolLM2's token head starts with a strong prior for
+        one action (`` sell``), which a short PPO warm-up only deepens; subtracting the mean log-probabilities
+        keeps what the model tells apart between states and drops its prior. The bias stays fixed in training
+        and travels with the checkpoint.
+        """
+        self.logit_bias.zero_()
+        logps = [self(self.encode(prompts[i:i + batch_size]))[0].log_softmax(-1) for i in range(0, len(prompts),
+                                                                                                 batch_size)]
+        self.logit_bias.copy_(-torch.cat(logps).mean(0))
+        return self.logit_bias
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         return {name: p for name, p in self.named_parameters() if p.requires_grad}
@@ -197,7 +216,7 @@ class FlagTraderPolicy(nn.Module):
         with self._running(range(self.split, len(self.backbone.layers)), norm=True), self._autocast(grad=True):
             out = self.backbone(inputs_embeds=hidden, attention_mask=mask, position_ids=_positions(mask))
         last = out.last_hidden_state[:, -1].float()
-        logits = last @ self.action_embeddings.T if self.head == "tokens" else self.policy_head(last)
+        logits = (last @ self.action_embeddings.T if self.head == "tokens" else self.policy_head(last)) + self.logit_bias
         if action_mask is not None:
             logits = logits.masked_fill(~action_mask.to(logits.device), float("-inf"))
         return logits, self.value_head(last).squeeze(-1)

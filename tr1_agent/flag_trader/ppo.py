@@ -265,6 +265,10 @@ def train_flag_trader(cfg: FlagPPOConfig) -> dict[str, Any]:
     envs = _make_envs(cfg, store, cfg.train_start, cfg.train_end, cfg.episode_length)
     policy = FlagTraderPolicy.from_pretrained(cfg.model, envs[0].unwrapped.action_names, cfg.trainable_layers,
                                               cfg.head, cfg.device)
+    if cfg.calibrate:
+        prompts = [env.unwrapped.observation_at(day) for env in envs for day in env.unwrapped.days[:-1]]
+        bias = policy.calibrate(prompts)
+        logger.info("calibrated on %d warm-up sessions: logit bias %s", len(prompts), bias.tolist())
     trainable, total = policy.parameter_counts()
     logger.info("%s: %d of %d parameters trainable (%.2f%%)", cfg.model, trainable, total, 100 * trainable / total)
     optimizer = torch.optim.Adam(policy.param_groups(cfg.lr, cfg.head_lr), eps=1e-5)
