@@ -82,24 +82,66 @@ def prior_baselines(train_labels: list[str], truth: list[str], draws: int = 1000
                               "macro_f1": float(np.mean([macro_f1(truth, [str(p) for p in s]) for s in sampled]))}}
 
 
+TERMS = ("structure", "evidence", "decision")
+
+
 def heldout_metrics(model: str, rows, max_new_tokens: int, temperature: float = 0.0) -> dict:
     """Theses of ``model`` on ``rows`` (greedy, or sampled with a fixed seed), scored as the env does; a thesis
     without ``[[[ACTION]]]`` is decided by the model's own score of the five closings (``force_decision``) and
-    counts as a parse failure."""
+    counts as a parse failure. ``days`` keeps each day's terms and thesis, for paired comparisons and reading."""
     agent = make_llm_agent(f"hf:{model}", max_new_tokens=max_new_tokens, temperature=temperature,
                            batch_size=len(rows), use_cache=False, force_decision=True, enable_thinking=False)
     completions = agent.complete(list(rows["prompt"]))
-    scores = [score(c["text"], Action[y], ctx, RewardConfig()) for c, y, ctx in
-              zip(completions, rows["label"], rows["context"])]
-    predicted = [s.decision_action.name if s.decision_action else c["forced_decision"]
-                 for s, c in zip(scores, completions)]
-    truth = list(rows["label"])
-    return {"n": len(scores),
-            **{term: float(np.mean([getattr(s, term) for s in scores])) for term in ("structure", "evidence", "decision")},
-            "fabricated_rate": float(np.mean([s.n_fabricated > 0 for s in scores])),
-            "parse_failure_rate": float(np.mean([s.decision_action is None for s in scores])),
+    days = []
+    for c, row in zip(completions, rows):
+        s = score(c["text"], Action[row["label"]], row["context"], RewardConfig())
+        days.append({"ticker": row["ticker"], "date": str(row["date"])[:10], "label": row["label"],
+                     **{term: getattr(s, term) for term in TERMS}, "fabricated": s.n_fabricated > 0,
+                     "parse_failed": s.decision_action is None,
+                     "predicted": s.decision_action.name if s.decision_action else c["forced_decision"],
+                     "thesis": c["text"]})
+    truth, predicted = [d["label"] for d in days], [d["predicted"] for d in days]
+    return {"n": len(days), **{term: float(np.mean([d[term] for d in days])) for term in TERMS},
+            "fabricated_rate": float(np.mean([d["fabricated"] for d in days])),
+            "parse_failure_rate": float(np.mean([d["parse_failed"] for d in days])),
             "accuracy": float(np.mean([p == t for p, t in zip(predicted, truth)])),
-            "macro_f1": macro_f1(truth, predicted), "predicted": predicted}
+            "macro_f1": macro_f1(truth, predicted), "predicted": predicted, "days": days}
+
+
+def per_day(result: dict) -> dict[str, np.ndarray]:
+    """Each held-out day's reward terms, fabrication, parse failure and hit (0/1), in the held-out order."""
+    days = result["days"]
+    return {**{term: np.array([d[term] for d in days], float) for term in TERMS},
+            "fabricated": np.array([d["fabricated"] for d in days], float),
+            "parse_failed": np.array([d["parse_failed"] for d in days], float),
+            "accuracy": np.array([d["predicted"] == d["label"] for d in days], float)}
+
+
+def mean_ci(values: np.ndarray, reps: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+    """Mean and percentile bootstrap CI (``arch``'s IID bootstrap over days: one block per ticker, purged)."""
+    from arch.bootstrap import IIDBootstrap
+
+    values = np.asarray(values, float)
+    if np.ptp(values) == 0:
+        return float(values[0]), float(values[0]), float(values[0])
+    boot = IIDBootstrap(values, seed=seed)
+    lo, hi = boot.conf_int(np.mean, reps=reps, method="percentile", size=level).ravel()
+    return float(values.mean()), float(lo), float(hi)
+
+
+def compare_to_zero_shot(results: dict[str, dict], reps: int = 2000) -> dict[str, dict]:
+    """Per model and metric: the mean with its CI, and the paired difference to zero-shot on the same days with
+    its CI (a difference whose CI excludes 0 is what training bought, at 95 %)."""
+    base = per_day(results["zero_shot"]) if "days" in results.get("zero_shot", {}) else None
+    out = {}
+    for name, result in results.items():
+        if "days" not in result:
+            continue
+        mine = per_day(result)
+        out[name] = {metric: {"mean_ci": mean_ci(v, reps),
+                              **({"diff_ci": mean_ci(v - base[metric], reps)} if base is not None and name != "zero_shot"
+                                 else {})} for metric, v in mine.items()}
+    return out
 
 
 def weights_digest(model: str) -> str:
@@ -260,17 +302,21 @@ def main() -> None:
         if args.ship and name == args.ship_model and not (Path(args.ship) / "adapter_config.json").exists():
             ship(models[name], args, data, len(heldout), grpo.seed)
         results[name] = evaluation(models[name])
-        print(f"{time.time() - started:.0f} s", name, {k: v for k, v in results[name].items() if k != "predicted"},
+        print(f"{time.time() - started:.0f} s", name,
+              {k: v for k, v in results[name].items() if k not in ("predicted", "days")},
               flush=True)
     baselines = prior_baselines(list(train["label"]), list(heldout["label"]))
+    intervals = compare_to_zero_shot(results)
     board = replay(models, args, out)  # the harness resumes: decisions already made are read back, not remade
     report = {"command": command(args),
-              "models": models, "heldout": results, "baselines": baselines, "replay": board,
+              "models": models, "heldout": results, "intervals": intervals, "baselines": baselines, "replay": board,
               "heldout_days": sorted(zip(heldout["ticker"], heldout["date"])),
               "heldout_labels": list(heldout["label"]), "train_rows": len(train),
               "minutes_this_run": round((time.time() - started) / 60, 1)}
     (out / "results.json").write_text(json.dumps(report, indent=2, default=str))
-    print(json.dumps({k: {m: v for m, v in r.items() if m != "predicted"} for k, r in results.items()}, indent=2))
+    print(json.dumps({k: {m: v for m, v in r.items() if m not in ("predicted", "days")} for k, r in results.items()},
+                     indent=2))
+    print(json.dumps(intervals, indent=2))
     print(json.dumps(baselines, indent=2))
     print(json.dumps(board["leaderboard"], indent=2, default=str))
 
