@@ -336,14 +336,18 @@ def _has_table(lines: list[str]) -> bool:
 
 
 def _bullet(text: str, sizes: tuple[int, int | None]) -> Bullet:
-    """A claim: its quote-sized italics, its sources and the opinion before the first of them."""
+    """A claim: its quote-sized italics, its sources and the opinion before the first of them.
+
+    Only their text is kept, no match objects: a line of thousands of quotes would otherwise hold
+    as many objects the garbage collector walks again and again (1.4x the time per quote at 4x).
+    """
     lo, hi = sizes[0], len(text) if sizes[1] is None else sizes[1]
-    quotes = [m for m in _ITALIC.finditer(text) if lo <= count_words(m.group(1)) <= hi] if "*" in text else []
-    sources = list(_SOURCE.finditer(text)) if "`" in text else []
-    cut = min(quotes[0].start() if quotes else len(text), sources[0].start() if sources else len(text))
-    return Bullet(
-        text=text,
-        opinion=text[:cut].strip(),
-        quotes=tuple(m.group(1).strip() for m in quotes),
-        sources=tuple(m.group(1).strip() for m in sources),
-    )
+    cut, quotes, sources = len(text), [], []
+    for m in _ITALIC.finditer(text) if "*" in text else ():
+        if lo <= count_words(m.group(1)) <= hi:
+            cut = min(cut, m.start())
+            quotes.append(m.group(1).strip())
+    for m in _SOURCE.finditer(text) if "`" in text else ():
+        cut = min(cut, m.start())
+        sources.append(m.group(1).strip())
+    return Bullet(text, text[:cut].strip(), tuple(quotes), tuple(sources))
