@@ -8,13 +8,14 @@ from tr1_env.actions import Action
 from tr1_env.thesis import (
     _BOLD,
     _BULLET,
-    _BULLETS,
+    _CLAIM,
     _HEADER,
     _HEADERS,
     _ITALIC,
     count_words,
     normalize_text,
     parse_thesis,
+    reference_parse_thesis,
     visible_size,
 )
 
@@ -245,12 +246,17 @@ def test_word_count_of_varied_unicode():
 
 
 def test_visible_size_is_that_of_the_normalised_text():
+    """Random texts (white space NFKC keeps or makes, compositions, U+0130, lone surrogates), then
+    every code point alone: the Unicode facts visible_size counts on hold for each."""
     rng = random.Random(2)
-    for _ in range(2000):
-        text = "".join(rng.choice("aB1 \t\n\x1c\u00a0\u2019\u2014\uff21\ufb01\u0130\u00e9")
-                       for _ in range(rng.randint(0, 30)))
+    alphabet = "aB1 \t\n\x1c\x85\u00a0\u2019\u2014\uff21\ufb01\u0130\u00e9\u0301\u2028\u3000\u203e\u00a8\ud800"
+    for _ in range(20_000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
         key = normalize_text(text)
         assert visible_size(text) == len(key) - key.count(" "), repr(text)
+    for char in map(chr, range(0x110000)):
+        key = normalize_text(char)
+        assert visible_size(char) == len(key) - key.count(" "), hex(ord(char))
 
 
 # tr1 0.x's patterns, lazy and backtracking: the definitions the linear ones are tested against.
@@ -276,10 +282,44 @@ def test_whole_body_patterns_match_what_line_patterns_match():
                        for _ in range(rng.randint(0, 25)))
         lines = text.split("\n")
         assert (_HEADERS.search("\n" + text) is not None) == any(_HEADER.match(line) for line in lines), repr(text)
-        assert _BULLETS.findall("\n" + text) == [m.group(1) for m in map(_BULLET.match, lines) if m], repr(text)
+        bullets = [m[1].strip() for m in map(_BULLET.match, lines) if m]
+        assert [m[1] or m[4].strip() for m in _CLAIM.finditer("\n" + text)] == bullets, repr(text)
+
+
+def test_usual_claims_read_from_one_pattern_equal_claims_read_line_by_line():
+    """A claim of the usual shape (opinion, one italic, one source) is read from the groups of one
+    pattern, any other bullet line as the line-by-line reading reads it: random lines, half of that
+    shape, built from what tells the two apart (bold and stray asterisks, backticks, white space)."""
+    rng = random.Random(5)
+    plain = ["view", " a b", " ", "  ", "\t", "\u00a0", "(", ".", "_", "1", "-", "**bold**", " [[[BUY]]]"]
+    markup = ["*", "**", "***", "`", "*a b c*", "`src`", "x*y"]
+
+    def junk(n: int) -> str:
+        return "".join(rng.choice(markup if rng.random() < 0.15 else plain) for _ in range(rng.randint(0, n)))
+
+    n_usual = 0
+    for _ in range(5_000):
+        lines = []
+        for _ in range(rng.randint(1, 3)):
+            if rng.random() < 0.5:
+                gap, tail = rng.choice([" ", " ", "", "(", "**"]), rng.choice(["", " ", junk(1)])
+                marker = rng.choice(["-", "*", "2.", "  +"])
+                lines.append(f"{marker} {junk(6)}{gap}*rose{junk(4)}12%*{tail} `{junk(2)}`{tail}")
+            else:
+                lines.append(f"- {junk(12)}")
+        body = "\n".join(lines)
+        n_usual += sum(m[3] is not None for m in _CLAIM.finditer("\n" + body))
+        for sizes in ((3, 60), (1, None), (0, 0), (2, 2)):
+            text = f"<a>\n{body}\n</a>"
+            assert parse_thesis(text, *sizes) == reference_parse_thesis(text, *sizes), repr(body)
+    assert n_usual > 250  # the pattern's path was taken
 
 
 def test_normalize_text():
     typographic = "  Nvidia\u2019s \u201cAI\u201d\n\tboom \u2014 up\u2013down "
     assert normalize_text(typographic) == "nvidia's \"ai\" boom - up-down"
     assert normalize_text("\uff21\uff22\uff23 \ufb01nance") == "abc finance"  # NFKC: full width, ligature
+    rng = random.Random(6)
+    for _ in range(20_000):  # ASCII, single-spaced or not: as str.split() would space it
+        text = "".join(rng.choice("aB1 .\t\n\x0b\x1c\x7f") for _ in range(rng.randint(0, 12)))
+        assert normalize_text(text) == " ".join(text.lower().split()), repr(text)

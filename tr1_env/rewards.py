@@ -160,6 +160,9 @@ class RewardConfig:
         return replace(self, **dict(zip(WEIGHT_FIELDS, weights[name])))
 
 
+_DEFAULTS = RewardConfig()  # frozen: shared by every call left without settings (building one takes 2 us)
+
+
 @dataclass(frozen=True)
 class EvidenceResult:
     """R_evidence with the quote bookkeeping behind it."""
@@ -253,7 +256,7 @@ def _plain_distinct_sections(thesis: Thesis) -> tuple[Section, ...]:
 def structure_reward(thesis: Thesis, cfg: RewardConfig | None = None) -> float:
     """R_structure = 0.6 R_count + 0.4 mean(R_sec) over the analysis sections, times
     ``missing_conclusion_factor`` without a conclusion; 0 without any section."""
-    return _structure(distinct_sections(thesis), cfg or RewardConfig())
+    return _structure(distinct_sections(thesis), cfg or _DEFAULTS)
 
 
 def _structure(sections: tuple[Section, ...], cfg: RewardConfig) -> float:
@@ -356,7 +359,7 @@ def evidence_reward(thesis: Thesis, context: str | None = None, cfg: RewardConfi
     score does not, so a prose conclusion cannot zero it.
     """
     verified = None if context is None else quote_index(context).count
-    return _evidence(distinct_sections(thesis), verified, cfg or RewardConfig())
+    return _evidence(distinct_sections(thesis), verified, cfg or _DEFAULTS)
 
 
 def _evidence(sections: tuple[Section, ...], verified: Callable[[tuple[str, ...]], int] | None, cfg: RewardConfig
@@ -390,7 +393,7 @@ def _floored_bullet_reward(n_opinion_words: int, has_quote: bool, has_source: bo
 
 def decision_reward(pred: Action | None, label: Action, cfg: RewardConfig | None = None) -> float:
     """R_decision = M[pred, label]; ``invalid_decision`` when there is no single decision."""
-    cfg = cfg or RewardConfig()
+    cfg = cfg or _DEFAULTS
     if pred is None:
         return cfg.invalid_decision
     if cfg.swap_strong_corners and {pred, label} == _CORNERS:
@@ -400,7 +403,7 @@ def decision_reward(pred: Action | None, label: Action, cfg: RewardConfig | None
 
 def length_multiplier(n_chars: int, cfg: RewardConfig | None = None) -> float:
     """1 up to ``max_chars``, then linear down to 0 at ``overlong_zero_at * max_chars``."""
-    cfg = cfg or RewardConfig()
+    cfg = cfg or _DEFAULTS
     if cfg.max_chars is None or n_chars <= cfg.max_chars:
         return 1.0
     return max(0.0, 1 - (n_chars - cfg.max_chars) / ((cfg.overlong_zero_at - 1) * cfg.max_chars))
@@ -410,7 +413,7 @@ def score(
     completion: str, label: Action | None, context: str | None = None, cfg: RewardConfig | None = None
 ) -> RewardBreakdown:
     """Parse ``completion`` and weigh the three rewards. Without a label the decision term is 0."""
-    cfg = cfg or RewardConfig()
+    cfg = cfg or _DEFAULTS
     thesis = parse_thesis(completion, cfg.min_quote_words, cfg.max_quote_words)
     return _score(thesis, distinct_sections(thesis), label, None if context is None else quote_index(context).count,
                   cfg)
@@ -422,7 +425,7 @@ def reference_score(
     """:func:`score` read by :func:`~tr1_env.thesis.reference_parse_thesis` (line by line) with each
     quote looked up by :func:`quote_in_context` (a regex per quote on a context normalised per call):
     slow and plain, the definition the fast path is tested against."""
-    cfg = cfg or RewardConfig()
+    cfg = cfg or _DEFAULTS
     thesis = reference_parse_thesis(completion, cfg.min_quote_words, cfg.max_quote_words)
     verified = None if context is None else (lambda quotes: sum(quote_in_context(q, context) for q in quotes))
     return _score(thesis, _plain_distinct_sections(thesis), label, verified, cfg)
