@@ -234,7 +234,8 @@ def parser() -> argparse.ArgumentParser:
                    help="sessions between LLM decisions in the replay (62: one, held through the 62-session window)")
     p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS),
                    help="models to train, score and replay, in order (a prefix of the four: each builds on the last)")
-    p.add_argument("--ship", help="write --ship-model here as one LoRA adapter with its card, and score it")
+    p.add_argument("--ship", help="write --ship-model (one of --models) here as one LoRA adapter with its card, and "
+                                  "score the adapter on the held-out days")
     p.add_argument("--ship-model", choices=MODELS[1:], default="sft_grpo")
     p.add_argument("--ship-rank", type=int, default=16,
                    help="rank of the shipped adapter (16: 9.8 MB in fp16; exact for SFT + GRPO at --lora-r 8)")
@@ -242,7 +243,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main() -> None:
-    args = parser().parse_args()
+    p = parser()
+    args = p.parse_args()
+    if args.ship and args.ship_model not in args.models:
+        p.error(f"--ship-model {args.ship_model} is not among --models {' '.join(args.models)}")
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
@@ -299,12 +303,15 @@ def main() -> None:
     models, results = {}, {}
     for name in args.models:
         models[name] = train_model(name)
-        if args.ship and name == args.ship_model and not (Path(args.ship) / "adapter_config.json").exists():
-            ship(models[name], args, data, len(heldout), grpo.seed)
         results[name] = evaluation(models[name])
         print(f"{time.time() - started:.0f} s", name,
               {k: v for k, v in results[name].items() if k not in ("predicted", "days")},
               flush=True)
+    if args.ship:  # the adapter as it ships (a rank-``--ship-rank`` SVD), scored on the same days
+        if not (Path(args.ship) / "adapter_config.json").exists():
+            ship(models[args.ship_model], args, data, len(heldout), grpo.seed)
+        results["shipped"] = cached(out / "eval" / "shipped.json", lambda: {
+            **heldout_metrics(args.ship, heldout, args.max_tokens, args.eval_temperature), "stage": args.ship_model})
     baselines = prior_baselines(list(train["label"]), list(heldout["label"]))
     intervals = compare_to_zero_shot(results)
     board = replay(models, args, out)  # the harness resumes: decisions already made are read back, not remade
