@@ -358,27 +358,42 @@ def evidence_reward(thesis: Thesis, context: str | None = None, cfg: RewardConfi
     unchecked reward. The quote bookkeeping (and so the penalty) covers the conclusion too; the
     score does not, so a prose conclusion cannot zero it.
     """
-    verified = None if context is None else quote_index(context).count
-    return _evidence(distinct_sections(thesis), verified, cfg or _DEFAULTS)
+    return _evidence(distinct_sections(thesis), _verifier(context), cfg or _DEFAULTS)
+
+
+def _verifier(context: str | None) -> Callable[[tuple[str, ...]], int] | None:
+    """How many quotes of a claim are in ``context`` (None without one: unchecked), each claim's quotes
+    looked up once per call: a completion that loops repeats its claims' quotes."""
+    if context is None:
+        return None
+    count, seen = quote_index(context).count, {}
+
+    def verified(quotes: tuple[str, ...]) -> int:
+        found = seen.get(quotes)
+        if found is None:
+            found = seen[quotes] = count(quotes)
+        return found
+    return verified
 
 
 def _evidence(sections: tuple[Section, ...], verified: Callable[[tuple[str, ...]], int] | None, cfg: RewardConfig
               ) -> EvidenceResult:
     """R_evidence over ``sections``, ``verified`` counting the quotes of a claim found in the context
-    (None: unchecked)."""
+    (None: unchecked). Each harmonic mean is its count over a running sum of reciprocals."""
     n_claims = n_quotes = n_verified = 0
     section_scores = []
     for section in sections:
-        bullet_scores = []
-        for bullet in section.bullets:
-            quotes = bullet.quotes
-            found = len(quotes) if verified is None or not quotes else verified(quotes)
-            n_quotes += len(quotes)
-            n_verified += found
-            bullet_scores.append(_floored_bullet_reward(count_words(bullet.opinion), found > 0, bool(bullet.sources)))
-        n_claims += len(section.bullets)
+        bullets, reciprocals = section.bullets, 0.0
+        for _, opinion, quotes, sources in bullets:
+            found = 0
+            if quotes:
+                found = len(quotes) if verified is None else verified(quotes)
+                n_quotes += len(quotes)
+                n_verified += found
+            reciprocals += _bullet_reciprocal(count_words(opinion), found > 0, bool(sources))
+        n_claims += len(bullets)
         if section.tag != "conclusion":
-            section_score = 0.3 * bullet_count_reward(len(section.bullets)) + 0.7 * harmonic_mean(bullet_scores)
+            section_score = 0.3 * bullet_count_reward(len(bullets)) + 0.7 * (len(bullets) / reciprocals if bullets else 0.0)
             section_scores.append(max(section_score, _SECTION_FLOOR))
     n_fabricated = 0 if verified is None else n_quotes - n_verified  # unchecked: none verified, none fabricated
     reward = max(0.0, harmonic_mean(section_scores) - cfg.fabricated_penalty * n_fabricated / max(1, n_quotes))
@@ -386,9 +401,9 @@ def _evidence(sections: tuple[Section, ...], verified: Callable[[tuple[str, ...]
 
 
 @lru_cache(maxsize=4096)
-def _floored_bullet_reward(n_opinion_words: int, has_quote: bool, has_source: bool) -> float:
-    """max(R_bullet, 0.01), remembered: a few hundred distinct arguments cover nearly every claim."""
-    return max(bullet_reward(n_opinion_words, has_quote, has_source), 0.01)
+def _bullet_reciprocal(n_opinion_words: int, has_quote: bool, has_source: bool) -> float:
+    """1 / max(R_bullet, 0.01), remembered: a few hundred distinct arguments cover nearly every claim."""
+    return 1.0 / max(bullet_reward(n_opinion_words, has_quote, has_source), 0.01)
 
 
 def decision_reward(pred: Action | None, label: Action, cfg: RewardConfig | None = None) -> float:
@@ -415,8 +430,7 @@ def score(
     """Parse ``completion`` and weigh the three rewards. Without a label the decision term is 0."""
     cfg = cfg or _DEFAULTS
     thesis = parse_thesis(completion, cfg.min_quote_words, cfg.max_quote_words)
-    return _score(thesis, distinct_sections(thesis), label, None if context is None else quote_index(context).count,
-                  cfg)
+    return _score(thesis, distinct_sections(thesis), label, _verifier(context), cfg)
 
 
 def reference_score(
