@@ -98,6 +98,9 @@ class Section(NamedTuple):
     word_count: int
 
 
+_new_bullet = tuple.__new__  # a claim from its four fields, without the named tuple's keyword-reading __new__
+
+
 @dataclass(frozen=True)
 class Thesis:
     """A parsed completion. ``decision`` is None when absent or when the completion hedges."""
@@ -301,17 +304,17 @@ def _bullets(lines: str, sizes: tuple[int, int | None]) -> tuple[Bullet, ...]:
     lo, hi = sizes
     bullets = []
     for m in _CLAIM.finditer(lines):
-        text = m[1]
+        text, italic, source, other = m.groups()
         if text is None:
-            bullets.append(_bullet(m[4].strip(), sizes))
+            bullets.append(_bullet(other.strip(), sizes))
             continue
         opinion = text[:m.start(2) - 1 - m.start(1)]
         if "`" in opinion or "*" in opinion.replace("**", ""):  # it may hold a source or an italic
             bullets.append(_bullet(text, sizes))
-        elif lo <= (n := count_words(m[2])) and (hi is None or n <= hi):
-            bullets.append(Bullet(text, opinion.strip(), (m[2],), (m[3].strip(),)))
+        elif lo <= (n := count_words(italic)) and (hi is None or n <= hi):
+            bullets.append(_new_bullet(Bullet, (text, opinion.rstrip(), (italic,), (source.strip(),))))
         else:  # emphasis: the opinion runs to the source
-            bullets.append(Bullet(text, text[:m.start(3) - 1 - m.start(1)].strip(), (), (m[3].strip(),)))
+            bullets.append(_new_bullet(Bullet, (text, text[:text.index("`")].strip(), (), (source.strip(),))))
     return tuple(bullets)
 
 
