@@ -98,7 +98,7 @@ class Section(NamedTuple):
     word_count: int
 
 
-_new_bullet = tuple.__new__  # a claim from its four fields, without the named tuple's keyword-reading __new__
+_new = tuple.__new__  # a claim or a section from its fields, skipping the named tuple's keyword-reading __new__
 
 
 @dataclass(frozen=True)
@@ -292,8 +292,8 @@ def _decisions(answer: str, min_quote_words: int) -> Iterator[Action]:
 def _section(tag: str, body: str, sizes: tuple[int, int | None]) -> Section:
     """A section read with one pass of each pattern over its whole body."""
     lines = "\n" + body
-    return Section(tag, body, _HEADERS.search(lines) is not None, _bullets(lines, sizes),
-                   _BOLD.search(body) is not None, "|" in body and _has_table(body.split("\n")), count_words(body))
+    return _new(Section, (tag, body, _HEADERS.search(lines) is not None, _bullets(lines, sizes),
+                          _BOLD.search(body) is not None, "|" in body and _has_table(body.split("\n")), count_words(body)))
 
 
 def _bullets(lines: str, sizes: tuple[int, int | None]) -> tuple[Bullet, ...]:
@@ -301,7 +301,7 @@ def _bullets(lines: str, sizes: tuple[int, int | None]) -> tuple[Bullet, ...]:
     a usual claim (opinion, one italic, one source) is read from its groups, any other bullet line by
     :func:`_bullet`. The two agree: the opinion of a usual claim holds no backtick and its asterisks
     come in runs of two or more (bold markers), none of which can open an italic."""
-    lo, hi = sizes
+    lo, hi = sizes[0], len(lines) if sizes[1] is None else sizes[1]
     bullets = []
     for m in _CLAIM.finditer(lines):
         text, italic, source, other = m.groups()
@@ -311,10 +311,10 @@ def _bullets(lines: str, sizes: tuple[int, int | None]) -> tuple[Bullet, ...]:
         opinion = text[:m.start(2) - 1 - m.start(1)]
         if "`" in opinion or "*" in opinion.replace("**", ""):  # it may hold a source or an italic
             bullets.append(_bullet(text, sizes))
-        elif lo <= (n := count_words(italic)) and (hi is None or n <= hi):
-            bullets.append(_new_bullet(Bullet, (text, opinion.rstrip(), (italic,), (source.strip(),))))
+        elif lo <= count_words(italic) <= hi:
+            bullets.append(_new(Bullet, (text, opinion.rstrip(), (italic,), (source.strip(),))))
         else:  # emphasis: the opinion runs to the source
-            bullets.append(_new_bullet(Bullet, (text, text[:text.index("`")].strip(), (), (source.strip(),))))
+            bullets.append(_new(Bullet, (text, text[:text.index("`")].strip(), (), (source.strip(),))))
     return tuple(bullets)
 
 
