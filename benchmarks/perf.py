@@ -37,18 +37,27 @@ from tr1_env.context_index import ContextIndex
 from tr1_env.data.store import Store
 from tr1_env.envs import TradingEnv
 from tr1_env.rewards import reference_score, score
+from tr1_env.thesis import parse_thesis
 
 THESIS_TAGS = ("fundamentals", "technical", "news", "analyst_coverage", "macro", "risk_assessment")
 
 
-def honest_thesis(context: Context, decision: Action, bullets: int = 4) -> str:
+def honest_thesis(context: Context, decision: Action, bullets: int = 4, distinct_quotes: bool = False) -> str:
     """A well-formed thesis whose every quote is copied from ``context``: a stand-in for a good model's output.
 
-    Six sections plus the conclusion, ``bullets`` claims each (opinion, verbatim quote, source).
+    Six sections plus the conclusion, ``bullets`` claims each (opinion, verbatim quote, source). A quote is
+    the first nine words of a context line, the lines taken in turn: a short context runs out of lines and
+    repeats quotes, as a looping completion does. ``distinct_quotes`` takes nine-word windows spread over
+    the whole context instead, each once while the context holds enough.
     """
-    snippets = [" ".join(words[:9]) for line in context.text.splitlines()
-                if not line.startswith(("|", "#")) and "*" not in line and "`" not in line
-                and len(words := line.removeprefix("- ").split()) >= 6]
+    lines = [words for line in context.text.splitlines()
+             if not line.startswith(("|", "#")) and "*" not in line and "`" not in line
+             and len(words := line.removeprefix("- ").split()) >= 6]
+    snippets = [" ".join(words[:9]) for words in lines]
+    if distinct_quotes:
+        windows = list(dict.fromkeys(" ".join(words[j:j + 9]) for words in lines for j in range(max(1, len(words) - 8))))
+        n = 7 * bullets
+        snippets = [windows[i * len(windows) // n] for i in range(n)] if len(windows) >= n else windows
     sections = []
     for k, tag in enumerate((*THESIS_TAGS, "conclusion")):
         claims = []
@@ -59,6 +68,12 @@ def honest_thesis(context: Context, decision: Action, bullets: int = 4) -> str:
                           f"{decision.name.lower()} view. *{quote}* `context {context.date:%Y-%m-%d}`")
         sections.append(f"<{tag}>\n### {tag.replace('_', ' ').title()}\n" + "\n".join(claims) + f"\n</{tag}>")
     return "\n".join(sections) + f"\n\n[[[{decision.name}]]]\n"
+
+
+def repeated_share(thesis: str) -> float:
+    """The share of a thesis's quotes that repeat an earlier one (the scorer looks each up once)."""
+    quotes = [q for section in parse_thesis(thesis).sections for claim in section.bullets for q in claim.quotes]
+    return 1 - len(set(quotes)) / max(1, len(quotes))
 
 
 def hostile_completion(n_chars: int = 200_000) -> str:
@@ -133,10 +148,11 @@ def run(seconds: float = 4.0, ticker: str = "MSFT", start="2020-10-01", end="202
     contexts, n_contexts = per_second(lambda: build_context(store, *next(days)), seconds)
     plain_contexts, n_plain = per_second(lambda: build_context_reference(store, *next(days)), seconds)
 
-    samples = []
+    samples, distinct = [], []
     for ticker_, day in ticker_days(store, 8, seed + 1):
         context = build_context(store, ticker_, day)
         samples.append((honest_thesis(context, Action.BUY, bullets=6), context.text))
+        distinct.append((honest_thesis(context, Action.BUY, bullets=6, distinct_quotes=True), context.text))
 
     def scores_per_s(scorer, cases) -> float:  # per core: CPU time, which other jobs on the machine leave alone
         cycle = itertools.cycle(cases)
@@ -145,6 +161,7 @@ def run(seconds: float = 4.0, ticker: str = "MSFT", start="2020-10-01", end="202
     normal = [(thesis, Action.BUY, text) for thesis, text in samples]
     hostile = [(hostile_completion(), Action.BUY, samples[0][1])]
     scores, reference = scores_per_s(score, normal), scores_per_s(reference_score, normal)
+    distinct_scores = scores_per_s(score, [(thesis, Action.BUY, text) for thesis, text in distinct])
     hostile_scores, hostile_reference = scores_per_s(score, hostile), scores_per_s(reference_score, hostile)
     return {
         "trading_env_steps_per_s": ours,
@@ -156,6 +173,9 @@ def run(seconds: float = 4.0, ticker: str = "MSFT", start="2020-10-01", end="202
         "reference_contexts_built": n_plain,
         "scores_per_s": scores,
         "reference_scores_per_s": reference,
+        "distinct_quotes_scores_per_s": distinct_scores,
+        "repeated_quote_share": float(np.mean([repeated_share(thesis) for thesis, _ in samples])),
+        "distinct_repeated_quote_share": float(np.mean([repeated_share(thesis) for thesis, _ in distinct])),
         "hostile_scores_per_s": hostile_scores,
         "hostile_reference_scores_per_s": hostile_reference,
         "hostile_chars": len(hostile[0][0]),
@@ -236,6 +256,9 @@ def main(argv: list[str] | None = None) -> dict:
              f"{results['scores_per_s']:,.0f} scores/s/core"),
             ("  reference scorer, same theses", f"{results['reference_scores_per_s']:,.0f} scores/s/core"),
             ("  ratio score / reference", f"{results['scores_per_s'] / results['reference_scores_per_s']:.1f}x"),
+            (f"  share of quotes repeated (distinct variant: {results['distinct_repeated_quote_share']:.0%})",
+             f"{results['repeated_quote_share']:.0%}"),
+            ("  score, same contexts, distinct quotes", f"{results['distinct_quotes_scores_per_s']:,.0f} scores/s/core"),
             (f"score, {results['hostile_chars'] / 1000:,.0f} KB hostile completion",
              f"{results['hostile_scores_per_s']:,.1f} scores/s/core"),
             ("  reference scorer, same completion", f"{results['hostile_reference_scores_per_s']:,.1f} scores/s/core"),
