@@ -358,37 +358,27 @@ def evidence_reward(thesis: Thesis, context: str | None = None, cfg: RewardConfi
     unchecked reward. The quote bookkeeping (and so the penalty) covers the conclusion too; the
     score does not, so a prose conclusion cannot zero it.
     """
-    return _evidence(distinct_sections(thesis), _verifier(context), cfg or _DEFAULTS)
-
-
-def _verifier(context: str | None) -> Callable[[tuple[str, ...]], int] | None:
-    """How many quotes of a claim are in ``context`` (None without one: unchecked), each claim's quotes
-    looked up once per call: a completion that loops repeats its claims' quotes."""
-    if context is None:
-        return None
-    count, seen = quote_index(context).count, {}
-
-    def verified(quotes: tuple[str, ...]) -> int:
-        found = seen.get(quotes)
-        if found is None:
-            found = seen[quotes] = count(quotes)
-        return found
-    return verified
+    verified = None if context is None else quote_index(context).count
+    return _evidence(distinct_sections(thesis), verified, cfg or _DEFAULTS)
 
 
 def _evidence(sections: tuple[Section, ...], verified: Callable[[tuple[str, ...]], int] | None, cfg: RewardConfig
               ) -> EvidenceResult:
     """R_evidence over ``sections``, ``verified`` counting the quotes of a claim found in the context
-    (None: unchecked). Each harmonic mean is its count over a running sum of reciprocals."""
+    (None: unchecked). A claim's quotes are looked up once per call (a looping completion repeats them),
+    and each harmonic mean is its count over a running sum of reciprocals."""
     n_claims = n_quotes = n_verified = 0
-    section_scores = []
+    section_scores, seen = [], {}
     for section in sections:
         bullets, reciprocals = section.bullets, 0.0
         for _, opinion, quotes, sources in bullets:
             found = 0
             if quotes:
-                found = len(quotes) if verified is None else verified(quotes)
                 n_quotes += len(quotes)
+                if verified is None:
+                    found = len(quotes)
+                elif (found := seen.get(quotes)) is None:
+                    found = seen[quotes] = verified(quotes)
                 n_verified += found
             reciprocals += _bullet_reciprocal(count_words(opinion), found > 0, bool(sources))
         n_claims += len(bullets)
@@ -430,7 +420,8 @@ def score(
     """Parse ``completion`` and weigh the three rewards. Without a label the decision term is 0."""
     cfg = cfg or _DEFAULTS
     thesis = parse_thesis(completion, cfg.min_quote_words, cfg.max_quote_words)
-    return _score(thesis, distinct_sections(thesis), label, _verifier(context), cfg)
+    return _score(thesis, distinct_sections(thesis), label, None if context is None else quote_index(context).count,
+                  cfg)
 
 
 def reference_score(

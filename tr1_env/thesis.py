@@ -154,7 +154,7 @@ def visible_size(text: str) -> int:
     raw = text.encode("utf-8", "surrogatepass")
     wide = raw.translate(None, _ASCII_BYTES).decode("utf-8", "surrogatepass")  # its non-ASCII characters
     spaces = len(raw) - len(raw.translate(None, _ASCII_SPACE)) + len(wide) - len("".join(wide.split()))
-    return len(text) + text.count("\u0130") - spaces
+    return len(text) + wide.count("\u0130") - spaces
 
 
 def parse_thesis(text: str, min_quote_words: int = 3, max_quote_words: int | None = 60) -> Thesis:
