@@ -357,6 +357,15 @@ def test_quote_not_in_context_is_fabricated(quote):
     assert (unchecked.n_fabricated, unchecked.n_verified) == (0, 0)
 
 
+def test_repeated_quotes_count_each_time():
+    """A looping completion's quotes are looked up once per call, and counted at each repeat."""
+    real, fake = "AI demand stays strong", "revenue tripled to 40 billion"
+    text = "<a>\n" + "\n".join(f"- {words(20)} *{q}* `src`" for q in (real, fake, real, real, fake, f"{real}.")) + "\n</a>"
+    r = evidence_reward(parse_thesis(text), CONTEXT)
+    assert (r.n_claims, r.n_quotes, r.n_verified, r.n_fabricated) == (6, 6, 4, 2)
+    assert score(text, Action.BUY, CONTEXT) == reference_score(text, Action.BUY, CONTEXT)
+
+
 def test_fabricated_quote_earns_nothing_and_is_penalised():
     good, fabricated = "*AI demand stays strong* `Reuters`", "*AI demand is collapsing* `src`"
     bullets = [f"- {words(20)} {good}"] * 3 + [f"- {words(20)} {fabricated}"]
@@ -694,6 +703,17 @@ def test_fast_scorer_equals_the_reference_on_real_contexts(store, cfg):
             n_verified, n_fabricated = n_verified + fast.n_quotes - fast.n_fabricated, n_fabricated + fast.n_fabricated
     if cfg.max_quote_words != 0:
         assert n_verified > 1000 and n_fabricated > 50  # both outcomes were exercised
+
+
+def test_benchmark_theses_with_distinct_quotes(store):
+    """benchmarks/perf.py's variant without repeated quotes: every quote distinct and found in its context."""
+    from benchmarks.perf import honest_thesis, repeated_share, ticker_days
+
+    for ticker, day in ticker_days(store, 2, seed=1):
+        context = build_context(store, ticker, day)
+        thesis = honest_thesis(context, Action.BUY, bullets=6, distinct_quotes=True)
+        r = _same_score(thesis, Action.BUY, context.text, RewardConfig())
+        assert repeated_share(thesis) == 0 and (r.n_quotes, r.n_fabricated) == (42, 0)
 
 
 def test_quote_index_matches_whole_words():
