@@ -13,6 +13,7 @@ from tr1_env.thesis import (
     _HEADERS,
     _ITALIC,
     count_words,
+    count_words_each,
     normalize_text,
     parse_thesis,
     reference_parse_thesis,
@@ -243,6 +244,15 @@ def test_word_count_of_varied_unicode():
     for _ in range(2000):
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 60)))
         assert count_words(text) == sum(any(c.isalnum() for c in tok) for tok in text.split()), repr(text)
+
+
+def test_word_counts_of_many_texts_are_each_count():
+    """Texts counted together (ASCII ones in one translation, split at a byte none holds) count as alone."""
+    rng = random.Random(2)
+    for _ in range(2000):
+        alphabet = rng.choice(["ab1 _-|*.%\t\n\x00\x1c\x7f", "ab1 _-*.\n\x80\x85\u00a0\u2014\u00e9"])
+        texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12))) for _ in range(rng.randint(0, 5))]
+        assert count_words_each(texts) == [count_words(text) for text in texts], texts
 
 
 def test_visible_size_is_that_of_the_normalised_text():

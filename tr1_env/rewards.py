@@ -31,7 +31,7 @@ from tr1_env.actions import Action
 from tr1_env.thesis import (
     Section,
     Thesis,
-    count_words,
+    count_words_each,
     normalize_text,
     parse_thesis,
     reference_parse_thesis,
@@ -369,9 +369,10 @@ def _evidence(sections: tuple[Section, ...], verified: Callable[[tuple[str, ...]
     and each harmonic mean is its count over a running sum of reciprocals."""
     n_claims = n_quotes = n_verified = 0
     section_scores, seen = [], {}
+    opinion_words = iter(count_words_each([bullet.opinion for section in sections for bullet in section.bullets]))
     for section in sections:
         bullets, reciprocals = section.bullets, 0.0
-        for _, opinion, quotes, sources in bullets:
+        for _, _, quotes, sources in bullets:
             found = 0
             if quotes:
                 n_quotes += len(quotes)
@@ -380,7 +381,7 @@ def _evidence(sections: tuple[Section, ...], verified: Callable[[tuple[str, ...]
                 elif (found := seen.get(quotes)) is None:
                     found = seen[quotes] = verified(quotes)
                 n_verified += found
-            reciprocals += _bullet_reciprocal(count_words(opinion), found > 0, bool(sources))
+            reciprocals += _bullet_reciprocal(next(opinion_words), found > 0, bool(sources))
         n_claims += len(bullets)
         if section.tag != "conclusion":
             section_score = 0.3 * bullet_count_reward(len(bullets)) + 0.7 * (len(bullets) / reciprocals if bullets else 0.0)
