@@ -293,7 +293,7 @@ def test_whole_body_patterns_match_what_line_patterns_match():
         lines = text.split("\n")
         assert (_HEADERS.search("\n" + text) is not None) == any(_HEADER.match(line) for line in lines), repr(text)
         bullets = [m[1].strip() for m in map(_BULLET.match, lines) if m]
-        assert [m[1] or m[4].strip() for m in _CLAIM.finditer("\n" + text)] == bullets, repr(text)
+        assert [m[1] or m[5].strip() for m in _CLAIM.finditer("\n" + text)] == bullets, repr(text)
 
 
 def test_usual_claims_read_from_one_pattern_equal_claims_read_line_by_line():
@@ -318,7 +318,7 @@ def test_usual_claims_read_from_one_pattern_equal_claims_read_line_by_line():
             else:
                 lines.append(f"- {junk(12)}")
         body = "\n".join(lines)
-        n_usual += sum(m[3] is not None for m in _CLAIM.finditer("\n" + body))
+        n_usual += sum(m[1] is not None for m in _CLAIM.finditer("\n" + body))
         for sizes in ((3, 60), (1, None), (0, 0), (2, 2)):
             text = f"<a>\n{body}\n</a>"
             assert parse_thesis(text, *sizes) == reference_parse_thesis(text, *sizes), repr(body)

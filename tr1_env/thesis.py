@@ -44,14 +44,14 @@ _HEADER = re.compile(r"^\s{0,3}#{1,6}\s+\S|^\s*\*\*[^*\n]+\*\*\s*:?\s*$")
 # The same two over a whole body at once, given with a line break in front: each line starts at a
 # literal ``\n`` the engine jumps to (``[^\S\n]``: white space that does not end the line).
 _HEADERS = re.compile(r"\n(?:[^\S\n]{0,3}#{1,6}[^\S\n]+\S|[^\S\n]*\*\*[^*\n]+\*\*[^\S\n]*:?[^\S\n]*$)", re.MULTILINE)
-# A bullet line's text, stripped, is group 1 when the line may be the usual claim, group 4
+# A bullet line's text, stripped, is group 1 when the line may be the usual claim, group 5
 # (unstripped) otherwise. The usual claim ends on a backtick (looked for first: one fast pass) and is
-# an opinion, then after white space one italic (2) and one source (3); the opinion runs to the last
-# asterisk after which the rest fits (a greedy run the engine backs up from asterisk to asterisk) and
-# is checked in Python.
+# an opinion with its white space and the italic's opening asterisk (2), then one italic (3) and after
+# white space one source (4); the opinion runs to the last asterisk after which the rest fits (a greedy
+# run the engine backs up from asterisk to asterisk) and is checked in Python.
 _CLAIM = re.compile(
     r"\n[^\S\n]*(?:[-*+]|\d+[.)])[^\S\n]++"
-    r"(?:(?=[^\n]*+(?<=`))([^\n]*\*(?<=\s\*)(?=[^\s*])([^*`\n]++)(?<=\S)\*[^\S\n]++`([^*`\n]+)`)$|(\S[^\n]*))",
+    r"(?:(?=[^\n]*+(?<=`))(([^\n]*\*)(?<=\s\*)(?=[^\s*])([^*`\n]++)(?<=\S)\*[^\S\n]++`([^*`\n]+)`)$|(\S[^\n]*))",
     re.MULTILINE)
 # ``**`` + text without a ``**`` or a line break + ``**``: the text runs to the next ``**`` without
 # backtracking (``++``), as no shorter span could end on one.
@@ -306,18 +306,18 @@ def _section(tag: str, body: str, sizes: tuple[int, int | None]) -> Section:
 
 
 def _bullets(lines: str, sizes: tuple[int, int | None]) -> tuple[Bullet, ...]:
-    """The claims of a body given with a line break in front, found in one pass of :data:`_CLAIM`:
-    a usual claim (opinion, one italic, one source) is read from its groups, any other bullet line by
-    :func:`_bullet`. The two agree: the opinion of a usual claim holds no backtick and its asterisks
-    come in runs of two or more (bold markers), none of which can open an italic."""
+    """The claims of a body given with a line break in front, found in one pass of :data:`_CLAIM`
+    (its groups, no match objects): a usual claim (opinion, one italic, one source) is read from its
+    groups, any other bullet line by :func:`_bullet`. The two agree: the opinion of a usual claim holds
+    no backtick and its asterisks come in runs of two or more (bold markers), none of which can open an
+    italic."""
     lo, hi = sizes[0], len(lines) if sizes[1] is None else sizes[1]
     bullets = []
-    for m in _CLAIM.finditer(lines):
-        text, italic, source, other = m.groups()
-        if text is None:
+    for text, opening, italic, source, other in _CLAIM.findall(lines):
+        if not text:
             bullets.append(_bullet(other.strip(), sizes))
             continue
-        opinion = text[:m.start(2) - 1 - m.start(1)]
+        opinion = opening[:-1]
         if "`" in opinion or "*" in opinion.replace("**", ""):  # it may hold a source or an italic
             bullets.append(_bullet(text, sizes))
         elif lo <= count_words(italic) <= hi:
