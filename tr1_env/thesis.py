@@ -212,30 +212,29 @@ def _top_level(text: str) -> Iterator[tuple[str, int, int, int, int]]:
     Unmatched tags are not sections, with two exceptions for ``think``: a first ``</think>``
     with nothing open yields ``("/think", ...)``, and an unclosed ``<think>`` runs to the end.
     """
-    tags = [m for m in _TAG.finditer(text) if not m.group(3)]
-    names = [m.group(2).lower() for m in tags]
+    tags = [(m.start(), m.end(), bool(m[1]), m[2].lower()) for m in _TAG.finditer(text) if not m[3]]
     match: dict[int, int] = {}
     stacks: dict[str, list[int]] = {}
-    for i, (m, name) in enumerate(zip(tags, names)):
+    for i, (_, _, closing, name) in enumerate(tags):
         stack = stacks.setdefault(name, [])
-        if not m.group(1):
+        if not closing:
             stack.append(i)
         elif stack:
             match[stack.pop()] = i
-    first_think = names.index("think") if "think" in stacks else -1
+    first_think = next(i for i, tag in enumerate(tags) if tag[3] == "think") if "think" in stacks else -1
     i = 0
     while i < len(tags):
-        m, name = tags[i], names[i]
+        start, end, closing, name = tags[i]
         if i in match:
-            close = tags[match[i]]
-            yield name, m.start(), m.end(), close.start(), close.end()
-            i = match[i] + 1
+            i = match[i]
+            yield name, start, end, tags[i][0], tags[i][1]
+            i += 1
             continue
         if name == "think":
-            if m.group(1) and i == first_think:
-                yield "/think", m.start(), m.end(), m.end(), m.end()
-            elif not m.group(1):
-                yield name, m.start(), m.end(), len(text), len(text)
+            if closing and i == first_think:
+                yield "/think", start, end, end, end
+            elif not closing:
+                yield name, start, end, len(text), len(text)
                 return
         i += 1
 
