@@ -118,8 +118,14 @@ def table(results: list[dict], cfg: FlagPPOConfig) -> str:
                      f"{r['short']} | {r['train_seconds']:.0f} | {r['replay_seconds']:.0f} |")
     if len(results) > 1:
         cr, sr, net = (np.array([r[k] for r in results], float) for k in ("ib_cr", "ib_sharpe", "sharpe"))
+        traded = np.isfinite(sr)  # a seed that never holds a position has no Sharpe (zero volatility)
+
+        def spread(x: np.ndarray) -> str:
+            return f"{x.mean():.2f} +- {x.std(ddof=1):.2f}" if len(x) > 1 else (f"{x[0]:.2f}" if len(x) else "n/a")
+
+        sharpe_of = "" if traded.all() else f" ({traded.sum()} of {len(results)} seeds traded)"
         lines.append(f"| mean +- std ({len(results)} seeds) | {100 * cr.mean():.1f} +- {100 * cr.std(ddof=1):.1f} | "
-                     f"{sr.mean():.2f} +- {sr.std(ddof=1):.2f} | {net.mean():.2f} +- {net.std(ddof=1):.2f} | | | | |")
+                     f"{spread(sr[traded])}{sharpe_of} | {spread(net[np.isfinite(net)])} | | | | |")
     bh = results[0]["buy_and_hold"]
     lines.append(f"| buy and hold (harness) | {100 * bh['ib_cr']:.1f} | {bh['ib_sharpe']:.2f} "
                  f"{_ci(bh['ib_sharpe_lo'], bh['ib_sharpe_hi'])} | {bh['sharpe']:.2f} "
