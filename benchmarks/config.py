@@ -59,9 +59,10 @@ class RunConfig:
         "help": "non-LLM agents decide every k sessions and hold their position in between"})
     llm_decision_every: int = field(default=1, metadata={
         "help": "LLM agents (hf:, vllm:, API models, flag:) decide every k sessions"})
-    smollm2_decision_every: int = field(default=21, metadata={
-        "help": "the CPU SmolLM2 rows (smollm2, smollm2-tr1) decide every k sessions (their labels say so); 21 "
-                "keeps the default run near 10 min on 2 cores"})
+    smollm2_decision_every: int = field(default=62, metadata={
+        "help": "the CPU SmolLM2 rows (smollm2, smollm2-tr1) decide every k sessions (their labels say so); 62, "
+                "one decision per ticker held through the default window, keeps the default run under 8 min on "
+                "2 cores (the trained row writes up to 640 tokens per thesis)"})
     samples: int = field(default=1, metadata={
         "help": "replay each API/hf:/vllm: model N times with seeds 0..N-1 at --temperature; the report gives "
                 "the spread over samples"})

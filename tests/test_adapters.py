@@ -77,8 +77,8 @@ def test_default_run_replays_the_shipped_adapter_beside_zero_shot_smollm2():
     from benchmarks.run import resolve_agents
 
     specs = {s.label: s for s in resolve_agents(RunConfig())}
-    zero, tuned = specs["smollm2 (every 21 sessions)"], specs["smollm2-tr1 (every 21 sessions)"]
-    assert zero.every == tuned.every == 21 and tuned.llm and tuned.model == "smollm2-tr1"
+    zero, tuned = specs["smollm2 (every 62 sessions)"], specs["smollm2-tr1 (every 62 sessions)"]
+    assert zero.every == tuned.every == 62 and tuned.llm and tuned.model == "smollm2-tr1"
     card = read_card(str(SHIPPED))
     assert tuned.settings["max_new_tokens"] == card["max_new_tokens"]
     assert tuned.settings["max_chars"] == card["max_context_chars"]  # replayed as trained, not on 1,500 characters

@@ -80,4 +80,4 @@ def test_samples_are_seeded_rows_with_their_spread_reported():
     assert sample_spread(board) == ["gpt-4.1: Sharpe over 3 samples mean 1.00, sd 0.50, range [0.50, 1.50] "
                                     "(sampling spread; each row's CI is market noise)."]
     (smol,) = resolve_agents(RunConfig(agents=("smollm2",)))
-    assert smol.label == "smollm2 (every 21 sessions)" and smol.every == 21
+    assert smol.label == "smollm2 (every 62 sessions)" and smol.every == 62
