@@ -72,8 +72,11 @@ def _option(args: list[str], flag: str) -> str | None:
 
 
 def _parsers() -> list[argparse.ArgumentParser]:
-    """The ``tr1`` parser, every sub-command's parser below it, and ``benchmarks/run.py``'s and ``perf.py``'s."""
-    found, todo = [], [tr1_parser(), run_parser(), perf_parser()]
+    """The ``tr1`` parser, every sub-command's parser below it, ``benchmarks/run.py``'s and ``perf.py``'s, and the
+    examples' that the docs quote flags of."""
+    from examples import ablation, flag_trader_paper
+
+    found, todo = [], [tr1_parser(), run_parser(), perf_parser(), ablation.parser(), flag_trader_paper.build_parser()]
     while todo:
         parser = todo.pop()
         found.append(parser)
@@ -126,6 +129,9 @@ def test_runs_paths_are_made_by_a_documented_command():
             made |= {f"{out}/{suffix}".rstrip("/") for suffix in MAKES[args[1]]}
         if words[:2] == ["python", "benchmarks/run.py"] and (out := _option(words, "--out")):
             made.add(out)  # a replay writes its --out folder
+        command = [w for w in words if "=" not in w or w.startswith("-")]  # no VAR=value prefixes
+        if command[:1] == ["python"] and command[1].startswith("examples/") and (folder := _option(words, "--out")):
+            made.add(folder)  # so does an example's
         read += [(doc, m) for w in args if w != out and (m := re.fullmatch(r"(?:hf:|flag:)?(runs/[\w./-]+)", w))]
     read += [("inline", m) for s in _inline(r"runs/\w") for w in s.split()
              if (m := re.fullmatch(r"(?:hf:|flag:)?(runs/[\w./-]+)", w))]
