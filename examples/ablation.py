@@ -11,9 +11,11 @@ Four models, all scored on the same held-out ticker-days (a purged split of the 
 (b) and (c) are written where the curriculum keeps its stage-1 SFT and GRPO models, so (d) resumes
 from (c) instead of training it twice: (d) is (c), then its self-augmentation, then the claims and
 decision stages (each an SFT on the previous stage's best sampled theses, GRPO, self-augmentation).
-Held-out theses are greedy, with the training budget of ``--max-tokens``; a thesis without
-``[[[ACTION]]]`` is decided by the model's own score of the five closings and counts as a parse failure.
-Every step caches its output under ``--output-dir`` and a rerun skips what is there.
+Held-out theses are greedy or sampled with a fixed seed (``--eval-temperature``), with the training budget of
+``--max-tokens``; a thesis without ``[[[ACTION]]]`` is decided by the model's own score of the five closings
+and counts as a parse failure. Each day's terms and thesis are kept, so every mean gets a bootstrap CI and
+every model a paired difference to zero-shot on the same days. Every step caches its output under
+``--output-dir`` and a rerun skips what is there.
 
 ``--ship DIR`` also writes one model (``--ship-model``) as a single fp16 LoRA adapter over the base, with
 its ``tr1_card.json`` (``tr1_agent.adapters.extract_lora``: SFT + GRPO merge two LoRA steps and the
@@ -21,11 +23,11 @@ curriculum six, which no one adapter holds, so the adapter is the rank-``--ship-
 difference to the base; the card records the share of that difference kept). The shipped ``smollm2-tr1``
 adapter was written so:
 
-    OMP_NUM_THREADS=2 python examples/ablation.py --output-dir runs/ablation \
-        --models zero_shot sft sft_grpo --ship tr1_agent/data/adapters/smollm2-tr1
+    OMP_NUM_THREADS=1 python examples/ablation.py --output-dir runs/ablation4 --max-days 12 --heldout-days 16 \
+        --sft-steps 40 --grpo-steps 4 --max-tokens 640 --thesis-sections 1 --eval-temperature 0.7 \
+        --sft-max-length 1536 --models zero_shot sft sft_grpo --ship tr1_agent/data/adapters/smollm2-tr1
 
-(about 85 min on 2 CPU cores under a load average of 5, stopped in the replay; docs/training.md has the
-table.) Without ``--models`` the same command goes on to the curriculum.
+(about 95 min on 2 CPU cores shared with other jobs; docs/training.md has the tables.) Without ``--models`` the same command goes on to the curriculum.
 """
 
 from __future__ import annotations
