@@ -27,7 +27,8 @@ adapter was written so:
         --sft-steps 40 --grpo-steps 4 --max-tokens 640 --thesis-sections 1 --eval-temperature 0.7 \
         --sft-max-length 1536 --models zero_shot sft sft_grpo --ship tr1_agent/data/adapters/smollm2-tr1
 
-(about 95 min on 2 CPU cores shared with other jobs; docs/training.md has the tables.) Without ``--models`` the same command goes on to the curriculum.
+(about 95 min on 2 CPU cores shared with other jobs; docs/training.md has the tables.) Without ``--models``
+the same command goes on to the curriculum.
 """
 
 from __future__ import annotations
