@@ -283,16 +283,19 @@ def insider_cutoff(time: pd.Timestamp, cfg: ContextConfig) -> pd.Timestamp:
 
 
 def _fit_budget(sections: dict[str, str], max_chars: int) -> dict[str, str]:
-    """Trim the longest sections line by line (from their end: news is newest first) until under budget."""
-    sections = dict(sections)
-    while sum(len(v) for v in sections.values()) > max_chars:
+    """Trim the longest sections line by line (from their end: news is newest first), cutting characters off
+    one that is down to two lines, until the bodies fit ``max_chars`` or each is no more than its cut marker."""
+    sections, marker = dict(sections), " [truncated]"
+    while (excess := sum(len(v) for v in sections.values()) - max_chars) > 0:
         name = max(sections, key=lambda k: len(sections[k]))
-        lines = sections[name].split("\n")
-        if len(lines) <= 2:
-            excess = sum(len(v) for v in sections.values()) - max_chars
-            sections[name] = sections[name][: max(0, len(sections[name]) - excess - 20)] + " [truncated]"
-            break
-        sections[name] = "\n".join(lines[:-1])
+        body = sections[name]
+        if len(body) <= len(marker):
+            break  # nothing left to cut anywhere
+        lines = body.split("\n")
+        if len(lines) > 2:
+            sections[name] = "\n".join(lines[:-1])
+        else:
+            sections[name] = body[: max(0, len(body) - excess - 20)] + marker
     return sections
 
 
