@@ -70,6 +70,7 @@ class SB3Agent(Agent):
             if path.exists():
                 model = self.algo_cls.load(path, device="cpu")
             else:
+                from stable_baselines3.common.logger import Logger
                 from stable_baselines3.common.vec_env import DummyVecEnv
 
                 envs = DummyVecEnv([lambda t=t: TradingEnv(store, t, train_start, train_end, obs_mode="numeric",
@@ -79,6 +80,7 @@ class SB3Agent(Agent):
                 model = self.algo_cls("MlpPolicy", envs, seed=self.seed, device="cpu", verbose=0,
                                       **({"n_steps": min(2048, per_env), "batch_size": min(64, per_env * len(members))}
                                          if self.algo == "ppo" else {}))
+                model.set_logger(Logger(None, []))  # SB3's default makes an empty SB3-<time> folder per fit in $TMPDIR
                 with torch_threads(1):
                     model.learn(total_timesteps=self.steps)
                 path.parent.mkdir(parents=True, exist_ok=True)

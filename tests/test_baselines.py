@@ -83,13 +83,17 @@ def test_news_sentiment_uses_vendor_labels_then_the_lexicon():
     assert lexicon_score("Nvidia stock surges to a record") == 1.0 and lexicon_score("Quiet day") == 0.0
 
 
-def test_sb3_fit_saves_and_reloads(store, tmp_path):
+def test_sb3_fit_saves_and_reloads(store, tmp_path, monkeypatch):
+    import tempfile
+
     from baselines.sb3 import SB3Agent
 
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     kw = dict(steps=64, train_years=0.25, cache_dir=tmp_path, seed=0)
     first = SB3Agent("a2c", **kw)
     first.fit(store, ["AAPL"], "2024-06-01", "2024-06-14")
     assert first.trained == 1 and len(list(tmp_path.rglob("*.zip"))) == 1
+    assert not list(tmp_path.glob("SB3-*"))  # no empty logger folder per fit in the temp dir
     again = SB3Agent("a2c", **kw)
     again.fit(store, ["AAPL"], "2024-06-01", "2024-06-14")
     assert again.trained == 0
