@@ -395,3 +395,21 @@ def test_paper_script_tabulates_seeds_and_resumes(tiny_qwen3_path, store, tmp_pa
     cfg = FlagPPOConfig(tickers=("MSFT",))  # the paper's windows: its numbers join the table
     assert "| paper: FLAG-TRADER | 20.1 | 1.37 |" in paper.table(results, cfg)
     assert "paper" not in paper.table(results, replace(cfg, train_end="2020-07-10"))
+
+
+def test_paper_script_presets():
+    """``--preset paper`` is `tr1 train flag-ppo`'s own defaults; the CPU preset changes only what it names."""
+    from dataclasses import asdict
+
+    import examples.flag_trader_paper as paper
+    from tr1_env.cli_args import from_args
+
+    def config(preset: str) -> dict:
+        parser = paper.build_parser()
+        parser.set_defaults(**paper.PRESETS[preset])
+        return asdict(from_args(FlagPPOConfig, parser.parse_args(["--preset", preset]), skip=paper._SKIP))
+
+    default, cpu = asdict(FlagPPOConfig()), config("cpu")
+    assert config("paper") == default
+    assert {k for k in default if cpu[k] != default[k]} == {k for k, v in paper.PRESETS["cpu"].items() if default[k] != v}
+    assert all(cpu[k] == v for k, v in paper.PRESETS["cpu"].items())
