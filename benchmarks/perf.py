@@ -266,10 +266,12 @@ def main(argv: list[str] | None = None) -> dict:
              f"{results['hostile_scores_per_s'] / results['hostile_reference_scores_per_s']:.1f}x")]
     if args.smollm2:
         fast, before = results["smollm2_decisions_per_s"], results["smollm2_before_decisions_per_s"]
-        whole, reencoded = results["smollm2_whole_prompts_decisions_per_s"], results["smollm2_reencoded_decisions_per_s"]
+        whole = results["smollm2_whole_prompts_decisions_per_s"]
+        reencoded = results["smollm2_reencoded_decisions_per_s"]
         threads = results["smollm2_threads"] or "default"
         rows += [(f"SmolLM2 decisions, as run ({threads} thread(s))", f"{fast:.3f} decisions/s"),
-                 ("SmolLM2 decisions, before (whole prompts, re-encoded, default threads)", f"{before:.3f} decisions/s"),
+                 ("SmolLM2 decisions, before (whole prompts, re-encoded, default threads)",
+                  f"{before:.3f} decisions/s"),
                  ("  ratio as run / before", f"{fast / before:.2f}x"),
                  ("SmolLM2 decisions, prompts encoded whole", f"{whole:.3f} decisions/s"),
                  ("  ratio as run / whole prompts", f"{fast / whole:.2f}x"),

@@ -411,5 +411,6 @@ def test_paper_script_presets():
 
     default, cpu = asdict(FlagPPOConfig()), config("cpu")
     assert config("paper") == default
-    assert {k for k in default if cpu[k] != default[k]} == {k for k, v in paper.PRESETS["cpu"].items() if default[k] != v}
+    changed = {k for k, v in paper.PRESETS["cpu"].items() if default[k] != v}
+    assert {k for k in default if cpu[k] != default[k]} == changed
     assert all(cpu[k] == v for k, v in paper.PRESETS["cpu"].items())
