@@ -184,7 +184,7 @@ def resolve_agents(cfg: RunConfig) -> list[AgentSpec]:
     for name in dict.fromkeys((*agents, *cfg.model, *cfg.agent)):
         if name in BASELINES:
             kwargs = ({"steps": cfg.sb3_steps, "train_years": cfg.train_years, "cost_bps": cfg.cost_bps,
-                       "seed": cfg.seed, "pool": pool} if name in TRAINED
+                       "seed": cfg.seed, "pool": pool, "fill": cfg.fill} if name in TRAINED
                       else {"seed": cfg.seed} if name == "random" else {})
             specs.append(AgentSpec(name, lambda n=name, kw=kwargs: load_agent(BASELINES[n], **kw), False,
                                    {"class": BASELINES[name], **kwargs}, every=cfg.decision_every, numeric=True))
@@ -505,7 +505,8 @@ def _notes(cfg: RunConfig, protocol: list[Window], meta: dict, specs: list[Agent
         f"Fills at the {'decision close (optimistic)' if cfg.fill == 'close' else 'next session open'}; costs "
         f"{cfg.cost_bps:g} bps per unit of weight traded; {meta['returns']}.",
         *([f"SB3 PPO/A2C retrained before every window on a rolling {cfg.train_years:g}-year span ending the day "
-           f"before it ({cfg.sb3_steps} steps, {'one policy over all tickers' if pool else 'one policy per ticker'})."]
+           f"before it ({cfg.sb3_steps} steps, {'one policy over all tickers' if pool else 'one policy per ticker'}), "
+           "paid in training with these fills and costs."]
           if any(s.label in TRAINED for s in specs) else []),
         f"Tests on the daily portfolio returns (loss = -return): Hansen's SPA per agent (spa_p) and over all; verdict "
         f"from StepM both ways at family-wise {cfg.alpha:g}; model confidence set at {cfg.alpha:g}; Sharpe CI "

@@ -102,6 +102,19 @@ def test_sb3_fit_saves_and_reloads(store, tmp_path, monkeypatch):
     assert [d.action for d in first.act(batch)] == [d.action for d in again.act(batch)]
 
 
+def test_sb3_trains_with_the_replays_fill(store, tmp_path):
+    """``--fill next-open`` reaches the SB3 policies: trained and replayed on envs paid at the next open."""
+    from baselines.sb3 import SB3Agent
+    from benchmarks.config import RunConfig
+    from benchmarks.run import resolve_agents
+
+    (spec,) = resolve_agents(RunConfig(agents=("a2c",), fill="next-open"))
+    assert spec.settings["fill"] == "next-open"
+    agent = SB3Agent("a2c", steps=64, train_years=0.25, cache_dir=tmp_path, fill="next-open")
+    agent.fit(store, ["AAPL"], "2024-06-01", "2024-06-14")
+    assert agent.envs["AAPL"].fill == "next-open" and "_next-open_" in next(tmp_path.rglob("*.zip")).name
+
+
 def test_sb3_observation_is_the_envs_own(store, tmp_path):
     """Stepping the env and seeking it per decision give the same vectors (time left, position included)."""
     from baselines.sb3 import SB3Agent

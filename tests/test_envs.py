@@ -196,6 +196,7 @@ def test_trading_env_checkers(store):
         warnings.filterwarnings("ignore", message="The inplace keyword")
         sb3_check_env(TradingEnv(store, TICKER, START, END))
     strict_check_env(TradingEnv(store, TICKER, START, END, obs_mode="text", action_mode="five"))
+    strict_check_env(TradingEnv(store, TICKER, START, END, fill="next-open"))
 
 
 def _up_trend_store() -> Store:
@@ -351,6 +352,46 @@ def test_buy_and_hold_matches_prices(store):
         *_, truncated, info = env.step(2)
     closes = store.closes(TICKER).loc[START:END]
     assert info["equity"] == pytest.approx(closes.iloc[-1] / closes.iloc[0])
+
+
+def test_next_open_fill_reward(store):
+    """Filled at the next open: the old position earns the night, the new one the session, the trade pays once."""
+    env = TradingEnv(store, TICKER, START, END, action_mode="sell_hold_buy", cost_bps=25.0, fill="next-open")
+    closes, opens = store.closes(TICKER).loc[START:END], store.closes(TICKER, "open").loc[START:END]
+    env.reset()
+    previous = 0.0
+    for k, action in enumerate([2, 2, 0, 1, 0, 2]):
+        _, reward, _, _, info = env.step(action)
+        position = (-1.0, 0.0, 1.0)[action]
+        night, session = math.log(opens.iloc[k + 1] / closes.iloc[k]), math.log(closes.iloc[k + 1] / opens.iloc[k + 1])
+        cost = 25.0 / 1e4 * abs(position - previous)
+        assert reward == pytest.approx(previous * night + position * session - cost, abs=1e-12)
+        assert info["cost"] == pytest.approx(cost) and info["log_return"] == pytest.approx(night + session)
+        previous = position
+    with pytest.raises(ValueError, match="fill must be one of"):
+        TradingEnv(store, TICKER, START, END, fill="vwap")
+
+
+@pytest.mark.parametrize("fill", ["close", "next-open"])
+def test_trading_env_books_as_the_replay_does(store, fill):
+    """Long or flat without costs, the env's equity is the harness's (backtest.py) for either fill, on every day."""
+    from tr1_env.backtest import backtest
+
+    env = TradingEnv(store, TICKER, START, END, action_mode="five", cost_bps=0.0, fill=fill)
+    rng = np.random.default_rng(0)
+    choices = rng.choice([int(Action.HOLD), int(Action.STRONG_BUY)], env.n_steps)
+    env.reset()
+    equity = [env.step(a)[4]["equity"] for a in choices]
+    actions = pd.Series([Action(a) for a in choices], index=env.days[:-1])
+    booked = backtest(actions, store.closes(TICKER), env.days, cost_bps=0.0, fill=fill,
+                      opens=store.closes(TICKER, "open"))
+    np.testing.assert_allclose(equity, booked["equity"], rtol=1e-10)
+
+
+def test_next_open_prompt_states_the_fill(store):
+    prompt, _ = TradingEnv(store, TICKER, START, END, obs_mode="text", fill="next-open").reset()
+    assert "from the next session's open (where the order fills) to its close" in prompt
+    assert "the old position x ln(next open / today's close) + the new position x ln(next close / next open)" in prompt
 
 
 @pytest.mark.parametrize("text, mode, expected", [

@@ -130,18 +130,23 @@ def holding_returns(frame: pd.DataFrame) -> pd.DataFrame:
                          "forward_return": grouped["asset_return"].apply(lambda r: float(np.prod(1 + r) - 1))})
 
 
-def trading_reward(position, log_return, previous_position=0.0, cost_bps: float = 0.0):
+def trading_reward(position, log_return, previous_position=0.0, cost_bps: float = 0.0, overnight=0.0):
     """FLAG-TRADER's daily reward: ``position * log_return - cost_bps / 1e4 * |position - previous_position|``.
 
     ``position`` is the weight held from one close to the next, ``log_return`` the asset's log return
     over that day, and the cost is paid on the change of weight at the first close. The rewards of an
     episode add up to the log growth of its equity. Elementwise on arrays; with no cost it is
-    InvestorBench's ``action * ln(P_t+1 / P_t)``.
+    InvestorBench's ``action * ln(P_t+1 / P_t)``. Filled at the next open instead, ``log_return`` is that
+    session's open-to-close part and ``overnight`` (close to next open) is still earned by ``previous_position``.
     """
-    return position * log_return - cost_bps / 1e4 * np.abs(np.subtract(position, previous_position))
+    return (np.multiply(previous_position, overnight) + np.multiply(position, log_return)
+            - cost_bps / 1e4 * np.abs(np.subtract(position, previous_position)))
 
 
-def describe_trading_reward(cost_bps: float) -> str:
+def describe_trading_reward(cost_bps: float, fill: str = "close") -> str:
     """:func:`trading_reward` in words, for prompts that tell an LLM what it is paid."""
-    return (f"position x ln(next close / today's close), minus {cost_bps:g} bps of the equity per unit of "
-            "position change")
+    paid = f"minus {cost_bps:g} bps of the equity per unit of position change"
+    if fill == "close":
+        return f"position x ln(next close / today's close), {paid}"
+    return ("the order fills at the next open: the old position x ln(next open / today's close) + the new "
+            f"position x ln(next close / next open), {paid}")

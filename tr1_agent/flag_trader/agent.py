@@ -96,7 +96,8 @@ class FlagTraderAgent(Agent):
             end = self.end if day < self.end else day + pd.Timedelta(days=14)  # past ``end``: a short period
             env = TradingEnv(self.store, ticker, day, end, obs_mode="text",
                              action_mode=s["action_mode"], cost_bps=s["cost_bps"], window=s["window"],
-                             news_items=s["news_items"], anonymize=self.anonymize)
+                             news_items=s["news_items"], anonymize=self.anonymize,
+                             fill=s.get("fill", "close"))  # checkpoints from before fills were settings
             env.reset(options={"date": day, "position": position})  # no session on ``day``: ValueError
         self._mirrors[ticker] = (env, day)
         return env

@@ -1,6 +1,7 @@
 """FLAG-TRADER's trading MDP: one step per trading day, reward = position x next-day log return - costs.
 
-The action sets the target position held from today's close to the next one. Market features are
+The action sets the target position held from today's close to the next one (``fill="next-open"``: from
+the next session's open, the previous position held overnight, as the replay's fills). Market features are
 computed once, from the prices available at the close of ``end`` and from the start of the
 store's history, with causal indicators only: row ``t`` depends on prices up to ``t`` and not on
 where the series is cut, so the observation of day ``t`` equals the one built from
@@ -20,7 +21,7 @@ from gymnasium import spaces
 
 from tr1_env.actions import DEFAULT_WEIGHTS, Action
 from tr1_env.anonymize import Pseudonyms, Rebase, anonymize_text
-from tr1_env.backtest import describe_trading_reward, trading_reward
+from tr1_env.backtest import FILLS, describe_trading_reward, trading_reward
 from tr1_env.data.clock import NY
 from tr1_env.data.schema import canonical_ticker
 from tr1_env.data.store import Store
@@ -41,7 +42,7 @@ _NAME = r"(strong[\s_-]*(?:sell|buy)|sell|hold|buy)"
 _ACTION = re.compile(rf"\baction[^\w\n]{{1,10}}{_NAME}\b|\[\[\[\s*{_NAME}\s*\]\]\]", re.IGNORECASE)
 
 TASK = """You are a trading agent managing a single position in {ticker}, one decision per trading day.
-Your action sets the position you hold from today's close to the next close: {mapping}.
+Your action sets the position you hold {holding}: {mapping}.
 Your reward is {reward}. Maximise the cumulative reward.
 
 Allowed actions: {names}
@@ -85,19 +86,22 @@ class TradingEnv(gym.Env):
     def __init__(self, store: Store | None = None, ticker: str = "MSFT", start="2020-10-01", end="2021-05-28",
                  obs_mode: str = "numeric", action_mode: str = "sell_hold_buy", cost_bps: float = 10.0,
                  window: int = 10, news_items: int = 5, initial_equity: float = 1.0, max_length: int = 20_000,
-                 anonymize: bool = False):
+                 anonymize: bool = False, fill: str = "close"):
         if obs_mode not in ("numeric", "text"):
             raise ValueError(f"obs_mode must be 'numeric' or 'text', got {obs_mode!r}")
         if action_mode not in ACTION_MODES:
             raise ValueError(f"action_mode must be one of {list(ACTION_MODES)}, got {action_mode!r}")
+        if fill not in FILLS:
+            raise ValueError(f"fill must be one of {FILLS}, got {fill!r}")
         self.store = store if store is not None else Store()
         self.ticker = canonical_ticker(ticker)
         self.obs_mode, self.action_mode = obs_mode, action_mode
         self.cost_bps, self.window, self.news_items, self.initial_equity = cost_bps, window, news_items, initial_equity
-        self.anonymize = anonymize
+        self.anonymize, self.fill = anonymize, fill
         self.pseudonyms: Pseudonyms | None = None
         #: Features of every session up to ``end``, from the prices knowable at ``end``'s close.
-        self.features = market_features(indicators(self.store.asof(ticker, end).prices))
+        prices = self.store.asof(ticker, end).prices
+        self.features = market_features(indicators(prices))
         self._first = int(self.features.index.searchsorted(pd.Timestamp(start)))
         self.days = self.features.index[self._first:]
         if len(self.days) < 2:
@@ -110,6 +114,14 @@ class TradingEnv(gym.Env):
         self._rows[:, :len(MARKET_FEATURES)] = np.clip(features, -OBS_BOUND, OBS_BOUND)
         self._rows[:, -1] = np.arange(self.n_steps, -1, -1) / self.n_steps
         self._closes = self.features["close"].to_numpy(float)[self._first:]
+        self._opens = None  # filled at the close; else each session's open, on the closes' split basis
+        if fill == "next-open":
+            opens = prices.set_index("date")["open"].reindex(self.days)
+            if opens.isna().any() or (opens <= 0).any():
+                bad = opens.index[opens.isna() | (opens <= 0)]
+                raise ValueError(f"{self.ticker}: no usable open on {list(bad.strftime('%Y-%m-%d'))[:5]} "
+                                 "(fill='next-open' needs one every session)")
+            self._opens = opens.to_numpy(float)
         self._dates = list(self.days)
         self.action_names, self.targets = ACTION_MODES[action_mode]
         self.action_space = spaces.Discrete(len(self.action_names))
@@ -152,9 +164,15 @@ class TradingEnv(gym.Env):
         if not 0 <= index < len(self.targets):
             raise ValueError(f"action {action!r} is not in {self.action_space}")
         target = self.targets[index]
-        log_return = math.log(self._closes[self._t + 1] / self._closes[self._t])
-        reward = float(trading_reward(target, log_return, self.position, self.cost_bps))
-        cost = target * log_return - reward  # what the trade paid
+        close, after = self._closes[self._t], self._closes[self._t + 1]
+        log_return = math.log(after / close)
+        if self._opens is None:
+            reward = float(trading_reward(target, log_return, self.position, self.cost_bps))
+        else:
+            fill = self._opens[self._t + 1]
+            reward = float(trading_reward(target, math.log(after / fill), self.position, self.cost_bps,
+                                          overnight=math.log(fill / close)))
+        cost = self.cost_bps / 1e4 * abs(target - self.position)  # what the trade paid
         self.position = target
         self.equity *= math.exp(reward)
         self._t += 1
@@ -202,7 +220,10 @@ class TradingEnv(gym.Env):
         lines = [f"  - [{r.published_at.tz_convert(NY):%Y-%m-%d}] {r.title}" for r in news.itertuples(index=False)]
         names = ", ".join(self.action_names)
         mapping = ", ".join(f"{n} = {w:g}" for n, w in zip(self.action_names, self.targets, strict=True))
-        text = TASK.format(ticker=self.ticker, mapping=mapping, reward=describe_trading_reward(self.cost_bps),
+        holding = ("from today's close to the next close" if self.fill == "close"
+                   else "from the next session's open (where the order fills) to its close")
+        text = TASK.format(ticker=self.ticker, holding=holding, mapping=mapping,
+                           reward=describe_trading_reward(self.cost_bps, self.fill),
                            names=names, date=day, session=t + 1, n_sessions=len(self.days), equity=self.equity,
                            cash=self.equity * (1 - position), position=position, window=len(recent),
                            table="\n".join(rows), news="\n".join(lines) or "  (none available)")
