@@ -28,7 +28,8 @@ adapter was written so:
         --sft-max-length 1536 --models zero_shot sft sft_grpo --ship tr1_agent/data/adapters/smollm2-tr1
 
 (about 95 min on 2 CPU cores shared with other jobs; docs/training.md has the tables.) Without ``--models``
-the same command goes on to the curriculum.
+the same command goes on to the curriculum. That run predates the context-budget fix: its ``--max-chars 300``
+contexts ran up to 1,429 characters, now up to 381 (``--max-chars 1371`` is the nearest to what it saw).
 """
 
 from __future__ import annotations
