@@ -194,12 +194,17 @@ def test_bad_raw_file_names_file_and_row(tmp_path):
     shutil.copytree(MINI_RAW, tmp_path / "raw")
     f = tmp_path / "raw" / "backtester39_yahoo_chart" / "SPY.csv"
     lines = f.read_text().splitlines()
-    lines[5] = lines[5].split(",")[0] + ",,,,,"
+    good = lines[5]
+    lines[5] = good.split(",")[0] + ",,,,,"
     f.write_text("\n".join(lines) + "\n")
-    with pytest.raises(ValueError, match=r"SPY\.csv: row 6"):
-        from tr1_env.data.build import BuildConfig, build_store
+    from tr1_env.data.build import BuildConfig, build_store
 
+    with pytest.raises(ValueError, match=r"SPY\.csv: row 6"):
         build_store(BuildConfig(raw=str(tmp_path / "raw"), out=str(tmp_path / "out")))
+    lines[5] = ",".join(["0" if i == 1 else v for i, v in enumerate(good.split(","))])  # an open of 0
+    f.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"SPY\.csv: row 6: missing or non-positive price"):
+        build_store(BuildConfig(raw=str(tmp_path / "raw"), out=str(tmp_path / "out2")))
 
 
 def test_unknown_ticker_is_a_clear_error(store):

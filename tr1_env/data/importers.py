@@ -105,7 +105,8 @@ def import_prices(raw: Path, splits: pd.DataFrame) -> tuple[pd.DataFrame, pd.Dat
             continue
         df = _read_csv(path)
         _require(df, ["Date", "Open", "High", "Low", "Close", "Volume"], path)
-        bad = df[["Open", "High", "Low", "Close"]].isna().any(axis=1) | (df["Close"] <= 0)
+        ohlc = df[["Open", "High", "Low", "Close"]]
+        bad = (ohlc.isna() | (ohlc <= 0)).any(axis=1)  # any price may be filled at or logged (next-open fills)
         if bad.any():
             raise ValueError(f"{path}: row {int(np.flatnonzero(bad)[0]) + 2}: missing or non-positive price")
         ticker = canonical_ticker(path.stem)

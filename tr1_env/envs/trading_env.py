@@ -114,14 +114,9 @@ class TradingEnv(gym.Env):
         self._rows[:, :len(MARKET_FEATURES)] = np.clip(features, -OBS_BOUND, OBS_BOUND)
         self._rows[:, -1] = np.arange(self.n_steps, -1, -1) / self.n_steps
         self._closes = self.features["close"].to_numpy(float)[self._first:]
-        self._opens = None  # filled at the close; else each session's open, on the closes' split basis
-        if fill == "next-open":
-            opens = prices.set_index("date")["open"].reindex(self.days)
-            if opens.isna().any() or (opens <= 0).any():
-                bad = opens.index[opens.isna() | (opens <= 0)]
-                raise ValueError(f"{self.ticker}: no usable open on {list(bad.strftime('%Y-%m-%d'))[:5]} "
-                                 "(fill='next-open' needs one every session)")
-            self._opens = opens.to_numpy(float)
+        # Filled at the close: None; else each session's open, from the closes' frame (the import checks prices > 0).
+        self._opens = (prices.set_index("date")["open"].reindex(self.days).to_numpy(float) if fill == "next-open"
+                       else None)
         self._dates = list(self.days)
         self.action_names, self.targets = ACTION_MODES[action_mode]
         self.action_space = spaces.Discrete(len(self.action_names))
