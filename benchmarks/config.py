@@ -115,6 +115,9 @@ class RunConfig:
     tearsheets: bool = field(default=True, metadata={"help": "write a quantstats HTML tearsheet per agent and ticker"})
     store: str | None = field(default=None, metadata={"help": "TR1 store folder (default: the embedded snapshot)"})
     out: str = field(default="runs/default", metadata={"help": "output folder; rerunning into it resumes"})
+    force: bool = field(default=False, metadata={
+        "help": "write into an --out folder that no tr1 run owns: the run adds its files beside yours and never "
+                "replaces or deletes a file it did not write"})
 
     def __post_init__(self):
         """Tickers spelled one way (``aapl`` -> ``AAPL``); a value no replay can use is a one-line ValueError."""

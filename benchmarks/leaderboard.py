@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from benchmarks.escaping import html_environment
 from benchmarks.report import BENCHMARK, _pyplot, slug, write_csv, write_tearsheets, write_text
 from tr1_env.actions import Action
 from tr1_env.backtest import holding_returns
@@ -203,7 +204,4 @@ def markdown(board: pd.DataFrame, cfg: RunConfig) -> str:
 
 
 def _template():
-    from jinja2 import Environment, FileSystemLoader, select_autoescape
-
-    env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape())
-    return env.get_template("leaderboard.html.j2")
+    return html_environment(Path(__file__).parent / "templates").get_template("leaderboard.html.j2")

@@ -1,21 +1,19 @@
 """The replay's outputs: summary.csv, a paper-style summary.md, quantstats tearsheets and equity plots.
 
-Everything here reads finished backtests; nothing decides or trades. Every file is written atomically
-(a temp file, then a rename) and belongs to one run: ``config.json`` names the run id, says whether the
-run finished, and holds the sha256 of each report file, so a folder mixing two runs is detected by
-:func:`verify_run` (and a new run first removes the previous run's summaries, leaderboard, returns and
-plots).
+Everything here reads finished backtests; nothing decides or trades. Files are written through
+:mod:`benchmarks.run_folder` (atomic, listed in the run's manifest); labels reach them escaped for each
+format (:mod:`benchmarks.escaping`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import logging
 import multiprocessing
 import os
 import re
-import shutil
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -25,10 +23,12 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from benchmarks.config import RunConfig
+from benchmarks.escaping import Markdown, md_cell
+from benchmarks.run_folder import claim, remove, write_csv, write_json, write_text
 from tr1_env.actions import Action
 from tr1_env.backtest import holding_returns
 from tr1_env.cutoffs import Cutoff
-from tr1_env.files import atomic_write, jsonable
+from tr1_env.files import atomic_write
 from tr1_env.metrics import (annual_volatility, cumulative_return, hit_rate, investorbench, max_drawdown,
                              quantstats_stats, sharpe, sharpe_ci, sharpe_diff_ci, sharpe_diff_test)
 
@@ -44,66 +44,6 @@ Results = dict[str, dict[str, tuple[pd.DataFrame, pd.DataFrame]]]
 def slug(label: str) -> str:
     """A file-name-safe agent label (``hf:/models/x`` -> ``hf_models_x``)."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("_")
-
-
-def write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(text))
-
-
-def write_csv(path: Path, frame: pd.DataFrame, **kwargs) -> None:
-    atomic_write(path, lambda tmp: frame.to_csv(tmp, **kwargs))
-
-
-def _write_json(path: Path, data: dict) -> None:
-    write_text(path, json.dumps(jsonable(data), indent=2) + "\n")
-
-
-#: Report files of a run, relative to its folder; all listed with their sha256 in config.json at the end.
-REPORT_GLOBS = ("summary.csv", "summary.md", "memorisation.csv", "returns/*.csv", "plots/*.png", "tearsheets/*.html",
-                "windows/*/returns/*.csv", "windows.csv", "leaderboard.csv", "leaderboard.md", "leaderboard.html")
-#: What begin_run removes: every report file but the tearsheets (kept by digest) and the decisions (the resume cache).
-STALE = ("summary.csv", "summary.md", "memorisation.csv", "windows.csv", "leaderboard.csv", "leaderboard.md",
-         "leaderboard.html")
-
-
-def _report_files(out: Path) -> dict[str, Path]:
-    return {p.relative_to(out).as_posix(): p for pattern in REPORT_GLOBS for p in sorted(out.glob(pattern))}
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def verify_run(out: str | Path) -> list[str]:
-    """What is wrong with a run folder: an unfinished run, a report file missing, changed or from another run."""
-    out = Path(out)
-    try:
-        meta = json.loads((out / "config.json").read_text())
-    except (OSError, ValueError) as exc:
-        return [f"{out / 'config.json'} unreadable ({type(exc).__name__})"]
-    run_id, listed = meta.get("run_id", "?"), meta.get("files") or {}
-    problems = [] if meta.get("status") in ("complete", "failed") else [f"run {run_id} did not finish"]
-    present = _report_files(out)
-    problems += [f"{name} is missing" for name in listed if name not in present]
-    problems += [f"{name} is not from run {run_id}" for name, path in present.items()
-                 if name not in listed or listed[name] != _sha256(path)]
-    return problems
-
-
-def begin_run(out: Path, meta: dict) -> None:
-    """Remove the previous run's summaries, leaderboard, returns and plots (tearsheets are kept by digest), then
-    write ``config.json`` marked running: a run killed from here on leaves no file of another run unmarked."""
-    for name in STALE:
-        (out / name).unlink(missing_ok=True)
-    for folder in ("returns", "plots", *(p.relative_to(out) for p in out.glob("windows/*/returns"))):
-        shutil.rmtree(out / folder, ignore_errors=True)
-    _write_json(out / "config.json", {**meta, "status": "running"})
-
-
-def finish_run(out: Path, meta: dict, status: str) -> None:
-    """``config.json`` with the final status and the sha256 of every report file, written last."""
-    files = {name: _sha256(path) for name, path in _report_files(out).items()}
-    _write_json(out / "config.json", {**meta, "status": status, "files": files})
 
 
 def _pyplot():
@@ -149,8 +89,9 @@ def _num(x: float) -> str:
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+    """A Markdown table, every cell through :func:`md_cell` (a label cannot end a row or add markup)."""
+    lines = ["| " + " | ".join(map(md_cell, header)) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(map(md_cell, r)) + " |" for r in rows])
 
 
 def markdown(summary: pd.DataFrame, cfg: RunConfig, coverage: dict, skipped: dict[str, str],
@@ -165,19 +106,19 @@ def markdown(summary: pd.DataFrame, cfg: RunConfig, coverage: dict, skipped: dic
     per_metric = []
     for m, name, fmt, _ in metrics:
         rows = [[a, *["failed" if (a, t) not in cell.index  # its replay failed: listed in the notes
-                      else f"**{fmt(v)}**" if best.get((t, m)) == (v := cell.loc[(a, t), m]) else fmt(v)
+                      else Markdown(f"**{fmt(v)}**") if best.get((t, m)) == (v := cell.loc[(a, t), m]) else fmt(v)
                       for t in tickers]] for a in agents]
         per_metric += [f"## {name}", _table(["Agent", *tickers], rows)]
 
     level = round(100 * (1 - cfg.alpha))
-    ci_rows = [[a, *[f"{_num(c.sharpe)} [{_num(c.sharpe_lo)}, {_num(c.sharpe_hi)}] p={_num(c.p_value)}"
-                     f"{' *' if c.beats_bh else ''}" if (a, t) in cell.index else "failed"
+    ci_rows = [[a, *[Markdown(f"{_num(c.sharpe)} [{_num(c.sharpe_lo)}, {_num(c.sharpe_hi)}] p={_num(c.p_value)}"
+                              f"{' *' if c.beats_bh else ''}") if (a, t) in cell.index else "failed"
                      for t in tickers for c in [cell.loc[(a, t)] if (a, t) in cell.index else None]]]
                for a in agents]
     ib_rows = [[a, *[f"{_pct(cell.loc[(a, t), 'ib_cr'])} / {_num(cell.loc[(a, t), 'ib_sharpe'])}"
                      if (a, t) in cell.index else "failed" for t in tickers]] for a in agents]
     failures = summary.groupby("agent", sort=False)[["parse_failed", "forced", "n_decisions"]].sum()
-    llm_notes = [f"{a}: {int(f.parse_failed)} of {int(f.n_decisions)} decisions had no readable action; "
+    llm_notes = [f"{md_cell(a)}: {int(f.parse_failed)} of {int(f.n_decisions)} decisions had no readable action; "
                  + (f"{int(f.forced)} of them were decided by the model's likeliest of the five closings, the rest "
                     "counted as HOLD." if f.forced else "counted as HOLD.")
                  for a, f in failures[failures["parse_failed"] > 0].iterrows()]
@@ -203,10 +144,10 @@ def markdown(summary: pd.DataFrame, cfg: RunConfig, coverage: dict, skipped: dic
         f"{cfg.block:g} days, seed {cfg.seed}). p: one-sided paired bootstrap test of "
         f"Sharpe(agent) - Sharpe({BENCHMARK}) > 0 on the same resampled days; * = beats {BENCHMARK} at {cfg.alpha:g}.",
         *llm_notes,
-        *([f"No company headlines in the window for {', '.join(no_news)}: their news context is empty."]
-          if no_news else []),
-        *[f"{t}: the context states {', '.join(m)} as missing on the first day." for t, m in missing.items()],
-        *[f"Skipped {a}: {why}" for a, why in skipped.items()],
+        *([f"No company headlines in the window for {', '.join(map(md_cell, no_news))}: their news context is "
+           "empty."] if no_news else []),
+        *[f"{md_cell(t)}: the context states {', '.join(m)} as missing on the first day." for t, m in missing.items()],
+        *[f"Skipped {md_cell(a)}: {md_cell(why)}" for a, why in skipped.items()],
     ]
     notes = list(dict.fromkeys(notes))
     return "\n\n".join([
@@ -253,7 +194,7 @@ def _plot_ticker(ticker: str, curves: dict[str, pd.Series], benchmark: pd.Series
     ax.legend(fontsize=8, ncol=2)
     ax.grid(alpha=0.3)
     fig.autofmt_xdate()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight"))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight"))  # claimed by plot_equity
     plt.close(fig)
 
 
@@ -264,13 +205,14 @@ def plot_equity(results: Results, bench: dict[str, pd.DataFrame], folder: Path,
     jobs = [(ticker, {agent: per[ticker][0]["equity"] for agent, per in results.items()
                       if ticker in per and agent != BENCHMARK},
              b["equity"], pd.Timestamp(b["decision_date"].iloc[0]),  # the first session: equity 1 at its close
-             folder / f"equity_{ticker}.png") for ticker, b in bench.items()]
+             claim(folder / f"equity_{ticker}.png")) for ticker, b in bench.items()]
     list((pool.map if pool is not None else map)(_plot_ticker, *zip(*jobs)) if jobs else [])
 
 
 def _tearsheet(returns: pd.Series, benchmark: pd.Series, risk_free: float, title: str, path: Path) -> str | None:
-    """Draw one tearsheet; the error (for the report's notes) if quantstats could not."""
+    """Draw one tearsheet (at a path its run claimed); the error (for the report's notes) if quantstats could not."""
     plt = _pyplot()
+    title = html.escape(title)  # quantstats pastes the title into its page as it is
     import quantstats as qs
 
     # quantstats cannot regress a series on itself (buy-and-hold) or on a constant: those get a solo report
@@ -308,7 +250,7 @@ def write_tearsheets(results: Results, bench: dict[str, pd.DataFrame], cfg: RunC
     portfolio = all(t == "portfolio" for per in results.values() for t in per)  # the leaderboard's share the folder
     for stale in folder.glob("*.html"):  # another run's agents or tickers
         if stale.name not in expected and stale.name.endswith("__portfolio.html") == portfolio:
-            stale.unlink()
+            remove(stale)  # only if a run wrote it
     jobs = {}
     for agent, per in results.items():
         for ticker in per:
@@ -319,7 +261,7 @@ def write_tearsheets(results: Results, bench: dict[str, pd.DataFrame], cfg: RunC
                                     .tobytes() + repr((cfg.risk_free, agent, ticker)).encode()).hexdigest()
             if not (path.exists() and digests.get(path.name) == digest):
                 title = f"{agent} on {ticker}, {cfg.start} to {cfg.end}"
-                jobs[path.name, digest] = (returns, benchmark, cfg.risk_free, title, path)
+                jobs[path.name, digest] = (returns, benchmark, cfg.risk_free, title, claim(path))
     drawn = (pool.map if pool is not None else map)(_tearsheet, *zip(*jobs.values())) if jobs else []
     failed = []
     for (name, digest), error in zip(jobs, tqdm(drawn, total=len(jobs), desc="tearsheets", unit="html")):
@@ -327,7 +269,7 @@ def write_tearsheets(results: Results, bench: dict[str, pd.DataFrame], cfg: RunC
             digests[name] = digest
         else:
             failed.append(error)
-    _write_json(index_file, {k: v for k, v in digests.items() if (folder / k).exists()})
+    write_json(index_file, {k: v for k, v in digests.items() if (folder / k).exists()})
     return failed
 
 
@@ -406,7 +348,7 @@ def contamination_markdown(summary: pd.DataFrame, memo: pd.DataFrame, cutoffs: d
              "replays each LLM on anonymized contexts too."]
     if len(memo):
         fmt = [[r.agent, r.ticker, r.comparison, r.statistic, _num(r.a), _num(r.b),
-                f"{_num(r.diff)} [{_num(r.lo)}, {_num(r.hi)}]", f"{r.n_a}/{r.n_b}",
+                Markdown(f"{_num(r.diff)} [{_num(r.lo)}, {_num(r.hi)}]"), f"{r.n_a}/{r.n_b}",
                 _pct(r.agreement) if np.isfinite(r.agreement) else ""] for r in memo.itertuples(index=False)]
         parts += [f"## Memorisation checks (difference with {level}% bootstrap CI)",
                   _table(["Agent", "Ticker", "Comparison", "Statistic", "a", "b", "a - b [CI]", "days a/b",
@@ -440,7 +382,7 @@ def write_reports(results: Results, bench: dict[str, pd.DataFrame], cfg: RunConf
     if not cfg.tearsheets:  # none of another run's per-ticker sheets stays beside this run's reports
         for stale in (out / "tearsheets").glob("*.html"):
             if not stale.name.endswith("__portfolio.html"):
-                stale.unlink()
+                remove(stale)
     notes = {**skipped, **({"tearsheets": "quantstats failed on " + "; ".join(failed)} if failed else {})}
     text = markdown(summary, cfg, coverage, notes, protocol) if rows else "No agent was replayed.\n"
     if rows and cutoffs:

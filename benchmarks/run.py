@@ -28,7 +28,6 @@ import json
 import os
 import sys
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -41,7 +40,10 @@ from benchmarks.config import RunConfig
 from benchmarks.config import OFFLINE_AGENTS
 from benchmarks.leaderboard import BENCHMARK, write_leaderboard, write_portfolio_tearsheets
 from benchmarks.leaderboard import markdown as leaderboard_markdown
-from benchmarks.report import begin_run, finish_run, slug, verify_run, write_csv, write_reports, write_text
+from benchmarks.escaping import md_frame
+from benchmarks.report import slug, write_reports
+from benchmarks.run_folder import (FolderRefused, begin_run, check_out, claim, finish_run, new_run_id, verify_run,
+                                   write_csv, write_text)
 from tr1_env.actions import Action
 from tr1_env.agents import Agent, AgentError, Observation, load_agent
 from tr1_env.anonymize import Pseudonyms, anonymize
@@ -61,7 +63,8 @@ BUILTIN_LLMS = ("smollm2", "smollm2-tr1")  # offline LLM agents --agents accepts
 
 
 class UsageError(ValueError):
-    """A setting no replay can use (an unknown agent or ticker, --out naming a file): one line, exit 2."""
+    """A setting no replay can use (an unknown agent or ticker): one line, exit 2 (an unusable --out is a
+    :class:`~benchmarks.run_folder.FolderRefused`)."""
 
 
 @dataclass(frozen=True)
@@ -256,7 +259,7 @@ def _load_decisions(path: Path, fingerprint: str) -> pd.DataFrame | None:
         if not {"action", "thesis", "meta"} <= set(frame.columns) or not names_ok:
             raise ValueError("a column or an action name is missing")
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+        aside = claim(path.with_name(f"{path.name}.corrupt-{int(time.time())}"))
         path.replace(aside)
         print(f"warning: {path} is unreadable ({type(exc).__name__}: {' '.join(str(exc).split())[:120]}); "
               f"moved to {aside.name}, replaying it again", file=sys.stderr)
@@ -369,10 +372,8 @@ def _concat(per_window: list[dict[str, dict[str, tuple[pd.DataFrame, pd.DataFram
 
 def check(cfg: RunConfig, store: Store) -> tuple[str, ...]:
     """What only the filesystem and the store can tell, before anything is written: the run's tickers, or a
-    UsageError."""
-    out = Path(cfg.out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out}: is a file, not a folder")
+    UsageError (FolderRefused for an --out the run may not write into)."""
+    check_out(cfg.out, cfg.force)
     tickers = cfg.ticker_list(store)
     unknown = [t for t in tickers if t not in store.tickers]
     if unknown:
@@ -406,7 +407,6 @@ def run(cfg: RunConfig) -> pd.DataFrame:
     if short:
         raise UsageError(f"fewer than two sessions: {', '.join(short)}")
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     if (out / "config.json").exists() and (problems := verify_run(out)):
         print(f"note: {out} held an unfinished or mixed run ({problems[0]}); its reports are replaced",
               file=sys.stderr)
@@ -415,7 +415,7 @@ def run(cfg: RunConfig) -> pd.DataFrame:
     dividends = {t: store.dividends(t) if cfg.total_return else None for t in tickers}  # on the closes' split basis
     whole = {t: store.trading_days(t, cfg.start, cfg.end) for t in tickers}
     config = {**dataclasses.asdict(cfg), "base_url": redact_url(cfg.base_url)}
-    meta = {"run_id": uuid.uuid4().hex[:12], "config": config,
+    meta = {"run_id": new_run_id(), "config": config,
             "windows": [w.name for w in protocol], "coverage": coverage(store, tickers, whole, cfg.start, cfg.end),
             "returns": "total return (dividends at ex-date)" if cfg.total_return else "price return (no dividends)",
             "skipped": {}, "failed": {}, "cutoffs": {label: dataclasses.asdict(c) for label, c in found.items()},
@@ -472,7 +472,7 @@ def run(cfg: RunConfig) -> pd.DataFrame:
     portfolio_sheets = write_portfolio_tearsheets(ranked, cfg, out / "tearsheets") if cfg.tearsheets else {}
     board = write_leaderboard(ranked, cfg, out, _notes(cfg, protocol, meta, specs), portfolio_sheets, meta["run_id"],
                               found)
-    write_text(out / "leaderboard.md", leaderboard_markdown(board, cfg))
+    write_text(out / "leaderboard.md", leaderboard_markdown(md_frame(board), cfg))
     meta["wall_time_s"] = round(time.time() - t0, 1)
     finish_run(out, meta, "failed" if meta["failed"] or meta["skipped"] or summary.empty else "complete")
     summary.attrs.update(run_id=meta["run_id"], failed=meta["failed"], skipped=meta["skipped"])
@@ -549,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
         return _usage(parser, exc)
     try:
         summary = run(cfg)
-    except UsageError as exc:
+    except (UsageError, FolderRefused) as exc:
         return _usage(parser, exc)
     print((Path(cfg.out) / "summary.md").read_text())
     print((Path(cfg.out) / "leaderboard.md").read_text())

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from benchmarks import report
-from benchmarks.report import verify_run
+from benchmarks.run_folder import verify_run
 from benchmarks.run import RunConfig, UsageError, build_parser, main, outcome, run
 from conftest import free_port
 from tr1_agent.cache import CallCache

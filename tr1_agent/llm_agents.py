@@ -33,7 +33,7 @@ from tr1_env.actions import Action
 from tr1_env.agents import Agent, AgentError, Decision, Observation
 from tr1_env.files import cache_root
 from tr1_env.prompt import SYSTEM_PROMPT
-from tr1_env.redact import redact_url, scrub
+from tr1_env.redact import redact_url, scrub, url_secrets
 from tr1_env.thesis import parse_thesis
 from tr1_env.threads import torch_threads
 
@@ -138,7 +138,8 @@ class OpenAIChatAgent(LLMAgent):
     answers costs at most about ``timeout * (max_retries + 1)`` seconds per batch. The API key is read
     from ``api_key_env`` when needed and never stored on the agent, so it cannot reach the cache,
     a decision's metadata, a repr or a log; credentials in ``base_url`` are redacted wherever the
-    endpoint is named.
+    endpoint is named. A server that echoes the key or the credentials, in an error or in a reply,
+    has them masked before the text is cached, stored or shown.
     """
 
     def __init__(
@@ -244,7 +245,7 @@ class OpenAIChatAgent(LLMAgent):
                 response = await client.chat.completions.create(model=self.model, messages=messages, **params)
                 choice, usage = response.choices[0], response.usage
                 return {
-                    "text": choice.message.content or "",
+                    "text": self._scrub(choice.message.content or ""),
                     "prompt_tokens": usage.prompt_tokens if usage else None,
                     "completion_tokens": usage.completion_tokens if usage else None,
                     "finish_reason": choice.finish_reason,
@@ -258,9 +259,15 @@ class OpenAIChatAgent(LLMAgent):
                                _describe(exc), attempt + 1, self.max_retries, delay)
                 await asyncio.sleep(delay)
 
+    def _scrub(self, text: str) -> str:
+        """``text`` from the server with the key and the base URL's credentials masked."""
+        return scrub(text, os.environ.get(self.api_key_env), *url_secrets(self.base_url))
+
     def _failure(self, exc: Exception, attempts: int) -> str:
-        """One line naming the model, the endpoint and the last error, with no secret in it."""
-        detail = scrub(" ".join(str(exc).split())[:200], os.environ.get(self.api_key_env))
+        """One line naming the model, the endpoint and the last error, with no secret and no control
+        character (a terminal escape sent by the server) in it."""
+        detail = self._scrub(" ".join(str(exc).split()))[:200]  # masked whole: a cut could split a key
+        detail = "".join(c if c.isprintable() else "?" for c in detail)
         return (f"{self.model} at {redact_url(self.base_url)}: {_describe(exc)} after {attempts} attempt"
                 f"{'s' if attempts > 1 else ''}: {detail}")
 

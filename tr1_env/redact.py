@@ -7,10 +7,11 @@ library may put one in a URL (``?token=...``) and a user may put one in a base U
 
 from __future__ import annotations
 
+import base64
 import re
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
-__all__ = ["redact_url", "scrub"]
+__all__ = ["redact_url", "scrub", "url_secrets"]
 
 MASK = "***"
 _QUERY_SECRET = re.compile(r"((?:token|api_key|apikey|key|access_token)=)[^&\s'\"<>]+", re.IGNORECASE)
@@ -27,6 +28,20 @@ def redact_url(url: str | None) -> str | None:
     if "@" in netloc:
         netloc = f"{MASK}@{netloc.rpartition('@')[2]}"
     return _QUERY_SECRET.sub(rf"\g<1>{MASK}", urlunsplit(parts._replace(netloc=netloc)))
+
+
+def url_secrets(url: str | None) -> list[str]:
+    """The credentials a URL carries, in each form a server could echo them: the password, ``user:password``
+    (or the user alone when it is a token) as typed and decoded, and the base64 of the Basic auth header."""
+    parts = urlsplit(url or "")
+    if parts.username is None:
+        return []
+    raw = parts.netloc.rpartition("@")[0]
+    plain = unquote(raw)
+    out = [raw, plain, base64.b64encode(plain.encode()).decode()]
+    if parts.password is not None:
+        out += [parts.password, unquote(parts.password)]
+    return list(dict.fromkeys(out))
 
 
 def scrub(text: str, *secrets: str | None) -> str:
