@@ -157,7 +157,8 @@ class _ApiHandler(BaseHTTPRequestHandler):
     """Answers each chat completion with the next entry of ``server.script`` (``server.default`` once it is
     empty): "ok" or 200 a completion holding ``server.reply``, another int that HTTP status, "silent" no answer
     at all, "garbled" a 200 whose body is broken JSON, "echo-key" a 401 whose message repeats the key (as some
-    providers do). Each request's Authorization header and JSON body are kept in ``server.seen``."""
+    providers do), "echo-ok" a 200 completion whose text repeats the bearer token and the Authorization header.
+    Each request's Authorization header and JSON body are kept in ``server.seen``."""
 
     def do_POST(self):  # noqa: N802 - http.server API
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -168,11 +169,13 @@ class _ApiHandler(BaseHTTPRequestHandler):
         if step == "silent":
             self.server.release.wait(30)
             return
-        if step in ("ok", 200, "garbled"):
+        if step in ("ok", 200, "garbled", "echo-ok"):
+            auth = self.headers.get("Authorization") or ""
+            echo = f"\nYour token {auth.partition(' ')[2]} ({auth})" if step == "echo-ok" else ""
             status, payload = 200, {
                 "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
                 "choices": [{"index": 0, "finish_reason": "stop",
-                             "message": {"role": "assistant", "content": self.server.reply}}],
+                             "message": {"role": "assistant", "content": self.server.reply + echo}}],
                 "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}}
         elif step == "echo-key":
             status, payload = 401, {"error": {"message": f"Incorrect API key provided: {self.headers['Authorization']}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import re
@@ -231,17 +232,27 @@ def test_one_failed_call_fails_only_its_ticker(api_server, call_cache, tmp_path,
     assert api_server.requests - before == 2  # only the failed ticker's two days; the other's calls are cached
 
 
-def test_secrets_never_reach_the_files(api_server, call_cache, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("reply, credentials", [("ok", "alice:hunter2@"), ("echo-ok", ""),
+                                                 ("echo-ok", "alice:hunter2@")])
+def test_secrets_never_reach_the_files(reply, credentials, api_server, call_cache, tmp_path, monkeypatch, capsys):
+    """Also when the server echoes what authenticated it inside a successful completion (``echo-ok``): the
+    key from the environment, or the base URL's user:password (the client sends them as Basic auth)."""
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-SECRET-key")
+    api_server.default = reply
     out = tmp_path / "run"
-    base_url = api_server.base_url.replace("//", "//alice:hunter2@")
+    base_url = api_server.base_url.replace("//", f"//{credentials}")
     assert main(_api_run(base_url, out)) == 0
+    basic = base64.b64encode(b"alice:hunter2").decode()
+    assert api_server.seen[0]["authorization"] == (f"Basic {basic}" if credentials else "Bearer sk-test-SECRET-key")
     config = json.loads((out / "config.json").read_text())
-    assert config["config"]["base_url"] == api_server.base_url.replace("//", "//***@")
+    assert config["config"]["base_url"] == base_url.replace(credentials, "***@" if credentials else "")
+    thesis = json.loads((out / "decisions" / "gpt-4.1__NVDA.json").read_text())["decisions"][0]["thesis"]
+    assert ("Your token *** (" in thesis) == (reply == "echo-ok")  # the echo arrived, masked
+    assert call_cache.exists() and len(CallCache(call_cache)) == 4
     printed = capsys.readouterr()
     for text in [printed.out, printed.err] + [f.read_bytes().decode(errors="replace") for f in tmp_path.rglob("*")
                                               if f.is_file()]:
-        assert "hunter2" not in text and "sk-test-SECRET-key" not in text
+        assert "hunter2" not in text and "sk-test-SECRET-key" not in text and basic not in text
 
 
 # --- names, tickers and arguments: one line, exit 2 --------------------------------------------------
