@@ -22,6 +22,11 @@ FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _MD_SPECIAL = re.compile(r"([\\`|\[\]])")  # code spans, table cells, links and images
 
 
+def _text(values: pd.Series | pd.Index) -> bool:
+    """Whether ``values`` may hold text: object columns (mixed too) and pandas' string dtypes."""
+    return values.dtype == object or pd.api.types.is_string_dtype(values.dtype)
+
+
 class Markdown(str):
     """Markdown the reports wrote themselves (a bold best figure, a CI): :func:`md_cell` keeps it as is."""
 
@@ -39,7 +44,7 @@ def md_cell(text: object) -> str:
 def md_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` with :func:`md_cell` applied to every text cell, for writers that format rows themselves."""
     out = frame.copy()
-    for column in out.columns[out.dtypes == object]:
+    for column in [c for c in out.columns if _text(out[c])]:
         out[column] = out[column].map(lambda v: md_cell(v) if isinstance(v, str) else v)
     return out
 
@@ -54,7 +59,7 @@ def csv_safe(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` with :func:`csv_cell` applied to every text cell of its columns and index; the same object when
     no cell needs it (so an ordinary table is written byte for byte as before)."""
     def fix(values: pd.Index | pd.Series):
-        if values.dtype != object or not any(csv_cell(v) is not v for v in values):
+        if not _text(values) or not any(csv_cell(v) is not v for v in values):
             return None
         return values.map(csv_cell)
 

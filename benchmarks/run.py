@@ -371,9 +371,7 @@ def _concat(per_window: list[dict[str, dict[str, tuple[pd.DataFrame, pd.DataFram
 
 
 def check(cfg: RunConfig, store: Store) -> tuple[str, ...]:
-    """What only the filesystem and the store can tell, before anything is written: the run's tickers, or a
-    UsageError (FolderRefused for an --out the run may not write into)."""
-    check_out(cfg.out, cfg.force)
+    """What only the store can tell, before anything is written: the run's tickers, or a UsageError."""
     tickers = cfg.ticker_list(store)
     unknown = [t for t in tickers if t not in store.tickers]
     if unknown:
@@ -392,6 +390,7 @@ def run(cfg: RunConfig) -> pd.DataFrame:
     and ``skipped`` (agent -> why).
     """
     t0 = time.time()
+    check_out(cfg.out, cfg.force)  # before anything is read or written
     store = Store(cfg.store)
     tickers = check(cfg, store)
     specs = resolve_agents(cfg)

@@ -96,6 +96,14 @@ def check_out(out: str, force: bool = False) -> Path:
     A symlink is followed and its target checked the same way."""
     if not out.strip():
         raise FolderRefused("--out is empty: name a folder (an empty name would write into the working directory)")
+    try:
+        return _check_out(out, force)
+    except OSError as exc:  # a folder on the way that this user may not enter
+        raise FolderRefused(f"--out {out}: cannot be checked ({exc.strerror or type(exc).__name__}: "
+                            f"{exc.filename})") from None
+
+
+def _check_out(out: str, force: bool) -> Path:
     path = Path(out)
     dangling = next((p for p in (path, *path.parents) if p.is_symlink() and not p.exists()), None)
     if dangling is not None:
