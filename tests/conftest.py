@@ -156,7 +156,7 @@ API_THESIS = "<conclusion>\n### Call\n- Momentum is strong.\n</conclusion>\n[[[B
 class _ApiHandler(BaseHTTPRequestHandler):
     """Answers each chat completion with the next entry of ``server.script`` (``server.default`` once it is
     empty): "ok" or 200 a completion holding ``server.reply``, another int that HTTP status, "silent" no answer
-    at all, "garbled" a 200 whose body is broken JSON, "echo-key" a 401 whose message repeats the key (as some
+    at all (an int's error message is ``server.error`` when set), "garbled" a 200 whose body is broken JSON, "echo-key" a 401 whose message repeats the key (as some
     providers do), "echo-ok" a 200 completion whose text repeats the bearer token and the Authorization header.
     Each request's Authorization header and JSON body are kept in ``server.seen``."""
 
@@ -181,7 +181,8 @@ class _ApiHandler(BaseHTTPRequestHandler):
             status, payload = 401, {"error": {"message": f"Incorrect API key provided: {self.headers['Authorization']}",
                                               "type": "invalid_request_error", "code": "invalid_api_key"}}
         else:
-            status, payload = step, {"error": {"message": f"scripted {step}", "type": "scripted", "code": None}}
+            status, payload = step, {"error": {"message": self.server.error or f"scripted {step}", "type": "scripted",
+                                               "code": None}}
         data = b'{"id": "chatcmpl-1", "choices": [tru' if step == "garbled" else json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -195,11 +196,11 @@ class _ApiHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def api_server() -> Iterator[ThreadingHTTPServer]:
-    """A local scripted server: set ``.script``, ``.default`` and ``.reply``; read ``.requests`` and ``.seen``;
+    """A local scripted server: set ``.script``, ``.default``, ``.reply`` and ``.error``; read ``.requests`` and ``.seen``;
     ``.base_url`` ends in /v1."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _ApiHandler)
     server.daemon_threads, server.script, server.requests, server.seen = True, [], 0, []
-    server.default, server.reply = "ok", API_THESIS
+    server.default, server.reply, server.error = "ok", API_THESIS, None
     server.lock, server.release = threading.Lock(), threading.Event()
     server.base_url = f"http://127.0.0.1:{server.server_port}/v1"
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()

@@ -118,6 +118,24 @@ def test_hostile_labels_reach_every_report_inert(api_server, tmp_path, monkeypat
         _assert_no_formula(path)
 
 
+def test_server_error_text_is_escaped_where_it_is_shown(api_server, tmp_path, monkeypatch, capsys):
+    """A server's error message (it controls the text) reaches summary.md as one inert note, and the page's
+    notes and the terminal carry no markup or control character from it."""
+    monkeypatch.setenv("TR1_CACHE", str(tmp_path / "cache"))
+    api_server.default, api_server.error = 400, "<script>alert(3)</script>\n# injected | [x](y) \x1b[2J"
+    out = tmp_path / "run"
+    assert main(["--agents", "buy_and_hold", "--model", "gpt-4.1", "--base-url", api_server.base_url, "--start",
+                 "2024-06-01", "--end", "2024-06-21", "--tickers", "NVDA", "--bootstrap", "50", "--no-tearsheets",
+                 "--max-retries", "0", "--out", str(out)]) == 1
+    printed = capsys.readouterr()
+    summary = (out / "summary.md").read_text()
+    assert "&lt;script&gt;alert(3)&lt;/script&gt; # injected \\| \\[x\\](y)" in summary
+    _assert_inert_markdown(out / "summary.md")
+    _assert_inert_html(out / "leaderboard.html", [])
+    for text in (printed.out, printed.err, summary):
+        assert "\x1b" not in text
+
+
 def test_tearsheet_titles_are_escaped(tmp_path, monkeypatch):
     """quantstats pastes the title into its page as it is; three tearsheets (~10 s each on 2 busy cores)."""
     monkeypatch.syspath_prepend(str(Path(__file__).parent))
