@@ -10,6 +10,7 @@ import io
 import json
 import os
 import pathlib
+import shutil
 import tempfile
 from contextlib import redirect_stderr
 from pathlib import Path
@@ -107,6 +108,20 @@ def test_symlinks_are_followed_and_their_target_checked(tmp_path, capsys):
     assert main([*ARGS, "--out", str(tmp_path / "run")]) == 0
     assert main([*ARGS, "--out", str(tmp_path / "to_run"), "--cost-bps", "50"]) == 0  # a run's folder, by its link
     assert verify_run(tmp_path / "run") == [] and (tmp_path / "to_run").is_symlink()
+
+
+@pytest.mark.parametrize("link", ["summary.md", "returns"])
+def test_a_symlink_inside_a_run_folder_is_never_followed_out(link, tmp_path, capsys):
+    """A run's own file (or folder) swapped for a link to the user's: the next run neither deletes nor writes
+    through it (begin_run removes the earlier run's summary and returns by name)."""
+    out, mine = tmp_path / "run", tmp_path / "mine"
+    assert main([*ARGS, "--out", str(out)]) == 0
+    before = _make(mine, {"summary.md": b"my summary\n", "buy_and_hold__NVDA.csv": b"my returns\n"})
+    target = out / link
+    target.unlink() if target.is_file() else shutil.rmtree(target)
+    target.symlink_to(mine / "summary.md" if link == "summary.md" else mine)
+    _refused([*ARGS, "--out", str(out)], capsys, "a symlink leads out of the run folder", alone=False)
+    assert _snapshot(mine) == before and target.is_symlink()
 
 
 def _main_unprivileged(argv: list[str], folder: Path) -> tuple[int, str]:
