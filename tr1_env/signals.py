@@ -23,15 +23,37 @@ import numpy as np
 import pandas as pd
 import statsmodels.api as sm
 
-from tr1_env.metrics import hit_rate, stationary_bootstrap
+from tr1_env.actions import Action
+from tr1_env.metrics import day_counts, hit_rate, stationary_bootstrap
 
-__all__ = ["SIGNAL_COLUMNS", "daily_rank_ic", "hac_mean", "signal_tests"]
+__all__ = ["SIGNAL_COLUMNS", "daily_rank_ic", "decision_rows", "hac_mean", "signal_tests"]
 
 #: The columns :func:`signal_tests` returns, in order.
 SIGNAL_COLUMNS = ("n_calls", "ic", "ic_lo", "ic_hi", "ic_p", "ic_h", "ic_h_lo", "ic_h_hi", "ic_h_p", "accuracy",
                   "accuracy_lo", "accuracy_hi", "accuracy_prior", "accuracy_majority", "macro_f1", "macro_f1_lo",
                   "macro_f1_hi", "macro_f1_majority", "hit_rate", "hit_rate_lo", "hit_rate_hi")
 _CLASSES = 5
+
+
+def decision_rows(actions: pd.Series, closes: pd.Series, horizon: int, labels: pd.Series | None = None
+                  ) -> pd.DataFrame:
+    """One ticker's ``date, score, fwd_1, fwd_h, label`` rows from its decisions (date -> action code 0..4 or
+    name): the score is the action's place on -2..+2, ``fwd_k`` the close ``k`` sessions after the decision over
+    the decision's close, minus 1 (NaN past the data's end), ``label`` the day's class (NaN without one)."""
+    codes = np.array([int(Action.parse(a)) if isinstance(a, str) else int(a) for a in actions], dtype=int)
+    where = closes.index.get_indexer(pd.DatetimeIndex(actions.index))
+    if (where < 0).any():
+        raise ValueError(f"decision on {actions.index[np.argmax(where < 0)]:%Y-%m-%d} is not a session of the closes")
+    px = closes.to_numpy(dtype=float)
+
+    def forward(k: int) -> np.ndarray:
+        ahead = where + k
+        return np.where(ahead < len(px), px[np.minimum(ahead, len(px) - 1)] / px[where] - 1, np.nan)
+
+    label = (labels.reindex(actions.index).to_numpy(dtype=float, na_value=np.nan) if labels is not None
+             else np.full(len(codes), np.nan))
+    return pd.DataFrame({"date": pd.DatetimeIndex(actions.index), "score": codes - 2.0, "fwd_1": forward(1),
+                         "fwd_h": forward(horizon), "label": label})
 
 
 def daily_rank_ic(frame: pd.DataFrame, forward: str, min_tickers: int = 5) -> pd.Series:
@@ -97,8 +119,7 @@ def signal_tests(frame: pd.DataFrame, horizon: int, alpha: float = 0.05, reps: i
     day = np.searchsorted(days, frame["date"].to_numpy())
     counts = np.zeros((0, len(days)))
     if reps > 0 and len(days) > 1:
-        idx = stationary_bootstrap(len(days), reps, block, np.random.default_rng(seed))
-        counts = np.stack([np.bincount(row, minlength=len(days)) for row in idx]).astype(float)
+        counts = day_counts(stationary_bootstrap(len(days), reps, block, np.random.default_rng(seed)))
 
     labelled = frame["label"].notna().to_numpy()
     if labelled.any():
