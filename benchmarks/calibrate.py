@@ -15,6 +15,7 @@ Planted agents read the future on purpose: they exist here and in tests, and are
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from dataclasses import dataclass, field
@@ -23,12 +24,11 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.config import RunConfig
-from benchmarks.leaderboard import BENCHMARK, SIGNAL_HORIZON, portfolios, signal_table
+from benchmarks.leaderboard import BENCHMARK, SIGNAL_HORIZON, portfolios, signal_board, signal_table
 from tr1_env.actions import Action
 from tr1_env.backtest import backtest, buy_and_hold, decision_days
 from tr1_env.cli_args import add_dataclass_args, from_args
 from tr1_env.data.store import Store
-from tr1_env.signals import signal_tests
 from tr1_env.stats import compare
 
 #: Detection rule of each test: the leaderboard row -> found (a positive, significant edge).
@@ -99,10 +99,9 @@ def family(cfg: CalibrationConfig, seed: int, store: Store) -> pd.DataFrame:
                                  opens[t])
                 per.setdefault(f"planted {share:g}", {})[t] = (frame, actions.to_frame())
         results[window] = per
+    run = dataclasses.replace(run, seed=seed)
     table = compare(portfolios(results), BENCHMARK, run.alpha, run.bootstrap, run.block, seed, run.risk_free)
-    signals = signal_table(results, closes, run)
-    tests = {a: signal_tests(g, SIGNAL_HORIZON, run.alpha, run.bootstrap, run.block, seed) for a, g in signals.groupby("agent")}
-    return table.join(pd.DataFrame(tests).T)
+    return table.join(signal_board(signal_table(results, closes, run), run))
 
 
 def power_table(cfg: CalibrationConfig, store: Store | None = None) -> pd.DataFrame:

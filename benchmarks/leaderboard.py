@@ -66,6 +66,13 @@ def signal_table(results: WindowResults, closes: dict[str, pd.Series], cfg: RunC
     return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
 
 
+def signal_board(signals: pd.DataFrame, cfg: RunConfig) -> pd.DataFrame:
+    """Agent -> the :data:`~tr1_env.signals.SIGNAL_COLUMNS` of its rows of :func:`signal_table`."""
+    tests = {a: signal_tests(g, SIGNAL_HORIZON, cfg.alpha, max(cfg.bootstrap, 100), cfg.block, cfg.seed)
+             for a, g in signals.groupby("agent", sort=False)}
+    return pd.DataFrame(tests).T
+
+
 def window_table(results: WindowResults, cfg: RunConfig) -> pd.DataFrame:
     """windows.csv: one row per agent, ticker and window."""
     rows = []
@@ -207,9 +214,7 @@ def write_leaderboard(results: WindowResults, cfg: RunConfig, out: Path, notes: 
     counts = windows.groupby("agent").agg(n_windows=("window_start", "nunique"), n_tickers=("ticker", "nunique"))
     board = table.join(counts).rename(columns={"excess_sharpe": "excess_sharpe_vs_buy_and_hold"})
     if signals is not None and len(signals):
-        tests = {a: signal_tests(g, SIGNAL_HORIZON, cfg.alpha, reps, cfg.block, cfg.seed)
-                 for a, g in signals.groupby("agent", sort=False)}
-        board = board.join(pd.DataFrame(tests).T)
+        board = board.join(signal_board(signals, cfg))
     board["pre_cutoff_share"] = pd.Series(pre_cutoff_shares(results, cutoffs or {}), dtype=float)
     board = board.reset_index().reindex(columns=LEADERBOARD)
     write_csv(out / "leaderboard.csv", board, index=False, float_format="%.6g")

@@ -1,4 +1,4 @@
-"""The power calibration: planted agents know what they should, a real edge is found, and none is offered as an agent."""
+"""The power calibration: planted agents know what they should, a real edge is found, none is offered as an agent."""
 
 from __future__ import annotations
 

@@ -191,7 +191,8 @@ def test_deflated_sharpe_column_recomputed_from_its_definition():
         out = stats.compare(fat, reps=100, trials=trials)
         n_trials = trials or 2
         g = 0.5772156649015329
-        sr0 = math.sqrt(1 / (n - 1)) * ((1 - g) * norm.ppf(1 - 1 / n_trials) + g * norm.ppf(1 - 1 / (n_trials * math.e)))
+        sr0 = math.sqrt(1 / (n - 1)) * ((1 - g) * norm.ppf(1 - 1 / n_trials)
+                                        + g * norm.ppf(1 - 1 / (n_trials * math.e)))
         assert out.attrs["n_trials"] == n_trials
         for name in fat.columns:
             x = fat[name].to_numpy() - metrics.daily_rf(0.04)

@@ -10,7 +10,8 @@ from benchmarks.run import Observations, RunConfig, run
 from tr1_env.context import build_context
 from tr1_env.data.store import Store
 
-CFG = dict(start="2024-04-01", end="2024-07-31", walk_forward=("monthly",), tickers=("NVDA", "SPY", "XOM", "AAPL", "JPM"),
+CFG = dict(start="2024-04-01", end="2024-07-31", walk_forward=("monthly",),
+           tickers=("NVDA", "SPY", "XOM", "AAPL", "JPM"),
            bootstrap=100, tearsheets=False, cost_bps=0.0)
 
 
@@ -121,8 +122,8 @@ def test_page_and_markdown_read_back_as_the_csv(walked):
             for texts, names, tol in pairs:
                 for text, name in zip(texts, names):
                     expected = float(r[name])
-                    assert (np.isnan(num(text)) and np.isnan(expected)) or num(text) == pytest.approx(expected, abs=tol), \
-                        (r["agent"], name, text, expected)
+                    same = (np.isnan(num(text)) and np.isnan(expected)) or num(text) == pytest.approx(expected, abs=tol)
+                    assert same, (r["agent"], name, text, expected)
             assert got["in MCS (95%)"] == {True: "yes", False: "no"}.get(r["in_mcs"], "n/a")
     signal = board.set_index("agent")
     assert np.isfinite(signal.loc["ma_crossover", ["ic", "ic_lo", "ic_hi", "hit_rate", "accuracy"]].astype(float)).all()
