@@ -177,7 +177,7 @@ def columns(r, level: int, llm: bool) -> list[tuple[str, str]]:
         ("accuracy (prior / majority)", f"{pct(r.accuracy)} ({pct(r.accuracy_prior)} / {pct(r.accuracy_majority)})"),
         ("macro-F1 (majority)", f"{_fmt(r.macro_f1)} ({_fmt(r.macro_f1_majority)})"),
         (f"hit rate [{level}% CI]", f"{pct(r.hit_rate)} [{pct(r.hit_rate_lo)}, {pct(r.hit_rate_hi)}]"),
-        *([("pre-cutoff days", "" if np.isnan(r.pre_cutoff_share) else f"{100 * r.pre_cutoff_share:.0f}%")]
+        *([("decision days before cutoff", "" if np.isnan(r.pre_cutoff_share) else f"{100 * r.pre_cutoff_share:.0f}%")]
           if llm else []),
         ("verdict vs buy-and-hold", r.verdict)]
 
