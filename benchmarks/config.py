@@ -99,6 +99,10 @@ class RunConfig:
     block: float = field(default=5.0, metadata={"help": "mean block length (days) of the stationary bootstrap"})
     alpha: float = field(default=0.05, metadata={
         "help": "significance level of the Sharpe-vs-buy-and-hold test; the CI is the (1 - alpha) interval"})
+    min_days: int = field(default=20, metadata={
+        "help": "fewest daily portfolio returns the leaderboard tests; a shorter span's verdict is 'too short'"})
+    trials: int = field(default=0, metadata={
+        "help": "configurations tried before this run, for the deflated Sharpe ratio (0: the agents in the run)"})
     seed: int = field(default=0, metadata={"help": "seed of the random baseline, SB3 training and the bootstrap"})
     anonymize: bool = field(default=False, metadata={
         "help": "LLM agents read anonymized contexts (pseudonyms, relative dates, rebased prices: tr1_env.anonymize); "
@@ -127,6 +131,8 @@ class RunConfig:
                                                f"{len(self.weights)}"),
             (0 < self.alpha < 1, f"--alpha must be in (0, 1), got {self.alpha:g}"),
             (self.bootstrap >= 0, f"--bootstrap must be >= 0 (0: off), got {self.bootstrap}"),
+            (self.min_days >= 2, f"--min-days must be >= 2, got {self.min_days}"),
+            (self.trials >= 0, f"--trials must be >= 0 (0: the agents in the run), got {self.trials}"),
             (self.block > 0, f"--block must be > 0, got {self.block:g}"),
             (self.decision_every >= 1, f"--decision-every must be >= 1, got {self.decision_every}"),
             (self.llm_decision_every >= 1, f"--llm-decision-every must be >= 1, got {self.llm_decision_every}"),

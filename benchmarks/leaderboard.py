@@ -20,15 +20,20 @@ from benchmarks.report import BENCHMARK, _pyplot, slug, write_csv, write_tearshe
 from tr1_env.actions import Action
 from tr1_env.backtest import holding_returns
 from tr1_env.cutoffs import Cutoff
+from tr1_env.labels import LabelConfig, make_labels
 from tr1_env.metrics import cumulative_return, hit_rate, max_drawdown, sharpe
 from tr1_env.protocol import Window
+from tr1_env.signals import SIGNAL_COLUMNS, decision_rows, signal_tests
 from tr1_env.stats import compare
 
 if TYPE_CHECKING:
     from benchmarks.config import RunConfig
 
-LEADERBOARD = ["agent", "n_windows", "n_tickers", "cr", "sharpe", "sharpe_lo", "sharpe_hi",
-               "excess_sharpe_vs_buy_and_hold", "spa_p", "in_mcs", "deflated_sharpe", "verdict", "pre_cutoff_share"]
+LEADERBOARD = ["agent", "n_windows", "n_tickers", "n_days", "cr", "sharpe", "sharpe_lo", "sharpe_hi", "sharpe_ci_note",
+               "excess_sharpe_vs_buy_and_hold", "excess_sharpe_p", "min_detectable_excess_sharpe", "spa_p", "in_mcs",
+               "psr", "deflated_sharpe", *SIGNAL_COLUMNS, "verdict", "pre_cutoff_share"]
+#: The label horizon of the signal tests' ``ic_h``: the heaviest-weighted horizon of the Trading-R1 labels (7).
+SIGNAL_HORIZON = LabelConfig().horizons[int(np.argmax(LabelConfig().weights))]
 #: (daily accounting, decisions) per window, agent and ticker.
 WindowResults = dict[Window, dict[str, dict[str, tuple[pd.DataFrame, pd.DataFrame]]]]
 
@@ -43,6 +48,30 @@ def portfolios(results: WindowResults) -> pd.DataFrame:
     agents = list(dict.fromkeys(a for per in results.values() for a in per))
     return pd.concat([pd.DataFrame({a: portfolio(results[w][a]) for a in agents if a in results[w]})
                       for w in results]).sort_index()
+
+
+def signal_table(results: WindowResults, closes: dict[str, pd.Series], cfg: RunConfig) -> pd.DataFrame:
+    """Every agent x ticker x decision day of the run: ``agent, ticker`` and :func:`tr1_env.signals.decision_rows`,
+    the labels' thresholds fitted per window on the ``cfg.train_years`` before it (no price after
+    ``train_until``); the benchmark's single standing order has no rows."""
+    frames = []
+    for w, per in results.items():
+        labels = {t: make_labels(closes[t], w.train_until - pd.Timedelta(days=round(365.25 * cfg.train_years)),
+                                 w.train_until, w.start, w.end)["label"] for t in closes}
+        for agent, tickers in per.items():
+            for ticker, (_, decisions) in tickers.items():
+                if isinstance(decisions.index, pd.DatetimeIndex):
+                    rows = decision_rows(decisions["action"], closes[ticker], SIGNAL_HORIZON, labels[ticker])
+                    frames.append(rows.assign(agent=agent, ticker=ticker))
+    columns = ["agent", "ticker", "date", "score", "fwd_1", "fwd_h", "label"]
+    return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+
+
+def signal_board(signals: pd.DataFrame, cfg: RunConfig) -> pd.DataFrame:
+    """Agent -> the :data:`~tr1_env.signals.SIGNAL_COLUMNS` of its rows of :func:`signal_table`."""
+    tests = {a: signal_tests(g, SIGNAL_HORIZON, cfg.alpha, max(cfg.bootstrap, 100), cfg.block, cfg.seed)
+             for a, g in signals.groupby("agent", sort=False)}
+    return pd.DataFrame(tests).T
 
 
 def window_table(results: WindowResults, cfg: RunConfig) -> pd.DataFrame:
@@ -119,6 +148,10 @@ def _fmt(x, digits: int = 2, pct: bool = False) -> str:
     return f"{100 * x:+.1f}%" if pct else f"{x:.{digits}f}"
 
 
+def _share(x) -> str:
+    return "n/a" if x is None or not np.isfinite(x) else f"{100 * x:.1f}%"
+
+
 def pre_cutoff_shares(results: WindowResults, cutoffs: dict[str, Cutoff]) -> dict[str, float]:
     """The contamination flag of every LLM agent over the whole span: the share of its decision days (all windows
     and tickers) on or before its model's training cutoff."""
@@ -130,40 +163,72 @@ def pre_cutoff_shares(results: WindowResults, cutoffs: dict[str, Cutoff]) -> dic
     return {agent: cutoffs[agent].share_before(d) for agent, d in days.items()}
 
 
+def columns(r, level: int, llm: bool) -> list[tuple[str, str]]:
+    """(header, cell) of one leaderboard row as the page and the markdown print it (the same for both)."""
+    pct = _share
+    return [
+        ("agent", r.agent), ("CR", _fmt(r.cr, pct=True)),
+        (f"Sharpe [{level}% CI]", f"{_fmt(r.sharpe)} [{_fmt(r.sharpe_lo)}, {_fmt(r.sharpe_hi)}]"),
+        ("excess Sharpe (p)", f"{_fmt(r.excess_sharpe_vs_buy_and_hold)} ({_fmt(r.excess_sharpe_p, 3)})"),
+        ("detectable excess Sharpe", _fmt(r.min_detectable_excess_sharpe)),
+        ("SPA p (mean return)", _fmt(r.spa_p, 3)), (f"in MCS ({level}%)", _fmt(r.in_mcs)),
+        ("PSR / DSR", f"{_fmt(r.psr)} / {_fmt(r.deflated_sharpe)}"),
+        (f"IC [{level}% CI] (p)", f"{_fmt(r.ic, 3)} [{_fmt(r.ic_lo, 3)}, {_fmt(r.ic_hi, 3)}] ({_fmt(r.ic_p, 3)})"),
+        (f"IC {SIGNAL_HORIZON}d (p)", f"{_fmt(r.ic_h, 3)} ({_fmt(r.ic_h_p, 3)})"),
+        ("accuracy (prior / majority)", f"{pct(r.accuracy)} ({pct(r.accuracy_prior)} / {pct(r.accuracy_majority)})"),
+        ("macro-F1 (majority)", f"{_fmt(r.macro_f1)} ({_fmt(r.macro_f1_majority)})"),
+        (f"hit rate [{level}% CI]", f"{pct(r.hit_rate)} [{pct(r.hit_rate_lo)}, {pct(r.hit_rate_hi)}]"),
+        *([("decision days before cutoff", "" if np.isnan(r.pre_cutoff_share) else f"{100 * r.pre_cutoff_share:.0f}%")]
+          if llm else []),
+        ("verdict vs buy-and-hold", r.verdict)]
+
+
+def family_note(table: pd.DataFrame, n_days: int, alpha: float) -> str:
+    """The paragraph under the table: which test decides what, the whole-family SPA and what the span can detect."""
+    agents = len(table) - 1
+    return (f"Verdict: the Sharpe-ratio difference to {BENCHMARK} (studentized, block bootstrap), one two-sided "
+            f"Romano-Wolf step-down over the {agents} agents at family-wise {alpha:g}; fewer than "
+            f"{table.attrs['min_days']} days is 'too short'. SPA p tests the mean daily return instead (Hansen, "
+            f"studentized); over all {agents} agents at once: p = {_fmt(table.attrs['spa_p_all'], 3)}. Over {n_days} "
+            f"days, a one-sided mean-return test at {alpha:g} (Bonferroni over the agents) detects with 80% power an "
+            f"information ratio of the daily difference agent - {BENCHMARK} of {table.attrs['min_detectable_ir']:.2f}; "
+            "'detectable excess Sharpe' is the Sharpe difference the verdict detects with 80% power at each agent's "
+            f"correlation with {BENCHMARK}. IC, accuracy and hit rate test the calls themselves over every ticker-day "
+            f"(IC: daily rank correlation of the call with the next session's and the {SIGNAL_HORIZON}-session "
+            "return, Newey-West CI). Deflated Sharpe for "
+            f"{table.attrs['n_trials']} trial(s); the benchmark is no trial (its PSR is shown).")
+
+
 def write_leaderboard(results: WindowResults, cfg: RunConfig, out: Path, notes: list[str],
                       tearsheets: dict[str, str], run_id: str = "",
-                      cutoffs: dict[str, Cutoff] | None = None) -> pd.DataFrame:
+                      cutoffs: dict[str, Cutoff] | None = None, signals: pd.DataFrame | None = None) -> pd.DataFrame:
     """windows.csv, leaderboard.csv, leaderboard.html under ``out`` (each written atomically; the page carries
     the run id); returns the leaderboard. ``cutoffs`` (LLM agent -> its model's cutoff) fill the
-    ``pre_cutoff_share`` column: NaN for agents that learnt nothing before the span."""
+    ``pre_cutoff_share`` column: NaN for agents that learnt nothing before the span. ``signals``
+    (:func:`signal_table`) fill the signal-test columns (NaN without)."""
     windows = window_table(results, cfg)
     write_csv(out / "windows.csv", windows, index=False, float_format="%.6g")
     returns = portfolios(results)
-    table = compare(returns, BENCHMARK, cfg.alpha, max(cfg.bootstrap, 100), cfg.block, cfg.seed, cfg.risk_free)
+    reps = max(cfg.bootstrap, 100)
+    table = compare(returns, BENCHMARK, cfg.alpha, reps, cfg.block, cfg.seed, cfg.risk_free, min_days=cfg.min_days,
+                    trials=cfg.trials)
     counts = windows.groupby("agent").agg(n_windows=("window_start", "nunique"), n_tickers=("ticker", "nunique"))
     board = table.join(counts).rename(columns={"excess_sharpe": "excess_sharpe_vs_buy_and_hold"})
+    if signals is not None and len(signals):
+        board = board.join(signal_board(signals, cfg))
     board["pre_cutoff_share"] = pd.Series(pre_cutoff_shares(results, cutoffs or {}), dtype=float)
-    board = board.reset_index()[LEADERBOARD]
+    board = board.reset_index().reindex(columns=LEADERBOARD)
     write_csv(out / "leaderboard.csv", board, index=False, float_format="%.6g")
-    mde = table.attrs["min_detectable_sharpe"]
-    family = (f"SPA over all {len(board) - 1} agents at once: p = {_fmt(table.attrs['spa_p_all'], 3)}. "
-              f"Over {len(returns)} days, a one-sided test at {cfg.alpha:g} (Bonferroni over the agents) detects an "
-              f"annualised Sharpe of the daily difference agent - {BENCHMARK} of {mde:.2f} with 80% power; smaller "
-              "edges cannot be told apart from luck here.")
+    family = family_note(table, len(returns), cfg.alpha)
     notes = [*notes, *sample_spread(board)]
     heat = heatmap(results, cfg)
     level = round(100 * (1 - cfg.alpha))
-    rows = [{"cells": [r.agent, str(r.n_windows), str(r.n_tickers), _fmt(r.cr, pct=True), _fmt(r.sharpe),
-                       f"[{_fmt(r.sharpe_lo)}, {_fmt(r.sharpe_hi)}]", _fmt(r.excess_sharpe_vs_buy_and_hold),
-                       _fmt(r.spa_p, 3), _fmt(bool(r.in_mcs)), _fmt(r.deflated_sharpe),
-                       "" if np.isnan(r.pre_cutoff_share) else f"{100 * r.pre_cutoff_share:.0f}%", r.verdict],
-             "verdict": r.verdict.split()[0], "tearsheet": tearsheets.get(r.agent)} for r in board.itertuples()]
+    cells = [columns(r, level, bool(board["pre_cutoff_share"].notna().any())) for r in board.itertuples()]
+    rows = [{"cells": [c for _, c in row], "verdict": r.verdict.split()[0], "tearsheet": tearsheets.get(r.agent)}
+            for r, row in zip(board.itertuples(), cells)]
     page = _template().render(
         title=f"tr1 {'walk-forward ' if len(results) > 1 else ''}leaderboard, {cfg.start} to {cfg.end}",
-        run_id=run_id, header=["agent", "windows", "tickers", "CR", "Sharpe", f"{level}% CI", "excess Sharpe",
-                               "SPA p", f"in MCS ({level}%)", "deflated Sharpe", "decision days before cutoff",
-                               "verdict"],
-        rows=rows, family=family, notes=list(dict.fromkeys([*notes])),
+        run_id=run_id, header=[h for h, _ in cells[0]], rows=rows, family=family, notes=list(dict.fromkeys([*notes])),
         heat_agents=list(heat.columns), heat_rows=[{"window": w, "cells": [
             {"text": _fmt(heat.loc[w, a]), "colour": _colour(heat.loc[w, a])} for a in heat.columns]}
             for w in heat.index],
@@ -189,17 +254,12 @@ def sample_spread(board: pd.DataFrame) -> list[str]:
 
 
 def markdown(board: pd.DataFrame, cfg: RunConfig) -> str:
-    """The leaderboard as a markdown table (README, terminal)."""
+    """The leaderboard as a markdown table (README, terminal): the page's columns, without the windows."""
     level = round(100 * (1 - cfg.alpha))
-    llm = board["pre_cutoff_share"].notna().any()
-    lines = [f"| agent | CR % | Sharpe [{level}% CI] | excess Sharpe | SPA p | in MCS | DSR | "
-             + ("pre-cutoff days | " if llm else "") + "verdict vs buy-and-hold |",
-             "|---|---|---|---|---|---|---|" + ("---|" if llm else "") + "---|"]
-    for r in board.itertuples():
-        flag = ("" if np.isnan(r.pre_cutoff_share) else f"{100 * r.pre_cutoff_share:.0f}%") + " | " if llm else ""
-        lines.append(f"| {r.agent} | {_fmt(r.cr, pct=True)} | {_fmt(r.sharpe)} [{_fmt(r.sharpe_lo)}, "
-                     f"{_fmt(r.sharpe_hi)}] | {_fmt(r.excess_sharpe_vs_buy_and_hold)} | {_fmt(r.spa_p, 3)} | "
-                     f"{_fmt(bool(r.in_mcs))} | {_fmt(r.deflated_sharpe)} | {flag}{r.verdict} |")
+    llm = bool(board["pre_cutoff_share"].notna().any())
+    rows = [columns(r, level, llm) for r in board.itertuples()]
+    lines = ["| " + " | ".join(h for h, _ in rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    lines += ["| " + " | ".join(c for _, c in row) + " |" for row in rows]
     return "\n".join(lines) + "\n\n" + board.attrs.get("family", "") + "\n"
 
 

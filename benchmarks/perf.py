@@ -11,6 +11,9 @@ time (scores per core, whatever else the machine runs); SmolLM2 decisions as the
 them (a kept cache of the shared prompt prefix, the run's torch threads) beside prompts encoded whole on
 torch's default threads, with each change apart, in wall time (``--smollm2``, minutes on CPU, a
 quarter of an hour on a busy 2-core machine).
+The leaderboard's statistics (:func:`tr1_env.stats.compare`: Sharpe CIs, studentized SPA and StepM, model
+confidence set) run on 10 agents x 2,000 days x 1,000 resamples beside arch's own SPA and MCS on the same table
+(what the leaderboard called before), in CPU time on one thread.
 ``--main-job`` times the no-argument ``benchmarks/run.py`` with cold caches.
 
     python benchmarks/perf.py [--seconds 4] [--smollm2] [--main-job] [--json perf.json]
@@ -184,6 +187,29 @@ def run(seconds: float = 4.0, ticker: str = "MSFT", start="2020-10-01", end="202
     }
 
 
+def compare_timing(agents: int = 10, days: int = 2000, reps: int = 1000, seed: int = 0) -> dict:
+    """CPU seconds of :func:`tr1_env.stats.compare` on ``agents`` agents plus buy-and-hold, and of arch's SPA over
+    the agents plus its MCS (R statistic) over all of them, with the same resamples count."""
+    from arch.bootstrap import MCS, SPA
+
+    from tr1_env.stats import compare
+
+    rng = np.random.default_rng(seed)
+    market = rng.normal(0.0004, 0.012, days)
+    table = pd.DataFrame({"buy_and_hold": market, **{f"agent{k}": 0.5 * market + rng.normal(0.0002, 0.01, days)
+                                                     for k in range(agents)}})
+    start = time.process_time()
+    compare(table, reps=reps, seed=seed)
+    ours = time.process_time() - start
+    start = time.process_time()
+    spa = SPA(-table["buy_and_hold"], -table.drop(columns="buy_and_hold"), reps=reps, block_size=5, seed=seed)
+    spa.compute()
+    mcs = MCS(-table, size=0.05, reps=reps, block_size=5, method="R", seed=seed)
+    mcs.compute()
+    return {"compare_s": ours, "arch_spa_mcs_s": time.process_time() - start, "compare_agents": agents,
+            "compare_days": days, "compare_reps": reps}
+
+
 def smollm2_decisions(n: int = 6, max_chars: int = 1500, seed: int = 0) -> dict:
     """SmolLM2 decisions/s as in the default run (batch of 6, ~1K-token prompts, 128 new tokens, forced
     decisions): as it runs now (the shared prompt prefix from its kept cache, forced decisions scored from the
@@ -242,6 +268,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = build_parser()
     args = parser.parse_args(argv)
     results = run(args.seconds, args.ticker)
+    results.update(compare_timing())
     if args.smollm2:
         results.update(smollm2_decisions())
     if args.main_job:
@@ -263,7 +290,11 @@ def main(argv: list[str] | None = None) -> dict:
              f"{results['hostile_scores_per_s']:,.1f} scores/s/core"),
             ("  reference scorer, same completion", f"{results['hostile_reference_scores_per_s']:,.1f} scores/s/core"),
             ("  ratio score / reference",
-             f"{results['hostile_scores_per_s'] / results['hostile_reference_scores_per_s']:.1f}x")]
+             f"{results['hostile_scores_per_s'] / results['hostile_reference_scores_per_s']:.1f}x"),
+            (f"stats.compare, {results['compare_agents']} agents x {results['compare_days']:,} days x "
+             f"{results['compare_reps']:,} resamples", f"{results['compare_s']:.1f} s CPU"),
+            ("  arch SPA + MCS alone, same table", f"{results['arch_spa_mcs_s']:.1f} s CPU"),
+            ("  ratio compare / arch", f"{results['compare_s'] / results['arch_spa_mcs_s']:.2f}x")]
     if args.smollm2:
         fast, before = results["smollm2_decisions_per_s"], results["smollm2_before_decisions_per_s"]
         whole = results["smollm2_whole_prompts_decisions_per_s"]

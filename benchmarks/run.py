@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from baselines import BASELINES, TRAINED
 from benchmarks.config import RunConfig
 from benchmarks.config import OFFLINE_AGENTS
-from benchmarks.leaderboard import BENCHMARK, write_leaderboard, write_portfolio_tearsheets
+from benchmarks.leaderboard import BENCHMARK, signal_table, write_leaderboard, write_portfolio_tearsheets
 from benchmarks.leaderboard import markdown as leaderboard_markdown
 from benchmarks.escaping import md_frame
 from benchmarks.report import slug, write_reports
@@ -470,7 +470,7 @@ def run(cfg: RunConfig) -> pd.DataFrame:
     ranked = {w: {a: v for a, v in per.items() if a not in meta["failed"] and v} for w, per in per_window.items()}
     portfolio_sheets = write_portfolio_tearsheets(ranked, cfg, out / "tearsheets") if cfg.tearsheets else {}
     board = write_leaderboard(ranked, cfg, out, _notes(cfg, protocol, meta, specs), portfolio_sheets, meta["run_id"],
-                              found)
+                              found, signal_table(ranked, closes, cfg))
     write_text(out / "leaderboard.md", leaderboard_markdown(md_frame(board), cfg))
     meta["wall_time_s"] = round(time.time() - t0, 1)
     finish_run(out, meta, "failed" if meta["failed"] or meta["skipped"] or summary.empty else "complete")
@@ -507,10 +507,12 @@ def _notes(cfg: RunConfig, protocol: list[Window], meta: dict, specs: list[Agent
            f"before it ({cfg.sb3_steps} steps, {'one policy over all tickers' if pool else 'one policy per ticker'}), "
            "paid in training with these fills and costs."]
           if any(s.label in TRAINED for s in specs) else []),
-        f"Tests on the daily portfolio returns (loss = -return): Hansen's SPA per agent (spa_p) and over all; verdict "
-        f"from StepM both ways at family-wise {cfg.alpha:g}; model confidence set at {cfg.alpha:g}; Sharpe CI "
-        f"{round(100 * (1 - cfg.alpha))}% percentile, arch stationary bootstrap, mean block {cfg.block:g} days, "
-        f"{max(cfg.bootstrap, 100)} resamples, seed {cfg.seed}; deflated Sharpe for the number of agents tried.",
+        f"Tests on the daily portfolio returns: verdict from the studentized Sharpe difference to buy-and-hold in one "
+        f"two-sided Romano-Wolf step-down at family-wise {cfg.alpha:g}; Hansen's studentized SPA on the mean return "
+        f"per agent (spa_p) and over all; model confidence set at {cfg.alpha:g}; Sharpe CI "
+        f"{round(100 * (1 - cfg.alpha))}% percentile; arch stationary bootstrap, mean block {cfg.block:g} days, "
+        f"{max(cfg.bootstrap, 100)} resamples, seed {cfg.seed}; deflated Sharpe for "
+        f"{cfg.trials or 'the number of agents'} trials.",
         *([f"LLM agents decide every {cfg.llm_decision_every} session(s); SmolLM2 on CPU every "
            f"{cfg.smollm2_decision_every} (labelled in its row)" + (f"; {cfg.samples} samples per sampled LLM at "
                                                                     f"temperature {cfg.temperature:g}"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.calibrate import build_parser as calibrate_parser
 from benchmarks.config import RunConfig
 from benchmarks.perf import build_parser as perf_parser
 from benchmarks.run import build_parser as run_parser
@@ -76,7 +77,8 @@ def _parsers() -> list[argparse.ArgumentParser]:
     examples' that the docs quote flags of."""
     from examples import ablation, flag_trader_paper
 
-    found, todo = [], [tr1_parser(), run_parser(), perf_parser(), ablation.parser(), flag_trader_paper.build_parser()]
+    found, todo = [], [tr1_parser(), run_parser(), perf_parser(), ablation.parser(), flag_trader_paper.build_parser(),
+                       calibrate_parser()]
     while todo:
         parser = todo.pop()
         found.append(parser)
@@ -110,6 +112,9 @@ def test_commands_run_or_parse_as_written(tmp_path, monkeypatch):
                 checked["parsed"] += 1
         elif words[:2] == ["python", "benchmarks/run.py"]:
             from_args(RunConfig, run_parser().parse_args(words[2:])).weight_map()
+            checked["parsed"] += 1
+        elif words[:2] == ["python", "benchmarks/calibrate.py"]:
+            calibrate_parser().parse_args(words[2:])
             checked["parsed"] += 1
     ran = dict(checked["ran"])
     assert set(ran) == {"context", "labels", "score", "data"}  # the docs still show each cheap command

@@ -17,11 +17,13 @@ import pandas as pd
 
 from tr1_env.backtest import trading_reward
 
-__all__ = ["PERIODS", "annual_volatility", "cumulative_return", "daily_rf", "hit_rate", "investorbench", "max_drawdown",
-           "quantstats_stats", "sharpe", "sharpe_ci", "sharpe_diff_ci", "sharpe_diff_test", "stationary_bootstrap"]
+__all__ = ["PERIODS", "Interval", "annual_volatility", "cumulative_return", "daily_rf", "day_counts", "hit_rate",
+           "investorbench", "max_drawdown", "quantstats_stats", "resampled_sharpe", "sharpe", "sharpe_ci",
+           "sharpe_diff_ci", "sharpe_diff_test", "stationary_bootstrap"]
 
 PERIODS = 252
 _ZERO_STD = 1e-12  # below this a return series is constant and its Sharpe undefined
+_FLAT = 1e-5  # a resample whose standard deviation is below this share of the sample's has no Sharpe ratio
 
 
 def daily_rf(annual: float, periods: int = PERIODS) -> float:
@@ -74,32 +76,84 @@ def hit_rate(directions: Sequence[int], forward_returns: Sequence[float]) -> flo
 
 
 def stationary_bootstrap(n: int, n_boot: int, mean_block: float, rng: np.random.Generator) -> np.ndarray:
-    """Politis-Romano stationary bootstrap indices, shape ``(n_boot, n)``.
+    """Politis-Romano stationary bootstrap indices from ``arch``'s sampler, shape ``(n_boot, n)``.
 
-    Blocks of geometric length (mean ``mean_block``) start at uniform positions and wrap around,
-    which keeps the short-range dependence of daily returns that an i.i.d. bootstrap would destroy.
+    Blocks of geometric length (mean ``mean_block``) start at uniform positions and wrap around, which keeps the
+    short-range dependence of daily returns that an i.i.d. bootstrap would destroy. Every interval and test of
+    the project resamples days with these indices, so a CI and a test on the same seed see the same days.
     """
-    starts = rng.integers(0, n, size=(n_boot, n))
-    new_block = rng.random((n_boot, n)) < 1 / max(mean_block, 1.0)
-    new_block[:, 0] = True
-    t = np.arange(n)
-    block_start = np.maximum.accumulate(np.where(new_block, t, 0), axis=1)
-    first = np.take_along_axis(starts, block_start, axis=1)
-    return (first + t - block_start) % n
+    from arch.bootstrap import StationaryBootstrap
+
+    sampler = StationaryBootstrap(max(mean_block, 1.0), np.empty(n), seed=rng)
+    return np.stack([sampler.update_indices() for _ in range(n_boot)]) if n_boot else np.empty((0, n), dtype=int)
 
 
-def sharpe_ci(returns: Sequence[float], rf: float = 0.04, n_boot: int = 2000, level: float = 0.95,
-              mean_block: float = 5.0, seed: int = 0, periods: int = PERIODS) -> tuple[float, float]:
-    """Percentile confidence interval of the Sharpe ratio under the stationary bootstrap."""
+class Interval(tuple):
+    """``(lo, hi)``, unpacked like a pair; ``reason`` says why it is n/a (empty when it is defined)."""
+
+    reason: str
+
+    def __new__(cls, lo: float, hi: float, reason: str = "") -> "Interval":
+        out = super().__new__(cls, (float(lo), float(hi)))
+        out.reason = reason
+        return out
+
+
+def day_counts(indices: np.ndarray) -> np.ndarray:
+    """How often each day is drawn in each resample, shape ``(B, n)``: a resampled mean of any daily series ``x``
+    is then ``counts @ x / n``, one matrix product instead of a ``(B, n, k)`` copy."""
+    reps, n = indices.shape
+    flat = (indices + n * np.arange(reps)[:, None]).ravel()
+    return np.bincount(flat, minlength=reps * n).reshape(reps, n).astype(float)
+
+
+def resampled_sharpe(excess: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-day Sharpe ratios of the columns of ``excess`` (n, k) and their correlations with column 0, in sample
+    ((k,), (k,)) and in each resample ((B, k), (B, k)); NaN where a series has no variance in sample, +-inf (the
+    sign of its resampled mean) where only the resample has none. Moments through :func:`day_counts`, on the
+    series centred at its sample mean (no cancellation)."""
+    x = np.asarray(excess, dtype=float)
+    n = len(x)
+    mean, sd = x.mean(axis=0), x.std(axis=0, ddof=1)
+    y = x - mean
+    m1, m2, m12 = counts @ y / n, counts @ (y * y) / n, counts @ (y * y[:, :1]) / n
+    sd_star = np.sqrt(np.maximum(m2 - m1 * m1, 0.0) * n / (n - 1))
+    flat = sd_star <= _FLAT * sd
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sr = np.where(sd > _ZERO_STD, mean / sd, np.nan)
+        boot = np.where(flat, np.sign(m1 + mean) * np.inf, (m1 + mean) / sd_star)
+        boot = np.where(sd > _ZERO_STD, boot, np.nan)
+        rho = (y * y[:, :1]).sum(axis=0) / (n - 1) / (sd * sd[0])
+        rho_star = (m12 - m1 * m1[:, :1]) * n / (n - 1) / (sd_star * sd_star[:, :1])
+    return sr, boot, rho, rho_star
+
+
+def sharpe_ci(returns, rf: float = 0.04, n_boot: int = 2000, level: float = 0.95, mean_block: float = 5.0,
+              seed: int = 0, periods: int = PERIODS) -> Interval | list[Interval]:
+    """Percentile confidence interval of the annualised Sharpe ratio under the stationary bootstrap: the project's
+    only one (per-ticker tables and the leaderboard both call it). ``returns`` (n,) gives one interval, (n, k) one
+    per column, every column resampled on the same days.
+
+    A resample with no variance (an agent that trades on a few days, none of them drawn) has no Sharpe; it is
+    ranked as -inf or +inf by the sign of its excess return (the limit of a vanishing risk), never dropped, so
+    the interval is n/a, with the share of such resamples as ``reason``, when one of its ends falls on them.
+    """
     r = np.asarray(returns, dtype=float)
-    if n_boot < 1 or len(r) < 2:
-        return float("nan"), float("nan")
-    samples = _sharpe(r[stationary_bootstrap(len(r), n_boot, mean_block, np.random.default_rng(seed))], rf, periods)
-    samples = samples[np.isfinite(samples)]
-    if len(samples) == 0:
-        return float("nan"), float("nan")
-    lo, hi = np.quantile(samples, [(1 - level) / 2, (1 + level) / 2])
-    return float(lo), float(hi)
+    table = r.reshape(len(r), -1)
+    n, k = table.shape
+    if n_boot < 1 or n < 3:
+        out = [Interval(np.nan, np.nan, f"n/a: {n} day(s)" if n_boot >= 1 else "n/a: no resamples")] * k
+    else:
+        counts = day_counts(stationary_bootstrap(n, n_boot, mean_block, np.random.default_rng(seed)))
+        sr, boot, _, _ = resampled_sharpe(table - daily_rf(rf, periods), counts)
+        with np.errstate(invalid="ignore"):  # an end between -inf and +inf resamples is n/a
+            lo, hi = np.quantile(boot * np.sqrt(periods), [(1 - level) / 2, (1 + level) / 2], axis=0)
+        flat = np.isinf(boot).mean(axis=0)
+        out = [Interval(np.nan, np.nan, "n/a: the returns have no variance") if np.isnan(sr[j])
+               else Interval(lo[j], hi[j]) if np.isfinite(lo[j]) and np.isfinite(hi[j])
+               else Interval(np.nan, np.nan, f"n/a: {flat[j]:.0%} of the resamples have no variance (a rarely "
+                                             "trading agent)") for j in range(k)]
+    return out[0] if r.ndim == 1 else out
 
 
 def sharpe_diff_test(returns: Sequence[float], benchmark: Sequence[float], rf: float = 0.04, n_boot: int = 2000,
