@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from baselines import BASELINES
 from tr1_env.actions import Action
+from tr1_env.anonymize import DEFAULT_LEVEL, LEVELS
 from tr1_env.backtest import FILLS
 from tr1_env.data.schema import canonical_ticker
 from tr1_env.labels import HELDOUT_WINDOW
@@ -100,9 +101,11 @@ class RunConfig:
     alpha: float = field(default=0.05, metadata={
         "help": "significance level of the Sharpe-vs-buy-and-hold test; the CI is the (1 - alpha) interval"})
     seed: int = field(default=0, metadata={"help": "seed of the random baseline, SB3 training and the bootstrap"})
-    anonymize: bool = field(default=False, metadata={
-        "help": "LLM agents read anonymized contexts (pseudonyms, relative dates, rebased prices: tr1_env.anonymize); "
-                "their rows are labelled NAME+anon"})
+    anonymize: str | None = field(default=None, metadata={
+        "choices": LEVELS, "const": DEFAULT_LEVEL,
+        "help": "LLM agents read anonymized contexts at this level (tr1_env.anonymize: 'names' or 'strict'; a bare "
+                "--anonymize is strict); their rows are labelled NAME+anon; with --memorisation, the level of its "
+                "anonymized replay (default strict)"})
     memorisation: bool = field(default=False, metadata={
         "help": "replay each LLM agent both plain and anonymized over the same days; memorisation.csv and summary.md "
                 "give the paired Sharpe differences and the pre- vs post-cutoff gap, with bootstrap CIs"})

@@ -71,9 +71,13 @@ def test_cli_context_anonymize(capsys):
     tr1(["context", "--ticker", "AAPL", "--date", "2024-06-10", "--modalities", "market,fundamentals",
          "--anonymize", "--context-only"])
     out = capsys.readouterr().out
-    assert out.startswith("Anonymized context:") and "Company A (TKR-A)" in out
+    assert out.startswith("Anonymized context (strict):") and "Company A (TKR-A): sector and industry withheld" in out
     assert not ISO.search(out) and "Apple" not in out
     assert np.isclose(float(re.search(r"\| D-\d+ \| [\d.]+ \| [\d.]+ \| [\d.]+ \| ([\d.]+) \|", out).group(1)), 100)
+    tr1(["context", "--ticker", "AAPL", "--date", "2024-06-10", "--modalities", "fundamentals", "--anonymize", "names",
+         "--context-only"])
+    out = capsys.readouterr().out
+    assert out.startswith("Anonymized context:") and "Company A (TKR-A): Technology / Consumer Electronics." in out
 
 
 def test_harness_flags_cutoffs_and_reports_memorisation_offline(tiny_qwen3_path, tmp_path, monkeypatch, store):

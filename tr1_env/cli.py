@@ -58,7 +58,7 @@ def cmd_context(ns: argparse.Namespace) -> None:
     if ns.anonymize:
         from tr1_env.anonymize import Pseudonyms, anonymize
 
-        ctx = anonymize(ctx, Pseudonyms(ctx.ticker, seed=ns.seed))
+        ctx = anonymize(ctx, Pseudonyms(ctx.ticker, seed=ns.seed), ns.anonymize)
     print(ctx.text if ns.context_only else ctx.prompt)
 
 
@@ -132,8 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     subset.add_argument("--modalities", help="comma list of market,news,fundamentals,sentiment,macro (default: all)")
     subset.add_argument("--seed", type=int, help="draw a random modality subset with this seed instead")
     context.add_argument("--context-only", action="store_true", help="print the context without instructions")
-    context.add_argument("--anonymize", action="store_true", help="pseudonyms for names, dates relative to the "
-                         "decision day, price levels rebased (first session shown = 100)")
+    context.add_argument("--anonymize", nargs="?", const="strict", choices=("names", "strict"),
+                         help="pseudonyms for names, dates relative to the decision day, price levels rebased (first "
+                         "session shown = 100); 'strict' (a bare --anonymize) also masks every other name, date form, "
+                         "amount and macro level (tr1_env.anonymize)")
     context.set_defaults(func=cmd_context)
 
     score = sub.add_parser("score", help="score a thesis: JSON with each reward term")

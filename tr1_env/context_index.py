@@ -170,14 +170,22 @@ class _MarketIndex:
         self.fomc_at = _ns(fomc["available_at"])
         self.statements = np.flatnonzero(fomc["kind"].to_numpy(object) == "statement")
         self.statement_lines = S._fomc_lines(fomc.iloc[self.statements])
+        self.statement_texts = list(fomc["body"].iloc[self.statements])
         headlines = store.visible("news", "MARKET", _END)
         self.headline_at = _ns(headlines["available_at"])
         self.headline_lines = S._headline_lines(headlines)
         self._memo: dict[tuple[int, int], tuple[str | None, dict[str, float]]] = {}
 
+    def _state(self, t: int) -> tuple[int, int]:
+        return int(self.macro_at.searchsorted(t, "right")), int(self.fomc_at.searchsorted(t, "right"))
+
+    def relative(self, t: int) -> str:
+        """The macro section as strict anonymization shows it at instant ``t`` (``Context.macro_relative``)."""
+        s = int(self.statements.searchsorted(self._state(t)[1]))
+        return S._macro_relative_text(self.statement_texts[s - 1] if s else None)
+
     def macro(self, t: int) -> tuple[str | None, dict[str, float]]:
-        n = int(self.macro_at.searchsorted(t, "right"))
-        n_fomc = int(self.fomc_at.searchsorted(t, "right"))
+        n, n_fomc = self._state(t)
         if (n, n_fomc) not in self._memo:
             last = sorted(int(p[k - 1]) for p in self.positions.values() if (k := p.searchsorted(n)))
             k = int(self.cpi.searchsorted(n))
@@ -293,4 +301,5 @@ class ContextIndex:
         bodies = {"market": market, "news": S._news_text(buckets, headlines), "fundamentals": fundamentals,
                   "sentiment": sentiment, "macro": macro}
         news = (lambda: x.news.iloc[shown].reset_index(drop=True)) if len(shown) else (lambda: x.news.iloc[0:0])
-        return S._assemble(ticker, day, modalities, bodies, f, lambda: epoch.history.iloc[:n], news, cfg)
+        return S._assemble(ticker, day, modalities, bodies, f, lambda: epoch.history.iloc[:n], news, cfg,
+                           lambda: m.relative(t))
