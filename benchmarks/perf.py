@@ -4,7 +4,9 @@ The trading env runs side by side with gym-anytrading's ``StocksEnv`` on the sam
 ticker, period and 10-day window), both with a random policy: the ratio tells whether our richer
 state (causal indicators, position, costs) costs more per step than the usual baseline env. Each
 fast path runs beside its plain reference on the same inputs: the indexed context builder beside
-``build_context_reference``; ``score`` beside :func:`tr1_env.rewards.reference_score` (the plain
+``build_context_reference``; strict-anonymized contexts beside the same contexts built alone, per core, once
+``ContextIndex.prepare(levels=("strict",))`` has compiled the store's news (minutes cold, then read from the disk
+cache); ``score`` beside :func:`tr1_env.rewards.reference_score` (the plain
 definition it is tested equal to) on the same theses, and on a 200 KB hostile completion built to
 make a backtracking parser quadratic (the parser of tr1 0.1 took about 20 s on it), both in CPU
 time (scores per core, whatever else the machine runs); SmolLM2 decisions as the default run makes
@@ -32,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from tr1_env.actions import Action
+from tr1_env.anonymize import DEFAULT_LEVEL, anonymize
 from tr1_env.context import Context, ContextConfig, build_context, build_context_reference
 from tr1_env.context_index import ContextIndex
 from tr1_env.data.store import Store
@@ -143,10 +146,17 @@ def run(seconds: float = 4.0, ticker: str = "MSFT", start="2020-10-01", end="202
     ours, _ = per_second(random_steps(TradingEnv(store, ticker, start, end), seed), seconds)
     theirs, _ = per_second(random_steps(anytrading_env(store, ticker, start, end), seed), seconds)
 
-    ContextIndex.of(store).prepare()  # a warm store: every ticker indexed (or read from the disk cache)
+    # a warm store: every ticker indexed and its news compiled for strict anonymization (or read from the disk cache)
+    ContextIndex.of(store).prepare(levels=(DEFAULT_LEVEL,))
     days = endless_ticker_days(store, seed)
     contexts, n_contexts = per_second(lambda: build_context(store, *next(days)), seconds)
     plain_contexts, n_plain = per_second(lambda: build_context_reference(store, *next(days)), seconds)
+    # anonymized beside plain, same days, per core (CPU time)
+    same = list(itertools.islice(endless_ticker_days(store, seed + 2), 2000))
+    cycle = itertools.cycle(same)
+    built = per_second(lambda: build_context(store, *next(cycle)), seconds, time.process_time)[0]
+    cycle = itertools.cycle(same)
+    anonymized = per_second(lambda: anonymize(build_context(store, *next(cycle))), seconds, time.process_time)[0]
 
     samples, distinct = [], []
     for ticker_, day in ticker_days(store, 8, seed + 1):
@@ -171,6 +181,8 @@ def run(seconds: float = 4.0, ticker: str = "MSFT", start="2020-10-01", end="202
         "contexts_built": n_contexts,
         "reference_contexts_per_s": plain_contexts,
         "reference_contexts_built": n_plain,
+        "contexts_per_s_core": built,
+        "anonymized_contexts_per_s_core": anonymized,
         "scores_per_s": scores,
         "reference_scores_per_s": reference,
         "distinct_quotes_scores_per_s": distinct_scores,
@@ -252,6 +264,8 @@ def main(argv: list[str] | None = None) -> dict:
             ("build_context (indexed), all modalities", f"{results['contexts_per_s']:,.1f} contexts/s"),
             ("build_context_reference (plain), same days", f"{results['reference_contexts_per_s']:,.1f} contexts/s"),
             ("  ratio indexed / plain", f"{results['contexts_per_s'] / results['reference_contexts_per_s']:,.0f}x"),
+            ("build_context, then anonymize (strict)", f"{results['anonymized_contexts_per_s_core']:,.0f} contexts/s/core"),
+            ("  build_context alone, same days", f"{results['contexts_per_s_core']:,.0f} contexts/s/core"),
             (f"score, {results['thesis_chars']:,.0f}-char thesis vs {results['context_chars']:,.0f}-char context",
              f"{results['scores_per_s']:,.0f} scores/s/core"),
             ("  reference scorer, same theses", f"{results['reference_scores_per_s']:,.0f} scores/s/core"),

@@ -226,3 +226,25 @@ def test_audit_sees_a_planted_leak_and_strict_passes_it(store):
     caught = audit(cfg, store, leaky)
     assert caught["dates"].rate == caught["fomc"].rate == 1.0
     assert caught["sector"].rate > 0.3 and caught["entity"].interval[0] > strict["entity"].interval[1]
+
+
+def test_envs_serve_strict_prompts(store):
+    """The envs' anonymize=True is strict, through the same pass: 40 Thesis resets and a quarter of Trading text
+    observations for the tickers whose prompts leaked under the names pass (TSLA, MSFT, AAPL) show no name."""
+    from tr1_env.envs.thesis_env import ThesisEnv
+    from tr1_env.envs.trading_env import TradingEnv
+
+    names = forbidden(store) + tuple(_word(t) for t in TICKERS)
+    env = ThesisEnv(store, start="2024-01-01", end="2024-05-24", anonymize=True)
+    for seed in range(40):
+        prompt, info = env.reset(seed=seed)
+        assert prompt.startswith(env.context.prompt[:40]) and "Anonymized context (strict)" in prompt
+        assert not [n.pattern for n in names if n.search(prompt)], (info["ticker"], info["date"])
+        assert info["pseudonyms"][info["ticker"]] == "TKR-A"
+    for ticker in ("TSLA", "MSFT", "AAPL"):
+        trading = TradingEnv(store, ticker, "2024-04-01", "2024-06-28", obs_mode="text", anonymize=True)
+        obs, _ = trading.reset(seed=0)
+        for _ in range(0, 60, 5):
+            assert not [n.pattern for n in names if n.search(obs)] and not date_tokens(obs), ticker
+            for _ in range(5):
+                obs, *_ = trading.step(2)

@@ -34,6 +34,7 @@ templates on disk. The same pass serves the Trading env's prompt (:func:`anonymi
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -208,7 +209,6 @@ class Pseudonyms:
         self.letters = {subject: "A", **{t: _letter(i + 1) for i, t in enumerate(others)}}
         self.mapping: dict[str, str] = {}
         self._insiders: dict[str, str] = {}
-        self._entities: dict[str, str] = {}
         self._filled: dict[tuple, str] = {}  # template holes already filled in this episode
 
     @classmethod
@@ -229,11 +229,8 @@ class Pseudonyms:
         return fake
 
     def entity(self, real: str) -> str:
-        """A name the alias table does not know (strict level): ``Entity n``, numbered as first seen."""
-        if real not in self._entities:
-            self._entities[real] = f"Entity {len(self._entities) + 1}"
-            self.mapping.setdefault(real, self._entities[real])
-        return self._entities[real]
+        """A name the alias table does not know (strict level): :func:`entity_label`, recorded in ``mapping``."""
+        return self.mapping.setdefault(real, entity_label(real))
 
     def insider(self, real: str) -> str:
         """An insider named by the data: an executive of the alias table if it is one, else ``Insider n``."""
@@ -249,6 +246,15 @@ class Pseudonyms:
     def replace_names(self, text: str, level: str = "names") -> str:
         """``text`` with the names of ``level`` replaced (free text: no dates or numbers touched)."""
         return _render(_compile_names(text, level), _Renderer(self, None))
+
+
+@lru_cache(maxsize=200_000)
+def entity_label(real: str) -> str:
+    """``Entity nnnnn``: the same five digits for a name everywhere (a hash of it), so that a compiled line carries
+    its entities as text (no per-episode fill); the company letters, which a model could map back through the
+    subject, are the ones drawn per episode."""
+    digest = hashlib.blake2b(real.encode(), digest_size=4, person=b"tr1-entity").digest()
+    return f"Entity {10_000 + int.from_bytes(digest, 'big') % 90_000}"
 
 
 def _name_variants(name: str) -> list[str]:
@@ -359,7 +365,8 @@ def _scaled(text: str, factor: float) -> str:
 
 
 # Templates: a line as literal text and holes. A hole is a tuple whose first item says what fills it:
-# "name" (real, ticker, kind, number): the letter part of an alias pseudonym; "entity" (real); "insider" (real);
+# "name" (real, ticker, kind, number): the letter part of an alias pseudonym; "insider" (real); "entities" (reals,
+# first in a line whose other names are in its text as entity_label()s): nothing, the reals recorded in mapping;
 # "date" (timestamp); "price"/"volume"/"amount" (value): rebased; "near"/"real" (text, value, ...): a number
 # rebased only when it is a price level of this context.
 
@@ -367,7 +374,7 @@ class _Compiler:
     """One line being compiled: holes stand in the text as private-use characters until :meth:`parts`."""
 
     def __init__(self, line: str):
-        self.text, self.holes = line, []
+        self.text, self.holes, self.entities = line, [], []
 
     def hole(self, hole: tuple) -> str:
         self.holes.append(hole)
@@ -382,6 +389,8 @@ class _Compiler:
             last = m.end()
         if last < len(self.text):
             out.append(self.text[last:])
+        if self.entities:  # renders as nothing; records the line's entities in the episode's mapping
+            out.insert(0, ("entities", tuple(dict.fromkeys(self.entities))))
         return tuple(out)
 
 
@@ -447,7 +456,8 @@ def _names_pass(c: _Compiler, level: str, vendor: bool) -> None:
             continue
         out.append(text[last:start])
         if hit is None:
-            out.append(c.hole(("entity", real)))
+            out.append(entity_label(real))
+            c.entities.append(real)
         else:
             ticker, kind, number = hit
             prefix = "TKR-" if kind == "ticker" else f"{_LABEL[kind]} "
@@ -598,10 +608,17 @@ class _Renderer:
     def __init__(self, pseudonyms: Pseudonyms, rebase: Rebase | None):
         self.pseudonyms, self.rebase = pseudonyms, rebase
         self.day = rebase.ordinal if rebase is not None else 0
-        self.names = pseudonyms._filled  # name holes: the same text for the whole episode
+        self.episode = pseudonyms._filled  # name holes: the same text for the whole episode
+        self.names = dict(self.episode)  # and what this context filled (dates recur across its news lines)
 
     def __call__(self, hole: tuple) -> str:
         kind = hole[0]
+        if kind == "entities":  # a compiled line's entities, recorded once per episode
+            if hole not in self.episode:
+                for real in hole[1]:
+                    self.pseudonyms.entity(real)
+                self.episode[hole] = ""
+            return ""
         if kind == "row":  # the hot path: a market table has ~200 cells
             _, fmt, date, values = hole
             price, volume = self.rebase.price, self.rebase.volume
@@ -612,13 +629,14 @@ class _Renderer:
             fmt = fmt.replace("{:,.2f}", "{}")
             return fmt.format(*cells) if date is None else fmt.format(_relative(self.day - date), *cells)
         if kind == "date":
-            return _relative(self.day - hole[1])
+            text = self.names[hole] = _relative(self.day - hole[1])
+            return text
         if kind == "price":
             return _price(hole[1] * self.rebase.price)
-        if kind in ("name", "entity", "insider"):
-            text = self.names.get(hole)
+        if kind in ("name", "insider"):
+            text = self.episode.get(hole)
             if text is None:
-                text = self.names[hole] = self._name(hole)
+                text = self.episode[hole] = self.names[hole] = self._name(hole)
             return text
         rebase = self.rebase
         if kind == "volume":
@@ -633,8 +651,6 @@ class _Renderer:
         return prefix + _fmt(value * rebase.price) if num in rebase.real else text
 
     def _name(self, hole: tuple) -> str:
-        if hole[0] == "entity":
-            return self.pseudonyms.entity(hole[1])
         if hole[0] == "insider":
             return self.pseudonyms.insider(hole[1])
         _, real, ticker, kind, number = hole
@@ -645,7 +661,8 @@ class _Renderer:
 def _render(parts: tuple, fill: _Renderer) -> str:
     if len(parts) == 1 and parts[0].__class__ is str:
         return parts[0]
-    return "".join([p if p.__class__ is str else fill(p) for p in parts])
+    names = fill.names  # most holes are names already filled in this episode: one look-up, no call
+    return "".join([p if p.__class__ is str else names.get(p) or fill(p) for p in parts])
 
 
 def _render_text(text: str, fill: _Renderer, level: str) -> str:

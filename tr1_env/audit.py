@@ -180,7 +180,7 @@ def _shingles(text: str) -> set[tuple[str, ...]]:
 
 
 def _news_numbers(text: str) -> list[float]:
-    lines = "\n".join(line for line in text.split("\n") if line.lstrip().startswith("- ["))
+    lines = _PSEUDONYM.sub("_", "\n".join(line for line in text.split("\n") if line.lstrip().startswith("- [")))
     return [float(m.group(1).replace(",", "")) for m in _NUMBER.finditer(lines)]
 
 
