@@ -404,7 +404,8 @@ def contamination_markdown(summary: pd.DataFrame, memo: pd.DataFrame, cutoffs: d
              _table(["Agent", "Cutoff", "Basis", "Decision days up to the cutoff %", "Source"], rows),
              "A model may have read how the market moved on any decision day up to its cutoff; a release date is only "
              "an upper bound of the cutoff. `--post-cutoff` moves the window after the latest cutoff, `--memorisation` "
-             f"replays each LLM on anonymized contexts too (level {cfg.anonymize or DEFAULT_LEVEL}: tr1_env.anonymize)."]
+             f"replays each LLM on anonymized contexts too (level {cfg.anonymize or DEFAULT_LEVEL}: "
+             "tr1_env.anonymize)."]
     if len(memo):
         fmt = [[r.agent, r.ticker, r.comparison, r.statistic, _num(r.a), _num(r.b),
                 f"{_num(r.diff)} [{_num(r.lo)}, {_num(r.hi)}]", f"{r.n_a}/{r.n_b}",

@@ -197,14 +197,26 @@ def test_strict_masks_what_the_old_pass_left():
                  "Waymo", "Cook", "2024", "24", "2023", "June", "190.5", "250", "2.95", "15.3"):
         assert not re.search(rf"(?<![\w.]){re.escape(leak)}(?![\w])", out), (leak, out)
     assert not date_tokens(out)
-    assert re.search(r"A meta-analysis of Product [A-Z]+\d+'s robotaxis: Executive A1 and ", out)  # no "Company D-analysis"
+    # no "Company D-analysis", "Product L9s"
+    assert re.search(r"A meta-analysis of Product [A-Z]+\d+'s robotaxis: Executive A1 and ", out)
     assert "team cook dinner" in out and "up 12% over 50-day highs" in out  # words, ratios and spans stay
 
 
 def test_levels():
+    """True and a bare --anonymize mean strict, in the API and in every CLI that takes the flag."""
+    from benchmarks.run import build_parser
+    from tr1_env.cli import build_parser as tr1_parser
+
     assert level_of(True) == "strict" and level_of("names") == "names" and level_of(False) is None
     with pytest.raises(ValueError, match="anonymize must be one of"):
         level_of("loose")
+    run = build_parser()
+    assert run.parse_args(["--anonymize"]).anonymize == "strict" and run.parse_args([]).anonymize is None
+    assert run.parse_args(["--anonymize", "names"]).anonymize == "names"
+    train = ["train", "grpo", "--output-dir", "x", "--data-anonymize"]
+    assert tr1_parser().parse_args(train).data_anonymize == "strict"
+    with pytest.raises(SystemExit):
+        run.parse_args(["--anonymize", "loose"])
 
 
 def test_audit_sees_a_planted_leak_and_strict_passes_it(store):
@@ -221,7 +233,8 @@ def test_audit_sees_a_planted_leak_and_strict_passes_it(store):
         news = ctx.sections.get("news", "")  # the plain headlines: the names the lexicon knows
         sector = f"Company A (TKR-A): {profiles.loc[ctx.ticker, 'sector']} / {profiles.loc[ctx.ticker, 'industry']}."
         planted = f"{news}\n{profiles.loc[ctx.ticker, 'name']} on June 10, 2024. {fomc}"
-        return dataclasses.replace(anon, prompt=anon.prompt + planted, sections={**anon.sections, "fundamentals": sector})
+        sections = {**anon.sections, "fundamentals": sector}
+        return dataclasses.replace(anon, prompt=anon.prompt + planted, sections=sections)
 
     caught = audit(cfg, store, leaky)
     assert caught["dates"].rate == caught["fomc"].rate == 1.0

@@ -114,6 +114,7 @@ def test_harness_flags_cutoffs_and_reports_memorisation_offline(tiny_qwen3_path,
     assert ((finite["lo"] <= finite["diff"] + 1e-12) & (finite["diff"] <= finite["hi"] + 1e-12)).all()
     md = (tmp_path / "run" / "summary.md").read_text()
     assert "## Contamination: training cutoffs" in md and "## Memorisation checks" in md
+    assert "anonymized contexts too (level strict: tr1_env.anonymize)" in md  # the default level, said
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["pseudonyms"]["AAPL"]["AAPL"] == "TKR-A" and config["cutoffs"][spec]["basis"] == "--cutoff"
 

@@ -64,8 +64,8 @@ NOTES = {"names": "Anonymized context: companies, tickers, products and people a
          "strict": "Anonymized context (strict): companies, tickers, products, people, organisations and places are "
                    "pseudonyms (Company A is the subject, Entity n other names); " + _COMMON_NOTE + " Dates and years "
                    "in the text are masked, as are amounts, share counts and other numbers of 10 or more in news "
-                   "text ([n]); the company profile and the macro series are withheld, the FOMC statement shows its stance "
-                   "instead of its wording."}
+                   "text ([n]); the company profile and the macro series are withheld, the FOMC statement shows its "
+                   "stance instead of its wording."}
 
 #: Market-table columns in price units (rebased with the closes); ``volume`` is rebased on its own.
 PRICE_COLUMNS = frozenset({"open", "high", "low", "close", "boll", "boll_ub", "boll_lb", "atr_14", "close_10_sma",

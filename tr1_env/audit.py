@@ -233,13 +233,14 @@ def audit(cfg: AuditConfig = AuditConfig(), store: Store | None = None,
     spy = store.closes("SPY")
     candidates = _macro_candidates(store, cfg.level, sessions)
 
-    hits = Counter()
-    targets, numbers, chance_dating = [], [], []
+    sample = []  # drawn before any attack runs, so that every level is attacked on the same ticker-days
     for _ in range(cfg.days):
         ticker = tickers[rng.integers(len(tickers))]
         days = store.trading_days(ticker, cfg.start, cfg.end)
-        day = pd.Timestamp(days[rng.integers(len(days))])
-        seed = int(rng.integers(1 << 30))
+        sample.append((ticker, pd.Timestamp(days[rng.integers(len(days))]), int(rng.integers(1 << 30))))
+    hits = Counter()
+    targets, numbers, chance_dating = [], [], []
+    for ticker, day, seed in sample:
         plain = index.build(ticker, day)
         anon = transform(plain, seed)
         text = anon.prompt
@@ -266,7 +267,7 @@ def audit(cfg: AuditConfig = AuditConfig(), store: Store | None = None,
         close = float(plain.history["close"].iloc[-1])
         targets.append((close, 10 * float(spy.asof(day))))
         numbers.append(_news_numbers(text))
-    other = rng.permutation(len(targets))
+    other = np.random.default_rng([cfg.seed, 1]).permutation(len(targets))  # the same pairs at every level
     near = sum(_near(n, t) for n, t in zip(numbers, targets))
     by_chance = np.mean([_near(n, targets[j]) for n, j in zip(numbers, other)])
     n = cfg.days

@@ -43,8 +43,8 @@ _EXCHANGE = re.compile(r"\b(?:NYSE|NASDAQ|Nasdaq|NYSEARCA|NYSEAMERICAN|AMEX|ETR|
                        r"EPA|SWX|ASX|NSE|BSE|OTC|OTCMKTS|BATS|CBOE)\s?:\s?[A-Z0-9][A-Z0-9.\-]{0,7}\b")
 _SENTENCE = re.compile(r"(?<=[.!?])(?<!\b[A-Z]\.)(?<!Inc\.)(?<!Corp\.)(?<!\bCo\.)(?<!\bSt\.)(?<!\bMr\.)"
                        r"(?<!\bMs\.)(?<!\bDr\.)\s+(?=\S)|^\s*[-*#]*\s*(?:\[[^\]]*\]\s*)?|\s[-–—]\s")
-_DATEISH = re.compile(r"^(?:Q[1-4](?:['’]?\d{2}|\d{4})?|[1-4]Q['’]?\d*|H[12](?:['’]?\d{2}|\d{4})?|[12]H['’]?\d*|"
-                      r"FY['’]?\d*|CY['’]?\d*|\d+(?:st|nd|rd|th|s|[kKmMbBxX]|bn|mn|pm|am)|"
+_DATEISH = re.compile(r"^(?:Q[1-4](?:['’]?\d{2}|\d{4})?|[1-4]Q['’]?\d*|H[12](?:['’]?\d{2}|\d{4})?|"
+                      r"[12]H['’]?\d*|FY['’]?\d*|CY['’]?\d*|\d+(?:st|nd|rd|th|s|[kKmMbBxX]|bn|mn|pm|am)|"
                       r"D(?:-\d+)?)$")
 _STARTER = 10 ** (5.1 - 9)  # words this common start sentences; rarer capitalised first words start names
 _SUFFIXES = ("'s", "’s", "s", "es", "ed", "d", "ing", "er", "ers", "ly")

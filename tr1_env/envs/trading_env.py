@@ -76,9 +76,9 @@ class TradingEnv(gym.Env):
     Actions are target positions, not trades: ``hold`` means flat (0), as in InvestorBench. A
     decision is taken at each session's close except the last (its return would need a price after
     ``end``). ``equity`` compounds the reward, so ln(final / initial equity) is the sum of rewards
-    (InvestorBench's cumulative return). ``anonymize=True`` (strict, or a level; text observations) passes each prompt through
-    :func:`tr1_env.anonymize.anonymize_text`: pseudonyms fixed per episode (``info["pseudonyms"]``), dates
-    relative to the session, closes rebased so the first row shown is 100.
+    (InvestorBench's cumulative return). ``anonymize=True`` (strict) or a level (text observations) passes each
+    prompt through :func:`tr1_env.anonymize.anonymize_text`: pseudonyms fixed per episode
+    (``info["pseudonyms"]``), dates relative to the session, closes rebased so the first row shown is 100.
     """
 
     metadata = {"render_modes": []}
