@@ -10,7 +10,7 @@ import pytest
 from conftest import random_days
 
 from tr1_env.anonymize import Pseudonyms, Rebase, anonymize, anonymize_text, level_of, load_aliases
-from tr1_env.audit import AuditConfig, audit, date_tokens, mine_lexicon
+from tr1_env.audit import ATTACKS, AuditConfig, audit, date_tokens, mine_lexicon
 from tr1_env.context import build_context
 from tr1_env.data.schema import TICKERS
 from tr1_env.entities import common, everyday
@@ -224,6 +224,7 @@ def test_audit_sees_a_planted_leak_and_strict_passes_it(store):
     contexts with the company's name, a date and the FOMC text planted back are caught by each attack."""
     cfg = AuditConfig(days=40, seed=1)
     strict = audit(cfg, store)
+    assert tuple(strict) == ATTACKS and all(r.n == 40 for r in strict.values())
     assert strict["dates"].hits == strict["sector"].hits == strict["fomc"].hits == 0
     profiles = store.table("profiles").drop_duplicates("ticker", keep="last").set_index("ticker")
     fomc = store.table("fomc").query("kind == 'statement'")["body"].iloc[-1]

@@ -17,7 +17,7 @@ measure how much its calls lean on that memory, :func:`anonymize` rewrites a bui
     masked.
 ``strict`` (the default wherever anonymization is on)
     all of ``names``, and: every other name in news text (people, organisations, products, places:
-    :func:`tr1_env.entities.names`, a rule rather than a list) becomes ``Entity n``; every date form
+    :func:`tr1_env.entities.names`, a rule rather than a list) becomes ``Entity nnnnn``; every date form
     (``'24``, ``2Q24``, ``Q3'24``, ``1H24``, ``6/10/24``, ``10 June``, ``2023-2024``, month names) is
     masked; money amounts, share counts and other numbers of 10 or more in news text become ``[n]``
     (percentages and spans such as "50-day" stay); the company profile is withheld; the macro section
@@ -62,8 +62,8 @@ _COMMON_NOTE = ("D is the decision day and D-k the day k calendar days before it
                 "and percentages are unchanged.")
 NOTES = {"names": "Anonymized context: companies, tickers, products and people are pseudonyms; " + _COMMON_NOTE,
          "strict": "Anonymized context (strict): companies, tickers, products, people, organisations and places are "
-                   "pseudonyms (Company A is the subject, Entity n other names); " + _COMMON_NOTE + " Dates and years "
-                   "in the text are masked, as are amounts, share counts and other numbers of 10 or more in news "
+                   "pseudonyms (Company A is the subject, Entity nnnnn other names); " + _COMMON_NOTE + " Dates and "
+                   "years in the text are masked, as are amounts, share counts and other numbers of 10 or more in news "
                    "text ([n]); the company profile and the macro series are withheld, the FOMC statement shows its "
                    "stance instead of its wording."}
 
@@ -357,11 +357,6 @@ def _number(text: str) -> float | None:
         return None
     value = float(m.group(1).replace(",", ""))
     return value * {"T": 1e12, "B": 1e9, "M": 1e6, "": 1.0}[m.group(2)]
-
-
-def _scaled(text: str, factor: float) -> str:
-    value = _number(text)
-    return text if value is None else _fmt(value * factor)
 
 
 # Templates: a line as literal text and holes. A hole is a tuple whose first item says what fills it:

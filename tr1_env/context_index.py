@@ -65,9 +65,10 @@ def _anonymizer_digest() -> str:
     return h.hexdigest()[:16]
 
 
-def _templates(lines: list[str], level: str, path: Path) -> None:
-    """Compile ``lines`` at ``level`` into :func:`tr1_env.anonymize.templates`, from the disk cache at ``path``
-    when it is there (else compiled and written)."""
+def _templates(lines: list[tuple[str, tuple[str, ...] | None]], level: str, path: Path) -> None:
+    """Compile ``lines`` (each with its table's columns, or None) at ``level`` into
+    :func:`tr1_env.anonymize.templates`, from the disk cache at ``path`` when it is there (else compiled and
+    written)."""
     from tr1_env import anonymize
 
     memo = anonymize.templates()
@@ -77,7 +78,8 @@ def _templates(lines: list[str], level: str, path: Path) -> None:
             return
         except (OSError, EOFError, ValueError, AttributeError, pickle.UnpicklingError):
             path.unlink(missing_ok=True)
-    compiled = {(level, None, line): anonymize.template(line, level) for line in dict.fromkeys(lines)}
+    compiled = {(level, columns, line): anonymize.template(line, level, columns)
+                for line, columns in dict.fromkeys(lines)}
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda tmp: tmp.write_bytes(pickle.dumps(compiled)))
 
@@ -180,9 +182,13 @@ class _TickerIndex:
         return self.states[i]
 
     def compile(self, level: str) -> None:
-        """Every news line compiled for anonymization at ``level`` (from or to the disk cache)."""
-        name = f"{self.ticker}-news-{level}-{self._news_key}-{_anonymizer_digest()}.pkl"
-        _templates(self.news_lines, level, self._cache_dir / name)
+        """Every news line and market-table row compiled for anonymization at ``level`` (from or to the disk
+        cache)."""
+        prices = self.path.stem.rsplit("-", 1)[1]
+        name = f"{self.ticker}-anon-{level}-{self._news_key}-{prices}-{_anonymizer_digest()}.pkl"
+        columns = tuple(c.strip().lower().replace(" ", "_") for c in S.MARKET_COLUMNS)
+        rows = [(row, columns) for e in range(len(self.epochs)) for row in self.epoch(e).rows]
+        _templates([(line, None) for line in self.news_lines] + rows, level, self._cache_dir / name)
 
     def save(self) -> None:
         """Compute every epoch and state and keep them on disk for the next process."""
@@ -271,8 +277,8 @@ class ContextIndex:
         for level in levels:
             market = self.market
             key = _digest(pd.DataFrame({"line": market.headline_lines}))
-            _templates(market.headline_lines, level,
-                       self.cache_dir / f"MARKET-news-{level}-{key}-{_anonymizer_digest()}.pkl")
+            _templates([(line, None) for line in market.headline_lines], level,
+                       self.cache_dir / f"MARKET-anon-{level}-{key}-{_anonymizer_digest()}.pkl")
         for day in sorted(sessions):
             self.market.macro(self._clock(day, cfg)[0])
         return self
