@@ -197,6 +197,8 @@ def test_strict_masks_what_the_old_pass_left():
                  "Waymo", "Cook", "2024", "24", "2023", "June", "190.5", "250", "2.95", "15.3"):
         assert not re.search(rf"(?<![\w.]){re.escape(leak)}(?![\w])", out), (leak, out)
     assert not date_tokens(out)
+    labels = re.findall(r"Entity ([A-Z]{4})\b", out)  # one label per name, none of them masked as a number
+    assert "Entity [" not in out and len(set(labels)) >= 12 and names.mapping["OpenAI"] == f"Entity {labels[0]}"
     # no "Company D-analysis", "Product L9s"
     assert re.search(r"A meta-analysis of Product [A-Z]+\d+'s robotaxis: Executive A1 and ", out)
     assert "team cook dinner" in out and "up 12% over 50-day highs" in out  # words, ratios and spans stay

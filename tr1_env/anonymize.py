@@ -17,7 +17,7 @@ measure how much its calls lean on that memory, :func:`anonymize` rewrites a bui
     masked.
 ``strict`` (the default wherever anonymization is on)
     all of ``names``, and: every other name in news text (people, organisations, products, places:
-    :func:`tr1_env.entities.names`, a rule rather than a list) becomes ``Entity nnnnn``; every date form
+    :func:`tr1_env.entities.names`, a rule rather than a list) becomes ``Entity QXVB``; every date form
     (``'24``, ``2Q24``, ``Q3'24``, ``1H24``, ``6/10/24``, ``10 June``, ``2023-2024``, month names) is
     masked; money amounts, share counts and other numbers of 10 or more in news text become ``[n]``
     (percentages and spans such as "50-day" stay); the company profile is withheld; the macro section
@@ -62,7 +62,7 @@ _COMMON_NOTE = ("D is the decision day and D-k the day k calendar days before it
                 "and percentages are unchanged.")
 NOTES = {"names": "Anonymized context: companies, tickers, products and people are pseudonyms; " + _COMMON_NOTE,
          "strict": "Anonymized context (strict): companies, tickers, products, people, organisations and places are "
-                   "pseudonyms (Company A is the subject, Entity nnnnn other names); " + _COMMON_NOTE + " Dates and "
+                   "pseudonyms (Company A is the subject, Entity QXVB other names); " + _COMMON_NOTE + " Dates and "
                    "years in the text are masked, as are amounts, share counts and other numbers of 10 or more in news "
                    "text ([n]); the company profile and the macro series are withheld, the FOMC statement shows its "
                    "stance instead of its wording."}
@@ -250,11 +250,11 @@ class Pseudonyms:
 
 @lru_cache(maxsize=200_000)
 def entity_label(real: str) -> str:
-    """``Entity nnnnn``: the same five digits for a name everywhere (a hash of it), so that a compiled line carries
-    its entities as text (no per-episode fill); the company letters, which a model could map back through the
-    subject, are the ones drawn per episode."""
-    digest = hashlib.blake2b(real.encode(), digest_size=4, person=b"tr1-entity").digest()
-    return f"Entity {10_000 + int.from_bytes(digest, 'big') % 90_000}"
+    """``Entity QXVB``: the same four letters for a name everywhere (a hash of it), so that a compiled line carries
+    its entities as text (no per-episode fill; letters, so that no later pass reads them as a number); the
+    company letters, which a model could map back through the subject, are the ones drawn per episode."""
+    n = int.from_bytes(hashlib.blake2b(real.encode(), digest_size=4, person=b"tr1-entity").digest(), "big")
+    return "Entity " + "".join(chr(65 + n // 26 ** i % 26) for i in range(4))
 
 
 def _name_variants(name: str) -> list[str]:
