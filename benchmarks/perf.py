@@ -8,8 +8,8 @@ fast path runs beside its plain reference on the same inputs: the indexed contex
 ``ContextIndex.prepare(levels=("strict",))`` has compiled the store's news and table rows (minutes cold, then read
 from the disk cache), on days seen once before and on days never seen; ``score`` beside
 :func:`tr1_env.rewards.reference_score` (the plain definition it is tested equal to) on the same theses, and
-on a 200 KB hostile completion built to make a backtracking parser quadratic (the parser of tr1 0.1 took about 20 s on it), both in CPU
-time (scores per core, whatever else the machine runs); SmolLM2 decisions as the default run makes
+on a 200 KB hostile completion built to make a backtracking parser quadratic (the parser of tr1 0.1 took
+about 20 s on it), both in CPU time (scores per core, whatever else the machine runs); SmolLM2 decisions as the default run makes
 them (a kept cache of the shared prompt prefix, the run's torch threads) beside prompts encoded whole on
 torch's default threads, with each change apart, in wall time (``--smollm2``, minutes on CPU, a
 quarter of an hour on a busy 2-core machine).
