@@ -1,17 +1,16 @@
 """Throughput of what an RL loop calls most: trading-env steps, context builds, reward scoring, LLM decisions.
 
-The trading env runs side by side with gym-anytrading's ``StocksEnv`` on the same prices (same
-ticker, period and 10-day window), both with a random policy: the ratio tells whether our richer
-state (causal indicators, position, costs) costs more per step than the usual baseline env. Each
-fast path runs beside its plain reference on the same inputs: the indexed context builder beside
-``build_context_reference``; strict-anonymized contexts beside the same contexts built alone, per core, once
-``ContextIndex.prepare(levels=("strict",))`` has compiled the store's news and table rows (minutes cold, then read
-from the disk cache), on days seen once before and on days never seen; ``score`` beside
-:func:`tr1_env.rewards.reference_score` (the plain definition it is tested equal to) on the same theses, and
-on a 200 KB hostile completion built to make a backtracking parser quadratic (the parser of tr1 0.1 took
-about 20 s on it), both in CPU time (scores per core, whatever else the machine runs); SmolLM2 decisions as the default run makes
-them (a kept cache of the shared prompt prefix, the run's torch threads) beside prompts encoded whole on
-torch's default threads, with each change apart, in wall time (``--smollm2``, minutes on CPU, a
+The trading env runs side by side with gym-anytrading's ``StocksEnv`` on the same prices (same ticker, period and
+10-day window), both with a random policy: the ratio tells whether our richer state (causal indicators, position,
+costs) costs more per step than the usual baseline env. Each fast path runs beside its plain reference on the same
+inputs: the indexed context builder beside ``build_context_reference``; strict-anonymized contexts beside the same
+contexts built alone, per core, once ``ContextIndex.prepare(levels=("strict",))`` has compiled the store's news and
+table rows (minutes cold, then read from the disk cache), on days seen once before and on days never seen;
+``score`` beside :func:`tr1_env.rewards.reference_score` (the plain definition it is tested equal to) on the same
+theses, and on a 200 KB hostile completion built to make a backtracking parser quadratic (the parser of tr1 0.1
+took about 20 s on it), both in CPU time (scores per core, whatever else the machine runs); SmolLM2 decisions as
+the default run makes them (a kept cache of the shared prompt prefix, the run's torch threads) beside prompts
+encoded whole on torch's default threads, with each change apart, in wall time (``--smollm2``, minutes on CPU, a
 quarter of an hour on a busy 2-core machine).
 ``--main-job`` times the no-argument ``benchmarks/run.py`` with cold caches.
 
