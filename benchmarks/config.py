@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from baselines import BASELINES
 from tr1_env.actions import Action
+from tr1_env.anonymize import DEFAULT_LEVEL, LEVELS
 from tr1_env.backtest import FILLS
 from tr1_env.data.schema import canonical_ticker
 from tr1_env.labels import HELDOUT_WINDOW
@@ -104,9 +105,11 @@ class RunConfig:
     trials: int = field(default=0, metadata={
         "help": "configurations tried before this run, for the deflated Sharpe ratio (0: the agents in the run)"})
     seed: int = field(default=0, metadata={"help": "seed of the random baseline, SB3 training and the bootstrap"})
-    anonymize: bool = field(default=False, metadata={
-        "help": "LLM agents read anonymized contexts (pseudonyms, relative dates, rebased prices: tr1_env.anonymize); "
-                "their rows are labelled NAME+anon"})
+    anonymize: str | None = field(default=None, metadata={
+        "choices": LEVELS, "const": DEFAULT_LEVEL,
+        "help": "LLM agents read anonymized contexts at this level (tr1_env.anonymize: 'names' or 'strict'; a bare "
+                "--anonymize is strict); their rows are labelled NAME+anon; with --memorisation, the level of its "
+                "anonymized replay (default strict)"})
     memorisation: bool = field(default=False, metadata={
         "help": "replay each LLM agent both plain and anonymized over the same days; memorisation.csv and summary.md "
                 "give the paired Sharpe differences and the pre- vs post-cutoff gap, with bootstrap CIs"})

@@ -1,15 +1,16 @@
 """Throughput of what an RL loop calls most: trading-env steps, context builds, reward scoring, LLM decisions.
 
-The trading env runs side by side with gym-anytrading's ``StocksEnv`` on the same prices (same
-ticker, period and 10-day window), both with a random policy: the ratio tells whether our richer
-state (causal indicators, position, costs) costs more per step than the usual baseline env. Each
-fast path runs beside its plain reference on the same inputs: the indexed context builder beside
-``build_context_reference``; ``score`` beside :func:`tr1_env.rewards.reference_score` (the plain
-definition it is tested equal to) on the same theses, and on a 200 KB hostile completion built to
-make a backtracking parser quadratic (the parser of tr1 0.1 took about 20 s on it), both in CPU
-time (scores per core, whatever else the machine runs); SmolLM2 decisions as the default run makes
-them (a kept cache of the shared prompt prefix, the run's torch threads) beside prompts encoded whole on
-torch's default threads, with each change apart, in wall time (``--smollm2``, minutes on CPU, a
+The trading env runs side by side with gym-anytrading's ``StocksEnv`` on the same prices (same ticker, period and
+10-day window), both with a random policy: the ratio tells whether our richer state (causal indicators, position,
+costs) costs more per step than the usual baseline env. Each fast path runs beside its plain reference on the same
+inputs: the indexed context builder beside ``build_context_reference``; strict-anonymized contexts beside the same
+contexts built alone, per core, once ``ContextIndex.prepare(levels=("strict",))`` has compiled the store's news and
+table rows (minutes cold, then read from the disk cache), on days seen once before and on days never seen;
+``score`` beside :func:`tr1_env.rewards.reference_score` (the plain definition it is tested equal to) on the same
+theses, and on a 200 KB hostile completion built to make a backtracking parser quadratic (the parser of tr1 0.1
+took about 20 s on it), both in CPU time (scores per core, whatever else the machine runs); SmolLM2 decisions as
+the default run makes them (a kept cache of the shared prompt prefix, the run's torch threads) beside prompts
+encoded whole on torch's default threads, with each change apart, in wall time (``--smollm2``, minutes on CPU, a
 quarter of an hour on a busy 2-core machine).
 The leaderboard's statistics (:func:`tr1_env.stats.compare`: Sharpe CIs, studentized SPA and StepM, model
 confidence set) run on 10 agents x 2,000 days x 1,000 resamples beside arch's own SPA and MCS on the same table
@@ -35,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from tr1_env.actions import Action
+from tr1_env.anonymize import DEFAULT_LEVEL, anonymize
 from tr1_env.context import Context, ContextConfig, build_context, build_context_reference
 from tr1_env.context_index import ContextIndex
 from tr1_env.data.store import Store
@@ -146,10 +148,22 @@ def run(seconds: float = 4.0, ticker: str = "MSFT", start="2020-10-01", end="202
     ours, _ = per_second(random_steps(TradingEnv(store, ticker, start, end), seed), seconds)
     theirs, _ = per_second(random_steps(anytrading_env(store, ticker, start, end), seed), seconds)
 
-    ContextIndex.of(store).prepare()  # a warm store: every ticker indexed (or read from the disk cache)
+    # a warm store: every ticker indexed and its news compiled for strict anonymization (or read from the disk cache)
+    ContextIndex.of(store).prepare(levels=(DEFAULT_LEVEL,))
     days = endless_ticker_days(store, seed)
     contexts, n_contexts = per_second(lambda: build_context(store, *next(days)), seconds)
     plain_contexts, n_plain = per_second(lambda: build_context_reference(store, *next(days)), seconds)
+    # anonymized beside plain, per core (CPU time): days never seen (their daily lines, "Last close ...", compiled
+    # on the way), then 500 days seen once before (as a replay or an RL loop revisits them) beside the same built alone
+    fresh = endless_ticker_days(store, seed + 3)
+    first_visit = per_second(lambda: anonymize(build_context(store, *next(fresh))), seconds, time.process_time)[0]
+    same = list(itertools.islice(endless_ticker_days(store, seed + 2), 500))
+    for day in same:
+        anonymize(build_context(store, *day))
+    cycle = itertools.cycle(same)
+    built = per_second(lambda: build_context(store, *next(cycle)), seconds, time.process_time)[0]
+    cycle = itertools.cycle(same)
+    anonymized = per_second(lambda: anonymize(build_context(store, *next(cycle))), seconds, time.process_time)[0]
 
     samples, distinct = [], []
     for ticker_, day in ticker_days(store, 8, seed + 1):
@@ -174,6 +188,9 @@ def run(seconds: float = 4.0, ticker: str = "MSFT", start="2020-10-01", end="202
         "contexts_built": n_contexts,
         "reference_contexts_per_s": plain_contexts,
         "reference_contexts_built": n_plain,
+        "contexts_per_s_core": built,
+        "anonymized_contexts_per_s_core": anonymized,
+        "anonymized_first_visit_per_s_core": first_visit,
         "scores_per_s": scores,
         "reference_scores_per_s": reference,
         "distinct_quotes_scores_per_s": distinct_scores,
@@ -279,6 +296,10 @@ def main(argv: list[str] | None = None) -> dict:
             ("build_context (indexed), all modalities", f"{results['contexts_per_s']:,.1f} contexts/s"),
             ("build_context_reference (plain), same days", f"{results['reference_contexts_per_s']:,.1f} contexts/s"),
             ("  ratio indexed / plain", f"{results['contexts_per_s'] / results['reference_contexts_per_s']:,.0f}x"),
+            ("build_context, then anonymize (strict), days seen before",
+             f"{results['anonymized_contexts_per_s_core']:,.0f} contexts/s/core"),
+            ("  build_context alone, same days", f"{results['contexts_per_s_core']:,.0f} contexts/s/core"),
+            ("  anonymized, days never seen", f"{results['anonymized_first_visit_per_s_core']:,.0f} contexts/s/core"),
             (f"score, {results['thesis_chars']:,.0f}-char thesis vs {results['context_chars']:,.0f}-char context",
              f"{results['scores_per_s']:,.0f} scores/s/core"),
             ("  reference scorer, same theses", f"{results['reference_scores_per_s']:,.0f} scores/s/core"),

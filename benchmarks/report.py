@@ -26,6 +26,7 @@ from benchmarks.config import RunConfig
 from benchmarks.escaping import Markdown, md_cell
 from benchmarks.run_folder import claim, remove, write_csv, write_json, write_text
 from tr1_env.actions import Action
+from tr1_env.anonymize import DEFAULT_LEVEL
 from tr1_env.backtest import holding_returns
 from tr1_env.cutoffs import Cutoff
 from tr1_env.files import atomic_write
@@ -345,7 +346,8 @@ def contamination_markdown(summary: pd.DataFrame, memo: pd.DataFrame, cutoffs: d
              _table(["Agent", "Cutoff", "Basis", "Decision days up to the cutoff %", "Source"], rows),
              "A model may have read how the market moved on any decision day up to its cutoff; a release date is only "
              "an upper bound of the cutoff. `--post-cutoff` moves the window after the latest cutoff, `--memorisation` "
-             "replays each LLM on anonymized contexts too."]
+             f"replays each LLM on anonymized contexts too (level {cfg.anonymize or DEFAULT_LEVEL}: "
+             "tr1_env.anonymize)."]
     if len(memo):
         fmt = [[r.agent, r.ticker, r.comparison, r.statistic, _num(r.a), _num(r.b),
                 Markdown(f"{_num(r.diff)} [{_num(r.lo)}, {_num(r.hi)}]"), f"{r.n_a}/{r.n_b}",

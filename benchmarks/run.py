@@ -46,7 +46,7 @@ from benchmarks.run_folder import (FolderRefused, begin_run, check_out, claim, f
                                    write_csv, write_text)
 from tr1_env.actions import Action
 from tr1_env.agents import Agent, AgentError, Observation, load_agent
-from tr1_env.anonymize import Pseudonyms, anonymize
+from tr1_env.anonymize import DEFAULT_LEVEL, Pseudonyms, anonymize
 from tr1_env.backtest import backtest, buy_and_hold, decision_days
 from tr1_env.cli_args import add_dataclass_args, from_args
 from tr1_env.context import ContextConfig, build_context, indicators, numeric_observation
@@ -77,7 +77,7 @@ class AgentSpec:
     settings: dict
     unavailable: str | None = None  # why it cannot run here (a missing API key): skipped with this message
     model: str | None = None  # the LLM's spec, whose training cutoff the reports flag
-    anonymize: bool = False  # reads anonymized contexts (tr1_env.anonymize)
+    anonymize: str | None = None  # reads anonymized contexts at this level (tr1_env.anonymize)
     every: int = 1  # decides every k sessions
     numeric: bool = False  # reads only bars, indicators and headlines: no context text is built for it
 
@@ -88,10 +88,11 @@ def _plugin_names() -> set[str]:
     return {ep.name for ep in entry_points(group="tr1.agents")}
 
 
-def _llm_spec(spec: str, cfg: RunConfig, anonymized: bool = False, seed: int | None = None) -> AgentSpec:
+def _llm_spec(spec: str, cfg: RunConfig, anonymized: str | None = None, seed: int | None = None) -> AgentSpec:
     """smollm2 / hf: / vllm: run locally; flag: loads a checkpoint; any other name is an OpenAI-compatible model.
 
-    ``anonymized``: the agent reads anonymized contexts (a FLAG-TRADER checkpoint, its anonymized env prompt).
+    ``anonymized``: the level of anonymized contexts the agent reads (a FLAG-TRADER checkpoint, its anonymized env
+    prompt), or None.
     """
     prefix = spec.partition(":")[0]
     label = f"{spec}+anon" if anonymized else spec
@@ -103,7 +104,7 @@ def _llm_spec(spec: str, cfg: RunConfig, anonymized: bool = False, seed: int | N
                 raise SystemExit(f"--model {spec}: no checkpoint at {path!r}")
             return load_agent(MODEL_CLASSES[prefix], path=path, anonymize=anonymized)
 
-        settings = {"class": MODEL_CLASSES[prefix], "path": path, **({"anonymize": True} if anonymized else {})}
+        settings = {"class": MODEL_CLASSES[prefix], "path": path, **({"anonymize": anonymized} if anonymized else {})}
         return AgentSpec(label, build_checkpoint, True, settings, model=spec, every=cfg.llm_decision_every)
     unavailable = None
     if spec in BUILTIN_LLMS or spec.startswith(LOCAL_LLM_PREFIXES):
@@ -144,7 +145,7 @@ def _llm_spec(spec: str, cfg: RunConfig, anonymized: bool = False, seed: int | N
     # what decides the answers (the fingerprint): the endpoint without credentials, the retry budget and threads left out
     settings = {"spec": spec, **{k: v for k, v in kwargs.items() if k not in ("timeout", "max_retries", "threads")},
                 **({"base_url": redact_url(kwargs["base_url"])} if "base_url" in kwargs else {}),
-                **({"anonymize": True} if anonymized else {})}
+                **({"anonymize": anonymized} if anonymized else {})}
     return AgentSpec(label, build, True, settings, unavailable, spec, anonymized, every)
 
 
@@ -196,7 +197,7 @@ def resolve_agents(cfg: RunConfig) -> list[AgentSpec]:
             specs.append(AgentSpec(label, lambda n=name: load_agent(n), False, {"plugin": name},
                                    every=cfg.decision_every))
         else:  # an LLM: plain, anonymized, or both (--memorisation); --samples seeds of a sampled one
-            variants = (False, True) if cfg.memorisation else (cfg.anonymize,)
+            variants = (None, cfg.anonymize or DEFAULT_LEVEL) if cfg.memorisation else (cfg.anonymize,)
             sampled = cfg.samples > 1 and name not in BUILTIN_LLMS and name.partition(":")[0] not in MODEL_CLASSES
             specs += [_llm_spec(name, cfg, anonymized, seed) for anonymized in variants
                       for seed in (range(cfg.samples) if sampled else [None])]
@@ -212,12 +213,12 @@ class Observations:
 
     def __init__(self, store: Store, seed: int = 0):
         self.store, self.seed = store, seed
-        self._cache: dict[tuple[str, pd.Timestamp, int, bool], Observation] = {}
+        self._cache: dict[tuple[str, pd.Timestamp, int, str | None], Observation] = {}
         self._frames: dict[tuple[str, int], pd.DataFrame] = {}
         self.pseudonyms: dict[str, Pseudonyms] = {}
 
     def get(self, ticker: str, day: pd.Timestamp, max_chars: int, position: float,
-            anonymized: bool = False) -> Observation:
+            anonymized: str | None = None) -> Observation:
         """``max_chars=0``: the numeric observation (bars, indicators, headlines; no text), its indicator frame
         computed once per ticker and split basis instead of once per day."""
         key = (ticker, day, max_chars, anonymized)
@@ -233,7 +234,7 @@ class Observations:
             context = build_context(self.store, ticker, day, cfg=ContextConfig(max_chars=max_chars))
             if anonymized:
                 names = self.pseudonyms.setdefault(ticker, Pseudonyms(ticker, seed=self.seed))
-                context = anonymize(context, names)
+                context = anonymize(context, names, anonymized)
             self._cache[key] = context.observation()
         return dataclasses.replace(self._cache[key], position=position)
 

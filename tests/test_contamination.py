@@ -71,9 +71,13 @@ def test_cli_context_anonymize(capsys):
     tr1(["context", "--ticker", "AAPL", "--date", "2024-06-10", "--modalities", "market,fundamentals",
          "--anonymize", "--context-only"])
     out = capsys.readouterr().out
-    assert out.startswith("Anonymized context:") and "Company A (TKR-A)" in out
+    assert out.startswith("Anonymized context (strict):") and "Company A (TKR-A): sector and industry withheld" in out
     assert not ISO.search(out) and "Apple" not in out
     assert np.isclose(float(re.search(r"\| D-\d+ \| [\d.]+ \| [\d.]+ \| [\d.]+ \| ([\d.]+) \|", out).group(1)), 100)
+    tr1(["context", "--ticker", "AAPL", "--date", "2024-06-10", "--modalities", "fundamentals", "--anonymize", "names",
+         "--context-only"])
+    out = capsys.readouterr().out
+    assert out.startswith("Anonymized context:") and "Company A (TKR-A): Technology / Consumer Electronics." in out
 
 
 def test_harness_flags_cutoffs_and_reports_memorisation_offline(tiny_qwen3_path, tmp_path, monkeypatch, store):
@@ -110,6 +114,7 @@ def test_harness_flags_cutoffs_and_reports_memorisation_offline(tiny_qwen3_path,
     assert ((finite["lo"] <= finite["diff"] + 1e-12) & (finite["diff"] <= finite["hi"] + 1e-12)).all()
     md = (tmp_path / "run" / "summary.md").read_text()
     assert "## Contamination: training cutoffs" in md and "## Memorisation checks" in md
+    assert "anonymized contexts too (level strict: tr1_env.anonymize)" in md  # the default level, said
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["pseudonyms"]["AAPL"]["AAPL"] == "TKR-A" and config["cutoffs"][spec]["basis"] == "--cutoff"
 

@@ -157,3 +157,24 @@ def test_index_disk_cache_round_trip(store, tmp_path):
     [cached] = tmp_path.glob("AAPL-*.pkl")
     cached.write_bytes(b"not a pickle")  # a damaged cache file is recomputed, not trusted
     _same(ContextIndex(store, cache_dir=tmp_path).build("AAPL", "2024-06-10"), plain)
+
+
+def test_anonymization_templates_disk_cache(store, tmp_path, monkeypatch):
+    """prepare(levels=...) compiles a ticker's news and table rows once and keeps the templates on disk; a fresh
+    process (an empty memo) reads them back instead of parsing, and the anonymized context is the same."""
+    from tr1_env import anonymize
+    from tr1_env.context_index import ContextIndex
+
+    fresh = anonymize.anonymize(build_context(store, "AAPL", "2024-06-10"))
+    ContextIndex(store, cache_dir=tmp_path).prepare(["AAPL"], levels=("strict",))
+    [cached] = tmp_path.glob("AAPL-anon-strict-*.pkl")
+    line = ContextIndex.of(store).ticker("AAPL").news_lines[-1]
+    anonymize.templates().clear()
+    with monkeypatch.context() as m:
+        m.setattr(anonymize, "template", lambda *a: pytest.fail("compiled again instead of read from disk"))
+        ContextIndex(store, cache_dir=tmp_path).prepare(["AAPL"], levels=("strict",))
+    assert ("strict", None, line) in anonymize.templates()
+    assert anonymize.anonymize(build_context(store, "AAPL", "2024-06-10")).text == fresh.text
+    cached.write_bytes(b"not a pickle")  # a damaged file is compiled again
+    ContextIndex(store, cache_dir=tmp_path).prepare(["AAPL"], levels=("strict",))
+    assert cached.read_bytes() != b"not a pickle"

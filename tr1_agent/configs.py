@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from tr1_env.anonymize import DEFAULT_LEVEL, LEVELS
 from tr1_env.data.schema import PAPER_TICKERS
 from tr1_env.labels import HELDOUT_WINDOW
 from tr1_env.rewards import STAGE_WEIGHTS
@@ -34,8 +35,9 @@ class DatasetConfig:
     eval_windows: tuple[str, ...] = field(default=(), metadata={
         "help": "more evaluation windows as START:END (e.g. a walk-forward protocol's test windows); the training "
                 "window may overlap none of them"})
-    anonymize: bool = field(default=False, metadata={
-        "help": "anonymized contexts (pseudonyms, relative dates, rebased prices; tr1_env.anonymize), fresh "
+    anonymize: str | None = field(default=None, metadata={
+        "choices": LEVELS, "const": DEFAULT_LEVEL,
+        "help": "anonymized contexts at this level ('names' or 'strict'; bare: strict; tr1_env.anonymize), fresh "
                 "pseudonyms per row, kept in the row's pseudonyms column"})
     variants: int = field(default=4, metadata={
         "help": "distinct random modality subsets per ticker-day (the paper builds about 20)"})

@@ -101,7 +101,7 @@ def build_prompts(cfg: DatasetConfig, store: Store | None = None) -> Dataset:
             extra = {}
             if cfg.anonymize:  # each row is an episode: its own lettering, drawn from the row's seed
                 pseudonyms = Pseudonyms(ticker, seed=int(rng.integers(1 << 31)))
-                ctx = anonymize(ctx, pseudonyms)
+                ctx = anonymize(ctx, pseudonyms, cfg.anonymize)
                 extra = {"pseudonyms": json.dumps(pseudonyms.mapping)}
             rows.append({"prompt": messages(ctx.prompt), "label": label, "context": ctx.text,
                          "sections": [ctx.sections[m] for m in ctx.modalities], "ticker": ticker,

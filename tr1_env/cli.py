@@ -58,8 +58,19 @@ def cmd_context(ns: argparse.Namespace) -> None:
     if ns.anonymize:
         from tr1_env.anonymize import Pseudonyms, anonymize
 
-        ctx = anonymize(ctx, Pseudonyms(ctx.ticker, seed=ns.seed))
+        ctx = anonymize(ctx, Pseudonyms(ctx.ticker, seed=ns.seed), ns.anonymize)
     print(ctx.text if ns.context_only else ctx.prompt)
+
+
+def cmd_audit(ns: argparse.Namespace) -> None:
+    from tr1_env.audit import AuditConfig, audit, format_audit
+
+    cfg = from_args(AuditConfig, ns)
+    rates = audit(cfg)
+    print(format_audit(rates, cfg))
+    if ns.json:
+        Path(ns.json).write_text(json.dumps({name: {"hits": r.hits, "n": r.n, "rate": r.rate, "ci": r.interval,
+                                                    "chance": r.chance} for name, r in rates.items()}, indent=2))
 
 
 def _read(path: str, flag: str) -> str:
@@ -132,9 +143,19 @@ def build_parser() -> argparse.ArgumentParser:
     subset.add_argument("--modalities", help="comma list of market,news,fundamentals,sentiment,macro (default: all)")
     subset.add_argument("--seed", type=int, help="draw a random modality subset with this seed instead")
     context.add_argument("--context-only", action="store_true", help="print the context without instructions")
-    context.add_argument("--anonymize", action="store_true", help="pseudonyms for names, dates relative to the "
-                         "decision day, price levels rebased (first session shown = 100)")
+    context.add_argument("--anonymize", nargs="?", const="strict", choices=("names", "strict"),
+                         help="pseudonyms for names, dates relative to the decision day, price levels rebased (first "
+                         "session shown = 100); 'strict' (a bare --anonymize) also masks every other name, date form, "
+                         "amount and macro level (tr1_env.anonymize)")
     context.set_defaults(func=cmd_context)
+
+    audit = sub.add_parser("audit", help="attack anonymized contexts (mined names, sector, dates, macro dating, "
+                           "FOMC text, price levels): each rate with a 95%% CI against chance")
+    from tr1_env.audit import AuditConfig
+
+    add_dataclass_args(audit, AuditConfig)
+    audit.add_argument("--json", help="also write the rates to this JSON file")
+    audit.set_defaults(func=cmd_audit)
 
     score = sub.add_parser("score", help="score a thesis: JSON with each reward term")
     score.add_argument("--completion", required=True, help="file with the model's thesis")

@@ -23,7 +23,7 @@ def _base(tp) -> tuple[Any, bool]:
 def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, prefix: str = "", skip: tuple[str, ...] = ()
                        ) -> None:
     """One flag per field (but ``skip``): ``snake_case`` -> ``--snake-case``; bools get ``--x/--no-x``;
-    tuples take several values."""
+    tuples take several values; a field whose metadata has ``const`` takes an optional value (bare: ``const``)."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if f.name in skip:
@@ -45,6 +45,8 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, prefix: str =
             kw["type"] = tp
         if "choices" in f.metadata:
             kw["choices"] = f.metadata["choices"]
+        if "const" in f.metadata:  # a bare --flag means this value (--anonymize = --anonymize strict)
+            kw.update(nargs="?", const=f.metadata["const"])
         parser.add_argument(flag, required=required, default=default, **kw)
 
 

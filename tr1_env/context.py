@@ -13,6 +13,8 @@ the point-in-time view), tested equal on random ticker-days.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 
@@ -63,14 +65,19 @@ def _sentiment(view: PointInTime, cfg: ContextConfig) -> tuple[str | None, dict[
     return text, features
 
 
-def _macro(view: PointInTime) -> tuple[str | None, dict[str, float]]:
+def _macro(view: PointInTime) -> tuple[str | None, dict[str, float], Callable[[], str]]:
+    """The macro section, its features and a function giving the strict section (``macro_relative``)."""
     macro = view.macro
     last = macro.groupby("series").tail(1)  # each series' latest value, in order of arrival
     cpi = macro[macro["series"] == "CPI"]["value"]
     yoy = float(cpi.iloc[-1] / cpi.iloc[-13] - 1) * 100 if len(cpi) >= 13 else None
     statements = view.fomc[view.fomc["kind"] == "statement"]
     text = S._macro_text(S._macro_lines(last), yoy, S._fomc_lines(statements.iloc[-1:])[0] if len(statements) else None)
-    return text, macro_features(dict(zip(last["series"], last["value"])), yoy)
+
+    def relative() -> str:
+        return S._macro_relative_text(statements["body"].iloc[-1] if len(statements) else None)
+
+    return text, macro_features(dict(zip(last["series"], last["value"])), yoy), relative
 
 
 def _features(hist: pd.DataFrame, news: pd.DataFrame, view: PointInTime) -> dict[str, float]:
@@ -107,12 +114,12 @@ def build_context_reference(store: Store, ticker: str, date, modalities: tuple[s
     hist = indicators(view.prices)
     news_text, news = _news(view, cfg)
     sentiment, sentiment_features = _sentiment(view, cfg)
-    macro, macro_features_ = _macro(view)
+    macro, macro_features_, macro_relative = _macro(view)
     bodies = {"market": S._market_text(S._market_rows(hist.tail(cfg.window)), hist["close"].to_numpy(),
                                        hist["close_200_sma"].iloc[-1]),
               "news": news_text, "fundamentals": S._fundamentals(view), "sentiment": sentiment, "macro": macro}
     features = {**_features(hist, news, view), **sentiment_features, **macro_features_}
-    return S._assemble(view.ticker, day, modalities, bodies, features, hist, news, cfg)
+    return S._assemble(view.ticker, day, modalities, bodies, features, hist, news, cfg, macro_relative)
 
 
 def build_observation(store: Store, ticker: str, date, position: float = 0.0, **kw) -> Observation:

@@ -17,7 +17,9 @@ same functions as :func:`~tr1_env.context.build_context_reference` (tested equal
 ticker-days). Epochs and fundamentals states are computed on first need, so a one-off store (a
 ``store.cut``) pays only for what it uses; :meth:`ContextIndex.prepare` computes them all and keeps
 them on disk under ``$TR1_CACHE/contexts`` (default ``~/.cache/tr1``), keyed by a hash of the rows
-they come from, for the next process.
+they come from, for the next process. With ``levels``, it also compiles every news line of the store for
+:mod:`tr1_env.anonymize` once (names found, templates built: a few ms a line) and keeps the templates on disk,
+keyed by the lines and the anonymizer's own sources, so an anonymized context costs look-ups, not parsing.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 import weakref
+from functools import lru_cache
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +50,38 @@ _VERSION = 2  # bump when what is cached on disk changes meaning
 def _ns(values) -> np.ndarray:
     """UTC instants (or naive dates) as int64 nanoseconds, for binary search."""
     return np.asarray(pd.DatetimeIndex(values).as_unit("ns").asi8 if len(values) else [], dtype=np.int64)
+
+
+@lru_cache(maxsize=1)
+def _anonymizer_digest() -> str:
+    """What the compiled templates depend on besides the lines: the anonymizer's sources, aliases and word list."""
+    from importlib.metadata import version
+
+    from tr1_env import anonymize, entities
+
+    h = hashlib.sha256(version("wordfreq").encode())
+    for path in (anonymize.__file__, entities.__file__, anonymize.ALIASES):
+        h.update(Path(path).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _templates(lines: list[tuple[str, tuple[str, ...] | None]], level: str, path: Path) -> None:
+    """Compile ``lines`` (each with its table's columns, or None) at ``level`` into
+    :func:`tr1_env.anonymize.templates`, from the disk cache at ``path`` when it is there (else compiled and
+    written)."""
+    from tr1_env import anonymize
+
+    memo = anonymize.templates()
+    if path.exists():
+        try:
+            memo.update(pickle.loads(path.read_bytes()))
+            return
+        except (OSError, EOFError, ValueError, AttributeError, pickle.UnpicklingError):
+            path.unlink(missing_ok=True)
+    compiled = {(level, columns, line): anonymize.template(line, level, columns)
+                for line, columns in dict.fromkeys(lines)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: tmp.write_bytes(pickle.dumps(compiled)))
 
 
 def _digest(*frames: pd.DataFrame) -> str:
@@ -83,6 +118,8 @@ class _TickerIndex:
         self.news_at = _ns(news["available_at"])
         self.news_day = _ns(news["available_at"].dt.tz_convert(NY).dt.normalize())
         self.news_lines = S._news_lines(news)
+        self._news_key = _digest(pd.DataFrame({"line": self.news_lines}))
+        self._cache_dir = cache_dir
         self.news_sentiment = news["sentiment"].map(SENTIMENT_SCORES).to_numpy(float)
 
         earnings = full("earnings")
@@ -144,6 +181,15 @@ class _TickerIndex:
             self.states[i] = S._fundamentals(view), S._statement_features(view)
         return self.states[i]
 
+    def compile(self, level: str) -> None:
+        """Every news line and market-table row compiled for anonymization at ``level`` (from or to the disk
+        cache)."""
+        prices = self.path.stem.rsplit("-", 1)[1]
+        name = f"{self.ticker}-anon-{level}-{self._news_key}-{prices}-{_anonymizer_digest()}.pkl"
+        columns = tuple(c.strip().lower().replace(" ", "_") for c in S.MARKET_COLUMNS)
+        rows = [(row, columns) for e in range(len(self.epochs)) for row in self.epoch(e).rows]
+        _templates([(line, None) for line in self.news_lines] + rows, level, self._cache_dir / name)
+
     def save(self) -> None:
         """Compute every epoch and state and keep them on disk for the next process."""
         for e in range(len(self.epochs)):
@@ -170,14 +216,22 @@ class _MarketIndex:
         self.fomc_at = _ns(fomc["available_at"])
         self.statements = np.flatnonzero(fomc["kind"].to_numpy(object) == "statement")
         self.statement_lines = S._fomc_lines(fomc.iloc[self.statements])
+        self.statement_texts = list(fomc["body"].iloc[self.statements])
         headlines = store.visible("news", "MARKET", _END)
         self.headline_at = _ns(headlines["available_at"])
         self.headline_lines = S._headline_lines(headlines)
         self._memo: dict[tuple[int, int], tuple[str | None, dict[str, float]]] = {}
 
+    def _state(self, t: int) -> tuple[int, int]:
+        return int(self.macro_at.searchsorted(t, "right")), int(self.fomc_at.searchsorted(t, "right"))
+
+    def relative(self, t: int) -> str:
+        """The macro section as strict anonymization shows it at instant ``t`` (``Context.macro_relative``)."""
+        s = int(self.statements.searchsorted(self._state(t)[1]))
+        return S._macro_relative_text(self.statement_texts[s - 1] if s else None)
+
     def macro(self, t: int) -> tuple[str | None, dict[str, float]]:
-        n = int(self.macro_at.searchsorted(t, "right"))
-        n_fomc = int(self.fomc_at.searchsorted(t, "right"))
+        n, n_fomc = self._state(t)
         if (n, n_fomc) not in self._memo:
             last = sorted(int(p[k - 1]) for p in self.positions.values() if (k := p.searchsorted(n)))
             k = int(self.cpi.searchsorted(n))
@@ -209,13 +263,22 @@ class ContextIndex:
             cls._instances[store] = cls(store)
         return cls._instances[store]
 
-    def prepare(self, tickers=None, cfg: S.ContextConfig = S.ContextConfig()) -> "ContextIndex":
+    def prepare(self, tickers=None, cfg: S.ContextConfig = S.ContextConfig(), levels: tuple[str, ...] = ()
+                ) -> "ContextIndex":
         """Index ``tickers`` (default: all) now rather than on first use, reading or writing the disk cache,
-        and resolve every session's clock and macro state."""
+        and resolve every session's clock and macro state; compile their news (and the market headlines) for
+        anonymization at each of ``levels``."""
         sessions = set()
         for ticker in map(canonical_ticker, tickers or self.store.tickers):
             self.ticker(ticker).save()
+            for level in levels:
+                self.ticker(ticker).compile(level)
             sessions.update(self.store.trading_days(ticker))
+        for level in levels:
+            market = self.market
+            key = _digest(pd.DataFrame({"line": market.headline_lines}))
+            _templates([(line, None) for line in market.headline_lines], level,
+                       self.cache_dir / f"MARKET-anon-{level}-{key}-{_anonymizer_digest()}.pkl")
         for day in sorted(sessions):
             self.market.macro(self._clock(day, cfg)[0])
         return self
@@ -293,4 +356,5 @@ class ContextIndex:
         bodies = {"market": market, "news": S._news_text(buckets, headlines), "fundamentals": fundamentals,
                   "sentiment": sentiment, "macro": macro}
         news = (lambda: x.news.iloc[shown].reset_index(drop=True)) if len(shown) else (lambda: x.news.iloc[0:0])
-        return S._assemble(ticker, day, modalities, bodies, f, lambda: epoch.history.iloc[:n], news, cfg)
+        return S._assemble(ticker, day, modalities, bodies, f, lambda: epoch.history.iloc[:n], news, cfg,
+                           lambda: m.relative(t))

@@ -8,6 +8,7 @@ evaluates them once per instant those tables change.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -52,10 +53,10 @@ class ContextConfig:
 
 
 class _Frame:
-    """A DataFrame field that may also be given as a zero-argument function, called on its first read.
+    """A field (a DataFrame, mostly) that may also be given as a zero-argument function, called on its first read.
 
-    The indexed builder hands over ``history`` and ``news`` this way: most consumers read only the
-    text, and building two frames would cost more than the rest of a context.
+    The indexed builder hands over ``history``, ``news`` and ``macro_relative`` this way: most consumers read
+    only the text, and building two frames would cost more than the rest of a context.
     """
 
     def __set_name__(self, owner, name: str):
@@ -85,6 +86,8 @@ class Context:
     features: np.ndarray
     history: pd.DataFrame = _Frame()  # daily bars with indicators up to ``date``
     news: pd.DataFrame = _Frame()  # the headlines shown, in the order shown
+    #: The macro section as strict anonymization shows it (:func:`_macro_relative_text`).
+    macro_relative: str | None = _Frame()
 
     def observation(self, position: float = 0.0) -> Observation:
         return Observation(self.ticker, self.date, self.prompt, self.text, self.features, FEATURE_NAMES,
@@ -222,6 +225,28 @@ def _macro_text(latest: list[str], cpi_yoy: float | None, statement: str | None)
     return "\n".join(lines)
 
 
+_STANCE = {"raise": "raised", "increase": "raised", "lower": "lowered", "reduce": "lowered", "maintain": "held"}
+
+
+def fomc_stance(body: str) -> str:
+    """What an FOMC statement did to the federal funds target range, in one word (not its wording)."""
+    m = re.search(r"decided to (raise|increase|lower|reduce|maintain)\b", body)
+    return _STANCE[m.group(1)] if m else "did not state a change to"
+
+
+def _macro_relative_text(statement: str | None) -> str:
+    """The macro section strict anonymization shows: the latest FOMC statement's stance, no series.
+
+    Macro regimes persist for months, so any rendering of the series dates a context: matched against every
+    session of 2024-02..2025-10, each series' 3-month direction and 5-year tercile put the day within a month on
+    100 % of sessions, the direction alone of four series (fed funds, 10-year, CPI inflation, unemployment) on
+    48 %, the stance alone on 17 % (a random session: 10 %)."""
+    stance = ("no FOMC statement is available" if statement is None else
+              f"the Committee {fomc_stance(statement)} the federal funds target range at its latest meeting")
+    return (f"- Latest FOMC statement: {stance} (the statement's wording and date are withheld).\n"
+            "- Macro series are withheld at the strict level: their levels and their recent paths date the context.")
+
+
 def _statement(fund: pd.DataFrame, statement: str, freq: str) -> tuple[pd.Timestamp, dict[str, float]] | None:
     rows = fund[(fund["statement"] == statement) & (fund["freq"] == freq)]
     if rows.empty:
@@ -313,7 +338,7 @@ def _modalities(modalities: tuple[str, ...] | None, seed: int | None, cfg: Conte
 
 
 def _assemble(ticker: str, day: pd.Timestamp, modalities: tuple[str, ...], bodies: dict[str, str | None],
-              features: dict[str, float], history, news, cfg: ContextConfig) -> Context:
+              features: dict[str, float], history, news, cfg: ContextConfig, macro_relative=None) -> Context:
     """Missing sections stated, the budget applied, the prompt rendered: the builders' common tail."""
     sections, missing = {}, []
     for m in MODALITIES:
@@ -327,4 +352,5 @@ def _assemble(ticker: str, day: pd.Timestamp, modalities: tuple[str, ...], bodie
     sections = _fit_budget(sections, cfg.max_chars)
     text = "\n\n".join(f"## {TITLES[m]}\n{body}" for m, body in sections.items())
     return Context(ticker, day, modalities, sections, tuple(missing), text,
-                   render_prompt(ticker, f"{day:%Y-%m-%d}", text), feature_vector(features), history, news)
+                   render_prompt(ticker, f"{day:%Y-%m-%d}", text), feature_vector(features), history, news,
+                   macro_relative if "macro" in modalities else None)  # a function of no argument, or the text

@@ -30,13 +30,13 @@ class FlagTraderAgent(Agent):
     Decisions are the env action's target position expressed as the :class:`~tr1_env.actions.Action` with that weight
     under ``DEFAULT_WEIGHTS``: sell/hold/buy -> ``STRONG_SELL``/``HOLD``/``STRONG_BUY`` (-1/0/+1), and the
     five-action mode maps to itself. ``greedy`` takes the most probable action; otherwise one is sampled.
-    ``anonymize`` serves the env's anonymized prompt (:class:`TradingEnv` ``anonymize=True``).
+    ``anonymize`` serves the env's anonymized prompt (:class:`TradingEnv` ``anonymize``: True = strict, or a level).
     """
 
     name = "flag-trader"
 
     def __init__(self, path: str | Path, device: str | None = None, end: str | None = None, greedy: bool = True,
-                 anonymize: bool = False):
+                 anonymize: bool | str | None = False):
         self.policy, meta = FlagTraderPolicy.from_checkpoint(path, device)
         self.settings = meta["config"]
         self.end = pd.Timestamp(end or self.settings["test_end"])

@@ -14,7 +14,7 @@ import gymnasium as gym
 import pandas as pd
 
 from tr1_env.actions import Action
-from tr1_env.anonymize import Pseudonyms, anonymize
+from tr1_env.anonymize import Pseudonyms, anonymize, level_of
 from tr1_env.context import MODALITIES, Context, ContextConfig, build_context, sample_modalities
 from tr1_env.data.schema import canonical_ticker
 from tr1_env.data.store import Store
@@ -31,9 +31,9 @@ class ThesisEnv(gym.Env[str, str]):
     :data:`~tr1_env.labels.HELDOUT_WINDOW`; ``None`` lifts the guard): the same guard as the training
     datasets. Labels read no price after ``end`` and are fitted per ticker on ``[fit_start, fit_end]``
     (default: the window) once, here, and frozen. ``stage`` picks a curriculum stage's reward
-    weights; ``reward_config`` sets them fully (not both). ``anonymize=True`` serves
-    :func:`tr1_env.anonymize.anonymize`'d prompts (fresh pseudonyms per episode, in ``info["pseudonyms"]``)
-    and checks quotes against the anonymized text.
+    weights; ``reward_config`` sets them fully (not both). ``anonymize=True`` (strict) or a level of
+    :data:`tr1_env.anonymize.LEVELS` serves :func:`tr1_env.anonymize.anonymize`'d prompts (fresh pseudonyms per
+    episode, in ``info["pseudonyms"]``) and checks quotes against the anonymized text.
     """
 
     metadata = {"render_modes": []}
@@ -43,7 +43,8 @@ class ThesisEnv(gym.Env[str, str]):
                  fit_start=None, fit_end=None,
                  stage: str | None = None, reward_config: RewardConfig | None = None,
                  context_config: ContextConfig | None = None, label_config: LabelConfig | None = None,
-                 random_modalities: bool = True, max_length: int = 100_000, anonymize: bool = False):
+                 random_modalities: bool = True, max_length: int = 100_000,
+                 anonymize: bool | str | None = False):
         if stage is not None and reward_config is not None:
             raise ValueError("pass either stage or reward_config, not both")
         check_training_window(start, end, heldout)
@@ -51,7 +52,7 @@ class ThesisEnv(gym.Env[str, str]):
         self.reward_config = RewardConfig.for_stage(stage) if stage is not None else reward_config or RewardConfig()
         self.context_config = context_config or ContextConfig()
         self.random_modalities = random_modalities
-        self.anonymize = anonymize
+        self.anonymize = level_of(anonymize)
         label_config = label_config or LabelConfig()
         fit_start = start if fit_start is None else fit_start
         fit_end = end if fit_end is None else fit_end
@@ -94,7 +95,7 @@ class ThesisEnv(gym.Env[str, str]):
                       "missing": self.context.missing, "label": self.label.name}
         if self.anonymize:
             pseudonyms = Pseudonyms(self.context.ticker, seed=int(self.np_random.integers(1 << 31)))
-            self.context = anonymize(self.context, pseudonyms)
+            self.context = anonymize(self.context, pseudonyms, self.anonymize)
             self._info["pseudonyms"] = dict(pseudonyms.mapping)
         self._pending = True
         return self.context.prompt, dict(self._info)

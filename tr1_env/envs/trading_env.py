@@ -20,7 +20,7 @@ import pandas as pd
 from gymnasium import spaces
 
 from tr1_env.actions import DEFAULT_WEIGHTS, Action
-from tr1_env.anonymize import Pseudonyms, Rebase, anonymize_text
+from tr1_env.anonymize import Pseudonyms, Rebase, anonymize_text, level_of
 from tr1_env.backtest import FILLS, describe_trading_reward, trading_reward
 from tr1_env.data.clock import NY
 from tr1_env.data.schema import canonical_ticker
@@ -76,9 +76,9 @@ class TradingEnv(gym.Env):
     Actions are target positions, not trades: ``hold`` means flat (0), as in InvestorBench. A
     decision is taken at each session's close except the last (its return would need a price after
     ``end``). ``equity`` compounds the reward, so ln(final / initial equity) is the sum of rewards
-    (InvestorBench's cumulative return). ``anonymize=True`` (text observations) passes each prompt through
-    :func:`tr1_env.anonymize.anonymize_text`: pseudonyms fixed per episode (``info["pseudonyms"]``), dates
-    relative to the session, closes rebased so the first row shown is 100.
+    (InvestorBench's cumulative return). ``anonymize=True`` (strict) or a level (text observations) passes each
+    prompt through :func:`tr1_env.anonymize.anonymize_text`: pseudonyms fixed per episode
+    (``info["pseudonyms"]``), dates relative to the session, closes rebased so the first row shown is 100.
     """
 
     metadata = {"render_modes": []}
@@ -86,7 +86,7 @@ class TradingEnv(gym.Env):
     def __init__(self, store: Store | None = None, ticker: str = "MSFT", start="2020-10-01", end="2021-05-28",
                  obs_mode: str = "numeric", action_mode: str = "sell_hold_buy", cost_bps: float = 10.0,
                  window: int = 10, news_items: int = 5, initial_equity: float = 1.0, max_length: int = 20_000,
-                 anonymize: bool = False, fill: str = "close"):
+                 anonymize: bool | str | None = False, fill: str = "close"):
         if obs_mode not in ("numeric", "text"):
             raise ValueError(f"obs_mode must be 'numeric' or 'text', got {obs_mode!r}")
         if action_mode not in ACTION_MODES:
@@ -97,7 +97,7 @@ class TradingEnv(gym.Env):
         self.ticker = canonical_ticker(ticker)
         self.obs_mode, self.action_mode = obs_mode, action_mode
         self.cost_bps, self.window, self.news_items, self.initial_equity = cost_bps, window, news_items, initial_equity
-        self.anonymize, self.fill = anonymize, fill
+        self.anonymize, self.fill = level_of(anonymize), fill
         self.pseudonyms: Pseudonyms | None = None
         #: Features of every session up to ``end``, from the prices knowable at ``end``'s close.
         prices = self.store.asof(ticker, end).prices
@@ -227,4 +227,4 @@ class TradingEnv(gym.Env):
         if self.pseudonyms is None:
             self.pseudonyms = Pseudonyms(self.ticker, seed=0)
         bars = pd.DataFrame({"date": recent.index, "close": recent["close"].to_numpy()})
-        return anonymize_text(text, self.pseudonyms, Rebase.from_history(bars, day, recent.index[0]))
+        return anonymize_text(text, self.pseudonyms, Rebase.from_history(bars, day, recent.index[0]), self.anonymize)
