@@ -54,14 +54,14 @@ def test_cuda_defaults_fit_a_gpu_field_by_field(monkeypatch, tmp_path):
     fake_gpu(monkeypatch, (9, 0))
     kw = GRPORunConfig().trainer_kwargs(str(tmp_path))
     assert (kw["per_device_train_batch_size"], kw["gradient_accumulation_steps"]) == (2, 4)  # 8 = one group
-    assert kw["gradient_checkpointing"] is True and kw["use_cpu"] is False
+    assert kw["activation_checkpointing"] is True and kw["use_cpu"] is False
     assert (kw["bf16"], kw["fp16"], kw["model_init_kwargs"]) == (True, False, {"dtype": torch.bfloat16})
     assert kw["ddp_timeout"] == 4 * 3600
     kw = SFTRunConfig().trainer_kwargs(str(tmp_path))
     assert (kw["per_device_train_batch_size"], kw["gradient_accumulation_steps"]) == (1, 8)
     kw = SFTRunConfig(per_device_train_batch_size=3, gradient_accumulation_steps=2,
                       gradient_checkpointing=False).trainer_kwargs(str(tmp_path))  # the user's settings win
-    assert (kw["per_device_train_batch_size"], kw["gradient_accumulation_steps"], kw["gradient_checkpointing"]) == (
+    assert (kw["per_device_train_batch_size"], kw["gradient_accumulation_steps"], kw["activation_checkpointing"]) == (
         3, 2, False)
     fake_gpu(monkeypatch, (7, 0))  # V100: fp16 AMP; LoRA keeps the frozen base fp16, a full fine-tune fp32 masters
     kw = SFTRunConfig().trainer_kwargs(str(tmp_path))
@@ -73,7 +73,7 @@ def test_cpu_defaults_are_unchanged(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("CPU machine only")
     kw = GRPORunConfig().trainer_kwargs(str(tmp_path))
-    assert (kw["per_device_train_batch_size"], kw["gradient_accumulation_steps"], kw["gradient_checkpointing"],
+    assert (kw["per_device_train_batch_size"], kw["gradient_accumulation_steps"], kw["activation_checkpointing"],
             kw["bf16"], kw["fp16"], kw["use_cpu"]) == (8, 1, False, False, False, True)
 
 

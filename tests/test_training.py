@@ -73,7 +73,7 @@ def test_trl_configs_take_the_run_settings_on_cpu(tmp_path):
     kw = GRPORunConfig().trainer_kwargs(str(tmp_path))
     if not torch.cuda.is_available():
         assert kw["bf16"] is False and kw["use_cpu"] is True and kw["model_init_kwargs"]["dtype"] == torch.float32
-    assert kw["gradient_checkpointing"] is False
+    assert kw["activation_checkpointing"] is False
     cfg = GRPORunConfig(use_vllm=True, vllm_mode="server")
     GRPOConfig(**cfg.trainer_kwargs(str(tmp_path)), num_generations=cfg.num_generations, use_vllm=True,
                vllm_mode="server", reward_weights=[1.0, 0.0, 0.0])

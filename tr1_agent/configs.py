@@ -186,7 +186,7 @@ class TrainSettings:
             per_device_train_batch_size=self.per_device_train_batch_size or batch,
             gradient_accumulation_steps=self.gradient_accumulation_steps or accumulation,
             warmup_steps=self.warmup_steps,
-            gradient_checkpointing=cuda if self.gradient_checkpointing is None else self.gradient_checkpointing,
+            activation_checkpointing=cuda if self.gradient_checkpointing is None else self.gradient_checkpointing,
             bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16, use_cpu=not cuda,
             model_init_kwargs={"dtype": load}, ddp_timeout=self.ddp_timeout,
             save_strategy="steps" if self.save_steps else "no", save_steps=self.save_steps or 500,

@@ -438,7 +438,7 @@ class TransformersAgent(_LocalAgent):
             if past_mask is not None:
                 full = torch.cat([past_mask.expand(len(rows), -1), full], dim=1)
             positions = torch.arange(start, start + ids.shape[1], device=device).expand(len(rows), -1)
-            out = self.lm(input_ids=ids, attention_mask=full, position_ids=positions, past_key_values=past,
+            out = self.lm(input_ids=ids, attention_mask=full, position_ids=positions, cache=past,
                           use_cache=True, logits_to_keep=ids.shape[1])
             return out, full
 
@@ -448,7 +448,7 @@ class TransformersAgent(_LocalAgent):
             first, first_mask = forward([new_ids], cache, mask, position)
             logits = first.logits[:, -1:].expand(len(endings), -1, -1)
             if width:  # each closing's later tokens, predicted from the cache of everything before them
-                past = first.past_key_values
+                past = first.cache
                 past.batch_repeat_interleave(len(endings))
                 rows = [e[:-1] + [self.tokenizer.pad_token_id] * (width + 1 - len(e)) for e in endings]
                 more, _ = forward(rows, past, first_mask, position + len(new_ids))
@@ -493,7 +493,7 @@ class TransformersAgent(_LocalAgent):
             return 0
         with torch.inference_mode():
             out = self.lm(input_ids=torch.tensor([common], device=self.lm.device), use_cache=True, logits_to_keep=1)
-        cache = out.past_key_values
+        cache = out.cache
         # a batch extends plain key/value layers only (sliding-window or recurrent caches: encode prompts whole)
         plain = all(type(layer) is DynamicLayer for layer in cache.layers)
         self._prefix = common, [(layer.keys, layer.values) for layer in cache.layers] if plain else None
@@ -539,7 +539,7 @@ class TransformersAgent(_LocalAgent):
                 torch.manual_seed(self.seed)
                 # stop once every row has written its decision line (or EOS, or the budget)
                 out = self.lm.generate(
-                    **batch, past_key_values=prefix, max_new_tokens=self.max_new_tokens,
+                    **batch, cache=prefix, max_new_tokens=self.max_new_tokens,
                     pad_token_id=self.tokenizer.pad_token_id, stop_strings=[self.stop], tokenizer=self.tokenizer,
                     return_dict_in_generate=True, **sampling
                 )
@@ -552,9 +552,9 @@ class TransformersAgent(_LocalAgent):
             ends_on_eos = is_eos[torch.arange(len(new)), first] & stopped
             lengths = torch.where(stopped, first + ends_on_eos.int(), new.shape[1])  # an EOS counts, padding not
             prompt_lengths = batch["attention_mask"].sum(dim=1).tolist()
-            cached = out.past_key_values.get_seq_length() - width  # generated tokens already in the cache
+            cached = out.cache.get_seq_length() - width  # generated tokens already in the cache
             # rows are sliced out of plain key/value layers only (sliding-window or recurrent caches: re-encode)
-            reusable = self.reuse_cache and all(type(layer) is DynamicLayer for layer in out.past_key_values.layers)
+            reusable = self.reuse_cache and all(type(layer) is DynamicLayer for layer in out.cache.layers)
             for i, (key, _) in enumerate(chunk):
                 text = self.tokenizer.decode(new[i, : lengths[i]], skip_special_tokens=True)
                 completion = {
@@ -573,7 +573,7 @@ class TransformersAgent(_LocalAgent):
                     keep = min(len(own), cached)
                     mask = batch["attention_mask"][i : i + 1]
                     completion["forced_decision"] = self._score_closings(
-                        own[keep:] + closing, self._row_cache(out.past_key_values, i, width + keep),
+                        own[keep:] + closing, self._row_cache(out.cache, i, width + keep),
                         torch.cat([mask, mask.new_ones(1, keep)], dim=1), prompt_lengths[i] + keep)
                 done(key, completion)
 

@@ -37,7 +37,7 @@ def indicators(prices: pd.DataFrame) -> pd.DataFrame:
     """OHLCV plus the stockstats ``INDICATORS`` of a daily history, one row per session (RangeIndex)."""
     if prices.empty:
         return pd.DataFrame(columns=[*OHLCV, *INDICATORS])
-    frame = wrap(prices[list(OHLCV)].copy())
+    frame = wrap(prices[list(OHLCV)].set_index("date"))  # indexed already: stockstats' own set_index is deprecated
     return pd.DataFrame(frame[[*OHLCV[1:], *INDICATORS]]).reset_index()  # a plain frame, not stockstats' subclass
 
 
