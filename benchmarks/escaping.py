@@ -4,7 +4,8 @@ in each format the reports are written in.
 Labels are kept as given and escaped where a writer puts them, one function per format, so every table and
 column is covered: HTML by jinja2's autoescape (:func:`html_environment`; :func:`html.escape` for the title
 that quantstats' template takes raw), Markdown by :func:`md_cell`, CSV by :func:`csv_safe` (OWASP's rule: a
-text cell that a spreadsheet would run as a formula gets a leading single quote).
+text cell that a spreadsheet would run as a formula gets a leading single quote), matplotlib legends by
+:func:`plot_label`.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["Markdown", "csv_cell", "csv_safe", "html_environment", "md_cell", "md_frame"]
+__all__ = ["Markdown", "csv_cell", "csv_safe", "html_environment", "md_cell", "md_frame", "plot_label"]
 
 #: First characters that make a spreadsheet read a cell as a formula (OWASP, CSV injection).
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _MD_SPECIAL = re.compile(r"([\\`|\[\]])")  # code spans, table cells, links and images
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _text(values: pd.Series | pd.Index) -> bool:
@@ -81,3 +83,11 @@ def html_environment(folder: Path):
     from jinja2 import Environment, FileSystemLoader
 
     return Environment(loader=FileSystemLoader(folder), autoescape=True)
+
+
+def plot_label(text: object) -> str:
+    """``text`` as a literal matplotlib legend entry: ``$`` escaped (mathtext would parse ``$\\x$`` and fail
+    the whole figure), control characters as spaces (no font has a glyph for them), and a leading ``_``
+    behind a space (matplotlib leaves such labels out of the legend)."""
+    label = _CONTROL.sub(" ", str(text)).replace("$", r"\$")
+    return " " + label if label.startswith("_") else label

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from benchmarks.escaping import html_environment
+from benchmarks.escaping import html_environment, plot_label
 from benchmarks.report import BENCHMARK, _pyplot, slug, write_csv, write_tearsheets, write_text
 from tr1_env.actions import Action
 from tr1_env.backtest import holding_returns
@@ -116,7 +116,7 @@ def _equity_png(returns: pd.DataFrame) -> str:
     for agent in returns.columns:
         eq = (1 + returns[agent]).cumprod()
         ax.plot(eq.index, eq.to_numpy(), **({"color": "k", "ls": "--", "lw": 1.8, "label": f"{agent} (benchmark)"}
-                                           if agent == BENCHMARK else {"lw": 1.1, "label": agent}))
+                                           if agent == BENCHMARK else {"lw": 1.1, "label": plot_label(agent)}))
     ax.set(ylabel="equity (start = 1)", title="Equal-weight portfolio per agent, net of costs")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=3)

@@ -23,7 +23,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from benchmarks.config import RunConfig
-from benchmarks.escaping import Markdown, md_cell
+from benchmarks.escaping import Markdown, md_cell, plot_label
 from benchmarks.run_folder import claim, remove, write_csv, write_json, write_text
 from tr1_env.actions import Action
 from tr1_env.anonymize import DEFAULT_LEVEL
@@ -189,7 +189,7 @@ def _plot_ticker(ticker: str, curves: dict[str, pd.Series], benchmark: pd.Series
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(9, 5))
     for agent, eq in curves.items():
-        ax.plot(pd.concat([pd.Series([1.0], [start]), eq]), label=agent, lw=1.2)
+        ax.plot(pd.concat([pd.Series([1.0], [start]), eq]), label=plot_label(agent), lw=1.2)
     ax.plot(pd.concat([pd.Series([1.0], [start]), benchmark]), "k--", label=f"{BENCHMARK} (benchmark)", lw=1.5)
     ax.set(title=f"{ticker}: equity, net of costs", ylabel="equity (start = 1)")
     ax.legend(fontsize=8, ncol=2)

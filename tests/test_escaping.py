@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from benchmarks.escaping import FORMULA_START, Markdown, csv_safe, md_cell
+from benchmarks.escaping import FORMULA_START, Markdown, csv_safe, md_cell, plot_label
 from benchmarks.run import RunConfig, main, run
 from benchmarks.run_folder import write_csv
 from tr1_env.actions import Action
@@ -20,7 +20,8 @@ from tr1_env.agents import Agent, Decision
 
 #: Agent labels an adversary picks: markup, attribute breakouts, a Markdown row break, spreadsheet formulas.
 HOSTILE = ["<script>alert(1)</script>", "<img src=x onerror=alert(1)>", "\"'><svg onload=alert(1)>",
-           "x|y\n# injected heading", "=1+2*cmd|' /C calc'!A0", "@SUM(1+1)", "-2+3", "\tTAB `rm` [a](javascript-x)"]
+           "x|y\n# injected heading", "=1+2*cmd|' /C calc'!A0", "@SUM(1+1)", "-2+3", "\tTAB `rm` [a](javascript-x)",
+           "_$\\nosuchcmd$ math"]  # matplotlib: a leading _ leaves the legend, $...$ is parsed as mathtext
 MODEL = "<img src=y onerror=alert(2)>"  # an API model name, served by a local fake server
 
 
@@ -177,3 +178,22 @@ def test_leaderboard_template_escapes_whatever_its_name(quote):
                               family=label, notes=[label], heat_agents=[label], heat_rows=[], equity_png="",
                               per_ticker=[])
     assert "<script>" not in page and "<b>" not in page and "&lt;" in page
+
+
+@pytest.mark.parametrize("label", HOSTILE)
+def test_plot_labels_are_drawn_literally(label):
+    """Every hostile label gets its own legend entry and the figure draws (mathtext failed the whole figure)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], label=plot_label(label))
+    ax.plot([1, 0], label="buy_and_hold")
+    ax.legend()
+    fig.savefig(io.BytesIO(), format="png")
+    shown = [t.get_text() for t in ax.get_legend().get_texts()]
+    plt.close(fig)
+    assert len(shown) == 2 and not re.search(r"[\x00-\x1f]", shown[0])
+    assert shown[0].strip() == re.sub(r"[\x00-\x1f]", " ", label).replace("$", r"\$").strip()
