@@ -100,7 +100,7 @@ def build_prompts(cfg: DatasetConfig, store: Store | None = None) -> Dataset:
             ctx = build_context(store, ticker, day, modalities=modalities, cfg=ctx_cfg)
             extra = {}
             if cfg.anonymize:  # each row is an episode: its own lettering, drawn from the row's seed
-                pseudonyms = Pseudonyms(ticker, seed=int(rng.integers(1 << 31)))
+                pseudonyms = Pseudonyms.for_episode(ticker, rng)
                 ctx = anonymize(ctx, pseudonyms, cfg.anonymize)
                 extra = {"pseudonyms": json.dumps(pseudonyms.mapping)}
             rows.append({"prompt": messages(ctx.prompt), "label": label, "context": ctx.text,

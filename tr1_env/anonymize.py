@@ -243,10 +243,6 @@ class Pseudonyms:
                 self.mapping.setdefault(variant, self._insiders[real])
         return self._insiders[real]
 
-    def replace_names(self, text: str, level: str = "names") -> str:
-        """``text`` with the names of ``level`` replaced (free text: no dates or numbers touched)."""
-        return _render(_compile_names(text, level), _Renderer(self, None))
-
 
 @lru_cache(maxsize=200_000)
 def entity_label(real: str) -> str:
@@ -419,12 +415,6 @@ def _alias_spans(text: str, names: _Names) -> list[tuple[int, int, str, tuple[st
     for m in names.tickers.finditer(text):
         out.append((m.start(), m.end(), m.group(0), names.exact[m.group(0)], ""))
     return out
-
-
-def _compile_names(line: str, level: str, vendor: bool = False) -> tuple:
-    c = _Compiler(line)
-    _names_pass(c, level, vendor)
-    return c.parts()
 
 
 def _names_pass(c: _Compiler, level: str, vendor: bool) -> None:

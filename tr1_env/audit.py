@@ -112,11 +112,9 @@ def is_name(term: str) -> bool:
         not common(w) for w in re.findall(r"[^\W\d_]{2,}", term))
 
 
-def mine_lexicon(store: Store, start: str, end: str, min_count: int = 5, share: float = 0.8,
-                 names_only: bool = False) -> dict[str, str]:
+def mine_lexicon(store: Store, start: str, end: str, min_count: int = 5, share: float = 0.8) -> dict[str, str]:
     """Term -> ticker: terms in at least ``min_count`` of a ticker's news items (title and summary) in
-    ``start``..``end``, at least ``share`` of whose items (market news included) belong to that ticker; only
-    identifiers (:func:`is_name`) with ``names_only``."""
+    ``start``..``end``, at least ``share`` of whose items (market news included) belong to that ticker."""
     news = store.table("news")
     t = news["available_at"].dt.tz_convert("America/New_York").dt.tz_localize(None)
     news = news[(t >= pd.Timestamp(start)) & (t < pd.Timestamp(end) + pd.Timedelta(days=1))]
@@ -128,8 +126,7 @@ def mine_lexicon(store: Store, start: str, end: str, min_count: int = 5, share: 
     out = {}
     for term, per in counts.items():
         ticker, top = per.most_common(1)[0]
-        if ticker in tickers and top >= min_count and top >= share * sum(per.values()) and (
-                not names_only or is_name(term)):
+        if ticker in tickers and top >= min_count and top >= share * sum(per.values()):
             out[term] = ticker
     return out
 

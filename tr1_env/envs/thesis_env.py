@@ -94,7 +94,7 @@ class ThesisEnv(gym.Env[str, str]):
         self._info = {"ticker": self.context.ticker, "date": self.context.date, "modalities": self.context.modalities,
                       "missing": self.context.missing, "label": self.label.name}
         if self.anonymize:
-            pseudonyms = Pseudonyms(self.context.ticker, seed=int(self.np_random.integers(1 << 31)))
+            pseudonyms = Pseudonyms.for_episode(self.context.ticker, self.np_random)
             self.context = anonymize(self.context, pseudonyms, self.anonymize)
             self._info["pseudonyms"] = dict(pseudonyms.mapping)
         self._pending = True

@@ -141,7 +141,7 @@ class TradingEnv(gym.Env):
         self.position = float(options.get("position", 0.0))
         self.equity = self.initial_equity
         if self.anonymize:
-            self.pseudonyms = Pseudonyms(self.ticker, seed=int(self.np_random.integers(1 << 31)))
+            self.pseudonyms = Pseudonyms.for_episode(self.ticker, self.np_random)
         return self._observation(), self._info(log_return=0.0, cost=0.0)
 
     def observation_at(self, date, position: float = 0.0) -> np.ndarray | str:
