@@ -108,7 +108,7 @@ def power_table(cfg: CalibrationConfig, store: Store | None = None) -> pd.DataFr
     """Share -> the detection rate of each test over ``cfg.seeds`` families (the p = 0 row: false positives),
     with the mean Sharpe and excess Sharpe of the planted agents."""
     store = store or Store()
-    rows = {share: [] for share in cfg.shares}
+    rows = {share: [] for share in sorted(cfg.shares)}  # ascending: the markdown's "smallest share" reads in order
     for seed in range(cfg.seeds):
         board = family(cfg, seed, store)
         for share in cfg.shares:

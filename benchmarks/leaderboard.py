@@ -165,7 +165,6 @@ def pre_cutoff_shares(results: WindowResults, cutoffs: dict[str, Cutoff]) -> dic
 
 def columns(r, level: int, llm: bool) -> list[tuple[str, str]]:
     """(header, cell) of one leaderboard row as the page and the markdown print it (the same for both)."""
-    pct = _share
     return [
         ("agent", r.agent), ("CR", _fmt(r.cr, pct=True)),
         (f"Sharpe [{level}% CI]", f"{_fmt(r.sharpe)} [{_fmt(r.sharpe_lo)}, {_fmt(r.sharpe_hi)}]"),
@@ -175,9 +174,10 @@ def columns(r, level: int, llm: bool) -> list[tuple[str, str]]:
         ("PSR / DSR", f"{_fmt(r.psr)} / {_fmt(r.deflated_sharpe)}"),
         (f"IC [{level}% CI] (p)", f"{_fmt(r.ic, 3)} [{_fmt(r.ic_lo, 3)}, {_fmt(r.ic_hi, 3)}] ({_fmt(r.ic_p, 3)})"),
         (f"IC {SIGNAL_HORIZON}d (p)", f"{_fmt(r.ic_h, 3)} ({_fmt(r.ic_h_p, 3)})"),
-        ("accuracy (prior / majority)", f"{pct(r.accuracy)} ({pct(r.accuracy_prior)} / {pct(r.accuracy_majority)})"),
+        ("accuracy (prior / majority)",
+         f"{_share(r.accuracy)} ({_share(r.accuracy_prior)} / {_share(r.accuracy_majority)})"),
         ("macro-F1 (majority)", f"{_fmt(r.macro_f1)} ({_fmt(r.macro_f1_majority)})"),
-        (f"hit rate [{level}% CI]", f"{pct(r.hit_rate)} [{pct(r.hit_rate_lo)}, {pct(r.hit_rate_hi)}]"),
+        (f"hit rate [{level}% CI]", f"{_share(r.hit_rate)} [{_share(r.hit_rate_lo)}, {_share(r.hit_rate_hi)}]"),
         *([("decision days before cutoff", "" if np.isnan(r.pre_cutoff_share) else f"{100 * r.pre_cutoff_share:.0f}%")]
           if llm else []),
         ("verdict vs buy-and-hold", r.verdict)]

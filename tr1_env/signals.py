@@ -66,8 +66,8 @@ def daily_rank_ic(frame: pd.DataFrame, forward: str, min_tickers: int = 5) -> pd
     g = ranks.groupby("date")
     n = g.size()
     sx, sy = g["score"].sum(), g[forward].sum()
-    vx = g["score"].apply(lambda s: s.var(ddof=0)) * n
-    vy = g[forward].apply(lambda s: s.var(ddof=0)) * n
+    vx = g["score"].var(ddof=0) * n
+    vy = g[forward].var(ddof=0) * n
     cov = g["xy"].sum() - sx * sy / n
     with np.errstate(divide="ignore", invalid="ignore"):
         ic = cov / np.sqrt(vx * vy)
