@@ -1,6 +1,6 @@
-"""Non-LLM agents behind the same :class:`~tr1_env.agents.Agent` interface, by name.
+"""Non-LLM agents behind the same :class:`~tr1_env.core.agents.Agent` interface, by name.
 
-Values are import paths for :func:`tr1_env.agents.load_agent`, so naming a baseline imports only
+Values are import paths for :func:`tr1_env.core.agents.load_agent`, so naming a baseline imports only
 its module (the SB3 ones pull in torch, the others do not).
 """
 

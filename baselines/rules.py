@@ -6,8 +6,8 @@ from typing import Sequence
 
 import numpy as np
 
-from tr1_env.actions import Action
-from tr1_env.agents import Agent, Decision, Observation
+from tr1_env.core.actions import Action
+from tr1_env.core.agents import Agent, Decision, Observation
 
 
 def _last(obs: Observation, column: str) -> float:

@@ -16,11 +16,11 @@ from typing import Sequence
 import pandas as pd
 from tqdm.auto import tqdm
 
-from tr1_env.actions import DEFAULT_WEIGHTS
-from tr1_env.agents import Agent, Decision, Observation
+from tr1_env.core.actions import DEFAULT_WEIGHTS
+from tr1_env.core.agents import Agent, Decision, Observation
 from tr1_env.envs.trading_env import ACTION_MODES, TradingEnv
-from tr1_env.files import cache_root
-from tr1_env.threads import torch_threads
+from tr1_env.util.files import cache_root
+from tr1_env.util.threads import torch_threads
 
 
 class SB3Agent(Agent):

@@ -12,8 +12,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from tr1_env.actions import Action
-from tr1_env.agents import Agent, Decision, Observation
+from tr1_env.core.actions import Action
+from tr1_env.core.agents import Agent, Decision, Observation
 from tr1_env.data.clock import NY
 
 VENDOR_SCORES = {"positive": 1.0, "negative": -1.0, "neutral": 0.0}

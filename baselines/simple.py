@@ -7,8 +7,8 @@ from typing import Sequence
 
 import numpy as np
 
-from tr1_env.actions import ACTIONS, Action
-from tr1_env.agents import Agent, Decision, Observation
+from tr1_env.core.actions import ACTIONS, Action
+from tr1_env.core.agents import Agent, Decision, Observation
 
 
 class BuyAndHold(Agent):

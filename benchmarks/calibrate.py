@@ -2,8 +2,8 @@
 
 A planted agent reads the next session's close on a seeded share ``p`` of its ticker-days (STRONG_BUY before a rise,
 STRONG_SELL before a fall) and takes a uniformly random action on the others. Its decisions go through the same
-windows (:meth:`benchmarks.config.RunConfig.protocol`), accounting (:func:`tr1_env.backtest.backtest`, costs and
-fills), equal-weight portfolio, :func:`tr1_env.stats.compare` and signal tests (:func:`benchmarks.leaderboard.
+windows (:meth:`benchmarks.config.RunConfig.protocol`), accounting (:func:`tr1_env.evaluation.backtest.backtest`, costs and
+fills), equal-weight portfolio, :func:`tr1_env.evaluation.stats.compare` and signal tests (:func:`benchmarks.leaderboard.
 signal_table`) as a replayed agent's; only the observation step is skipped, since the agent reads none. Each seed
 is one family (buy-and-hold and one planted agent per share), like a leaderboard of that many agents. The table
 gives, per share and test, how often the edge is found; its ``p = 0`` row is the false-positive rate.
@@ -25,11 +25,11 @@ import pandas as pd
 
 from benchmarks.config import RunConfig
 from benchmarks.leaderboard import BENCHMARK, SIGNAL_HORIZON, portfolios, signal_board, signal_table
-from tr1_env.actions import Action
-from tr1_env.backtest import backtest, buy_and_hold, decision_days
-from tr1_env.cli_args import add_dataclass_args, from_args
+from tr1_env.core.actions import Action
+from tr1_env.evaluation.backtest import backtest, buy_and_hold, decision_days
+from tr1_env.util.cli_args import add_dataclass_args, from_args
 from tr1_env.data.store import Store
-from tr1_env.stats import compare
+from tr1_env.evaluation.stats import compare
 
 #: Detection rule of each test: the leaderboard row -> found (a positive, significant edge).
 TESTS = {

@@ -8,12 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from baselines import BASELINES
-from tr1_env.actions import Action
-from tr1_env.anonymize import DEFAULT_LEVEL, LEVELS
-from tr1_env.backtest import FILLS
+from tr1_env.core.actions import Action
+from tr1_env.context.anonymize import DEFAULT_LEVEL, LEVELS
+from tr1_env.evaluation.backtest import FILLS
 from tr1_env.data.schema import canonical_ticker
-from tr1_env.labels import HELDOUT_WINDOW
-from tr1_env.protocol import Window, windows
+from tr1_env.scoring.labels import HELDOUT_WINDOW
+from tr1_env.evaluation.windows import Window, windows
 
 DEFAULT_TICKERS = ("NVDA", "AAPL", "MSFT", "AMZN", "META", "SPY")
 OFFLINE_AGENTS = (*BASELINES, "smollm2", "smollm2-tr1")
@@ -107,7 +107,7 @@ class RunConfig:
     seed: int = field(default=0, metadata={"help": "seed of the random baseline, SB3 training and the bootstrap"})
     anonymize: str | None = field(default=None, metadata={
         "choices": LEVELS, "const": DEFAULT_LEVEL,
-        "help": "LLM agents read anonymized contexts at this level (tr1_env.anonymize: 'names' or 'strict'; a bare "
+        "help": "LLM agents read anonymized contexts at this level (tr1_env.context.anonymize: 'names' or 'strict'; a bare "
                 "--anonymize is strict); their rows are labelled NAME+anon; with --memorisation, the level of its "
                 "anonymized replay (default strict)"})
     memorisation: bool = field(default=False, metadata={

@@ -1,6 +1,6 @@
 """The walk-forward verdict: one equal-weight portfolio series per agent, tested against buy-and-hold.
 
-Writes ``windows.csv`` (agent x ticker x window metrics), ``leaderboard.csv`` (:func:`tr1_env.stats.compare`
+Writes ``windows.csv`` (agent x ticker x window metrics), ``leaderboard.csv`` (:func:`tr1_env.evaluation.stats.compare`
 on the portfolio series) and ``leaderboard.html`` (a static page rendered by a jinja2 template from these
 tables; the template computes nothing).
 """
@@ -17,14 +17,14 @@ import pandas as pd
 
 from benchmarks.escaping import html_environment, plot_label
 from benchmarks.report import BENCHMARK, _pyplot, slug, write_csv, write_tearsheets, write_text
-from tr1_env.actions import Action
-from tr1_env.backtest import holding_returns
-from tr1_env.cutoffs import Cutoff
-from tr1_env.labels import LabelConfig, make_labels
-from tr1_env.metrics import cumulative_return, hit_rate, max_drawdown, sharpe
-from tr1_env.protocol import Window
-from tr1_env.signals import SIGNAL_COLUMNS, decision_rows, signal_tests
-from tr1_env.stats import compare
+from tr1_env.core.actions import Action
+from tr1_env.evaluation.backtest import holding_returns
+from tr1_env.contamination.cutoffs import Cutoff
+from tr1_env.scoring.labels import LabelConfig, make_labels
+from tr1_env.evaluation.metrics import cumulative_return, hit_rate, max_drawdown, sharpe
+from tr1_env.evaluation.windows import Window
+from tr1_env.evaluation.signals import SIGNAL_COLUMNS, decision_rows, signal_tests
+from tr1_env.evaluation.stats import compare
 
 if TYPE_CHECKING:
     from benchmarks.config import RunConfig
@@ -51,7 +51,7 @@ def portfolios(results: WindowResults) -> pd.DataFrame:
 
 
 def signal_table(results: WindowResults, closes: dict[str, pd.Series], cfg: RunConfig) -> pd.DataFrame:
-    """Every agent x ticker x decision day of the run: ``agent, ticker`` and :func:`tr1_env.signals.decision_rows`,
+    """Every agent x ticker x decision day of the run: ``agent, ticker`` and :func:`tr1_env.evaluation.signals.decision_rows`,
     the labels' thresholds fitted per window on the ``cfg.train_years`` before it (no price after
     ``train_until``); the benchmark's single standing order has no rows."""
     frames = []
@@ -68,7 +68,7 @@ def signal_table(results: WindowResults, closes: dict[str, pd.Series], cfg: RunC
 
 
 def signal_board(signals: pd.DataFrame, cfg: RunConfig) -> pd.DataFrame:
-    """Agent -> the :data:`~tr1_env.signals.SIGNAL_COLUMNS` of its rows of :func:`signal_table`."""
+    """Agent -> the :data:`~tr1_env.evaluation.signals.SIGNAL_COLUMNS` of its rows of :func:`signal_table`."""
     tests = {a: signal_tests(g, SIGNAL_HORIZON, cfg.alpha, max(cfg.bootstrap, 100), cfg.block, cfg.seed)
              for a, g in signals.groupby("agent", sort=False)}
     return pd.DataFrame(tests).T

@@ -6,13 +6,13 @@ costs) costs more per step than the usual baseline env. Each fast path runs besi
 inputs: the indexed context builder beside ``build_context_reference``; strict-anonymized contexts beside the same
 contexts built alone, per core, once ``ContextIndex.prepare(levels=("strict",))`` has compiled the store's news and
 table rows (minutes cold, then read from the disk cache), on days seen once before and on days never seen;
-``score`` beside :func:`tr1_env.rewards.reference_score` (the plain definition it is tested equal to) on the same
+``score`` beside :func:`tr1_env.scoring.rewards.reference_score` (the plain definition it is tested equal to) on the same
 theses, and on a 200 KB hostile completion built to make a backtracking parser quadratic (the parser of tr1 0.1
 took about 20 s on it), both in CPU time (scores per core, whatever else the machine runs); SmolLM2 decisions as
 the default run makes them (a kept cache of the shared prompt prefix, the run's torch threads) beside prompts
 encoded whole on torch's default threads, with each change apart, in wall time (``--smollm2``, minutes on CPU, a
 quarter of an hour on a busy 2-core machine).
-The leaderboard's statistics (:func:`tr1_env.stats.compare`: Sharpe CIs, studentized SPA and StepM, model
+The leaderboard's statistics (:func:`tr1_env.evaluation.stats.compare`: Sharpe CIs, studentized SPA and StepM, model
 confidence set) run on 10 agents x 2,000 days x 1,000 resamples beside arch's own SPA and MCS on the same table
 (what the leaderboard called before), in CPU time on one thread.
 ``--main-job`` times the no-argument ``benchmarks/run.py`` with cold caches.
@@ -35,14 +35,14 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import pandas as pd
 
-from tr1_env.actions import Action
-from tr1_env.anonymize import DEFAULT_LEVEL, anonymize
-from tr1_env.context import Context, ContextConfig, build_context, build_context_reference
-from tr1_env.context_index import ContextIndex
+from tr1_env.core.actions import Action
+from tr1_env.context.anonymize import DEFAULT_LEVEL, anonymize
+from tr1_env.context.reference import Context, ContextConfig, build_context, build_context_reference
+from tr1_env.context.index import ContextIndex
 from tr1_env.data.store import Store
 from tr1_env.envs import TradingEnv
-from tr1_env.rewards import reference_score, score
-from tr1_env.thesis import parse_thesis
+from tr1_env.scoring.rewards import reference_score, score
+from tr1_env.scoring.thesis import parse_thesis
 
 THESIS_TAGS = ("fundamentals", "technical", "news", "analyst_coverage", "macro", "risk_assessment")
 
@@ -205,11 +205,11 @@ def run(seconds: float = 4.0, ticker: str = "MSFT", start="2020-10-01", end="202
 
 
 def compare_timing(agents: int = 10, days: int = 2000, reps: int = 1000, seed: int = 0) -> dict:
-    """CPU seconds of :func:`tr1_env.stats.compare` on ``agents`` agents plus buy-and-hold, and of arch's SPA over
+    """CPU seconds of :func:`tr1_env.evaluation.stats.compare` on ``agents`` agents plus buy-and-hold, and of arch's SPA over
     the agents plus its MCS (R statistic) over all of them, with the same resamples count."""
     from arch.bootstrap import MCS, SPA
 
-    from tr1_env.stats import compare
+    from tr1_env.evaluation.stats import compare
 
     rng = np.random.default_rng(seed)
     market = rng.normal(0.0004, 0.012, days)
@@ -256,7 +256,7 @@ def smollm2_decisions(n: int = 6, max_chars: int = 1500, seed: int = 0) -> dict:
 def main_job(timeout: float = 3600) -> float:
     """Wall seconds of ``benchmarks/run.py`` with no arguments, cold caches (a fresh ``$TR1_CACHE``, a fresh
     output folder; the converted SmolLM2 is linked in, its conversion is not part of a run)."""
-    from tr1_env.files import cache_root
+    from tr1_env.util.files import cache_root
 
     with tempfile.TemporaryDirectory() as tmp:
         cache = os.path.join(tmp, "cache")

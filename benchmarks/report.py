@@ -25,12 +25,12 @@ from tqdm.auto import tqdm
 from benchmarks.config import RunConfig
 from benchmarks.escaping import Markdown, md_cell, plot_label
 from benchmarks.run_folder import claim, remove, write_csv, write_json, write_text
-from tr1_env.actions import Action
-from tr1_env.anonymize import DEFAULT_LEVEL
-from tr1_env.backtest import holding_returns
-from tr1_env.cutoffs import Cutoff
-from tr1_env.files import atomic_write
-from tr1_env.metrics import (annual_volatility, cumulative_return, hit_rate, investorbench, max_drawdown,
+from tr1_env.core.actions import Action
+from tr1_env.context.anonymize import DEFAULT_LEVEL
+from tr1_env.evaluation.backtest import holding_returns
+from tr1_env.contamination.cutoffs import Cutoff
+from tr1_env.util.files import atomic_write
+from tr1_env.evaluation.metrics import (annual_volatility, cumulative_return, hit_rate, investorbench, max_drawdown,
                              quantstats_stats, sharpe, sharpe_ci, sharpe_diff_ci, sharpe_diff_test)
 
 COLUMNS = ["agent", "ticker", "cr", "sharpe", "sharpe_lo", "sharpe_hi", "hit_rate", "mdd", "av", "n_days"]
@@ -38,7 +38,7 @@ BENCHMARK = "buy_and_hold"
 ANON = "+anon"  # label suffix of an LLM agent replayed on anonymized contexts
 MEMO_COLUMNS = ["agent", "ticker", "comparison", "statistic", "a", "b", "diff", "lo", "hi", "n_a", "n_b", "agreement"]
 
-#: An agent's results per ticker: (daily accounting from tr1_env.backtest, decisions by date).
+#: An agent's results per ticker: (daily accounting from tr1_env.evaluation.backtest, decisions by date).
 Results = dict[str, dict[str, tuple[pd.DataFrame, pd.DataFrame]]]
 
 
@@ -347,7 +347,7 @@ def contamination_markdown(summary: pd.DataFrame, memo: pd.DataFrame, cutoffs: d
              "A model may have read how the market moved on any decision day up to its cutoff; a release date is only "
              "an upper bound of the cutoff. `--post-cutoff` moves the window after the latest cutoff, `--memorisation` "
              f"replays each LLM on anonymized contexts too (level {cfg.anonymize or DEFAULT_LEVEL}: "
-             "tr1_env.anonymize)."]
+             "tr1_env.context.anonymize)."]
     if len(memo):
         fmt = [[r.agent, r.ticker, r.comparison, r.statistic, _num(r.a), _num(r.b),
                 Markdown(f"{_num(r.diff)} [{_num(r.lo)}, {_num(r.hi)}]"), f"{r.n_a}/{r.n_b}",

@@ -6,7 +6,7 @@
     python benchmarks/run.py --walk-forward quarterly --start 2023-07-01 --end 2025-06-30   # leaderboard.html
 
 Each agent decides at the close of each decision day from that day's context alone (tickers
-batched per day), the decisions go through :mod:`tr1_env.backtest` and :mod:`tr1_env.metrics`, and
+batched per day), the decisions go through :mod:`tr1_env.evaluation.backtest` and :mod:`tr1_env.evaluation.metrics`, and
 :mod:`benchmarks.report` writes the tables, tearsheets and plots. An agent x ticker's decisions are
 saved the moment its replay ends (and LLM calls are cached by the agents themselves), so a killed
 run resumes where it stopped and a finished one reruns without asking any agent again.
@@ -44,17 +44,17 @@ from benchmarks.escaping import md_frame
 from benchmarks.report import slug, write_reports
 from benchmarks.run_folder import (FolderRefused, begin_run, check_out, claim, finish_run, new_run_id, verify_run,
                                    write_csv, write_text)
-from tr1_env.actions import Action
-from tr1_env.agents import Agent, AgentError, Observation, load_agent
-from tr1_env.anonymize import DEFAULT_LEVEL, Pseudonyms, anonymize
-from tr1_env.backtest import backtest, buy_and_hold, decision_days
-from tr1_env.cli_args import add_dataclass_args, from_args
-from tr1_env.context import ContextConfig, build_context, indicators, numeric_observation
-from tr1_env.cutoffs import Cutoff, latest, model_cutoff, parse_overrides, post_cutoff_window
+from tr1_env.core.actions import Action
+from tr1_env.core.agents import Agent, AgentError, Observation, load_agent
+from tr1_env.context.anonymize import DEFAULT_LEVEL, Pseudonyms, anonymize
+from tr1_env.evaluation.backtest import backtest, buy_and_hold, decision_days
+from tr1_env.util.cli_args import add_dataclass_args, from_args
+from tr1_env.context.reference import ContextConfig, build_context, indicators, numeric_observation
+from tr1_env.contamination.cutoffs import Cutoff, latest, model_cutoff, parse_overrides, post_cutoff_window
 from tr1_env.data.store import Store, split_adjust
-from tr1_env.files import jsonable
-from tr1_env.protocol import Window
-from tr1_env.redact import redact_url
+from tr1_env.util.files import jsonable
+from tr1_env.evaluation.windows import Window
+from tr1_env.util.redact import redact_url
 
 #: ``--model`` prefixes served by an Agent class, not by ``make_llm_agent``; the rest of the spec is its ``path``.
 MODEL_CLASSES = {"flag": "tr1_agent.flag_trader:FlagTraderAgent"}
@@ -77,7 +77,7 @@ class AgentSpec:
     settings: dict
     unavailable: str | None = None  # why it cannot run here (a missing API key): skipped with this message
     model: str | None = None  # the LLM's spec, whose training cutoff the reports flag
-    anonymize: str | None = None  # reads anonymized contexts at this level (tr1_env.anonymize)
+    anonymize: str | None = None  # reads anonymized contexts at this level (tr1_env.context.anonymize)
     every: int = 1  # decides every k sessions
     numeric: bool = False  # reads only bars, indicators and headlines: no context text is built for it
 
@@ -207,7 +207,7 @@ def resolve_agents(cfg: RunConfig) -> list[AgentSpec]:
 class Observations:
     """Each ticker-day's observation built once per context budget and shared by every agent of the run.
 
-    Anonymized observations use one :class:`~tr1_env.anonymize.Pseudonyms` per ticker (the ticker's
+    Anonymized observations use one :class:`~tr1_env.context.anonymize.Pseudonyms` per ticker (the ticker's
     replay is the episode), seeded by the run's seed, so every anonymized agent reads the same names.
     """
 
@@ -383,7 +383,7 @@ def check(cfg: RunConfig, store: Store) -> tuple[str, ...]:
 def run(cfg: RunConfig) -> pd.DataFrame:
     """The whole benchmark; returns the summary table (also written under ``cfg.out``).
 
-    Every run is a list of windows (:func:`tr1_env.protocol.windows`; one unless ``--walk-forward``): each agent
+    Every run is a list of windows (:func:`tr1_env.evaluation.windows.windows`; one unless ``--walk-forward``): each agent
     is built and fitted afresh per window, its books start flat, and the per-ticker tables, the leaderboard and
     the page are written over all windows together. An agent x ticker whose replay failed in any window is left
     out of every table (its other windows' decisions are saved for the next run) and an agent with a failure

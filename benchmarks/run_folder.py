@@ -3,7 +3,7 @@
 A run writes only into a new folder, an empty one, or one that a previous tr1 run owns (its ``config.json``
 says so); ``--force`` lets it add its files to any other folder, never replacing one it did not write.
 Every file is named in the folder's journal (``.tr1-journal``) before it is written, and written atomically
-(:func:`tr1_env.files.atomic_write`). ``config.json`` holds the run id and whether the run finished and, at
+(:func:`tr1_env.util.files.atomic_write`). ``config.json`` holds the run id and whether the run finished and, at
 the end, lists every file the folder's runs wrote with its sha256 (the manifest); the journal then goes.
 A run deletes only files that the manifest or the journal lists, so a user's own files are never touched,
 and :func:`verify_run` tells a finished run from an unfinished or mixed folder.
@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks.escaping import csv_safe
-from tr1_env.files import atomic_write, jsonable
+from tr1_env.util.files import atomic_write, jsonable
 
 __all__ = ["FolderRefused", "begin_run", "check_out", "claim", "finish_run", "new_run_id", "owned", "remove",
            "verify_run", "write_csv", "write_json", "write_text"]

@@ -53,8 +53,8 @@ from tr1_agent.grpo import train_grpo
 from tr1_agent.llm_agents import make_llm_agent
 from tr1_agent.models import SMOLLM2_HUB_ID, read_card, smollm2_path
 from tr1_agent.sft import train_sft
-from tr1_env.actions import Action
-from tr1_env.rewards import RewardConfig, score
+from tr1_env.core.actions import Action
+from tr1_env.scoring.rewards import RewardConfig, score
 
 MODELS = ("zero_shot", "sft", "sft_grpo", "curriculum")
 #: Each model's folder under the curriculum's (zero-shot: the base), named as its evaluation file.

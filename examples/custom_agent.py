@@ -6,8 +6,8 @@ Any importable ``module:Class`` works. To make it a name, declare an entry point
 ``[project.entry-points."tr1.agents"] momentum = "my_pkg.agents:MomentumAgent"``, then ``--agent momentum``.
 """
 
-from tr1_env.actions import Action
-from tr1_env.agents import Agent, Decision
+from tr1_env.core.actions import Action
+from tr1_env.core.agents import Agent, Decision
 
 
 class MomentumAgent(Agent):

@@ -28,7 +28,7 @@ from tr1_agent.distill import template_thesis
 from tr1_agent.grpo import evaluate, train_grpo
 from tr1_agent.models import smollm2_path
 from tr1_agent.sft import train_sft
-from tr1_env.rewards import RewardConfig
+from tr1_env.scoring.rewards import RewardConfig
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ from stable_baselines3 import PPO  # noqa: E402
 
 import tr1_env  # noqa: E402,F401 - registers tr1/Trading-v0
 from tr1_env.data.store import Store  # noqa: E402
-from tr1_env.wrappers import StepLog  # noqa: E402
+from tr1_env.envs.wrappers import StepLog  # noqa: E402
 
 
 def replay(env: StepLog, policy) -> tuple[float, float]:

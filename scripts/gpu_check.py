@@ -115,7 +115,7 @@ def grpo_check(model: Path, params: int, rows, ns, folder: Path) -> dict:
     from tr1_agent.configs import GRPORunConfig
     from tr1_agent.grpo import grpo_config, reward_functions
     from tr1_agent.sft import release
-    from tr1_env.rewards import RewardConfig
+    from tr1_env.scoring.rewards import RewardConfig
 
     _reset_peak()
     reward = RewardConfig.for_stage("structure")
@@ -167,7 +167,7 @@ def flag_ppo_check(model: Path, ns, folder: Path) -> dict:
 
 def hf_agent_check(model: Path, rows, ns, folder: Path) -> dict:
     from tr1_agent.llm_agents import TransformersAgent
-    from tr1_env.agents import Observation
+    from tr1_env.core.agents import Observation
 
     _reset_peak()
     agent = TransformersAgent(str(model), max_new_tokens=ns.agent_new_tokens, batch_size=ns.agent_batch,

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tr1_env.agents import Observation
+from tr1_env.core.agents import Observation
 
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 

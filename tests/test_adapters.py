@@ -9,7 +9,7 @@ import torch
 
 from tr1_agent.adapters import extract_lora, low_rank
 from tr1_agent.models import BUILTIN_ADAPTERS, load_model_and_tokenizer, read_card
-from tr1_env.cutoffs import model_cutoff
+from tr1_env.contamination.cutoffs import model_cutoff
 
 SHIPPED = BUILTIN_ADAPTERS["smollm2-tr1"]
 

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tr1_env.actions import Action
-from tr1_env.backtest import asset_returns, backtest, buy_and_hold, decision_days, holding_returns
+from tr1_env.core.actions import Action
+from tr1_env.evaluation.backtest import asset_returns, backtest, buy_and_hold, decision_days, holding_returns
 
 DAYS = pd.bdate_range("2024-06-03", periods=6)
 CLOSES = pd.Series([100.0, 110.0, 99.0, 99.0, 108.9, 100.0], index=DAYS)
@@ -84,7 +84,7 @@ def test_total_return_on_the_store_uses_the_closes_split_basis(store):
 
 def test_trading_reward_by_hand():
     """FLAG-TRADER's daily reward: position x log return, minus the cost of the change of position."""
-    from tr1_env.backtest import describe_trading_reward, trading_reward
+    from tr1_env.evaluation.backtest import describe_trading_reward, trading_reward
 
     assert trading_reward(1.0, 0.01, previous_position=-1.0, cost_bps=10.0) == pytest.approx(0.01 - 0.002)
     assert trading_reward(-0.5, 0.02) == pytest.approx(-0.01)  # from flat, no cost

@@ -10,8 +10,8 @@ from baselines import BASELINES, TRAINED
 from baselines.rules import MACrossover, RSIMeanReversion
 from baselines.sentiment import NewsSentiment, lexicon_score
 from baselines.simple import AlwaysHold, BuyAndHold, RandomAgent
-from tr1_env.actions import Action
-from tr1_env.agents import Agent, Observation, load_agent
+from tr1_env.core.actions import Action
+from tr1_env.core.agents import Agent, Observation, load_agent
 
 
 def obs(ticker="AAPL", date="2024-06-03", history=None, news=None, position=0.0) -> Observation:
@@ -29,7 +29,7 @@ def news(titles, sentiments, hours_ago) -> pd.DataFrame:
 def test_every_baseline_is_an_agent(store):
     """Each untrained baseline answers real observations (built by the context builder) with one valid
     decision each, in order (the SB3 ones are checked on the env below, after training)."""
-    from tr1_env.context import build_context
+    from tr1_env.context.reference import build_context
 
     observations = [build_context(store, t, d).observation() for t in ("AAPL", "NVDA") for d in ("2024-06-03",
                                                                                                   "2024-06-12")]
@@ -142,7 +142,7 @@ def test_sb3_pooled_policy_sees_nothing_of_its_window(store, tmp_path):
     import torch
 
     from baselines.sb3 import SB3Agent
-    from tr1_env.protocol import windows
+    from tr1_env.evaluation.windows import windows
 
     (window,) = windows("single", "2024-06-01", "2024-06-14")
     kw = dict(steps=64, train_years=0.25, seed=0, pool=True)

@@ -7,7 +7,7 @@ import pytest
 
 from benchmarks import calibrate
 from benchmarks.run import RunConfig, UsageError, resolve_agents
-from tr1_env.actions import Action
+from tr1_env.core.actions import Action
 from tr1_env.data.store import Store
 
 

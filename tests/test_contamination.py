@@ -12,7 +12,7 @@ from tr1_agent.datasets import build_prompts, check_windows
 from tr1_env.cli import main as tr1
 from tr1_env.envs.thesis_env import ThesisEnv
 from tr1_env.envs.trading_env import TradingEnv
-from tr1_env.metrics import sharpe, sharpe_diff_ci
+from tr1_env.evaluation.metrics import sharpe, sharpe_diff_ci
 
 ISO = re.compile(r"\d{4}-\d{2}-\d{2}")
 
@@ -114,14 +114,14 @@ def test_harness_flags_cutoffs_and_reports_memorisation_offline(tiny_qwen3_path,
     assert ((finite["lo"] <= finite["diff"] + 1e-12) & (finite["diff"] <= finite["hi"] + 1e-12)).all()
     md = (tmp_path / "run" / "summary.md").read_text()
     assert "## Contamination: training cutoffs" in md and "## Memorisation checks" in md
-    assert "anonymized contexts too (level strict: tr1_env.anonymize)" in md  # the default level, said
+    assert "anonymized contexts too (level strict: tr1_env.context.anonymize)" in md  # the default level, said
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["pseudonyms"]["AAPL"]["AAPL"] == "TKR-A" and config["cutoffs"][spec]["basis"] == "--cutoff"
 
 
 def test_anonymized_observations_and_post_cutoff_windows(store, tmp_path):
     from benchmarks.run import Observations, RunConfig, UsageError, main, post_cutoff, run
-    from tr1_env.cutoffs import model_cutoff
+    from tr1_env.contamination.cutoffs import model_cutoff
 
     obs = Observations(store).get("AAPL", np.datetime64("2024-06-10"), 1500, 0.0, anonymized=True)
     assert "TKR-A" in obs.prompt and not re.search(r"\bAAPL\b|Apple", obs.prompt) and not ISO.search(obs.prompt)

@@ -6,7 +6,7 @@ import pytest
 from conftest import random_days
 
 from tr1_env.cli import main as tr1
-from tr1_env.context import (FEATURE_NAMES, MODALITIES, ContextConfig, build_context, build_context_reference,
+from tr1_env.context.reference import (FEATURE_NAMES, MODALITIES, ContextConfig, build_context, build_context_reference,
                              sample_modalities)
 from tr1_env.data.schema import TICKERS
 from tr1_env.data.store import Store
@@ -148,7 +148,7 @@ def test_indexed_builder_on_a_split_day(store):
 
 def test_index_disk_cache_round_trip(store, tmp_path):
     """A prepared index written to disk and read back by a fresh index gives the same contexts."""
-    from tr1_env.context_index import ContextIndex
+    from tr1_env.context.index import ContextIndex
 
     ContextIndex(store, cache_dir=tmp_path).prepare(["AAPL"])
     assert len(list(tmp_path.glob("AAPL-*.pkl"))) == 1
@@ -162,8 +162,8 @@ def test_index_disk_cache_round_trip(store, tmp_path):
 def test_anonymization_templates_disk_cache(store, tmp_path, monkeypatch):
     """prepare(levels=...) compiles a ticker's news and table rows once and keeps the templates on disk; a fresh
     process (an empty memo) reads them back instead of parsing, and the anonymized context is the same."""
-    from tr1_env import anonymize
-    from tr1_env.context_index import ContextIndex
+    from tr1_env.context import anonymize
+    from tr1_env.context.index import ContextIndex
 
     fresh = anonymize.anonymize(build_context(store, "AAPL", "2024-06-10"))
     ContextIndex(store, cache_dir=tmp_path).prepare(["AAPL"], levels=("strict",))

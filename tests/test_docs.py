@@ -21,7 +21,7 @@ from benchmarks.run import build_parser as run_parser
 from tr1_agent.configs import CurriculumConfig
 from tr1_env.cli import build_parser as tr1_parser
 from tr1_env.cli import main as tr1
-from tr1_env.cli_args import from_args
+from tr1_env.util.cli_args import from_args
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

@@ -11,14 +11,14 @@ import pytest
 
 import tr1_env  # noqa: F401 - registers the ids
 from benchmarks.perf import honest_thesis
-from tr1_env.actions import DEFAULT_WEIGHTS, Action
-from tr1_env.context import MODALITIES
+from tr1_env.core.actions import DEFAULT_WEIGHTS, Action
+from tr1_env.context.reference import MODALITIES
 from tr1_env.data.store import Store
 from tr1_env.envs import ThesisEnv, TradingEnv, UnicodeText, action_index
 from tr1_env.envs.trading_env import OBS_NAMES
-from tr1_env.features import MARKET_FEATURES
-from tr1_env.rewards import RewardConfig
-from tr1_env.wrappers import StepLog, TextAction
+from tr1_env.context.features import MARKET_FEATURES
+from tr1_env.scoring.rewards import RewardConfig
+from tr1_env.envs.wrappers import StepLog, TextAction
 
 pytestmark = pytest.mark.filterwarnings("ignore:The inplace keyword:DeprecationWarning",
                                         "ignore:The inplace keyword:FutureWarning")
@@ -375,7 +375,7 @@ def test_next_open_fill_reward(store):
 @pytest.mark.parametrize("fill", ["close", "next-open"])
 def test_trading_env_books_as_the_replay_does(store, fill):
     """Long or flat without costs, the env's equity is the harness's (backtest.py) for either fill, on every day."""
-    from tr1_env.backtest import backtest
+    from tr1_env.evaluation.backtest import backtest
 
     env = TradingEnv(store, TICKER, START, END, action_mode="five", cost_bps=0.0, fill=fill)
     rng = np.random.default_rng(0)

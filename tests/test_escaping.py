@@ -15,8 +15,8 @@ import pytest
 from benchmarks.escaping import FORMULA_START, Markdown, csv_safe, md_cell, plot_label
 from benchmarks.run import RunConfig, main, run
 from benchmarks.run_folder import write_csv
-from tr1_env.actions import Action
-from tr1_env.agents import Agent, Decision
+from tr1_env.core.actions import Action
+from tr1_env.core.agents import Agent, Decision
 
 #: Agent labels an adversary picks: markup, attribute breakouts, a Markdown row break, spreadsheet formulas.
 HOSTILE = ["<script>alert(1)</script>", "<img src=x onerror=alert(1)>", "\"'><svg onload=alert(1)>",

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tr1_env.context import build_context
+from tr1_env.context.reference import build_context
 from tr1_env.envs import TradingEnv
-from tr1_env.features import (EVENT_FEATURES, FEATURE_NAMES, MARKET_FEATURES, analyst_score, feature_vector,
+from tr1_env.context.features import (EVENT_FEATURES, FEATURE_NAMES, MARKET_FEATURES, analyst_score, feature_vector,
                               indicators, insider_net, market_features)
 
 pytestmark = pytest.mark.filterwarnings("ignore:The inplace keyword")

@@ -17,10 +17,10 @@ from tr1_agent.cli import register_flag_ppo
 from tr1_agent.flag_trader.config import FlagPPOConfig, PPOConfig
 from tr1_agent.flag_trader.policy import FlagTraderPolicy
 from tr1_agent.flag_trader.ppo import PPO, compute_gae
-from tr1_env.actions import DEFAULT_WEIGHTS, Action
-from tr1_env.agents import Observation
+from tr1_env.core.actions import DEFAULT_WEIGHTS, Action
+from tr1_env.core.agents import Observation
 from tr1_env.envs.trading_env import TradingEnv
-from tr1_env.metrics import investorbench
+from tr1_env.evaluation.metrics import investorbench
 
 torch.set_num_threads(1)
 
@@ -314,7 +314,7 @@ def test_command_flags_mirror_the_config():
     register_flag_ppo(parser.add_subparsers(dest="group"))
     ns = parser.parse_args(["train", "flag-ppo", "--tickers", "MSFT", "JNJ", "--trainable-layers", "4", "--no-norm-adv",
                             "--fill", "next-open"])
-    from tr1_env.cli_args import from_args
+    from tr1_env.util.cli_args import from_args
 
     assert from_args(FlagPPOConfig, ns) == FlagPPOConfig(tickers=("MSFT", "JNJ"), trainable_layers=4, norm_adv=False,
                                                          fill="next-open")
@@ -347,7 +347,7 @@ def test_smollm2_token_head_and_ppo_updates(smollm2_dir, store):
 
 
 def test_random_start_cuts_the_warm_up_into_seeded_episodes(store):
-    from tr1_env.wrappers import RandomStart
+    from tr1_env.envs.wrappers import RandomStart
 
     def starts(seed: int) -> list:
         env = RandomStart(short_env(store, end="2020-09-30", window=1, news_items=0), length=5)
@@ -405,7 +405,7 @@ def test_paper_script_presets():
     from dataclasses import asdict
 
     import examples.flag_trader_paper as paper
-    from tr1_env.cli_args import from_args
+    from tr1_env.util.cli_args import from_args
 
     def config(preset: str) -> dict:
         parser = paper.build_parser()

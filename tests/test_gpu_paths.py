@@ -19,8 +19,8 @@ from transformers.integrations import deepspeed as hf_deepspeed
 from tr1_agent import cli, curriculum, grpo, models, sft
 from tr1_agent.configs import GRPORunConfig, SFTRunConfig
 from tr1_agent.datasets import with_completions
-from tr1_env.actions import Action
-from tr1_env.rewards import STAGE_WEIGHTS, RewardConfig, score
+from tr1_env.core.actions import Action
+from tr1_env.scoring.rewards import STAGE_WEIGHTS, RewardConfig, score
 
 from conftest import make_observation
 

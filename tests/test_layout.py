@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tr1_env.files import jsonable
+from tr1_env.util.files import jsonable
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("tr1_env", "tr1_agent", "baselines", "benchmarks")
@@ -78,7 +78,7 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_walk_sees_imports_and_finds_circles():
     graph = _graph()
-    assert "tr1_env.backtest" in graph["tr1_env.metrics"]  # a module-level import
+    assert "tr1_env.evaluation.backtest" in graph["tr1_env.evaluation.metrics"]  # a module-level import
     assert "tr1_agent.flag_trader.ppo" in graph["tr1_agent.cli"]  # a lazy one, inside a function
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
 
@@ -114,3 +114,45 @@ def test_jsonable_writes_plain_json():
                                "day": "2024-06-03", "7": "seven"}
     assert type(jsonable(value)["n"]) is int
     json.dumps(jsonable(value), allow_nan=False)
+
+
+# tr1_env's rooms, bottom floor first: a module imports only from its own room or the rooms below it
+ENV_LAYERS = ("util", "data", "core", "context", "scoring", "execution", "evaluation", "contamination", "envs", "cli")
+
+
+def _room(module: str) -> str:
+    return module.split(".")[1] if "." in module else "__init__"
+
+
+def test_tr1_env_rooms_point_down():
+    rooms = {_room(name) for name in _modules() if name.startswith("tr1_env.")}
+    assert rooms <= set(ENV_LAYERS), f"a room without a floor in ENV_LAYERS: {rooms - set(ENV_LAYERS)}"
+    wrong = [(module, target) for module, targets in _graph().items() if module.startswith("tr1_env.")
+             for target in targets if target.startswith("tr1_env.")
+             and ENV_LAYERS.index(_room(target)) > ENV_LAYERS.index(_room(module))]
+    assert wrong == []
+
+
+def test_no_module_uses_another_modules_private_names():
+    """``from x import _name`` or ``x._name`` across modules: a renderer two builders share is public."""
+    modules = _modules()
+    found = []
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text())
+        aliases = {}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                for alias in node.names:
+                    if alias.name.startswith("_") and not alias.name.startswith("__"):
+                        found.append((name, f"{node.module}.{alias.name}"))
+                    elif f"{node.module}.{alias.name}" in modules:
+                        aliases[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name in modules:
+                        aliases[alias.asname or alias.name] = alias.name
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases
+                    and node.attr.startswith("_") and not node.attr.startswith("__")):
+                found.append((name, f"{aliases[node.value.id]}.{node.attr}"))
+    assert sorted(set(found)) == [], "\n".join(map(str, sorted(set(found))))

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tr1_env import metrics as m
+from tr1_env.evaluation import metrics as m
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from tr1_env.protocol import windows
+from tr1_env.evaluation.windows import windows
 
 
 def test_quarterly_windows_tile_the_span_without_overlap():

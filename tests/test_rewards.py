@@ -6,9 +6,9 @@ import pytest
 from conftest import growth
 
 from benchmarks.perf import hostile_completion
-from tr1_env.actions import Action
-from tr1_env.context import build_context
-from tr1_env.rewards import (
+from tr1_env.core.actions import Action
+from tr1_env.context.reference import build_context
+from tr1_env.scoring.rewards import (
     STAGE_WEIGHTS,
     QuoteIndex,
     RewardBreakdown,
@@ -28,7 +28,7 @@ from tr1_env.rewards import (
     section_format_reward,
     structure_reward,
 )
-from tr1_env.thesis import parse_thesis, reference_parse_thesis
+from tr1_env.scoring.thesis import parse_thesis, reference_parse_thesis
 
 CONTEXT = """\
 # NVDA 2024-05-31

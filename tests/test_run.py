@@ -17,9 +17,9 @@ from benchmarks.run_folder import verify_run
 from benchmarks.run import RunConfig, UsageError, build_parser, main, outcome, run
 from conftest import free_port
 from tr1_agent.cache import CallCache
-from tr1_env.actions import Action
-from tr1_env.agents import Agent, AgentError, Decision
-from tr1_env.cli_args import from_args
+from tr1_env.core.actions import Action
+from tr1_env.core.agents import Agent, AgentError, Decision
+from tr1_env.util.cli_args import from_args
 
 REPO = Path(__file__).resolve().parents[1]
 WINDOW = dict(start="2024-06-01", end="2024-06-21", tickers=("NVDA", "META"), bootstrap=200)

@@ -19,8 +19,8 @@ import pytest
 
 from benchmarks.run import RunConfig, main, run
 from benchmarks.run_folder import verify_run
-from tr1_env.actions import Action
-from tr1_env.agents import Agent, Decision
+from tr1_env.core.actions import Action
+from tr1_env.core.agents import Agent, Decision
 
 ARGS = ["--agents", "buy_and_hold", "--start", "2024-06-01", "--end", "2024-06-21", "--tickers", "NVDA",
         "--bootstrap", "0", "--no-tearsheets"]
@@ -181,7 +181,7 @@ class Alternating(Agent):
 def test_a_writer_failing_halfway_keeps_the_previous_file(fault, tmp_path, monkeypatch):
     """The decisions of a replay are rewritten when its schedule changes; the write dies halfway (after half
     the bytes reached the disk) or at the rename: the previous file is intact and verify_run flags the run.
-    Fails when tr1_env.files.atomic_write writes in place."""
+    Fails when tr1_env.util.files.atomic_write writes in place."""
     monkeypatch.syspath_prepend(str(Path(__file__).parent))
     cfg = RunConfig(agents=(), agent=("test_run_folder:Alternating",), tickers=("NVDA",), start="2024-06-01",
                     end="2024-06-21", bootstrap=0, tearsheets=False, out=str(tmp_path))

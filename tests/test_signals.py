@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from scipy.stats import spearmanr
 
-from tr1_env import signals
-from tr1_env.metrics import hit_rate
+from tr1_env.evaluation import signals
+from tr1_env.evaluation.metrics import hit_rate
 
 
 def _panel(n_days: int, n_tickers: int, informed: float, seed: int) -> pd.DataFrame:

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from scipy.stats import norm
 
-from tr1_env import metrics, stats
+from tr1_env.evaluation import metrics, stats
 
 
 def _market(n: int, seed: int) -> np.ndarray:

@@ -4,8 +4,8 @@ import re
 import pytest
 from conftest import growth
 
-from tr1_env.actions import Action
-from tr1_env.thesis import (
+from tr1_env.core.actions import Action
+from tr1_env.scoring.thesis import (
     _BOLD,
     _BULLET,
     _CLAIM,

@@ -12,9 +12,9 @@ from tr1_agent.configs import DatasetConfig, GRPORunConfig, SFTRunConfig
 from tr1_agent.datasets import build_prompts, save, with_completions
 from tr1_agent.distill import template_thesis
 from tr1_agent.grpo import reward_functions
-from tr1_env.actions import Action
-from tr1_env.rewards import STAGE_WEIGHTS, RewardConfig, score
-from tr1_env.thesis import parse_thesis
+from tr1_env.core.actions import Action
+from tr1_env.scoring.rewards import STAGE_WEIGHTS, RewardConfig, score
+from tr1_env.scoring.thesis import parse_thesis
 
 CONTEXT = "## Market data\nLast close 101.5; 5-day change +2.10%; RSI stays near 61 after the breakout."
 THESIS = """<technical>
@@ -55,7 +55,7 @@ def test_reward_functions_are_the_environment_terms_called_as_trl_calls_them():
 
 def test_reward_functions_share_one_parse_per_completion(monkeypatch):
     from tr1_agent import grpo
-    from tr1_env import rewards
+    from tr1_env.scoring import rewards
 
     parsed = []
     monkeypatch.setattr(rewards, "parse_thesis", lambda text, *a: parsed.append(text) or parse_thesis(text, *a))
@@ -188,7 +188,7 @@ def test_curriculum_evaluates_with_the_callers_function(tiny_qwen3_path, tmp_pat
 
 def _configs(ns: argparse.Namespace) -> dict:
     from tr1_agent.configs import CurriculumConfig
-    from tr1_env.cli_args import from_args
+    from tr1_env.util.cli_args import from_args
 
     return dict(cfg=from_args(CurriculumConfig, ns), data=from_args(DatasetConfig, ns, "data-"),
                 sft=from_args(SFTRunConfig, ns, "sft-"), grpo=from_args(GRPORunConfig, ns, "grpo-"))

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from benchmarks.run import Observations, RunConfig, run
-from tr1_env.context import build_context
+from tr1_env.context.reference import build_context
 from tr1_env.data.store import Store
 
 CFG = dict(start="2024-04-01", end="2024-07-31", walk_forward=("monthly",),

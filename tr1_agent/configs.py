@@ -1,7 +1,7 @@
 """Settings of the Trading-R1 training pipeline, one dataclass per concern, mirrored 1:1 as ``tr1 train`` flags.
 
 Light on purpose: importing this module loads neither torch nor trl, so ``tr1 --help`` stays fast.
-Field help texts are the flag help texts (see :func:`tr1_env.cli_args.add_dataclass_args`).
+Field help texts are the flag help texts (see :func:`tr1_env.util.cli_args.add_dataclass_args`).
 """
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from tr1_env.anonymize import DEFAULT_LEVEL, LEVELS
+from tr1_env.context.anonymize import DEFAULT_LEVEL, LEVELS
 from tr1_env.data.schema import PAPER_TICKERS
-from tr1_env.labels import HELDOUT_WINDOW
-from tr1_env.rewards import STAGE_WEIGHTS
+from tr1_env.scoring.labels import HELDOUT_WINDOW
+from tr1_env.scoring.rewards import STAGE_WEIGHTS
 
 STAGES: tuple[str, ...] = tuple(STAGE_WEIGHTS)
 
@@ -37,7 +37,7 @@ class DatasetConfig:
                 "window may overlap none of them"})
     anonymize: str | None = field(default=None, metadata={
         "choices": LEVELS, "const": DEFAULT_LEVEL,
-        "help": "anonymized contexts at this level ('names' or 'strict'; bare: strict; tr1_env.anonymize), fresh "
+        "help": "anonymized contexts at this level ('names' or 'strict'; bare: strict; tr1_env.context.anonymize), fresh "
                 "pseudonyms per row, kept in the row's pseudonyms column"})
     variants: int = field(default=4, metadata={
         "help": "distinct random modality subsets per ticker-day (the paper builds about 20)"})

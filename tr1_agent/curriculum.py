@@ -6,7 +6,7 @@ Each stage:
    with the stage's rewards (stage 1 samples the base model, later stages reuse what the
    previous stage produced in step 4). Held-out days are filtered out of distilled data. An
    empty warm-start set skips the SFT.
-2. GRPO with the stage's reward weights (:data:`tr1_env.rewards.STAGE_WEIGHTS`).
+2. GRPO with the stage's reward weights (:data:`tr1_env.scoring.rewards.STAGE_WEIGHTS`).
 3. Evaluation: mean reward terms of greedy theses on held-out ticker-days -> ``eval.json``.
 4. Self-augmentation: the GRPO model's best theses become the next stage's SFT data.
 
@@ -33,8 +33,8 @@ from tr1_agent.configs import CurriculumConfig, DatasetConfig, GRPORunConfig, SF
 from tr1_agent.datasets import build_prompts, day_keys, load, save, split_days, with_completions
 from tr1_agent.grpo import evaluate, generate, train_grpo
 from tr1_agent.sft import train_sft
-from tr1_env.actions import Action
-from tr1_env.rewards import WEIGHT_FIELDS, RewardConfig, score
+from tr1_env.core.actions import Action
+from tr1_env.scoring.rewards import WEIGHT_FIELDS, RewardConfig, score
 
 __all__ = ["distributed_state", "keeps", "run_curriculum", "sampling", "self_augment"]
 
@@ -138,7 +138,7 @@ def run_curriculum(cfg: CurriculumConfig, data: DatasetConfig = DatasetConfig(),
     """Run (or resume) every stage; return each stage's ``stage_done.json`` record.
 
     Each stage scores with ``reward``'s settings and its weights from ``stage_weights`` (default
-    :data:`~tr1_env.rewards.STAGE_WEIGHTS`). ``evaluate_fn(model, heldout, reward)`` replaces the held-out
+    :data:`~tr1_env.scoring.rewards.STAGE_WEIGHTS`). ``evaluate_fn(model, heldout, reward)`` replaces the held-out
     evaluation (default: :func:`~tr1_agent.grpo.evaluate`, sampling as GRPO does), so a caller that scores
     more (decision accuracy, an ablation's own table) evaluates each model once.
     """

@@ -27,11 +27,11 @@ from pandas.tseries.holiday import AbstractHolidayCalendar, GoodFriday, USFedera
 from tqdm.auto import tqdm
 
 from tr1_agent.configs import DatasetConfig
-from tr1_env.anonymize import Pseudonyms, anonymize
-from tr1_env.context import ContextConfig, build_context, sample_modalities
+from tr1_env.context.anonymize import Pseudonyms, anonymize
+from tr1_env.context.reference import ContextConfig, build_context, sample_modalities
 from tr1_env.data.store import Store
-from tr1_env.labels import check_training_window, label_name, make_labels
-from tr1_env.prompt import SYSTEM_PROMPT
+from tr1_env.scoring.labels import check_training_window, label_name, make_labels
+from tr1_env.context.prompt import SYSTEM_PROMPT
 
 __all__ = ["build_prompts", "check_windows", "day_keys", "eval_windows", "load", "messages", "save", "split_days",
            "with_completions"]

@@ -1,9 +1,9 @@
 """GRPO against the environment's own rewards, and the rollouts that measure them.
 
-The three reward functions are :func:`tr1_env.rewards.score`'s terms, exactly what the thesis
+The three reward functions are :func:`tr1_env.scoring.rewards.score`'s terms, exactly what the thesis
 environment pays: trl calls each with the completions plus every dataset column (``label`` and
 ``context`` among them) and sums them with ``reward_weights`` taken from the stage's
-:class:`~tr1_env.rewards.RewardConfig`. Each term is logged on its own (``rewards/structure/mean``...).
+:class:`~tr1_env.scoring.rewards.RewardConfig`. Each term is logged on its own (``rewards/structure/mean``...).
 trl calls the three one after the other on the same completions, so they share one scoring (one
 parse) per completion through a small cache.
 """
@@ -20,8 +20,8 @@ from datasets import Dataset
 
 from tr1_agent.configs import GRPORunConfig
 from tr1_agent.sft import export, last_checkpoint, release, training_card
-from tr1_env.actions import Action
-from tr1_env.rewards import RewardBreakdown, RewardConfig, score
+from tr1_env.core.actions import Action
+from tr1_env.scoring.rewards import RewardBreakdown, RewardConfig, score
 
 __all__ = ["TERMS", "RewardTerm", "evaluate", "generate", "grpo_config", "prompt_tokens", "reward_functions",
            "train_grpo", "vllm_memory_share", "vllm_share"]
@@ -43,7 +43,7 @@ def _breakdown(text: str, label: str, context: str, cfg: RewardConfig) -> Reward
 
 
 class RewardTerm:
-    """One term of :func:`~tr1_env.rewards.score` as a trl reward function: picklable, and named
+    """One term of :func:`~tr1_env.scoring.rewards.score` as a trl reward function: picklable, and named
     (``__name__``) for trl's logs."""
 
     def __init__(self, term: str, cfg: RewardConfig):

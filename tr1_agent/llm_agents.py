@@ -9,7 +9,7 @@ default) picks the likeliest of the five closings after its own text, any other 
 trading decisions (distillation's planner and writer, sampling theses to score). A call that failed
 (an HTTP error after the retries, a refused or silent server, a malformed response) is not an
 answer: nothing of it is cached, :meth:`LLMAgent.complete` marks it with an ``error`` entry and
-:meth:`LLMAgent.act` raises :class:`~tr1_env.agents.AgentError` with the decisions that did succeed.
+:meth:`LLMAgent.act` raises :class:`~tr1_env.core.agents.AgentError` with the decisions that did succeed.
 """
 
 from __future__ import annotations
@@ -29,13 +29,13 @@ from urllib.parse import urlparse
 from tqdm.auto import tqdm
 
 from tr1_agent.cache import CallCache
-from tr1_env.actions import Action
-from tr1_env.agents import Agent, AgentError, Decision, Observation
-from tr1_env.files import cache_root
-from tr1_env.prompt import SYSTEM_PROMPT
-from tr1_env.redact import redact_url, scrub, url_secrets
-from tr1_env.thesis import parse_thesis
-from tr1_env.threads import torch_threads
+from tr1_env.core.actions import Action
+from tr1_env.core.agents import Agent, AgentError, Decision, Observation
+from tr1_env.util.files import cache_root
+from tr1_env.context.prompt import SYSTEM_PROMPT
+from tr1_env.util.redact import redact_url, scrub, url_secrets
+from tr1_env.scoring.thesis import parse_thesis
+from tr1_env.util.threads import torch_threads
 
 __all__ = ["LLMAgent", "OpenAIChatAgent", "TransformersAgent", "VLLMAgent", "make_llm_agent"]
 

@@ -17,7 +17,7 @@ from typing import Iterator
 
 import torch
 
-from tr1_env.files import cache_root
+from tr1_env.util.files import cache_root
 
 __all__ = ["BUILTIN_ADAPTERS", "SMOLLM2_HUB_ID", "adapter_base", "compute_dtype", "free_accelerator_memory",
            "load_model_and_tokenizer", "param_count", "read_card", "resolve_model", "shutdown_vllm", "smollm2_path",

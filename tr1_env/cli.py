@@ -13,10 +13,10 @@ from pathlib import Path
 
 from dataclasses import replace
 
-from tr1_env.cli_args import add_dataclass_args, from_args
+from tr1_env.util.cli_args import add_dataclass_args, from_args
 from tr1_env.data.build import BuildConfig
 from tr1_env.data.finnhub import FinnhubUpdate
-from tr1_env.labels import LabelConfig
+from tr1_env.scoring.labels import LabelConfig
 
 
 def _store(path: str | None):
@@ -39,7 +39,7 @@ def cmd_data_finnhub(ns: argparse.Namespace) -> None:
 
 
 def cmd_labels(ns: argparse.Namespace) -> None:
-    from tr1_env.labels import LabelConfig, label_name, make_labels
+    from tr1_env.scoring.labels import LabelConfig, label_name, make_labels
 
     close = _store(ns.store).closes(ns.ticker)
     frame = make_labels(close, ns.fit_start or ns.start, ns.fit_end or ns.end, ns.start, ns.end,
@@ -51,19 +51,19 @@ def cmd_labels(ns: argparse.Namespace) -> None:
 
 
 def cmd_context(ns: argparse.Namespace) -> None:
-    from tr1_env.context import build_context
+    from tr1_env.context.reference import build_context
 
     mods = tuple(m.strip() for m in ns.modalities.split(",")) if ns.modalities else None
     ctx = build_context(_store(ns.store), ns.ticker, ns.date, modalities=mods, seed=ns.seed)
     if ns.anonymize:
-        from tr1_env.anonymize import Pseudonyms, anonymize
+        from tr1_env.context.anonymize import Pseudonyms, anonymize
 
         ctx = anonymize(ctx, Pseudonyms(ctx.ticker, seed=ns.seed), ns.anonymize)
     print(ctx.text if ns.context_only else ctx.prompt)
 
 
 def cmd_audit(ns: argparse.Namespace) -> None:
-    from tr1_env.audit import AuditConfig, audit, format_audit
+    from tr1_env.contamination.audit import AuditConfig, audit, format_audit
 
     cfg = from_args(AuditConfig, ns)
     rates = audit(cfg)
@@ -82,7 +82,7 @@ def _read(path: str, flag: str) -> str:
 def reward_config(ns: argparse.Namespace):
     """The ``RewardConfig`` of :func:`add_reward_args`' flags: the settings, the stage's weights
     (``ns.stage``, when given) and then ``--reward-weights``."""
-    from tr1_env.rewards import WEIGHT_FIELDS, RewardConfig
+    from tr1_env.scoring.rewards import WEIGHT_FIELDS, RewardConfig
 
     cfg = from_args(RewardConfig, ns, "reward-", skip=WEIGHT_FIELDS)
     if getattr(ns, "stage", None):
@@ -92,7 +92,7 @@ def reward_config(ns: argparse.Namespace):
 
 def add_reward_args(parser: argparse.ArgumentParser, weights: bool = True) -> None:
     """``--reward-*`` flags, one per ``RewardConfig`` setting, and ``--reward-weights`` (the three weights)."""
-    from tr1_env.rewards import WEIGHT_FIELDS, RewardConfig
+    from tr1_env.scoring.rewards import WEIGHT_FIELDS, RewardConfig
 
     add_dataclass_args(parser, RewardConfig, "reward-", skip=WEIGHT_FIELDS)
     if weights:
@@ -101,8 +101,8 @@ def add_reward_args(parser: argparse.ArgumentParser, weights: bool = True) -> No
 
 
 def cmd_score(ns: argparse.Namespace) -> None:
-    from tr1_env.actions import Action
-    from tr1_env.rewards import score
+    from tr1_env.core.actions import Action
+    from tr1_env.scoring.rewards import score
 
     context = _read(ns.context, "--context") if ns.context else None
     completion = _read(ns.completion, "--completion")
@@ -146,12 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
     context.add_argument("--anonymize", nargs="?", const="strict", choices=("names", "strict"),
                          help="pseudonyms for names, dates relative to the decision day, price levels rebased (first "
                          "session shown = 100); 'strict' (a bare --anonymize) also masks every other name, date form, "
-                         "amount and macro level (tr1_env.anonymize)")
+                         "amount and macro level (tr1_env.context.anonymize)")
     context.set_defaults(func=cmd_context)
 
     audit = sub.add_parser("audit", help="attack anonymized contexts (mined names, sector, dates, macro dating, "
                            "FOMC text, price levels): each rate with a 95%% CI against chance")
-    from tr1_env.audit import AuditConfig
+    from tr1_env.contamination.audit import AuditConfig
 
     add_dataclass_args(audit, AuditConfig)
     audit.add_argument("--json", help="also write the rates to this JSON file")

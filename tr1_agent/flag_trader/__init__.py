@@ -3,7 +3,7 @@
 - :mod:`.policy`: the network (frozen lower layers, trainable top, action-token policy head, value head);
 - :mod:`.ppo`: the PPO algorithm and the warm-up/test run behind ``tr1 train flag-ppo``;
 - :mod:`.config`: the run's dataclass settings (``tr1 train flag-ppo`` is registered in :mod:`tr1_agent.cli`);
-- :mod:`.agent`: a saved checkpoint as a replay :class:`~tr1_env.agents.Agent`.
+- :mod:`.agent`: a saved checkpoint as a replay :class:`~tr1_env.core.agents.Agent`.
 
 Importing the package stays light (no torch) until one of the heavy names is used.
 """

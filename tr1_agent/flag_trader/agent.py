@@ -1,4 +1,4 @@
-"""A trained FLAG-TRADER checkpoint behind the replay harness's :class:`~tr1_env.agents.Agent` interface."""
+"""A trained FLAG-TRADER checkpoint behind the replay harness's :class:`~tr1_env.core.agents.Agent` interface."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pandas as pd
 import torch
 
 from tr1_agent.flag_trader.policy import FlagTraderPolicy
-from tr1_env.actions import DEFAULT_WEIGHTS
-from tr1_env.agents import Agent, Decision, Observation
+from tr1_env.core.actions import DEFAULT_WEIGHTS
+from tr1_env.core.agents import Agent, Decision, Observation
 
 __all__ = ["FlagTraderAgent"]
 
@@ -27,7 +27,7 @@ class FlagTraderAgent(Agent):
     replay deciding every k sessions) the mirror holds the position, as the harness does. The period
     ends at ``end``: the one :meth:`fit` receives, else the checkpoint's test end.
 
-    Decisions are the env action's target position expressed as the :class:`~tr1_env.actions.Action` with that weight
+    Decisions are the env action's target position expressed as the :class:`~tr1_env.core.actions.Action` with that weight
     under ``DEFAULT_WEIGHTS``: sell/hold/buy -> ``STRONG_SELL``/``HOLD``/``STRONG_BUY`` (-1/0/+1), and the
     five-action mode maps to itself. ``greedy`` takes the most probable action; otherwise one is sampled.
     ``anonymize`` serves the env's anonymized prompt (:class:`TradingEnv` ``anonymize``: True = strict, or a level).

@@ -28,7 +28,7 @@ import torch
 from torch.distributions import Categorical
 
 from tr1_agent.flag_trader.config import FlagPPOConfig, PPOConfig
-from tr1_env.files import jsonable
+from tr1_env.util.files import jsonable
 
 __all__ = ["PPO", "Rollout", "compute_gae", "run_episodes", "train_flag_trader"]
 
@@ -232,7 +232,7 @@ def run_episodes(policy: torch.nn.Module, envs: Sequence[gym.Env], greedy: bool 
 
 def _make_envs(cfg: FlagPPOConfig, store, start: str, end: str, episode_length: int = 0) -> list[gym.Env]:
     from tr1_env.envs.trading_env import TradingEnv
-    from tr1_env.wrappers import RandomStart
+    from tr1_env.envs.wrappers import RandomStart
 
     envs = [TradingEnv(store, ticker, start, end, obs_mode="text", action_mode=cfg.action_mode, cost_bps=cfg.cost_bps,
                        window=cfg.window, news_items=cfg.news_items, fill=cfg.fill) for ticker in cfg.tickers]
@@ -242,7 +242,7 @@ def _make_envs(cfg: FlagPPOConfig, store, start: str, end: str, episode_length: 
 def _test_report(episode: dict[str, Any], action_names: Sequence[str]) -> dict[str, Any]:
     """InvestorBench metrics (no costs, rf 0, as FLAG-TRADER reports them) of the agent and of buy-and-hold,
     plus the net-of-cost CR."""
-    from tr1_env.metrics import investorbench
+    from tr1_env.evaluation.metrics import investorbench
 
     simple = np.expm1(episode["log_returns"])
     counts = np.bincount(episode["actions"], minlength=len(action_names))

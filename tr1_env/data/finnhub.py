@@ -16,7 +16,7 @@ import pandas as pd
 from tr1_env.data.clock import NY, vectorized_at_ny
 from tr1_env.data.importers import finnhub_news, finnhub_recommendations
 from tr1_env.data.schema import TABLES, canonical_ticker
-from tr1_env.redact import scrub
+from tr1_env.util.redact import scrub
 
 KEY_ENV = "FINNHUB_API_KEY"
 

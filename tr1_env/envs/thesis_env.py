@@ -1,7 +1,7 @@
 """Trading-R1 as a one-step environment: read a ticker-day prompt, write a thesis, get its reward.
 
 Each episode is one labelled ticker-day. ``reset`` draws the day and a modality subset and returns
-the prompt; ``step(completion)`` scores the thesis with :func:`tr1_env.rewards.score` against the
+the prompt; ``step(completion)`` scores the thesis with :func:`tr1_env.scoring.rewards.score` against the
 exact context text that was shown, so a quote counts only if the model really saw it.
 """
 
@@ -13,14 +13,14 @@ from typing import Any
 import gymnasium as gym
 import pandas as pd
 
-from tr1_env.actions import Action
-from tr1_env.anonymize import Pseudonyms, anonymize, level_of
-from tr1_env.context import MODALITIES, Context, ContextConfig, build_context, sample_modalities
+from tr1_env.core.actions import Action
+from tr1_env.context.anonymize import Pseudonyms, anonymize, level_of
+from tr1_env.context.reference import MODALITIES, Context, ContextConfig, build_context, sample_modalities
 from tr1_env.data.schema import canonical_ticker
 from tr1_env.data.store import Store
 from tr1_env.envs.spaces import UnicodeText
-from tr1_env.labels import HELDOUT_WINDOW, LabelConfig, check_training_window, make_labels
-from tr1_env.rewards import RewardConfig, score
+from tr1_env.scoring.labels import HELDOUT_WINDOW, LabelConfig, check_training_window, make_labels
+from tr1_env.scoring.rewards import RewardConfig, score
 
 
 class ThesisEnv(gym.Env[str, str]):
@@ -28,11 +28,11 @@ class ThesisEnv(gym.Env[str, str]):
 
     Episodes sample the training window ``[start, end]`` (default 2024-01-01..2024-05-31), which
     may not overlap the held-out replay window ``heldout`` (default
-    :data:`~tr1_env.labels.HELDOUT_WINDOW`; ``None`` lifts the guard): the same guard as the training
+    :data:`~tr1_env.scoring.labels.HELDOUT_WINDOW`; ``None`` lifts the guard): the same guard as the training
     datasets. Labels read no price after ``end`` and are fitted per ticker on ``[fit_start, fit_end]``
     (default: the window) once, here, and frozen. ``stage`` picks a curriculum stage's reward
     weights; ``reward_config`` sets them fully (not both). ``anonymize=True`` (strict) or a level of
-    :data:`tr1_env.anonymize.LEVELS` serves :func:`tr1_env.anonymize.anonymize`'d prompts (fresh pseudonyms per
+    :data:`tr1_env.context.anonymize.LEVELS` serves :func:`tr1_env.context.anonymize.anonymize`'d prompts (fresh pseudonyms per
     episode, in ``info["pseudonyms"]``) and checks quotes against the anonymized text.
     """
 

@@ -19,14 +19,14 @@ import numpy as np
 import pandas as pd
 from gymnasium import spaces
 
-from tr1_env.actions import DEFAULT_WEIGHTS, Action
-from tr1_env.anonymize import Pseudonyms, Rebase, anonymize_text, level_of
-from tr1_env.backtest import FILLS, describe_trading_reward, trading_reward
+from tr1_env.core.actions import DEFAULT_WEIGHTS, Action
+from tr1_env.context.anonymize import Pseudonyms, Rebase, anonymize_text, level_of
+from tr1_env.evaluation.backtest import FILLS, describe_trading_reward, trading_reward
 from tr1_env.data.clock import NY
 from tr1_env.data.schema import canonical_ticker
 from tr1_env.data.store import Store
 from tr1_env.envs.spaces import UnicodeText
-from tr1_env.features import MARKET_FEATURES, indicators, market_features
+from tr1_env.context.features import MARKET_FEATURES, indicators, market_features
 
 OBS_NAMES: tuple[str, ...] = (*MARKET_FEATURES, "position", "time_left")
 #: Features are clipped to [-OBS_BOUND, OBS_BOUND] (only degenerate data gets there): a bounded Box for SB3.
@@ -77,7 +77,7 @@ class TradingEnv(gym.Env):
     decision is taken at each session's close except the last (its return would need a price after
     ``end``). ``equity`` compounds the reward, so ln(final / initial equity) is the sum of rewards
     (InvestorBench's cumulative return). ``anonymize=True`` (strict) or a level (text observations) passes each
-    prompt through :func:`tr1_env.anonymize.anonymize_text`: pseudonyms fixed per episode
+    prompt through :func:`tr1_env.context.anonymize.anonymize_text`: pseudonyms fixed per episode
     (``info["pseudonyms"]``), dates relative to the session, closes rebased so the first row shown is 100.
     """
 

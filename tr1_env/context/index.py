@@ -1,4 +1,4 @@
-"""The fast path of :func:`tr1_env.context.build_context`: a store's tables indexed once, then ~0.5 ms a context.
+"""The fast path of :func:`tr1_env.context.reference.build_context`: a store's tables indexed once, then ~0.5 ms a context.
 
 What a context needs from a ticker-day is a prefix of each table (the rows with ``available_at``
 at or before the decision time), so everything that does not depend on the day is computed once:
@@ -13,12 +13,12 @@ at or before the decision time), so everything that does not depend on the day i
 - insider, recommendation and FOMC lines.
 
 A day then costs a few binary searches on ``available_at`` and string joins, rendered by the
-same functions as :func:`~tr1_env.context.build_context_reference` (tested equal on random
+same functions as :func:`~tr1_env.context.reference.build_context_reference` (tested equal on random
 ticker-days). Epochs and fundamentals states are computed on first need, so a one-off store (a
 ``store.cut``) pays only for what it uses; :meth:`ContextIndex.prepare` computes them all and keeps
 them on disk under ``$TR1_CACHE/contexts`` (default ``~/.cache/tr1``), keyed by a hash of the rows
 they come from, for the next process. With ``levels``, it also compiles every news line of the store for
-:mod:`tr1_env.anonymize` once (names found, templates built: a few ms a line) and keeps the templates on disk,
+:mod:`tr1_env.context.anonymize` once (names found, templates built: a few ms a line) and keeps the templates on disk,
 keyed by the lines and the anonymizer's own sources, so an anonymized context costs look-ups, not parsing.
 """
 
@@ -34,17 +34,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tr1_env import sections as S  # the renderers both builders share
-from tr1_env.files import atomic_write, cache_root
+from tr1_env.context import sections as S  # the renderers both builders share
+from tr1_env.util.files import atomic_write, cache_root
 from tr1_env.data.clock import NY, decision_time
 from tr1_env.data.schema import canonical_ticker
 from tr1_env.data.store import Store, split_adjust, split_adjust_insider, vendor_split_times
-from tr1_env.features import (MARKET_FEATURES, SENTIMENT_SCORES, analyst_score, earnings_features, indicators,
+from tr1_env.context.features import (MARKET_FEATURES, SENTIMENT_SCORES, analyst_score, earnings_features, indicators,
                               insider_net, macro_features, market_features, news_features)
 
 DAY_NS = 86_400 * 10**9
 _END = pd.Timestamp("2262-01-01", tz="UTC")  # after every row: whole tables through the point-in-time door
-_VERSION = 2  # bump when what is cached on disk changes meaning
+_VERSION = 3  # bump when what is cached on disk changes meaning
 
 
 def _ns(values) -> np.ndarray:
@@ -57,7 +57,7 @@ def _anonymizer_digest() -> str:
     """What the compiled templates depend on besides the lines: the anonymizer's sources, aliases and word list."""
     from importlib.metadata import version
 
-    from tr1_env import anonymize, entities
+    from tr1_env.context import anonymize, entities
 
     h = hashlib.sha256(version("wordfreq").encode())
     for path in (anonymize.__file__, entities.__file__, anonymize.ALIASES):
@@ -67,16 +67,16 @@ def _anonymizer_digest() -> str:
 
 def _templates(lines: list[tuple[str, tuple[str, ...] | None]], level: str, path: Path) -> None:
     """Compile ``lines`` (each with its table's columns, or None) at ``level`` into
-    :func:`tr1_env.anonymize.templates`, from the disk cache at ``path`` when it is there (else compiled and
+    :func:`tr1_env.context.anonymize.templates`, from the disk cache at ``path`` when it is there (else compiled and
     written)."""
-    from tr1_env import anonymize
+    from tr1_env.context import anonymize
 
     memo = anonymize.templates()
     if path.exists():
         try:
             memo.update(pickle.loads(path.read_bytes()))
             return
-        except (OSError, EOFError, ValueError, AttributeError, pickle.UnpicklingError):
+        except (OSError, EOFError, ValueError, AttributeError, ImportError, pickle.UnpicklingError):
             path.unlink(missing_ok=True)
     compiled = {(level, columns, line): anonymize.template(line, level, columns)
                 for line, columns in dict.fromkeys(lines)}
@@ -155,7 +155,7 @@ class _TickerIndex:
         if self.path.exists():
             try:
                 self.epochs, self.states = pickle.loads(self.path.read_bytes())
-            except (OSError, EOFError, ValueError, AttributeError, pickle.UnpicklingError):
+            except (OSError, EOFError, ValueError, AttributeError, ImportError, pickle.UnpicklingError):
                 self.path.unlink(missing_ok=True)  # unreadable: computed again and rewritten by save()
 
     def epoch(self, e: int) -> _Epoch:

@@ -1,7 +1,7 @@
 """What a ticker-day context shows, shared by its two builders: settings, the Context record, renderers.
 
-The renderers turn selected rows into section text; :func:`tr1_env.context.build_context_reference`
-selects the rows with pandas from the point-in-time view, :class:`tr1_env.context_index.ContextIndex`
+The renderers turn selected rows into section text; :func:`tr1_env.context.reference.build_context_reference`
+selects the rows with pandas from the point-in-time view, :class:`tr1_env.context.index.ContextIndex`
 from arrays indexed once per store. The fundamentals pieces read a view directly: the index
 evaluates them once per instant those tables change.
 """
@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from tr1_env.agents import Observation
+from tr1_env.core.agents import Observation
 from tr1_env.data.clock import NY
 from tr1_env.data.store import PointInTime
-from tr1_env.features import FEATURE_NAMES, feature_vector, statement_features
-from tr1_env.prompt import render_prompt
+from tr1_env.context.features import FEATURE_NAMES, feature_vector, statement_features
+from tr1_env.context.prompt import render_prompt
 
 MODALITIES: tuple[str, ...] = ("market", "news", "fundamentals", "sentiment", "macro")
 
@@ -115,7 +115,7 @@ def _fmt(x: float, digits: int = 2) -> str:
 MARKET_COLUMNS = ("date", "open", "high", "low", "close", "volume", "rsi_14", "macd", "macdh", "boll_ub", "boll_lb",
                   "atr_14", "close_10_sma", "close_50_sma", "vwma_14")
 
-# Renderers: text from selected rows. Both builders (``tr1_env.context`` and ``tr1_env.context_index``)
+# Renderers: text from selected rows. Both builders (``tr1_env.context.reference`` and ``tr1_env.context.index``)
 # select the same rows their own way and render them with these, so they agree.
 
 

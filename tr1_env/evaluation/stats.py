@@ -2,7 +2,7 @@
 
 Input is one table, a column of daily net returns per agent over the same days (the benchmark one of them);
 output is one table, a row per agent. Days are resampled with ``arch``'s stationary bootstrap
-(:func:`tr1_env.metrics.stationary_bootstrap`), one set of indices shared by every test of a call. The test
+(:func:`tr1_env.evaluation.metrics.stationary_bootstrap`), one set of indices shared by every test of a call. The test
 statistics are written here because arch 8.0's SPA and StepM are not the studentized tests their names promise
 (see :func:`spa`) and its model confidence set fails on exact ties (see :func:`mcs_pvalues`).
 
@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import kurtosis, norm, skew
 
-from tr1_env.metrics import PERIODS, daily_rf, day_counts, resampled_sharpe, sharpe, sharpe_ci, stationary_bootstrap
+from tr1_env.evaluation.metrics import PERIODS, daily_rf, day_counts, resampled_sharpe, sharpe, sharpe_ci, stationary_bootstrap
 
 __all__ = ["NO_SHARPE", "TOO_SHORT", "VERDICTS", "compare", "deflated_sharpe", "expected_max_sharpe",
            "mcs_pvalues", "min_detectable_excess_sharpe", "min_detectable_ir", "spa", "stepm"]
@@ -42,7 +42,7 @@ _EULER = 0.5772156649015329
 def spa(diffs: np.ndarray, counts: np.ndarray) -> dict[str, float]:
     """Hansen's (2005) SPA p-values (``lower``, ``consistent``, ``upper``) of H0: no column of ``diffs`` (n, k) has
     a positive mean. ``diffs`` are benchmark loss minus model loss (positive: the model is better), ``counts`` the
-    :func:`~tr1_env.metrics.day_counts` of the resamples.
+    :func:`~tr1_env.evaluation.metrics.day_counts` of the resamples.
 
     omega_k / sqrt(n) is the bootstrap standard deviation of the resampled mean; T = max(0, max_k dbar_k /
     (omega_k / sqrt(n))); T*_b = max(0, max_k (dbar*_bk - mu_k) / (omega_k / sqrt(n))) with mu_k = max(dbar_k, 0)
@@ -160,7 +160,7 @@ def mcs_pvalues(loss: np.ndarray, counts: np.ndarray) -> np.ndarray:
     a model is in the (1 - alpha) set when its p-value is above alpha.
 
     t_ij = dbar_ij / sd_ij for the mean loss difference of every pair still in the set, sd_ij from the resamples
-    (:func:`~tr1_env.metrics.day_counts`); each step drops the model with the largest max_j t_ij, its p-value the
+    (:func:`~tr1_env.evaluation.metrics.day_counts`); each step drops the model with the largest max_j t_ij, its p-value the
     share of resamples whose max over the remaining pairs of (d*_ij - dbar_ij) / sd_ij exceeds that t, kept
     monotone over the steps. Arch's ``MCS(method="R")`` computes the same (tested equal on its own indices) but
     raises ``IndexError`` when two models tie exactly, and its ``method="max"`` never ends when a loss difference
@@ -222,7 +222,7 @@ def compare(returns: pd.DataFrame, benchmark: str = "buy_and_hold", alpha: float
     """One row per column of ``returns`` (paired daily net returns, no gaps), ranked by Sharpe.
 
     Columns: ``n_days``, ``cr``, ``sharpe`` with its (1 - alpha) bootstrap interval ``sharpe_lo/hi``
-    (:func:`tr1_env.metrics.sharpe_ci`; ``sharpe_ci_note`` says why it is n/a), ``excess_sharpe`` (minus the
+    (:func:`tr1_env.evaluation.metrics.sharpe_ci`; ``sharpe_ci_note`` says why it is n/a), ``excess_sharpe`` (minus the
     benchmark's, annualised) with ``excess_sharpe_p`` (its two-sided studentized bootstrap p-value, per agent) and
     ``min_detectable_excess_sharpe`` (80% power at the verdict's family-wise ``alpha``), ``spa_p`` (Hansen's SPA
     p-value of "this agent's mean return is not above the benchmark's"), ``in_mcs`` (the model confidence set of

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from tr1_env.actions import Action
+from tr1_env.core.actions import Action
 
 
 @dataclass(frozen=True)
@@ -93,5 +93,5 @@ def load_agent(spec: str, **kwargs) -> Agent:
         target = found[spec].load()
     agent = target(**kwargs)
     if not isinstance(agent, Agent):
-        raise TypeError(f"{spec!r} built a {type(agent).__name__}, which is not a tr1_env.agents.Agent")
+        raise TypeError(f"{spec!r} built a {type(agent).__name__}, which is not a tr1_env.core.agents.Agent")
     return agent

@@ -31,7 +31,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from tr1_env.actions import DEFAULT_WEIGHTS, Action
+from tr1_env.core.actions import DEFAULT_WEIGHTS, Action
 
 __all__ = ["FILLS", "asset_returns", "backtest", "buy_and_hold", "decision_days", "describe_trading_reward",
            "fill_returns", "holding_returns", "trading_reward"]

@@ -2,7 +2,7 @@
 
 A model trained after the test period may know how a company's stock moved on a given day. To
 measure how much its calls lean on that memory, :func:`anonymize` rewrites a built
-:class:`~tr1_env.sections.Context` (it builds nothing itself), at one of two :data:`LEVELS`:
+:class:`~tr1_env.context.sections.Context` (it builds nothing itself), at one of two :data:`LEVELS`:
 
 ``names``
     companies, tickers, products and executives (``data/aliases.csv``, matched whole-word and
@@ -17,7 +17,7 @@ measure how much its calls lean on that memory, :func:`anonymize` rewrites a bui
     masked.
 ``strict`` (the default wherever anonymization is on)
     all of ``names``, and: every other name in news text (people, organisations, products, places:
-    :func:`tr1_env.entities.names`, a rule rather than a list) becomes ``Entity QXVB``; every date form
+    :func:`tr1_env.context.entities.names`, a rule rather than a list) becomes ``Entity QXVB``; every date form
     (``'24``, ``2Q24``, ``Q3'24``, ``1H24``, ``6/10/24``, ``10 June``, ``2023-2024``, month names) is
     masked; money amounts, share counts and other numbers of 10 or more in news text become ``[n]``
     (percentages and spans such as "50-day" stay); the company profile is withheld; the macro section
@@ -27,7 +27,7 @@ measure how much its calls lean on that memory, :func:`anonymize` rewrites a bui
 The numeric features are scale-free and stay as they are. Each line is compiled once per level into a
 template (literal text and holes for what depends on the episode or the day: pseudonyms, relative dates,
 rebased prices), memoised by its text, so an anonymized context costs a few dictionary look-ups and joins
-per line; :meth:`tr1_env.context_index.ContextIndex.prepare` compiles the store's news once and keeps the
+per line; :meth:`tr1_env.context.index.ContextIndex.prepare` compiles the store's news once and keeps the
 templates on disk. The same pass serves the Trading env's prompt (:func:`anonymize_text`).
 """
 
@@ -44,15 +44,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tr1_env.entities import everyday
-from tr1_env.entities import names as entity_names
-from tr1_env.prompt import render_prompt
-from tr1_env.sections import MACRO_LABELS, TITLES, Context, _fmt, fomc_stance
+from tr1_env.context.entities import everyday
+from tr1_env.context.entities import names as entity_names
+from tr1_env.context.prompt import render_prompt
+from tr1_env.context.sections import MACRO_LABELS, TITLES, Context, _fmt, fomc_stance
 
 __all__ = ["ALIASES", "DEFAULT_LEVEL", "LEVELS", "NOTES", "Pseudonyms", "Rebase", "anonymize", "anonymize_text",
            "level_of", "load_aliases"]
 
-ALIASES = Path(__file__).parent / "data" / "aliases.csv"
+ALIASES = Path(__file__).parents[1] / "data" / "aliases.csv"
 KINDS = ("ticker", "company", "fund", "index", "product", "person")
 #: Anonymization levels, weakest first; ``strict`` is what ``anonymize=True`` / a bare ``--anonymize`` means.
 LEVELS = ("names", "strict")

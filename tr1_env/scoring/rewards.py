@@ -13,10 +13,10 @@ setting:
 - italics shorter than ``min_quote_words`` are emphasis and longer than
   ``max_quote_words`` are pasted context, not quotes (the parser applies both);
 - given the context, a quote that is not in it on whole words (after
-  :func:`~tr1_env.thesis.normalize_text`) is fabricated: it earns nothing and
+  :func:`~tr1_env.scoring.thesis.normalize_text`) is fabricated: it earns nothing and
   ``fabricated_penalty`` is taken off the evidence reward;
 - several different ``[[[ACTION]]]`` are a hedge and score ``invalid_decision``
-  (see :func:`tr1_env.thesis.parse_thesis`);
+  (see :func:`tr1_env.scoring.thesis.parse_thesis`);
 - past ``max_chars`` the structure and evidence rewards fade linearly to 0.
 """
 
@@ -27,8 +27,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 
-from tr1_env.actions import Action
-from tr1_env.thesis import (
+from tr1_env.core.actions import Action
+from tr1_env.scoring.thesis import (
     Section,
     Thesis,
     count_words_each,
@@ -222,7 +222,7 @@ def section_format_reward(section: Section) -> float:
 def distinct_sections(thesis: Thesis) -> tuple[Section, ...]:
     """Sections whose normalised body is new: a repeated body (any tag) counts once.
 
-    Bodies are normalised only when their :func:`~tr1_env.thesis.visible_size` meets an earlier
+    Bodies are normalised only when their :func:`~tr1_env.scoring.thesis.visible_size` meets an earlier
     one's (equal normalised bodies have equal sizes): most sections are told apart without it.
     """
     seen: dict[int, Section | set[str]] = {}  # size -> its first section, or the keys of its sections
@@ -428,7 +428,7 @@ def score(
 def reference_score(
     completion: str, label: Action | None, context: str | None = None, cfg: RewardConfig | None = None
 ) -> RewardBreakdown:
-    """:func:`score` read by :func:`~tr1_env.thesis.reference_parse_thesis` (line by line) with each
+    """:func:`score` read by :func:`~tr1_env.scoring.thesis.reference_parse_thesis` (line by line) with each
     quote looked up by :func:`quote_in_context` (a regex per quote on a context normalised per call):
     slow and plain, the definition the fast path is tested against."""
     cfg = cfg or _DEFAULTS

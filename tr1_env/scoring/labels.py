@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from tr1_env.actions import Action
+from tr1_env.core.actions import Action
 
 #: The default held-out replay window (``benchmarks/run.py``'s default): no training window may
 #: overlap it, whether it feeds a dataset or the Thesis env.

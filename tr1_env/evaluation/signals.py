@@ -1,6 +1,6 @@
 """Do an agent's calls carry information? Signal tests over all of its ticker x decision days.
 
-The portfolio tests of :mod:`tr1_env.stats` pool the tickers into one daily series; these use the cross-section,
+The portfolio tests of :mod:`tr1_env.evaluation.stats` pool the tickers into one daily series; these use the cross-section,
 which is where a small edge shows first. Input is one long table per agent, a row per ticker and decision day
 (``date``, ``score`` -2..+2 from the call, ``fwd_1`` and ``fwd_h`` the asset's return over the next session and
 over ``h`` sessions, ``label`` the Trading-R1 class 0..4 fitted before the window or NaN); output is one row of
@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 import statsmodels.api as sm
 
-from tr1_env.actions import Action
-from tr1_env.metrics import day_counts, hit_rate, stationary_bootstrap
+from tr1_env.core.actions import Action
+from tr1_env.evaluation.metrics import day_counts, hit_rate, stationary_bootstrap
 
 __all__ = ["SIGNAL_COLUMNS", "daily_rank_ic", "decision_rows", "hac_mean", "signal_tests"]
 

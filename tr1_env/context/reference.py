@@ -6,8 +6,8 @@ data is stated as missing, never filled in. Indicators are computed over the tic
 point-in-time history (from its first session in the store), never a trailing cut of it, so a
 day's values do not depend on how much history a builder looks at.
 
-Two builders share the renderers of ``tr1_env.sections``: :func:`build_context` (an index built
-once per store, ``tr1_env.context_index``) and :func:`build_context_reference` (plain pandas over
+Two builders share the renderers of ``tr1_env.context.sections``: :func:`build_context` (an index built
+once per store, ``tr1_env.context.index``) and :func:`build_context_reference` (plain pandas over
 the point-in-time view), tested equal on random ticker-days.
 """
 
@@ -18,15 +18,15 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from tr1_env import sections as S
-from tr1_env.agents import Observation
-from tr1_env.context_index import ContextIndex
+from tr1_env.context import sections as S
+from tr1_env.core.agents import Observation
+from tr1_env.context.index import ContextIndex
 from tr1_env.data.clock import NY
 from tr1_env.data.store import PointInTime, Store
-from tr1_env.features import (SENTIMENT_SCORES, analyst_score, earnings_features, indicators, insider_net,
+from tr1_env.context.features import (SENTIMENT_SCORES, analyst_score, earnings_features, indicators, insider_net,
                               macro_features, market_features, news_features)
-from tr1_env.features import FEATURE_NAMES  # noqa: F401 - part of this module's API, as are the names below
-from tr1_env.sections import MODALITIES, Context, ContextConfig, _fmt, sample_modalities  # noqa: F401
+from tr1_env.context.features import FEATURE_NAMES  # noqa: F401 - part of this module's API, as are the names below
+from tr1_env.context.sections import MODALITIES, Context, ContextConfig, _fmt, sample_modalities  # noqa: F401
 
 # The plain builder: select with pandas from the point-in-time view.
 
@@ -97,7 +97,7 @@ def build_context(store: Store, ticker: str, date, modalities: tuple[str, ...] |
     """The ticker-day context at the close of ``date``.
 
     ``modalities=None`` with a ``seed`` draws a random subset; with neither, all five are used.
-    Served from the store's :class:`~tr1_env.context_index.ContextIndex` (built on first use);
+    Served from the store's :class:`~tr1_env.context.index.ContextIndex` (built on first use);
     :func:`build_context_reference` is the plain builder it is tested against.
     """
     return ContextIndex.of(store).build(ticker, date, modalities, seed, cfg)

@@ -23,7 +23,7 @@ import pandas as pd
 __all__ = ["TABLE", "Cutoff", "base_model", "latest", "load_cutoffs", "model_cutoff", "parse_overrides",
            "post_cutoff_window", "pre_cutoff_share", "windows_after"]
 
-TABLE = Path(__file__).parent / "data" / "model_cutoffs.csv"
+TABLE = Path(__file__).parents[1] / "data" / "model_cutoffs.csv"
 _PREFIXES = ("hf:", "vllm:", "flag:")
 
 

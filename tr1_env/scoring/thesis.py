@@ -1,7 +1,7 @@
 """Parse a Trading-R1 completion into sections, claims and a decision.
 
 The parser reads the markup and nothing else; what a section, a claim or a decision is worth
-lives in :mod:`tr1_env.rewards`. It never raises: a policy under RL writes broken markup, and a
+lives in :mod:`tr1_env.scoring.rewards`. It never raises: a policy under RL writes broken markup, and a
 crash would take the rollout down with it. Every pattern is linear in the input (none backtracks
 across a line break or a run of unbounded length, but for the claim pattern, which backs up once
 through a line ending on a backtick and tries each asterisk once, up to the next ones), because it
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import NamedTuple
 
-from tr1_env.actions import Action
+from tr1_env.core.actions import Action
 
 __all__ = ["Bullet", "Section", "Thesis", "count_words", "count_words_each", "normalize_text", "parse_thesis",
            "reference_parse_thesis", "visible_size"]
