@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import html
 import json
-import logging
 import multiprocessing
 import os
 import re
@@ -24,6 +23,7 @@ from tqdm.auto import tqdm
 
 from benchmarks.config import RunConfig
 from benchmarks.escaping import Markdown, md_cell, plot_label
+from benchmarks.plots import pyplot
 from benchmarks.run_folder import claim, remove, write_csv, write_json, write_text
 from tr1_env.core.actions import Action
 from tr1_env.context.anonymize import DEFAULT_LEVEL
@@ -45,17 +45,6 @@ Results = dict[str, dict[str, tuple[pd.DataFrame, pd.DataFrame]]]
 def slug(label: str) -> str:
     """A file-name-safe agent label (``hf:/models/x`` -> ``hf_models_x``)."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("_")
-
-
-def _pyplot():
-    """pyplot on the file-only backend: reports are written on servers with no display."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)  # quantstats asks for fonts we lack
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def summarize(agent: str, ticker: str, frame: pd.DataFrame, decisions: pd.DataFrame, bench: pd.DataFrame,
@@ -186,7 +175,7 @@ def drawing_pool(jobs: int) -> ProcessPoolExecutor:
 
 def _plot_ticker(ticker: str, curves: dict[str, pd.Series], benchmark: pd.Series, start: pd.Timestamp,
                  path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(9, 5))
     for agent, eq in curves.items():
         ax.plot(pd.concat([pd.Series([1.0], [start]), eq]), label=plot_label(agent), lw=1.2)
@@ -212,7 +201,7 @@ def plot_equity(results: Results, bench: dict[str, pd.DataFrame], folder: Path,
 
 def _tearsheet(returns: pd.Series, benchmark: pd.Series, risk_free: float, title: str, path: Path) -> str | None:
     """Draw one tearsheet (at a path its run claimed); the error (for the report's notes) if quantstats could not."""
-    plt = _pyplot()
+    plt = pyplot()
     title = html.escape(title)  # quantstats pastes the title into its page as it is
     import quantstats as qs
 
@@ -367,7 +356,7 @@ def write_reports(results: Results, bench: dict[str, pd.DataFrame], cfg: RunConf
     """summary.csv, summary.md, plots/ and tearsheets/ under ``out`` (and memorisation.csv when an LLM ran);
     returns the summary table. ``cutoffs``: the training cutoff of each LLM row; ``skipped``: notes on agents
     (x tickers) that did not run."""
-    _pyplot()  # before quantstats imports pyplot
+    pyplot()  # before quantstats imports pyplot
     cutoffs = cutoffs or {}
     rows = [summarize(a, t, frame, decisions, bench[t], cfg)
             for a, per in tqdm(results.items(), desc="metrics", unit="agent") for t, (frame, decisions) in per.items()]
