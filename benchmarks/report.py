@@ -26,7 +26,7 @@ from benchmarks.escaping import Markdown, md_cell, plot_label
 from benchmarks.plots import pyplot
 from benchmarks.run_folder import claim, remove, write_csv, write_json, write_text
 from tr1_env.core.actions import Action
-from tr1_env.context.anonymize import DEFAULT_LEVEL
+from tr1_env.context.anonymize import DEFAULT_LEVEL, LABEL_SUFFIX
 from tr1_env.evaluation.backtest import holding_returns
 from tr1_env.contamination.cutoffs import Cutoff
 from tr1_env.util.files import atomic_write
@@ -35,7 +35,6 @@ from tr1_env.evaluation.metrics import (annual_volatility, cumulative_return, hi
 
 COLUMNS = ["agent", "ticker", "cr", "sharpe", "sharpe_lo", "sharpe_hi", "hit_rate", "mdd", "av", "n_days"]
 BENCHMARK = "buy_and_hold"
-ANON = "+anon"  # label suffix of an LLM agent replayed on anonymized contexts
 MEMO_COLUMNS = ["agent", "ticker", "comparison", "statistic", "a", "b", "diff", "lo", "hi", "n_a", "n_b", "agreement"]
 
 #: An agent's results per ticker: (daily accounting from tr1_env.evaluation.backtest, decisions by date).
@@ -296,8 +295,8 @@ def memorisation(results: Results, bench: dict[str, pd.DataFrame], cutoffs: dict
     def series(per_ticker: dict[str, pd.Series], t: str) -> pd.Series:
         return _pooled(list(per_ticker.values())) if t == "all" else per_ticker[t]
 
-    for plain in [a for a in cutoffs if not a.endswith(ANON) and a + ANON in results]:
-        anon = plain + ANON
+    for plain in [a for a in cutoffs if not a.endswith(LABEL_SUFFIX) and a + LABEL_SUFFIX in results]:
+        anon = plain + LABEL_SUFFIX
         tickers = [t for t in results[plain] if t in results[anon]]
         for t in [*tickers, *(["all"] if len(tickers) > 1 else [])]:
             a, b = series(returns[anon], t).align(series(returns[plain], t), join="inner")

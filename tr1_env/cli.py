@@ -59,7 +59,7 @@ def cmd_context(ns: argparse.Namespace) -> None:
     if ns.anonymize:
         from tr1_env.context.anonymize import Pseudonyms, anonymize
 
-        ctx = anonymize(ctx, Pseudonyms(ctx.ticker, seed=ns.seed), ns.anonymize)
+        ctx = anonymize(ctx, Pseudonyms.for_episode(ctx.ticker, ns.seed), ns.anonymize)
     print(ctx.text if ns.context_only else ctx.prompt)
 
 
