@@ -49,8 +49,8 @@ from tr1_env.context.entities import names as entity_names
 from tr1_env.context.prompt import render_prompt
 from tr1_env.context.sections import MACRO_LABELS, TITLES, Context, _fmt, fomc_stance
 
-__all__ = ["ALIASES", "DEFAULT_LEVEL", "LABEL_SUFFIX", "LEVELS", "NOTES", "Pseudonyms", "Rebase", "anonymize", "anonymize_text",
-           "level_of", "load_aliases"]
+__all__ = ["ALIASES", "DEFAULT_LEVEL", "LABEL_SUFFIX", "LEVELS", "NOTES", "Pseudonyms", "Rebase", "anonymize",
+           "anonymize_text", "level_of", "load_aliases"]
 
 ALIASES = Path(__file__).parents[1] / "data" / "aliases.csv"
 KINDS = ("ticker", "company", "fund", "index", "product", "person")
