@@ -74,8 +74,11 @@ def test_leaderboard_columns_come_from_one_table(walked, monkeypatch):
     reaches both."""
     from benchmarks import leaderboard
 
+    from tr1_env.evaluation.signals import SIGNAL_COLUMNS
+
     board = pd.read_csv(walked / "leaderboard.csv")
     assert list(board.columns) == [c.name for c in leaderboard.COLUMNS]
+    assert [c for c in board.columns if c in SIGNAL_COLUMNS] == list(SIGNAL_COLUMNS)  # no signal test left out
     header, rows = leaderboard.display_table(board, 95)
     assert header[-1] == "verdict vs buy-and-hold" and "decision days before cutoff" not in header  # no LLM
     assert [r[-1] for r in rows] == list(board["verdict"])

@@ -157,7 +157,7 @@ def _weight(name: str):
 
 @dataclass(frozen=True)
 class RewardConfig:
-    """Weights of the three rewards and the settings where the paper is silent."""
+    """The weight of each reward term (:data:`TERMS`) and the settings where the paper is silent."""
 
     w_structure: float = _weight("structure")
     w_evidence: float = _weight("evidence")
