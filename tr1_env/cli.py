@@ -11,8 +11,6 @@ import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from dataclasses import replace
-
 from tr1_env.util.cli_args import add_dataclass_args, from_args
 from tr1_env.data.build import BuildConfig
 from tr1_env.data.finnhub import FinnhubUpdate
