@@ -2,36 +2,35 @@
 
 Writes ``windows.csv`` (agent x ticker x window metrics), ``leaderboard.csv`` (:func:`tr1_env.evaluation.stats.compare`
 on the portfolio series) and ``leaderboard.html`` (a static page rendered by a jinja2 template from these
-tables; the template computes nothing).
+tables; the template computes nothing). The CSV, the page and the markdown all read one table, :data:`COLUMNS`:
+a new statistic is one row there (and its computation).
 """
 
 from __future__ import annotations
 
-import base64
-import io
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from benchmarks.escaping import html_environment, plot_label
-from benchmarks.report import BENCHMARK, _pyplot, slug, write_csv, write_tearsheets, write_text
+from benchmarks.escaping import html_environment
+from benchmarks.plots import equity_png
+from benchmarks.report import BENCHMARK, slug, write_csv, write_tearsheets, write_text
 from tr1_env.core.actions import Action
 from tr1_env.evaluation.backtest import holding_returns
 from tr1_env.contamination.cutoffs import Cutoff
 from tr1_env.scoring.labels import LabelConfig, make_labels
 from tr1_env.evaluation.metrics import cumulative_return, hit_rate, max_drawdown, sharpe
 from tr1_env.evaluation.windows import Window
-from tr1_env.evaluation.signals import SIGNAL_COLUMNS, decision_rows, signal_tests
+from tr1_env.evaluation.signals import decision_rows, signal_tests
 from tr1_env.evaluation.stats import compare
 
 if TYPE_CHECKING:
     from benchmarks.config import RunConfig
 
-LEADERBOARD = ["agent", "n_windows", "n_tickers", "n_days", "cr", "sharpe", "sharpe_lo", "sharpe_hi", "sharpe_ci_note",
-               "excess_sharpe_vs_buy_and_hold", "excess_sharpe_p", "min_detectable_excess_sharpe", "spa_p", "in_mcs",
-               "psr", "deflated_sharpe", *SIGNAL_COLUMNS, "verdict", "pre_cutoff_share"]
 #: The label horizon of the signal tests' ``ic_h``: the heaviest-weighted horizon of the Trading-R1 labels (7).
 SIGNAL_HORIZON = LabelConfig().horizons[int(np.argmax(LabelConfig().weights))]
 #: (daily accounting, decisions) per window, agent and ticker.
@@ -110,23 +109,6 @@ def _colour(x: float, scale: float = 8.0) -> str:
     return f"#{r:02x}{g:02x}{b:02x}"
 
 
-def _equity_png(returns: pd.DataFrame) -> str:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(12, 5))
-    for agent in returns.columns:
-        eq = (1 + returns[agent]).cumprod()
-        ax.plot(eq.index, eq.to_numpy(), **({"color": "k", "ls": "--", "lw": 1.8, "label": f"{agent} (benchmark)"}
-                                           if agent == BENCHMARK else {"lw": 1.1, "label": plot_label(agent)}))
-    ax.set(ylabel="equity (start = 1)", title="Equal-weight portfolio per agent, net of costs")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, ncol=3)
-    fig.autofmt_xdate()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
-
-
 def write_portfolio_tearsheets(per_window: WindowResults, cfg: RunConfig, folder: Path) -> dict[str, str]:
     """A quantstats tearsheet of each agent's equal-weight portfolio over all windows, against buy-and-hold's;
     returns agent -> path relative to the run folder."""
@@ -152,6 +134,60 @@ def _share(x) -> str:
     return "n/a" if x is None or not np.isfinite(x) else f"{100 * x:.1f}%"
 
 
+@dataclass(frozen=True)
+class Column:
+    """A leaderboard.csv column; with a ``header`` (``{level}``: the confidence level in %) also a column of the page
+    and the markdown, whose ``cell`` prints it from the board's row (it may print the row's other columns beside it,
+    a CI or a p-value). An ``optional`` column is shown only when some agent has a value."""
+
+    name: str
+    header: str | None = None
+    cell: Callable[[Any], str] | None = None
+    optional: bool = False
+
+
+#: The leaderboard, in leaderboard.csv's order; the page and the markdown show the columns with a header in the same
+#: order, but the verdict last (the page colours that cell by it).
+COLUMNS: tuple[Column, ...] = (
+    Column("agent", "agent", lambda r: r.agent),
+    *map(Column, ("n_windows", "n_tickers", "n_days")),
+    Column("cr", "CR", lambda r: _fmt(r.cr, pct=True)),
+    Column("sharpe", "Sharpe [{level}% CI]", lambda r: f"{_fmt(r.sharpe)} [{_fmt(r.sharpe_lo)}, {_fmt(r.sharpe_hi)}]"),
+    *map(Column, ("sharpe_lo", "sharpe_hi", "sharpe_ci_note")),
+    Column("excess_sharpe_vs_buy_and_hold", "excess Sharpe (p)",
+           lambda r: f"{_fmt(r.excess_sharpe_vs_buy_and_hold)} ({_fmt(r.excess_sharpe_p, 3)})"),
+    Column("excess_sharpe_p"),
+    Column("min_detectable_excess_sharpe", "detectable excess Sharpe", lambda r: _fmt(r.min_detectable_excess_sharpe)),
+    Column("spa_p", "SPA p (mean return)", lambda r: _fmt(r.spa_p, 3)),
+    Column("in_mcs", "in MCS ({level}%)", lambda r: _fmt(r.in_mcs)),
+    Column("psr", "PSR / DSR", lambda r: f"{_fmt(r.psr)} / {_fmt(r.deflated_sharpe)}"),
+    *map(Column, ("deflated_sharpe", "n_calls")),
+    Column("ic", "IC [{level}% CI] (p)",
+           lambda r: f"{_fmt(r.ic, 3)} [{_fmt(r.ic_lo, 3)}, {_fmt(r.ic_hi, 3)}] ({_fmt(r.ic_p, 3)})"),
+    *map(Column, ("ic_lo", "ic_hi", "ic_p")),
+    Column("ic_h", f"IC {SIGNAL_HORIZON}d (p)", lambda r: f"{_fmt(r.ic_h, 3)} ({_fmt(r.ic_h_p, 3)})"),
+    *map(Column, ("ic_h_lo", "ic_h_hi", "ic_h_p")),
+    Column("accuracy", "accuracy (prior / majority)",
+           lambda r: f"{_share(r.accuracy)} ({_share(r.accuracy_prior)} / {_share(r.accuracy_majority)})"),
+    *map(Column, ("accuracy_lo", "accuracy_hi", "accuracy_prior", "accuracy_majority")),
+    Column("macro_f1", "macro-F1 (majority)", lambda r: f"{_fmt(r.macro_f1)} ({_fmt(r.macro_f1_majority)})"),
+    *map(Column, ("macro_f1_lo", "macro_f1_hi", "macro_f1_majority")),
+    Column("hit_rate", "hit rate [{level}% CI]",
+           lambda r: f"{_share(r.hit_rate)} [{_share(r.hit_rate_lo)}, {_share(r.hit_rate_hi)}]"),
+    *map(Column, ("hit_rate_lo", "hit_rate_hi")),
+    Column("verdict", "verdict vs buy-and-hold", lambda r: r.verdict),
+    Column("pre_cutoff_share", "decision days before cutoff",
+           lambda r: "" if np.isnan(r.pre_cutoff_share) else f"{100 * r.pre_cutoff_share:.0f}%", optional=True),
+)
+
+
+def display_table(board: pd.DataFrame, level: int) -> tuple[list[str], list[list[str]]]:
+    """The header and the rows of cells that the page and the markdown print (see :data:`COLUMNS`)."""
+    shown = [c for c in COLUMNS if c.header is not None and not (c.optional and board[c.name].isna().all())]
+    shown.sort(key=lambda c: c.name == "verdict")
+    return [c.header.format(level=level) for c in shown], [[c.cell(r) for c in shown] for r in board.itertuples()]
+
+
 def pre_cutoff_shares(results: WindowResults, cutoffs: dict[str, Cutoff]) -> dict[str, float]:
     """The contamination flag of every LLM agent over the whole span: the share of its decision days (all windows
     and tickers) on or before its model's training cutoff."""
@@ -161,26 +197,6 @@ def pre_cutoff_shares(results: WindowResults, cutoffs: dict[str, Cutoff]) -> dic
             if agent in cutoffs:
                 days.setdefault(agent, []).extend(d for _, decisions in per_ticker.values() for d in decisions.index)
     return {agent: cutoffs[agent].share_before(d) for agent, d in days.items()}
-
-
-def columns(r, level: int, llm: bool) -> list[tuple[str, str]]:
-    """(header, cell) of one leaderboard row as the page and the markdown print it (the same for both)."""
-    return [
-        ("agent", r.agent), ("CR", _fmt(r.cr, pct=True)),
-        (f"Sharpe [{level}% CI]", f"{_fmt(r.sharpe)} [{_fmt(r.sharpe_lo)}, {_fmt(r.sharpe_hi)}]"),
-        ("excess Sharpe (p)", f"{_fmt(r.excess_sharpe_vs_buy_and_hold)} ({_fmt(r.excess_sharpe_p, 3)})"),
-        ("detectable excess Sharpe", _fmt(r.min_detectable_excess_sharpe)),
-        ("SPA p (mean return)", _fmt(r.spa_p, 3)), (f"in MCS ({level}%)", _fmt(r.in_mcs)),
-        ("PSR / DSR", f"{_fmt(r.psr)} / {_fmt(r.deflated_sharpe)}"),
-        (f"IC [{level}% CI] (p)", f"{_fmt(r.ic, 3)} [{_fmt(r.ic_lo, 3)}, {_fmt(r.ic_hi, 3)}] ({_fmt(r.ic_p, 3)})"),
-        (f"IC {SIGNAL_HORIZON}d (p)", f"{_fmt(r.ic_h, 3)} ({_fmt(r.ic_h_p, 3)})"),
-        ("accuracy (prior / majority)",
-         f"{_share(r.accuracy)} ({_share(r.accuracy_prior)} / {_share(r.accuracy_majority)})"),
-        ("macro-F1 (majority)", f"{_fmt(r.macro_f1)} ({_fmt(r.macro_f1_majority)})"),
-        (f"hit rate [{level}% CI]", f"{_share(r.hit_rate)} [{_share(r.hit_rate_lo)}, {_share(r.hit_rate_hi)}]"),
-        *([("decision days before cutoff", "" if np.isnan(r.pre_cutoff_share) else f"{100 * r.pre_cutoff_share:.0f}%")]
-          if llm else []),
-        ("verdict vs buy-and-hold", r.verdict)]
 
 
 def family_note(table: pd.DataFrame, n_days: int, alpha: float) -> str:
@@ -217,22 +233,22 @@ def write_leaderboard(results: WindowResults, cfg: RunConfig, out: Path, notes: 
     if signals is not None and len(signals):
         board = board.join(signal_board(signals, cfg))
     board["pre_cutoff_share"] = pd.Series(pre_cutoff_shares(results, cutoffs or {}), dtype=float)
-    board = board.reset_index().reindex(columns=LEADERBOARD)
+    board = board.reset_index().reindex(columns=[c.name for c in COLUMNS])
     write_csv(out / "leaderboard.csv", board, index=False, float_format="%.6g")
     family = family_note(table, len(returns), cfg.alpha)
     notes = [*notes, *sample_spread(board)]
     heat = heatmap(results, cfg)
     level = round(100 * (1 - cfg.alpha))
-    cells = [columns(r, level, bool(board["pre_cutoff_share"].notna().any())) for r in board.itertuples()]
-    rows = [{"cells": [c for _, c in row], "verdict": r.verdict.split()[0], "tearsheet": tearsheets.get(r.agent)}
+    header, cells = display_table(board, level)
+    rows = [{"cells": row, "verdict": r.verdict.split()[0], "tearsheet": tearsheets.get(r.agent)}
             for r, row in zip(board.itertuples(), cells)]
     page = _template().render(
         title=f"tr1 {'walk-forward ' if len(results) > 1 else ''}leaderboard, {cfg.start} to {cfg.end}",
-        run_id=run_id, header=[h for h, _ in cells[0]], rows=rows, family=family, notes=list(dict.fromkeys([*notes])),
+        run_id=run_id, header=header, rows=rows, family=family, notes=list(dict.fromkeys([*notes])),
         heat_agents=list(heat.columns), heat_rows=[{"window": w, "cells": [
             {"text": _fmt(heat.loc[w, a]), "colour": _colour(heat.loc[w, a])} for a in heat.columns]}
             for w in heat.index],
-        equity_png=_equity_png(returns),
+        equity_png=equity_png(returns, BENCHMARK),
         per_ticker=sorted(p.relative_to(out).as_posix() for p in (out / "tearsheets").glob("*.html")
                           if not p.name.endswith("__portfolio.html"))
         if (out / "tearsheets").exists() else [])
@@ -255,11 +271,9 @@ def sample_spread(board: pd.DataFrame) -> list[str]:
 
 def markdown(board: pd.DataFrame, cfg: RunConfig) -> str:
     """The leaderboard as a markdown table (README, terminal): the page's columns, without the windows."""
-    level = round(100 * (1 - cfg.alpha))
-    llm = bool(board["pre_cutoff_share"].notna().any())
-    rows = [columns(r, level, llm) for r in board.itertuples()]
-    lines = ["| " + " | ".join(h for h, _ in rows[0]) + " |", "|" + "---|" * len(rows[0])]
-    lines += ["| " + " | ".join(c for _, c in row) + " |" for row in rows]
+    header, rows = display_table(board, round(100 * (1 - cfg.alpha)))
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines) + "\n\n" + board.attrs.get("family", "") + "\n"
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import html
 import json
-import logging
 import multiprocessing
 import os
 import re
@@ -24,9 +23,10 @@ from tqdm.auto import tqdm
 
 from benchmarks.config import RunConfig
 from benchmarks.escaping import Markdown, md_cell, plot_label
+from benchmarks.plots import pyplot
 from benchmarks.run_folder import claim, remove, write_csv, write_json, write_text
 from tr1_env.core.actions import Action
-from tr1_env.context.anonymize import DEFAULT_LEVEL
+from tr1_env.context.anonymize import DEFAULT_LEVEL, LABEL_SUFFIX
 from tr1_env.evaluation.backtest import holding_returns
 from tr1_env.contamination.cutoffs import Cutoff
 from tr1_env.util.files import atomic_write
@@ -35,7 +35,6 @@ from tr1_env.evaluation.metrics import (annual_volatility, cumulative_return, hi
 
 COLUMNS = ["agent", "ticker", "cr", "sharpe", "sharpe_lo", "sharpe_hi", "hit_rate", "mdd", "av", "n_days"]
 BENCHMARK = "buy_and_hold"
-ANON = "+anon"  # label suffix of an LLM agent replayed on anonymized contexts
 MEMO_COLUMNS = ["agent", "ticker", "comparison", "statistic", "a", "b", "diff", "lo", "hi", "n_a", "n_b", "agreement"]
 
 #: An agent's results per ticker: (daily accounting from tr1_env.evaluation.backtest, decisions by date).
@@ -45,17 +44,6 @@ Results = dict[str, dict[str, tuple[pd.DataFrame, pd.DataFrame]]]
 def slug(label: str) -> str:
     """A file-name-safe agent label (``hf:/models/x`` -> ``hf_models_x``)."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("_")
-
-
-def _pyplot():
-    """pyplot on the file-only backend: reports are written on servers with no display."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)  # quantstats asks for fonts we lack
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def summarize(agent: str, ticker: str, frame: pd.DataFrame, decisions: pd.DataFrame, bench: pd.DataFrame,
@@ -186,7 +174,7 @@ def drawing_pool(jobs: int) -> ProcessPoolExecutor:
 
 def _plot_ticker(ticker: str, curves: dict[str, pd.Series], benchmark: pd.Series, start: pd.Timestamp,
                  path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(9, 5))
     for agent, eq in curves.items():
         ax.plot(pd.concat([pd.Series([1.0], [start]), eq]), label=plot_label(agent), lw=1.2)
@@ -212,7 +200,7 @@ def plot_equity(results: Results, bench: dict[str, pd.DataFrame], folder: Path,
 
 def _tearsheet(returns: pd.Series, benchmark: pd.Series, risk_free: float, title: str, path: Path) -> str | None:
     """Draw one tearsheet (at a path its run claimed); the error (for the report's notes) if quantstats could not."""
-    plt = _pyplot()
+    plt = pyplot()
     title = html.escape(title)  # quantstats pastes the title into its page as it is
     import quantstats as qs
 
@@ -307,8 +295,8 @@ def memorisation(results: Results, bench: dict[str, pd.DataFrame], cutoffs: dict
     def series(per_ticker: dict[str, pd.Series], t: str) -> pd.Series:
         return _pooled(list(per_ticker.values())) if t == "all" else per_ticker[t]
 
-    for plain in [a for a in cutoffs if not a.endswith(ANON) and a + ANON in results]:
-        anon = plain + ANON
+    for plain in [a for a in cutoffs if not a.endswith(LABEL_SUFFIX) and a + LABEL_SUFFIX in results]:
+        anon = plain + LABEL_SUFFIX
         tickers = [t for t in results[plain] if t in results[anon]]
         for t in [*tickers, *(["all"] if len(tickers) > 1 else [])]:
             a, b = series(returns[anon], t).align(series(returns[plain], t), join="inner")
@@ -367,7 +355,7 @@ def write_reports(results: Results, bench: dict[str, pd.DataFrame], cfg: RunConf
     """summary.csv, summary.md, plots/ and tearsheets/ under ``out`` (and memorisation.csv when an LLM ran);
     returns the summary table. ``cutoffs``: the training cutoff of each LLM row; ``skipped``: notes on agents
     (x tickers) that did not run."""
-    _pyplot()  # before quantstats imports pyplot
+    pyplot()  # before quantstats imports pyplot
     cutoffs = cutoffs or {}
     rows = [summarize(a, t, frame, decisions, bench[t], cfg)
             for a, per in tqdm(results.items(), desc="metrics", unit="agent") for t, (frame, decisions) in per.items()]

@@ -46,7 +46,7 @@ from benchmarks.run_folder import (FolderRefused, begin_run, check_out, claim, f
                                    write_csv, write_text)
 from tr1_env.core.actions import Action
 from tr1_env.core.agents import Agent, AgentError, Observation, load_agent
-from tr1_env.context.anonymize import DEFAULT_LEVEL, Pseudonyms, anonymize
+from tr1_env.context.anonymize import DEFAULT_LEVEL, LABEL_SUFFIX, Pseudonyms, anonymize
 from tr1_env.evaluation.backtest import backtest, buy_and_hold, decision_days
 from tr1_env.util.cli_args import add_dataclass_args, from_args
 from tr1_env.context.reference import ContextConfig, build_context, indicators, numeric_observation
@@ -95,7 +95,7 @@ def _llm_spec(spec: str, cfg: RunConfig, anonymized: str | None = None, seed: in
     prompt), or None.
     """
     prefix = spec.partition(":")[0]
-    label = f"{spec}+anon" if anonymized else spec
+    label = spec + LABEL_SUFFIX if anonymized else spec
     if prefix in MODEL_CLASSES:  # load_agent names the missing module if this install lacks it
         path = spec.partition(":")[2]
 
@@ -233,7 +233,7 @@ class Observations:
         if key not in self._cache:
             context = build_context(self.store, ticker, day, cfg=ContextConfig(max_chars=max_chars))
             if anonymized:
-                names = self.pseudonyms.setdefault(ticker, Pseudonyms(ticker, seed=self.seed))
+                names = self.pseudonyms.setdefault(ticker, Pseudonyms.for_episode(ticker, self.seed))
                 context = anonymize(context, names, anonymized)
             self._cache[key] = context.observation()
         return dataclasses.replace(self._cache[key], position=position)

@@ -54,6 +54,7 @@ from tr1_agent.llm_agents import make_llm_agent
 from tr1_agent.models import SMOLLM2_HUB_ID, read_card, smollm2_path
 from tr1_agent.sft import train_sft
 from tr1_env.core.actions import Action
+from tr1_env.scoring.rewards import TERMS as REWARD_TERMS
 from tr1_env.scoring.rewards import RewardConfig, score
 
 MODELS = ("zero_shot", "sft", "sft_grpo", "curriculum")
@@ -86,7 +87,7 @@ def prior_baselines(train_labels: list[str], truth: list[str], draws: int = 1000
                               "macro_f1": float(np.mean([macro_f1(truth, [str(p) for p in s]) for s in sampled]))}}
 
 
-TERMS = ("structure", "evidence", "decision")
+TERMS = tuple(term.name for term in REWARD_TERMS)
 
 
 def heldout_metrics(model: str, rows, max_new_tokens: int, temperature: float = 0.0) -> dict:

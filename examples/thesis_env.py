@@ -11,6 +11,7 @@ import gymnasium as gym
 
 import tr1_env  # noqa: F401 - registers tr1/Thesis-v0
 from tr1_env.context.reference import MODALITIES
+from tr1_env.scoring.rewards import TERMS
 
 THESIS = """\
 <think>
@@ -62,8 +63,7 @@ Earnings beat, a new chip roadmap and an analyst target raise line up with stron
 [[[BUY]]]
 """
 
-TERMS = ("structure", "evidence", "decision", "total", "decision_action", "label", "n_claims", "n_quotes",
-         "n_fabricated")
+KEYS = (*(term.name for term in TERMS), "total", "decision_action", "label", "n_claims", "n_quotes", "n_fabricated")
 
 
 def main() -> None:
@@ -74,7 +74,7 @@ def main() -> None:
         prompt, info = env.reset(seed=0, options=options)
         _, reward, terminated, _, info = env.step(completion)
         print(f"{name}: reward {reward:+.3f} (prompt {len(prompt):,} chars, terminated={terminated})")
-        for key in TERMS:
+        for key in KEYS:
             value = info[key]
             print(f"  {key:<16} {value:.3f}" if isinstance(value, float) else f"  {key:<16} {value}")
 

@@ -76,11 +76,79 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+#: A ChatML chat template (Qwen3's turns, without its tool and thinking logic).
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def tiny_qwen3(tmp_dir: str | Path, seed: int = 0) -> Path:
+    """A random 2-layer Qwen3 (hidden 64) with a byte-level BPE tokenizer trained on the spot.
+
+    Tests across the project build one in well under a second instead of downloading (the
+    ``tiny_qwen3_path`` fixture); built into ``tmp_dir/tiny-qwen3`` and reused when already there.
+    """
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
+
+    target = Path(tmp_dir) / "tiny-qwen3"
+    if (target / "config.json").exists():
+        return target
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    corpus = [
+        "<fundamentals> <technical> <news> <macro> <conclusion> [[[STRONG_BUY]]] [[[BUY]]] [[[HOLD]]] "
+        "[[[SELL]]] [[[STRONG_SELL]]] system user assistant",
+        "The company reported revenue growth, earnings beat estimates and the stock closed higher.",
+        "Price, volume, moving average, RSI, MACD, Bollinger bands, interest rates, inflation.",
+    ]
+    bpe.train_from_iterator(
+        corpus,
+        trainers.BpeTrainer(
+            vocab_size=512, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
+    )
+    bpe.add_tokens(["<think>", "</think>"])  # plain added tokens, as in Qwen3: decoding keeps them
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        chat_template=CHATML_TEMPLATE,
+    )
+    config = Qwen3Config(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=32768,
+        tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = Qwen3ForCausalLM(config)
+    model.generation_config = GenerationConfig(
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None
+    )
+    model.save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    return target
+
+
 @pytest.fixture(scope="session")
 def tiny_qwen3_path(tmp_path_factory) -> Path:
-    """A random 2-layer Qwen3 with its own tokenizer (see :func:`tr1_agent.models.tiny_qwen3`)."""
-    from tr1_agent.models import tiny_qwen3
-
+    """A random 2-layer Qwen3 with its own tokenizer (see :func:`tiny_qwen3`)."""
     return tiny_qwen3(tmp_path_factory.mktemp("models"))
 
 

@@ -3,6 +3,7 @@
 import dataclasses
 import re
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -149,6 +150,22 @@ def test_pseudonyms_are_consistent_within_an_episode_and_drawn_per_episode(store
     nvda = f"Company {a.letters['NVDA']}"
     assert first.ticker == second.ticker == "TKR-A" and a.mapping.get("Nvidia", nvda) == nvda
     assert Pseudonyms("MSFT", seed=1).letters == a.letters
+
+
+def test_every_package_module_letters_an_episode_through_for_episode():
+    """One seed rule: a generator's episode draws its seed, a fixed seed is used as it is, none is 0; and no package
+    module builds Pseudonyms another way or spells the anonymized agents' label suffix itself."""
+    rng, again = np.random.default_rng(7), np.random.default_rng(7)
+    assert Pseudonyms.for_episode("MSFT", rng).letters == Pseudonyms("MSFT", seed=int(again.integers(1 << 31))).letters
+    assert Pseudonyms.for_episode("MSFT", 5).letters == Pseudonyms("MSFT", seed=5).letters
+    assert Pseudonyms.for_episode("MSFT").letters == Pseudonyms("MSFT", seed=0).letters
+    root = Path(__file__).resolve().parents[1]
+    found = [f"{path.relative_to(root)}:{n}: {line.strip()}"
+             for package in ("tr1_env", "tr1_agent", "baselines", "benchmarks")
+             for path in sorted((root / package).rglob("*.py"))
+             for n, line in enumerate(path.read_text().splitlines(), 1)
+             if "Pseudonyms(" in line or ('"+anon"' in line and "LABEL_SUFFIX =" not in line)]
+    assert found == []
 
 
 def test_alias_table_is_checked(tmp_path):

@@ -4,8 +4,9 @@ import pytest
 import torch
 import transformers
 from transformers import PreTrainedTokenizerFast, Qwen3ForCausalLM
+from conftest import tiny_qwen3
 
-from tr1_agent.models import SMOLLM2_HUB_ID, load_model_and_tokenizer, resolve_model, smollm2_path, tiny_qwen3
+from tr1_agent.models import SMOLLM2_HUB_ID, load_model_and_tokenizer, resolve_model, smollm2_path
 
 
 def test_tiny_qwen3_builds_fast_and_generates(tmp_path):

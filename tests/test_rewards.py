@@ -1,5 +1,7 @@
+import dataclasses
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +12,8 @@ from tr1_env.core.actions import Action
 from tr1_env.context.reference import build_context
 from tr1_env.scoring.rewards import (
     STAGE_WEIGHTS,
+    TERMS,
+    WEIGHT_FIELDS,
     QuoteIndex,
     RewardBreakdown,
     RewardConfig,
@@ -28,6 +32,7 @@ from tr1_env.scoring.rewards import (
     section_format_reward,
     structure_reward,
 )
+from tr1_env.scoring.rewards import STAGES as STAGE_NAMES
 from tr1_env.scoring.thesis import parse_thesis, reference_parse_thesis
 
 CONTEXT = """\
@@ -563,6 +568,35 @@ def test_tr1_score_reward_flags(tr1_score):
     staged = tr1_score(HONEST, "--stage", "structure")
     assert staged["total"] == pytest.approx(staged["structure"])
     assert tr1_score(HONEST, "--reward-weights", "0", "0", "2")["total"] == 2.0
+
+
+def test_reward_terms_are_one_table_the_config_scorer_flags_and_docs_follow(tr1_score, capsys):
+    """Each row of TERMS has its weight field (default and stage weights from the row), its breakdown field, its
+    place in the total and in every weight flag, and its line in docs/training.md."""
+    from tr1_env.cli import build_parser
+
+    names = [t.name for t in TERMS]
+    defaults = {f.name: f.default for f in dataclasses.fields(RewardConfig)}
+    assert WEIGHT_FIELDS == tuple(f"w_{n}" for n in names)
+    assert [defaults[f] for f in WEIGHT_FIELDS] == [t.weight for t in TERMS] == RewardConfig().weights
+    assert STAGE_WEIGHTS == {s: tuple(t.stages[s] for t in TERMS) for s in STAGE_NAMES}
+    assert set(names) <= {f.name for f in dataclasses.fields(RewardBreakdown)}
+    cfg = RewardConfig(w_structure=0.5, w_evidence=2.0, w_decision=0.25)
+    r = score(HONEST, Action.SELL, CONTEXT, cfg)
+    assert r.total == pytest.approx(sum(w * getattr(r, n) for w, n in zip(cfg.weights, names)))
+    assert cfg.with_weights(list(range(len(TERMS)))).weights == list(range(len(TERMS)))
+    with pytest.raises(ValueError, match=f"expected {len(TERMS)} weights"):
+        cfg.with_weights([1.0])
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["score", "--help"])
+    usage = " ".join(f"W_{n.upper()}" for n in names)
+    assert f"--reward-weights {usage}" in " ".join(capsys.readouterr().out.split())
+    assert tr1_score(HONEST, "--reward-weights", *map(str, range(len(TERMS))))["total"] == pytest.approx(
+        sum(i * tr1_score(HONEST)[n] for i, n in enumerate(names)))
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "training.md").read_text()
+    rows = [line for line in docs.splitlines() if re.match(r"\| `\w+` \| [\d.]+ \| [\d. /]+ \|", line)]
+    assert rows == [f"| `{t.name}` | {t.weight:g} | {' / '.join(f'{t.stages[s]:g}' for s in STAGE_NAMES)} | {t.help} |"
+                    for t in TERMS]
 
 
 def test_tr1_score_context_must_be_a_file(tmp_path, capsys):

@@ -68,6 +68,30 @@ def test_numeric_observations_match_the_full_context(store):
         pd.testing.assert_frame_equal(full.news.reset_index(drop=True), fast.news.reset_index(drop=True))
 
 
+def test_leaderboard_columns_come_from_one_table(walked, monkeypatch):
+    """leaderboard.csv is COLUMNS' names in order; the page's and the markdown's header and cells are the rows with a
+    header, an optional one shown only when some agent has a value, the verdict last; a row added to the table
+    reaches both."""
+    from benchmarks import leaderboard
+
+    from tr1_env.evaluation.signals import SIGNAL_COLUMNS
+
+    board = pd.read_csv(walked / "leaderboard.csv")
+    assert list(board.columns) == [c.name for c in leaderboard.COLUMNS]
+    assert [c for c in board.columns if c in SIGNAL_COLUMNS] == list(SIGNAL_COLUMNS)  # no signal test left out
+    header, rows = leaderboard.display_table(board, 95)
+    assert header[-1] == "verdict vs buy-and-hold" and "decision days before cutoff" not in header  # no LLM
+    assert [r[-1] for r in rows] == list(board["verdict"])
+    flagged = board.assign(pre_cutoff_share=[0.25] + [np.nan] * (len(board) - 1))
+    header, rows = leaderboard.display_table(flagged, 95)
+    assert header[-2:] == ["decision days before cutoff", "verdict vs buy-and-hold"] and rows[0][-2] == "25%"
+    calls = leaderboard.Column("calls", "calls", lambda r: f"{r.n_calls:.0f} calls")
+    monkeypatch.setattr(leaderboard, "COLUMNS", (*leaderboard.COLUMNS[:2], calls, *leaderboard.COLUMNS[2:]))
+    md = leaderboard.markdown(board.assign(calls=0), RunConfig(alpha=0.1))
+    assert md.startswith("| agent | calls | CR | Sharpe [90% CI] |")
+    assert f"| {board['agent'][1]} | {board['n_calls'][1]:.0f} calls |" in md
+
+
 def test_samples_are_seeded_rows_with_their_spread_reported():
     from benchmarks.leaderboard import sample_spread
     from benchmarks.run import resolve_agents

@@ -15,11 +15,11 @@ import os
 import shlex
 import sys
 
-from tr1_agent.configs import STAGES, CurriculumConfig, DatasetConfig, DistillConfig, GRPORunConfig, SFTRunConfig
+from tr1_agent.configs import CurriculumConfig, DatasetConfig, DistillConfig, GRPORunConfig, SFTRunConfig
 from tr1_agent.flag_trader.config import FlagPPOConfig
-from tr1_env.cli import add_reward_args, reward_config
+from tr1_env.cli import add_reward_args, add_weights_arg, reward_config
 from tr1_env.util.cli_args import add_dataclass_args, from_args
-from tr1_env.scoring.rewards import STAGE_WEIGHTS
+from tr1_env.scoring.rewards import STAGE_WEIGHTS, STAGES
 
 __all__ = ["check_launch", "register", "register_flag_ppo", "train_commands"]
 
@@ -137,9 +137,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_dataclass_args(curriculum, GRPORunConfig, prefix="grpo-")
     add_reward_args(curriculum, weights=False)
     for stage, weights in STAGE_WEIGHTS.items():
-        curriculum.add_argument(f"--reward-{stage}-weights", type=float, nargs=3, default=weights,
-                                metavar=("W_STRUCTURE", "W_EVIDENCE", "W_DECISION"),
-                                help=f"reward weights of the {stage} stage (default: {' '.join(map(str, weights))})")
+        add_weights_arg(curriculum, f"--reward-{stage}-weights", f"reward weights of the {stage} stage (default: "
+                        f"{' '.join(map(str, weights))})", weights)
     curriculum.set_defaults(func=cmd_curriculum)
 
 

@@ -12,9 +12,7 @@ from typing import Any, ClassVar
 from tr1_env.context.anonymize import DEFAULT_LEVEL, LEVELS
 from tr1_env.data.schema import PAPER_TICKERS
 from tr1_env.scoring.labels import HELDOUT_WINDOW
-from tr1_env.scoring.rewards import STAGE_WEIGHTS
-
-STAGES: tuple[str, ...] = tuple(STAGE_WEIGHTS)
+from tr1_env.scoring.rewards import STAGES
 
 #: Token budgets from measured theses (``scripts/measure_lengths.py``; docs/training.md, Lengths).
 GRPO_MAX_COMPLETION_LENGTH = 6144

@@ -34,7 +34,7 @@ from tr1_agent.datasets import build_prompts, day_keys, load, save, split_days, 
 from tr1_agent.grpo import evaluate, generate, train_grpo
 from tr1_agent.sft import train_sft
 from tr1_env.core.actions import Action
-from tr1_env.scoring.rewards import WEIGHT_FIELDS, RewardConfig, score
+from tr1_env.scoring.rewards import RewardConfig, score
 
 __all__ = ["distributed_state", "keeps", "run_curriculum", "sampling", "self_augment"]
 
@@ -182,7 +182,7 @@ def run_curriculum(cfg: CurriculumConfig, data: DatasetConfig = DatasetConfig(),
         model = str(final if final.exists() else train_grpo(model, train, folder / "grpo", grpo, stage_reward))
         scores = _once(folder / "eval.json", partial(held_out, model, stage_reward))
         warm = _once(folder / "augment", partial(self_augment, model, train, stage_reward, cfg, grpo), save, load)
-        record = {"stage": stage, "weights": [getattr(stage_reward, f) for f in WEIGHT_FIELDS], "model": model,
+        record = {"stage": stage, "weights": stage_reward.weights, "model": model,
                   "adapter": str(folder / "grpo" / "adapter"), "eval": scores, "augment": str(folder / "augment"),
                   "augment_rows": len(warm), "seconds": round(time.time() - started, 1)}
         records.append(_once(marker, record.copy))

@@ -31,7 +31,7 @@ from tr1_agent.datasets import save, with_completions
 from tr1_agent.llm_agents import OpenAIChatAgent
 from tr1_env.core.actions import Action
 from tr1_env.util.files import cache_root
-from tr1_env.scoring.rewards import RewardConfig, score
+from tr1_env.scoring.rewards import TERMS, RewardConfig, score
 from tr1_env.scoring.thesis import count_words, parse_thesis
 
 __all__ = ["ROLES", "SECTIONS", "Evidence", "accepts", "distill", "evidence", "parse_action", "template_thesis"]
@@ -380,8 +380,7 @@ def _report(days: list[_Day], rewards: list, call: _Caller, cfg: DistillConfig) 
     for c in by_label.values():
         c["acceptance_rate"] = c["teacher_accepted"] / c["rows"]
         c["keep_rate"] = c["kept"] / c["rows"]
-    mean = {k: float(np.mean([getattr(r, k) for r in rewards])) if rewards else None
-            for k in ("structure", "evidence", "decision")}
+    mean = {t.name: float(np.mean([getattr(r, t.name) for r in rewards])) if rewards else None for t in TERMS}
     return {
         "rows": len(days),
         "kept": sum(d.status == "kept" for d in days),

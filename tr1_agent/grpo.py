@@ -1,11 +1,11 @@
 """GRPO against the environment's own rewards, and the rollouts that measure them.
 
-The three reward functions are :func:`tr1_env.scoring.rewards.score`'s terms, exactly what the thesis
-environment pays: trl calls each with the completions plus every dataset column (``label`` and
-``context`` among them) and sums them with ``reward_weights`` taken from the stage's
-:class:`~tr1_env.scoring.rewards.RewardConfig`. Each term is logged on its own (``rewards/structure/mean``...).
-trl calls the three one after the other on the same completions, so they share one scoring (one
-parse) per completion through a small cache.
+The reward functions are :func:`tr1_env.scoring.rewards.score`'s terms (one per row of
+:data:`tr1_env.scoring.rewards.TERMS`), exactly what the thesis environment pays: trl calls each with the
+completions plus every dataset column (``label`` and ``context`` among them) and sums them with
+``reward_weights`` taken from the stage's :class:`~tr1_env.scoring.rewards.RewardConfig`. Each term is logged on
+its own (``rewards/structure/mean``...). trl calls them one after the other on the same completions, so they
+share one scoring (one parse) per completion through a small cache.
 """
 
 from __future__ import annotations
@@ -21,13 +21,10 @@ from datasets import Dataset
 from tr1_agent.configs import GRPORunConfig
 from tr1_agent.sft import export, last_checkpoint, release, training_card
 from tr1_env.core.actions import Action
-from tr1_env.scoring.rewards import RewardBreakdown, RewardConfig, score
+from tr1_env.scoring.rewards import TERMS, RewardBreakdown, RewardConfig, score
 
-__all__ = ["TERMS", "RewardTerm", "evaluate", "generate", "grpo_config", "prompt_tokens", "reward_functions",
+__all__ = ["RewardTerm", "evaluate", "generate", "grpo_config", "prompt_tokens", "reward_functions",
            "train_grpo", "vllm_memory_share", "vllm_share"]
-
-#: The reward terms trl optimises and logs, in the order of ``reward_weights``.
-TERMS = ("structure", "evidence", "decision")
 
 logger = logging.getLogger(__name__)
 
@@ -58,9 +55,10 @@ class RewardTerm:
 
 
 def reward_functions(cfg: RewardConfig) -> tuple[list[RewardTerm], list[float]]:
-    """The three reward functions (R_structure, R_evidence with every quote checked against the row's
-    context, R_decision against the row's label) and their weights."""
-    return [RewardTerm(term, cfg) for term in TERMS], [cfg.w_structure, cfg.w_evidence, cfg.w_decision]
+    """trl's ``reward_funcs`` and ``reward_weights``: one function per term of
+    :data:`~tr1_env.scoring.rewards.TERMS` (R_evidence checking every quote against the row's context,
+    R_decision against the row's label) and its weight."""
+    return [RewardTerm(term.name, cfg) for term in TERMS], cfg.weights
 
 
 def prompt_tokens(tokenizer, prompts: list, chat_template_kwargs: dict[str, Any]) -> int:
@@ -190,8 +188,7 @@ def evaluate(model: str, rows: Dataset, reward: RewardConfig = RewardConfig(), *
     def mean(values) -> float:
         return float(np.mean(list(values)))
 
-    return {"n": len(scores), "structure": mean(s.structure for s in scores),
-            "evidence": mean(s.evidence for s in scores), "decision": mean(s.decision for s in scores),
+    return {"n": len(scores), **{term.name: mean(getattr(s, term.name) for s in scores) for term in TERMS},
             "total": mean(s.total for s in scores), "fabricated_per_thesis": mean(s.n_fabricated for s in scores),
             "decided": mean(s.decision_action is not None for s in scores),
             "mean_chars": mean(len(t) for t in texts)}

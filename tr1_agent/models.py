@@ -1,7 +1,7 @@
-"""Where models come from offline: SmolLM2 converted from its GGUF wheel, and tiny Qwen3s for tests.
+"""Where models come from offline: SmolLM2 converted from its GGUF wheel.
 
 With a network any Hub id works unchanged; without one, ``"smollm2"`` is a real instruct model
-(SmolLM2-135M-Instruct, FLAG-TRADER's size) and :func:`tiny_qwen3` a random model for unit tests.
+(SmolLM2-135M-Instruct, FLAG-TRADER's size). The tests' tiny random Qwen3 is built in ``tests/conftest.py``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from tr1_env.util.files import cache_root
 
 __all__ = ["BUILTIN_ADAPTERS", "SMOLLM2_HUB_ID", "adapter_base", "compute_dtype", "free_accelerator_memory",
            "load_model_and_tokenizer", "param_count", "read_card", "resolve_model", "shutdown_vllm", "smollm2_path",
-           "tiny_qwen3", "zero3_init_off"]
+           "zero3_init_off"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,13 +30,6 @@ _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 #: Adapters shipped in the package, by the name an agent spec uses (``smollm2-tr1``: examples/ablation.py).
 BUILTIN_ADAPTERS = {"smollm2-tr1": Path(__file__).parent / "data" / "adapters" / "smollm2-tr1"}
-
-_CHATML_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
 
 
 def smollm2_path(cache_dir: Path | None = None) -> Path:
@@ -205,63 +198,3 @@ def load_model_and_tokenizer(name: str, dtype: str | torch.dtype = "auto", devic
 
             model = PeftModel.from_pretrained(model, path).merge_and_unload()
     return model.to(device).eval(), tokenizer
-
-
-def tiny_qwen3(tmp_dir: str | Path, seed: int = 0) -> Path:
-    """A random 2-layer Qwen3 (hidden 64) with a byte-level BPE tokenizer trained on the spot.
-
-    Unit tests across the project build one in well under a second instead of downloading.
-    Built into ``tmp_dir/tiny-qwen3`` and reused when already there.
-    """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
-
-    target = Path(tmp_dir) / "tiny-qwen3"
-    if (target / "config.json").exists():
-        return target
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    corpus = [
-        "<fundamentals> <technical> <news> <macro> <conclusion> [[[STRONG_BUY]]] [[[BUY]]] [[[HOLD]]] "
-        "[[[SELL]]] [[[STRONG_SELL]]] system user assistant",
-        "The company reported revenue growth, earnings beat estimates and the stock closed higher.",
-        "Price, volume, moving average, RSI, MACD, Bollinger bands, interest rates, inflation.",
-    ]
-    bpe.train_from_iterator(
-        corpus,
-        trainers.BpeTrainer(
-            vocab_size=512, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-        ),
-    )
-    bpe.add_tokens(["<think>", "</think>"])  # plain added tokens, as in Qwen3: decoding keeps them
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=bpe,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        chat_template=_CHATML_TEMPLATE,
-    )
-    config = Qwen3Config(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        max_position_embeddings=32768,
-        tie_word_embeddings=True,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=None,
-    )
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = Qwen3ForCausalLM(config)
-    model.generation_config = GenerationConfig(
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None
-    )
-    model.save_pretrained(target)
-    tokenizer.save_pretrained(target)
-    return target

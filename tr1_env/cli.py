@@ -11,12 +11,11 @@ import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from dataclasses import replace
-
 from tr1_env.util.cli_args import add_dataclass_args, from_args
 from tr1_env.data.build import BuildConfig
 from tr1_env.data.finnhub import FinnhubUpdate
 from tr1_env.scoring.labels import LabelConfig
+from tr1_env.scoring.rewards import STAGES
 
 
 def _store(path: str | None):
@@ -58,7 +57,7 @@ def cmd_context(ns: argparse.Namespace) -> None:
     if ns.anonymize:
         from tr1_env.context.anonymize import Pseudonyms, anonymize
 
-        ctx = anonymize(ctx, Pseudonyms(ctx.ticker, seed=ns.seed), ns.anonymize)
+        ctx = anonymize(ctx, Pseudonyms.for_episode(ctx.ticker, ns.seed), ns.anonymize)
     print(ctx.text if ns.context_only else ctx.prompt)
 
 
@@ -87,17 +86,28 @@ def reward_config(ns: argparse.Namespace):
     cfg = from_args(RewardConfig, ns, "reward-", skip=WEIGHT_FIELDS)
     if getattr(ns, "stage", None):
         cfg = cfg.with_stage(ns.stage)
-    return replace(cfg, **dict(zip(WEIGHT_FIELDS, getattr(ns, "reward_weights", None) or ())))
+    weights = getattr(ns, "reward_weights", None)
+    return cfg.with_weights(weights) if weights else cfg
+
+
+def add_weights_arg(parser: argparse.ArgumentParser, flag: str, description: str,
+                    default: tuple[float, ...] | None = None) -> None:
+    """``flag`` taking one weight per reward term, in the order of :data:`tr1_env.scoring.rewards.TERMS`."""
+    from tr1_env.scoring.rewards import TERMS
+
+    parser.add_argument(flag, type=float, nargs=len(TERMS), default=default, help=description,
+                        metavar=tuple(f"W_{term.name.upper()}" for term in TERMS))
 
 
 def add_reward_args(parser: argparse.ArgumentParser, weights: bool = True) -> None:
-    """``--reward-*`` flags, one per ``RewardConfig`` setting, and ``--reward-weights`` (the three weights)."""
-    from tr1_env.scoring.rewards import WEIGHT_FIELDS, RewardConfig
+    """``--reward-*`` flags, one per ``RewardConfig`` setting, and ``--reward-weights`` (one weight per term)."""
+    from tr1_env.scoring.rewards import TERMS, WEIGHT_FIELDS, RewardConfig
 
     add_dataclass_args(parser, RewardConfig, "reward-", skip=WEIGHT_FIELDS)
     if weights:
-        parser.add_argument("--reward-weights", type=float, nargs=3, metavar=("W_STRUCTURE", "W_EVIDENCE", "W_DECISION"),
-                            help="weights of R_structure, R_evidence and R_decision (default: the stage's, or 1 1 1)")
+        names = [f"R_{term.name}" for term in TERMS]
+        add_weights_arg(parser, "--reward-weights", f"weights of {', '.join(names[:-1])} and {names[-1]} (default: "
+                        f"the stage's, or {' '.join(f'{term.weight:g}' for term in TERMS)})")
 
 
 def cmd_score(ns: argparse.Namespace) -> None:
@@ -161,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--completion", required=True, help="file with the model's thesis")
     score.add_argument("--context", help="file with the context the thesis cites (enables the quote check)")
     score.add_argument("--label", help="true action, e.g. BUY (omit to skip the decision term)")
-    score.add_argument("--stage", choices=["structure", "claims", "decision"], help="curriculum stage weights")
+    score.add_argument("--stage", choices=STAGES, help="curriculum stage weights")
     add_reward_args(score)
     score.set_defaults(func=cmd_score)
 

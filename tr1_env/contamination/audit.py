@@ -205,7 +205,7 @@ def _macro_candidates(store: Store, level: str, days: pd.DatetimeIndex) -> list[
 
 
 def _render(ctx: Context, level: str, seed: int) -> Context:
-    return ctx if level == "none" else anonymize(ctx, Pseudonyms(ctx.ticker, seed=seed), level)
+    return ctx if level == "none" else anonymize(ctx, Pseudonyms.for_episode(ctx.ticker, seed), level)
 
 
 # --- the audit ---------------------------------------------------------------------------------------------------

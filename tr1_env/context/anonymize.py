@@ -49,14 +49,16 @@ from tr1_env.context.entities import names as entity_names
 from tr1_env.context.prompt import render_prompt
 from tr1_env.context.sections import MACRO_LABELS, TITLES, Context, _fmt, fomc_stance
 
-__all__ = ["ALIASES", "DEFAULT_LEVEL", "LEVELS", "NOTES", "Pseudonyms", "Rebase", "anonymize", "anonymize_text",
-           "level_of", "load_aliases"]
+__all__ = ["ALIASES", "DEFAULT_LEVEL", "LABEL_SUFFIX", "LEVELS", "NOTES", "Pseudonyms", "Rebase", "anonymize",
+           "anonymize_text", "level_of", "load_aliases"]
 
 ALIASES = Path(__file__).parents[1] / "data" / "aliases.csv"
 KINDS = ("ticker", "company", "fund", "index", "product", "person")
 #: Anonymization levels, weakest first; ``strict`` is what ``anonymize=True`` / a bare ``--anonymize`` means.
 LEVELS = ("names", "strict")
 DEFAULT_LEVEL = "strict"
+#: What an agent that reads anonymized contexts appends to its label (``smollm2+anon``), in every report.
+LABEL_SUFFIX = "+anon"
 _COMMON_NOTE = ("D is the decision day and D-k the day k calendar days before it; prices and volumes are rebased so "
                 "the first session shown is 100, statement amounts so the first amount shown is 100; returns, ratios "
                 "and percentages are unchanged.")
@@ -198,7 +200,8 @@ class Pseudonyms:
     """One episode's names: real -> pseudonym, consistent across every context the episode shows.
 
     ``mapping`` holds each real name seen so far and what it became (what envs put in ``info``). Build one per
-    episode with :meth:`for_episode`, the one seed rule the envs, the harness and the datasets share.
+    episode with :meth:`for_episode`, the one seed rule the envs, the harness, the datasets, the audit and the CLI
+    share.
     """
 
     def __init__(self, subject: str, seed: int | None = 0, aliases: str | Path = ALIASES):
@@ -212,9 +215,16 @@ class Pseudonyms:
         self._filled: dict[tuple, str] = {}  # template holes already filled in this episode
 
     @classmethod
-    def for_episode(cls, subject: str, rng: np.random.Generator) -> Pseudonyms:
-        """An episode's pseudonyms, their lettering drawn from ``rng`` (an env's ``np_random``, a dataset row's)."""
-        return cls(subject, seed=int(rng.integers(1 << 31)))
+    def for_episode(cls, subject: str, seed: np.random.Generator | int | None = None) -> Pseudonyms:
+        """An episode's pseudonyms, the other companies lettered in an order shuffled by ``seed``.
+
+        An episode drawn at random (an env's ``np_random``, a dataset row's generator) draws its seed from that
+        generator; one with a fixed seed (a ticker's replay in the harness, an audit trial, ``tr1 context``) uses
+        it as it is; no seed is 0.
+        """
+        if isinstance(seed, np.random.Generator):
+            seed = int(seed.integers(1 << 31))
+        return cls(subject, seed=0 if seed is None else seed)
 
     def ticker(self, ticker: str) -> str:
         """The pseudonym of a ticker symbol (``TKR-A`` for the subject)."""
@@ -693,7 +703,7 @@ def anonymize(ctx: Context, pseudonyms: Pseudonyms | None = None, level: str | b
     level = level_of(level)
     if level is None:
         return ctx
-    pseudonyms = pseudonyms or Pseudonyms(ctx.ticker)
+    pseudonyms = pseudonyms or Pseudonyms.for_episode(ctx.ticker)
     amounts = _first_amount(ctx.sections.get("fundamentals"))
     rebase = Rebase.from_market(ctx.sections.get("market"), ctx.date, amounts) or Rebase.from_history(
         ctx.history, ctx.date, None, amounts)

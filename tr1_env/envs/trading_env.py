@@ -225,6 +225,6 @@ class TradingEnv(gym.Env):
         if not self.anonymize:
             return text
         if self.pseudonyms is None:
-            self.pseudonyms = Pseudonyms(self.ticker, seed=0)
+            self.pseudonyms = Pseudonyms.for_episode(self.ticker)
         bars = pd.DataFrame({"date": recent.index, "close": recent["close"].to_numpy()})
         return anonymize_text(text, self.pseudonyms, Rebase.from_history(bars, day, recent.index[0]), self.anonymize)

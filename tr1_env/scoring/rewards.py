@@ -1,6 +1,9 @@
 """The three Trading-R1 rewards (the paper's appendix S4) and their guards.
 
-``R = w_structure * R_structure + w_evidence * R_evidence + w_decision * R_decision``.
+``R = w_structure * R_structure + w_evidence * R_evidence + w_decision * R_decision``, one weighted
+term per row of :data:`TERMS`: the scorer, GRPO's reward functions, the CLIs' weight flags and the docs
+all read that table, so a new term is a function, a row, its ``w_`` weight field and its breakdown field.
+
 The formulas and their constants are the paper's; everything the paper leaves
 open, and every guard against reward hacking we add, is a :class:`RewardConfig`
 setting:
@@ -25,7 +28,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from functools import lru_cache
+from functools import lru_cache, reduce
+from operator import add
 
 from tr1_env.core.actions import Action
 from tr1_env.scoring.thesis import (
@@ -40,18 +44,24 @@ from tr1_env.scoring.thesis import (
 
 __all__ = [
     "DECISION_MATRIX",
+    "STAGES",
     "STAGE_WEIGHTS",
+    "TERMS",
     "WEIGHT_FIELDS",
     "EvidenceResult",
+    "Parsed",
     "QuoteIndex",
     "RewardBreakdown",
     "RewardConfig",
+    "Term",
     "bullet_count_reward",
     "bullet_reward",
     "count_reward",
     "decision_reward",
+    "decision_term",
     "distinct_sections",
     "evidence_reward",
+    "evidence_term",
     "harmonic_mean",
     "length_multiplier",
     "opinion_reward",
@@ -60,6 +70,7 @@ __all__ = [
     "score",
     "section_format_reward",
     "structure_reward",
+    "structure_term",
 ]
 
 #: ``DECISION_MATRIX[predicted][true]`` as printed in the paper (order SS, S, H, B, SB).
@@ -71,16 +82,8 @@ DECISION_MATRIX: tuple[tuple[float, ...], ...] = (
     (-2.00, -1.50, -1.25, 0.75, 1.00),
 )
 
-#: ``(w_structure, w_evidence, w_decision)`` per curriculum stage. The paper only says
-#: each stage emphasises one term and gives no numbers: these are ours.
-STAGE_WEIGHTS: dict[str, tuple[float, float, float]] = {
-    "structure": (1.0, 0.0, 0.0),
-    "claims": (0.3, 1.0, 0.0),
-    "decision": (0.2, 0.3, 1.0),
-}
-
-#: The :class:`RewardConfig` fields that weigh the three terms (set per stage; the rest are settings).
-WEIGHT_FIELDS: tuple[str, str, str] = ("w_structure", "w_evidence", "w_decision")
+#: The curriculum's stages, easy to hard; each :class:`Term` gives its weight in each.
+STAGES: tuple[str, ...] = ("structure", "claims", "decision")
 
 _MIN_SECTION_WORDS = 50
 _SECTION_FLOOR = 0.01
@@ -88,12 +91,77 @@ _CORNERS = frozenset({Action.STRONG_SELL, Action.STRONG_BUY})
 
 
 @dataclass(frozen=True)
-class RewardConfig:
-    """Weights of the three rewards and the settings where the paper is silent."""
+class Parsed:
+    """One completion read once, all that a term scores: the thesis, its distinct sections, the quote
+    bookkeeping behind R_evidence, the length multiplier and the true call (None: unlabelled)."""
 
-    w_structure: float = field(default=1.0, metadata={"help": "Weight of R_structure (non-negative)."})
-    w_evidence: float = field(default=1.0, metadata={"help": "Weight of R_evidence, the claims reward (non-negative)."})
-    w_decision: float = field(default=1.0, metadata={"help": "Weight of R_decision (non-negative)."})
+    thesis: Thesis
+    sections: tuple[Section, ...]
+    claims: EvidenceResult
+    length_multiplier: float
+    label: Action | None
+
+
+def structure_term(parsed: Parsed, cfg: RewardConfig) -> float:
+    """R_structure of the distinct sections, faded by the length multiplier."""
+    return parsed.length_multiplier * _structure(parsed.sections, cfg)
+
+
+def evidence_term(parsed: Parsed, cfg: RewardConfig) -> float:
+    """R_evidence (quotes checked when a context is given), faded by the length multiplier."""
+    return parsed.length_multiplier * parsed.claims.reward
+
+
+def decision_term(parsed: Parsed, cfg: RewardConfig) -> float:
+    """R_decision against the label; 0 without one."""
+    return 0.0 if parsed.label is None else decision_reward(parsed.thesis.decision, parsed.label, cfg)
+
+
+@dataclass(frozen=True)
+class Term:
+    """One reward term: ``function(parsed, cfg)``, its default weight, its weight in each curriculum stage
+    (:data:`STAGES`) and what it rewards. ``RewardConfig.w_<name>`` holds its weight and
+    ``RewardBreakdown.<name>`` its value; trl logs it as ``rewards/<name>/mean``."""
+
+    name: str
+    function: Callable[[Parsed, RewardConfig], float]
+    weight: float
+    stages: dict[str, float]
+    help: str
+
+
+#: The reward terms, in the order of every weight list (``--reward-weights``, trl's ``reward_weights``). The paper
+#: only says each curriculum stage emphasises one term and gives no numbers: the stage weights are ours.
+TERMS: tuple[Term, ...] = (
+    Term("structure", structure_term, 1.0, {"structure": 1.0, "claims": 0.3, "decision": 0.2},
+         "R_structure: 5 to 7 analysis sections, each with a header, bullets, bold and a table"),
+    Term("evidence", evidence_term, 1.0, {"structure": 0.0, "claims": 1.0, "decision": 0.3},
+         "R_evidence, the claims reward: 4 to 7 claims per section, each an opinion with a quote found in the context "
+         "and a source"),
+    Term("decision", decision_term, 1.0, {"structure": 0.0, "claims": 0.0, "decision": 1.0},
+         "R_decision: the paper's matrix entry for the call against the label (invalid_decision without one call)"),
+)
+
+#: The :class:`RewardConfig` fields that weigh the terms, in :data:`TERMS` order (the rest are settings).
+WEIGHT_FIELDS: tuple[str, ...] = tuple(f"w_{term.name}" for term in TERMS)
+
+#: The weights of :data:`TERMS` per curriculum stage, from each term's ``stages``.
+STAGE_WEIGHTS: dict[str, tuple[float, ...]] = {stage: tuple(t.stages[stage] for t in TERMS) for stage in STAGES}
+
+
+def _weight(name: str):
+    """The ``w_<name>`` field of :class:`RewardConfig`: the term's default weight and help."""
+    term = next(t for t in TERMS if t.name == name)
+    return field(default=term.weight, metadata={"help": f"Weight of {term.help} (non-negative)."})
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """The weight of each reward term (:data:`TERMS`) and the settings where the paper is silent."""
+
+    w_structure: float = _weight("structure")
+    w_evidence: float = _weight("evidence")
+    w_decision: float = _weight("decision")
     missing_conclusion_factor: float = field(
         default=0.5,
         metadata={
@@ -135,7 +203,7 @@ class RewardConfig:
     )
 
     def __post_init__(self) -> None:
-        for name in ("w_structure", "w_evidence", "w_decision", "fabricated_penalty", "min_quote_words"):
+        for name in (*WEIGHT_FIELDS, "fabricated_penalty", "min_quote_words"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}")
         if not 0 <= self.missing_conclusion_factor <= 1:
@@ -152,12 +220,23 @@ class RewardConfig:
         """The weights of curriculum stage ``name`` (see :data:`STAGE_WEIGHTS`)."""
         return replace(cls().with_stage(name), **overrides)
 
-    def with_stage(self, name: str, weights: dict[str, tuple[float, float, float]] | None = None) -> RewardConfig:
+    def with_stage(self, name: str, weights: dict[str, tuple[float, ...]] | None = None) -> RewardConfig:
         """These settings with the weights of stage ``name`` from ``weights`` (default :data:`STAGE_WEIGHTS`)."""
         weights = STAGE_WEIGHTS if weights is None else weights
         if name not in weights:
             raise ValueError(f"unknown stage {name!r}; expected one of {list(weights)}")
-        return replace(self, **dict(zip(WEIGHT_FIELDS, weights[name])))
+        return self.with_weights(weights[name])
+
+    def with_weights(self, weights: tuple[float, ...] | list[float]) -> RewardConfig:
+        """These settings with the terms weighted by ``weights``, one per :data:`TERMS` entry in its order."""
+        if len(weights) != len(TERMS):
+            raise ValueError(f"expected {len(TERMS)} weights ({', '.join(t.name for t in TERMS)}), got {len(weights)}")
+        return replace(self, **dict(zip(WEIGHT_FIELDS, weights)))
+
+    @property
+    def weights(self) -> list[float]:
+        """The terms' weights in :data:`TERMS` order (trl's ``reward_weights``)."""
+        return [getattr(self, name) for name in WEIGHT_FIELDS]
 
 
 _DEFAULTS = RewardConfig()  # frozen: shared by every call left without settings (building one takes 2 us)
@@ -439,22 +518,20 @@ def reference_score(
 
 def _score(thesis: Thesis, sections: tuple[Section, ...], label: Action | None,
            verified: Callable[[tuple[str, ...]], int] | None, cfg: RewardConfig) -> RewardBreakdown:
-    multiplier = length_multiplier(thesis.raw_length, cfg)
-    structure = multiplier * _structure(sections, cfg)
-    claims = _evidence(sections, verified, cfg)
-    evidence = multiplier * claims.reward
-    decision = 0.0 if label is None else decision_reward(thesis.decision, label, cfg)
+    parsed = Parsed(thesis, sections, _evidence(sections, verified, cfg), length_multiplier(thesis.raw_length, cfg),
+                    label)
+    terms = {term.name: term.function(parsed, cfg) for term in TERMS}
+    # added left to right as written out (sum() of floats compensates on Python 3.12+ and would not be)
+    total = reduce(add, (w * value for w, value in zip(cfg.weights, terms.values())))
     return RewardBreakdown(
-        structure=structure,
-        evidence=evidence,
-        decision=decision,
-        total=cfg.w_structure * structure + cfg.w_evidence * evidence + cfg.w_decision * decision,
+        **terms,
+        total=total,
         decision_action=thesis.decision,
-        n_fabricated=claims.n_fabricated,
-        n_quotes=claims.n_quotes,
-        n_claims=claims.n_claims,
+        n_fabricated=parsed.claims.n_fabricated,
+        n_quotes=parsed.claims.n_quotes,
+        n_claims=parsed.claims.n_claims,
         labelled=label is not None,
-        length_multiplier=multiplier,
+        length_multiplier=parsed.length_multiplier,
     )
 
 
