@@ -20,16 +20,16 @@ Earnings beat, a new chip roadmap and an analyst target raise line up with stron
 <fundamentals>
 ### Fundamentals
 - The latest quarter shows **very high profitability**, with operating income at roughly two thirds of revenue, which leaves ample room to fund research and returns to shareholders. *Revenue 26.04B; Gross profit 20.41B; Operating income 16.91B* `fundamentals, quarterly income statement`
-- Earnings came in well above what analysts expected, and a beat of this size tends to pull estimates and price targets higher over the following weeks. *EPS 0.60 vs estimate 0.52 (surprise 14.83%)* `fundamentals, earnings 2024-05-22`
+- Earnings came in well above what analysts expected, and a beat of this size tends to pull estimates and price targets higher over the following weeks. *EPS 6.00 vs estimate 5.20 (surprise 14.83%)* `fundamentals, earnings 2024-05-22`
 - Cash generation covers buybacks several times over, so capital returns do not depend on new borrowing even with short-term rates above five percent. *Free cash flow 27.02B; Share buybacks -9.53B* `fundamentals, annual cash flow`
 - Debt is modest relative to assets and equity, which keeps balance-sheet risk low for a company in a cyclical industry like semiconductors. *Total assets 65.73B; Total debt 11.06B* `fundamentals, annual balance sheet`
 </fundamentals>
 <technical>
 ### Technical picture
 - The stock has rallied hard over three weeks, a **strong uptrend** that started with the earnings release and has not yet shown a reversal signal in the daily data. *5-day change +8.01%; 15-day change +27.95%* `market data`
-- The price sits far above its long-term average, which confirms the trend but also means a pullback of several percent would not break the broader structure. *Last close 115.00* `market data`
-- Trading volume jumped on the earnings reaction day to nearly three times the mid-May level, a sign of institutional participation rather than a thin retail move. *101.52 | 103.80 | 835,065,000* `market data 2024-05-23`
-- Momentum is firm and the fifty-day average keeps rising, so the technical setup supports holding long exposure through the one-week horizon. *200-day SMA 64.29* `market data`
+- The price sits far above its long-term average, which confirms the trend but also means a pullback of several percent would not break the broader structure. *Last close 1,150.00* `market data`
+- Trading volume jumped on the earnings reaction day to nearly three times the mid-May level, a sign of institutional participation rather than a thin retail move. *1,015.20 | 1,037.99 | 83,506,500* `market data 2024-05-23`
+- Momentum is firm and the fifty-day average keeps rising, so the technical setup supports holding long exposure through the one-week horizon. *200-day SMA 642.92* `market data`
 </technical>
 <news>
 ### News flow
@@ -57,7 +57,7 @@ Earnings beat, a new chip roadmap and an analyst target raise line up with stron
 - Fundamentals, guidance and news flow all point upward, and the product announcement gives a **near-term catalyst** within the holding period. *Bank of America hikes Nvidia stock price target* `news 2024-06-03`
 - The rally is extended, so the position should be a buy rather than a strong buy, sized for a possible pullback after such a fast three-week move. *5-day change +8.01%* `market data`
 - Macro conditions are a headwind already priced into the multiple and unlikely to change within a week, given stable yields and low volatility expectations. *VIX: 12.92 (as of 2024-05-31)* `macro, VIX`
-- On balance the evidence favours a moderately bullish one-week view, with the earnings beat as the strongest single piece of support for the call. *EPS 0.60 vs estimate 0.52* `fundamentals, earnings`
+- On balance the evidence favours a moderately bullish one-week view, with the earnings beat as the strongest single piece of support for the call. *EPS 6.00 vs estimate 5.20* `fundamentals, earnings`
 </conclusion>
 
 [[[BUY]]]
@@ -67,7 +67,8 @@ KEYS = (*(term.name for term in TERMS), "total", "decision_action", "label", "n_
 
 
 def main() -> None:
-    env = gym.make("tr1/Thesis-v0", tickers=["NVDA"])
+    # A scoring demo on one held-out day, not training: the window takes that day and lifts the held-out guard.
+    env = gym.make("tr1/Thesis-v0", tickers=["NVDA"], start="2024-01-01", end="2024-06-30", heldout=None)
     options = {"ticker": "NVDA", "date": "2024-06-03", "modalities": MODALITIES}
     fabricated = THESIS.replace("*VIX: 12.92 (as of 2024-05-31)*", "*VIX fell to a record low of 9.1*", 1)
     for name, completion in (("handwritten thesis", THESIS), ("one fabricated quote", fabricated)):
