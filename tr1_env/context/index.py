@@ -151,7 +151,7 @@ class ContextIndex:
             lines = [line for part in market for line in part.lines()]
             key = _digest(pd.DataFrame({"line": [line for line, _ in lines]}))
             _templates(lines, level, self.cache_dir / f"MARKET-anon-{level}-{key}-{_anonymizer_digest()}.pkl")
-        instants = [self._instant(day) for day in sorted(sessions)]
+        instants = [self.instant(day) for day in sorted(sessions)]
         for part in market:
             part.prepare(instants, cfg)
         return self
@@ -175,7 +175,7 @@ class ContextIndex:
             self._market = {m.name: m.market(self.store) for m in registered()}
         return self._market
 
-    def _instant(self, day: pd.Timestamp) -> Instant:
+    def instant(self, day: pd.Timestamp) -> Instant:
         """The decision instant of ``day`` and its New-York midnight (memoised)."""
         if day not in self._days:
             time = decision_time(day)
@@ -188,7 +188,7 @@ class ContextIndex:
         modalities = choose_modalities(modalities, seed, cfg)
         ticker = canonical_ticker(ticker)
         x = self.ticker(ticker)
-        at = self._instant(day)
+        at = self.instant(day)
         n = int(x.price_at.searchsorted(at.t, "right"))
         if not n or x.dates[n - 1] != day.to_datetime64():
             raise ValueError(f"{ticker} has no session on {day:%Y-%m-%d} in store {self.store.path}")
