@@ -1,4 +1,4 @@
-"""The fast path of :func:`tr1_env.context.reference.build_context`: a store's tables indexed once, then ~0.5 ms a context.
+"""The fast path of :func:`tr1_env.context.reference.build_context`: a store indexed once, then ~0.5 ms a context.
 
 What a context needs from a ticker-day is a prefix of each table (the rows with ``available_at``
 at or before the decision time), so everything that does not depend on the day is computed once,

@@ -114,7 +114,8 @@ class NewsPart(Part):
                 picked += chosen
         picked = np.asarray(picked, dtype=np.int64)
         text = news_text(buckets, self.headlines.latest(at.t, cfg.market_headlines))
-        frame = (lambda: self.news.iloc[picked].reset_index(drop=True)) if len(picked) else (lambda: self.news.iloc[0:0])
+        frame = ((lambda: self.news.iloc[picked].reset_index(drop=True)) if len(picked) else
+                 (lambda: self.news.iloc[0:0]))
         return Section(text, news_features((at.t - self.at[picked]) // DAY_NS, self.sentiment[picked]),
                        {"news": frame})
 

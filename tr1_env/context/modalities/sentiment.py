@@ -109,9 +109,9 @@ class SentimentPart(Part):
         lines = self.lines_of(int(self.split_at.searchsorted(at.t, "right")))
         r = int(self.rec_at.searchsorted(at.t, "right"))
         fresh = r and (at.t - self.rec_at[r - 1]) // DAY_NS <= cfg.stale_days
-        return _section(len(recent), insider_totals(self.codes[recent], self.values[recent]),
-                        [lines[i] for i in recent[::-1][:LATEST_FILINGS]], self.recommendations[r - 1] if fresh else None,
-                        cfg)
+        latest = [lines[i] for i in recent[::-1][:LATEST_FILINGS]]
+        return _section(len(recent), insider_totals(self.codes[recent], self.values[recent]), latest,
+                        self.recommendations[r - 1] if fresh else None, cfg)
 
 
 class Sentiment(Modality):
