@@ -17,7 +17,7 @@ def feature_names() -> tuple[str, ...]:
 #: A context's numeric vector (``Context.features``, ``Observation.features``), in this order.
 FEATURE_NAMES: tuple[str, ...] = feature_names()
 #: One ticker-day's features beyond the market: what a context's numeric vector adds.
-EVENT_FEATURES: tuple[str, ...] = FEATURE_NAMES[len(MARKET_FEATURES):]
+EVENT_FEATURES: tuple[str, ...] = tuple(name for name in FEATURE_NAMES if name not in MARKET_FEATURES)
 
 
 def feature_vector(values: dict[str, float]) -> np.ndarray:
