@@ -49,7 +49,9 @@ from tr1_env.core.agents import Agent, AgentError, Observation, load_agent
 from tr1_env.context.anonymize import DEFAULT_LEVEL, LABEL_SUFFIX, Pseudonyms, anonymize
 from tr1_env.evaluation.backtest import backtest, buy_and_hold, decision_days
 from tr1_env.util.cli_args import add_dataclass_args, from_args
-from tr1_env.context.reference import ContextConfig, build_context, indicators, numeric_observation
+from tr1_env.context.config import ContextConfig
+from tr1_env.context.modalities.market import indicators
+from tr1_env.context.reference import build_context, numeric_observation
 from tr1_env.contamination.cutoffs import Cutoff, latest, model_cutoff, parse_overrides, post_cutoff_window
 from tr1_env.data.store import Store, split_adjust
 from tr1_env.util.files import jsonable

@@ -10,7 +10,7 @@ fabricated-quote check.
 import gymnasium as gym
 
 import tr1_env  # noqa: F401 - registers tr1/Thesis-v0
-from tr1_env.context.reference import MODALITIES
+from tr1_env.context.record import MODALITIES
 from tr1_env.scoring.rewards import TERMS
 
 THESIS = """\

@@ -6,8 +6,10 @@ import pytest
 from conftest import random_days
 
 from tr1_env.cli import main as tr1
-from tr1_env.context.reference import (FEATURE_NAMES, MODALITIES, ContextConfig, build_context, build_context_reference,
-                             sample_modalities)
+from tr1_env.context.config import ContextConfig
+from tr1_env.context.features import FEATURE_NAMES
+from tr1_env.context.record import MODALITIES, sample_modalities
+from tr1_env.context.reference import build_context, build_context_reference
 from tr1_env.data.schema import TICKERS
 from tr1_env.data.store import Store
 
@@ -168,7 +170,7 @@ def test_anonymization_templates_disk_cache(store, tmp_path, monkeypatch):
     fresh = anonymize.anonymize(build_context(store, "AAPL", "2024-06-10"))
     ContextIndex(store, cache_dir=tmp_path).prepare(["AAPL"], levels=("strict",))
     [cached] = tmp_path.glob("AAPL-anon-strict-*.pkl")
-    line = ContextIndex.of(store).ticker("AAPL").news_lines[-1]
+    line = ContextIndex.of(store).ticker("AAPL").parts["news"].rendered[-1]
     anonymize.templates().clear()
     with monkeypatch.context() as m:
         m.setattr(anonymize, "template", lambda *a: pytest.fail("compiled again instead of read from disk"))

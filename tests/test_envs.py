@@ -12,11 +12,11 @@ import pytest
 import tr1_env  # noqa: F401 - registers the ids
 from benchmarks.perf import honest_thesis
 from tr1_env.core.actions import DEFAULT_WEIGHTS, Action
-from tr1_env.context.reference import MODALITIES
+from tr1_env.context.record import MODALITIES
 from tr1_env.data.store import Store
 from tr1_env.envs import ThesisEnv, TradingEnv, UnicodeText, action_index
 from tr1_env.envs.trading_env import OBS_NAMES
-from tr1_env.context.features import MARKET_FEATURES
+from tr1_env.context.modalities.market import MARKET_FEATURES
 from tr1_env.scoring.rewards import RewardConfig
 from tr1_env.envs.wrappers import StepLog, TextAction
 

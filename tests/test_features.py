@@ -8,8 +8,9 @@ import pytest
 
 from tr1_env.context.reference import build_context
 from tr1_env.envs import TradingEnv
-from tr1_env.context.features import (EVENT_FEATURES, FEATURE_NAMES, MARKET_FEATURES, analyst_score, feature_vector,
-                              indicators, insider_net, market_features)
+from tr1_env.context.features import EVENT_FEATURES, FEATURE_NAMES, feature_vector
+from tr1_env.context.modalities.market import MARKET_FEATURES, indicators, market_features
+from tr1_env.context.modalities.sentiment import analyst_score, insider_net
 
 pytestmark = pytest.mark.filterwarnings("ignore:The inplace keyword")
 

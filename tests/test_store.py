@@ -28,6 +28,15 @@ def test_embedded_store_has_every_table_and_ticker(store):
     assert store.manifest["rows"]["prices"] == len(store.table("prices"))
 
 
+def test_every_table_has_one_importer():
+    """A table is its schema entry plus one importer: the build fills every table the schema names, once."""
+    from tr1_env.data.importers import IMPORTERS
+    from tr1_env.data.schema import SCHEMA
+
+    filled = [name for names in IMPORTERS for name in names]
+    assert sorted(filled) == sorted(SCHEMA) and list(SCHEMA) == list(TABLES)
+
+
 def test_prices_are_as_traded_and_rounded(store):
     p = store.table("prices").set_index(["ticker", "date"])
     assert p.loc[("AAPL", pd.Timestamp("2024-08-30")), "close"] == 229.0

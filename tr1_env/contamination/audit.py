@@ -45,7 +45,7 @@ from tr1_env.context.anonymize import LEVELS, Pseudonyms, anonymize
 from tr1_env.context.index import ContextIndex
 from tr1_env.data.store import Store
 from tr1_env.context.entities import common
-from tr1_env.context.sections import Context
+from tr1_env.context.record import Context
 
 __all__ = ["ATTACKS", "AuditConfig", "Rate", "audit", "date_tokens", "format_audit", "is_name", "mine_lexicon"]
 

@@ -2,7 +2,7 @@
 
 A model trained after the test period may know how a company's stock moved on a given day. To
 measure how much its calls lean on that memory, :func:`anonymize` rewrites a built
-:class:`~tr1_env.context.sections.Context` (it builds nothing itself), at one of two :data:`LEVELS`:
+:class:`~tr1_env.context.record.Context` (it builds nothing itself), at one of two :data:`LEVELS`:
 
 ``names``
     companies, tickers, products and executives (``data/aliases.csv``, matched whole-word and
@@ -47,7 +47,9 @@ import pandas as pd
 from tr1_env.context.entities import everyday
 from tr1_env.context.entities import names as entity_names
 from tr1_env.context.prompt import render_prompt
-from tr1_env.context.sections import MACRO_LABELS, TITLES, Context, _fmt, fomc_stance
+from tr1_env.context.modalities.base import fmt
+from tr1_env.context.modalities.macro import MACRO_LABELS, fomc_stance
+from tr1_env.context.record import Context, titles
 
 __all__ = ["ALIASES", "DEFAULT_LEVEL", "LABEL_SUFFIX", "LEVELS", "NOTES", "Pseudonyms", "Rebase", "anonymize",
            "anonymize_text", "level_of", "load_aliases"]
@@ -338,8 +340,8 @@ class Rebase:
 
     @cached_property
     def real(self) -> frozenset[str]:
-        """The real levels as printed (``_fmt``)."""
-        return frozenset(_fmt(level) for level in (self.levels() if callable(self.levels) else self.levels))
+        """The real levels as printed (``fmt``)."""
+        return frozenset(fmt(level) for level in (self.levels() if callable(self.levels) else self.levels))
 
 
 def _relative(k: int) -> str:
@@ -356,8 +358,8 @@ def _days(when: str) -> int:
 
 
 def _price(x: float) -> str:
-    """:func:`_fmt` for the common case, without its unit search."""
-    return f"{x:,.2f}" if -1e6 < x < 1e6 else _fmt(x)
+    """:func:`~tr1_env.context.modalities.base.fmt` for the common case, without its unit search."""
+    return f"{x:,.2f}" if -1e6 < x < 1e6 else fmt(x)
 
 
 def _number(text: str) -> float | None:
@@ -618,14 +620,14 @@ class _Renderer:
                 self.episode[hole] = ""
             return ""
         if kind == "row":  # the hot path: a market table has ~200 cells
-            _, fmt, date, values = hole
+            _, row, date, values = hole
             price, volume = self.rebase.price, self.rebase.volume
             scaled = [v * price if is_price else v * volume for is_price, v in values]
             if all(-1e6 < x < 1e6 for x in scaled):
-                return fmt.format(*scaled) if date is None else fmt.format(_relative(self.day - date), *scaled)
-            cells = [_fmt(x) for x in scaled]
-            fmt = fmt.replace("{:,.2f}", "{}")
-            return fmt.format(*cells) if date is None else fmt.format(_relative(self.day - date), *cells)
+                return row.format(*scaled) if date is None else row.format(_relative(self.day - date), *scaled)
+            cells = [fmt(x) for x in scaled]
+            row = row.replace("{:,.2f}", "{}")
+            return row.format(*cells) if date is None else row.format(_relative(self.day - date), *cells)
         if kind == "date":
             text = self.names[hole] = _relative(self.day - hole[1])
             return text
@@ -640,13 +642,13 @@ class _Renderer:
         if kind == "volume":
             return _price(hole[1] * rebase.volume)
         if kind == "amount":
-            return _fmt(hole[1] * (rebase.price if hole[2] else rebase.amounts))
+            return fmt(hole[1] * (rebase.price if hole[2] else rebase.amounts))
         if kind == "near":
             _, text, sign, value = hole
             near = rebase.last_close / 3 <= value <= rebase.last_close * 3
-            return f"{sign}${_fmt(value * rebase.price)}" if near else text
+            return f"{sign}${fmt(value * rebase.price)}" if near else text
         _, text, prefix, num, value = hole  # "real"
-        return prefix + _fmt(value * rebase.price) if num in rebase.real else text
+        return prefix + fmt(value * rebase.price) if num in rebase.real else text
 
     def _name(self, hole: tuple) -> str:
         if hole[0] == "insider":
@@ -713,7 +715,8 @@ def anonymize(ctx: Context, pseudonyms: Pseudonyms | None = None, level: str | b
         if level == "strict" and name == "macro" and name not in ctx.missing:
             body = ctx.macro_relative or f"No macro data is available for {ctx.ticker} as of {ctx.date:%Y-%m-%d}."
         sections[name] = _render_text(body, fill, level)
-    text = NOTES[level] + "\n\n" + "\n\n".join(f"## {TITLES[m]}\n{body}" for m, body in sections.items())
+    heading = titles()
+    text = NOTES[level] + "\n\n" + "\n\n".join(f"## {heading[m]}\n{body}" for m, body in sections.items())
     ticker = pseudonyms.ticker(ctx.ticker)
 
     def rebased() -> pd.DataFrame:

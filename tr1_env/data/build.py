@@ -11,7 +11,7 @@ import pandas as pd
 
 from tr1_env.data import importers
 from tr1_env.data.clock import decision_time
-from tr1_env.data.schema import TABLES
+from tr1_env.data.schema import SCHEMA, TABLES
 
 
 @dataclass
@@ -51,25 +51,16 @@ def _cut(df: pd.DataFrame, col: str, since: str) -> pd.DataFrame:
 
 
 def import_all(raw: Path, prices_since: str, news_since: str) -> dict[str, pd.DataFrame]:
-    """Every table, cut to the configured history."""
+    """Every table of the schema, by its importer, cut to the configured history."""
     if not raw.is_dir():
         raise FileNotFoundError(f"raw data folder {raw} does not exist")
-    splits = importers.import_splits()
-    prices, dividends = importers.import_prices(raw, splits)
-    fundamentals, profiles = importers.import_fundamentals(raw)
-    return {
-        "prices": _cut(prices, "date", prices_since),
-        "dividends": _cut(dividends, "date", prices_since),
-        "splits": splits,
-        "news": _cut(importers.import_news(raw), "available_at", news_since),
-        "fundamentals": _cut(fundamentals, "period_end", prices_since),
-        "profiles": profiles,
-        "earnings": _cut(importers.import_earnings(raw), "release_at", prices_since),
-        "recommendations": importers.import_recommendations(raw),
-        "insider": _cut(importers.import_insider(raw), "filing_date", prices_since),
-        "macro": _cut(importers.import_macro(raw), "date", prices_since),
-        "fomc": _cut(importers.import_fomc(raw), "available_at", news_since),
-    }
+    tables: dict[str, pd.DataFrame] = {}
+    for names, importer in importers.IMPORTERS.items():
+        out = importer(raw, tables)
+        tables.update(zip(names, out if isinstance(out, tuple) else (out,)))
+    since = {"prices": prices_since, "news": news_since}
+    return {name: tables[name] if table.cut is None else _cut(tables[name], table.cut, since[table.since])
+            for name, table in SCHEMA.items()}
 
 
 def build_store(cfg: BuildConfig) -> dict[str, int]:

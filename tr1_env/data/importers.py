@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -369,3 +370,18 @@ def import_fomc(raw: Path) -> pd.DataFrame:
                          "body": df["body"].fillna(""), "url": df["url"], "available_at": avail}
                         ).sort_values("available_at").reset_index(drop=True)
 
+
+
+#: Each importer with the tables it fills, in order: an importer reads the raw folder and the tables filled before
+#: it. A new table's importer is added here, its table to ``schema.SCHEMA``.
+IMPORTERS: dict[tuple[str, ...], Callable[[Path, dict[str, pd.DataFrame]], pd.DataFrame | tuple[pd.DataFrame, ...]]] = {
+    ("splits",): lambda raw, tables: import_splits(),
+    ("prices", "dividends"): lambda raw, tables: import_prices(raw, tables["splits"]),
+    ("news",): lambda raw, tables: import_news(raw),
+    ("fundamentals", "profiles"): lambda raw, tables: import_fundamentals(raw),
+    ("earnings",): lambda raw, tables: import_earnings(raw),
+    ("recommendations",): lambda raw, tables: import_recommendations(raw),
+    ("insider",): lambda raw, tables: import_insider(raw),
+    ("macro",): lambda raw, tables: import_macro(raw),
+    ("fomc",): lambda raw, tables: import_fomc(raw),
+}

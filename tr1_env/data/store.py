@@ -199,22 +199,24 @@ class PointInTime:
     ticker: str
     time: pd.Timestamp
 
-    def _get(self, name: str) -> pd.DataFrame:
+    def rows(self, name: str) -> pd.DataFrame:
+        """Rows of table ``name`` (this ticker's, or the market's for a market-wide table) available at ``time``, as
+        stored: the properties below put per-share figures on the split basis of ``time``."""
         return self.store.visible(name, "*" if name in MARKET_WIDE else self.ticker, self.time)
 
     @property
     def prices(self) -> pd.DataFrame:
         """Daily bars adjusted for the splits known at ``time`` (so the levels match that day's news)."""
-        return split_adjust(self._get("prices"), self._get("splits"))
+        return split_adjust(self.rows("prices"), self.rows("splits"))
 
     @property
     def dividends(self) -> pd.DataFrame:
         """Cash dividends per share on the split basis of ``time`` (stored as paid)."""
-        return split_adjust(self._get("dividends"), self._get("splits"), ("amount",))
+        return split_adjust(self.rows("dividends"), self.rows("splits"), ("amount",))
 
     @property
     def news(self) -> pd.DataFrame:
-        return self._get("news")
+        return self.rows("news")
 
     @property
     def market_news(self) -> pd.DataFrame:
@@ -223,7 +225,7 @@ class PointInTime:
     @property
     def fundamentals(self) -> pd.DataFrame:
         """Statement line items; EPS and share counts on the split basis of ``time``."""
-        frame = self._get("fundamentals")
+        frame = self.rows("fundamentals")
         factor = restatement_factor(self.ticker, self.time)
         if factor == 1 or frame.empty:
             return frame
@@ -232,13 +234,13 @@ class PointInTime:
 
     @property
     def profile(self) -> dict:
-        p = self._get("profiles")
+        p = self.rows("profiles")
         return p.iloc[-1].to_dict() if len(p) else {}
 
     @property
     def earnings(self) -> pd.DataFrame:
         """EPS estimate and actual per release on the split basis of ``time`` (the surprise is a ratio)."""
-        frame = self._get("earnings")
+        frame = self.rows("earnings")
         factor = restatement_factor(self.ticker, self.time)
         if factor == 1 or frame.empty:
             return frame
@@ -246,17 +248,17 @@ class PointInTime:
 
     @property
     def recommendations(self) -> pd.DataFrame:
-        return self._get("recommendations")
+        return self.rows("recommendations")
 
     @property
     def insider(self) -> pd.DataFrame:
         """Form 4 transactions (filed as traded) on the split basis of ``time``, like :attr:`prices`."""
-        return split_adjust_insider(self._get("insider"), self._get("splits"))
+        return split_adjust_insider(self.rows("insider"), self.rows("splits"))
 
     @property
     def macro(self) -> pd.DataFrame:
-        return self._get("macro")
+        return self.rows("macro")
 
     @property
     def fomc(self) -> pd.DataFrame:
-        return self._get("fomc")
+        return self.rows("fomc")
