@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from baselines import BASELINES
 from tr1_env.core.actions import Action
 from tr1_env.context.anonymize import DEFAULT_LEVEL, LEVELS
-from tr1_env.evaluation.backtest import FILLS
+from tr1_env.execution import Execution
 from tr1_env.data.schema import canonical_ticker
 from tr1_env.scoring.labels import HELDOUT_WINDOW
 from tr1_env.evaluation.windows import Window, windows
@@ -47,11 +47,8 @@ class RunConfig:
     walk_forward: tuple[str, ...] = field(default=(), metadata={
         "help": "replay consecutive windows over --start..--end: quarterly, monthly, or explicit START:END windows; "
                 "trained agents refit before each window on data ending the day before it (empty: one window)"})
-    fill: str = field(default="close", metadata={
-        "choices": FILLS, "help": "when a decision made on a close executes: at that close (optimistic) or at the "
-                                  "next session's open"})
-    cost_bps: float = field(default=10.0, metadata={
-        "help": "transaction cost in bps of equity per unit of weight traded"})
+    execution: Execution = field(default_factory=Execution, metadata={
+        "help": "fills and costs (tr1_env.execution): what the replay books and what SB3 and FLAG-TRADER train on"})
     weights: tuple[float, ...] = field(default=(-1.0, -0.5, 0.0, 0.5, 1.0), metadata={
         "help": "target weights of STRONG_SELL SELL HOLD BUY STRONG_BUY"})
     total_return: bool = field(default=False, metadata={
@@ -145,7 +142,6 @@ class RunConfig:
             (self.local_threads >= 0, f"--local-threads must be >= 0, got {self.local_threads}"),
             (self.request_timeout > 0, f"--request-timeout must be > 0, got {self.request_timeout:g}"),
             (self.max_retries >= 0, f"--max-retries must be >= 0, got {self.max_retries}"),
-            (self.cost_bps >= 0, f"--cost-bps must be >= 0, got {self.cost_bps:g}"),
         ]
         for ok, message in checks:
             if not ok:

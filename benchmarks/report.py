@@ -130,15 +130,13 @@ def markdown(summary: pd.DataFrame, cfg: RunConfig, coverage: dict, skipped: dic
     span = (f"Replay {cfg.start} to {cfg.end}" if not protocol or len(protocol) == 1 else
             f"Walk-forward replay {cfg.start} to {cfg.end} over {len(protocol)} windows (see windows.csv), books "
             "restarted flat per window and chained here")
-    fill = ("the weight held to the next close" if cfg.fill == "close"
-            else "the weight held from the next open (next-open fill)")
     notes = [
-        f"{span}. A decision at a session's close sets {fill}; "
+        f"{span}. Execution: {cfg.execution.describe()}; "
         "the first decision is on the first session, none on the last (its return would fall outside the window). "
         f"CR compounds the daily net returns; Sharpe is annualised with sqrt(252) over a {100 * cfg.risk_free:g}% "
         "risk-free rate; HR is the share of directional (non-HOLD) calls whose sign matches the asset's return over "
         "the holding period; MDD is on the compounded equity curve.",
-        f"Returns: {basis}; costs {cfg.cost_bps:g} bps per unit of weight traded; weights SS/S/H/B/SB = {weights}; "
+        f"Returns: {basis}; weights SS/S/H/B/SB = {weights}; "
         f"non-LLM agents decide every {cfg.decision_every} session(s), LLM agents every {cfg.llm_decision_every} "
         f"(context budget {cfg.llm_max_chars} characters); SmolLM2 on CPU every {cfg.smollm2_decision_every}.",
         f"Sharpe CI: {level}% percentile interval of a stationary bootstrap ({cfg.bootstrap} resamples, mean block "

@@ -48,7 +48,7 @@ from tr1_env.core.actions import Action
 from tr1_env.core.agents import Agent, AgentError, Observation, load_agent
 from tr1_env.context.anonymize import DEFAULT_LEVEL, Pseudonyms, anonymize
 from tr1_env.evaluation.backtest import backtest, buy_and_hold, decision_days
-from tr1_env.util.cli_args import add_dataclass_args, from_args
+from tr1_env.util.cli_args import add_dataclass_args, flat_dict, from_args
 from tr1_env.context.reference import ContextConfig, build_context, indicators, numeric_observation
 from tr1_env.contamination.cutoffs import Cutoff, latest, model_cutoff, parse_overrides, post_cutoff_window
 from tr1_env.data.store import Store, split_adjust
@@ -59,7 +59,10 @@ from tr1_env.util.redact import redact_url
 #: ``--model`` prefixes served by an Agent class, not by ``make_llm_agent``; the rest of the spec is its ``path``.
 MODEL_CLASSES = {"flag": "tr1_agent.flag_trader:FlagTraderAgent"}
 LOCAL_LLM_PREFIXES = ("hf:", "vllm:")
-BUILTIN_LLMS = ("smollm2", "smollm2-tr1")  # offline LLM agents --agents accepts by name; others come through --model
+#: Offline LLM agents --agents accepts by name (others come through --model), each with the setting of its own decision
+#: interval: the CPU SmolLM2 rows decide every --smollm2-decision-every sessions and their labels say so (1: they
+#: follow --llm-decision-every as every other LLM does).
+BUILTIN_LLMS: dict[str, str] = {"smollm2": "smollm2_decision_every", "smollm2-tr1": "smollm2_decision_every"}
 
 
 class UsageError(ValueError):
@@ -129,10 +132,10 @@ def _llm_spec(spec: str, cfg: RunConfig, anonymized: str | None = None, seed: in
             unavailable = "set the OPENAI_API_KEY environment variable (or pass --base-url for another endpoint)"
         kwargs.update(timeout=cfg.request_timeout, max_retries=cfg.max_retries)
 
-    every = cfg.llm_decision_every
-    if spec in BUILTIN_LLMS and cfg.smollm2_decision_every != 1:
-        label, every = label.replace(spec, f"{spec} (every {cfg.smollm2_decision_every} sessions)", 1), \
-            cfg.smollm2_decision_every
+    own = getattr(cfg, BUILTIN_LLMS[spec]) if spec in BUILTIN_LLMS else 1
+    every = own if own != 1 else cfg.llm_decision_every
+    if own != 1:
+        label = label.replace(spec, f"{spec} (every {own} sessions)", 1)
     if seed is not None:  # one of --samples: sampled, seeded, labelled
         kwargs.update(temperature=cfg.temperature, seed=seed)
         label = f"{label} #{seed}"
@@ -187,11 +190,14 @@ def resolve_agents(cfg: RunConfig) -> list[AgentSpec]:
     pool = cfg.sb3_pool if cfg.sb3_pool is not None else bool(cfg.walk_forward)
     for name in dict.fromkeys((*agents, *cfg.model, *cfg.agent)):
         if name in BASELINES:
-            kwargs = ({"steps": cfg.sb3_steps, "train_years": cfg.train_years, "cost_bps": cfg.cost_bps,
-                       "seed": cfg.seed, "pool": pool, "fill": cfg.fill} if name in TRAINED
+            kwargs = ({"steps": cfg.sb3_steps, "train_years": cfg.train_years, "execution": cfg.execution,
+                       "seed": cfg.seed, "pool": pool} if name in TRAINED
                       else {"seed": cfg.seed} if name == "random" else {})
+            # the fingerprint names the execution's settings one by one (as before it was a value)
+            settings = {"class": BASELINES[name], **{k: v for k, v in kwargs.items() if k != "execution"},
+                        **(dataclasses.asdict(cfg.execution) if "execution" in kwargs else {})}
             specs.append(AgentSpec(name, lambda n=name, kw=kwargs: load_agent(BASELINES[n], **kw), False,
-                                   {"class": BASELINES[name], **kwargs}, every=cfg.decision_every, numeric=True))
+                                   settings, every=cfg.decision_every, numeric=True))
         elif name in plugins or (":" in name and not name.startswith((*LOCAL_LLM_PREFIXES, *MODEL_CLASSES))):
             label = name.rpartition(":")[2] if ":" in name else name
             specs.append(AgentSpec(label, lambda n=name: load_agent(n), False, {"plugin": name},
@@ -411,10 +417,10 @@ def run(cfg: RunConfig) -> pd.DataFrame:
         print(f"note: {out} held an unfinished or mixed run ({problems[0]}); its reports are replaced",
               file=sys.stderr)
     closes = {t: store.closes(t) for t in tickers}
-    opens = {t: store.closes(t, "open") if cfg.fill == "next-open" else None for t in tickers}
+    opens = {t: store.closes(t, "open") for t in tickers}  # read only by a fill at an open
     dividends = {t: store.dividends(t) if cfg.total_return else None for t in tickers}  # on the closes' split basis
     whole = {t: store.trading_days(t, cfg.start, cfg.end) for t in tickers}
-    config = {**dataclasses.asdict(cfg), "base_url": redact_url(cfg.base_url)}
+    config = {**flat_dict(cfg), "base_url": redact_url(cfg.base_url)}
     meta = {"run_id": new_run_id(), "config": config,
             "windows": [w.name for w in protocol], "coverage": coverage(store, tickers, whole, cfg.start, cfg.end),
             "returns": "total return (dividends at ex-date)" if cfg.total_return else "price return (no dividends)",
@@ -431,7 +437,7 @@ def run(cfg: RunConfig) -> pd.DataFrame:
         folder = out if len(protocol) == 1 else out / "windows" / window.name
         (folder / "returns").mkdir(parents=True, exist_ok=True)
         observations = Observations(store, cfg.seed)  # shared by the agents of this window
-        bench = {t: buy_and_hold(closes[t], days[t], cfg.cost_bps, dividends[t], cfg.fill, opens[t]) for t in tickers}
+        bench = {t: buy_and_hold(closes[t], days[t], cfg.execution, dividends[t], opens[t]) for t in tickers}
         results: dict[str, dict[str, tuple[pd.DataFrame, pd.DataFrame]]] = {}
         for spec in specs:
             if spec.unavailable:
@@ -445,8 +451,8 @@ def run(cfg: RunConfig) -> pd.DataFrame:
                                        error if len(protocol) == 1 else f"{window.name} {error}"])
             results[spec.label] = {}
             for t in decided:
-                frame = backtest(decided[t]["action"].map(Action.parse), closes[t], days[t], cfg.cost_bps,
-                                 cfg.weight_map(), dividends[t], cfg.fill, opens[t])
+                frame = backtest(decided[t]["action"].map(Action.parse), closes[t], days[t], cfg.execution,
+                                 cfg.weight_map(), dividends[t], opens[t])
                 write_csv(folder / "returns" / f"{slug(spec.label)}__{t}.csv", frame, date_format="%Y-%m-%d")
                 results[spec.label][t] = (frame, decided[t])
         meta["pseudonyms"].update({t: p.mapping for t, p in observations.pseudonyms.items()})
@@ -502,8 +508,7 @@ def _notes(cfg: RunConfig, protocol: list[Window], meta: dict, specs: list[Agent
         + (f" ({cfg.walk_forward[0]})" if len(cfg.walk_forward) == 1 else "") + ". Each window starts flat (buy-and-hold "
         "too) and its first session's return belongs to no one; the portfolio is the equal-weight mean of the "
         "per-ticker daily net returns, rebalanced daily.",
-        f"Fills at the {'decision close (optimistic)' if cfg.fill == 'close' else 'next session open'}; costs "
-        f"{cfg.cost_bps:g} bps per unit of weight traded; {meta['returns']}.",
+        f"Execution: {cfg.execution.describe()}; {meta['returns']}.",
         *([f"SB3 PPO/A2C retrained before every window on a rolling {cfg.train_years:g}-year span ending the day "
            f"before it ({cfg.sb3_steps} steps, {'one policy over all tickers' if pool else 'one policy per ticker'}), "
            "paid in training with these fills and costs."]

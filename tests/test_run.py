@@ -19,6 +19,7 @@ from conftest import free_port
 from tr1_agent.cache import CallCache
 from tr1_env.core.actions import Action
 from tr1_env.core.agents import Agent, AgentError, Decision
+from tr1_env.execution import Execution
 from tr1_env.util.cli_args import from_args
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,7 +91,7 @@ def test_rerun_asks_no_agent_again(tmp_path, monkeypatch):
     assert CountingAgent.calls == 2 * 13  # two tickers, 14 sessions, no decision on the last
     run(cfg)
     assert CountingAgent.calls == 2 * 13  # resumed from the saved decisions
-    again = run(dataclasses.replace(cfg, cost_bps=50))  # accounting changes, decisions do not
+    again = run(dataclasses.replace(cfg, execution=Execution(cost_bps=50)))  # accounting changes, decisions do not
     assert CountingAgent.calls == 2 * 13 and (again["cr"] < first["cr"]).all()
     run(dataclasses.replace(cfg, decision_every=2))  # a different schedule is a different replay
     assert CountingAgent.calls == 2 * 13 + 2 * 7
@@ -338,7 +339,7 @@ def test_a_run_killed_during_the_reports_leaves_no_mixed_folder(tmp_path, monkey
 
     monkeypatch.setattr(report, "plot_equity", killed)  # after summary.csv, before summary.md
     with pytest.raises(KeyboardInterrupt):
-        run(dataclasses.replace(cfg, cost_bps=100))
+        run(dataclasses.replace(cfg, execution=Execution(cost_bps=100)))
     assert not md.exists()  # the old run's summary.md is gone, not left beside the new summary.csv
     assert verify_run(tmp_path)[0].endswith("did not finish")
     assert not list(tmp_path.rglob(".*partial*"))  # no temp file left behind

@@ -9,10 +9,11 @@ import pytest
 from benchmarks.run import Observations, RunConfig, run
 from tr1_env.context.reference import build_context
 from tr1_env.data.store import Store
+from tr1_env.execution import Execution
 
 CFG = dict(start="2024-04-01", end="2024-07-31", walk_forward=("monthly",),
            tickers=("NVDA", "SPY", "XOM", "AAPL", "JPM"),
-           bootstrap=100, tearsheets=False, cost_bps=0.0)
+           bootstrap=100, tearsheets=False, execution=Execution(cost_bps=0.0))
 
 
 @pytest.fixture(scope="module")
