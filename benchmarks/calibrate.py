@@ -74,22 +74,22 @@ def planted_actions(closes: pd.Series, days: pd.DatetimeIndex, share: float, rng
 
 def run_config(cfg: CalibrationConfig, store: Store) -> RunConfig:
     """The replay settings the planted agents share with ``benchmarks/run.py``."""
-    return RunConfig(agents=(), tickers=cfg.tickers or store.tickers, start=cfg.start, end=cfg.end,
-                     walk_forward=(cfg.walk_forward,), execution=cfg.execution, bootstrap=cfg.bootstrap,
-                     alpha=cfg.alpha, tearsheets=False)
+    return RunConfig.of(agents=(), tickers=cfg.tickers or store.tickers, start=cfg.start, end=cfg.end,
+                        walk_forward=(cfg.walk_forward,), execution=cfg.execution, bootstrap=cfg.bootstrap,
+                        alpha=cfg.alpha, tearsheets=False)
 
 
 def family(cfg: CalibrationConfig, seed: int, store: Store) -> pd.DataFrame:
     """One seed's leaderboard rows (return and signal tests) of buy-and-hold and a planted agent per share."""
     run = run_config(cfg, store)
-    weights = run.weight_map()
-    closes = {t: store.closes(t) for t in run.tickers}
-    opens = {t: store.closes(t, "open") for t in run.tickers}
+    weights = run.agents.weight_map()
+    closes = {t: store.closes(t) for t in run.window.tickers}
+    opens = {t: store.closes(t, "open") for t in run.window.tickers}
     rng = np.random.default_rng(seed)
     results = {}
-    for window in run.protocol():
+    for window in run.window.protocol():
         per: dict[str, dict] = {BENCHMARK: {}}
-        for t in run.tickers:
+        for t in run.window.tickers:
             days = store.trading_days(t, window.start, window.end)
             per[BENCHMARK][t] = (buy_and_hold(closes[t], days, run.execution, None, opens[t]),
                                  pd.DataFrame({"action": ["STRONG_BUY"]}))
@@ -99,7 +99,8 @@ def family(cfg: CalibrationConfig, seed: int, store: Store) -> pd.DataFrame:
                 per.setdefault(f"planted {share:g}", {})[t] = (frame, actions.to_frame())
         results[window] = per
     run = dataclasses.replace(run, seed=seed)
-    table = compare(portfolios(results), BENCHMARK, run.alpha, run.bootstrap, run.block, seed, run.risk_free)
+    stats = run.statistics
+    table = compare(portfolios(results), BENCHMARK, stats.alpha, stats.bootstrap, stats.block, seed, stats.risk_free)
     return table.join(signal_board(signal_table(results, closes, run), run))
 
 

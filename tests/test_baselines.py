@@ -109,7 +109,7 @@ def test_sb3_trains_with_the_replays_fill(store, tmp_path):
     from benchmarks.run import resolve_agents
     from tr1_env.execution import Execution
 
-    (spec,) = resolve_agents(RunConfig(agents=("a2c",), execution=Execution("next-open")))
+    (spec,) = resolve_agents(RunConfig.of(agents=("a2c",), execution=Execution("next-open")))
     assert spec.settings["fill"] == "next-open"
     agent = SB3Agent("a2c", steps=64, train_years=0.25, cache_dir=tmp_path,
                      execution=Execution("next-open"))

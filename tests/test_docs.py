@@ -126,7 +126,7 @@ def test_commands_run_or_parse_as_written(tmp_path, monkeypatch):
 
 def test_runs_paths_are_made_by_a_documented_command():
     """Every ``runs/...`` the docs name (``--model hf:runs/...``, ``--dataset``, ``--sft-data``) is written by one."""
-    made, read = {RunConfig().out}, []  # the replay's own output folder
+    made, read = {RunConfig().outputs.out}, []  # the replay's own output folder
     for doc, words in _commands():
         args = _tr1_args(words) or words
         out = _option(args, "--output-dir")

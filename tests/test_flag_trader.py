@@ -280,7 +280,7 @@ def test_train_then_agent_replays_the_test_window(tiny_qwen3_path, store, tmp_pa
     # and the harness replays the checkpoint next to buy-and-hold: `benchmarks/run.py --model flag:PATH`
     from benchmarks.run import RunConfig, run
 
-    summary = run(RunConfig(agents=("buy_and_hold",), model=(f"flag:{tmp_path / 'run'}",), tickers=("MSFT",),
+    summary = run(RunConfig.of(agents=("buy_and_hold",), model=(f"flag:{tmp_path / 'run'}",), tickers=("MSFT",),
                             start=cfg.test_start, end=cfg.test_end, llm_decision_every=1, bootstrap=0,
                             tearsheets=False, out=str(tmp_path / "bench")))
     assert set(summary["agent"]) == {"buy_and_hold", f"flag:{tmp_path / 'run'}"}

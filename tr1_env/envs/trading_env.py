@@ -95,7 +95,8 @@ class TradingEnv(gym.Env):
         self.store = store if store is not None else Store()
         self.ticker = canonical_ticker(ticker)
         self.obs_mode, self.action_mode = obs_mode, action_mode
-        self.execution, self.window, self.news_items, self.initial_equity = execution, window, news_items, initial_equity
+        self.execution, self.window, self.news_items = execution, window, news_items
+        self.initial_equity = initial_equity
         self.anonymize = level_of(anonymize)
         self.pseudonyms: Pseudonyms | None = None
         #: Features of every session up to ``end``, from the prices knowable at ``end``'s close.

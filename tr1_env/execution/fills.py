@@ -1,9 +1,10 @@
 """When a decision taken at a session's close executes: one class per fill, each overriding :meth:`Fill.price`.
 
 A fill splits the session after a decision in two legs: the weight held before the order earns the return from
-the decision close to the fill, the weight the order sets earns the rest, to the next close. The base class
-(the decision close itself) owns that bookkeeping; a variant says only at what price the order executes (as ``arch.bootstrap``'s variants
-override only ``update_indices``). A new fill is a subclass here plus its entry in :data:`FILLS`.
+the decision close to the fill, the weight the order sets earns the rest, to the next close. The base class (the
+decision close itself) owns that bookkeeping; a variant says only at what price the order executes (as
+``arch.bootstrap``'s variants override only ``update_indices``), with its name, its description and whether the
+old weight is still held over the next open. A new fill is a subclass here plus its entry in :data:`FILLS`.
 """
 
 from __future__ import annotations

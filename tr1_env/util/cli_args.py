@@ -67,6 +67,23 @@ def flat_dict(instance) -> dict[str, Any]:
     return out
 
 
+def from_flat(cls: type[T], settings: dict[str, Any]) -> T:
+    """The dataclass from settings by flag name (the inverse of :func:`flat_dict`): each group takes its own
+    fields' names; a name no field has is a TypeError."""
+    hints = typing.get_type_hints(cls)
+    values, left = {}, dict(settings)
+    for f in dataclasses.fields(cls):
+        tp = _base(hints[f.name])[0]
+        if dataclasses.is_dataclass(tp):  # the group itself, or its fields by name (a field may share its name)
+            values[f.name] = left.pop(f.name) if isinstance(left.get(f.name), tp) else from_flat(
+                tp, {k: left.pop(k) for k in list(left) if k in set(flat_dict(tp()))})
+        elif f.name in left:
+            values[f.name] = left.pop(f.name)
+    if left:
+        raise TypeError(f"{cls.__name__} has no setting {', '.join(sorted(left))}")
+    return cls(**values)
+
+
 def from_args(cls: type[T], ns: argparse.Namespace, prefix: str = "", skip: tuple[str, ...] = ()) -> T:
     """Build the dataclass back from parsed flags (tuples restored from lists, groups rebuilt as their dataclass;
     ``skip`` keeps its defaults)."""
