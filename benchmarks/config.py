@@ -14,7 +14,7 @@ from tr1_env.execution import Execution
 from tr1_env.data.schema import canonical_ticker
 from tr1_env.scoring.labels import HELDOUT_WINDOW
 from tr1_env.evaluation.windows import Window, windows
-from tr1_env.util.cli_args import flat_dict, from_flat
+from tr1_env.util.cli_args import replaced
 
 DEFAULT_TICKERS = ("NVDA", "AAPL", "MSFT", "AMZN", "META", "SPY")
 OFFLINE_AGENTS = (*BASELINES, "smollm2", "smollm2-tr1")
@@ -223,8 +223,8 @@ class RunConfig:
     @classmethod
     def of(cls, **settings) -> RunConfig:
         """A replay's settings by flag name (``RunConfig.of(alpha=0.1, cost_bps=5)``); the rest default."""
-        return from_flat(cls, settings)
+        return replaced(cls(), settings)
 
     def replace(self, **settings) -> RunConfig:
         """These settings (by flag name) changed, the others kept."""
-        return from_flat(type(self), {**flat_dict(self), **settings})
+        return replaced(self, settings)

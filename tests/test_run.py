@@ -20,7 +20,7 @@ from tr1_agent.cache import CallCache
 from tr1_env.core.actions import Action
 from tr1_env.core.agents import Agent, AgentError, Decision
 from tr1_env.execution import Execution
-from tr1_env.util.cli_args import from_args
+from tr1_env.util.cli_args import flat_dict, from_args
 
 REPO = Path(__file__).resolve().parents[1]
 WINDOW = dict(start="2024-06-01", end="2024-06-21", tickers=("NVDA", "META"), bootstrap=200)
@@ -40,7 +40,16 @@ class CountingAgent(Agent):
 def test_flags_mirror_the_config_one_to_one():
     parser = build_parser()
     flags = {a.dest for a in parser._actions if a.dest != "help"}
-    assert flags == {f.name for f in dataclasses.fields(RunConfig)}
+    assert flags == set(flat_dict(RunConfig()))
+    # each group's flags listed under its name in --help, the execution group's being the Execution value's
+    groups = {g.title: {a.dest for a in g._group_actions} for g in parser._action_groups}
+    assert {f.name: groups[f.name] for f in dataclasses.fields(RunConfig) if f.name != "seed"} == {
+        f.name: set(flat_dict(getattr(RunConfig(), f.name))) for f in dataclasses.fields(RunConfig) if f.name != "seed"}
+    assert groups["execution"] == {"fill", "cost_bps"}
+    assert RunConfig.of(fill="next-open", alpha=0.1).replace(cost_bps=5) == RunConfig(
+        execution=Execution("next-open", 5), statistics=dataclasses.replace(RunConfig().statistics, alpha=0.1))
+    with pytest.raises(TypeError, match="no setting colour"):
+        RunConfig.of(colour="red")
     cfg = from_args(RunConfig, parser.parse_args(["--weights", "-2", "-1", "0", "1", "2", "--model", "gpt-4.1",
                                                   "--no-tearsheets"]))
     assert cfg.agents.weights == (-2.0, -1.0, 0.0, 1.0, 2.0) and cfg.agents.model == ("gpt-4.1",)

@@ -67,21 +67,20 @@ def flat_dict(instance) -> dict[str, Any]:
     return out
 
 
-def from_flat(cls: type[T], settings: dict[str, Any]) -> T:
-    """The dataclass from settings by flag name (the inverse of :func:`flat_dict`): each group takes its own
-    fields' names; a name no field has is a TypeError."""
-    hints = typing.get_type_hints(cls)
-    values, left = {}, dict(settings)
-    for f in dataclasses.fields(cls):
-        tp = _base(hints[f.name])[0]
-        if dataclasses.is_dataclass(tp):  # the group itself, or its fields by name (a field may share its name)
-            values[f.name] = left.pop(f.name) if isinstance(left.get(f.name), tp) else from_flat(
-                tp, {k: left.pop(k) for k in list(left) if k in set(flat_dict(tp()))})
-        elif f.name in left:
-            values[f.name] = left.pop(f.name)
+def replaced(instance: T, settings: dict[str, Any]) -> T:
+    """``instance`` with ``settings`` changed, named as their flags are (a group may also be given whole): each
+    group takes its own fields' names; a name no field has is a TypeError."""
+    changes, left = {}, dict(settings)
+    for f in dataclasses.fields(instance):
+        value = getattr(instance, f.name)
+        group = dataclasses.is_dataclass(value)
+        if f.name in left and (not group or isinstance(left[f.name], type(value))):
+            changes[f.name] = left.pop(f.name)
+        elif group and (mine := {k: left.pop(k) for k in list(left) if k in flat_dict(value)}):
+            changes[f.name] = replaced(value, mine)
     if left:
-        raise TypeError(f"{cls.__name__} has no setting {', '.join(sorted(left))}")
-    return cls(**values)
+        raise TypeError(f"{type(instance).__name__} has no setting {', '.join(sorted(left))}")
+    return dataclasses.replace(instance, **changes)
 
 
 def from_args(cls: type[T], ns: argparse.Namespace, prefix: str = "", skip: tuple[str, ...] = ()) -> T:
