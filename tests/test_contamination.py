@@ -126,7 +126,7 @@ def test_anonymized_observations_and_post_cutoff_windows(store, tmp_path):
     obs = Observations(store).get("AAPL", np.datetime64("2024-06-10"), 1500, 0.0, anonymized=True)
     assert "TKR-A" in obs.prompt and not re.search(r"\bAAPL\b|Apple", obs.prompt) and not ISO.search(obs.prompt)
     moved = post_cutoff(RunConfig(), store, {"gpt-4.1": model_cutoff("gpt-4.1")})
-    assert (moved.start, moved.end) == ("2024-06-02", "2024-09-01")  # June 1 2024 cutoff, same 91-day window
+    assert (moved.window.start, moved.window.end) == ("2024-06-02", "2024-09-01")  # June 1 2024 cutoff, same 91-day window
     with pytest.raises(UsageError, match="the store ends 2026-"):
         post_cutoff(RunConfig(), store, {"x": model_cutoff("x", "2030-01-01")})
     with pytest.raises(UsageError, match="no training cutoff known for my-model"):
