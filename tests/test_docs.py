@@ -111,7 +111,7 @@ def test_commands_run_or_parse_as_written(tmp_path, monkeypatch):
                 tr1_parser().parse_args(args)
                 checked["parsed"] += 1
         elif words[:2] == ["python", "benchmarks/run.py"]:
-            from_args(RunConfig, run_parser().parse_args(words[2:])).weight_map()
+            from_args(RunConfig, run_parser().parse_args(words[2:])).agents.weight_map()
             checked["parsed"] += 1
         elif words[:2] == ["python", "benchmarks/calibrate.py"]:
             calibrate_parser().parse_args(words[2:])
