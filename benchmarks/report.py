@@ -284,7 +284,8 @@ def memorisation(results: Results, bench: dict[str, pd.DataFrame], cutoffs: dict
                        for u in (tickers if t == "all" else [t])]
             same = np.concatenate([(x == y).to_numpy() for x, y in actions])
             diff, lo, hi = sharpe_diff_ci(a, b, stats.risk_free, paired=True, **boot)
-            rows.append([plain, t, "anonymized - plain", "Sharpe", sharpe(a, stats.risk_free), sharpe(b, stats.risk_free),
+            rows.append([plain, t, "anonymized - plain", "Sharpe", sharpe(a, stats.risk_free),
+                         sharpe(b, stats.risk_free),
                          diff, lo, hi, len(a), len(b), float(same.mean()) if len(same) else np.nan])
     for agent, cutoff in cutoffs.items():
         if cutoff.date is None:

@@ -179,8 +179,8 @@ def replay(models: dict[str, str], args, out: Path) -> dict:
 
     specs = {name: "smollm2" if name == "zero_shot" else f"hf:{path}" for name, path in models.items()}
     cfg = RunConfig.of(agents=("buy_and_hold",), model=tuple(specs.values()), tickers=tuple(args.replay_tickers),
-                    llm_decision_every=args.decision_every, llm_max_chars=args.max_chars, smollm2_decision_every=args.decision_every,
-                    tearsheets=False, out=str(out / "replay"))
+                       llm_decision_every=args.decision_every, llm_max_chars=args.max_chars,
+                       smollm2_decision_every=args.decision_every, tearsheets=False, out=str(out / "replay"))
     summary = run(cfg)
     return {"agents": specs, "leaderboard": pd.read_csv(out / "replay" / "leaderboard.csv").to_dict("records"),
             "summary": summary.to_dict("records")}

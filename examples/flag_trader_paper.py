@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from tr1_agent.flag_trader.config import FlagPPOConfig
-from tr1_env.execution.execution import trading_reward
+from tr1_env.execution import trading_reward
 from tr1_env.util.cli_args import add_dataclass_args, from_args
 from tr1_env.util.files import jsonable
 from tr1_env.evaluation.metrics import investorbench, sharpe_ci
@@ -80,8 +80,8 @@ def run_seed(cfg: FlagPPOConfig, bootstrap: int) -> dict:
         train_flag_trader(cfg)
     metrics = json.loads((out / "metrics.json").read_text())
     bench = RunConfig.of(agents=("buy_and_hold",), model=(f"flag:{out}",), tickers=(ticker,), start=cfg.test_start,
-                      end=cfg.test_end, execution=cfg.execution, bootstrap=bootstrap, tearsheets=False,
-                      out=str(out / "replay"))
+                         end=cfg.test_end, execution=cfg.execution, bootstrap=bootstrap, tearsheets=False,
+                         out=str(out / "replay"))
     start = time.perf_counter()
     summary = run(bench).set_index("agent")
     replay_seconds = time.perf_counter() - start

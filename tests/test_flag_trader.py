@@ -256,7 +256,7 @@ def test_train_then_agent_replays_the_test_window(tiny_qwen3_path, store, tmp_pa
                         train_start="2020-07-01", train_end="2020-07-10", test_start="2020-10-01",
                         test_end="2020-10-09", window=2, news_items=1, rollout_steps=4, minibatch_size=4,
                         total_timesteps=8, save_every=1, device="cpu", output_dir=str(tmp_path / "run"),
-                        calibrate=True, execution=Execution("next-open"))  # the replay's other fill travels with the checkpoint
+                        calibrate=True, execution=Execution("next-open"))  # the other fill travels with the checkpoint
     from tr1_agent.flag_trader.ppo import train_flag_trader
 
     report = train_flag_trader(cfg)
@@ -271,8 +271,8 @@ def test_train_then_agent_replays_the_test_window(tiny_qwen3_path, store, tmp_pa
 
     agent = FlagTraderAgent(tmp_path / "run", device="cpu")
     agent.fit(store, ["MSFT"], cfg.test_start, cfg.test_end)  # as benchmarks/run.py: the replay window
-    positions, returns = replay(agent, TradingEnv(store, "MSFT", cfg.test_start, cfg.test_end, execution=cfg.execution, **SHORT),
-                                every=1)
+    env = TradingEnv(store, "MSFT", cfg.test_start, cfg.test_end, execution=cfg.execution, **SHORT)
+    positions, returns = replay(agent, env, every=1)
     assert investorbench(positions, returns)["cr"] == pytest.approx(test["cr"])  # the same greedy policy
     agent.reset("MSFT")
     replay(agent, TradingEnv(store, "MSFT", cfg.test_start, cfg.test_end, execution=cfg.execution, **SHORT), every=2)
@@ -281,8 +281,8 @@ def test_train_then_agent_replays_the_test_window(tiny_qwen3_path, store, tmp_pa
     from benchmarks.run import RunConfig, run
 
     summary = run(RunConfig.of(agents=("buy_and_hold",), model=(f"flag:{tmp_path / 'run'}",), tickers=("MSFT",),
-                            start=cfg.test_start, end=cfg.test_end, llm_decision_every=1, bootstrap=0,
-                            tearsheets=False, out=str(tmp_path / "bench")))
+                               start=cfg.test_start, end=cfg.test_end, llm_decision_every=1, bootstrap=0,
+                               tearsheets=False, out=str(tmp_path / "bench")))
     assert set(summary["agent"]) == {"buy_and_hold", f"flag:{tmp_path / 'run'}"}
     assert (summary["n_days"] == 6).all()
 

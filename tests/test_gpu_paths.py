@@ -295,7 +295,8 @@ def test_replay_uses_a_checkpoint_cards_budget_context_and_thinking(tmp_path):
     spec = _llm_spec("vllm:Qwen/Qwen3-4B", RunConfig().agents)  # no card: the GPU backend's defaults
     assert (spec.settings["max_new_tokens"], spec.settings["max_chars"]) == (6144, 24000)
     assert spec.settings["force_decision"] is True
-    spec = _llm_spec("hf:Qwen/Qwen3-4B", RunConfig.of(local_max_new_tokens=300).agents)  # no card: the run's (CPU) settings
+    # no card: the run's (CPU) settings
+    spec = _llm_spec("hf:Qwen/Qwen3-4B", RunConfig.of(local_max_new_tokens=300).agents)
     assert spec.settings["max_new_tokens"] == 300 and "max_chars" not in spec.settings
 
 

@@ -297,7 +297,7 @@ def test_bad_arguments_are_one_line_and_exit_2(argv, message, tmp_path, capsys):
 
 def test_tickers_are_normalised_once(tmp_path):
     summary = run(RunConfig.of(agents=("buy_and_hold",), tickers=("nvda", "NVDA"), start=WINDOW["start"],
-                            end=WINDOW["end"], bootstrap=0, tearsheets=False, out=str(tmp_path)))
+                               end=WINDOW["end"], bootstrap=0, tearsheets=False, out=str(tmp_path)))
     assert list(summary["ticker"]) == ["NVDA"]
     assert "No company headlines in the window for" not in (tmp_path / "summary.md").read_text()
 
@@ -306,7 +306,7 @@ def test_nothing_replayed_is_not_a_success(tmp_path, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     cfg = RunConfig.of(agents=(), model=("gpt-4.1",), tickers=("SPY",), start=WINDOW["start"], end=WINDOW["end"],
-                    out=str(tmp_path))
+                       out=str(tmp_path))
     summary = run(cfg)
     assert summary.empty and outcome(summary, cfg) == "nothing was replayed (1 agent(s) skipped: gpt-4.1)"
     assert json.loads((tmp_path / "config.json").read_text())["status"] == "failed"
@@ -372,7 +372,7 @@ def _tearsheet_metrics(path: Path) -> dict[str, tuple[str, str]]:
 def test_tearsheets_show_the_whole_window_and_the_summary_figures(tmp_path):
     """rsi_reversion stays flat on META until 2024-06-06: quantstats' default would start both series there."""
     summary = run(RunConfig.of(agents=("buy_and_hold", "rsi_reversion"), tickers=("META",), bootstrap=0,
-                            out=str(tmp_path))).set_index("agent")
+                               out=str(tmp_path))).set_index("agent")
     path = tmp_path / "tearsheets" / "rsi_reversion__META.html"
     sheet = _tearsheet_metrics(path)
     assert "matched dates" not in path.read_text()
@@ -395,7 +395,7 @@ def test_same_seed_and_inputs_give_a_byte_identical_summary(tmp_path, monkeypatc
     for name in ("first", "second"):
         monkeypatch.setenv("TR1_CACHE", str(tmp_path / name / "cache"))
         cfg = RunConfig.of(agents=tuple(BASELINES), tickers=("NVDA",), start=WINDOW["start"], end=WINDOW["end"],
-                        sb3_steps=256, train_years=0.5, bootstrap=200, tearsheets=False, out=str(tmp_path / name))
+                           sb3_steps=256, train_years=0.5, bootstrap=200, tearsheets=False, out=str(tmp_path / name))
         summary = run(cfg)
         assert list(summary["agent"]) == list(BASELINES)
         assert (tmp_path / name / "cache" / "sb3").is_dir()  # trained here, not reloaded from the other run

@@ -184,7 +184,7 @@ def test_a_writer_failing_halfway_keeps_the_previous_file(fault, tmp_path, monke
     Fails when tr1_env.util.files.atomic_write writes in place."""
     monkeypatch.syspath_prepend(str(Path(__file__).parent))
     cfg = RunConfig.of(agents=(), agent=("test_run_folder:Alternating",), tickers=("NVDA",), start="2024-06-01",
-                    end="2024-06-21", bootstrap=0, tearsheets=False, out=str(tmp_path))
+                       end="2024-06-21", bootstrap=0, tearsheets=False, out=str(tmp_path))
     run(cfg)
     target = tmp_path / "decisions" / "Alternating__NVDA.json"
     before = target.read_bytes()
