@@ -28,9 +28,9 @@ def trading_reward(position, log_return, previous_position=0.0, cost_bps: float 
     episode add up to the log growth of its equity. Elementwise on arrays; with no cost it is
     InvestorBench's ``action * ln(P_t+1 / P_t)``. Filled at the next open instead, ``log_return`` is that
     session's open-to-close part and ``overnight`` (close to next open) is still earned by ``previous_position``.
+    Floats or numpy arrays (plain operators: a Trading env step pays no numpy call).
     """
-    return (np.multiply(previous_position, overnight) + np.multiply(position, log_return)
-            - cost_bps / 1e4 * np.abs(np.subtract(position, previous_position)))
+    return previous_position * overnight + position * log_return - cost_bps / 1e4 * abs(position - previous_position)
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ class Execution:
 
     def cost(self, previous, target):
         """The fraction of equity a change of weight from ``previous`` to ``target`` pays (elementwise)."""
-        return self.cost_bps / 1e4 * np.abs(np.subtract(target, previous))
+        return self.cost_bps / 1e4 * abs(target - previous)
 
     def book(self, w: np.ndarray, closes: pd.Series, cash: np.ndarray, opens: pd.Series | None
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
