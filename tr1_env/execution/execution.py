@@ -38,8 +38,8 @@ class Execution:
     """How decisions taken at a close are executed and what they pay; each field is also a flag of the replay."""
 
     fill: str = field(default="close", metadata={
-        "choices": tuple(FILLS), "help": "when a decision made on a close executes: at that close (optimistic) or "
-                                         "at the next session's open"})
+        "choices": tuple(FILLS), "help": "when a decision made on a close executes (tr1_env.execution.FILLS; "
+                                         "close: at that close, optimistic)"})
     cost_bps: float = field(default=10.0, metadata={
         "help": "transaction cost in bps of equity per unit of weight traded"})
 
