@@ -76,3 +76,18 @@ def test_a_new_fill_is_one_class_and_its_registry_entry(monkeypatch, store):
     env = TradingEnv(store, "AAPL", "2024-06-03", "2024-06-14", obs_mode="text", execution=execution)
     prompt, _ = env.reset()
     assert NextCloseFill.description in prompt
+
+
+def test_an_ex_date_dividend_goes_to_the_weight_held_over_the_open():
+    """Paid at the ex-date's open: to the old weight when the order waits for that open, to the new one when it
+    filled at the decision close."""
+    dividend = pd.Series([2.0], index=DAYS[2:3])
+    flip = pd.Series([Action.STRONG_BUY, Action.HOLD], index=DAYS[:2])  # long, then flat from d_2's decision
+    at_open = backtest(flip, CLOSES, DAYS, Execution("next-open", 0.0), dividends=dividend, opens=OPENS)
+    # d_3: long over the night, the session's total return (99 + 2) / 110 less the open-to-close 99 / 108 the flat
+    # weight forgoes: the cash stays with the long
+    assert at_open["return"].iloc[1] == pytest.approx(((99 + 2) / 110) / (99 / 108) - 1)
+    held = backtest(flip.iloc[:1], CLOSES, DAYS, Execution(cost_bps=0.0), dividends=dividend)
+    assert held["return"].iloc[1] == pytest.approx((99 + 2) / 110 - 1)  # long from the close: the whole session
+    at_close = backtest(flip, CLOSES, DAYS, Execution(cost_bps=0.0), dividends=dividend)
+    assert at_close["return"].iloc[1] == 0.0  # flat from d_2's close: no dividend
