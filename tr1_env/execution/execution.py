@@ -96,7 +96,7 @@ class Execution:
 
     def prices(self, closes: pd.Series, opens: pd.Series | None) -> np.ndarray:
         """The execution price of a decision at each close of ``closes`` but the last (``opens`` on the same days)."""
-        return self.model.price(closes.iloc[:-1], None if opens is None else opens.iloc[1:])
+        return self.model.prices(closes, opens)
 
     def reward(self, target: float, previous: float, close: float, filled: float, next_close: float) -> float:
         """The Trading env's log reward of moving from ``previous`` to ``target`` at a decision ``close``, the order

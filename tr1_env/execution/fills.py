@@ -36,12 +36,15 @@ class Fill:
         overrides."""
         return close.to_numpy(dtype=float)
 
+    def prices(self, closes: pd.Series, opens: pd.Series | None) -> np.ndarray:
+        """:meth:`price` of a decision at each close of ``closes`` but the last (``opens`` on the same days)."""
+        return self.price(closes.iloc[:-1], None if opens is None else opens.iloc[1:])
+
     def intraday(self, closes: pd.Series, cash: np.ndarray, opens: pd.Series | None) -> np.ndarray:
         """Simple return of each realised session ``d_2..d_n`` from the fill to its close, with the ex-date cash
         (``cash`` per session ``d_1..d_n``) when the new weight holds over the open; ``closes`` over ``d_1..d_n``."""
         px = closes.to_numpy(dtype=float)
-        filled = self.price(closes.iloc[:-1], None if opens is None else opens.iloc[1:])
-        return (px[1:] + (0.0 if self.overnight else cash[1:])) / filled - 1
+        return (px[1:] + (0.0 if self.overnight else cash[1:])) / self.prices(closes, opens) - 1
 
 
 class NextOpenFill(Fill):
