@@ -50,8 +50,11 @@ def asset_returns(closes: pd.Series, days: pd.DatetimeIndex, dividends: pd.Serie
     A dividend whose ex-date falls on a non-session is credited on the next session of ``days``.
     """
     px, cash = _sessions(closes, days, dividends)
-    ret = (px.to_numpy()[1:] + cash[1:]) / px.to_numpy()[:-1] - 1
-    return pd.Series(ret, index=days[1:], name="asset_return")
+    return pd.Series(_gross(px, cash), index=days[1:], name="asset_return")
+
+
+def _gross(px: pd.Series, cash: np.ndarray) -> np.ndarray:
+    return (px.to_numpy()[1:] + cash[1:]) / px.to_numpy()[:-1] - 1
 
 
 def _sessions(closes: pd.Series, days: pd.DatetimeIndex, dividends: pd.Series | None
@@ -91,7 +94,8 @@ def backtest(actions: pd.Series, closes: pd.Series, days: pd.DatetimeIndex, exec
     held = [Action(int(a)) for a in actions.astype(int).reindex(opened).ffill()]
     w = np.array([weights[a] for a in held], dtype=float)
     px, cash = _sessions(closes, days, dividends)
-    ret, cost, asset = execution.book(w, px, cash, None if opens is None else opens.reindex(days))
+    asset = _gross(px, cash)
+    ret, cost = execution.book(w, asset, px, cash, None if opens is None else opens.reindex(days))
     return pd.DataFrame({
         "return": ret, "position": w, "action": [a.name for a in held], "decision_date": decided_on.to_numpy(),
         "asset_return": asset, "cost": cost, "equity": np.cumprod(1 + ret),

@@ -69,8 +69,8 @@ class Execution:
     def tag(self) -> str:
         """A short file-name-safe key of every setting (``10bps``, ``5bps_next-open``), for caches of what was
         trained under it; the defaults of the fields after ``cost_bps`` add nothing, so older keys stay valid."""
-        parts = [f"{self.cost_bps:g}bps"] + [f"{self.fill}"] * (self.fill != Fill.name)
-        parts += [f"{f.name}{getattr(self, f.name):g}" for f in dataclasses.fields(self)[2:]
+        parts = [f"{self.cost_bps:g}bps", *([self.fill] if self.fill != Fill.name else [])]
+        parts += [f"{f.name}{getattr(self, f.name)}" for f in dataclasses.fields(self)[2:]
                   if getattr(self, f.name) != f.default]
         return "_".join(parts)
 
@@ -78,21 +78,20 @@ class Execution:
         """The fraction of equity a change of weight from ``previous`` to ``target`` pays (elementwise)."""
         return self.cost_bps / 1e4 * abs(target - previous)
 
-    def book(self, w: np.ndarray, closes: pd.Series, cash: np.ndarray, opens: pd.Series | None
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Net daily returns, costs and asset returns of the weights ``w_i`` decided at the closes of ``d_1..d_{n-1}``
-        (``closes`` and ex-date ``cash`` over ``d_1..d_n``, ``opens`` over them or None), starting flat.
+    def book(self, w: np.ndarray, asset: np.ndarray, closes: pd.Series, cash: np.ndarray, opens: pd.Series | None
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """Net daily returns and costs of the weights ``w_i`` decided at the closes of ``d_1..d_{n-1}``, starting
+        flat: ``asset`` is each realised session's return ``d_2..d_n``; ``closes`` and ex-date ``cash`` are over
+        ``d_1..d_n``, ``opens`` over them or None.
 
         The trade pays its cost at the fill; the old weight earns the session up to the fill, the new one the rest:
         ``r = (1 + w_{i-1} G) (1 - c |Δw|) (1 + w_i I) - 1`` with ``(1 + G)(1 + I)`` the asset's return.
         """
-        px = closes.to_numpy(dtype=float)
         held = np.concatenate([[0.0], w[:-1]])
         cost = self.cost(held, w)
-        asset = (px[1:] + cash[1:]) / px[:-1] - 1
         intraday = self.model.intraday(closes, cash, opens)
         overnight = (1 + asset) / (1 + intraday) - 1
-        return (1 + held * overnight) * (1 - cost) * (1 + w * intraday) - 1, cost, asset
+        return (1 + held * overnight) * (1 - cost) * (1 + w * intraday) - 1, cost
 
     def prices(self, closes: pd.Series, opens: pd.Series | None) -> np.ndarray:
         """The execution price of a decision at each close of ``closes`` but the last (``opens`` on the same days)."""
