@@ -3,7 +3,7 @@
 ``fit`` trains one policy per ticker (or, with ``pool``, one policy on a vector env of every ticker: the
 walk-forward default, one fit per window) on the ``train_years`` before the replay window (ending the day
 before it starts, so no replay price is seen) and saves it under a cache folder keyed by algorithm,
-ticker, period, steps, cost and seed; the next replay with the same key reloads it. ``act`` feeds the
+ticker, period, steps, execution and seed; the next replay with the same key reloads it. ``act`` feeds the
 policy the env's own observation of the decision day (``observation_at`` of a Trading env over the
 replay window, for that session and position), so training and replay observations cannot drift apart.
 """
@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from tr1_env.core.actions import DEFAULT_WEIGHTS
 from tr1_env.core.agents import Agent, Decision, Observation
 from tr1_env.envs.trading_env import ACTION_MODES, TradingEnv
+from tr1_env.execution import Execution
 from tr1_env.util.files import cache_root
 from tr1_env.util.threads import torch_threads
 
@@ -26,18 +27,19 @@ from tr1_env.util.threads import torch_threads
 class SB3Agent(Agent):
     """A stable-baselines3 algorithm (``"ppo"`` or ``"a2c"``) with an MLP policy, one model per ticker.
 
-    It trains on the Trading env with the replay's costs and fills, so the policy is paid as it is booked."""
+    It trains on the Trading env with the replay's :class:`~tr1_env.execution.Execution` (fill and costs), so the
+    policy is paid as it is booked."""
 
-    def __init__(self, algo: str = "ppo", steps: int = 8192, train_years: float = 2.0, cost_bps: float = 10.0,
-                 seed: int = 0, action_mode: str = "five", pool: bool = False, cache_dir: str | Path | None = None,
-                 fill: str = "close"):
+    def __init__(self, algo: str = "ppo", steps: int = 8192, train_years: float = 2.0,
+                 execution: Execution = Execution(), seed: int = 0, action_mode: str = "five", pool: bool = False,
+                 cache_dir: str | Path | None = None):
         import stable_baselines3
 
         if algo not in ("ppo", "a2c"):
             raise ValueError(f"algo must be 'ppo' or 'a2c', got {algo!r}")
         self.algo_cls = getattr(stable_baselines3, algo.upper())
-        self.algo, self.steps, self.train_years, self.cost_bps, self.seed = algo, steps, train_years, cost_bps, seed
-        self.action_mode, self.pool, self.fill = action_mode, pool, fill
+        self.algo, self.steps, self.train_years, self.execution, self.seed = algo, steps, train_years, execution, seed
+        self.action_mode, self.pool = action_mode, pool
         # env action index -> the Action whose default weight is the env's target (sell/buy are -1/+1: the strong ones)
         by_weight = {w: a for a, w in DEFAULT_WEIGHTS.items()}
         self.actions = [by_weight[w] for w in ACTION_MODES[action_mode][1]]
@@ -49,8 +51,8 @@ class SB3Agent(Agent):
 
     def model_path(self, ticker: str, train_start: pd.Timestamp, train_end: pd.Timestamp) -> Path:
         return self.cache_dir / self.algo / ticker / (
-            f"{train_start:%Y%m%d}-{train_end:%Y%m%d}_{self.action_mode}_{self.steps}steps_{self.cost_bps:g}bps"
-            f"{'' if self.fill == 'close' else '_' + self.fill}_seed{self.seed}.zip")
+            f"{train_start:%Y%m%d}-{train_end:%Y%m%d}_{self.action_mode}_{self.steps}steps_{self.execution.tag()}"
+            f"_seed{self.seed}.zip")
 
     def fit(self, store, tickers: Sequence[str], start, end) -> None:
         """Train (or reload) on the ``train_years`` ending the day before ``start``, then open the replay envs."""
@@ -58,7 +60,7 @@ class SB3Agent(Agent):
         self.models.update(self.train(store, tickers, train_end))
         for ticker in tickers:
             self.envs[ticker] = TradingEnv(store, ticker, start, end, obs_mode="numeric",
-                                           action_mode=self.action_mode, cost_bps=self.cost_bps, fill=self.fill)
+                                           action_mode=self.action_mode, execution=self.execution)
 
     def train(self, store, tickers: Sequence[str], train_end) -> dict[str, object]:
         """A policy per ticker, or with ``pool`` one policy over a vector env of every ticker's Trading env;
@@ -77,8 +79,7 @@ class SB3Agent(Agent):
                 from stable_baselines3.common.vec_env import DummyVecEnv
 
                 envs = DummyVecEnv([lambda t=t: TradingEnv(store, t, train_start, train_end, obs_mode="numeric",
-                                                           action_mode=self.action_mode, cost_bps=self.cost_bps,
-                                                           fill=self.fill)
+                                                           action_mode=self.action_mode, execution=self.execution)
                                     for t in members])
                 per_env = max(self.steps // len(members), 8)
                 model = self.algo_cls("MlpPolicy", envs, seed=self.seed, device="cpu", verbose=0,

@@ -27,6 +27,7 @@ from benchmarks.config import RunConfig
 from benchmarks.leaderboard import BENCHMARK, SIGNAL_HORIZON, portfolios, signal_board, signal_table
 from tr1_env.core.actions import Action
 from tr1_env.evaluation.backtest import backtest, buy_and_hold, decision_days
+from tr1_env.execution import Execution
 from tr1_env.util.cli_args import add_dataclass_args, from_args
 from tr1_env.data.store import Store
 from tr1_env.evaluation.stats import compare
@@ -53,8 +54,7 @@ class CalibrationConfig:
     end: str = field(default="2025-06-30", metadata={"help": "last day of the walk-forward"})
     walk_forward: str = field(default="quarterly", metadata={"help": "windows: quarterly or monthly"})
     tickers: tuple[str, ...] = field(default=(), metadata={"help": "tickers (default: every store ticker)"})
-    cost_bps: float = field(default=10.0, metadata={"help": "transaction cost in bps per unit of weight traded"})
-    fill: str = field(default="close", metadata={"help": "fills: close or next-open"})
+    execution: Execution = field(default_factory=Execution, metadata={"help": "fills and costs, as the replay's"})
     bootstrap: int = field(default=1000, metadata={"help": "stationary-bootstrap resamples of every test"})
     alpha: float = field(default=0.05, metadata={"help": "family-wise significance level of every test"})
     csv: str | None = field(default=None, metadata={"help": "also write the power table here"})
@@ -74,33 +74,33 @@ def planted_actions(closes: pd.Series, days: pd.DatetimeIndex, share: float, rng
 
 def run_config(cfg: CalibrationConfig, store: Store) -> RunConfig:
     """The replay settings the planted agents share with ``benchmarks/run.py``."""
-    return RunConfig(agents=(), tickers=cfg.tickers or store.tickers, start=cfg.start, end=cfg.end,
-                     walk_forward=(cfg.walk_forward,), cost_bps=cfg.cost_bps, fill=cfg.fill, bootstrap=cfg.bootstrap,
-                     alpha=cfg.alpha, tearsheets=False)
+    return RunConfig.of(agents=(), tickers=cfg.tickers or store.tickers, start=cfg.start, end=cfg.end,
+                        walk_forward=(cfg.walk_forward,), execution=cfg.execution, bootstrap=cfg.bootstrap,
+                        alpha=cfg.alpha, tearsheets=False)
 
 
 def family(cfg: CalibrationConfig, seed: int, store: Store) -> pd.DataFrame:
     """One seed's leaderboard rows (return and signal tests) of buy-and-hold and a planted agent per share."""
     run = run_config(cfg, store)
-    weights = run.weight_map()
-    closes = {t: store.closes(t) for t in run.tickers}
-    opens = {t: store.closes(t, "open") if run.fill == "next-open" else None for t in run.tickers}
+    weights = run.agents.weight_map()
+    closes = {t: store.closes(t) for t in run.window.tickers}
+    opens = {t: store.closes(t, "open") for t in run.window.tickers}
     rng = np.random.default_rng(seed)
     results = {}
-    for window in run.protocol():
+    for window in run.window.protocol():
         per: dict[str, dict] = {BENCHMARK: {}}
-        for t in run.tickers:
+        for t in run.window.tickers:
             days = store.trading_days(t, window.start, window.end)
-            per[BENCHMARK][t] = (buy_and_hold(closes[t], days, run.cost_bps, None, run.fill, opens[t]),
+            per[BENCHMARK][t] = (buy_and_hold(closes[t], days, run.execution, None, opens[t]),
                                  pd.DataFrame({"action": ["STRONG_BUY"]}))
             for share in cfg.shares:
                 actions = planted_actions(closes[t], days, share, rng)
-                frame = backtest(actions.map(Action.parse), closes[t], days, run.cost_bps, weights, None, run.fill,
-                                 opens[t])
+                frame = backtest(actions.map(Action.parse), closes[t], days, run.execution, weights, None, opens[t])
                 per.setdefault(f"planted {share:g}", {})[t] = (frame, actions.to_frame())
         results[window] = per
     run = dataclasses.replace(run, seed=seed)
-    table = compare(portfolios(results), BENCHMARK, run.alpha, run.bootstrap, run.block, seed, run.risk_free)
+    stats = run.statistics
+    table = compare(portfolios(results), BENCHMARK, stats.alpha, stats.bootstrap, stats.block, seed, stats.risk_free)
     return table.join(signal_board(signal_table(results, closes, run), run))
 
 

@@ -1,4 +1,4 @@
-"""The settings of a benchmark replay: one dataclass whose fields are also the flags of ``benchmarks/run.py``.
+"""The settings of a benchmark replay: one dataclass of groups whose fields are also the flags of ``benchmarks/run.py``.
 
 It lives apart from the replay loop so that the report writer can read it without importing the harness.
 """
@@ -9,19 +9,28 @@ from dataclasses import dataclass, field
 
 from baselines import BASELINES
 from tr1_env.core.actions import Action
-from tr1_env.context.anonymize import DEFAULT_LEVEL, LEVELS
-from tr1_env.evaluation.backtest import FILLS
+from tr1_env.context.anonymize import DEFAULT_LEVEL, LABEL_SUFFIX, LEVELS
+from tr1_env.execution import Execution
 from tr1_env.data.schema import canonical_ticker
 from tr1_env.scoring.labels import HELDOUT_WINDOW
 from tr1_env.evaluation.windows import Window, windows
+from tr1_env.util.cli_args import replaced
 
 DEFAULT_TICKERS = ("NVDA", "AAPL", "MSFT", "AMZN", "META", "SPY")
 OFFLINE_AGENTS = (*BASELINES, "smollm2", "smollm2-tr1")
+BENCHMARK = "buy_and_hold"  # the reference every agent is tested against
+
+
+def _refuse(checks: list[tuple[bool, str]]) -> None:
+    """A value no replay can use is a one-line ValueError naming its flag."""
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(message)
 
 
 @dataclass
-class RunConfig:
-    """Every setting of a replay; each field is also a ``--flag`` of ``benchmarks/run.py``."""
+class AgentsConfig:
+    """The agents replayed and how each one is built, asked and scheduled."""
 
     agents: tuple[str, ...] | None = field(default=None, metadata={
         "help": f"agents to replay: baselines ({', '.join(BASELINES)}), 'smollm2', 'smollm2-tr1' (SmolLM2 with the "
@@ -39,23 +48,8 @@ class RunConfig:
                 "after about timeout x (retries + 1))"})
     max_retries: int = field(default=3, metadata={
         "help": "retries of an API call on a timeout, refused connection, 429 or 5xx; then the agent x ticker fails"})
-    tickers: tuple[str, ...] = field(default=(), metadata={
-        "help": f"tickers to replay, any case (default: {' '.join(DEFAULT_TICKERS)} for one window, every store "
-                "ticker for --walk-forward)"})
-    start: str = field(default=HELDOUT_WINDOW[0], metadata={"help": "first day of the replay (inclusive)"})
-    end: str = field(default=HELDOUT_WINDOW[1], metadata={"help": "last day of the replay (inclusive)"})
-    walk_forward: tuple[str, ...] = field(default=(), metadata={
-        "help": "replay consecutive windows over --start..--end: quarterly, monthly, or explicit START:END windows; "
-                "trained agents refit before each window on data ending the day before it (empty: one window)"})
-    fill: str = field(default="close", metadata={
-        "choices": FILLS, "help": "when a decision made on a close executes: at that close (optimistic) or at the "
-                                  "next session's open"})
-    cost_bps: float = field(default=10.0, metadata={
-        "help": "transaction cost in bps of equity per unit of weight traded"})
     weights: tuple[float, ...] = field(default=(-1.0, -0.5, 0.0, 0.5, 1.0), metadata={
         "help": "target weights of STRONG_SELL SELL HOLD BUY STRONG_BUY"})
-    total_return: bool = field(default=False, metadata={
-        "help": "add dividends (ex-date cash over the previous close) to price returns"})
     decision_every: int = field(default=1, metadata={
         "help": "non-LLM agents decide every k sessions and hold their position in between"})
     llm_decision_every: int = field(default=1, metadata={
@@ -94,6 +88,59 @@ class RunConfig:
         "help": "one SB3 policy over every ticker's env instead of one per ticker (default: pooled for "
                 "--walk-forward, per ticker for one window)"})
     train_years: float = field(default=2.0, metadata={"help": "years before --start the SB3 policies train on"})
+
+    def __post_init__(self):
+        checks = [
+            (len(self.weights) == len(Action), f"--weights needs {len(Action)} values (SS S H B SB), got "
+                                               f"{len(self.weights)}"),
+            (self.decision_every >= 1, f"--decision-every must be >= 1, got {self.decision_every}"),
+            (self.llm_decision_every >= 1, f"--llm-decision-every must be >= 1, got {self.llm_decision_every}"),
+            (self.smollm2_decision_every >= 1,
+             f"--smollm2-decision-every must be >= 1, got {self.smollm2_decision_every}"),
+            (self.samples >= 1, f"--samples must be >= 1, got {self.samples}"),
+            (self.local_threads >= 0, f"--local-threads must be >= 0, got {self.local_threads}"),
+            (self.request_timeout > 0, f"--request-timeout must be > 0, got {self.request_timeout:g}"),
+            (self.max_retries >= 0, f"--max-retries must be >= 0, got {self.max_retries}"),
+        ]
+        _refuse(checks)
+
+    def weight_map(self) -> dict[Action, float]:
+        return dict(zip(Action, self.weights))
+
+
+@dataclass
+class WindowConfig:
+    """What is replayed: the tickers, the span and its windows, the returns and the store they come from."""
+
+    tickers: tuple[str, ...] = field(default=(), metadata={
+        "help": f"tickers to replay, any case (default: {' '.join(DEFAULT_TICKERS)} for one window, every store "
+                "ticker for --walk-forward)"})
+    start: str = field(default=HELDOUT_WINDOW[0], metadata={"help": "first day of the replay (inclusive)"})
+    end: str = field(default=HELDOUT_WINDOW[1], metadata={"help": "last day of the replay (inclusive)"})
+    walk_forward: tuple[str, ...] = field(default=(), metadata={
+        "help": "replay consecutive windows over --start..--end: quarterly, monthly, or explicit START:END windows; "
+                "trained agents refit before each window on data ending the day before it (empty: one window)"})
+    total_return: bool = field(default=False, metadata={
+        "help": "add dividends (ex-date cash over the previous close) to price returns"})
+    store: str | None = field(default=None, metadata={"help": "TR1 store folder (default: the embedded snapshot)"})
+
+    def __post_init__(self):
+        """Tickers spelled one way (``aapl`` -> ``AAPL``)."""
+        self.tickers = tuple(dict.fromkeys(canonical_ticker(t) for t in self.tickers))
+
+    def protocol(self) -> list[Window]:
+        """The replay windows (one unless ``walk_forward``)."""
+        return windows(self.walk_forward[0] if len(self.walk_forward) == 1 and ":" not in self.walk_forward[0]
+                       else self.walk_forward or "single", self.start, self.end)
+
+    def ticker_list(self, store) -> tuple[str, ...]:
+        return self.tickers or (store.tickers if self.walk_forward else DEFAULT_TICKERS)
+
+
+@dataclass
+class StatisticsConfig:
+    """The tests and intervals of the reports and the leaderboard."""
+
     risk_free: float = field(default=0.04, metadata={"help": "annual risk-free rate of the Sharpe ratio"})
     bootstrap: int = field(default=2000, metadata={
         "help": "stationary-bootstrap resamples for Sharpe CIs and tests (0: off)"})
@@ -104,11 +151,26 @@ class RunConfig:
         "help": "fewest daily portfolio returns the leaderboard tests; a shorter span's verdict is 'too short'"})
     trials: int = field(default=0, metadata={
         "help": "configurations tried before this run, for the deflated Sharpe ratio (0: the agents in the run)"})
-    seed: int = field(default=0, metadata={"help": "seed of the random baseline, SB3 training and the bootstrap"})
+
+    def __post_init__(self):
+        _refuse([
+            (0 < self.alpha < 1, f"--alpha must be in (0, 1), got {self.alpha:g}"),
+            (self.bootstrap >= 0, f"--bootstrap must be >= 0 (0: off), got {self.bootstrap}"),
+            (self.min_days >= 2, f"--min-days must be >= 2, got {self.min_days}"),
+            (self.trials >= 0, f"--trials must be >= 0 (0: the agents in the run), got {self.trials}"),
+            (self.block > 0, f"--block must be > 0, got {self.block:g}"),
+        ])
+
+
+@dataclass
+class ContaminationConfig:
+    """What the LLMs may remember: anonymized contexts, training cutoffs, memorisation checks."""
+
     anonymize: str | None = field(default=None, metadata={
         "choices": LEVELS, "const": DEFAULT_LEVEL,
-        "help": "LLM agents read anonymized contexts at this level (tr1_env.context.anonymize: 'names' or 'strict'; a bare "
-                "--anonymize is strict); their rows are labelled NAME+anon; with --memorisation, the level of its "
+        "help": "LLM agents read anonymized contexts at this level (tr1_env.context.anonymize: 'names' or 'strict'; "
+                f"a bare --anonymize is strict); their rows are labelled NAME{LABEL_SUFFIX}; with --memorisation, the "
+                "level of its "
                 "anonymized replay (default strict)"})
     memorisation: bool = field(default=False, metadata={
         "help": "replay each LLM agent both plain and anonymized over the same days; memorisation.csv and summary.md "
@@ -119,45 +181,51 @@ class RunConfig:
     post_cutoff: bool = field(default=False, metadata={
         "help": "move the replay window after the latest training cutoff of the run's LLMs (same length, cut at the "
                 "data end); refuses, naming the data end, when no data follows it"})
-    tearsheets: bool = field(default=True, metadata={"help": "write a quantstats HTML tearsheet per agent and ticker"})
-    store: str | None = field(default=None, metadata={"help": "TR1 store folder (default: the embedded snapshot)"})
+
+
+@dataclass
+class OutputsConfig:
+    """Where the run writes and what."""
+
     out: str = field(default="runs/default", metadata={"help": "output folder; rerunning into it resumes"})
     force: bool = field(default=False, metadata={
         "help": "write into an --out folder that no tr1 run owns: the run adds its files beside yours and never "
                 "replaces or deletes a file it did not write"})
+    tearsheets: bool = field(default=True, metadata={"help": "write a quantstats HTML tearsheet per agent and ticker"})
 
-    def __post_init__(self):
-        """Tickers spelled one way (``aapl`` -> ``AAPL``); a value no replay can use is a one-line ValueError."""
-        self.tickers = tuple(dict.fromkeys(canonical_ticker(t) for t in self.tickers))
-        checks = [
-            (len(self.weights) == len(Action), f"--weights needs {len(Action)} values (SS S H B SB), got "
-                                               f"{len(self.weights)}"),
-            (0 < self.alpha < 1, f"--alpha must be in (0, 1), got {self.alpha:g}"),
-            (self.bootstrap >= 0, f"--bootstrap must be >= 0 (0: off), got {self.bootstrap}"),
-            (self.min_days >= 2, f"--min-days must be >= 2, got {self.min_days}"),
-            (self.trials >= 0, f"--trials must be >= 0 (0: the agents in the run), got {self.trials}"),
-            (self.block > 0, f"--block must be > 0, got {self.block:g}"),
-            (self.decision_every >= 1, f"--decision-every must be >= 1, got {self.decision_every}"),
-            (self.llm_decision_every >= 1, f"--llm-decision-every must be >= 1, got {self.llm_decision_every}"),
-            (self.smollm2_decision_every >= 1,
-             f"--smollm2-decision-every must be >= 1, got {self.smollm2_decision_every}"),
-            (self.samples >= 1, f"--samples must be >= 1, got {self.samples}"),
-            (self.local_threads >= 0, f"--local-threads must be >= 0, got {self.local_threads}"),
-            (self.request_timeout > 0, f"--request-timeout must be > 0, got {self.request_timeout:g}"),
-            (self.max_retries >= 0, f"--max-retries must be >= 0, got {self.max_retries}"),
-            (self.cost_bps >= 0, f"--cost-bps must be >= 0, got {self.cost_bps:g}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
 
-    def protocol(self) -> list[Window]:
-        """The replay windows (one unless ``walk_forward``)."""
-        return windows(self.walk_forward[0] if len(self.walk_forward) == 1 and ":" not in self.walk_forward[0]
-                       else self.walk_forward or "single", self.start, self.end)
+@dataclass
+class RunConfig:
+    """Every setting of a replay, grouped by concern; each field of a group is also a ``--flag`` of
+    ``benchmarks/run.py`` (flat: ``--alpha``, not ``--statistics-alpha``), shown under its group in ``--help``.
+    :meth:`of` builds one from flag names."""
 
-    def ticker_list(self, store) -> tuple[str, ...]:
-        return self.tickers or (store.tickers if self.walk_forward else DEFAULT_TICKERS)
+    agents: AgentsConfig = field(default_factory=AgentsConfig, metadata={"help": AgentsConfig.__doc__})
+    window: WindowConfig = field(default_factory=WindowConfig, metadata={"help": WindowConfig.__doc__})
+    execution: Execution = field(default_factory=Execution, metadata={
+        "help": "fills and costs (tr1_env.execution): what the replay books and what SB3 and FLAG-TRADER train on"})
+    statistics: StatisticsConfig = field(default_factory=StatisticsConfig, metadata={
+        "help": StatisticsConfig.__doc__})
+    contamination: ContaminationConfig = field(default_factory=ContaminationConfig, metadata={
+        "help": ContaminationConfig.__doc__})
+    outputs: OutputsConfig = field(default_factory=OutputsConfig, metadata={"help": OutputsConfig.__doc__})
+    seed: int = field(default=0, metadata={"help": "seed of the random baseline, SB3 training and the bootstrap"})
 
-    def weight_map(self) -> dict[Action, float]:
-        return dict(zip(Action, self.weights))
+    def agent_names(self) -> tuple[str, ...]:
+        """``--agents``, or its default: every baseline, plus both SmolLM2 rows in a single-window run."""
+        if self.agents.agents is not None:
+            return self.agents.agents
+        return tuple(BASELINES) if self.window.walk_forward else OFFLINE_AGENTS
+
+    def sb3_pooled(self) -> bool:
+        """``--sb3-pool``, or its default: pooled for a walk-forward, per ticker for one window."""
+        return self.agents.sb3_pool if self.agents.sb3_pool is not None else bool(self.window.walk_forward)
+
+    @classmethod
+    def of(cls, **settings) -> RunConfig:
+        """A replay's settings by flag name (``RunConfig.of(alpha=0.1, cost_bps=5)``); the rest default."""
+        return replaced(cls(), settings)
+
+    def replace(self, **settings) -> RunConfig:
+        """These settings (by flag name) changed, the others kept."""
+        return replaced(self, settings)

@@ -51,11 +51,11 @@ def portfolios(results: WindowResults) -> pd.DataFrame:
 
 def signal_table(results: WindowResults, closes: dict[str, pd.Series], cfg: RunConfig) -> pd.DataFrame:
     """Every agent x ticker x decision day of the run: ``agent, ticker`` and :func:`tr1_env.evaluation.signals.decision_rows`,
-    the labels' thresholds fitted per window on the ``cfg.train_years`` before it (no price after
+    the labels' thresholds fitted per window on the ``cfg.agents.train_years`` before it (no price after
     ``train_until``); the benchmark's single standing order has no rows."""
     frames = []
     for w, per in results.items():
-        labels = {t: make_labels(closes[t], w.train_until - pd.Timedelta(days=round(365.25 * cfg.train_years)),
+        labels = {t: make_labels(closes[t], w.train_until - pd.Timedelta(days=round(365.25 * cfg.agents.train_years)),
                                  w.train_until, w.start, w.end)["label"] for t in closes}
         for agent, tickers in per.items():
             for ticker, (_, decisions) in tickers.items():
@@ -68,7 +68,8 @@ def signal_table(results: WindowResults, closes: dict[str, pd.Series], cfg: RunC
 
 def signal_board(signals: pd.DataFrame, cfg: RunConfig) -> pd.DataFrame:
     """Agent -> the :data:`~tr1_env.evaluation.signals.SIGNAL_COLUMNS` of its rows of :func:`signal_table`."""
-    tests = {a: signal_tests(g, SIGNAL_HORIZON, cfg.alpha, max(cfg.bootstrap, 100), cfg.block, cfg.seed)
+    stats = cfg.statistics
+    tests = {a: signal_tests(g, SIGNAL_HORIZON, stats.alpha, max(stats.bootstrap, 100), stats.block, cfg.seed)
              for a, g in signals.groupby("agent", sort=False)}
     return pd.DataFrame(tests).T
 
@@ -83,7 +84,7 @@ def window_table(results: WindowResults, cfg: RunConfig) -> pd.DataFrame:
                 held = holding_returns(frame)
                 rows.append({"agent": agent, "ticker": ticker, "window_start": f"{w.start:%Y-%m-%d}",
                              "window_end": f"{w.end:%Y-%m-%d}", "cr": cumulative_return(r),
-                             "sharpe": sharpe(r, cfg.risk_free),
+                             "sharpe": sharpe(r, cfg.statistics.risk_free),
                              "hit_rate": hit_rate([Action[a].direction for a in held["action"]],
                                                   held["forward_return"]),
                              "mdd": max_drawdown(r), "n_days": len(r)})
@@ -94,8 +95,9 @@ def heatmap(results: WindowResults, cfg: RunConfig) -> pd.DataFrame:
     """Window x agent: the portfolio's Sharpe in that window minus buy-and-hold's."""
     out = {}
     for w, per in results.items():
-        bench = sharpe(portfolio(per[BENCHMARK]), cfg.risk_free)
-        out[w.name] = {a: sharpe(portfolio(t), cfg.risk_free) - bench for a, t in per.items() if a != BENCHMARK}
+        bench = sharpe(portfolio(per[BENCHMARK]), cfg.statistics.risk_free)
+        out[w.name] = {a: sharpe(portfolio(t), cfg.statistics.risk_free) - bench for a, t in per.items()
+                       if a != BENCHMARK}
     return pd.DataFrame(out).T
 
 
@@ -225,9 +227,9 @@ def write_leaderboard(results: WindowResults, cfg: RunConfig, out: Path, notes: 
     windows = window_table(results, cfg)
     write_csv(out / "windows.csv", windows, index=False, float_format="%.6g")
     returns = portfolios(results)
-    reps = max(cfg.bootstrap, 100)
-    table = compare(returns, BENCHMARK, cfg.alpha, reps, cfg.block, cfg.seed, cfg.risk_free, min_days=cfg.min_days,
-                    trials=cfg.trials)
+    stats = cfg.statistics
+    table = compare(returns, BENCHMARK, stats.alpha, max(stats.bootstrap, 100), stats.block, cfg.seed, stats.risk_free,
+                    min_days=stats.min_days, trials=stats.trials)
     counts = windows.groupby("agent").agg(n_windows=("window_start", "nunique"), n_tickers=("ticker", "nunique"))
     board = table.join(counts).rename(columns={"excess_sharpe": "excess_sharpe_vs_buy_and_hold"})
     if signals is not None and len(signals):
@@ -235,15 +237,15 @@ def write_leaderboard(results: WindowResults, cfg: RunConfig, out: Path, notes: 
     board["pre_cutoff_share"] = pd.Series(pre_cutoff_shares(results, cutoffs or {}), dtype=float)
     board = board.reset_index().reindex(columns=[c.name for c in COLUMNS])
     write_csv(out / "leaderboard.csv", board, index=False, float_format="%.6g")
-    family = family_note(table, len(returns), cfg.alpha)
+    family = family_note(table, len(returns), cfg.statistics.alpha)
     notes = [*notes, *sample_spread(board)]
     heat = heatmap(results, cfg)
-    level = round(100 * (1 - cfg.alpha))
+    level = round(100 * (1 - cfg.statistics.alpha))
     header, cells = display_table(board, level)
     rows = [{"cells": row, "verdict": r.verdict.split()[0], "tearsheet": tearsheets.get(r.agent)}
             for r, row in zip(board.itertuples(), cells)]
     page = _template().render(
-        title=f"tr1 {'walk-forward ' if len(results) > 1 else ''}leaderboard, {cfg.start} to {cfg.end}",
+        title=f"tr1 {'walk-forward ' if len(results) > 1 else ''}leaderboard, {cfg.window.start} to {cfg.window.end}",
         run_id=run_id, header=header, rows=rows, family=family, notes=list(dict.fromkeys([*notes])),
         heat_agents=list(heat.columns), heat_rows=[{"window": w, "cells": [
             {"text": _fmt(heat.loc[w, a]), "colour": _colour(heat.loc[w, a])} for a in heat.columns]}
@@ -271,7 +273,7 @@ def sample_spread(board: pd.DataFrame) -> list[str]:
 
 def markdown(board: pd.DataFrame, cfg: RunConfig) -> str:
     """The leaderboard as a markdown table (README, terminal): the page's columns, without the windows."""
-    header, rows = display_table(board, round(100 * (1 - cfg.alpha)))
+    header, rows = display_table(board, round(100 * (1 - cfg.statistics.alpha)))
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines) + "\n\n" + board.attrs.get("family", "") + "\n"

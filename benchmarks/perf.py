@@ -240,7 +240,7 @@ def smollm2_decisions(n: int = 6, max_chars: int = 1500, seed: int = 0) -> dict:
     store = Store()
     observations = [build_context(store, t, d, cfg=ContextConfig(max_chars=max_chars)).observation()
                     for t, d in ticker_days(store, n, seed)]
-    threads = RunConfig().local_threads or None
+    threads = RunConfig().agents.local_threads or None
     out = {"smollm2_threads": threads}
     for name, prefix, reuse, agent_threads in (("smollm2", True, True, threads),
                                                ("smollm2_before", False, False, None),

@@ -21,9 +21,10 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from benchmarks.config import RunConfig
+from benchmarks.config import BENCHMARK, RunConfig
 from benchmarks.escaping import Markdown, md_cell, plot_label
 from benchmarks.plots import pyplot
+from benchmarks.notes import RunFacts, summary_notes
 from benchmarks.run_folder import claim, remove, write_csv, write_json, write_text
 from tr1_env.core.actions import Action
 from tr1_env.context.anonymize import DEFAULT_LEVEL, LABEL_SUFFIX
@@ -34,7 +35,6 @@ from tr1_env.evaluation.metrics import (annual_volatility, cumulative_return, hi
                              quantstats_stats, sharpe, sharpe_ci, sharpe_diff_ci, sharpe_diff_test)
 
 COLUMNS = ["agent", "ticker", "cr", "sharpe", "sharpe_lo", "sharpe_hi", "hit_rate", "mdd", "av", "n_days"]
-BENCHMARK = "buy_and_hold"
 MEMO_COLUMNS = ["agent", "ticker", "comparison", "statistic", "a", "b", "diff", "lo", "hi", "n_a", "n_b", "agreement"]
 
 #: An agent's results per ticker: (daily accounting from tr1_env.evaluation.backtest, decisions by date).
@@ -50,22 +50,22 @@ def summarize(agent: str, ticker: str, frame: pd.DataFrame, decisions: pd.DataFr
               cfg: RunConfig) -> dict:
     """One summary row: the paper's metrics, the bootstrap CI and test, then extras (InvestorBench, quantstats)."""
     r, b = frame["return"].to_numpy(), bench["return"].to_numpy()
-    held = holding_returns(frame)
-    lo, hi = sharpe_ci(r, cfg.risk_free, cfg.bootstrap, 1 - cfg.alpha, cfg.block, cfg.seed)
-    diff, p = sharpe_diff_test(r, b, cfg.risk_free, cfg.bootstrap, cfg.block, cfg.seed)
+    held, stats = holding_returns(frame), cfg.statistics
+    lo, hi = sharpe_ci(r, stats.risk_free, stats.bootstrap, 1 - stats.alpha, stats.block, cfg.seed)
+    diff, p = sharpe_diff_test(r, b, stats.risk_free, stats.bootstrap, stats.block, cfg.seed)
     ib = investorbench(frame["position"], frame["asset_return"])
     metas = [m for m in decisions["meta"] if isinstance(m, dict)]
     failed = sum(bool(m.get("parse_failed")) for m in metas)
     forced = sum(bool(m.get("parse_failed") and m.get("forced_decision")) for m in metas)
     return {
-        "agent": agent, "ticker": ticker, "cr": cumulative_return(r), "sharpe": sharpe(r, cfg.risk_free),
+        "agent": agent, "ticker": ticker, "cr": cumulative_return(r), "sharpe": sharpe(r, stats.risk_free),
         "sharpe_lo": lo, "sharpe_hi": hi,
         "hit_rate": hit_rate([Action[a].direction for a in held["action"]], held["forward_return"]),
         "mdd": max_drawdown(r), "av": annual_volatility(r), "n_days": len(r),
-        "sharpe_minus_bh": diff, "p_value": p, "beats_bh": bool(np.isfinite(p) and diff > 0 and p < cfg.alpha),
+        "sharpe_minus_bh": diff, "p_value": p, "beats_bh": bool(np.isfinite(p) and diff > 0 and p < stats.alpha),
         "n_decisions": len(decisions), "directional": int(sum(Action[a].direction != 0 for a in decisions["action"])),
         "parse_failed": failed, "forced": forced, "ib_cr": ib["cr"], "ib_sharpe": ib["sharpe"], "ib_av": ib["av"],
-        **quantstats_stats(frame["return"], bench["return"], cfg.risk_free),
+        **quantstats_stats(frame["return"], bench["return"], stats.risk_free),
     }
 
 
@@ -83,9 +83,9 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(map(md_cell, r)) + " |" for r in rows])
 
 
-def markdown(summary: pd.DataFrame, cfg: RunConfig, coverage: dict, skipped: dict[str, str],
-             protocol: list | None = None) -> str:
-    """The paper's Tables 3-4 re-laid: one table per metric (agents x tickers, best in bold), then CIs and notes."""
+def markdown(summary: pd.DataFrame, cfg: RunConfig, notes: list[str]) -> str:
+    """The paper's Tables 3-4 re-laid: one table per metric (agents x tickers, best in bold), then CIs and ``notes``
+    (:func:`benchmarks.notes.summary_notes`)."""
     agents, tickers = list(dict.fromkeys(summary["agent"])), list(dict.fromkeys(summary["ticker"]))
     cell = summary.set_index(["agent", "ticker"])
     metrics = [("cr", "Cumulative return (CR, %)", _pct, max), ("sharpe", "Sharpe ratio (SR)", _num, max),
@@ -99,48 +99,15 @@ def markdown(summary: pd.DataFrame, cfg: RunConfig, coverage: dict, skipped: dic
                       for t in tickers]] for a in agents]
         per_metric += [f"## {name}", _table(["Agent", *tickers], rows)]
 
-    level = round(100 * (1 - cfg.alpha))
+    level = round(100 * (1 - cfg.statistics.alpha))
     ci_rows = [[a, *[Markdown(f"{_num(c.sharpe)} [{_num(c.sharpe_lo)}, {_num(c.sharpe_hi)}] p={_num(c.p_value)}"
                               f"{' *' if c.beats_bh else ''}") if (a, t) in cell.index else "failed"
                      for t in tickers for c in [cell.loc[(a, t)] if (a, t) in cell.index else None]]]
                for a in agents]
     ib_rows = [[a, *[f"{_pct(cell.loc[(a, t), 'ib_cr'])} / {_num(cell.loc[(a, t), 'ib_sharpe'])}"
                      if (a, t) in cell.index else "failed" for t in tickers]] for a in agents]
-    failures = summary.groupby("agent", sort=False)[["parse_failed", "forced", "n_decisions"]].sum()
-    llm_notes = [f"{md_cell(a)}: {int(f.parse_failed)} of {int(f.n_decisions)} decisions had no readable action; "
-                 + (f"{int(f.forced)} of them were decided by the model's likeliest of the five closings, the rest "
-                    "counted as HOLD." if f.forced else "counted as HOLD.")
-                 for a, f in failures[failures["parse_failed"] > 0].iterrows()]
-    no_news = [t for t, c in coverage.items() if c["headlines_in_window"] == 0]
-    missing = {t: m for t, c in coverage.items() if (m := c["missing_modalities_on_first_day"])}
-    basis = "total return (dividends added at their ex-date)" if cfg.total_return else "price return (no dividends)"
-    weights = "/".join(f"{w:g}" for w in cfg.weights)
-    span = (f"Replay {cfg.start} to {cfg.end}" if not protocol or len(protocol) == 1 else
-            f"Walk-forward replay {cfg.start} to {cfg.end} over {len(protocol)} windows (see windows.csv), books "
-            "restarted flat per window and chained here")
-    fill = ("the weight held to the next close" if cfg.fill == "close"
-            else "the weight held from the next open (next-open fill)")
-    notes = [
-        f"{span}. A decision at a session's close sets {fill}; "
-        "the first decision is on the first session, none on the last (its return would fall outside the window). "
-        f"CR compounds the daily net returns; Sharpe is annualised with sqrt(252) over a {100 * cfg.risk_free:g}% "
-        "risk-free rate; HR is the share of directional (non-HOLD) calls whose sign matches the asset's return over "
-        "the holding period; MDD is on the compounded equity curve.",
-        f"Returns: {basis}; costs {cfg.cost_bps:g} bps per unit of weight traded; weights SS/S/H/B/SB = {weights}; "
-        f"non-LLM agents decide every {cfg.decision_every} session(s), LLM agents every {cfg.llm_decision_every} "
-        f"(context budget {cfg.llm_max_chars} characters); SmolLM2 on CPU every {cfg.smollm2_decision_every}.",
-        f"Sharpe CI: {level}% percentile interval of a stationary bootstrap ({cfg.bootstrap} resamples, mean block "
-        f"{cfg.block:g} days, seed {cfg.seed}). p: one-sided paired bootstrap test of "
-        f"Sharpe(agent) - Sharpe({BENCHMARK}) > 0 on the same resampled days; * = beats {BENCHMARK} at {cfg.alpha:g}.",
-        *llm_notes,
-        *([f"No company headlines in the window for {', '.join(map(md_cell, no_news))}: their news context is "
-           "empty."] if no_news else []),
-        *[f"{md_cell(t)}: the context states {', '.join(m)} as missing on the first day." for t, m in missing.items()],
-        *[f"Skipped {md_cell(a)}: {md_cell(why)}" for a, why in skipped.items()],
-    ]
-    notes = list(dict.fromkeys(notes))
     return "\n\n".join([
-        f"# Held-out replay {cfg.start} to {cfg.end}", *per_metric,
+        f"# Held-out replay {cfg.window.start} to {cfg.window.end}", *per_metric,
         f"## Sharpe with {level}% bootstrap CI and test against {BENCHMARK}",
         _table(["Agent", *tickers], ci_rows),
         "## InvestorBench metrics (FLAG-TRADER): CR = sum of log rewards, %, / Sharpe (rf 0, no costs)",
@@ -247,10 +214,10 @@ def write_tearsheets(results: Results, bench: dict[str, pd.DataFrame], cfg: RunC
             returns = per[ticker][0]["return"].rename(agent)
             benchmark = bench[ticker]["return"].rename(BENCHMARK)
             digest = hashlib.sha256(pd.util.hash_pandas_object(pd.concat([returns, benchmark], axis=1)).to_numpy()
-                                    .tobytes() + repr((cfg.risk_free, agent, ticker)).encode()).hexdigest()
+                                    .tobytes() + repr((cfg.statistics.risk_free, agent, ticker)).encode()).hexdigest()
             if not (path.exists() and digests.get(path.name) == digest):
-                title = f"{agent} on {ticker}, {cfg.start} to {cfg.end}"
-                jobs[path.name, digest] = (returns, benchmark, cfg.risk_free, title, claim(path))
+                title = f"{agent} on {ticker}, {cfg.window.start} to {cfg.window.end}"
+                jobs[path.name, digest] = (returns, benchmark, cfg.statistics.risk_free, title, claim(path))
     drawn = (pool.map if pool is not None else map)(_tearsheet, *zip(*jobs.values())) if jobs else []
     failed = []
     for (name, digest), error in zip(jobs, tqdm(drawn, total=len(jobs), desc="tearsheets", unit="html")):
@@ -288,7 +255,8 @@ def memorisation(results: Results, bench: dict[str, pd.DataFrame], cutoffs: dict
     bootstrap CI, and the share of decisions that agree. ``pre - post cutoff``: the information ratio against
     buy-and-hold on the days up to the model's cutoff minus after it (independent bootstrap CIs).
     """
-    rows, boot = [], dict(n_boot=cfg.bootstrap, level=1 - cfg.alpha, mean_block=cfg.block, seed=cfg.seed)
+    stats = cfg.statistics
+    rows, boot = [], dict(n_boot=stats.bootstrap, level=1 - stats.alpha, mean_block=stats.block, seed=cfg.seed)
     returns = {a: {t: frame["return"] for t, (frame, _) in per.items()} for a, per in results.items()}
     market = {t: b["return"] for t, b in bench.items()}
 
@@ -303,8 +271,9 @@ def memorisation(results: Results, bench: dict[str, pd.DataFrame], cutoffs: dict
             actions = [results[anon][u][1]["action"].align(results[plain][u][1]["action"], join="inner")
                        for u in (tickers if t == "all" else [t])]
             same = np.concatenate([(x == y).to_numpy() for x, y in actions])
-            diff, lo, hi = sharpe_diff_ci(a, b, cfg.risk_free, paired=True, **boot)
-            rows.append([plain, t, "anonymized - plain", "Sharpe", sharpe(a, cfg.risk_free), sharpe(b, cfg.risk_free),
+            diff, lo, hi = sharpe_diff_ci(a, b, stats.risk_free, paired=True, **boot)
+            rows.append([plain, t, "anonymized - plain", "Sharpe", sharpe(a, stats.risk_free),
+                         sharpe(b, stats.risk_free),
                          diff, lo, hi, len(a), len(b), float(same.mean()) if len(same) else np.nan])
     for agent, cutoff in cutoffs.items():
         if cutoff.date is None:
@@ -324,7 +293,7 @@ def memorisation(results: Results, bench: dict[str, pd.DataFrame], cutoffs: dict
 def contamination_markdown(summary: pd.DataFrame, memo: pd.DataFrame, cutoffs: dict[str, Cutoff],
                            cfg: RunConfig) -> str:
     """The contamination section of summary.md: each LLM's cutoff and flag, then the memorisation checks."""
-    level = round(100 * (1 - cfg.alpha))
+    level = round(100 * (1 - cfg.statistics.alpha))
     rows = []
     for agent, c in cutoffs.items():
         share = summary.loc[summary["agent"] == agent, "pre_cutoff_share"]
@@ -334,7 +303,7 @@ def contamination_markdown(summary: pd.DataFrame, memo: pd.DataFrame, cutoffs: d
              _table(["Agent", "Cutoff", "Basis", "Decision days up to the cutoff %", "Source"], rows),
              "A model may have read how the market moved on any decision day up to its cutoff; a release date is only "
              "an upper bound of the cutoff. `--post-cutoff` moves the window after the latest cutoff, `--memorisation` "
-             f"replays each LLM on anonymized contexts too (level {cfg.anonymize or DEFAULT_LEVEL}: "
+             f"replays each LLM on anonymized contexts too (level {cfg.contamination.anonymize or DEFAULT_LEVEL}: "
              "tr1_env.context.anonymize)."]
     if len(memo):
         fmt = [[r.agent, r.ticker, r.comparison, r.statistic, _num(r.a), _num(r.b),
@@ -349,14 +318,12 @@ def contamination_markdown(summary: pd.DataFrame, memo: pd.DataFrame, cutoffs: d
     return "\n\n".join(parts) + "\n"
 
 
-def write_reports(results: Results, bench: dict[str, pd.DataFrame], cfg: RunConfig, out: Path, coverage: dict,
-                  skipped: dict[str, str], cutoffs: dict[str, Cutoff] | None = None,
-                  protocol: list | None = None, run_id: str = "") -> pd.DataFrame:
+def write_reports(results: Results, bench: dict[str, pd.DataFrame], cfg: RunConfig, out: Path, facts: RunFacts,
+                  run_id: str = "") -> pd.DataFrame:
     """summary.csv, summary.md, plots/ and tearsheets/ under ``out`` (and memorisation.csv when an LLM ran);
-    returns the summary table. ``cutoffs``: the training cutoff of each LLM row; ``skipped``: notes on agents
-    (x tickers) that did not run."""
+    returns the summary table. ``facts``: the run's windows, coverage, absences and the LLM rows' cutoffs."""
     pyplot()  # before quantstats imports pyplot
-    cutoffs = cutoffs or {}
+    cutoffs = {label: c for label, c in facts.cutoffs.items() if label in results}
     rows = [summarize(a, t, frame, decisions, bench[t], cfg)
             for a, per in tqdm(results.items(), desc="metrics", unit="agent") for t, (frame, decisions) in per.items()]
     summary = pd.DataFrame(rows, columns=None if rows else COLUMNS)
@@ -366,15 +333,15 @@ def write_reports(results: Results, bench: dict[str, pd.DataFrame], cfg: RunConf
     memo = memorisation(results, bench, cutoffs, cfg) if cutoffs else pd.DataFrame(columns=MEMO_COLUMNS)
     if cutoffs:
         write_csv(out / "memorisation.csv", memo, index=False, float_format="%.6g")
-    with drawing_pool(len(bench) + (len(rows) if cfg.tearsheets else 0)) as pool:
+    with drawing_pool(len(bench) + (len(rows) if cfg.outputs.tearsheets else 0)) as pool:
         plot_equity(results, bench, out / "plots", pool)
-        failed = write_tearsheets(results, bench, cfg, out / "tearsheets", pool) if cfg.tearsheets else []
-    if not cfg.tearsheets:  # none of another run's per-ticker sheets stays beside this run's reports
+        failed = write_tearsheets(results, bench, cfg, out / "tearsheets", pool) if cfg.outputs.tearsheets else []
+    if not cfg.outputs.tearsheets:  # none of another run's per-ticker sheets stays beside this run's reports
         for stale in (out / "tearsheets").glob("*.html"):
             if not stale.name.endswith("__portfolio.html"):
                 remove(stale)
-    notes = {**skipped, **({"tearsheets": "quantstats failed on " + "; ".join(failed)} if failed else {})}
-    text = markdown(summary, cfg, coverage, notes, protocol) if rows else "No agent was replayed.\n"
+    extra = {"tearsheets": "quantstats failed on " + "; ".join(failed)} if failed else {}
+    text = markdown(summary, cfg, summary_notes(cfg, facts, summary, extra)) if rows else "No agent was replayed.\n"
     if rows and cutoffs:
         text += "\n" + contamination_markdown(summary, memo, cutoffs, cfg)
     write_text(out / "summary.md", f"{text}\nRun id: {run_id}\n")

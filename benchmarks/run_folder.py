@@ -11,21 +11,25 @@ and :func:`verify_run` tells a finished run from an unfinished or mixed folder.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import hashlib
 import json
 import os
+import sys
+import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from benchmarks.escaping import csv_safe
+from tr1_env.core.actions import Action
 from tr1_env.util.files import atomic_write, jsonable
 
-__all__ = ["FolderRefused", "begin_run", "check_out", "claim", "finish_run", "new_run_id", "owned", "remove",
-           "verify_run", "write_csv", "write_json", "write_text"]
+__all__ = ["FolderRefused", "RunRecord", "begin_run", "check_out", "claim", "finish_run", "load_decisions",
+           "new_run_id", "owned", "remove", "save_decisions", "verify_run", "write_csv", "write_json", "write_text"]
 
 MANIFEST = "config.json"
 JOURNAL = ".tr1-journal"
@@ -199,6 +203,28 @@ def write_json(path: Path, data: dict) -> None:
     write_text(path, json.dumps(jsonable(data), indent=2) + "\n")
 
 
+@dataclass(frozen=True)
+class RunRecord:
+    """What ``config.json`` says of a run besides its status and files, in its key order: the run id, the
+    settings, the windows, the data's coverage, the return basis, what was skipped or failed, the LLM rows'
+    cutoffs, the pseudonyms of anonymized contexts and, once finished, the wall time."""
+
+    run_id: str
+    config: dict
+    windows: list[str]
+    coverage: dict
+    returns: str
+    skipped: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, dict[str, str]] = field(default_factory=dict)
+    cutoffs: dict = field(default_factory=dict)
+    pseudonyms: dict = field(default_factory=dict)
+    wall_time_s: float | None = None
+
+    def meta(self) -> dict:
+        """The record as ``config.json`` holds it (no wall time until the run has one)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "wall_time_s" or v is not None}
+
+
 def begin_run(out: Path, meta: dict) -> None:
     """Open ``out`` for a run: remove the summaries, leaderboard, returns and plots that earlier runs wrote
     there (tearsheets are kept by digest, decisions are the resume point; no other file is touched), then
@@ -242,3 +268,30 @@ def verify_run(out: str | Path) -> list[str]:
     present = sorted({*(name for name in listed if (out / name).is_file()), *_report_files(out)})
     return problems + [f"{name} is not from run {run_id}" for name in present
                        if name not in listed or listed[name] != _sha256(out / name)]
+
+
+def load_decisions(path: Path, fingerprint: str) -> pd.DataFrame | None:
+    """The saved replay, or None when there is none, it is stale, or it is unreadable (then moved aside, said so)."""
+    if not path.exists():
+        return None
+    try:
+        saved = json.loads(path.read_text())
+        if saved.get("fingerprint") != fingerprint:
+            return None
+        frame = pd.DataFrame(saved["decisions"]).assign(date=lambda d: pd.to_datetime(d["date"])).set_index("date")
+        names_ok = set(frame["action"]) <= set(Action.__members__) if "action" in frame else False
+        if not {"action", "thesis", "meta"} <= set(frame.columns) or not names_ok:
+            raise ValueError("a column or an action name is missing")
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        aside = claim(path.with_name(f"{path.name}.corrupt-{int(time.time())}"))
+        path.replace(aside)
+        print(f"warning: {path} is unreadable ({type(exc).__name__}: {' '.join(str(exc).split())[:120]}); "
+              f"moved to {aside.name}, replaying it again", file=sys.stderr)
+        return None
+    return frame
+
+
+def save_decisions(path: Path, fingerprint: str, records: list[dict]) -> None:
+    """Atomic: a run killed mid-write leaves the previous file or none, never half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text(path, json.dumps(jsonable({"fingerprint": fingerprint, "decisions": records})))

@@ -179,9 +179,9 @@ def replay(models: dict[str, str], args, out: Path) -> dict:
     from benchmarks.run import run
 
     specs = {name: "smollm2" if name == "zero_shot" else f"hf:{path}" for name, path in models.items()}
-    cfg = RunConfig(agents=("buy_and_hold",), model=tuple(specs.values()), tickers=tuple(args.replay_tickers),
-                    llm_decision_every=args.decision_every, llm_max_chars=args.max_chars, smollm2_decision_every=args.decision_every,
-                    tearsheets=False, out=str(out / "replay"))
+    cfg = RunConfig.of(agents=("buy_and_hold",), model=tuple(specs.values()), tickers=tuple(args.replay_tickers),
+                       llm_decision_every=args.decision_every, llm_max_chars=args.max_chars,
+                       smollm2_decision_every=args.decision_every, tearsheets=False, out=str(out / "replay"))
     summary = run(cfg)
     return {"agents": specs, "leaderboard": pd.read_csv(out / "replay" / "leaderboard.csv").to_dict("records"),
             "summary": summary.to_dict("records")}

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from tr1_agent.flag_trader.config import FlagPPOConfig
-from tr1_env.evaluation.backtest import trading_reward
+from tr1_env.execution import trading_reward
 from tr1_env.util.cli_args import add_dataclass_args, from_args
 from tr1_env.util.files import jsonable
 from tr1_env.evaluation.metrics import investorbench, sharpe_ci
@@ -79,9 +79,9 @@ def run_seed(cfg: FlagPPOConfig, bootstrap: int) -> dict:
         shutil.rmtree(out / "replay", ignore_errors=True)  # decisions of an older checkpoint at this path
         train_flag_trader(cfg)
     metrics = json.loads((out / "metrics.json").read_text())
-    bench = RunConfig(agents=("buy_and_hold",), model=(f"flag:{out}",), tickers=(ticker,), start=cfg.test_start,
-                      end=cfg.test_end, cost_bps=cfg.cost_bps, bootstrap=bootstrap, tearsheets=False,
-                      out=str(out / "replay"))
+    bench = RunConfig.of(agents=("buy_and_hold",), model=(f"flag:{out}",), tickers=(ticker,), start=cfg.test_start,
+                         end=cfg.test_end, execution=cfg.execution, bootstrap=bootstrap, tearsheets=False,
+                         out=str(out / "replay"))
     start = time.perf_counter()
     summary = run(bench).set_index("agent")
     replay_seconds = time.perf_counter() - start
@@ -90,7 +90,7 @@ def run_seed(cfg: FlagPPOConfig, bootstrap: int) -> dict:
         frame = pd.read_csv(out / "replay" / "returns" / f"{slug(agent)}__{ticker}.csv")
         s = summary.loc[agent]
         rows["flag" if agent.startswith("flag:") else agent] = {
-            **ib_row(frame, bootstrap, 1 - bench.alpha, bench.block, bench.seed),
+            **ib_row(frame, bootstrap, 1 - bench.statistics.alpha, bench.statistics.block, bench.seed),
             "sharpe": s["sharpe"], "sharpe_lo": s["sharpe_lo"], "sharpe_hi": s["sharpe_hi"], "p_value": s["p_value"],
             "days": int(s["n_days"]), "long": int((frame["position"] > 0).sum()),
             "flat": int((frame["position"] == 0).sum()), "short": int((frame["position"] < 0).sum())}

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from tr1_env.core.actions import Action
+from tr1_env.execution import Execution
 from tr1_env.evaluation.backtest import asset_returns, backtest, buy_and_hold, decision_days, holding_returns
 
 DAYS = pd.bdate_range("2024-06-03", periods=6)
@@ -19,7 +20,7 @@ def test_buy_and_hold_is_the_close_to_close_change(store, ticker, cost_bps):
     """Decision at d_1's close, returns d_1->d_2 ... d_{n-1}->d_n: CR = (1 - c) P(d_n) / P(d_1) - 1, n - 1 days."""
     days = store.trading_days(ticker, "2024-06-01", "2024-08-31")
     closes = store.closes(ticker)
-    frame = buy_and_hold(closes, days, cost_bps)
+    frame = buy_and_hold(closes, days, Execution(cost_bps=cost_bps))
     expected = (1 - cost_bps / 1e4) * closes[days[-1]] / closes[days[0]] - 1
     assert frame["equity"].iloc[-1] - 1 == pytest.approx(expected, rel=1e-12, abs=1e-12)
     assert len(frame) == len(days) - 1 and frame.index[0] == days[1] and frame.index[-1] == days[-1]
@@ -29,7 +30,7 @@ def test_buy_and_hold_is_the_close_to_close_change(store, ticker, cost_bps):
 def test_costs_are_charged_on_weight_changes():
     actions = pd.Series([Action.STRONG_BUY, Action.STRONG_SELL, Action.STRONG_SELL, Action.HOLD, Action.BUY],
                         index=DAYS[:-1])
-    frame = backtest(actions, CLOSES, DAYS, cost_bps=100)
+    frame = backtest(actions, CLOSES, DAYS, Execution(cost_bps=100))
     c = 0.01
     expected_cost = [c * 1, c * 2, 0, c * 1, c * 0.5]
     np.testing.assert_allclose(frame["cost"], expected_cost)
@@ -42,7 +43,8 @@ def test_costs_are_charged_on_weight_changes():
 def test_decisions_every_k_days_hold_in_between():
     days = decision_days(DAYS, every=2)
     assert list(days) == [DAYS[0], DAYS[2], DAYS[4]]  # never the last session
-    frame = backtest(pd.Series([Action.STRONG_BUY, Action.SELL, Action.HOLD], index=days), CLOSES, DAYS, 0)
+    frame = backtest(pd.Series([Action.STRONG_BUY, Action.SELL, Action.HOLD], index=days), CLOSES, DAYS,
+                     Execution(cost_bps=0))
     assert list(frame["position"]) == [1, 1, -0.5, -0.5, 0]
     assert list(frame["decision_date"]) == [DAYS[0], DAYS[0], DAYS[2], DAYS[2], DAYS[4]]
     held = holding_returns(frame)
@@ -69,7 +71,7 @@ def test_rejects_a_replay_that_does_not_start_on_the_first_session():
 
 def test_custom_weights():
     weights = {a: w for a, w in zip(Action, (-2, -1, 0, 1, 2))}
-    frame = backtest(pd.Series([Action.STRONG_SELL], index=DAYS[:1]), CLOSES, DAYS, 0, weights)
+    frame = backtest(pd.Series([Action.STRONG_SELL], index=DAYS[:1]), CLOSES, DAYS, Execution(cost_bps=0), weights)
     assert frame["return"].iloc[0] == pytest.approx(-2 * 0.1)
 
 
@@ -84,13 +86,13 @@ def test_total_return_on_the_store_uses_the_closes_split_basis(store):
 
 def test_trading_reward_by_hand():
     """FLAG-TRADER's daily reward: position x log return, minus the cost of the change of position."""
-    from tr1_env.evaluation.backtest import describe_trading_reward, trading_reward
+    from tr1_env.execution.execution import trading_reward
 
     assert trading_reward(1.0, 0.01, previous_position=-1.0, cost_bps=10.0) == pytest.approx(0.01 - 0.002)
     assert trading_reward(-0.5, 0.02) == pytest.approx(-0.01)  # from flat, no cost
     np.testing.assert_allclose(trading_reward(np.array([1.0, 1.0, 0.0]), np.array([0.1, -0.1, 0.3]),
                                               np.array([0.0, 1.0, 1.0]), 100.0), [0.09, -0.1, -0.01])
-    assert "25 bps" in describe_trading_reward(25.0)
+    assert "25 bps" in Execution(cost_bps=25.0).describe()
 
 
 OPENS = pd.Series([99.0, 105.0, 100.0, 98.0, 110.0, 101.0], index=DAYS)
@@ -98,15 +100,17 @@ OPENS = pd.Series([99.0, 105.0, 100.0, 98.0, 110.0, 101.0], index=DAYS)
 
 def test_next_open_fill_trades_at_the_following_open():
     """Buy-and-hold filled at d_2's open compounds to (1 - c) P(d_n) / O(d_2); a flip pays the gap at the old weight."""
-    bh = buy_and_hold(CLOSES, DAYS, 100, fill="next-open", opens=OPENS)
+    bh = buy_and_hold(CLOSES, DAYS, Execution("next-open", 100), opens=OPENS)
     assert bh["equity"].iloc[-1] == pytest.approx(0.99 * 100 / 105)
     assert bh["return"].iloc[0] == pytest.approx(0.99 * 110 / 105 - 1)  # no position overnight, in at the open
     # long from d_2's open, then STRONG_SELL decided at d_2's close, filled at d_3's open (100):
     # day 3 = long overnight 110 -> 100, pay 2 % for the flip, short 100 -> 99
-    frame = backtest(pd.Series([Action.STRONG_BUY, Action.STRONG_SELL], index=DAYS[:2]), CLOSES, DAYS, 100,
-                     fill="next-open", opens=OPENS)
+    frame = backtest(pd.Series([Action.STRONG_BUY, Action.STRONG_SELL], index=DAYS[:2]), CLOSES, DAYS,
+                     Execution("next-open", 100), opens=OPENS)
     assert frame["return"].iloc[1] == pytest.approx((100 / 110) * 0.98 * (1 - (99 / 100 - 1)) - 1)
-    close_fill = backtest(pd.Series([Action.STRONG_BUY], index=DAYS[:1]), CLOSES, DAYS, 100)
+    close_fill = backtest(pd.Series([Action.STRONG_BUY], index=DAYS[:1]), CLOSES, DAYS, Execution(cost_bps=100))
     assert close_fill["equity"].iloc[-1] == pytest.approx(0.99 * 100 / 100)  # the optimistic close fill differs
-    with pytest.raises(ValueError, match="fill"):
-        backtest(pd.Series([Action.HOLD], index=DAYS[:1]), CLOSES, DAYS, fill="vwap")
+    with pytest.raises(ValueError, match="fill must be one of"):
+        Execution(fill="vwap")
+    with pytest.raises(ValueError, match="needs the opens"):
+        backtest(pd.Series([Action.HOLD], index=DAYS[:1]), CLOSES, DAYS, Execution("next-open"))

@@ -107,12 +107,14 @@ def test_sb3_trains_with_the_replays_fill(store, tmp_path):
     from baselines.sb3 import SB3Agent
     from benchmarks.config import RunConfig
     from benchmarks.run import resolve_agents
+    from tr1_env.execution import Execution
 
-    (spec,) = resolve_agents(RunConfig(agents=("a2c",), fill="next-open"))
+    (spec,) = resolve_agents(RunConfig.of(agents=("a2c",), execution=Execution("next-open")))
     assert spec.settings["fill"] == "next-open"
-    agent = SB3Agent("a2c", steps=64, train_years=0.25, cache_dir=tmp_path, fill="next-open")
+    agent = SB3Agent("a2c", steps=64, train_years=0.25, cache_dir=tmp_path,
+                     execution=Execution("next-open"))
     agent.fit(store, ["AAPL"], "2024-06-01", "2024-06-14")
-    assert agent.envs["AAPL"].fill == "next-open" and "_next-open_" in next(tmp_path.rglob("*.zip")).name
+    assert agent.envs["AAPL"].execution.fill == "next-open" and "_next-open_" in next(tmp_path.rglob("*.zip")).name
 
 
 def test_sb3_observation_is_the_envs_own(store, tmp_path):

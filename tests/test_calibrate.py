@@ -56,5 +56,5 @@ def test_power_table_and_bad_arguments(store, capsys):
 
 def test_planted_agents_are_no_agent_of_the_replay():
     with pytest.raises(UsageError, match="unknown agent"):
-        resolve_agents(RunConfig(agents=("planted",)))
-    assert not any("planted" in str(s.settings) for s in resolve_agents(RunConfig(walk_forward=("quarterly",))))
+        resolve_agents(RunConfig.of(agents=("planted",)))
+    assert not any("planted" in str(s.settings) for s in resolve_agents(RunConfig.of(walk_forward=("quarterly",))))

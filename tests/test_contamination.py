@@ -86,10 +86,10 @@ def test_harness_flags_cutoffs_and_reports_memorisation_offline(tiny_qwen3_path,
 
     monkeypatch.setenv("TR1_CACHE", str(tmp_path / "cache"))
     spec = f"hf:{tiny_qwen3_path}"
-    cfg = RunConfig(agents=("buy_and_hold",), model=(spec,), memorisation=True, cutoff=("2024-11-15",),
-                    tickers=("AAPL", "MSFT"), start="2024-10-01", end="2024-12-31", llm_decision_every=5,
-                    local_max_new_tokens=4, llm_max_chars=600, bootstrap=100, tearsheets=False,
-                    out=str(tmp_path / "run"))
+    cfg = RunConfig.of(agents=("buy_and_hold",), model=(spec,), memorisation=True, cutoff=("2024-11-15",),
+                       tickers=("AAPL", "MSFT"), start="2024-10-01", end="2024-12-31", llm_decision_every=5,
+                       local_max_new_tokens=4, llm_max_chars=600, bootstrap=100, tearsheets=False,
+                       out=str(tmp_path / "run"))
     summary = run(cfg).set_index(["agent", "ticker"])
     days = store.trading_days("AAPL", "2024-10-01", "2024-12-31")
     decided = days[:-1][::5]
@@ -126,14 +126,15 @@ def test_anonymized_observations_and_post_cutoff_windows(store, tmp_path):
     obs = Observations(store).get("AAPL", np.datetime64("2024-06-10"), 1500, 0.0, anonymized=True)
     assert "TKR-A" in obs.prompt and not re.search(r"\bAAPL\b|Apple", obs.prompt) and not ISO.search(obs.prompt)
     moved = post_cutoff(RunConfig(), store, {"gpt-4.1": model_cutoff("gpt-4.1")})
-    assert (moved.start, moved.end) == ("2024-06-02", "2024-09-01")  # June 1 2024 cutoff, same 91-day window
+    # June 1 2024 cutoff, same 91-day window
+    assert (moved.window.start, moved.window.end) == ("2024-06-02", "2024-09-01")
     with pytest.raises(UsageError, match="the store ends 2026-"):
         post_cutoff(RunConfig(), store, {"x": model_cutoff("x", "2030-01-01")})
     with pytest.raises(UsageError, match="no training cutoff known for my-model"):
         post_cutoff(RunConfig(), store, {"my-model": model_cutoff("my-model")})
     with pytest.raises(UsageError, match="no data after the training cutoff"):
-        run(RunConfig(agents=(), model=("gpt-4.1",), cutoff=("gpt-4.1=2030-01-01",), post_cutoff=True,
-                      base_url="http://127.0.0.1:9/v1", out=str(tmp_path)))
+        run(RunConfig.of(agents=(), model=("gpt-4.1",), cutoff=("gpt-4.1=2030-01-01",), post_cutoff=True,
+                         base_url="http://127.0.0.1:9/v1", out=str(tmp_path)))
     # unusable cutoff arguments exit 2, like any other argument no replay can use
     assert main(["--agents", "buy_and_hold", "--cutoff", "bogus", "--out", str(tmp_path / "bad")]) == 2
 

@@ -111,7 +111,7 @@ def test_commands_run_or_parse_as_written(tmp_path, monkeypatch):
                 tr1_parser().parse_args(args)
                 checked["parsed"] += 1
         elif words[:2] == ["python", "benchmarks/run.py"]:
-            from_args(RunConfig, run_parser().parse_args(words[2:])).weight_map()
+            from_args(RunConfig, run_parser().parse_args(words[2:])).agents.weight_map()
             checked["parsed"] += 1
         elif words[:2] == ["python", "benchmarks/calibrate.py"]:
             calibrate_parser().parse_args(words[2:])
@@ -126,7 +126,7 @@ def test_commands_run_or_parse_as_written(tmp_path, monkeypatch):
 
 def test_runs_paths_are_made_by_a_documented_command():
     """Every ``runs/...`` the docs name (``--model hf:runs/...``, ``--dataset``, ``--sft-data``) is written by one."""
-    made, read = {RunConfig().out}, []  # the replay's own output folder
+    made, read = {RunConfig().outputs.out}, []  # the replay's own output folder
     for doc, words in _commands():
         args = _tr1_args(words) or words
         out = _option(args, "--output-dir")

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 import tr1_env  # noqa: F401 - registers the ids
+from tr1_env.execution import Execution, NextOpenFill
 from benchmarks.perf import honest_thesis
 from tr1_env.core.actions import DEFAULT_WEIGHTS, Action
 from tr1_env.context.record import MODALITIES
@@ -196,7 +197,7 @@ def test_trading_env_checkers(store):
         warnings.filterwarnings("ignore", message="The inplace keyword")
         sb3_check_env(TradingEnv(store, TICKER, START, END))
     strict_check_env(TradingEnv(store, TICKER, START, END, obs_mode="text", action_mode="five"))
-    strict_check_env(TradingEnv(store, TICKER, START, END, fill="next-open"))
+    strict_check_env(TradingEnv(store, TICKER, START, END, execution=Execution("next-open")))
 
 
 def _up_trend_store() -> Store:
@@ -283,7 +284,7 @@ def test_text_observation_is_point_in_time(store):
 
 @pytest.mark.parametrize("action_mode", ["sell_hold_buy", "five"])
 def test_reward_arithmetic(store, action_mode):
-    env = TradingEnv(store, TICKER, START, END, action_mode=action_mode, cost_bps=25.0)
+    env = TradingEnv(store, TICKER, START, END, action_mode=action_mode, execution=Execution(cost_bps=25.0))
     targets = {"sell_hold_buy": (-1, 0, 1), "five": tuple(DEFAULT_WEIGHTS[a] for a in Action)}[action_mode]
     closes = store.closes(TICKER).loc[START:END]
     actions = [2, 2, 0, 1, 0, 2, 1] if action_mode == "sell_hold_buy" else [4, 3, 0, 1, 2, 4, 3]
@@ -326,9 +327,11 @@ def test_reset_at_a_date_and_observation_at(store):
 
 
 def test_text_prompt_states_the_reward(store):
-    env = TradingEnv(store, TICKER, START, END, obs_mode="text", cost_bps=25.0)
+    env = TradingEnv(store, TICKER, START, END, obs_mode="text", execution=Execution(cost_bps=25.0))
     prompt, info = env.reset()
-    assert "Your reward is position x ln(next close / today's close), minus 25 bps" in prompt
+    assert "Your reward is the old position x ln(fill / today's close) + the new position x ln(next close / fill)" \
+        in prompt
+    assert f"Execution: {Execution(cost_bps=25.0).describe()}." in prompt and "25 bps" in prompt
     assert env.observation_at(info["date"], 0.0) == prompt
 
 
@@ -345,7 +348,7 @@ def test_truncation_at_period_end(trading_env):
 
 
 def test_buy_and_hold_matches_prices(store):
-    env = TradingEnv(store, TICKER, START, END, cost_bps=0.0)
+    env = TradingEnv(store, TICKER, START, END, execution=Execution(cost_bps=0.0))
     env.reset()
     truncated = False
     while not truncated:
@@ -356,7 +359,8 @@ def test_buy_and_hold_matches_prices(store):
 
 def test_next_open_fill_reward(store):
     """Filled at the next open: the old position earns the night, the new one the session, the trade pays once."""
-    env = TradingEnv(store, TICKER, START, END, action_mode="sell_hold_buy", cost_bps=25.0, fill="next-open")
+    env = TradingEnv(store, TICKER, START, END, action_mode="sell_hold_buy",
+                     execution=Execution("next-open", 25.0))
     closes, opens = store.closes(TICKER).loc[START:END], store.closes(TICKER, "open").loc[START:END]
     env.reset()
     previous = 0.0
@@ -369,7 +373,7 @@ def test_next_open_fill_reward(store):
         assert info["cost"] == pytest.approx(cost) and info["log_return"] == pytest.approx(night + session)
         previous = position
     with pytest.raises(ValueError, match="fill must be one of"):
-        TradingEnv(store, TICKER, START, END, fill="vwap")
+        TradingEnv(store, TICKER, START, END, execution=Execution(fill="vwap"))
 
 
 @pytest.mark.parametrize("fill", ["close", "next-open"])
@@ -377,21 +381,20 @@ def test_trading_env_books_as_the_replay_does(store, fill):
     """Long or flat without costs, the env's equity is the harness's (backtest.py) for either fill, on every day."""
     from tr1_env.evaluation.backtest import backtest
 
-    env = TradingEnv(store, TICKER, START, END, action_mode="five", cost_bps=0.0, fill=fill)
+    env = TradingEnv(store, TICKER, START, END, action_mode="five", execution=Execution(fill, 0.0))
     rng = np.random.default_rng(0)
     choices = rng.choice([int(Action.HOLD), int(Action.STRONG_BUY)], env.n_steps)
     env.reset()
     equity = [env.step(a)[4]["equity"] for a in choices]
     actions = pd.Series([Action(a) for a in choices], index=env.days[:-1])
-    booked = backtest(actions, store.closes(TICKER), env.days, cost_bps=0.0, fill=fill,
+    booked = backtest(actions, store.closes(TICKER), env.days, Execution(fill, 0.0),
                       opens=store.closes(TICKER, "open"))
     np.testing.assert_allclose(equity, booked["equity"], rtol=1e-10)
 
 
 def test_next_open_prompt_states_the_fill(store):
-    prompt, _ = TradingEnv(store, TICKER, START, END, obs_mode="text", fill="next-open").reset()
-    assert "from the next session's open (where the order fills) to its close" in prompt
-    assert "the old position x ln(next open / today's close) + the new position x ln(next close / next open)" in prompt
+    prompt, _ = TradingEnv(store, TICKER, START, END, obs_mode="text", execution=Execution("next-open")).reset()
+    assert NextOpenFill.description in prompt and "fills at the decision's close" not in prompt
 
 
 @pytest.mark.parametrize("text, mode, expected", [

@@ -141,8 +141,8 @@ def test_tearsheet_titles_are_escaped(tmp_path, monkeypatch):
     """quantstats pastes the title into its page as it is; three tearsheets (~10 s each on 2 busy cores)."""
     monkeypatch.syspath_prepend(str(Path(__file__).parent))
     label = HOSTILE[2]
-    run(RunConfig(agents=(), agent=(f"test_escaping:{label}",), tickers=("NVDA",), start="2024-06-01",
-                  end="2024-06-21", bootstrap=50, out=str(tmp_path)))
+    run(RunConfig.of(agents=(), agent=(f"test_escaping:{label}",), tickers=("NVDA",), start="2024-06-01",
+                     end="2024-06-21", bootstrap=50, out=str(tmp_path)))
     sheets = sorted((tmp_path / "tearsheets").glob("*.html"))
     assert [s.name for s in sheets] == ["buy_and_hold__portfolio.html", "svg_onload_alert_1__NVDA.html",
                                         "svg_onload_alert_1__portfolio.html"]

@@ -20,6 +20,7 @@ from tr1_agent.flag_trader.ppo import PPO, compute_gae
 from tr1_env.core.actions import DEFAULT_WEIGHTS, Action
 from tr1_env.core.agents import Observation
 from tr1_env.envs.trading_env import TradingEnv
+from tr1_env.execution import Execution
 from tr1_env.evaluation.metrics import investorbench
 
 torch.set_num_threads(1)
@@ -255,7 +256,7 @@ def test_train_then_agent_replays_the_test_window(tiny_qwen3_path, store, tmp_pa
                         train_start="2020-07-01", train_end="2020-07-10", test_start="2020-10-01",
                         test_end="2020-10-09", window=2, news_items=1, rollout_steps=4, minibatch_size=4,
                         total_timesteps=8, save_every=1, device="cpu", output_dir=str(tmp_path / "run"),
-                        calibrate=True, fill="next-open")  # the replay's other fill travels with the checkpoint
+                        calibrate=True, execution=Execution("next-open"))  # the other fill travels with the checkpoint
     from tr1_agent.flag_trader.ppo import train_flag_trader
 
     report = train_flag_trader(cfg)
@@ -270,18 +271,18 @@ def test_train_then_agent_replays_the_test_window(tiny_qwen3_path, store, tmp_pa
 
     agent = FlagTraderAgent(tmp_path / "run", device="cpu")
     agent.fit(store, ["MSFT"], cfg.test_start, cfg.test_end)  # as benchmarks/run.py: the replay window
-    positions, returns = replay(agent, TradingEnv(store, "MSFT", cfg.test_start, cfg.test_end, fill=cfg.fill, **SHORT),
-                                every=1)
+    env = TradingEnv(store, "MSFT", cfg.test_start, cfg.test_end, execution=cfg.execution, **SHORT)
+    positions, returns = replay(agent, env, every=1)
     assert investorbench(positions, returns)["cr"] == pytest.approx(test["cr"])  # the same greedy policy
     agent.reset("MSFT")
-    replay(agent, TradingEnv(store, "MSFT", cfg.test_start, cfg.test_end, fill=cfg.fill, **SHORT), every=2)
+    replay(agent, TradingEnv(store, "MSFT", cfg.test_start, cfg.test_end, execution=cfg.execution, **SHORT), every=2)
 
     # and the harness replays the checkpoint next to buy-and-hold: `benchmarks/run.py --model flag:PATH`
     from benchmarks.run import RunConfig, run
 
-    summary = run(RunConfig(agents=("buy_and_hold",), model=(f"flag:{tmp_path / 'run'}",), tickers=("MSFT",),
-                            start=cfg.test_start, end=cfg.test_end, llm_decision_every=1, bootstrap=0,
-                            tearsheets=False, out=str(tmp_path / "bench")))
+    summary = run(RunConfig.of(agents=("buy_and_hold",), model=(f"flag:{tmp_path / 'run'}",), tickers=("MSFT",),
+                               start=cfg.test_start, end=cfg.test_end, llm_decision_every=1, bootstrap=0,
+                               tearsheets=False, out=str(tmp_path / "bench")))
     assert set(summary["agent"]) == {"buy_and_hold", f"flag:{tmp_path / 'run'}"}
     assert (summary["n_days"] == 6).all()
 
@@ -317,7 +318,7 @@ def test_command_flags_mirror_the_config():
     from tr1_env.util.cli_args import from_args
 
     assert from_args(FlagPPOConfig, ns) == FlagPPOConfig(tickers=("MSFT", "JNJ"), trainable_layers=4, norm_adv=False,
-                                                         fill="next-open")
+                                                         execution=Execution("next-open"))
     assert ns.func.__name__ == "cmd_flag_ppo"
 
 

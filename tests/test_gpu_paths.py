@@ -285,17 +285,18 @@ def test_vllm_agent_forces_the_same_decision_as_transformers(tiny_qwen3_path, mo
 
 def test_replay_uses_a_checkpoint_cards_budget_context_and_thinking(tmp_path):
     from benchmarks.config import RunConfig
-    from benchmarks.run import _llm_spec
+    from benchmarks.roster import _llm_spec
 
     (tmp_path / models.CARD).write_text(json.dumps({"max_context_chars": 24000, "max_new_tokens": 6144,
                                                     "enable_thinking": False}))
-    spec = _llm_spec(f"hf:{tmp_path}", RunConfig())
+    spec = _llm_spec(f"hf:{tmp_path}", RunConfig().agents)
     assert (spec.settings["max_new_tokens"], spec.settings["max_chars"], spec.settings["enable_thinking"]) == (
         6144, 24000, False)
-    spec = _llm_spec("vllm:Qwen/Qwen3-4B", RunConfig())  # no card: the GPU backend's defaults
+    spec = _llm_spec("vllm:Qwen/Qwen3-4B", RunConfig().agents)  # no card: the GPU backend's defaults
     assert (spec.settings["max_new_tokens"], spec.settings["max_chars"]) == (6144, 24000)
     assert spec.settings["force_decision"] is True
-    spec = _llm_spec("hf:Qwen/Qwen3-4B", RunConfig(local_max_new_tokens=300))  # no card: the run's (CPU) settings
+    # no card: the run's (CPU) settings
+    spec = _llm_spec("hf:Qwen/Qwen3-4B", RunConfig.of(local_max_new_tokens=300).agents)
     assert spec.settings["max_new_tokens"] == 300 and "max_chars" not in spec.settings
 
 

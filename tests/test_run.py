@@ -19,7 +19,8 @@ from conftest import free_port
 from tr1_agent.cache import CallCache
 from tr1_env.core.actions import Action
 from tr1_env.core.agents import Agent, AgentError, Decision
-from tr1_env.util.cli_args import from_args
+from tr1_env.execution import Execution
+from tr1_env.util.cli_args import flat_dict, from_args
 
 REPO = Path(__file__).resolve().parents[1]
 WINDOW = dict(start="2024-06-01", end="2024-06-21", tickers=("NVDA", "META"), bootstrap=200)
@@ -39,16 +40,26 @@ class CountingAgent(Agent):
 def test_flags_mirror_the_config_one_to_one():
     parser = build_parser()
     flags = {a.dest for a in parser._actions if a.dest != "help"}
-    assert flags == {f.name for f in dataclasses.fields(RunConfig)}
+    assert flags == set(flat_dict(RunConfig()))
+    # each group's flags listed under its name in --help, the execution group's being the Execution value's
+    groups = {g.title: {a.dest for a in g._group_actions} for g in parser._action_groups}
+    assert {f.name: groups[f.name] for f in dataclasses.fields(RunConfig) if f.name != "seed"} == {
+        f.name: set(flat_dict(getattr(RunConfig(), f.name))) for f in dataclasses.fields(RunConfig) if f.name != "seed"}
+    assert groups["execution"] == {"fill", "cost_bps"}
+    assert RunConfig.of(fill="next-open", alpha=0.1).replace(cost_bps=5) == RunConfig(
+        execution=Execution("next-open", 5), statistics=dataclasses.replace(RunConfig().statistics, alpha=0.1))
+    with pytest.raises(TypeError, match="no setting colour"):
+        RunConfig.of(colour="red")
     cfg = from_args(RunConfig, parser.parse_args(["--weights", "-2", "-1", "0", "1", "2", "--model", "gpt-4.1",
                                                   "--no-tearsheets"]))
-    assert cfg.weights == (-2.0, -1.0, 0.0, 1.0, 2.0) and cfg.model == ("gpt-4.1",) and not cfg.tearsheets
+    assert cfg.agents.weights == (-2.0, -1.0, 0.0, 1.0, 2.0) and cfg.agents.model == ("gpt-4.1",)
+    assert not cfg.outputs.tearsheets
     assert from_args(RunConfig, parser.parse_args([])) == RunConfig()
 
 
 def test_end_to_end_writes_every_output(tmp_path):
     out = tmp_path / "run"
-    summary = run(RunConfig(agents=("buy_and_hold", "ma_crossover"), out=str(out), **WINDOW))
+    summary = run(RunConfig.of(agents=("buy_and_hold", "ma_crossover"), out=str(out), **WINDOW))
     assert list(summary.columns[:10]) == ["agent", "ticker", "cr", "sharpe", "sharpe_lo", "sharpe_hi", "hit_rate",
                                           "mdd", "av", "n_days"]
     assert {"beats_bh", "p_value"} <= set(summary.columns) and len(summary) == 4
@@ -84,15 +95,15 @@ def test_end_to_end_writes_every_output(tmp_path):
 
 def test_rerun_asks_no_agent_again(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(Path(__file__).parent))
-    cfg = RunConfig(agents=(), agent=("test_run:CountingAgent",), out=str(tmp_path), tearsheets=False, **WINDOW)
+    cfg = RunConfig.of(agents=(), agent=("test_run:CountingAgent",), out=str(tmp_path), tearsheets=False, **WINDOW)
     CountingAgent.calls = 0
     first = run(cfg)
     assert CountingAgent.calls == 2 * 13  # two tickers, 14 sessions, no decision on the last
     run(cfg)
     assert CountingAgent.calls == 2 * 13  # resumed from the saved decisions
-    again = run(dataclasses.replace(cfg, cost_bps=50))  # accounting changes, decisions do not
+    again = run(cfg.replace(execution=Execution(cost_bps=50)))  # accounting changes, decisions do not
     assert CountingAgent.calls == 2 * 13 and (again["cr"] < first["cr"]).all()
-    run(dataclasses.replace(cfg, decision_every=2))  # a different schedule is a different replay
+    run(cfg.replace(decision_every=2))  # a different schedule is a different replay
     assert CountingAgent.calls == 2 * 13 + 2 * 7
     decisions = json.loads((tmp_path / "decisions" / "CountingAgent__NVDA.json").read_text())["decisions"]
     assert [d["action"] for d in decisions[:3]] == ["BUY", "SELL", "BUY"]  # it saw its own position
@@ -116,7 +127,7 @@ def test_example_plugin_and_missing_api_key(tmp_path, monkeypatch, capsys):
 
 def test_unknown_plugin_is_an_error(tmp_path):
     with pytest.raises(UsageError, match="cannot load agent 'no_such_module:Agent': no module named"):
-        run(RunConfig(agents=(), agent=("no_such_module:Agent",), out=str(tmp_path), tearsheets=False, **WINDOW))
+        run(RunConfig.of(agents=(), agent=("no_such_module:Agent",), out=str(tmp_path), tearsheets=False, **WINDOW))
 
 
 # --- failures are never results --------------------------------------------------------------------
@@ -285,8 +296,8 @@ def test_bad_arguments_are_one_line_and_exit_2(argv, message, tmp_path, capsys):
 
 
 def test_tickers_are_normalised_once(tmp_path):
-    summary = run(RunConfig(agents=("buy_and_hold",), tickers=("nvda", "NVDA"), start=WINDOW["start"],
-                            end=WINDOW["end"], bootstrap=0, tearsheets=False, out=str(tmp_path)))
+    summary = run(RunConfig.of(agents=("buy_and_hold",), tickers=("nvda", "NVDA"), start=WINDOW["start"],
+                               end=WINDOW["end"], bootstrap=0, tearsheets=False, out=str(tmp_path)))
     assert list(summary["ticker"]) == ["NVDA"]
     assert "No company headlines in the window for" not in (tmp_path / "summary.md").read_text()
 
@@ -294,8 +305,8 @@ def test_tickers_are_normalised_once(tmp_path):
 def test_nothing_replayed_is_not_a_success(tmp_path, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-    cfg = RunConfig(agents=(), model=("gpt-4.1",), tickers=("SPY",), start=WINDOW["start"], end=WINDOW["end"],
-                    out=str(tmp_path))
+    cfg = RunConfig.of(agents=(), model=("gpt-4.1",), tickers=("SPY",), start=WINDOW["start"], end=WINDOW["end"],
+                       out=str(tmp_path))
     summary = run(cfg)
     assert summary.empty and outcome(summary, cfg) == "nothing was replayed (1 agent(s) skipped: gpt-4.1)"
     assert json.loads((tmp_path / "config.json").read_text())["status"] == "failed"
@@ -306,7 +317,7 @@ def test_nothing_replayed_is_not_a_success(tmp_path, monkeypatch):
 
 def test_truncated_decisions_are_moved_aside_and_replayed(tmp_path, monkeypatch, capsys):
     monkeypatch.syspath_prepend(str(Path(__file__).parent))
-    cfg = RunConfig(agents=(), agent=("test_run:CountingAgent",), out=str(tmp_path), tearsheets=False, **WINDOW)
+    cfg = RunConfig.of(agents=(), agent=("test_run:CountingAgent",), out=str(tmp_path), tearsheets=False, **WINDOW)
     CountingAgent.calls = 0
     first = run(cfg)
     path = tmp_path / "decisions" / "CountingAgent__NVDA.json"
@@ -320,7 +331,7 @@ def test_truncated_decisions_are_moved_aside_and_replayed(tmp_path, monkeypatch,
 
 
 def test_a_run_killed_during_the_reports_leaves_no_mixed_folder(tmp_path, monkeypatch):
-    cfg = RunConfig(agents=("buy_and_hold", "ma_crossover"), out=str(tmp_path), tearsheets=False, **WINDOW)
+    cfg = RunConfig.of(agents=("buy_and_hold", "ma_crossover"), out=str(tmp_path), tearsheets=False, **WINDOW)
     run(cfg)
     assert verify_run(tmp_path) == []
     config = json.loads((tmp_path / "config.json").read_text())
@@ -338,7 +349,7 @@ def test_a_run_killed_during_the_reports_leaves_no_mixed_folder(tmp_path, monkey
 
     monkeypatch.setattr(report, "plot_equity", killed)  # after summary.csv, before summary.md
     with pytest.raises(KeyboardInterrupt):
-        run(dataclasses.replace(cfg, cost_bps=100))
+        run(cfg.replace(execution=Execution(cost_bps=100)))
     assert not md.exists()  # the old run's summary.md is gone, not left beside the new summary.csv
     assert verify_run(tmp_path)[0].endswith("did not finish")
     assert not list(tmp_path.rglob(".*partial*"))  # no temp file left behind
@@ -360,8 +371,8 @@ def _tearsheet_metrics(path: Path) -> dict[str, tuple[str, str]]:
 
 def test_tearsheets_show_the_whole_window_and_the_summary_figures(tmp_path):
     """rsi_reversion stays flat on META until 2024-06-06: quantstats' default would start both series there."""
-    summary = run(RunConfig(agents=("buy_and_hold", "rsi_reversion"), tickers=("META",), bootstrap=0,
-                            out=str(tmp_path))).set_index("agent")
+    summary = run(RunConfig.of(agents=("buy_and_hold", "rsi_reversion"), tickers=("META",), bootstrap=0,
+                               out=str(tmp_path))).set_index("agent")
     path = tmp_path / "tearsheets" / "rsi_reversion__META.html"
     sheet = _tearsheet_metrics(path)
     assert "matched dates" not in path.read_text()
@@ -383,8 +394,8 @@ def test_same_seed_and_inputs_give_a_byte_identical_summary(tmp_path, monkeypatc
     outputs = []
     for name in ("first", "second"):
         monkeypatch.setenv("TR1_CACHE", str(tmp_path / name / "cache"))
-        cfg = RunConfig(agents=tuple(BASELINES), tickers=("NVDA",), start=WINDOW["start"], end=WINDOW["end"],
-                        sb3_steps=256, train_years=0.5, bootstrap=200, tearsheets=False, out=str(tmp_path / name))
+        cfg = RunConfig.of(agents=tuple(BASELINES), tickers=("NVDA",), start=WINDOW["start"], end=WINDOW["end"],
+                           sb3_steps=256, train_years=0.5, bootstrap=200, tearsheets=False, out=str(tmp_path / name))
         summary = run(cfg)
         assert list(summary["agent"]) == list(BASELINES)
         assert (tmp_path / name / "cache" / "sb3").is_dir()  # trained here, not reloaded from the other run
@@ -401,6 +412,6 @@ def test_readme_table_is_the_default_run(tmp_path):
 
     block = (REPO / "README.md").read_text().split("<!-- default-run-table -->")[1]
     published = {line.split(" | ")[0]: line for line in block.strip().splitlines() if line.startswith("| ")}
-    summary = run(RunConfig(agents=tuple(BASELINES), bootstrap=0, tearsheets=False, out=str(tmp_path)))
+    summary = run(RunConfig.of(agents=tuple(BASELINES), bootstrap=0, tearsheets=False, out=str(tmp_path)))
     fresh = {line.split(" | ")[0]: line for line in readme_table(summary).splitlines() if line.startswith("| ")}
     assert {k: published.get(k) for k in fresh} == fresh

@@ -183,8 +183,8 @@ def test_a_writer_failing_halfway_keeps_the_previous_file(fault, tmp_path, monke
     the bytes reached the disk) or at the rename: the previous file is intact and verify_run flags the run.
     Fails when tr1_env.util.files.atomic_write writes in place."""
     monkeypatch.syspath_prepend(str(Path(__file__).parent))
-    cfg = RunConfig(agents=(), agent=("test_run_folder:Alternating",), tickers=("NVDA",), start="2024-06-01",
-                    end="2024-06-21", bootstrap=0, tearsheets=False, out=str(tmp_path))
+    cfg = RunConfig.of(agents=(), agent=("test_run_folder:Alternating",), tickers=("NVDA",), start="2024-06-01",
+                       end="2024-06-21", bootstrap=0, tearsheets=False, out=str(tmp_path))
     run(cfg)
     target = tmp_path / "decisions" / "Alternating__NVDA.json"
     before = target.read_bytes()
@@ -206,7 +206,7 @@ def test_a_writer_failing_halfway_keeps_the_previous_file(fault, tmp_path, monke
     else:
         monkeypatch.setattr(os, "replace", failing_rename)
     with pytest.raises(OSError):
-        run(dataclasses.replace(cfg, decision_every=2))
+        run(cfg.replace(decision_every=2))
     monkeypatch.undo()
     assert target.read_bytes() == before
     assert verify_run(tmp_path)[0].endswith("did not finish")

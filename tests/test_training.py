@@ -149,9 +149,9 @@ def test_curriculum_runs_all_stages_and_resumes(tiny_qwen3_path, store, tmp_path
     from benchmarks.run import RunConfig, run
 
     specs = (f"hf:{out / '1-structure' / 'sft' / 'merged'}", f"hf:{records[-1]['model']}")
-    summary = run(RunConfig(agents=("buy_and_hold",), model=specs, tickers=("AAPL",), start="2024-06-03",
-                            end="2024-06-14", llm_decision_every=3, local_max_new_tokens=4, bootstrap=0,
-                            tearsheets=False, out=str(tmp_path / "bench")))
+    summary = run(RunConfig.of(agents=("buy_and_hold",), model=specs, tickers=("AAPL",), start="2024-06-03",
+                               end="2024-06-14", llm_decision_every=3, local_max_new_tokens=4, bootstrap=0,
+                               tearsheets=False, out=str(tmp_path / "bench")))
     assert set(summary["agent"]) == {"buy_and_hold", *specs} and (summary["n_days"] == 9).all()
 
     def refuse(*args, **kwargs):

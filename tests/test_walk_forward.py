@@ -9,16 +9,17 @@ import pytest
 from benchmarks.run import Observations, RunConfig, run
 from tr1_env.context.reference import build_context
 from tr1_env.data.store import Store
+from tr1_env.execution import Execution
 
 CFG = dict(start="2024-04-01", end="2024-07-31", walk_forward=("monthly",),
            tickers=("NVDA", "SPY", "XOM", "AAPL", "JPM"),
-           bootstrap=100, tearsheets=False, cost_bps=0.0)
+           bootstrap=100, tearsheets=False, execution=Execution(cost_bps=0.0))
 
 
 @pytest.fixture(scope="module")
 def walked(tmp_path_factory):
     out = tmp_path_factory.mktemp("wf")
-    run(RunConfig(agents=("buy_and_hold", "always_hold", "ma_crossover", "random"), out=str(out), **CFG))
+    run(RunConfig.of(agents=("buy_and_hold", "always_hold", "ma_crossover", "random"), out=str(out), **CFG))
     return out
 
 
@@ -96,7 +97,7 @@ def test_samples_are_seeded_rows_with_their_spread_reported():
     from benchmarks.leaderboard import sample_spread
     from benchmarks.run import resolve_agents
 
-    specs = resolve_agents(RunConfig(agents=(), model=("gpt-4.1",), samples=3, base_url="http://127.0.0.1:9/v1"))
+    specs = resolve_agents(RunConfig.of(agents=(), model=("gpt-4.1",), samples=3, base_url="http://127.0.0.1:9/v1"))
     assert [s.label for s in specs] == ["gpt-4.1 #0", "gpt-4.1 #1", "gpt-4.1 #2"]
     assert [s.settings["seed"] for s in specs] == [0, 1, 2] and {s.settings["temperature"] for s in specs} == {0.7}
     assert all(s.every == 1 for s in specs)  # LLMs decide every session by default
@@ -104,7 +105,7 @@ def test_samples_are_seeded_rows_with_their_spread_reported():
                           "sharpe": [1.0, 0.5, 1.0, 1.5]})
     assert sample_spread(board) == ["gpt-4.1: Sharpe over 3 samples mean 1.00, sd 0.50, range [0.50, 1.50] "
                                     "(sampling spread; each row's CI is market noise)."]
-    (smol,) = resolve_agents(RunConfig(agents=("smollm2",)))
+    (smol,) = resolve_agents(RunConfig.of(agents=("smollm2",)))
     assert smol.label == "smollm2 (every 62 sessions)" and smol.every == 62
 
 

@@ -85,6 +85,7 @@ class FlagTraderAgent(Agent):
         starting there with ``position``."""
         from tr1_env.data.store import Store
         from tr1_env.envs.trading_env import TradingEnv
+        from tr1_env.execution import Execution
 
         env, at = self._mirrors.get(ticker, (None, None))
         while at is not None and at < day:
@@ -94,10 +95,9 @@ class FlagTraderAgent(Agent):
             self.store = self.store or Store()
             s = self.settings
             end = self.end if day < self.end else day + pd.Timedelta(days=14)  # past ``end``: a short period
-            env = TradingEnv(self.store, ticker, day, end, obs_mode="text",
-                             action_mode=s["action_mode"], cost_bps=s["cost_bps"], window=s["window"],
-                             news_items=s["news_items"], anonymize=self.anonymize,
-                             fill=s.get("fill", "close"))  # checkpoints from before fills were settings
+            env = TradingEnv(self.store, ticker, day, end, obs_mode="text", action_mode=s["action_mode"],
+                             execution=Execution.from_settings(s), window=s["window"], news_items=s["news_items"],
+                             anonymize=self.anonymize)
             env.reset(options={"date": day, "position": position})  # no session on ``day``: ValueError
         self._mirrors[ticker] = (env, day)
         return env

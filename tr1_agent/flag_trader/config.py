@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tr1_env.execution import Execution
+
 __all__ = ["FlagPPOConfig", "PPOConfig"]
 
 
@@ -53,10 +55,8 @@ class FlagPPOConfig(PPOConfig):
     test_end: str = field(default="2021-05-28", metadata={"help": "last session of the test window"})
     action_mode: str = field(default="sell_hold_buy", metadata={
         "help": "Trading env actions ('five' needs --head linear)", "choices": ["sell_hold_buy", "five"]})
-    cost_bps: float = field(default=10.0, metadata={"help": "trading cost per unit of position change, in bps"})
-    fill: str = field(default="close", metadata={
-        "help": "when a decision made on a close executes: at that close (the paper) or at the next session's "
-                "open (as benchmarks/run.py --fill next-open books it)", "choices": ["close", "next-open"]})
+    execution: Execution = field(default_factory=Execution, metadata={
+        "help": "fills and costs, as the replay books them (the paper: at the close, 10 bps)"})
     window: int = field(default=10, metadata={"help": "sessions of market features in the prompt"})
     news_items: int = field(default=5, metadata={"help": "headlines in the prompt"})
     store: str | None = field(default=None, metadata={"help": "store folder (default: the embedded store)"})

@@ -234,8 +234,8 @@ def _make_envs(cfg: FlagPPOConfig, store, start: str, end: str, episode_length: 
     from tr1_env.envs.trading_env import TradingEnv
     from tr1_env.envs.wrappers import RandomStart
 
-    envs = [TradingEnv(store, ticker, start, end, obs_mode="text", action_mode=cfg.action_mode, cost_bps=cfg.cost_bps,
-                       window=cfg.window, news_items=cfg.news_items, fill=cfg.fill) for ticker in cfg.tickers]
+    envs = [TradingEnv(store, ticker, start, end, obs_mode="text", action_mode=cfg.action_mode,
+                       execution=cfg.execution, window=cfg.window, news_items=cfg.news_items) for ticker in cfg.tickers]
     return [RandomStart(env, episode_length) for env in envs] if episode_length else envs
 
 

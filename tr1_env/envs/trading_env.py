@@ -1,7 +1,7 @@
 """FLAG-TRADER's trading MDP: one step per trading day, reward = position x next-day log return - costs.
 
-The action sets the target position held from today's close to the next one (``fill="next-open"``: from
-the next session's open, the previous position held overnight, as the replay's fills). Market features are
+The action sets the target position; when the order fills and what it costs is the env's
+:class:`~tr1_env.execution.Execution`, the replay's own, so the policy is paid as it is booked. Market features are
 computed once, from the prices available at the close of ``end`` and from the start of the
 store's history, with causal indicators only: row ``t`` depends on prices up to ``t`` and not on
 where the series is cut, so the observation of day ``t`` equals the one built from
@@ -21,11 +21,11 @@ from gymnasium import spaces
 
 from tr1_env.core.actions import DEFAULT_WEIGHTS, Action
 from tr1_env.context.anonymize import Pseudonyms, Rebase, anonymize_text, level_of
-from tr1_env.evaluation.backtest import FILLS, describe_trading_reward, trading_reward
 from tr1_env.data.clock import NY
 from tr1_env.data.schema import canonical_ticker
 from tr1_env.data.store import Store
 from tr1_env.envs.spaces import UnicodeText
+from tr1_env.execution import Execution
 from tr1_env.context.modalities.market import MARKET_FEATURES, indicators, market_features
 
 OBS_NAMES: tuple[str, ...] = (*MARKET_FEATURES, "position", "time_left")
@@ -42,8 +42,9 @@ _NAME = r"(strong[\s_-]*(?:sell|buy)|sell|hold|buy)"
 _ACTION = re.compile(rf"\baction[^\w\n]{{1,10}}{_NAME}\b|\[\[\[\s*{_NAME}\s*\]\]\]", re.IGNORECASE)
 
 TASK = """You are a trading agent managing a single position in {ticker}, one decision per trading day.
-Your action sets the position you hold {holding}: {mapping}.
-Your reward is {reward}. Maximise the cumulative reward.
+Your action sets the position you hold: {mapping}. Execution: {execution}.
+Your reward is the old position x ln(fill / today's close) + the new position x ln(next close / fill), fill being \
+the order's price, minus the costs. Maximise the cumulative reward.
 
 Allowed actions: {names}
 
@@ -84,20 +85,19 @@ class TradingEnv(gym.Env):
     metadata = {"render_modes": []}
 
     def __init__(self, store: Store | None = None, ticker: str = "MSFT", start="2020-10-01", end="2021-05-28",
-                 obs_mode: str = "numeric", action_mode: str = "sell_hold_buy", cost_bps: float = 10.0,
+                 obs_mode: str = "numeric", action_mode: str = "sell_hold_buy", execution: Execution = Execution(),
                  window: int = 10, news_items: int = 5, initial_equity: float = 1.0, max_length: int = 20_000,
-                 anonymize: bool | str | None = False, fill: str = "close"):
+                 anonymize: bool | str | None = False):
         if obs_mode not in ("numeric", "text"):
             raise ValueError(f"obs_mode must be 'numeric' or 'text', got {obs_mode!r}")
         if action_mode not in ACTION_MODES:
             raise ValueError(f"action_mode must be one of {list(ACTION_MODES)}, got {action_mode!r}")
-        if fill not in FILLS:
-            raise ValueError(f"fill must be one of {FILLS}, got {fill!r}")
         self.store = store if store is not None else Store()
         self.ticker = canonical_ticker(ticker)
         self.obs_mode, self.action_mode = obs_mode, action_mode
-        self.cost_bps, self.window, self.news_items, self.initial_equity = cost_bps, window, news_items, initial_equity
-        self.anonymize, self.fill = level_of(anonymize), fill
+        self.execution, self.window, self.news_items = execution, window, news_items
+        self.initial_equity = initial_equity
+        self.anonymize = level_of(anonymize)
         self.pseudonyms: Pseudonyms | None = None
         #: Features of every session up to ``end``, from the prices knowable at ``end``'s close.
         prices = self.store.asof(ticker, end).prices
@@ -113,10 +113,10 @@ class TradingEnv(gym.Env):
         features = self.features.loc[self.days, list(MARKET_FEATURES)].to_numpy()
         self._rows[:, :len(MARKET_FEATURES)] = np.clip(features, -OBS_BOUND, OBS_BOUND)
         self._rows[:, -1] = np.arange(self.n_steps, -1, -1) / self.n_steps
-        self._closes = self.features["close"].to_numpy(float)[self._first:]
-        # Filled at the close: None; else each session's open, from the closes' frame (the import checks prices > 0).
-        self._opens = (prices.set_index("date")["open"].reindex(self.days).to_numpy(float) if fill == "next-open"
-                       else None)
+        closes = self.features["close"].iloc[self._first:]
+        self._closes = closes.to_numpy(float)
+        # The price each session's order executes at (the import checks prices > 0).
+        self._fills = execution.prices(closes, prices.set_index("date")["open"].reindex(self.days))
         self._dates = list(self.days)
         self.action_names, self.targets = ACTION_MODES[action_mode]
         self.action_space = spaces.Discrete(len(self.action_names))
@@ -161,13 +161,8 @@ class TradingEnv(gym.Env):
         target = self.targets[index]
         close, after = self._closes[self._t], self._closes[self._t + 1]
         log_return = math.log(after / close)
-        if self._opens is None:
-            reward = float(trading_reward(target, log_return, self.position, self.cost_bps))
-        else:
-            fill = self._opens[self._t + 1]
-            reward = float(trading_reward(target, math.log(after / fill), self.position, self.cost_bps,
-                                          overnight=math.log(fill / close)))
-        cost = self.cost_bps / 1e4 * abs(target - self.position)  # what the trade paid
+        reward = self.execution.reward(target, self.position, close, self._fills[self._t], after)
+        cost = float(self.execution.cost(self.position, target))  # what the trade paid
         self.position = target
         self.equity *= math.exp(reward)
         self._t += 1
@@ -215,11 +210,8 @@ class TradingEnv(gym.Env):
         lines = [f"  - [{r.published_at.tz_convert(NY):%Y-%m-%d}] {r.title}" for r in news.itertuples(index=False)]
         names = ", ".join(self.action_names)
         mapping = ", ".join(f"{n} = {w:g}" for n, w in zip(self.action_names, self.targets, strict=True))
-        holding = ("from today's close to the next close" if self.fill == "close"
-                   else "from the next session's open (where the order fills) to its close")
-        text = TASK.format(ticker=self.ticker, holding=holding, mapping=mapping,
-                           reward=describe_trading_reward(self.cost_bps, self.fill),
-                           names=names, date=day, session=t + 1, n_sessions=len(self.days), equity=self.equity,
+        text = TASK.format(ticker=self.ticker, mapping=mapping, execution=self.execution.describe(), names=names,
+                           date=day, session=t + 1, n_sessions=len(self.days), equity=self.equity,
                            cash=self.equity * (1 - position), position=position, window=len(recent),
                            table="\n".join(rows), news="\n".join(lines) or "  (none available)")
         if not self.anonymize:

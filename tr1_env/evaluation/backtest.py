@@ -17,11 +17,11 @@ So buy-and-hold (weight 1 from ``d_1``) compounds to ``(1 - c) * P(d_n) / P(d_1)
 ``R`` is the price return by default; with dividends it is the total return, an ex-date's cash
 counted against the previous close: ``R_{i+1} = (P_{i+1} + D_{i+1}) / P_i - 1``.
 
-Fills (``fill=``): ``close`` executes a decision at the close it was made on, as above (optimistic: a
-real order at the close must be sent before the close is known). ``next-open`` executes it at the
-next session's open: the old weight earns the overnight gap ``G = (O_{i+1} + D_{i+1}) / P_i - 1``, the
-trade pays its cost at the open, the new weight earns the day ``(1 + R) / (1 + G) - 1``. Buy-and-hold
-then compounds to ``(1 - c) * P(d_n) / O(d_2) - 1``.
+The execution (:class:`tr1_env.execution.Execution`: the fill and the costs) is a value the replay receives;
+the formulas above are its default fill, at the decision's close. Filled at the next session's open instead, the
+old weight earns the overnight gap ``G = (O_{i+1} + D_{i+1}) / P_i - 1``, the trade pays its cost at the open and
+the new weight earns the day ``(1 + R) / (1 + G) - 1``; buy-and-hold then compounds to
+``(1 - c) * P(d_n) / O(d_2) - 1``.
 """
 
 from __future__ import annotations
@@ -32,12 +32,9 @@ import numpy as np
 import pandas as pd
 
 from tr1_env.core.actions import DEFAULT_WEIGHTS, Action
+from tr1_env.execution import Execution
 
-__all__ = ["FILLS", "asset_returns", "backtest", "buy_and_hold", "decision_days", "describe_trading_reward",
-           "fill_returns", "holding_returns", "trading_reward"]
-
-#: When a decision taken at a session's close is executed.
-FILLS = ("close", "next-open")
+__all__ = ["asset_returns", "backtest", "buy_and_hold", "decision_days", "holding_returns"]
 
 
 def decision_days(days: pd.DatetimeIndex, every: int = 1) -> pd.DatetimeIndex:
@@ -52,44 +49,40 @@ def asset_returns(closes: pd.Series, days: pd.DatetimeIndex, dividends: pd.Serie
 
     A dividend whose ex-date falls on a non-session is credited on the next session of ``days``.
     """
+    px, cash = _sessions(closes, days, dividends)
+    return pd.Series(_gross(px, cash), index=days[1:], name="asset_return")
+
+
+def _gross(px: pd.Series, cash: np.ndarray) -> np.ndarray:
+    return (px.to_numpy()[1:] + cash[1:]) / px.to_numpy()[:-1] - 1
+
+
+def _sessions(closes: pd.Series, days: pd.DatetimeIndex, dividends: pd.Series | None
+              ) -> tuple[pd.Series, np.ndarray]:
+    """The closes on ``days`` (every one present) and the dividend cash credited on each of them."""
     px = closes.reindex(days)
     if px.isna().any():
         raise ValueError(f"missing closes on {list(px.index[px.isna()].strftime('%Y-%m-%d'))}")
-    cash = pd.Series(0.0, index=days)
+    cash = np.zeros(len(days))
     if dividends is not None and len(dividends):
         slot = days.searchsorted(pd.DatetimeIndex(dividends.index), side="left")
         inside = (slot > 0) & (slot < len(days))  # an ex-date at d_1 or before belongs to no replay period
-        np.add.at(cash.values, slot[inside], dividends.to_numpy(dtype=float)[inside])
-    ret = (px.to_numpy()[1:] + cash.to_numpy()[1:]) / px.to_numpy()[:-1] - 1
-    return pd.Series(ret, index=days[1:], name="asset_return")
+        np.add.at(cash, slot[inside], dividends.to_numpy(dtype=float)[inside])
+    return px, cash
 
 
-def fill_returns(w: np.ndarray, asset: np.ndarray, cost: np.ndarray, intraday: np.ndarray | None = None) -> np.ndarray:
-    """Net daily returns of weights ``w_i`` decided at close ``i``: filled at that close when ``intraday`` is
-    None, else at the next open (``intraday`` is the open-to-close part of each of ``asset``'s returns)."""
-    if intraday is None:
-        return (1 - cost) * (1 + w * asset) - 1
-    held_overnight = np.concatenate([[0.0], w[:-1]])
-    overnight = (1 + asset) / (1 + intraday) - 1
-    return (1 + held_overnight * overnight) * (1 - cost) * (1 + w * intraday) - 1
-
-
-def backtest(actions: pd.Series, closes: pd.Series, days: pd.DatetimeIndex, cost_bps: float = 10.0,
+def backtest(actions: pd.Series, closes: pd.Series, days: pd.DatetimeIndex, execution: Execution = Execution(),
              weights: Mapping[Action, float] = DEFAULT_WEIGHTS, dividends: pd.Series | None = None,
-             fill: str = "close", opens: pd.Series | None = None) -> pd.DataFrame:
+             opens: pd.Series | None = None) -> pd.DataFrame:
     """Account for ``actions`` (an :class:`Action` per decision date) over the sessions ``days``.
 
     Returns one row per realised session ``d_2..d_n``: ``return`` (net of costs), ``position`` (the
     weight held into that close), ``action`` and ``decision_date`` (the decision that set it),
     ``asset_return``, ``cost`` (the fraction of equity paid at the previous close) and ``equity``
-    (starting at 1).
+    (starting at 1). ``opens`` are read only by a fill that executes at an open.
     """
     if len(days) < 2:
         raise ValueError("a replay needs at least two sessions")
-    if fill not in FILLS:
-        raise ValueError(f"fill must be one of {FILLS}, got {fill!r}")
-    if fill == "next-open" and opens is None:
-        raise ValueError("fill='next-open' needs the opens")
     actions = actions.sort_index()
     if len(actions) == 0 or actions.index[0] != days[0]:
         raise ValueError(f"the first decision must be on the first session {days[0]:%Y-%m-%d}")
@@ -100,27 +93,20 @@ def backtest(actions: pd.Series, closes: pd.Series, days: pd.DatetimeIndex, cost
     decided_on = pd.Series(actions.index, index=actions.index).reindex(opened).ffill()
     held = [Action(int(a)) for a in actions.astype(int).reindex(opened).ffill()]
     w = np.array([weights[a] for a in held], dtype=float)
-    cost = cost_bps / 1e4 * np.abs(np.diff(w, prepend=0.0))
-    asset = asset_returns(closes, days, dividends)
-    intraday = None
-    if fill == "next-open":
-        px = opens.reindex(days[1:])
-        if px.isna().any():
-            raise ValueError(f"missing opens on {list(px.index[px.isna()].strftime('%Y-%m-%d'))}")
-        intraday = closes.reindex(days[1:]).to_numpy() / px.to_numpy() - 1
-    ret = fill_returns(w, asset.to_numpy(), cost, intraday)
+    px, cash = _sessions(closes, days, dividends)
+    asset = _gross(px, cash)
+    ret, cost = execution.book(w, asset, px, cash, None if opens is None else opens.reindex(days))
     return pd.DataFrame({
         "return": ret, "position": w, "action": [a.name for a in held], "decision_date": decided_on.to_numpy(),
-        "asset_return": asset.to_numpy(), "cost": cost, "equity": np.cumprod(1 + ret),
+        "asset_return": asset, "cost": cost, "equity": np.cumprod(1 + ret),
     }, index=pd.DatetimeIndex(days[1:], name="date"))
 
 
-def buy_and_hold(closes: pd.Series, days: pd.DatetimeIndex, cost_bps: float = 10.0,
-                 dividends: pd.Series | None = None, fill: str = "close", opens: pd.Series | None = None
-                 ) -> pd.DataFrame:
+def buy_and_hold(closes: pd.Series, days: pd.DatetimeIndex, execution: Execution = Execution(),
+                 dividends: pd.Series | None = None, opens: pd.Series | None = None) -> pd.DataFrame:
     """The benchmark: weight 1 from the first fill on, whatever weights the agents' actions map to."""
     first = pd.Series([Action.STRONG_BUY], index=days[:1])
-    return backtest(first, closes, days, cost_bps, {Action.STRONG_BUY: 1.0}, dividends, fill, opens)
+    return backtest(first, closes, days, execution, {Action.STRONG_BUY: 1.0}, dividends, opens)
 
 
 def holding_returns(frame: pd.DataFrame) -> pd.DataFrame:
@@ -128,25 +114,3 @@ def holding_returns(frame: pd.DataFrame) -> pd.DataFrame:
     grouped = frame.groupby("decision_date", sort=True)
     return pd.DataFrame({"action": grouped["action"].first(),
                          "forward_return": grouped["asset_return"].apply(lambda r: float(np.prod(1 + r) - 1))})
-
-
-def trading_reward(position, log_return, previous_position=0.0, cost_bps: float = 0.0, overnight=0.0):
-    """FLAG-TRADER's daily reward: ``position * log_return - cost_bps / 1e4 * |position - previous_position|``.
-
-    ``position`` is the weight held from one close to the next, ``log_return`` the asset's log return
-    over that day, and the cost is paid on the change of weight at the first close. The rewards of an
-    episode add up to the log growth of its equity. Elementwise on arrays; with no cost it is
-    InvestorBench's ``action * ln(P_t+1 / P_t)``. Filled at the next open instead, ``log_return`` is that
-    session's open-to-close part and ``overnight`` (close to next open) is still earned by ``previous_position``.
-    """
-    return (np.multiply(previous_position, overnight) + np.multiply(position, log_return)
-            - cost_bps / 1e4 * np.abs(np.subtract(position, previous_position)))
-
-
-def describe_trading_reward(cost_bps: float, fill: str = "close") -> str:
-    """:func:`trading_reward` in words, for prompts that tell an LLM what it is paid."""
-    paid = f"minus {cost_bps:g} bps of the equity per unit of position change"
-    if fill == "close":
-        return f"position x ln(next close / today's close), {paid}"
-    return ("the order fills at the next open: the old position x ln(next open / today's close) + the new "
-            f"position x ln(next close / next open), {paid}")

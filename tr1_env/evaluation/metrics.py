@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from tr1_env.evaluation.backtest import trading_reward
+from tr1_env.execution import trading_reward
 
 __all__ = ["PERIODS", "Interval", "annual_volatility", "cumulative_return", "daily_rf", "day_counts", "hit_rate",
            "investorbench", "max_drawdown", "quantstats_stats", "resampled_sharpe", "sharpe", "sharpe_ci",
@@ -205,7 +205,7 @@ def sharpe_diff_ci(returns: Sequence[float], other: Sequence[float], rf: float =
 
 def investorbench(positions: Sequence[float], asset_returns: Sequence[float],
                   periods: int = PERIODS) -> dict[str, float]:
-    """FLAG-TRADER's evaluation (InvestorBench): the daily :func:`~tr1_env.evaluation.backtest.trading_reward` without costs, rf 0.
+    """FLAG-TRADER's evaluation (InvestorBench): the daily :func:`~tr1_env.execution.trading_reward` without costs, rf 0.
 
     CR is the sum of the log rewards, AV their standard deviation times sqrt(periods) (use 365 for
     crypto), Sharpe the annualised mean reward over AV.

@@ -1,0 +1,129 @@
+"""One agent's replay over one window: its decisions per ticker, asked day by day or reloaded from the run folder.
+
+Each agent decides at the close of each decision day from that day's observation alone (tickers batched per
+day); the observations are built once per run window and shared by every agent (:class:`Observations`). What
+decides an agent's answers is its fingerprint; a saved replay with the same one is reloaded instead of asked
+again, so a killed run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from benchmarks.config import RunConfig
+from benchmarks.report import slug
+from benchmarks.roster import AgentSpec
+from benchmarks.run_folder import load_decisions, save_decisions
+from tr1_env.context.anonymize import Pseudonyms, anonymize
+from tr1_env.context.config import ContextConfig
+from tr1_env.context.modalities.market import indicators
+from tr1_env.context.reference import build_context, numeric_observation
+from tr1_env.core.actions import Action
+from tr1_env.core.agents import AgentError, Observation
+from tr1_env.data.store import Store, split_adjust
+from tr1_env.evaluation.backtest import decision_days
+from tr1_env.evaluation.windows import Window
+
+__all__ = ["Observations", "replay"]
+
+
+class Observations:
+    """Each ticker-day's observation built once per context budget and shared by every agent of the run.
+
+    Anonymized observations use one :class:`~tr1_env.context.anonymize.Pseudonyms` per ticker (the ticker's
+    replay is the episode), seeded by the run's seed, so every anonymized agent reads the same names.
+    """
+
+    def __init__(self, store: Store, seed: int = 0):
+        self.store, self.seed = store, seed
+        self._cache: dict[tuple[str, pd.Timestamp, int, str | None], Observation] = {}
+        self._frames: dict[tuple[str, int], pd.DataFrame] = {}
+        self.pseudonyms: dict[str, Pseudonyms] = {}
+
+    def get(self, ticker: str, day: pd.Timestamp, max_chars: int, position: float,
+            anonymized: str | None = None) -> Observation:
+        """``max_chars=0``: the numeric observation (bars, indicators, headlines; no text), its indicator frame
+        computed once per ticker and split basis instead of once per day."""
+        key = (ticker, day, max_chars, anonymized)
+        if key not in self._cache and not max_chars:
+            view = self.store.asof(ticker, day)
+            splits = self.store.visible("splits", view.ticker, view.time)
+            basis = (ticker, len(splits))
+            if basis not in self._frames:  # every session to the store's end, on the splits known at ``day``
+                prices = self.store.visible("prices", view.ticker, pd.Timestamp.max.tz_localize("UTC"))
+                self._frames[basis] = indicators(split_adjust(prices, splits))
+            self._cache[key] = numeric_observation(view, self._frames[basis])
+        if key not in self._cache:
+            context = build_context(self.store, ticker, day, cfg=ContextConfig(max_chars=max_chars))
+            if anonymized:
+                names = self.pseudonyms.setdefault(ticker, Pseudonyms.for_episode(ticker, self.seed))
+                context = anonymize(context, names, anonymized)
+            self._cache[key] = context.observation()
+        return dataclasses.replace(self._cache[key], position=position)
+
+
+def _fingerprint(spec: AgentSpec, cfg: RunConfig, window: Window, every: int, max_chars: int) -> str:
+    """What decides an agent's actions; a saved replay with another fingerprint is stale and redone."""
+    key = {"agent": spec.settings, "start": f"{window.start:%Y-%m-%d}", "end": f"{window.end:%Y-%m-%d}",
+           "every": every, "max_chars": max_chars,
+           "weights": list(cfg.agents.weights),
+           "store": str(Path(cfg.window.store).resolve()) if cfg.window.store else "embedded"}
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def replay(spec: AgentSpec, cfg: RunConfig, window: Window, store: Store, days: dict[str, pd.DatetimeIndex],
+           observations: Observations, out: Path) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
+    """One agent's decisions (``action``, ``thesis``, ``meta`` by date) per ticker, replayed or reloaded, and the
+    tickers whose replay failed (an :class:`AgentError`) with the error: those are dropped from the rest of the
+    replay and saved nowhere, so the next run replays exactly them."""
+    every = spec.every
+    if spec.llm:
+        max_chars = spec.settings.get("max_chars", cfg.agents.llm_max_chars)
+    else:
+        max_chars = 0 if spec.numeric else ContextConfig().max_chars
+    fingerprint = _fingerprint(spec, cfg, window, every, max_chars)
+    paths = {t: out / "decisions" / f"{slug(spec.label)}__{t}.json" for t in days}
+    done = {t: d for t in days if (d := load_decisions(paths[t], fingerprint)) is not None}
+    todo = [t for t in days if t not in done]
+    if not todo:
+        return done, {}
+    agent = spec.build()
+    agent.fit(store, todo, window.start, window.end)  # trains on data up to window.train_until
+    for t in todo:
+        agent.reset(t)
+    schedule = {t: set(decision_days(days[t], every)) for t in todo}
+    weights = cfg.agents.weight_map()
+    position = dict.fromkeys(todo, 0.0)
+    records: dict[str, list[dict]] = {t: [] for t in todo}
+    failed: dict[str, str] = {}
+    for day in tqdm(sorted(set().union(*schedule.values())), desc=f"replay {spec.label} {window.name}", unit="day"):
+        batch = [t for t in todo if day in schedule[t] and t not in failed]
+        if not batch:
+            continue
+        try:
+            decisions = agent.act([observations.get(t, day, max_chars, position[t], spec.anonymize) for t in batch])
+        except AgentError as exc:  # keep what succeeded; the failed tickers leave this replay
+            ok = exc.decisions is not None and len(exc.decisions) == len(batch)
+            decisions = exc.decisions if ok else [None] * len(batch)
+            error = " ".join(str(exc).split())
+            failed.update({t: f"{day:%Y-%m-%d}: {error}" for t, d in zip(batch, decisions) if d is None})
+        if len(decisions) != len(batch):
+            raise RuntimeError(f"{spec.label} returned {len(decisions)} decisions for {len(batch)} observations")
+        for t, d in zip(batch, decisions):
+            if d is None:
+                continue
+            action = Action(int(d.action))
+            records[t].append({"date": f"{day:%Y-%m-%d}", "action": action.name, "position_before": position[t],
+                               "thesis": d.thesis, "meta": d.meta})
+            position[t] = weights[action]
+    for t in todo:
+        if t not in failed:
+            save_decisions(paths[t], fingerprint, records[t])
+            done[t] = load_decisions(paths[t], fingerprint)
+    return {t: done[t] for t in days if t in done}, failed
