@@ -88,7 +88,7 @@ def test_leaderboard_columns_come_from_one_table(walked, monkeypatch):
     assert header[-2:] == ["decision days before cutoff", "verdict vs buy-and-hold"] and rows[0][-2] == "25%"
     calls = leaderboard.Column("calls", "calls", lambda r: f"{r.n_calls:.0f} calls")
     monkeypatch.setattr(leaderboard, "COLUMNS", (*leaderboard.COLUMNS[:2], calls, *leaderboard.COLUMNS[2:]))
-    md = leaderboard.markdown(board.assign(calls=0), RunConfig(alpha=0.1))
+    md = leaderboard.markdown(board.assign(calls=0), RunConfig.of(alpha=0.1))
     assert md.startswith("| agent | calls | CR | Sharpe [90% CI] |")
     assert f"| {board['agent'][1]} | {board['n_calls'][1]:.0f} calls |" in md
 
