@@ -22,6 +22,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from benchmarks.config import BENCHMARK, RunConfig
+from benchmarks.costs import cost_markdown, cost_table
 from benchmarks.escaping import Markdown, md_cell, plot_label
 from benchmarks.plots import pyplot
 from benchmarks.notes import RunFacts, summary_notes
@@ -330,6 +331,8 @@ def write_reports(results: Results, bench: dict[str, pd.DataFrame], cfg: RunConf
     if rows:
         summary = flag_contamination(summary, results, cutoffs)
     write_csv(out / "summary.csv", summary, index=False, float_format="%.6g")
+    costs = cost_table(results, cfg)
+    write_csv(out / "costs.csv", costs, index=False, float_format="%.6g")
     memo = memorisation(results, bench, cutoffs, cfg) if cutoffs else pd.DataFrame(columns=MEMO_COLUMNS)
     if cutoffs:
         write_csv(out / "memorisation.csv", memo, index=False, float_format="%.6g")
@@ -342,6 +345,8 @@ def write_reports(results: Results, bench: dict[str, pd.DataFrame], cfg: RunConf
                 remove(stale)
     extra = {"tearsheets": "quantstats failed on " + "; ".join(failed)} if failed else {}
     text = markdown(summary, cfg, summary_notes(cfg, facts, summary, extra)) if rows else "No agent was replayed.\n"
+    if rows:
+        text += "\n" + cost_markdown(costs, cfg)
     if rows and cutoffs:
         text += "\n" + contamination_markdown(summary, memo, cutoffs, cfg)
     write_text(out / "summary.md", f"{text}\nRun id: {run_id}\n")
