@@ -2,7 +2,7 @@
 
 The books (:meth:`tr1_env.execution.Execution.book`) record per session, in USD of the run's ``--capital``, the
 commission, slippage, impact, borrow fee and cash interest, the LLM cost charged and the value of the orders the
-volume cap left unfilled; this sums them per agent x ticker and prices every LLM decision
+volume cap left unfilled; this sums them per agent x ticker (``benchmarks.report`` lays them out) and prices every LLM decision
 (:mod:`tr1_env.execution.llm_cost`), charged to the book or not.
 """
 
@@ -14,7 +14,7 @@ import pandas as pd
 from benchmarks.config import RunConfig
 from tr1_env.execution.llm_cost import decision_cost
 
-__all__ = ["COST_COLUMNS", "cost_markdown", "cost_table"]
+__all__ = ["COST_COLUMNS", "cost_table"]
 
 #: Paid by the book (USD), then unfilled (USD of orders not filled) and the LLM's price per decision and per run.
 PAID = ["commission", "slippage", "impact", "borrow", "interest"]
@@ -41,26 +41,3 @@ def cost_table(results: dict[str, dict[str, tuple[pd.DataFrame, pd.DataFrame]]],
                          "llm_charged": bool(charged), "total_usd": total,
                          "total_bps": 1e4 * total / cfg.execution.capital})
     return pd.DataFrame(rows, columns=COST_COLUMNS)
-
-
-def _usd(x: float) -> str:
-    return "n/a" if not np.isfinite(x) else f"{x:,.2f}"
-
-
-def cost_markdown(table: pd.DataFrame, cfg: RunConfig) -> str:
-    """The cost table of ``summary.md``: one row per agent x ticker, USD, what the returns include."""
-    from benchmarks.report import _table
-
-    header = ["Agent", "Ticker", "Commission", "Slippage + impact", "Borrow", "Cash interest", "Unfilled",
-              "LLM $ / decision", "LLM $ (run)", "Total (bps of capital)"]
-    rows = [[r.agent, r.ticker, _usd(r.commission_usd), _usd(r.slippage_usd + r.impact_usd), _usd(r.borrow_usd),
-             _usd(r.interest_usd), _usd(r.unfilled_usd), f"{r.llm_usd_per_decision:.4f}"
-             if np.isfinite(r.llm_usd_per_decision) else "n/a", _usd(r.llm_usd),
-             f"{_usd(r.total_usd)} ({r.total_bps:.1f})"] for r in table.itertuples()]
-    returns = "total returns (dividends at ex-date)" if cfg.total_return() else "price returns (no dividends)"
-    return "\n\n".join([
-        "## Costs (USD)", _table(header, rows),
-        f"USD on a ${cfg.execution.capital:,.0f} book per agent x ticker; {returns}. Unfilled: value of the orders "
-        "the volume cap left undone. LLM: tokens x tr1_env/data/model_prices.csv (n/a: model or token counts "
-        f"unknown), {'charged to' if cfg.execution.charge_llm_cost else 'not charged to'} the book "
-        "(--charge-llm-cost). Total: commission + slippage + impact + borrow - interest (+ LLM when charged)."]) + "\n"

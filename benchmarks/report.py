@@ -22,7 +22,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from benchmarks.config import BENCHMARK, RunConfig
-from benchmarks.costs import cost_markdown, cost_table
+from benchmarks.costs import cost_table
 from benchmarks.escaping import Markdown, md_cell, plot_label
 from benchmarks.plots import pyplot
 from benchmarks.notes import RunFacts, summary_notes
@@ -317,6 +317,27 @@ def contamination_markdown(summary: pd.DataFrame, memo: pd.DataFrame, cutoffs: d
                   "changed the model's calls (a gain from the plain context is consistent with memory). "
                   "pre - post cutoff: information ratio against buy-and-hold before and after the cutoff."]
     return "\n\n".join(parts) + "\n"
+
+
+def _usd(x: float) -> str:
+    return "n/a" if not np.isfinite(x) else f"{x:,.2f}"
+
+
+def cost_markdown(table: pd.DataFrame, cfg: RunConfig) -> str:
+    """The cost table of ``summary.md``: one row per agent x ticker, USD, what the returns include."""
+    header = ["Agent", "Ticker", "Commission", "Slippage + impact", "Borrow", "Cash interest", "Unfilled",
+              "LLM $ / decision", "LLM $ (run)", "Total (bps of capital)"]
+    rows = [[r.agent, r.ticker, _usd(r.commission_usd), _usd(r.slippage_usd + r.impact_usd), _usd(r.borrow_usd),
+             _usd(r.interest_usd), _usd(r.unfilled_usd), f"{r.llm_usd_per_decision:.4f}"
+             if np.isfinite(r.llm_usd_per_decision) else "n/a", _usd(r.llm_usd),
+             f"{_usd(r.total_usd)} ({r.total_bps:.1f})"] for r in table.itertuples()]
+    returns = "total returns (dividends at ex-date)" if cfg.total_return() else "price returns (no dividends)"
+    return "\n\n".join([
+        "## Costs (USD)", _table(header, rows),
+        f"USD on a ${cfg.execution.capital:,.0f} book per agent x ticker; {returns}. Unfilled: value of the orders "
+        "the volume cap left undone. LLM: tokens x tr1_env/data/model_prices.csv (n/a: model or token counts "
+        f"unknown), {'charged to' if cfg.execution.charge_llm_cost else 'not charged to'} the book "
+        "(--charge-llm-cost). Total: commission + slippage + impact + borrow - interest (+ LLM when charged)."]) + "\n"
 
 
 def write_reports(results: Results, bench: dict[str, pd.DataFrame], cfg: RunConfig, out: Path, facts: RunFacts,
