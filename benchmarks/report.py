@@ -329,11 +329,11 @@ def cost_markdown(table: pd.DataFrame, cfg: RunConfig) -> str:
               "LLM $ / decision", "LLM $ (run)", "Total (bps of capital)"]
     rows = [[r.agent, r.ticker, _usd(r.commission_usd), _usd(r.slippage_usd + r.impact_usd), _usd(r.borrow_usd),
              _usd(r.interest_usd), _usd(r.unfilled_usd), f"{r.llm_usd_per_decision:.4f}"
-             if np.isfinite(r.llm_usd_per_decision) else "n/a", _usd(r.llm_usd),
+             if np.isfinite(r.llm_usd_per_decision) else "n/a", "n/a" if not np.isfinite(r.llm_usd) else f"{r.llm_usd:,.4f}",
              f"{_usd(r.total_usd)} ({r.total_bps:.1f})"] for r in table.itertuples()]
     returns = "total returns (dividends at ex-date)" if cfg.total_return() else "price returns (no dividends)"
     return "\n\n".join([
-        "## Costs (USD)", _table(header, rows),
+        "## What the books paid (USD)", _table(header, rows),
         f"USD on a ${cfg.execution.capital:,.0f} book per agent x ticker; {returns}. Unfilled: value of the orders "
         "the volume cap left undone. LLM: tokens x tr1_env/data/model_prices.csv (n/a: model or token counts "
         f"unknown), {'charged to' if cfg.execution.charge_llm_cost else 'not charged to'} the book "
@@ -366,9 +366,9 @@ def write_reports(results: Results, bench: dict[str, pd.DataFrame], cfg: RunConf
                 remove(stale)
     extra = {"tearsheets": "quantstats failed on " + "; ".join(failed)} if failed else {}
     text = markdown(summary, cfg, summary_notes(cfg, facts, summary, extra)) if rows else "No agent was replayed.\n"
-    if rows:
-        text += "\n" + cost_markdown(costs, cfg)
     if rows and cutoffs:
         text += "\n" + contamination_markdown(summary, memo, cutoffs, cfg)
+    if rows:
+        text += "\n" + cost_markdown(costs, cfg)
     write_text(out / "summary.md", f"{text}\nRun id: {run_id}\n")
     return summary

@@ -125,3 +125,41 @@ def test_price_table_errors_name_the_row(tmp_path):
     with pytest.raises(ValueError, match=r"row 2 \(x\*\): output_usd_per_1m"):
         load_prices(bad)
     assert len(load_prices()) >= 5
+
+
+def test_a_run_writes_the_cost_breakdown(tmp_path):
+    """Default: buy-and-hold pays 10 bps of $1,000,000 once; realistic: total returns, per-share commission."""
+    from benchmarks.run import RunConfig, run
+
+    window = dict(agents=("buy_and_hold",), tickers=("NVDA",), start="2024-06-03", end="2024-06-21", bootstrap=0,
+                  tearsheets=False)
+    run(RunConfig.of(out=str(tmp_path / "default"), **window))
+    costs = pd.read_csv(tmp_path / "default" / "costs.csv")
+    assert costs[["agent", "ticker", "returns"]].values.tolist() == [["buy_and_hold", "NVDA", "price"]]
+    assert costs.loc[0, "commission_usd"] == pytest.approx(1000) and costs.loc[0, "total_bps"] == pytest.approx(10)
+    assert "## What the books paid (USD)" in (tmp_path / "default" / "summary.md").read_text()
+    run(RunConfig.of(out=str(tmp_path / "realistic"), execution="realistic", **window))
+    costs = pd.read_csv(tmp_path / "realistic" / "costs.csv")
+    first = pd.read_csv(tmp_path / "realistic" / "returns" / "buy_and_hold__NVDA.csv").iloc[0]
+    assert costs.loc[0, "returns"] == "total" and costs.loc[0, "commission_usd"] == pytest.approx(first["commission"])
+    assert costs.loc[0, "slippage_usd"] == pytest.approx(50) and costs.loc[0, "impact_usd"] > 0
+    assert "total return" in (tmp_path / "realistic" / "summary.md").read_text()
+
+
+def test_llm_cost_is_reported_and_charged(api_server, tmp_path, monkeypatch):
+    """The local server reports 11 prompt and 7 completion tokens a call: gpt-4.1 at $2 / $8 per 1M is $0.000078."""
+    from benchmarks.run import main
+
+    monkeypatch.setenv("TR1_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    out = tmp_path / "run"
+    argv = ["--agents", "buy_and_hold", "--model", "gpt-4.1", "--base-url", api_server.base_url, "--start",
+            "2024-06-03", "--end", "2024-06-21", "--tickers", "NVDA", "--bootstrap", "0", "--no-tearsheets",
+            "--llm-decision-every", "7", "--capital", "1", "--charge-llm-cost", "--out", str(out)]
+    assert main(argv) == 0
+    row = pd.read_csv(out / "costs.csv").set_index("agent").loc["gpt-4.1"]
+    assert row["decisions"] == 2 and row["llm_charged"]  # 13 sessions, every 7th
+    assert row["llm_usd_per_decision"] == pytest.approx(78e-6) and row["llm_usd"] == pytest.approx(2 * 78e-6)
+    booked = pd.read_csv(out / "returns" / "gpt-4.1__NVDA.csv")
+    assert booked["llm"].sum() == pytest.approx(2 * 78e-6)
+    assert (booked.loc[booked["llm"] > 0, "date"] > booked.loc[booked["llm"] > 0, "decision_date"]).all()
