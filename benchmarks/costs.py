@@ -2,8 +2,8 @@
 
 The books (:meth:`tr1_env.execution.Execution.book`) record per session, in USD of the run's ``--capital``, the
 commission, slippage, impact, borrow fee and cash interest, the LLM cost charged and the value of the orders the
-volume cap left unfilled; this sums them per agent x ticker (``benchmarks.report`` lays them out) and prices every LLM decision
-(:mod:`tr1_env.execution.llm_cost`), charged to the book or not.
+volume cap left unfilled; this sums them per agent x ticker (``benchmarks.report`` lays them out) and prices
+every LLM decision (:mod:`tr1_env.execution.llm_cost`), charged to the book or not.
 """
 
 from __future__ import annotations

@@ -319,8 +319,8 @@ def contamination_markdown(summary: pd.DataFrame, memo: pd.DataFrame, cutoffs: d
     return "\n\n".join(parts) + "\n"
 
 
-def _usd(x: float) -> str:
-    return "n/a" if not np.isfinite(x) else f"{x:,.2f}"
+def _usd(x: float, digits: int = 2) -> str:
+    return "n/a" if not np.isfinite(x) else f"{x:,.{digits}f}"
 
 
 def cost_markdown(table: pd.DataFrame, cfg: RunConfig) -> str:
@@ -328,8 +328,7 @@ def cost_markdown(table: pd.DataFrame, cfg: RunConfig) -> str:
     header = ["Agent", "Ticker", "Commission", "Slippage + impact", "Borrow", "Cash interest", "Unfilled",
               "LLM $ / decision", "LLM $ (run)", "Total (bps of capital)"]
     rows = [[r.agent, r.ticker, _usd(r.commission_usd), _usd(r.slippage_usd + r.impact_usd), _usd(r.borrow_usd),
-             _usd(r.interest_usd), _usd(r.unfilled_usd), f"{r.llm_usd_per_decision:.4f}"
-             if np.isfinite(r.llm_usd_per_decision) else "n/a", "n/a" if not np.isfinite(r.llm_usd) else f"{r.llm_usd:,.4f}",
+             _usd(r.interest_usd), _usd(r.unfilled_usd), _usd(r.llm_usd_per_decision, 4), _usd(r.llm_usd, 4),
              f"{_usd(r.total_usd)} ({r.total_bps:.1f})"] for r in table.itertuples()]
     returns = "total returns (dividends at ex-date)" if cfg.total_return() else "price returns (no dividends)"
     return "\n\n".join([

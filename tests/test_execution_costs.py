@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tr1_env.evaluation.backtest import backtest
 from tr1_env.core.actions import Action
+from tr1_env.evaluation.backtest import backtest
 from tr1_env.execution import Execution
 from tr1_env.execution.llm_cost import decision_cost, load_prices, model_price
 
