@@ -238,24 +238,34 @@ class Execution:
         price = self.prices(closes, opens)
         if self.needs_liquidity and liquidity is None:
             raise ValueError("--impact-coef and --participation need each session's volume")
-        sigma, dollar = liquidity if liquidity is not None else (None, None)
+        sigma, dollar = liquidity if liquidity is not None else (np.full(len(w), np.nan), np.full(len(w), np.nan))
         llm = llm_usd if llm_usd is not None and self.charge_llm_cost else np.zeros(len(w))
-        ret = np.empty(len(w))
-        rows = np.zeros((len(w), 9))
+        columns = ["position", "cost", "commission", "slippage", "impact", "borrow", "interest", "llm", "unfilled"]
+        if not (self.needs_liquidity or self.commission_per_share or self.commission_min or llm.any()):
+            # nothing depends on the equity or on an unfilled rest: every session at once, in USD of a book at 1
+            held = np.concatenate([[0.0], w[:-1]])
+            ret, parts = self._settle(held, w, 1.0, overnight, intraday, price, dollar, sigma, llm)
+            scale = np.concatenate([[1.0], np.cumprod(1 + ret)[:-1]])  # each session's equity before it
+            parts = [p * scale if name not in ("position", "cost", "llm") else p for name, p in zip(columns, parts)]
+            return ret, pd.DataFrame(dict(zip(columns, parts)))
+        ret, rows = np.empty(len(w)), np.zeros((len(w), len(columns)))
         held, equity = 0.0, 1.0
         for i in range(len(w)):
-            t = self.trade(held, w[i], equity, price[i], None if dollar is None else dollar[i],
-                           None if sigma is None else sigma[i])
-            borrow, interest = self.carry(t.position)
-            cost = t.cost
-            grown = (1 + held * overnight[i]) * (1 - cost) * (1 + t.position * intraday[i])
-            ret[i] = grown * (1 + interest - borrow) - llm[i] / (equity * self.capital) - 1
-            usd = equity * self.capital
-            rows[i] = (t.position, cost, t.commission * usd, t.slippage * usd, t.impact * usd,
-                       borrow * grown * usd, interest * grown * usd, llm[i], t.unfilled * usd)
-            held, equity = float(t.position), equity * (1 + ret[i])
-        return ret, pd.DataFrame(rows, columns=["position", "cost", "commission", "slippage", "impact", "borrow",
-                                                "interest", "llm", "unfilled"])
+            r, parts = self._settle(held, w[i], equity, overnight[i], intraday[i], price[i], dollar[i], sigma[i],
+                                    llm[i])
+            ret[i], rows[i] = r, [float(p) for p in parts]
+            held, equity = rows[i, 0], equity * (1 + r)
+        return ret, pd.DataFrame(rows, columns=columns)
+
+    def _settle(self, held, target, equity, overnight, intraday, price, dollar, sigma, llm):
+        """Sessions' net returns and what they paid (USD at ``equity``): :meth:`book`'s formula, elementwise."""
+        t = self.trade(held, target, equity, price, dollar, sigma)
+        borrow, interest = self.carry(t.position)
+        grown = (1 + held * overnight) * (1 - t.cost) * (1 + t.position * intraday)
+        usd = equity * self.capital
+        ret = grown * (1 + interest - borrow) - llm / usd - 1
+        return ret, [t.position, t.cost, t.commission * usd, t.slippage * usd, t.impact * usd, borrow * grown * usd,
+                     interest * grown * usd, llm, t.unfilled * usd]
 
     def prices(self, closes: pd.Series, opens: pd.Series | None) -> np.ndarray:
         """The execution price of a decision at each close of ``closes`` but the last (``opens`` on the same days)."""
