@@ -121,7 +121,8 @@ class WindowConfig:
         "help": "replay consecutive windows over --start..--end: quarterly, monthly, or explicit START:END windows; "
                 "trained agents refit before each window on data ending the day before it (empty: one window)"})
     total_return: bool = field(default=False, metadata={
-        "help": "add dividends (ex-date cash over the previous close) to price returns"})
+        "help": "add dividends (ex-date cash over the previous close) to price returns (on under --execution "
+                "realistic)"})
     store: str | None = field(default=None, metadata={"help": "TR1 store folder (default: the embedded snapshot)"})
 
     def __post_init__(self):
@@ -216,6 +217,10 @@ class RunConfig:
         if self.agents.agents is not None:
             return self.agents.agents
         return tuple(BASELINES) if self.window.walk_forward else OFFLINE_AGENTS
+
+    def total_return(self) -> bool:
+        """Whether the books credit dividends: ``--total-return``, or a preset that does (``realistic``)."""
+        return self.window.total_return or self.execution.total_return
 
     def sb3_pooled(self) -> bool:
         """``--sb3-pool``, or its default: pooled for a walk-forward, per ticker for one window."""

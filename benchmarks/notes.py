@@ -33,7 +33,7 @@ class RunFacts:
     trained: bool = False  # an SB3 row was asked for
 
     def returns(self, cfg: RunConfig) -> str:
-        return "total return (dividends at ex-date)" if cfg.window.total_return else "price return (no dividends)"
+        return "total return (dividends at ex-date)" if cfg.total_return() else "price return (no dividends)"
 
 
 def _no_news(facts: RunFacts) -> list[str]:

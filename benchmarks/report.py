@@ -22,6 +22,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from benchmarks.config import BENCHMARK, RunConfig
+from benchmarks.costs import cost_table
 from benchmarks.escaping import Markdown, md_cell, plot_label
 from benchmarks.plots import pyplot
 from benchmarks.notes import RunFacts, summary_notes
@@ -318,6 +319,26 @@ def contamination_markdown(summary: pd.DataFrame, memo: pd.DataFrame, cutoffs: d
     return "\n\n".join(parts) + "\n"
 
 
+def _usd(x: float, digits: int = 2) -> str:
+    return "n/a" if not np.isfinite(x) else f"{x:,.{digits}f}"
+
+
+def cost_markdown(table: pd.DataFrame, cfg: RunConfig) -> str:
+    """The cost table of ``summary.md``: one row per agent x ticker, USD, what the returns include."""
+    header = ["Agent", "Ticker", "Commission", "Slippage + impact", "Borrow", "Cash interest", "Unfilled",
+              "LLM $ / decision", "LLM $ (run)", "Total (bps of capital)"]
+    rows = [[r.agent, r.ticker, _usd(r.commission_usd), _usd(r.slippage_usd + r.impact_usd), _usd(r.borrow_usd),
+             _usd(r.interest_usd), _usd(r.unfilled_usd), _usd(r.llm_usd_per_decision, 4), _usd(r.llm_usd, 4),
+             f"{_usd(r.total_usd)} ({r.total_bps:.1f})"] for r in table.itertuples()]
+    returns = "total returns (dividends at ex-date)" if cfg.total_return() else "price returns (no dividends)"
+    return "\n\n".join([
+        "## What the books paid (USD)", _table(header, rows),
+        f"USD on a ${cfg.execution.capital:,.0f} book per agent x ticker; {returns}. Unfilled: value of the orders "
+        "the volume cap left undone. LLM: tokens x tr1_env/data/model_prices.csv (n/a: model or token counts "
+        f"unknown), {'charged to' if cfg.execution.charge_llm_cost else 'not charged to'} the book "
+        "(--charge-llm-cost). Total: commission + slippage + impact + borrow - interest (+ LLM when charged)."]) + "\n"
+
+
 def write_reports(results: Results, bench: dict[str, pd.DataFrame], cfg: RunConfig, out: Path, facts: RunFacts,
                   run_id: str = "") -> pd.DataFrame:
     """summary.csv, summary.md, plots/ and tearsheets/ under ``out`` (and memorisation.csv when an LLM ran);
@@ -330,6 +351,8 @@ def write_reports(results: Results, bench: dict[str, pd.DataFrame], cfg: RunConf
     if rows:
         summary = flag_contamination(summary, results, cutoffs)
     write_csv(out / "summary.csv", summary, index=False, float_format="%.6g")
+    costs = cost_table(results, cfg)
+    write_csv(out / "costs.csv", costs, index=False, float_format="%.6g")
     memo = memorisation(results, bench, cutoffs, cfg) if cutoffs else pd.DataFrame(columns=MEMO_COLUMNS)
     if cutoffs:
         write_csv(out / "memorisation.csv", memo, index=False, float_format="%.6g")
@@ -344,5 +367,7 @@ def write_reports(results: Results, bench: dict[str, pd.DataFrame], cfg: RunConf
     text = markdown(summary, cfg, summary_notes(cfg, facts, summary, extra)) if rows else "No agent was replayed.\n"
     if rows and cutoffs:
         text += "\n" + contamination_markdown(summary, memo, cutoffs, cfg)
+    if rows:
+        text += "\n" + cost_markdown(costs, cfg)
     write_text(out / "summary.md", f"{text}\nRun id: {run_id}\n")
     return summary

@@ -48,6 +48,7 @@ from tr1_env.core.actions import Action
 from tr1_env.data.store import Store
 from tr1_env.evaluation.backtest import backtest, buy_and_hold
 from tr1_env.evaluation.windows import Window
+from tr1_env.execution.llm_cost import decision_cost
 from tr1_env.util.cli_args import add_dataclass_args, flat_dict, from_args
 from tr1_env.util.redact import redact_url
 
@@ -106,24 +107,28 @@ def check(cfg: RunConfig, store: Store) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class Market:
-    """What the books read per ticker: closes, opens (a fill at an open reads them) and, for total returns,
-    dividends on the closes' split basis."""
+    """What the books read per ticker: closes, opens (a fill at an open reads them), volumes (a volume cap or an
+    impact reads them) and, for total returns, dividends on the closes' split basis."""
 
     closes: dict[str, pd.Series]
     opens: dict[str, pd.Series]
     dividends: dict[str, pd.Series | None]
+    volumes: dict[str, pd.Series | None]
 
     @classmethod
-    def load(cls, store: Store, tickers: tuple[str, ...], total_return: bool) -> Market:
+    def load(cls, store: Store, tickers: tuple[str, ...], total_return: bool, volumes: bool = False) -> Market:
         return cls({t: store.closes(t) for t in tickers}, {t: store.closes(t, "open") for t in tickers},
-                   {t: store.dividends(t) if total_return else None for t in tickers})
+                   {t: store.dividends(t) if total_return else None for t in tickers},
+                   {t: store.closes(t, "volume") if volumes else None for t in tickers})
 
-    def books(self, ticker: str, actions: pd.Series, days: pd.DatetimeIndex, cfg: RunConfig) -> pd.DataFrame:
+    def books(self, ticker: str, actions: pd.Series, days: pd.DatetimeIndex, cfg: RunConfig,
+              llm_usd: pd.Series | None = None) -> pd.DataFrame:
         return backtest(actions, self.closes[ticker], days, cfg.execution, cfg.agents.weight_map(),
-                        self.dividends[ticker], self.opens[ticker])
+                        self.dividends[ticker], self.opens[ticker], self.volumes[ticker], llm_usd)
 
     def benchmark(self, ticker: str, days: pd.DatetimeIndex, cfg: RunConfig) -> pd.DataFrame:
-        return buy_and_hold(self.closes[ticker], days, cfg.execution, self.dividends[ticker], self.opens[ticker])
+        return buy_and_hold(self.closes[ticker], days, cfg.execution, self.dividends[ticker], self.opens[ticker],
+                            self.volumes[ticker])
 
 
 @dataclass(frozen=True)
@@ -153,7 +158,8 @@ def replay_window(cfg: RunConfig, window: Window, days: dict[str, pd.DatetimeInd
             failed.setdefault(spec.label, {})[t] = error if single else f"{window.name} {error}"
         books[spec.label] = {}
         for t in decided:
-            frame = market.books(t, decided[t]["action"].map(Action.parse), days[t], cfg)
+            llm_usd = decided[t]["meta"].map(decision_cost) if spec.llm else None
+            frame = market.books(t, decided[t]["action"].map(Action.parse), days[t], cfg, llm_usd)
             write_csv(folder / "returns" / f"{slug(spec.label)}__{t}.csv", frame, date_format="%Y-%m-%d")
             books[spec.label][t] = (frame, decided[t])
     if BENCHMARK not in books:
@@ -222,7 +228,7 @@ def run(cfg: RunConfig) -> pd.DataFrame:
     skipped = {s.label: s.unavailable for s in specs if s.unavailable}
     for label, why in skipped.items():  # say why and go on with the other agents
         print(f"skipping {label}: {why}", file=sys.stderr)
-    market = Market.load(store, tickers, cfg.window.total_return)
+    market = Market.load(store, tickers, cfg.total_return(), cfg.execution.needs_liquidity)
     per_window = [replay_window(cfg, w, days, specs, store, market, out if len(protocol) == 1 else
                                 out / "windows" / w.name, len(protocol) == 1)
                   for w, days in days_by_window.items()]

@@ -45,7 +45,9 @@ def test_flags_mirror_the_config_one_to_one():
     groups = {g.title: {a.dest for a in g._group_actions} for g in parser._action_groups}
     assert {f.name: groups[f.name] for f in dataclasses.fields(RunConfig) if f.name != "seed"} == {
         f.name: set(flat_dict(getattr(RunConfig(), f.name))) for f in dataclasses.fields(RunConfig) if f.name != "seed"}
-    assert groups["execution"] == {"fill", "cost_bps"}
+    assert groups["execution"] == {"fill", "cost_bps", "execution", "capital", "commission_per_share",
+                                   "commission_min", "slippage_bps", "impact_coef", "participation", "lookback",
+                                   "borrow_bps", "cash_rate", "charge_llm_cost"}
     assert RunConfig.of(fill="next-open", alpha=0.1).replace(cost_bps=5) == RunConfig(
         execution=Execution("next-open", 5), statistics=dataclasses.replace(RunConfig().statistics, alpha=0.1))
     with pytest.raises(TypeError, match="no setting colour"):

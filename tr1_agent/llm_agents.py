@@ -248,6 +248,8 @@ class OpenAIChatAgent(LLMAgent):
                     "text": self._scrub(choice.message.content or ""),
                     "prompt_tokens": usage.prompt_tokens if usage else None,
                     "completion_tokens": usage.completion_tokens if usage else None,
+                    **({"cached_prompt_tokens": cached} if (cached := getattr(getattr(
+                        usage, "prompt_tokens_details", None), "cached_tokens", None)) else {}),
                     "finish_reason": choice.finish_reason,
                 }
             except (openai.APIError, ValueError, TypeError, AttributeError, IndexError) as exc:

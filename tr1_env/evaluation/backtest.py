@@ -73,13 +73,16 @@ def _sessions(closes: pd.Series, days: pd.DatetimeIndex, dividends: pd.Series | 
 
 def backtest(actions: pd.Series, closes: pd.Series, days: pd.DatetimeIndex, execution: Execution = Execution(),
              weights: Mapping[Action, float] = DEFAULT_WEIGHTS, dividends: pd.Series | None = None,
-             opens: pd.Series | None = None) -> pd.DataFrame:
+             opens: pd.Series | None = None, volumes: pd.Series | None = None,
+             llm_usd: pd.Series | None = None) -> pd.DataFrame:
     """Account for ``actions`` (an :class:`Action` per decision date) over the sessions ``days``.
 
     Returns one row per realised session ``d_2..d_n``: ``return`` (net of costs), ``position`` (the
     weight held into that close), ``action`` and ``decision_date`` (the decision that set it),
-    ``asset_return``, ``cost`` (the fraction of equity paid at the previous close) and ``equity``
-    (starting at 1). ``opens`` are read only by a fill that executes at an open.
+    ``asset_return``, ``cost`` (the fraction of equity paid at the previous close), ``equity``
+    (starting at 1), then what the session paid in USD (:meth:`Execution.book`). ``opens`` are read only by a
+    fill that executes at an open, ``volumes`` (over the whole history: the volatility and volume look back) only
+    by a volume cap or an impact, ``llm_usd`` (USD by decision date) only when LLM costs are charged.
     """
     if len(days) < 2:
         raise ValueError("a replay needs at least two sessions")
@@ -95,18 +98,25 @@ def backtest(actions: pd.Series, closes: pd.Series, days: pd.DatetimeIndex, exec
     w = np.array([weights[a] for a in held], dtype=float)
     px, cash = _sessions(closes, days, dividends)
     asset = _gross(px, cash)
-    ret, cost = execution.book(w, asset, px, cash, None if opens is None else opens.reindex(days))
-    return pd.DataFrame({
-        "return": ret, "position": w, "action": [a.name for a in held], "decision_date": decided_on.to_numpy(),
-        "asset_return": asset, "cost": cost, "equity": np.cumprod(1 + ret),
+    liquidity = None
+    if execution.needs_liquidity and volumes is not None:
+        liquidity = tuple(x.reindex(opened).to_numpy(dtype=float) for x in execution.liquidity(closes, volumes))
+    llm = None if llm_usd is None else llm_usd.reindex(opened).fillna(0.0).to_numpy(dtype=float)
+    ret, paid = execution.book(w, asset, px, cash, None if opens is None else opens.reindex(days), liquidity, llm)
+    frame = pd.DataFrame({
+        "return": ret, "position": paid["position"].to_numpy(), "action": [a.name for a in held],
+        "decision_date": decided_on.to_numpy(), "asset_return": asset, "cost": paid["cost"].to_numpy(),
+        "equity": np.cumprod(1 + ret),
     }, index=pd.DatetimeIndex(days[1:], name="date"))
+    return frame.join(paid.drop(columns=["position", "cost"]).set_index(frame.index))
 
 
 def buy_and_hold(closes: pd.Series, days: pd.DatetimeIndex, execution: Execution = Execution(),
-                 dividends: pd.Series | None = None, opens: pd.Series | None = None) -> pd.DataFrame:
+                 dividends: pd.Series | None = None, opens: pd.Series | None = None,
+                 volumes: pd.Series | None = None) -> pd.DataFrame:
     """The benchmark: weight 1 from the first fill on, whatever weights the agents' actions map to."""
     first = pd.Series([Action.STRONG_BUY], index=days[:1])
-    return backtest(first, closes, days, execution, {Action.STRONG_BUY: 1.0}, dividends, opens)
+    return backtest(first, closes, days, execution, {Action.STRONG_BUY: 1.0}, dividends, opens, volumes)
 
 
 def holding_returns(frame: pd.DataFrame) -> pd.DataFrame:
