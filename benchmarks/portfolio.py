@@ -47,7 +47,8 @@ YEAR = 252
 
 class Universe:
     """The book's prices over every session some ticker trades: ``closes`` masked outside membership (what the
-    agents see and the books earn), ``opens``, and the index ETF's closes beside them (never masked)."""
+    agents see; the index ETF's column too when it is no member), ``opens``, and ``priced``, the closes the books
+    earn: the same, but the index ETF's never masked (the index_etf agent holds it either way)."""
 
     def __init__(self, store: Store, cfg: RunConfig):
         pc = cfg.portfolio
@@ -64,10 +65,11 @@ class Universe:
         self.closes = pd.DataFrame({t: store.closes(t) for t in columns}).sort_index()
         self.opens = pd.DataFrame({t: store.closes(t, "open") for t in columns}).reindex(self.closes.index)
         inside = pd.DataFrame(False, index=self.closes.index, columns=columns)
-        inside[self.index] = True
         for r in self.spans.itertuples(index=False):
             inside.loc[(inside.index >= r[1]) & (inside.index <= r[2]), r.ticker] = True
+        self.priced = self.closes.where(inside.assign(**{self.index: True}))
         self.closes = self.closes.where(inside)
+        self.dividends = {t: store.dividends(t) for t in columns} if cfg.window.total_return else None
 
     def held(self, days: pd.DatetimeIndex) -> np.ndarray:
         """Days x columns: who may be held from each close (the index ETF only if it is a member)."""
@@ -105,9 +107,8 @@ def replay_portfolio_window(window: Window, uni: Universe, policies: dict[str, P
     if len(days) < 2:
         raise UsageError(f"fewer than two sessions in {window.name}")
     held = uni.held(days)
-    history = uni.closes.loc[:window.end]
-    legs = Legs(history.loc[days], uni.opens.loc[days], cfg.execution)
-    return {name: portfolio_book(decide(policy, history, held, days), legs, cfg.execution)
+    legs = Legs(uni.priced.loc[days], uni.opens.loc[days], cfg.execution, uni.dividends)
+    return {name: portfolio_book(decide(policy, uni.closes.loc[:window.end], held, days), legs, cfg.execution)
             for name, policy in policies.items()}
 
 

@@ -153,3 +153,77 @@ def test_sb3_ppo_trains_on_the_portfolio_env():
     obs, _ = env.reset(seed=0)
     w = env.weights_from_action(model.predict(obs, deterministic=True)[0])
     assert w[0] > w[1]
+
+
+# -------------------------------------------------------------------------------------------------- baselines, replay
+
+PORTFOLIO_TICKERS = ("AAPL", "NVDA", "XOM", "JPM")
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    from benchmarks.config import RunConfig
+
+    return RunConfig.of(portfolio=True, tickers=PORTFOLIO_TICKERS, start="2024-04-01", end="2024-06-28",
+                        bootstrap=100)
+
+
+@pytest.fixture(scope="module")
+def uni(store, cfg):
+    from benchmarks.portfolio import Universe
+
+    return Universe(store, cfg)
+
+
+@pytest.mark.parametrize("day", ["2024-04-01", "2024-05-15", "2024-06-27"])  # NVDA splits 10:1 on 2024-06-10
+def test_weights_use_only_the_history_up_to_the_decision_day(store, cfg, uni, day):
+    """Every baseline's weights in the replay equal those from a store cut at the decision day's close."""
+    from baselines.portfolio import PORTFOLIO_BASELINES
+    from benchmarks.portfolio import Universe, decide
+
+    days = uni.closes.loc["2024-04-01":"2024-06-28"].index
+    held = uni.held(days)
+    cut = Universe(store.cut(day), cfg)
+    i = days.get_loc(pd.Timestamp(day))
+    for name, policy in PORTFOLIO_BASELINES.items():
+        replayed = decide(policy, uni.closes.loc[:"2024-06-28"], held, days)[i]
+        alone = policy(cut.closes, held[i], days[0])
+        np.testing.assert_allclose(replayed, alone, rtol=1e-9, atol=1e-12, err_msg=name)
+        assert replayed.sum() == pytest.approx(1.0) or name == "momentum_top3" and replayed.sum() == 0
+
+
+def test_replay_books_equal_the_env_and_hand_numbers(store, cfg, uni):
+    """The replay's equal-weight book is the Portfolio env's for the same weights; 1/N bought and held pays 10 bps
+    once and ends at the mean price relative; the index ETF (not a member) ends at SPY's."""
+    from baselines.portfolio import PORTFOLIO_BASELINES
+    from benchmarks.portfolio import replay_portfolio_window
+    from tr1_env.evaluation.windows import windows
+
+    window = windows("single", "2024-04-01", "2024-06-28")[0]
+    books = replay_portfolio_window(window, uni, {n: PORTFOLIO_BASELINES[n] for n in
+                                                  ("equal_weight", "buy_and_hold", "index_etf")}, cfg)
+    env = PortfolioEnv(store, PORTFOLIO_TICKERS, "2024-04-01", "2024-06-28")
+    info = run_env(env, [[*[0.25] * 4, 0.0]] * env.n_steps)
+    assert books["equal_weight"]["equity"].iloc[-1] == pytest.approx(info["equity"], rel=1e-12)
+    closes = pd.DataFrame({t: store.closes(t) for t in (*PORTFOLIO_TICKERS, "SPY")}).loc["2024-04-01":"2024-06-28"]
+    relative = closes.iloc[-1] / closes.iloc[0]
+    assert books["buy_and_hold"]["equity"].iloc[-1] == pytest.approx(0.999 * relative[:4].mean(), rel=1e-12)
+    assert books["buy_and_hold"]["turnover"].iloc[1:].max() == pytest.approx(0, abs=1e-12)
+    assert books["index_etf"]["equity"].iloc[-1] == pytest.approx(0.999 * relative["SPY"], rel=1e-12)
+
+
+def test_run_portfolio_cli(tmp_path):
+    from benchmarks.run import main
+
+    out = tmp_path / "run"
+    argv = ["--portfolio", "--tickers", "AAPL", "XOM", "--start", "2024-04-01", "--end", "2024-06-28",
+            "--walk-forward", "monthly", "--bootstrap", "100", "--out", str(out)]
+    assert main(argv) == 0
+    board = pd.read_csv(out / "leaderboard_portfolio.csv")
+    assert set(board["agent"]) == {"buy_and_hold", "equal_weight", "index_etf", "momentum_top3", "inverse_vol", "hrp"}
+    assert board["n_windows"].eq(3).all() and board["turnover"].notna().all() and "verdict" in board
+    assert "turnover / yr" in (out / "leaderboard_portfolio.md").read_text()
+    assert "<table" in (out / "leaderboard_portfolio.html").read_text()
+    (tmp_path / "u.csv").write_text("ticker,from,to\nAAPL,2024-13-01,\n")
+    assert main([*argv, "--universe", str(tmp_path / "u.csv"), "--out", str(tmp_path / "r2")]) == 2
+    assert main([*argv, "--agents", "ppo", "--out", str(tmp_path / "r3")]) == 2

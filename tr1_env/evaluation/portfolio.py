@@ -18,6 +18,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from tr1_env.evaluation.backtest import _gross as gross_returns
+from tr1_env.evaluation.backtest import _sessions as sessions
 from tr1_env.execution import Execution
 
 __all__ = ["Legs", "portfolio_book", "rebalance"]
@@ -26,9 +28,11 @@ __all__ = ["Legs", "portfolio_book", "rebalance"]
 class Legs:
     """Per-session returns of every ticker over a calendar ``d_1..d_n``: ``overnight`` (close to fill) and
     ``intraday`` (fill to close), arrays ``(n - 1, N)`` for the sessions ``d_2..d_n``; 0 where a ticker has no
-    price (it is then never held: see :func:`tr1_env.data.universe.membership`)."""
+    price (it is then never held: see :func:`tr1_env.data.universe.membership`). With ``dividends`` (ticker -> cash
+    per share by ex-date) they are total returns, credited as the single-ticker books credit them."""
 
-    def __init__(self, closes: pd.DataFrame, opens: pd.DataFrame, execution: Execution):
+    def __init__(self, closes: pd.DataFrame, opens: pd.DataFrame, execution: Execution,
+                 dividends: dict[str, pd.Series] | None = None):
         days = closes.index
         over = np.zeros((len(days) - 1, closes.shape[1]))
         intra = np.zeros_like(over)
@@ -38,9 +42,10 @@ class Legs:
             if last - first < 1:
                 continue
             c, o = closes[t].iloc[first:last + 1].ffill(), opens[t].iloc[first:last + 1]
-            i = execution.model.intraday(c, np.zeros(len(c)), o.ffill().fillna(c))
+            _, cash = sessions(c, c.index, (dividends or {}).get(t))
+            i = execution.model.intraday(c, cash, o.ffill().fillna(c))
             intra[first:last, j] = i
-            over[first:last, j] = (c.to_numpy()[1:] / c.to_numpy()[:-1]) / (1 + i) - 1
+            over[first:last, j] = (1 + gross_returns(c, cash)) / (1 + i) - 1
         self.days, self.tickers, self.overnight, self.intraday = days, tuple(closes.columns), over, intra
 
 
