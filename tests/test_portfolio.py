@@ -227,3 +227,33 @@ def test_run_portfolio_cli(tmp_path):
     (tmp_path / "u.csv").write_text("ticker,from,to\nAAPL,2024-13-01,\n")
     assert main([*argv, "--universe", str(tmp_path / "u.csv"), "--out", str(tmp_path / "r2")]) == 2
     assert main([*argv, "--agents", "ppo", "--out", str(tmp_path / "r3")]) == 2
+
+
+# -------------------------------------------------------------------------------------------------- LLM allocations
+
+
+def test_parse_allocation_is_strict():
+    from tr1_env.core.allocation import AllocationError, parse_allocation
+
+    tickers = ("AAPL", "MSFT")
+    text = 'Thinking {"AAPL": 0.9}... final:\n{"AAPL": 0.25, "MSFT": 0.5, "CASH": 0.25}'
+    np.testing.assert_allclose(parse_allocation(text, tickers), [0.25, 0.5])
+    np.testing.assert_allclose(parse_allocation('{"MSFT": 0.4, "CASH": 0.6}', tickers), [0.0, 0.4])
+    for bad, why in [("all cash please", "no JSON object"), ('{"AAPL": 0.5, CASH: 0.5}', "does not parse"),
+                     ('{"AAPL": 0.5, "TSLA": 0.5, "CASH": 0}', "unknown key"), ('{"AAPL": 1.0}', "no CASH"),
+                     ('{"AAPL": "half", "CASH": 0.5}', "no finite number"),
+                     ('{"AAPL": -0.5, "MSFT": 1, "CASH": 0.5}', "negative weight"),
+                     ('{"AAPL": 0.5, "MSFT": 0.4, "CASH": 0.2}', "sum to 1.1")]:
+        with pytest.raises(AllocationError, match=why):
+            parse_allocation(bad, tickers)
+    np.testing.assert_allclose(parse_allocation('{"AAPL": -0.5, "MSFT": 1, "CASH": 0.5}', tickers, long_only=False),
+                               [-0.5, 1.0])
+
+
+def test_decisions_to_weights_rule():
+    from tr1_env.core.actions import Action
+    from tr1_env.core.allocation import decisions_to_weights
+
+    calls = {"A": Action.STRONG_BUY, "B": Action.BUY, "C": Action.SELL, "D": Action.HOLD}
+    np.testing.assert_allclose(decisions_to_weights(calls, ("A", "B", "C", "D", "E")), [0.25, 0.125, 0, 0, 0])
+    np.testing.assert_allclose(decisions_to_weights(calls, ("A", "C"), long_only=False), [0.25, -0.125])
