@@ -133,7 +133,8 @@ def run_portfolio(cfg: RunConfig) -> pd.DataFrame:
     results = {w: {a: {"portfolio": (frame, None)} for a, frame in per.items()} for w, per in books.items()}
     returns = portfolios(results)
     windows = pd.DataFrame([{"agent": a, "window_start": f"{w.start:%Y-%m-%d}", "window_end": f"{w.end:%Y-%m-%d}",
-                             "cr": cumulative_return(f["return"]), "sharpe": sharpe(f["return"], cfg.statistics.risk_free),
+                             "cr": cumulative_return(f["return"]),
+                             "sharpe": sharpe(f["return"], cfg.statistics.risk_free),
                              "mdd": max_drawdown(f["return"]), "turnover": YEAR * f["turnover"].mean(),
                              "n_days": len(f)} for w, per in books.items() for a, f in per.items()])
     write_csv(out / "windows_portfolio.csv", windows, index=False, float_format="%.6g")

@@ -18,8 +18,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from tr1_env.evaluation.backtest import _gross as gross_returns
-from tr1_env.evaluation.backtest import _sessions as sessions
+from tr1_env.evaluation.backtest import gross_returns, sessions
 from tr1_env.execution import Execution
 
 __all__ = ["Legs", "portfolio_book", "rebalance"]
