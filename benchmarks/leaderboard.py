@@ -252,9 +252,10 @@ def write_leaderboard(results: WindowResults, cfg: RunConfig, out: Path, notes: 
 
 def render_page(title: str, run_id: str, board: pd.DataFrame, cfg: RunConfig, family: str, notes: list[str],
                 heat: pd.DataFrame, returns: pd.DataFrame, tearsheets: dict[str, str], per_ticker: list[str],
-                benchmark: str = BENCHMARK, columns: tuple[Column, ...] = COLUMNS) -> str:
+                benchmark: str = BENCHMARK, columns: tuple[Column, ...] = COLUMNS, book: str | None = None) -> str:
     """The leaderboard page: the board's :data:`COLUMNS` (or ``columns``), the window heatmap and the equity
-    curves of ``returns`` against ``benchmark``."""
+    curves of ``returns`` against ``benchmark``; ``book`` names what each agent's series is (default: the
+    equal-weight portfolio of its per-ticker books)."""
     header, cells = display_table(board, round(100 * (1 - cfg.statistics.alpha)), columns)
     rows = [{"cells": row, "verdict": r.verdict.split()[0], "tearsheet": tearsheets.get(r.agent)}
             for r, row in zip(board.itertuples(), cells)]
@@ -263,7 +264,8 @@ def render_page(title: str, run_id: str, board: pd.DataFrame, cfg: RunConfig, fa
         heat_agents=list(heat.columns), heat_rows=[{"window": w, "cells": [
             {"text": _fmt(heat.loc[w, a]), "colour": _colour(heat.loc[w, a])} for a in heat.columns]}
             for w in heat.index],
-        equity_png=equity_png(returns, benchmark), per_ticker=per_ticker)
+        equity_png=equity_png(returns, benchmark, *([f"{book}, net of costs"] if book else [])), per_ticker=per_ticker,
+        **({"heading": f"Leaderboard: {book}"} if book else {}))
 
 
 def sample_spread(board: pd.DataFrame) -> list[str]:

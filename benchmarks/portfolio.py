@@ -156,7 +156,7 @@ def run_portfolio(cfg: RunConfig) -> pd.DataFrame:
             f"{cfg.window.end}"
     write_text(out / "leaderboard_portfolio.html", render_page(
         title, record.run_id, board, cfg, family, notes, heatmap(results, cfg, bench), returns, {}, [], bench,
-        PORTFOLIO_COLUMNS))
+        PORTFOLIO_COLUMNS, "one book per agent over the universe plus cash"))
     board.attrs = {**table.attrs, "family": family}
     write_text(out / "leaderboard_portfolio.md", markdown(md_frame(board), cfg, PORTFOLIO_COLUMNS))
     finish_run(out, replace(record, wall_time_s=round(time.time() - t0, 1)).meta(), "complete")
