@@ -183,10 +183,11 @@ COLUMNS: tuple[Column, ...] = (
 )
 
 
-def display_table(board: pd.DataFrame, level: int, columns: tuple[Column, ...] = COLUMNS
+def display_table(board: pd.DataFrame, level: int, columns: tuple[Column, ...] | None = None
                   ) -> tuple[list[str], list[list[str]]]:
-    """The header and the rows of cells that the page and the markdown print (see :data:`COLUMNS`)."""
-    shown = [c for c in columns if c.header is not None and not (c.optional and board[c.name].isna().all())]
+    """The header and the rows of cells that the page and the markdown print (see :data:`COLUMNS`, the default of
+    ``columns``)."""
+    shown = [c for c in columns or COLUMNS if c.header is not None and not (c.optional and board[c.name].isna().all())]
     shown.sort(key=lambda c: c.name == "verdict")
     return [c.header.format(level=level) for c in shown], [[c.cell(r) for c in shown] for r in board.itertuples()]
 
@@ -252,7 +253,8 @@ def write_leaderboard(results: WindowResults, cfg: RunConfig, out: Path, notes: 
 
 def render_page(title: str, run_id: str, board: pd.DataFrame, cfg: RunConfig, family: str, notes: list[str],
                 heat: pd.DataFrame, returns: pd.DataFrame, tearsheets: dict[str, str], per_ticker: list[str],
-                benchmark: str = BENCHMARK, columns: tuple[Column, ...] = COLUMNS, book: str | None = None) -> str:
+                benchmark: str = BENCHMARK, columns: tuple[Column, ...] | None = None, book: str | None = None
+                ) -> str:
     """The leaderboard page: the board's :data:`COLUMNS` (or ``columns``), the window heatmap and the equity
     curves of ``returns`` against ``benchmark``; ``book`` names what each agent's series is (default: the
     equal-weight portfolio of its per-ticker books)."""
@@ -280,7 +282,7 @@ def sample_spread(board: pd.DataFrame) -> list[str]:
     return out
 
 
-def markdown(board: pd.DataFrame, cfg: RunConfig, columns: tuple[Column, ...] = COLUMNS) -> str:
+def markdown(board: pd.DataFrame, cfg: RunConfig, columns: tuple[Column, ...] | None = None) -> str:
     """The leaderboard as a markdown table (README, terminal): the page's columns, without the windows."""
     header, rows = display_table(board, round(100 * (1 - cfg.statistics.alpha)), columns)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
