@@ -196,6 +196,23 @@ class OutputsConfig:
 
 
 @dataclass
+class PortfolioConfig:
+    """The portfolio track (``--portfolio``): each agent as one book over the universe (docs/portfolio.md)."""
+
+    portfolio: bool = field(default=False, metadata={
+        "help": "replay portfolio agents (baselines.portfolio) as one book each over --tickers (or --universe) and "
+                "write leaderboard_portfolio.csv/.md/.html instead of the per-ticker reports"})
+    universe: str | None = field(default=None, metadata={
+        "help": "universe CSV (ticker, from, to): who may be held when (default: every ticker from its first "
+                "session in the store to its last)"})
+    portfolio_benchmark: str = field(default="buy_and_hold", metadata={
+        "choices": ("buy_and_hold", "index_etf"),
+        "help": "the portfolio leaderboard's reference: buy_and_hold (1/N of the universe, never traded) or "
+                "index_etf (all in --index-etf)"})
+    index_etf: str = field(default="SPY", metadata={"help": "the index ETF of the index_etf agent and benchmark"})
+
+
+@dataclass
 class RunConfig:
     """Every setting of a replay, grouped by concern; each field of a group is also a ``--flag`` of
     ``benchmarks/run.py`` (flat: ``--alpha``, not ``--statistics-alpha``), shown under its group in ``--help``.
@@ -210,6 +227,7 @@ class RunConfig:
     contamination: ContaminationConfig = field(default_factory=ContaminationConfig, metadata={
         "help": ContaminationConfig.__doc__})
     outputs: OutputsConfig = field(default_factory=OutputsConfig, metadata={"help": OutputsConfig.__doc__})
+    portfolio: PortfolioConfig = field(default_factory=PortfolioConfig, metadata={"help": PortfolioConfig.__doc__})
     seed: int = field(default=0, metadata={"help": "seed of the random baseline, SB3 training and the bootstrap"})
 
     def agent_names(self) -> tuple[str, ...]:

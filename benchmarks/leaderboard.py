@@ -91,13 +91,13 @@ def window_table(results: WindowResults, cfg: RunConfig) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def heatmap(results: WindowResults, cfg: RunConfig) -> pd.DataFrame:
-    """Window x agent: the portfolio's Sharpe in that window minus buy-and-hold's."""
+def heatmap(results: WindowResults, cfg: RunConfig, benchmark: str = BENCHMARK) -> pd.DataFrame:
+    """Window x agent: the portfolio's Sharpe in that window minus the benchmark's (buy-and-hold's)."""
     out = {}
     for w, per in results.items():
-        bench = sharpe(portfolio(per[BENCHMARK]), cfg.statistics.risk_free)
+        bench = sharpe(portfolio(per[benchmark]), cfg.statistics.risk_free)
         out[w.name] = {a: sharpe(portfolio(t), cfg.statistics.risk_free) - bench for a, t in per.items()
-                       if a != BENCHMARK}
+                       if a != benchmark}
     return pd.DataFrame(out).T
 
 
@@ -183,9 +183,11 @@ COLUMNS: tuple[Column, ...] = (
 )
 
 
-def display_table(board: pd.DataFrame, level: int) -> tuple[list[str], list[list[str]]]:
-    """The header and the rows of cells that the page and the markdown print (see :data:`COLUMNS`)."""
-    shown = [c for c in COLUMNS if c.header is not None and not (c.optional and board[c.name].isna().all())]
+def display_table(board: pd.DataFrame, level: int, columns: tuple[Column, ...] | None = None
+                  ) -> tuple[list[str], list[list[str]]]:
+    """The header and the rows of cells that the page and the markdown print (see :data:`COLUMNS`, the default of
+    ``columns``)."""
+    shown = [c for c in columns or COLUMNS if c.header is not None and not (c.optional and board[c.name].isna().all())]
     shown.sort(key=lambda c: c.name == "verdict")
     return [c.header.format(level=level) for c in shown], [[c.cell(r) for c in shown] for r in board.itertuples()]
 
@@ -201,17 +203,17 @@ def pre_cutoff_shares(results: WindowResults, cutoffs: dict[str, Cutoff]) -> dic
     return {agent: cutoffs[agent].share_before(d) for agent, d in days.items()}
 
 
-def family_note(table: pd.DataFrame, n_days: int, alpha: float) -> str:
+def family_note(table: pd.DataFrame, n_days: int, alpha: float, benchmark: str = BENCHMARK) -> str:
     """The paragraph under the table: which test decides what, the whole-family SPA and what the span can detect."""
     agents = len(table) - 1
-    return (f"Verdict: the Sharpe-ratio difference to {BENCHMARK} (studentized, block bootstrap), one two-sided "
+    return (f"Verdict: the Sharpe-ratio difference to {benchmark} (studentized, block bootstrap), one two-sided "
             f"Romano-Wolf step-down over the {agents} agents at family-wise {alpha:g}; fewer than "
             f"{table.attrs['min_days']} days is 'too short'. SPA p tests the mean daily return instead (Hansen, "
             f"studentized); over all {agents} agents at once: p = {_fmt(table.attrs['spa_p_all'], 3)}. Over {n_days} "
             f"days, a one-sided mean-return test at {alpha:g} (Bonferroni over the agents) detects with 80% power an "
-            f"information ratio of the daily difference agent - {BENCHMARK} of {table.attrs['min_detectable_ir']:.2f}; "
+            f"information ratio of the daily difference agent - {benchmark} of {table.attrs['min_detectable_ir']:.2f}; "
             "'detectable excess Sharpe' is the Sharpe difference the verdict detects with 80% power at each agent's "
-            f"correlation with {BENCHMARK}. IC, accuracy and hit rate test the calls themselves over every ticker-day "
+            f"correlation with {benchmark}. IC, accuracy and hit rate test the calls themselves over every ticker-day "
             f"(IC: daily rank correlation of the call with the next session's and the {SIGNAL_HORIZON}-session "
             "return, Newey-West CI). Deflated Sharpe for "
             f"{table.attrs['n_trials']} trial(s); the benchmark is no trial (its PSR is shown).")
@@ -239,24 +241,33 @@ def write_leaderboard(results: WindowResults, cfg: RunConfig, out: Path, notes: 
     write_csv(out / "leaderboard.csv", board, index=False, float_format="%.6g")
     family = family_note(table, len(returns), cfg.statistics.alpha)
     notes = [*notes, *sample_spread(board)]
-    heat = heatmap(results, cfg)
-    level = round(100 * (1 - cfg.statistics.alpha))
-    header, cells = display_table(board, level)
-    rows = [{"cells": row, "verdict": r.verdict.split()[0], "tearsheet": tearsheets.get(r.agent)}
-            for r, row in zip(board.itertuples(), cells)]
-    page = _template().render(
-        title=f"tr1 {'walk-forward ' if len(results) > 1 else ''}leaderboard, {cfg.window.start} to {cfg.window.end}",
-        run_id=run_id, header=header, rows=rows, family=family, notes=list(dict.fromkeys([*notes])),
-        heat_agents=list(heat.columns), heat_rows=[{"window": w, "cells": [
-            {"text": _fmt(heat.loc[w, a]), "colour": _colour(heat.loc[w, a])} for a in heat.columns]}
-            for w in heat.index],
-        equity_png=equity_png(returns, BENCHMARK),
-        per_ticker=sorted(p.relative_to(out).as_posix() for p in (out / "tearsheets").glob("*.html")
-                          if not p.name.endswith("__portfolio.html"))
-        if (out / "tearsheets").exists() else [])
+    title = f"tr1 {'walk-forward ' if len(results) > 1 else ''}leaderboard, {cfg.window.start} to {cfg.window.end}"
+    per_ticker = sorted(p.relative_to(out).as_posix() for p in (out / "tearsheets").glob("*.html")
+                        if not p.name.endswith("__portfolio.html")) if (out / "tearsheets").exists() else []
+    page = render_page(title, run_id, board, cfg, family, notes, heatmap(results, cfg), returns, tearsheets,
+                       per_ticker)
     write_text(out / "leaderboard.html", page)
     board.attrs = {**table.attrs, "family": family}
     return board
+
+
+def render_page(title: str, run_id: str, board: pd.DataFrame, cfg: RunConfig, family: str, notes: list[str],
+                heat: pd.DataFrame, returns: pd.DataFrame, tearsheets: dict[str, str], per_ticker: list[str],
+                benchmark: str = BENCHMARK, columns: tuple[Column, ...] | None = None, book: str | None = None
+                ) -> str:
+    """The leaderboard page: the board's :data:`COLUMNS` (or ``columns``), the window heatmap and the equity
+    curves of ``returns`` against ``benchmark``; ``book`` names what each agent's series is (default: the
+    equal-weight portfolio of its per-ticker books)."""
+    header, cells = display_table(board, round(100 * (1 - cfg.statistics.alpha)), columns)
+    rows = [{"cells": row, "verdict": r.verdict.split()[0], "tearsheet": tearsheets.get(r.agent)}
+            for r, row in zip(board.itertuples(), cells)]
+    return _template().render(
+        title=title, run_id=run_id, header=header, rows=rows, family=family, notes=list(dict.fromkeys([*notes])),
+        heat_agents=list(heat.columns), heat_rows=[{"window": w, "cells": [
+            {"text": _fmt(heat.loc[w, a]), "colour": _colour(heat.loc[w, a])} for a in heat.columns]}
+            for w in heat.index],
+        equity_png=equity_png(returns, benchmark, *([f"{book}, net of costs"] if book else [])), per_ticker=per_ticker,
+        **({"heading": f"Leaderboard: {book}"} if book else {}))
 
 
 def sample_spread(board: pd.DataFrame) -> list[str]:
@@ -271,9 +282,9 @@ def sample_spread(board: pd.DataFrame) -> list[str]:
     return out
 
 
-def markdown(board: pd.DataFrame, cfg: RunConfig) -> str:
+def markdown(board: pd.DataFrame, cfg: RunConfig, columns: tuple[Column, ...] | None = None) -> str:
     """The leaderboard as a markdown table (README, terminal): the page's columns, without the windows."""
-    header, rows = display_table(board, round(100 * (1 - cfg.statistics.alpha)))
+    header, rows = display_table(board, round(100 * (1 - cfg.statistics.alpha)), columns)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines) + "\n\n" + board.attrs.get("family", "") + "\n"

@@ -27,7 +27,8 @@ def pyplot():
     return plt
 
 
-def equity_png(returns: pd.DataFrame, benchmark: str) -> str:
+def equity_png(returns: pd.DataFrame, benchmark: str, title: str = "Equal-weight portfolio per agent, net of costs"
+               ) -> str:
     """The equity curve of each column of ``returns`` (daily net returns; ``benchmark`` dashed), a base64 PNG."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(12, 5))
@@ -35,7 +36,7 @@ def equity_png(returns: pd.DataFrame, benchmark: str) -> str:
         eq = (1 + returns[agent]).cumprod()
         ax.plot(eq.index, eq.to_numpy(), **({"color": "k", "ls": "--", "lw": 1.8, "label": f"{agent} (benchmark)"}
                                            if agent == benchmark else {"lw": 1.1, "label": plot_label(agent)}))
-    ax.set(ylabel="equity (start = 1)", title="Equal-weight portfolio per agent, net of costs")
+    ax.set(ylabel="equity (start = 1)", title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=3)
     fig.autofmt_xdate()

@@ -4,6 +4,7 @@
     python benchmarks/run.py --model gpt-4.1 o4-mini           # adds API models (OPENAI_API_KEY)
     python benchmarks/run.py --agent examples.custom_agent:MomentumAgent --agents buy_and_hold
     python benchmarks/run.py --walk-forward quarterly --start 2023-07-01 --end 2025-06-30   # leaderboard.html
+    python benchmarks/run.py --portfolio --walk-forward quarterly   # one book per agent: leaderboard_portfolio.html
 
 This module orchestrates only: the agents are resolved by :mod:`benchmarks.roster`, each replayed window by
 window by :mod:`benchmarks.replay` (decisions at each decision day's close from that day's context alone), booked
@@ -37,6 +38,7 @@ from benchmarks.escaping import md_frame
 from benchmarks.leaderboard import markdown as leaderboard_markdown
 from benchmarks.leaderboard import signal_table, write_leaderboard, write_portfolio_tearsheets
 from benchmarks.notes import RunFacts, page_notes
+from benchmarks.portfolio import run_portfolio
 from benchmarks.replay import Observations, replay
 from benchmarks.report import Results, slug, write_reports
 from benchmarks.roster import AgentSpec, UsageError, resolve_agents
@@ -288,6 +290,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         return _usage(parser, exc)
     try:
+        if cfg.portfolio.portfolio:  # the portfolio track: one book per agent (benchmarks/portfolio.py)
+            run_portfolio(cfg)
+            print((Path(cfg.outputs.out) / "leaderboard_portfolio.md").read_text())
+            print(f"wall time {time.time() - start:.0f} s; outputs in {cfg.outputs.out}")
+            return 0
         summary = run(cfg)
     except (UsageError, FolderRefused) as exc:
         return _usage(parser, exc)

@@ -40,7 +40,8 @@ REPORT_GLOBS = ("summary.csv", "summary.md", "memorisation.csv", "returns/*.csv"
 #: What begin_run removes of the files earlier runs wrote: every report but the tearsheets (kept by digest);
 #: the decisions stay (the resume point).
 STALE = ("summary.csv", "summary.md", "memorisation.csv", "windows.csv", "leaderboard.csv", "leaderboard.md",
-         "leaderboard.html", "returns/*.csv", "plots/*.png", "windows/*/returns/*.csv")
+         "leaderboard.html", "returns/*.csv", "plots/*.png", "windows/*/returns/*.csv", "leaderboard_portfolio.*",
+         "windows_portfolio.csv", "portfolio/*.csv")
 #: Files every run writes: ``--force`` refuses a folder where one of them is the user's.
 FIXED = (MANIFEST, JOURNAL, "summary.csv", "summary.md", "windows.csv", "leaderboard.csv", "leaderboard.md",
          "leaderboard.html", "tearsheets/digests.json")

@@ -34,7 +34,7 @@ import pandas as pd
 from tr1_env.core.actions import DEFAULT_WEIGHTS, Action
 from tr1_env.execution import Execution
 
-__all__ = ["asset_returns", "backtest", "buy_and_hold", "decision_days", "holding_returns"]
+__all__ = ["asset_returns", "backtest", "buy_and_hold", "decision_days", "gross_returns", "holding_returns", "sessions"]
 
 
 def decision_days(days: pd.DatetimeIndex, every: int = 1) -> pd.DatetimeIndex:
@@ -49,15 +49,15 @@ def asset_returns(closes: pd.Series, days: pd.DatetimeIndex, dividends: pd.Serie
 
     A dividend whose ex-date falls on a non-session is credited on the next session of ``days``.
     """
-    px, cash = _sessions(closes, days, dividends)
-    return pd.Series(_gross(px, cash), index=days[1:], name="asset_return")
+    px, cash = sessions(closes, days, dividends)
+    return pd.Series(gross_returns(px, cash), index=days[1:], name="asset_return")
 
 
-def _gross(px: pd.Series, cash: np.ndarray) -> np.ndarray:
+def gross_returns(px: pd.Series, cash: np.ndarray) -> np.ndarray:
     return (px.to_numpy()[1:] + cash[1:]) / px.to_numpy()[:-1] - 1
 
 
-def _sessions(closes: pd.Series, days: pd.DatetimeIndex, dividends: pd.Series | None
+def sessions(closes: pd.Series, days: pd.DatetimeIndex, dividends: pd.Series | None
               ) -> tuple[pd.Series, np.ndarray]:
     """The closes on ``days`` (every one present) and the dividend cash credited on each of them."""
     px = closes.reindex(days)
@@ -96,8 +96,8 @@ def backtest(actions: pd.Series, closes: pd.Series, days: pd.DatetimeIndex, exec
     decided_on = pd.Series(actions.index, index=actions.index).reindex(opened).ffill()
     held = [Action(int(a)) for a in actions.astype(int).reindex(opened).ffill()]
     w = np.array([weights[a] for a in held], dtype=float)
-    px, cash = _sessions(closes, days, dividends)
-    asset = _gross(px, cash)
+    px, cash = sessions(closes, days, dividends)
+    asset = gross_returns(px, cash)
     liquidity = None
     if execution.needs_liquidity and volumes is not None:
         liquidity = tuple(x.reindex(opened).to_numpy(dtype=float) for x in execution.liquidity(closes, volumes))

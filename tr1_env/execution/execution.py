@@ -169,6 +169,13 @@ class Execution:
                   if getattr(self, f.name) != f.default]
         return "_".join(parts)
 
+    def unmodelled_by_weights(self) -> list[str]:
+        """The settings a book of weights alone cannot honour (they need shares, volumes, shorts or tokens): the
+        flags of those set, so a caller that books weights only (:meth:`cost`) can refuse them by name."""
+        return [f"--{name.replace('_', '-')}" for name in ("commission_per_share", "commission_min", "impact_coef",
+                                                            "participation", "borrow_bps", "cash_rate",
+                                                            "charge_llm_cost") if getattr(self, name)]
+
     def cost(self, previous, target):
         """The fraction of equity a change of weight from ``previous`` to ``target`` pays in bps costs (elementwise):
         the Trading env's; the book adds the costs that need prices and volumes (:meth:`trade`)."""

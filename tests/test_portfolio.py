@@ -1,0 +1,263 @@
+"""The portfolio track: universe membership, the Portfolio env, its books and the portfolio baselines."""
+
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pandas as pd
+import pytest
+
+import tr1_env  # noqa: F401 - registers the ids
+from tr1_env.data.clock import decision_time
+from tr1_env.data.store import Store
+from tr1_env.data.universe import load_universe, membership, universe
+from tr1_env.envs.portfolio_env import PortfolioEnv, weights_from_action
+from tr1_env.evaluation.portfolio import Legs, portfolio_book
+from tr1_env.execution import Execution
+
+pytestmark = pytest.mark.filterwarnings("ignore:The inplace keyword:DeprecationWarning",
+                                        "ignore:The inplace keyword:FutureWarning")
+
+
+def synthetic_store(closes: dict[str, list[float]], start: str = "2024-01-02", late: dict[str, int] | None = None
+                    ) -> Store:
+    """Tickers with the given closes (opens equal to them) on business days from ``start``; ``late[t] = k`` drops
+    ``t``'s first ``k`` sessions (it lists later)."""
+    frames = []
+    for t, c in closes.items():
+        days = pd.bdate_range(start, periods=len(c))
+        c = np.asarray(c, float)
+        frame = pd.DataFrame({"ticker": t, "date": days, "open": c, "high": c, "low": c, "close": c,
+                              "volume": 1_000_000, "available_at": [decision_time(d) for d in days]})
+        frames.append(frame.iloc[(late or {}).get(t, 0):])
+    return Store(tables={"prices": pd.concat(frames, ignore_index=True)})
+
+
+TWO = {"A": [100.0, 110.0, 121.0], "B": [50.0, 50.0, 40.0]}
+
+
+def run_env(env, actions) -> dict:
+    env.reset(seed=0)
+    info = {}
+    for a in actions:
+        _, _, _, _, info = env.step(a)
+    return info
+
+
+def test_two_tickers_hand_computed_equity():
+    """10 bps; 1/2 each rebalanced: day 1 pays 10 bps on a turnover of 1 and earns 0.5 x 10% + 0.5 x 0%; the
+    weights drift to 0.55/1.05 and 0.5/1.05, so day 2 pays 10 bps on 2 x 0.025/1.05 and earns 0.5 x 10% - 0.5 x 20%.
+    Bought and held instead, the book is (1 - 10 bps) x the mean of the price relatives, 0.999 x (1.21 + 0.8) / 2."""
+    store = synthetic_store(TWO)
+    env = PortfolioEnv(store, ("A", "B"), "2024-01-01", "2024-01-31", execution=Execution(cost_bps=10))
+    rebalanced = 0.999 * 1.05 * (1 - 1e-3 * 0.05 / 1.05) * 0.95
+    info = run_env(env, [[0.5, 0.5, 0.0]] * 2)
+    assert info["equity"] == pytest.approx(rebalanced, rel=1e-12)
+    assert info["turnover"] == pytest.approx(0.05 / 1.05)
+    held = run_env(env, [[0.5, 0.5, 0.0], [0.55 / 1.05, 0.5 / 1.05, 0.0]])
+    assert held["equity"] == pytest.approx(0.999 * (1.21 + 0.8) / 2, rel=1e-12) and held["cost"] == pytest.approx(0)
+    # the replay's book of the same weights gives the same equity
+    legs = Legs(pd.DataFrame(TWO, index=env.days), pd.DataFrame(TWO, index=env.days), Execution(cost_bps=10))
+    book = portfolio_book(np.array([[0.5, 0.5], [0.5, 0.5]]), legs, Execution(cost_bps=10))
+    assert book["equity"].iloc[-1] == pytest.approx(rebalanced, rel=1e-12)
+    assert book["turnover"].tolist() == pytest.approx([1.0, 0.05 / 1.05])
+
+
+def test_env_equity_equals_the_replay_book(store):
+    """Real prices, next-open fills, random weights: the env's equity path is the replay book's."""
+    execution = Execution("next-open", cost_bps=7)
+    env = PortfolioEnv(store, ("AAPL", "XOM", "NVDA"), "2024-03-01", "2024-05-31", execution=execution)
+    rng = np.random.default_rng(1)
+    actions = rng.dirichlet(np.ones(4), env.n_steps)
+    env.reset(seed=0)
+    equity = [env.step(a)[4]["equity"] for a in actions]
+    book = portfolio_book(actions[:, :3], env.legs, execution)
+    np.testing.assert_allclose(book["equity"].to_numpy(), equity, rtol=1e-12)
+
+
+def test_weights_from_action():
+    held = np.array([True, True, False])
+    w = np.array([0.2, 0.3, 0.0, 0.5])
+    np.testing.assert_allclose(weights_from_action(w, held), w[:3])  # the simplex maps to itself
+    np.testing.assert_allclose(weights_from_action([1, 1, 1, 0], held), [0.5, 0.5, 0.0])  # never a non-member
+    np.testing.assert_allclose(weights_from_action([-1, -1, -1, -1], held), [0, 0, 0])  # all cash
+    ls = weights_from_action([1.0, -1.0, 0.5], np.ones(3, bool), "long_short", gross=1.5)
+    assert np.abs(ls).sum() == pytest.approx(1.5) and ls[0] == -ls[1] and ls[0] > 0
+    np.testing.assert_allclose(weights_from_action([0.2, -0.1, 0.0], np.ones(3, bool), "long_short", 2.0),
+                               [0.4, -0.2, 0.0])
+
+
+def test_a_ticker_is_never_held_before_it_lists(tmp_path):
+    """C lists on the store's 4th session: no weight before; a universe file ending A early drops it after."""
+    closes = {t: list(100 + np.arange(30.0) * (i + 1)) for i, t in enumerate("ABC")}
+    store = synthetic_store(closes, late={"C": 3})
+    env = PortfolioEnv(store, ("A", "B", "C"), "2024-01-01", "2024-03-29")
+    info = run_env(env, [[1, 1, 1, 0]] * 3)
+    assert info["weights"][2] == 0 and env.held[:3, 2].tolist() == [False] * 3 and env.held[3, 2]
+    assert run_env(env, [[1, 1, 1, 0]] * 4)["weights"][2] > 0
+    (tmp_path / "u.csv").write_text("ticker,from,to\nA,2024-01-01,2024-01-05\nb,2024-01-01,\nC,2023-01-01,\n")
+    spans = universe(store, file=load_universe(tmp_path / "u.csv"))
+    assert spans["from"].tolist() == [pd.Timestamp(d) for d in ("2024-01-02", "2024-01-02", "2024-01-05")]
+    days = store.trading_days("A")
+    held = membership(spans, ("A", "B", "C"), days)
+    assert held[:3, 0].all() and not held[3:, 0].any()  # A leaves on Jan 5 (index 3): not held into Jan 8
+    assert held[:-1, 1].all() and not held[-1].any()
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("ticker,from\nA,2024-01-01\n", "missing column"),
+    ("ticker,from,to\nA,soon,\n", "line 2: field 'from' is no date"),
+    ("ticker,from,to\nA,2024-01-01,2023-01-01\n", "line 2: 'to'"),
+    ("ticker,from,to\n,2024-01-01,\n", "line 2: field 'ticker' is empty"),
+])
+def test_bad_universe_file_names_the_line(tmp_path, text, message):
+    (tmp_path / "u.csv").write_text(text)
+    with pytest.raises(ValueError, match=message):
+        load_universe(tmp_path / "u.csv")
+
+
+def test_unknown_universe_ticker(store):
+    with pytest.raises(ValueError, match="ZZZ not in the store"):
+        universe(store, ("AAPL", "ZZZ"))
+
+
+@pytest.fixture(scope="module")
+def store():
+    return Store()
+
+
+@pytest.mark.parametrize("mode", ["long_only", "long_short"])
+def test_portfolio_env_checkers(store, mode):
+    from gymnasium.utils.env_checker import check_env
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    env = gym.make("tr1/Portfolio-v0", store=store, tickers=("AAPL", "MSFT"), start="2024-01-01", end="2024-03-29",
+                   mode=mode, gross=1.5).unwrapped
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", message="The inplace keyword")
+        check_env(env, skip_render_check=True)
+        sb3_check_env(env)
+
+
+def test_sb3_ppo_trains_on_the_portfolio_env():
+    """A steady riser and a steady faller: a few hundred PPO steps put more weight on the riser than on the
+    faller."""
+    from stable_baselines3 import PPO
+
+    n = 260
+    store = synthetic_store({"UP": list(100 * 1.004 ** np.arange(n)), "DOWN": list(100 * 0.996 ** np.arange(n))})
+    env = PortfolioEnv(store, ("UP", "DOWN"), "2024-01-01", "2024-12-31")
+    model = PPO("MlpPolicy", env, n_steps=128, batch_size=64, n_epochs=5, seed=0, device="cpu", learning_rate=1e-3)
+    model.learn(768)
+    obs, _ = env.reset(seed=0)
+    w = env.weights_from_action(model.predict(obs, deterministic=True)[0])
+    assert w[0] > w[1]
+
+
+# -------------------------------------------------------------------------------------------------- baselines, replay
+
+PORTFOLIO_TICKERS = ("AAPL", "NVDA", "XOM", "JPM")
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    from benchmarks.config import RunConfig
+
+    return RunConfig.of(portfolio=True, tickers=PORTFOLIO_TICKERS, start="2024-04-01", end="2024-06-28",
+                        bootstrap=100)
+
+
+@pytest.fixture(scope="module")
+def uni(store, cfg):
+    from benchmarks.portfolio import Universe
+
+    return Universe(store, cfg)
+
+
+@pytest.mark.parametrize("day", ["2024-04-01", "2024-05-15", "2024-06-27"])  # NVDA splits 10:1 on 2024-06-10
+def test_weights_use_only_the_history_up_to_the_decision_day(store, cfg, uni, day):
+    """Every baseline's weights in the replay equal those from a store cut at the decision day's close."""
+    from baselines.portfolio import PORTFOLIO_BASELINES
+    from benchmarks.portfolio import Universe, decide
+
+    days = uni.closes.loc["2024-04-01":"2024-06-28"].index
+    held = uni.held(days)
+    cut = Universe(store.cut(day), cfg)
+    i = days.get_loc(pd.Timestamp(day))
+    for name, policy in PORTFOLIO_BASELINES.items():
+        replayed = decide(policy, uni.closes.loc[:"2024-06-28"], held, days)[i]
+        alone = policy(cut.closes, held[i], days[0])
+        np.testing.assert_allclose(replayed, alone, rtol=1e-9, atol=1e-12, err_msg=name)
+        assert replayed.sum() == pytest.approx(1.0) or name == "momentum_top3" and replayed.sum() == 0
+
+
+def test_replay_books_equal_the_env_and_hand_numbers(store, cfg, uni):
+    """The replay's equal-weight book is the Portfolio env's for the same weights; 1/N bought and held pays 10 bps
+    once and ends at the mean price relative; the index ETF (not a member) ends at SPY's."""
+    from baselines.portfolio import PORTFOLIO_BASELINES
+    from benchmarks.portfolio import replay_portfolio_window
+    from tr1_env.evaluation.windows import windows
+
+    window = windows("single", "2024-04-01", "2024-06-28")[0]
+    books = replay_portfolio_window(window, uni, {n: PORTFOLIO_BASELINES[n] for n in
+                                                  ("equal_weight", "buy_and_hold", "index_etf")}, cfg)
+    env = PortfolioEnv(store, PORTFOLIO_TICKERS, "2024-04-01", "2024-06-28")
+    info = run_env(env, [[*[0.25] * 4, 0.0]] * env.n_steps)
+    assert books["equal_weight"]["equity"].iloc[-1] == pytest.approx(info["equity"], rel=1e-12)
+    closes = pd.DataFrame({t: store.closes(t) for t in (*PORTFOLIO_TICKERS, "SPY")}).loc["2024-04-01":"2024-06-28"]
+    relative = closes.iloc[-1] / closes.iloc[0]
+    assert books["buy_and_hold"]["equity"].iloc[-1] == pytest.approx(0.999 * relative[:4].mean(), rel=1e-12)
+    assert books["buy_and_hold"]["turnover"].iloc[1:].max() == pytest.approx(0, abs=1e-12)
+    assert books["index_etf"]["equity"].iloc[-1] == pytest.approx(0.999 * relative["SPY"], rel=1e-12)
+
+
+def test_run_portfolio_cli(tmp_path):
+    from benchmarks.run import main
+
+    out = tmp_path / "run"
+    argv = ["--portfolio", "--tickers", "AAPL", "XOM", "--start", "2024-04-01", "--end", "2024-06-28",
+            "--walk-forward", "monthly", "--bootstrap", "100", "--out", str(out)]
+    assert main(argv) == 0
+    board = pd.read_csv(out / "leaderboard_portfolio.csv")
+    assert set(board["agent"]) == {"buy_and_hold", "equal_weight", "index_etf", "momentum_top3", "inverse_vol", "hrp"}
+    assert board["n_windows"].eq(3).all() and board["turnover"].notna().all() and "verdict" in board
+    assert "turnover / yr" in (out / "leaderboard_portfolio.md").read_text()
+    assert "<table" in (out / "leaderboard_portfolio.html").read_text()
+    (tmp_path / "u.csv").write_text("ticker,from,to\nAAPL,2024-13-01,\n")
+    assert main([*argv, "--universe", str(tmp_path / "u.csv"), "--out", str(tmp_path / "r2")]) == 2
+    assert main([*argv, "--agents", "ppo", "--out", str(tmp_path / "r3")]) == 2
+    # costs a book of weights cannot honour are refused by name, never booked as free
+    assert main([*argv, "--execution", "realistic", "--out", str(tmp_path / "r4")]) == 2
+    assert main([*argv, "--borrow-bps", "50", "--out", str(tmp_path / "r5")]) == 2
+    assert not (tmp_path / "r4").exists() and not (tmp_path / "r5").exists()
+
+
+# -------------------------------------------------------------------------------------------------- LLM allocations
+
+
+def test_parse_allocation_is_strict():
+    from tr1_env.core.allocation import AllocationError, parse_allocation
+
+    tickers = ("AAPL", "MSFT")
+    text = 'Thinking {"AAPL": 0.9}... final:\n{"AAPL": 0.25, "MSFT": 0.5, "CASH": 0.25}'
+    np.testing.assert_allclose(parse_allocation(text, tickers), [0.25, 0.5])
+    np.testing.assert_allclose(parse_allocation('{"MSFT": 0.4, "CASH": 0.6}', tickers), [0.0, 0.4])
+    for bad, why in [("all cash please", "no JSON object"), ('{"AAPL": 0.5, CASH: 0.5}', "does not parse"),
+                     ('{"AAPL": 0.5, "TSLA": 0.5, "CASH": 0}', "unknown key"), ('{"AAPL": 1.0}', "no CASH"),
+                     ('{"AAPL": "half", "CASH": 0.5}', "no finite number"),
+                     ('{"AAPL": -0.5, "MSFT": 1, "CASH": 0.5}', "negative weight"),
+                     ('{"AAPL": 0.5, "MSFT": 0.4, "CASH": 0.2}', "sum to 1.1")]:
+        with pytest.raises(AllocationError, match=why):
+            parse_allocation(bad, tickers)
+    np.testing.assert_allclose(parse_allocation('{"AAPL": -0.5, "MSFT": 1, "CASH": 0.5}', tickers, long_only=False),
+                               [-0.5, 1.0])
+
+
+def test_decisions_to_weights_rule():
+    from tr1_env.core.actions import Action
+    from tr1_env.core.allocation import decisions_to_weights
+
+    calls = {"A": Action.STRONG_BUY, "B": Action.BUY, "C": Action.SELL, "D": Action.HOLD}
+    np.testing.assert_allclose(decisions_to_weights(calls, ("A", "B", "C", "D", "E")), [0.25, 0.125, 0, 0, 0])
+    np.testing.assert_allclose(decisions_to_weights(calls, ("A", "C"), long_only=False), [0.25, -0.125])
