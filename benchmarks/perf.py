@@ -35,12 +35,12 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import pandas as pd
 
-from tr1_env.core.actions import Action
 from tr1_env.context.anonymize import DEFAULT_LEVEL, anonymize
 from tr1_env.context.config import ContextConfig
+from tr1_env.context.index import ContextIndex
 from tr1_env.context.record import Context
 from tr1_env.context.reference import build_context, build_context_reference
-from tr1_env.context.index import ContextIndex
+from tr1_env.core.actions import Action
 from tr1_env.data.store import Store
 from tr1_env.envs import TradingEnv
 from tr1_env.scoring.rewards import reference_score, score

@@ -30,10 +30,10 @@ import numpy as np
 import pandas as pd
 
 from tr1_agent.flag_trader.config import FlagPPOConfig
+from tr1_env.evaluation.metrics import investorbench, sharpe_ci
 from tr1_env.execution import trading_reward
 from tr1_env.util.cli_args import add_dataclass_args, from_args
 from tr1_env.util.files import jsonable
-from tr1_env.evaluation.metrics import investorbench, sharpe_ci
 
 #: CPU-sized settings (~15 min per MSFT seed on one shared core): a ~520-token prompt (3 sessions, 2 headlines)
 #: instead of ~990, two PPO updates of 32 steps (about one pass over the 63-session warm-up) instead of 3840 steps.

@@ -22,8 +22,8 @@ from __future__ import annotations
 import argparse
 
 from tr1_agent.llm_agents import OpenAIChatAgent
-from tr1_env.core.agents import AgentError
 from tr1_env.context.reference import build_observation
+from tr1_env.core.agents import AgentError
 from tr1_env.data.store import Store
 
 

@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 from conftest import random_days
 
-from tr1_env.context.anonymize import Pseudonyms, Rebase, anonymize, anonymize_text, level_of, load_aliases
 from tr1_env.contamination.audit import ATTACKS, AuditConfig, audit, date_tokens, mine_lexicon
+from tr1_env.context.anonymize import Pseudonyms, Rebase, anonymize, anonymize_text, level_of, load_aliases
+from tr1_env.context.entities import common, everyday
 from tr1_env.context.reference import build_context
 from tr1_env.data.schema import TICKERS
-from tr1_env.context.entities import common, everyday
 
 ISO = re.compile(r"\d{4}-\d{2}-\d{2}")
 MONTHS = ("January|February|March|April|May|June|July|August|September|October|November|December|"

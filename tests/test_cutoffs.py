@@ -5,8 +5,15 @@ import json
 import pandas as pd
 import pytest
 
-from tr1_env.contamination.cutoffs import (Cutoff, load_cutoffs, model_cutoff, parse_overrides, post_cutoff_window,
-                             pre_cutoff_share, windows_after)
+from tr1_env.contamination.cutoffs import (
+    Cutoff,
+    load_cutoffs,
+    model_cutoff,
+    parse_overrides,
+    post_cutoff_window,
+    pre_cutoff_share,
+    windows_after,
+)
 
 
 @pytest.mark.parametrize("spec, cutoff, basis", [

@@ -4,9 +4,9 @@ from datasets import Dataset
 
 from tr1_agent.configs import DatasetConfig
 from tr1_agent.datasets import build_prompts, check_windows, day_keys, load, save, split_days, with_completions
+from tr1_env.context.prompt import SYSTEM_PROMPT
 from tr1_env.core.actions import Action
 from tr1_env.scoring.labels import make_labels
-from tr1_env.context.prompt import SYSTEM_PROMPT
 
 CFG = DatasetConfig(tickers=("AAPL", "NVDA"), start="2024-01-01", end="2024-05-31", max_days=3, variants=3,
                     max_chars=1500)

@@ -6,8 +6,8 @@ import pytest
 from tr1_agent.configs import DatasetConfig, DistillConfig
 from tr1_agent.datasets import build_prompts, load
 from tr1_agent.distill import accepts, distill, evidence, parse_action, template_thesis
-from tr1_env.core.actions import Action
 from tr1_env.context.record import MODALITIES
+from tr1_env.core.actions import Action
 from tr1_env.scoring.rewards import evidence_reward, score
 from tr1_env.scoring.thesis import count_words, parse_thesis
 

@@ -10,16 +10,16 @@ import pandas as pd
 import pytest
 
 import tr1_env  # noqa: F401 - registers the ids
-from tr1_env.execution import Execution, NextOpenFill
 from benchmarks.perf import honest_thesis
-from tr1_env.core.actions import DEFAULT_WEIGHTS, Action
+from tr1_env.context.modalities.market import MARKET_FEATURES
 from tr1_env.context.record import MODALITIES
+from tr1_env.core.actions import DEFAULT_WEIGHTS, Action
 from tr1_env.data.store import Store
 from tr1_env.envs import ThesisEnv, TradingEnv, UnicodeText, action_index
 from tr1_env.envs.trading_env import OBS_NAMES
-from tr1_env.context.modalities.market import MARKET_FEATURES
-from tr1_env.scoring.rewards import RewardConfig
 from tr1_env.envs.wrappers import StepLog, TextAction
+from tr1_env.execution import Execution, NextOpenFill
+from tr1_env.scoring.rewards import RewardConfig
 
 pytestmark = pytest.mark.filterwarnings("ignore:The inplace keyword:DeprecationWarning",
                                         "ignore:The inplace keyword:FutureWarning")

@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tr1_env.context.reference import build_context
-from tr1_env.envs import TradingEnv
 from tr1_env.context.features import EVENT_FEATURES, FEATURE_NAMES, feature_vector
 from tr1_env.context.modalities.market import MARKET_FEATURES, indicators, market_features
 from tr1_env.context.modalities.sentiment import analyst_score, insider_net
+from tr1_env.context.reference import build_context
+from tr1_env.envs import TradingEnv
 
 pytestmark = pytest.mark.filterwarnings("ignore:The inplace keyword")
 

@@ -90,6 +90,7 @@ def test_missing_key_is_a_clear_error(monkeypatch):
 def test_a_refused_connection_never_prints_the_key(monkeypatch, tmp_path, capsys):
     """`tr1 data finnhub` with no network: one line naming the endpoint, the key nowhere (it rides in ?token=)."""
     from conftest import free_port
+
     from tr1_env.cli import main
 
     monkeypatch.setenv("FINNHUB_API_KEY", SECRET)

@@ -20,8 +20,8 @@ from tr1_agent.flag_trader.ppo import PPO, compute_gae
 from tr1_env.core.actions import DEFAULT_WEIGHTS, Action
 from tr1_env.core.agents import Observation
 from tr1_env.envs.trading_env import TradingEnv
-from tr1_env.execution import Execution
 from tr1_env.evaluation.metrics import investorbench
+from tr1_env.execution import Execution
 
 torch.set_num_threads(1)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import make_observation
 from transformers.integrations import deepspeed as hf_deepspeed
 
 from tr1_agent import cli, curriculum, grpo, models, sft
@@ -21,8 +22,6 @@ from tr1_agent.configs import GRPORunConfig, SFTRunConfig
 from tr1_agent.datasets import with_completions
 from tr1_env.core.actions import Action
 from tr1_env.scoring.rewards import STAGE_WEIGHTS, RewardConfig, score
-
-from conftest import make_observation
 
 ROOT = Path(__file__).resolve().parents[1]
 

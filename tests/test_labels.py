@@ -6,10 +6,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tr1_env.core.actions import Action
 from tr1_env.cli import main as tr1
+from tr1_env.core.actions import Action
 from tr1_env.data.schema import PAPER_TICKERS
-from tr1_env.scoring.labels import LabelConfig, assign_labels, composite_signal, fit_thresholds, make_labels, warmup_sessions
+from tr1_env.scoring.labels import (
+    LabelConfig,
+    assign_labels,
+    composite_signal,
+    fit_thresholds,
+    make_labels,
+    warmup_sessions,
+)
 
 
 def step_series(jump_day: int = 40, n: int = 80) -> pd.Series:

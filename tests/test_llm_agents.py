@@ -10,13 +10,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-
 from conftest import API_THESIS, free_port, make_observation
+
 from tr1_agent.cache import CallCache
 from tr1_agent.llm_agents import OpenAIChatAgent, TransformersAgent, make_llm_agent
-from tr1_env.util.threads import torch_threads
 from tr1_env.core.actions import Action
 from tr1_env.core.agents import AgentError
+from tr1_env.util.threads import torch_threads
 
 SECRET = "sk-test-SECRET"
 

@@ -9,8 +9,18 @@ import pytest
 from tr1_env.context.config import ContextConfig
 from tr1_env.context.features import FEATURE_NAMES, feature_names
 from tr1_env.context.index import ContextIndex
-from tr1_env.context.modalities.base import (DAY_NS, Instant, Modality, Part, Section, ns, register, registered,
-                                             rows, unregister)
+from tr1_env.context.modalities.base import (
+    DAY_NS,
+    Instant,
+    Modality,
+    Part,
+    Section,
+    ns,
+    register,
+    registered,
+    rows,
+    unregister,
+)
 from tr1_env.context.record import MODALITIES
 from tr1_env.context.reference import build_context, build_context_reference
 from tr1_env.data.schema import SCHEMA, TICKERS

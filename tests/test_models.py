@@ -3,8 +3,8 @@ import time
 import pytest
 import torch
 import transformers
-from transformers import PreTrainedTokenizerFast, Qwen3ForCausalLM
 from conftest import tiny_qwen3
+from transformers import PreTrainedTokenizerFast, Qwen3ForCausalLM
 
 from tr1_agent.models import SMOLLM2_HUB_ID, load_model_and_tokenizer, resolve_model, smollm2_path
 

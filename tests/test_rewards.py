@@ -8,8 +8,8 @@ import pytest
 from conftest import growth
 
 from benchmarks.perf import hostile_completion
-from tr1_env.core.actions import Action
 from tr1_env.context.reference import build_context
+from tr1_env.core.actions import Action
 from tr1_env.scoring.rewards import (
     STAGE_WEIGHTS,
     TERMS,

@@ -5,7 +5,6 @@ Every refusal is one line and exit 2, and after every case each file the user ha
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import os

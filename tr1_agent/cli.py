@@ -18,8 +18,8 @@ import sys
 from tr1_agent.configs import CurriculumConfig, DatasetConfig, DistillConfig, GRPORunConfig, SFTRunConfig
 from tr1_agent.flag_trader.config import FlagPPOConfig
 from tr1_env.cli import add_reward_args, add_weights_arg, reward_config
-from tr1_env.util.cli_args import add_dataclass_args, from_args
 from tr1_env.scoring.rewards import STAGE_WEIGHTS, STAGES
+from tr1_env.util.cli_args import add_dataclass_args, from_args
 
 __all__ = ["check_launch", "register", "register_flag_ppo", "train_commands"]
 

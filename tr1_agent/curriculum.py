@@ -21,8 +21,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict
 from collections.abc import Callable
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 

@@ -29,11 +29,11 @@ from tqdm.auto import tqdm
 from tr1_agent.configs import DatasetConfig
 from tr1_env.context.anonymize import Pseudonyms, anonymize
 from tr1_env.context.config import ContextConfig
+from tr1_env.context.prompt import SYSTEM_PROMPT
 from tr1_env.context.record import sample_modalities
 from tr1_env.context.reference import build_context
 from tr1_env.data.store import Store
 from tr1_env.scoring.labels import check_training_window, label_name, make_labels
-from tr1_env.context.prompt import SYSTEM_PROMPT
 
 __all__ = ["build_prompts", "check_windows", "day_keys", "eval_windows", "load", "messages", "save", "split_days",
            "with_completions"]

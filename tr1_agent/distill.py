@@ -30,9 +30,9 @@ from tr1_agent.configs import DistillConfig
 from tr1_agent.datasets import save, with_completions
 from tr1_agent.llm_agents import OpenAIChatAgent
 from tr1_env.core.actions import Action
-from tr1_env.util.files import cache_root
 from tr1_env.scoring.rewards import TERMS, RewardConfig, score
 from tr1_env.scoring.thesis import count_words, parse_thesis
+from tr1_env.util.files import cache_root
 
 __all__ = ["ROLES", "SECTIONS", "Evidence", "accepts", "distill", "evidence", "parse_action", "template_thesis"]
 

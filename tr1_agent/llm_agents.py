@@ -29,12 +29,12 @@ from urllib.parse import urlparse
 from tqdm.auto import tqdm
 
 from tr1_agent.cache import CallCache
+from tr1_env.context.prompt import SYSTEM_PROMPT
 from tr1_env.core.actions import Action
 from tr1_env.core.agents import Agent, AgentError, Decision, Observation
-from tr1_env.util.files import cache_root
-from tr1_env.context.prompt import SYSTEM_PROMPT
-from tr1_env.util.redact import redact_url, scrub, url_secrets
 from tr1_env.scoring.thesis import parse_thesis
+from tr1_env.util.files import cache_root
+from tr1_env.util.redact import redact_url, scrub, url_secrets
 from tr1_env.util.threads import torch_threads
 
 __all__ = ["LLMAgent", "OpenAIChatAgent", "TransformersAgent", "VLLMAgent", "make_llm_agent"]

@@ -11,11 +11,11 @@ import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from tr1_env.util.cli_args import add_dataclass_args, from_args
 from tr1_env.data.build import BuildConfig
 from tr1_env.data.finnhub import FinnhubUpdate
 from tr1_env.scoring.labels import LabelConfig
 from tr1_env.scoring.rewards import STAGES
+from tr1_env.util.cli_args import add_dataclass_args, from_args
 
 
 def _store(path: str | None):

@@ -42,10 +42,10 @@ import numpy as np
 import pandas as pd
 
 from tr1_env.context.anonymize import LEVELS, Pseudonyms, anonymize
-from tr1_env.context.index import ContextIndex
-from tr1_env.data.store import Store
 from tr1_env.context.entities import common
+from tr1_env.context.index import ContextIndex
 from tr1_env.context.record import Context
+from tr1_env.data.store import Store
 
 __all__ = ["ATTACKS", "AuditConfig", "Rate", "audit", "date_tokens", "format_audit", "is_name", "mine_lexicon"]
 

@@ -46,9 +46,9 @@ import pandas as pd
 
 from tr1_env.context.entities import everyday
 from tr1_env.context.entities import names as entity_names
-from tr1_env.context.prompt import render_prompt
 from tr1_env.context.modalities.base import fmt
 from tr1_env.context.modalities.macro import MACRO_LABELS, fomc_stance
+from tr1_env.context.prompt import render_prompt
 from tr1_env.context.record import Context, titles
 
 __all__ = ["ALIASES", "DEFAULT_LEVEL", "LABEL_SUFFIX", "LEVELS", "NOTES", "Pseudonyms", "Rebase", "anonymize",

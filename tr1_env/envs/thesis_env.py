@@ -13,11 +13,11 @@ from typing import Any
 import gymnasium as gym
 import pandas as pd
 
-from tr1_env.core.actions import Action
 from tr1_env.context.anonymize import Pseudonyms, anonymize, level_of
 from tr1_env.context.config import ContextConfig
 from tr1_env.context.record import MODALITIES, Context, sample_modalities
 from tr1_env.context.reference import build_context
+from tr1_env.core.actions import Action
 from tr1_env.data.schema import canonical_ticker
 from tr1_env.data.store import Store
 from tr1_env.envs.spaces import UnicodeText

@@ -19,14 +19,14 @@ import numpy as np
 import pandas as pd
 from gymnasium import spaces
 
-from tr1_env.core.actions import DEFAULT_WEIGHTS, Action
 from tr1_env.context.anonymize import Pseudonyms, Rebase, anonymize_text, level_of
+from tr1_env.context.modalities.market import MARKET_FEATURES, indicators, market_features
+from tr1_env.core.actions import DEFAULT_WEIGHTS, Action
 from tr1_env.data.clock import NY
 from tr1_env.data.schema import canonical_ticker
 from tr1_env.data.store import Store
 from tr1_env.envs.spaces import UnicodeText
 from tr1_env.execution import Execution
-from tr1_env.context.modalities.market import MARKET_FEATURES, indicators, market_features
 
 OBS_NAMES: tuple[str, ...] = (*MARKET_FEATURES, "position", "time_left")
 #: Features are clipped to [-OBS_BOUND, OBS_BOUND] (only degenerate data gets there): a bounded Box for SB3.

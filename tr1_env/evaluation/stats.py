@@ -25,7 +25,15 @@ import numpy as np
 import pandas as pd
 from scipy.stats import kurtosis, norm, skew
 
-from tr1_env.evaluation.metrics import PERIODS, daily_rf, day_counts, resampled_sharpe, sharpe, sharpe_ci, stationary_bootstrap
+from tr1_env.evaluation.metrics import (
+    PERIODS,
+    daily_rf,
+    day_counts,
+    resampled_sharpe,
+    sharpe,
+    sharpe_ci,
+    stationary_bootstrap,
+)
 
 __all__ = ["NO_SHARPE", "TOO_SHORT", "VERDICTS", "compare", "deflated_sharpe", "expected_max_sharpe",
            "mcs_pvalues", "min_detectable_excess_sharpe", "min_detectable_ir", "spa", "stepm"]
