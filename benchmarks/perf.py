@@ -6,12 +6,12 @@ costs) costs more per step than the usual baseline env. Each fast path runs besi
 inputs: the indexed context builder beside ``build_context_reference``; strict-anonymized contexts beside the same
 contexts built alone, per core, once ``ContextIndex.prepare(levels=("strict",))`` has compiled the store's news and
 table rows (minutes cold, then read from the disk cache), on days seen once before and on days never seen;
-``score`` beside :func:`tr1_env.scoring.rewards.reference_score` (the plain definition it is tested equal to) on the same
-theses, and on a 200 KB hostile completion built to make a backtracking parser quadratic (the parser of tr1 0.1
-took about 20 s on it), both in CPU time (scores per core, whatever else the machine runs); SmolLM2 decisions as
-the default run makes them (a kept cache of the shared prompt prefix, the run's torch threads) beside prompts
-encoded whole on torch's default threads, with each change apart, in wall time (``--smollm2``, minutes on CPU, a
-quarter of an hour on a busy 2-core machine).
+``score`` beside :func:`tr1_env.scoring.rewards.reference_score` (the plain definition it is tested equal to) on the
+same theses, and on a 200 KB hostile completion built to make a backtracking parser quadratic (the parser of tr1 0.1
+took about 20 s on it), both in CPU time (scores per core, whatever else the machine runs); SmolLM2 decisions as the
+default run makes them (a kept cache of the shared prompt prefix, the run's torch threads) beside prompts encoded whole
+on torch's default threads, with each change apart, in wall time (``--smollm2``, minutes on CPU, a quarter of an hour on
+a busy 2-core machine).
 The leaderboard's statistics (:func:`tr1_env.evaluation.stats.compare`: Sharpe CIs, studentized SPA and StepM, model
 confidence set) run on 10 agents x 2,000 days x 1,000 resamples beside arch's own SPA and MCS on the same table
 (what the leaderboard called before), in CPU time on one thread.
@@ -62,7 +62,8 @@ def honest_thesis(context: Context, decision: Action, bullets: int = 4, distinct
              and len(words := line.removeprefix("- ").split()) >= 6]
     snippets = [" ".join(words[:9]) for words in lines]
     if distinct_quotes:
-        windows = list(dict.fromkeys(" ".join(words[j:j + 9]) for words in lines for j in range(max(1, len(words) - 8))))
+        windows = list(dict.fromkeys(" ".join(words[j:j + 9])
+                                     for words in lines for j in range(max(1, len(words) - 8))))
         n = 7 * bullets
         snippets = [windows[i * len(windows) // n] for i in range(n)] if len(windows) >= n else windows
     sections = []
@@ -207,8 +208,8 @@ def run(seconds: float = 4.0, ticker: str = "MSFT", start="2020-10-01", end="202
 
 
 def compare_timing(agents: int = 10, days: int = 2000, reps: int = 1000, seed: int = 0) -> dict:
-    """CPU seconds of :func:`tr1_env.evaluation.stats.compare` on ``agents`` agents plus buy-and-hold, and of arch's SPA over
-    the agents plus its MCS (R statistic) over all of them, with the same resamples count."""
+    """CPU seconds of :func:`tr1_env.evaluation.stats.compare` on ``agents`` agents plus buy-and-hold, and of arch's SPA
+    over the agents plus its MCS (R statistic) over all of them, with the same resamples count."""
     from arch.bootstrap import MCS, SPA
 
     from tr1_env.evaluation.stats import compare
@@ -308,7 +309,8 @@ def main(argv: list[str] | None = None) -> dict:
             ("  ratio score / reference", f"{results['scores_per_s'] / results['reference_scores_per_s']:.1f}x"),
             (f"  share of quotes repeated (distinct variant: {results['distinct_repeated_quote_share']:.0%})",
              f"{results['repeated_quote_share']:.0%}"),
-            ("  score, same contexts, distinct quotes", f"{results['distinct_quotes_scores_per_s']:,.0f} scores/s/core"),
+            ("  score, same contexts, distinct quotes",
+             f"{results['distinct_quotes_scores_per_s']:,.0f} scores/s/core"),
             (f"score, {results['hostile_chars'] / 1000:,.0f} KB hostile completion",
              f"{results['hostile_scores_per_s']:,.1f} scores/s/core"),
             ("  reference scorer, same completion", f"{results['hostile_reference_scores_per_s']:,.1f} scores/s/core"),

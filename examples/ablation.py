@@ -83,7 +83,8 @@ def prior_baselines(train_labels: list[str], truth: list[str], draws: int = 1000
     sampled = [list(rng.choice(classes, size=len(truth), p=counts / counts.sum())) for _ in range(draws)]
     return {"majority": {"class": majority[0], "accuracy": float(np.mean([t == majority[0] for t in truth])),
                          "macro_f1": macro_f1(truth, majority)},
-            "prior_sampled": {"accuracy": float(np.mean([np.mean([t == p for t, p in zip(truth, s)]) for s in sampled])),
+            "prior_sampled": {"accuracy": float(np.mean([np.mean([t == p for t, p in zip(truth, s)])
+                                                         for s in sampled])),
                               "macro_f1": float(np.mean([macro_f1(truth, [str(p) for p in s]) for s in sampled]))}}
 
 
@@ -144,8 +145,8 @@ def compare_to_zero_shot(results: dict[str, dict], reps: int = 2000) -> dict[str
             continue
         mine = per_day(result)
         out[name] = {metric: {"mean_ci": mean_ci(v, reps),
-                              **({"diff_ci": mean_ci(v - base[metric], reps)} if base is not None and name != "zero_shot"
-                                 else {})} for metric, v in mine.items()}
+                              **({"diff_ci": mean_ci(v - base[metric], reps)}
+                                 if base is not None and name != "zero_shot" else {})} for metric, v in mine.items()}
     return out
 
 

@@ -151,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ticker", default="MSFT", help="the paper trains one policy per asset")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples of the Sharpe CIs")
-    parser.add_argument("--out", help="one folder per seed; rerunning resumes (default: runs/flag_TICKER_TESTSTART_PRESET)")
+    parser.add_argument("--out",
+                        help="one folder per seed; rerunning resumes (default: runs/flag_TICKER_TESTSTART_PRESET)")
     add_dataclass_args(parser, FlagPPOConfig, skip=_SKIP)
     return parser
 

@@ -7,7 +7,8 @@ r"""Ask any OpenAI-compatible endpoint for one Trading-R1 thesis.
     # another provider: its URL and the variable that holds its key
     python examples/openai_compatible_agent.py --base-url https://api.together.xyz/v1 \
         --api-key-env TOGETHER_API_KEY --model Qwen/Qwen3-235B-A22B-fp8-tput
-    # fully offline: llm-katan --model "$(python -c 'from tr1_agent.models import smollm2_path; print(smollm2_path())')" \
+    # fully offline:
+    #   llm-katan --model "$(python -c 'from tr1_agent.models import smollm2_path; print(smollm2_path())')" \
     #     --name gpt-4.1 --port 8000 --device cpu --no-quantize
     #   (a ~7K-token prompt on 2 CPU cores takes minutes, hence the long timeout)
     python examples/openai_compatible_agent.py --base-url http://127.0.0.1:8000/v1 --model gpt-4.1 \
@@ -40,8 +41,8 @@ def main() -> None:
     args = parser.parse_args()
 
     observation = build_observation(Store(args.store), args.ticker, args.date)
-    agent = OpenAIChatAgent(args.model, base_url=args.base_url, api_key_env=args.api_key_env, max_tokens=args.max_tokens,
-                           timeout=args.timeout)
+    agent = OpenAIChatAgent(args.model, base_url=args.base_url, api_key_env=args.api_key_env,
+                           max_tokens=args.max_tokens, timeout=args.timeout)
     try:
         [decision] = agent.act([observation])
     except AgentError as exc:  # a failed call (HTTP error, no server, timeout): one line naming the endpoint

@@ -223,10 +223,10 @@ API_THESIS = "<conclusion>\n### Call\n- Momentum is strong.\n</conclusion>\n[[[B
 
 class _ApiHandler(BaseHTTPRequestHandler):
     """Answers each chat completion with the next entry of ``server.script`` (``server.default`` once it is
-    empty): "ok" or 200 a completion holding ``server.reply``, another int that HTTP status, "silent" no answer
-    at all (an int's error message is ``server.error`` when set), "garbled" a 200 whose body is broken JSON, "echo-key" a 401 whose message repeats the key (as some
-    providers do), "echo-ok" a 200 completion whose text repeats the bearer token and the Authorization header.
-    Each request's Authorization header and JSON body are kept in ``server.seen``."""
+    empty): "ok" or 200 a completion holding ``server.reply``, another int that HTTP status, "silent" no answer at all
+    (an int's error message is ``server.error`` when set), "garbled" a 200 whose body is broken JSON, "echo-key" a 401
+    whose message repeats the key (as some providers do), "echo-ok" a 200 completion whose text repeats the bearer token
+    and the Authorization header. Each request's Authorization header and JSON body are kept in ``server.seen``."""
 
     def do_POST(self):  # noqa: N802 - http.server API
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -264,8 +264,8 @@ class _ApiHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def api_server() -> Iterator[ThreadingHTTPServer]:
-    """A local scripted server: set ``.script``, ``.default``, ``.reply`` and ``.error``; read ``.requests`` and ``.seen``;
-    ``.base_url`` ends in /v1."""
+    """A local scripted server: set ``.script``, ``.default``, ``.reply`` and ``.error``; read ``.requests`` and
+    ``.seen``; ``.base_url`` ends in /v1."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _ApiHandler)
     server.daemon_threads, server.script, server.requests, server.seen = True, [], 0, []
     server.default, server.reply, server.error = "ok", API_THESIS, None

@@ -22,7 +22,8 @@ def test_prior_baselines():
 def _result(structure, hits):
     return {"days": [{"ticker": "AAPL", "date": f"2024-02-{i + 1:02d}", "label": "HOLD", "structure": s,
                       "evidence": 0.0, "decision": 0.0, "fabricated": False, "parse_failed": False,
-                      "predicted": "HOLD" if h else "BUY", "thesis": ""} for i, (s, h) in enumerate(zip(structure, hits))]}
+                      "predicted": "HOLD" if h else "BUY", "thesis": ""}
+                     for i, (s, h) in enumerate(zip(structure, hits))]}
 
 
 def test_paired_difference_to_zero_shot():

@@ -23,7 +23,7 @@ def test_thesis_env_serves_and_scores_the_anonymized_prompt(store):
     prompt, info = env.reset(seed=0)
     assert info["ticker"] == "AAPL" and info["pseudonyms"]["AAPL"] == "TKR-A"  # info keeps the truth for the researcher
     assert not re.search(r"\bAAPL\b|\bApple\b", prompt) and not ISO.search(prompt)
-    line = next(l for l in env.context.text.split("\n") if l.startswith("Last close"))
+    line = next(ln for ln in env.context.text.split("\n") if ln.startswith("Last close"))
     quote = line.split(";")[0]  # e.g. "Last close 97.17": rebased, so only the anonymized context contains it
     completion = (f"<technical>\n### Technical\n- Momentum is fading here. *{quote}* `market data`\n</technical>\n"
                   "[[[HOLD]]]")
@@ -38,7 +38,7 @@ def test_trading_env_text_prompt_is_anonymized_per_episode(store):
     obs, info = env.reset(seed=0)
     assert "TKR-A" in obs and not re.search(r"\bMSFT\b|Microsoft", obs) and not ISO.search(obs)
     assert "State at the close of D (session 1" in obs
-    first_row = next(l for l in obs.split("\n") if l.startswith("| D-"))
+    first_row = next(row for row in obs.split("\n") if row.startswith("| D-"))
     assert first_row.split("|")[2].strip() == "100.00"  # the first close shown
     assert info["pseudonyms"]["MSFT"] == "TKR-A"
     obs2, *_ = env.step(1)

@@ -132,7 +132,8 @@ def test_labels_cli(capsys):
          "--fit-start", "2024-01-01", "--fit-end", "2024-05-31"])
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0] == "date,signal,label" and len(lines) == 11
-    assert lines[1].startswith("2024-06-03,") and lines[1].split(",")[2] in {"STRONG_SELL", "SELL", "HOLD", "BUY", "STRONG_BUY"}
+    assert (lines[1].startswith("2024-06-03,")
+            and lines[1].split(",")[2] in {"STRONG_SELL", "SELL", "HOLD", "BUY", "STRONG_BUY"})
 
 
 @pytest.mark.parametrize("args, message", [

@@ -321,7 +321,8 @@ def test_a_shared_prompt_prefix_is_encoded_once_and_answers_as_whole_prompts(tin
     prefix = agent._prefix
     text = agent.tokenizer.apply_chat_template(agent.messages(observations[0].prompt), add_generation_prompt=True,
                                                tokenize=False)
-    assert agent.tokenizer.decode(prefix[0]) in text and "Same instructions for all." in agent.tokenizer.decode(prefix[0])
+    assert (agent.tokenizer.decode(prefix[0]) in text
+            and "Same instructions for all." in agent.tokenizer.decode(prefix[0]))
     again = agent.act(observations[2:])  # a later batch starts from the kept prefix: not encoded again
     kept = agent._prefix  # what the new prompts share with it (at the boundary " a" may be one token)
     assert kept[0] == prefix[0][: len(kept[0])] and "Same instructions for all." in agent.tokenizer.decode(kept[0])
@@ -361,7 +362,8 @@ def test_smollm2_spec_runs_the_offline_instruct_model(smollm2_dir, tmp_path):
     # template or decoding setting changes it
     assert decision.thesis == "To answer the question, I'll provide a step-by-step solution:"
     assert decision.meta["completion_tokens"] == 16 and decision.meta["finish_reason"] == "length"
-    assert decision.meta["parse_failed"] and decision.action is Action.HOLD  # no [[[...]]]: the likeliest of the five closings
+    # no [[[...]]]: the likeliest of the five closings
+    assert decision.meta["parse_failed"] and decision.action is Action.HOLD
 
 
 # --- a real OpenAI-compatible server (llm-katan serving SmolLM2) ------------------------------
@@ -387,7 +389,7 @@ _KILLED_RUN = textwrap.dedent(
 
     CallCache.put = put_then_die
     OpenAIChatAgent("gpt-4.1", base_url=base_url, cache_dir=cache_dir, **kwargs).act([make_observation(p) for p in prompts])
-    """
+    """  # noqa: E501 - the script's text is kept as it is
 )
 
 

@@ -106,7 +106,8 @@ def test_news_deduplicated_and_timestamped(store):
     with_url = news[news["url"] != ""]
     assert not with_url.duplicated(["ticker", "url"]).any()
     hit = news[news["title"].str.startswith("Apple Unveils Apple Intelligence Suite, OpenAI Partnership")]
-    assert len(hit) and hit["published_at"].dt.tz_convert("America/New_York").dt.date.astype(str).iloc[0] == "2024-06-10"
+    assert (len(hit)
+            and hit["published_at"].dt.tz_convert("America/New_York").dt.date.astype(str).iloc[0] == "2024-06-10")
     assert not news["summary"].str.startswith("Looking for stock market analysis").any()  # vendor boilerplate
 
 

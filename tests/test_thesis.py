@@ -228,7 +228,8 @@ def test_table(body, table):
 
 def test_word_count_ignores_markdown():
     assert count_words("- **Revenue** rose 3.5% | --- | `10-Q` *quoted text*") == 6
-    assert count_words("\u2014 caf\u00e9 \u2022 _ __x 12\u00b2") == 3  # dash, bullet and a lone underscore are not words
+    # dash, bullet and a lone underscore are not words
+    assert count_words("\u2014 caf\u00e9 \u2022 _ __x 12\u00b2") == 3
     rng = random.Random(0)
     for _ in range(2000):  # the ASCII fast path and the general one agree with the definition
         text = "".join(rng.choice("ab1 _-|*.%\t\n\x01\x1c\x85\u2014\u00e9") for _ in range(rng.randint(0, 30)))
@@ -287,9 +288,9 @@ def test_whole_body_patterns_match_what_line_patterns_match():
     """Headers and bullets are read over a whole body (given with a line break in front) by the fast
     parser, line by line by the plain one."""
     rng = random.Random(4)
+    pieces = ["a", " ", "\n", "#", "*", "-", "+", "1", ".", ")", ":", "\t", "\u00a0", "\x1c", "**"]
     for _ in range(20_000):
-        text = "".join(rng.choice(["a", " ", "\n", "#", "*", "-", "+", "1", ".", ")", ":", "\t", "\u00a0", "\x1c", "**"])
-                       for _ in range(rng.randint(0, 25)))
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 25)))
         lines = text.split("\n")
         assert (_HEADERS.search("\n" + text) is not None) == any(_HEADER.match(line) for line in lines), repr(text)
         bullets = [m[1].strip() for m in map(_BULLET.match, lines) if m]

@@ -63,7 +63,8 @@ def extract_lora(base: str, trained: str, output_dir: str | Path, rank: int, bas
     peft.peft_config["default"].base_model_name_or_path = base_name or base
     out = Path(output_dir)
     peft.save_pretrained(str(out))  # no tokenizer: the base's loads with it (tr1_agent.models.load_model_and_tokenizer)
-    (out / "README.md").unlink(missing_ok=True)  # peft's blank card, naming the local base path; tr1_card.json says more
+    # peft's blank card, naming the local base path; tr1_card.json says more
+    (out / "README.md").unlink(missing_ok=True)
     if card is not None:
         (out / CARD).write_text(json.dumps(card, indent=2) + "\n")
     return kept

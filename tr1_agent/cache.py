@@ -47,7 +47,8 @@ class CallCache:
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, value TEXT NOT NULL, created REAL NOT NULL)")
+            db.execute("CREATE TABLE IF NOT EXISTS calls "
+                       "(key TEXT PRIMARY KEY, value TEXT NOT NULL, created REAL NOT NULL)")
             problems = db.execute("PRAGMA quick_check").fetchall()  # one pass over every page (~1 s per 100 MB)
             if problems != [("ok",)]:
                 raise sqlite3.DatabaseError(f"quick_check: {problems[0][0]}")

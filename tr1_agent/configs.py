@@ -35,8 +35,8 @@ class DatasetConfig:
                 "window may overlap none of them"})
     anonymize: str | None = field(default=None, metadata={
         "choices": LEVELS, "const": DEFAULT_LEVEL,
-        "help": "anonymized contexts at this level ('names' or 'strict'; bare: strict; tr1_env.context.anonymize), fresh "
-                "pseudonyms per row, kept in the row's pseudonyms column"})
+        "help": "anonymized contexts at this level ('names' or 'strict'; bare: strict; tr1_env.context.anonymize), "
+                "fresh pseudonyms per row, kept in the row's pseudonyms column"})
     variants: int = field(default=4, metadata={
         "help": "distinct random modality subsets per ticker-day (the paper builds about 20)"})
     max_days: int | None = field(default=None, metadata={

@@ -156,7 +156,8 @@ def split_days(rows: Dataset, n_days: int, seed: int = 0, embargo: int = 15) -> 
                 dropped.add(key)
     train = [k not in held and k not in dropped for k in zip(rows["ticker"], rows["date"])]
     if not any(train):
-        raise ValueError(f"holding out {n_days} ticker-days with a {embargo}-session embargo leaves nothing to train on")
+        raise ValueError(f"holding out {n_days} ticker-days with a {embargo}-session embargo "
+                         "leaves nothing to train on")
     mask = np.array([k in held for k in zip(rows["ticker"], rows["date"])])
     return rows.select(np.flatnonzero(train)), rows.select(np.flatnonzero(mask))
 

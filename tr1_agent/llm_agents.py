@@ -525,7 +525,8 @@ class TransformersAgent(_LocalAgent):
         if eos is None:
             eos = self.tokenizer.eos_token_id
         eos_ids = torch.tensor(eos if isinstance(eos, list) else [eos])
-        sampling = {"do_sample": True, "temperature": self.temperature} if self.temperature > 0 else {"do_sample": False}
+        sampling = ({"do_sample": True, "temperature": self.temperature} if self.temperature > 0
+                    else {"do_sample": False})
         closing = self.tokenizer("\n[[[", add_special_tokens=False)["input_ids"]
         texts = {key: self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False,
                                                          **self.chat_template_kwargs) for key, messages in todo.items()}

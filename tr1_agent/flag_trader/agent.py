@@ -27,8 +27,8 @@ class FlagTraderAgent(Agent):
     replay deciding every k sessions) the mirror holds the position, as the harness does. The period
     ends at ``end``: the one :meth:`fit` receives, else the checkpoint's test end.
 
-    Decisions are the env action's target position expressed as the :class:`~tr1_env.core.actions.Action` with that weight
-    under ``DEFAULT_WEIGHTS``: sell/hold/buy -> ``STRONG_SELL``/``HOLD``/``STRONG_BUY`` (-1/0/+1), and the
+    Decisions are the env action's target position expressed as the :class:`~tr1_env.core.actions.Action` with that
+    weight under ``DEFAULT_WEIGHTS``: sell/hold/buy -> ``STRONG_SELL``/``HOLD``/``STRONG_BUY`` (-1/0/+1), and the
     five-action mode maps to itself. ``greedy`` takes the most probable action; otherwise one is sampled.
     ``anonymize`` serves the env's anonymized prompt (:class:`TradingEnv` ``anonymize``: True = strict, or a level).
     """

@@ -14,7 +14,8 @@ __all__ = ["FlagPPOConfig", "PPOConfig"]
 
 @dataclass
 class PPOConfig:
-    """The algorithm alone (any actor-critic). Defaults suit a pre-trained LLM trading daily (small lr, short horizon)."""
+    """The algorithm alone (any actor-critic). Defaults suit a pre-trained LLM trading daily (small lr, short
+    horizon)."""
 
     rollout_steps: int = field(default=64, metadata={"help": "steps per env between updates (batch = steps x envs)"})
     update_epochs: int = field(default=4, metadata={"help": "passes over each batch"})

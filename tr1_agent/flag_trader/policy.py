@@ -216,7 +216,8 @@ class FlagTraderPolicy(nn.Module):
         with self._running(range(self.split, len(self.backbone.layers)), norm=True), self._autocast(grad=True):
             out = self.backbone(inputs_embeds=hidden, attention_mask=mask, position_ids=_positions(mask))
         last = out.last_hidden_state[:, -1].float()
-        logits = (last @ self.action_embeddings.T if self.head == "tokens" else self.policy_head(last)) + self.logit_bias
+        logits = ((last @ self.action_embeddings.T if self.head == "tokens" else self.policy_head(last))
+                  + self.logit_bias)
         if action_mask is not None:
             logits = logits.masked_fill(~action_mask.to(logits.device), float("-inf"))
         return logits, self.value_head(last).squeeze(-1)

@@ -132,9 +132,11 @@ def fetch(client, cfg: FinnhubUpdate) -> dict[str, pd.DataFrame]:
         frames["insider"].append(insider_frame(call("stock_insider_transactions", sym, cfg.start, cfg.end)))
         frames["earnings"].append(earnings_frame(call("earnings_calendar", _from=cfg.start, to=cfg.end, symbol=sym)))
         if cfg.prices:
-            t0, t1 = int(lo.tz_localize("UTC").timestamp()), int((hi + pd.Timedelta(days=1)).tz_localize("UTC").timestamp())
+            t0, t1 = (int(lo.tz_localize("UTC").timestamp()),
+                      int((hi + pd.Timedelta(days=1)).tz_localize("UTC").timestamp()))
             frames["prices"].append(candles_frame(call("stock_candles", sym, "D", t0, t1), ticker))
-    return {k: pd.concat([f for f in v if len(f)], ignore_index=True) for k, v in frames.items() if any(len(f) for f in v)}
+    return {k: pd.concat([f for f in v if len(f)], ignore_index=True)
+            for k, v in frames.items() if any(len(f) for f in v)}
 
 
 DEDUP_KEYS = {"news": ["ticker", "url", "title"], "recommendations": ["ticker", "period"],
@@ -151,8 +153,8 @@ def merge_into_store(store_path: str | Path, new: dict[str, pd.DataFrame]) -> di
             raise ValueError(f"unknown table {name!r}")
         f = store_path / f"{name}.parquet"
         old = pd.read_parquet(f) if f.exists() else df.iloc[0:0]
-        both = pd.concat([old, df.astype({c: old[c].dtype for c in df.columns if c in old and len(old)}, errors="ignore")],
-                         ignore_index=True)
+        dtypes = {c: old[c].dtype for c in df.columns if c in old and len(old)}
+        both = pd.concat([old, df.astype(dtypes, errors="ignore")], ignore_index=True)
         keys = [k for k in DEDUP_KEYS[name] if k in both]
         merged = both.drop_duplicates(keys, keep="first").sort_values("available_at", kind="stable")
         merged.reset_index(drop=True).to_parquet(f, index=False, compression="zstd")

@@ -99,7 +99,8 @@ def import_prices(raw: Path, splits: pd.DataFrame) -> tuple[pd.DataFrame, pd.Dat
             df = _read_csv(path)
             _require(df, ["Date", "Dividend"], path)
             ticker = canonical_ticker(path.stem[: -len("_dividends")])
-            df = pd.DataFrame({"ticker": ticker, "date": pd.to_datetime(df["Date"]), "amount": df["Dividend"].astype(float)})
+            df = pd.DataFrame({"ticker": ticker, "date": pd.to_datetime(df["Date"]),
+                               "amount": df["Dividend"].astype(float)})
             df["amount"] = (df["amount"] * _later_splits(splits, ticker, df["date"])).round(6)
             df["available_at"] = vectorized_at_ny(df["date"], 9, 30)  # known by the ex-date open
             dividends.append(df)
@@ -119,7 +120,8 @@ def import_prices(raw: Path, splits: pd.DataFrame) -> tuple[pd.DataFrame, pd.Dat
             "volume": (df["Volume"] / factor).round().astype("int64"),
         })
         if out["date"].duplicated().any():
-            raise ValueError(f"{path}: duplicate dates {out.loc[out['date'].duplicated(), 'date'].dt.date.tolist()[:3]}")
+            raise ValueError(f"{path}: duplicate dates "
+                             f"{out.loc[out['date'].duplicated(), 'date'].dt.date.tolist()[:3]}")
         out["available_at"] = vectorized_at_ny(out["date"], 16, 0)
         prices.append(out)
     if not prices:

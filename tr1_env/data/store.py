@@ -115,7 +115,8 @@ class Store:
         self._tables: dict[str, pd.DataFrame] = dict(tables or {})
         self._index: dict[str, dict[str, tuple[pd.DataFrame, np.ndarray]]] = {}
         if tables is None and not (self.path / "prices.parquet").exists():
-            raise FileNotFoundError(f"{self.path}: not a TR1 store (no prices.parquet); build one with `tr1 data build`")
+            raise FileNotFoundError(f"{self.path}: not a TR1 store (no prices.parquet); "
+                                    "build one with `tr1 data build`")
 
     @cached_property
     def manifest(self) -> dict:

@@ -34,8 +34,8 @@ class ThesisEnv(gym.Env[str, str]):
     datasets. Labels read no price after ``end`` and are fitted per ticker on ``[fit_start, fit_end]``
     (default: the window) once, here, and frozen. ``stage`` picks a curriculum stage's reward
     weights; ``reward_config`` sets them fully (not both). ``anonymize=True`` (strict) or a level of
-    :data:`tr1_env.context.anonymize.LEVELS` serves :func:`tr1_env.context.anonymize.anonymize`'d prompts (fresh pseudonyms per
-    episode, in ``info["pseudonyms"]``) and checks quotes against the anonymized text.
+    :data:`tr1_env.context.anonymize.LEVELS` serves :func:`tr1_env.context.anonymize.anonymize`'d prompts (fresh
+    pseudonyms per episode, in ``info["pseudonyms"]``) and checks quotes against the anonymized text.
     """
 
     metadata = {"render_modes": []}

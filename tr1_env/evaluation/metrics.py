@@ -205,7 +205,8 @@ def sharpe_diff_ci(returns: Sequence[float], other: Sequence[float], rf: float =
 
 def investorbench(positions: Sequence[float], asset_returns: Sequence[float],
                   periods: int = PERIODS) -> dict[str, float]:
-    """FLAG-TRADER's evaluation (InvestorBench): the daily :func:`~tr1_env.execution.trading_reward` without costs, rf 0.
+    """FLAG-TRADER's evaluation (InvestorBench): the daily :func:`~tr1_env.execution.trading_reward` without costs,
+    rf 0.
 
     CR is the sum of the log rewards, AV their standard deviation times sqrt(periods) (use 365 for
     crypto), Sharpe the annualised mean reward over AV.

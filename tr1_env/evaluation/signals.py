@@ -1,10 +1,10 @@
 """Do an agent's calls carry information? Signal tests over all of its ticker x decision days.
 
-The portfolio tests of :mod:`tr1_env.evaluation.stats` pool the tickers into one daily series; these use the cross-section,
-which is where a small edge shows first. Input is one long table per agent, a row per ticker and decision day
-(``date``, ``score`` -2..+2 from the call, ``fwd_1`` and ``fwd_h`` the asset's return over the next session and
-over ``h`` sessions, ``label`` the Trading-R1 class 0..4 fitted before the window or NaN); output is one row of
-numbers. Days, not ticker-days, are the unit of resampling: the tickers of one day share the market.
+The portfolio tests of :mod:`tr1_env.evaluation.stats` pool the tickers into one daily series; these use the
+cross-section, which is where a small edge shows first. Input is one long table per agent, a row per ticker and decision
+day (``date``, ``score`` -2..+2 from the call, ``fwd_1`` and ``fwd_h`` the asset's return over the next session and over
+``h`` sessions, ``label`` the Trading-R1 class 0..4 fitted before the window or NaN); output is one row of numbers.
+Days, not ticker-days, are the unit of resampling: the tickers of one day share the market.
 
 * ``ic`` / ``ic_h``: mean over days of the daily Spearman correlation across the tickers decided that day (at
   least ``min_tickers``) between score and forward return, with a Newey-West (HAC) interval and two-sided p-value

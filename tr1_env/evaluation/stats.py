@@ -168,8 +168,8 @@ def mcs_pvalues(loss: np.ndarray, counts: np.ndarray) -> np.ndarray:
     a model is in the (1 - alpha) set when its p-value is above alpha.
 
     t_ij = dbar_ij / sd_ij for the mean loss difference of every pair still in the set, sd_ij from the resamples
-    (:func:`~tr1_env.evaluation.metrics.day_counts`); each step drops the model with the largest max_j t_ij, its p-value the
-    share of resamples whose max over the remaining pairs of (d*_ij - dbar_ij) / sd_ij exceeds that t, kept
+    (:func:`~tr1_env.evaluation.metrics.day_counts`); each step drops the model with the largest max_j t_ij, its p-value
+    the share of resamples whose max over the remaining pairs of (d*_ij - dbar_ij) / sd_ij exceeds that t, kept
     monotone over the steps. Arch's ``MCS(method="R")`` computes the same (tested equal on its own indices) but
     raises ``IndexError`` when two models tie exactly, and its ``method="max"`` never ends when a loss difference
     has no variance (three models r, 0, -r). Here a pair with no variance in its difference is a tie (t = 0) when

@@ -463,7 +463,8 @@ def _evidence(sections: tuple[Section, ...], verified: Callable[[tuple[str, ...]
             reciprocals += _bullet_reciprocal(next(opinion_words), found > 0, bool(sources))
         n_claims += len(bullets)
         if section.tag != "conclusion":
-            section_score = 0.3 * bullet_count_reward(len(bullets)) + 0.7 * (len(bullets) / reciprocals if bullets else 0.0)
+            section_score = (0.3 * bullet_count_reward(len(bullets))
+                             + 0.7 * (len(bullets) / reciprocals if bullets else 0.0))
             section_scores.append(max(section_score, _SECTION_FLOOR))
     n_fabricated = 0 if verified is None else n_quotes - n_verified  # unchecked: none verified, none fabricated
     reward = max(0.0, harmonic_mean(section_scores) - cfg.fabricated_penalty * n_fabricated / max(1, n_quotes))

@@ -301,7 +301,8 @@ def _section(tag: str, body: str, sizes: tuple[int, int | None]) -> Section:
     """A section read with one pass of each pattern over its whole body."""
     lines = "\n" + body
     return _new(Section, (tag, body, _HEADERS.search(lines) is not None, _bullets(lines, sizes),
-                          _BOLD.search(body) is not None, "|" in body and _has_table(body.split("\n")), count_words(body)))
+                          _BOLD.search(body) is not None, "|" in body and _has_table(body.split("\n")),
+                          count_words(body)))
 
 
 def _bullets(lines: str, sizes: tuple[int, int | None]) -> tuple[Bullet, ...]:
