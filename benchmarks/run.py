@@ -46,7 +46,7 @@ from tr1_env.contamination.cutoffs import Cutoff, latest, model_cutoff, parse_ov
 from tr1_env.context.reference import build_context
 from tr1_env.core.actions import Action
 from tr1_env.data.store import Store
-from tr1_env.evaluation.backtest import backtest, buy_and_hold
+from tr1_env.evaluation.backtest import backtest, buy_and_hold, continues
 from tr1_env.evaluation.windows import Window
 from tr1_env.util.cli_args import add_dataclass_args, flat_dict, from_args
 from tr1_env.util.redact import redact_url
@@ -118,12 +118,20 @@ class Market:
         return cls({t: store.closes(t) for t in tickers}, {t: store.closes(t, "open") for t in tickers},
                    {t: store.dividends(t) if total_return else None for t in tickers})
 
-    def books(self, ticker: str, actions: pd.Series, days: pd.DatetimeIndex, cfg: RunConfig) -> pd.DataFrame:
+    def books(self, ticker: str, actions: pd.Series, days: pd.DatetimeIndex, cfg: RunConfig,
+              previous: pd.DataFrame | None = None) -> pd.DataFrame:
         return backtest(actions, self.closes[ticker], days, cfg.execution, cfg.agents.weight_map(),
-                        self.dividends[ticker], self.opens[ticker])
+                        self.dividends[ticker], self.opens[ticker], previous)
 
-    def benchmark(self, ticker: str, days: pd.DatetimeIndex, cfg: RunConfig) -> pd.DataFrame:
-        return buy_and_hold(self.closes[ticker], days, cfg.execution, self.dividends[ticker], self.opens[ticker])
+    def benchmark(self, ticker: str, days: pd.DatetimeIndex, cfg: RunConfig,
+                  previous: pd.DataFrame | None = None) -> pd.DataFrame:
+        return buy_and_hold(self.closes[ticker], days, cfg.execution, self.dividends[ticker], self.opens[ticker],
+                            previous)
+
+    def carried(self, ticker: str, previous: pd.DataFrame | None, days: pd.DatetimeIndex) -> pd.DataFrame | None:
+        """``previous`` when a book over ``days`` can continue it (its last position then earns ``days[0]``), else
+        None (the first window, or a gap between windows: the book starts flat)."""
+        return previous if continues(previous, self.closes[ticker], days) else None
 
 
 @dataclass(frozen=True)
@@ -139,21 +147,29 @@ class WindowResult:
 
 
 def replay_window(cfg: RunConfig, window: Window, days: dict[str, pd.DatetimeIndex], specs: list[AgentSpec],
-                  store: Store, market: Market, folder: Path, single: bool) -> WindowResult:
-    """Every available agent replayed over ``window`` and booked; its returns written under ``folder``."""
+                  store: Store, market: Market, folder: Path, single: bool,
+                  previous: WindowResult | None = None) -> WindowResult:
+    """Every available agent replayed over ``window`` and booked; its returns written under ``folder``.
+
+    With the ``previous`` window's result the books are continuous: each agent x ticker's last position there is
+    held into this window's first session, earns it and is the position the refitted agent starts from."""
     (folder / "returns").mkdir(parents=True, exist_ok=True)
     observations = Observations(store, cfg.seed)  # shared by the agents of this window
-    bench = {t: market.benchmark(t, d, cfg) for t, d in days.items()}
+    before = previous.books if previous else {}
+    bench = {t: market.benchmark(t, d, cfg, market.carried(t, previous and previous.bench.get(t), d))
+             for t, d in days.items()}
     books: Results = {}
     failed: dict[str, dict[str, str]] = {}
     for spec in [s for s in specs if not s.unavailable]:
-        decided, errors = replay(spec, cfg, window, store, days, observations, folder)
+        carried = {t: market.carried(t, before.get(spec.label, {}).get(t, (None,))[0], d) for t, d in days.items()}
+        held = {t: float(frame["position"].iloc[-1]) for t, frame in carried.items() if frame is not None}
+        decided, errors = replay(spec, cfg, window, store, days, observations, folder, held)
         for t, error in errors.items():
             print(f"failed {spec.label} on {t if single else f'{t} in {window.name}'}: {error}", file=sys.stderr)
             failed.setdefault(spec.label, {})[t] = error if single else f"{window.name} {error}"
         books[spec.label] = {}
         for t in decided:
-            frame = market.books(t, decided[t]["action"].map(Action.parse), days[t], cfg)
+            frame = market.books(t, decided[t]["action"].map(Action.parse), days[t], cfg, carried[t])
             write_csv(folder / "returns" / f"{slug(spec.label)}__{t}.csv", frame, date_format="%Y-%m-%d")
             books[spec.label][t] = (frame, decided[t])
     if BENCHMARK not in books:
@@ -189,10 +205,11 @@ def run(cfg: RunConfig) -> pd.DataFrame:
     """The whole benchmark; returns the summary table (also written under ``--out``).
 
     Every run is a list of windows (:func:`tr1_env.evaluation.windows.windows`; one unless ``--walk-forward``): each
-    agent is built and fitted afresh per window, its books start flat, and the per-ticker tables, the leaderboard and
-    the page are written over all windows together. An agent x ticker whose replay failed in any window is left
-    out of every table (its other windows' decisions are saved for the next run) and an agent with a failure
-    is left out of the leaderboard. ``summary.attrs`` holds ``run_id``, ``failed`` (agent -> ticker -> error)
+    agent is built and fitted afresh per window, its books continue the window before's (the position held into
+    a boundary earns that session; flat at the first window and after a gap), and the per-ticker tables, the
+    leaderboard and the page are written over all windows together. An agent x ticker whose replay failed in any
+    window is left out of every table (its other windows' decisions are saved for the next run) and an agent with
+    a failure is left out of the leaderboard. ``summary.attrs`` holds ``run_id``, ``failed`` (agent -> ticker -> error)
     and ``skipped`` (agent -> why).
     """
     t0 = time.time()
@@ -223,9 +240,11 @@ def run(cfg: RunConfig) -> pd.DataFrame:
     for label, why in skipped.items():  # say why and go on with the other agents
         print(f"skipping {label}: {why}", file=sys.stderr)
     market = Market.load(store, tickers, cfg.window.total_return)
-    per_window = [replay_window(cfg, w, days, specs, store, market, out if len(protocol) == 1 else
-                                out / "windows" / w.name, len(protocol) == 1)
-                  for w, days in days_by_window.items()]
+    per_window: list[WindowResult] = []
+    for w, days in days_by_window.items():  # in order: each window's books continue the one before
+        per_window.append(replay_window(cfg, w, days, specs, store, market, out if len(protocol) == 1 else
+                                        out / "windows" / w.name, len(protocol) == 1,
+                                        per_window[-1] if per_window else None))
     failed = _merge_failures(per_window)
     facts = dataclasses.replace(facts, skipped=skipped, failed=failed)
     # an agent x ticker that failed in one window is in no table: its chained book would miss that window

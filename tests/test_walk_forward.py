@@ -30,10 +30,11 @@ def test_windows_are_replayed_apart_and_never_overlap(walked):
                                          ("2024-06-01", "2024-06-30"), ("2024-07-01", "2024-07-31")]
     assert all(pd.Timestamp(a[1]) < pd.Timestamp(b[0]) for a, b in zip(spans, spans[1:]))
     assert len(windows) == 4 * 4 * len(CFG["tickers"])  # agents x windows x tickers
-    for start, end in spans:
+    for i, (start, end) in enumerate(spans):  # the first window starts flat; the others earn their first session
         returns = pd.read_csv(walked / "windows" / f"{start}_{end}" / "returns" / "ma_crossover__NVDA.csv",
                               parse_dates=["date"])
-        assert returns["date"].min() > pd.Timestamp(start) and returns["date"].max() <= pd.Timestamp(end)
+        first = Store().trading_days("NVDA", start, end)[1 if i == 0 else 0]
+        assert returns["date"].min() == first and returns["date"].max() <= pd.Timestamp(end)
     board = pd.read_csv(walked / "leaderboard.csv").set_index("agent")
     assert (board["n_windows"] == 4).all() and (board["n_tickers"] == len(CFG["tickers"])).all()
     assert set(board["verdict"]) <= {"benchmark", "beats", "indistinguishable from", "worse than", "n/a (no variance)"}
@@ -41,19 +42,30 @@ def test_windows_are_replayed_apart_and_never_overlap(walked):
 
 
 def test_buy_and_hold_portfolio_is_the_equal_weight_mean_of_close_to_close_returns(walked):
-    """Recomputed from the closes alone: per window, each ticker's close-to-close returns from the window's first
-    session, averaged over tickers (no costs here); the leaderboard's CR compounds exactly that."""
+    """Recomputed from the closes alone: each ticker's close-to-close returns from the first window's first session
+    to the last window's last, no session lost at a boundary (the books are continuous), averaged over tickers (no
+    costs here); the leaderboard's CR compounds exactly that."""
     store = Store()
-    closes = {t: store.closes(t) for t in CFG["tickers"]}
-    daily = []
-    for start, end in [("2024-04-01", "2024-04-30"), ("2024-05-01", "2024-05-31"), ("2024-06-01", "2024-06-30"),
-                       ("2024-07-01", "2024-07-31")]:
-        days = store.trading_days("SPY", start, end)
-        per = np.array([closes[t].reindex(days).to_numpy() for t in CFG["tickers"]])
-        daily.append((per[:, 1:] / per[:, :-1] - 1).mean(axis=0))
-    expected = float(np.prod(1 + np.concatenate(daily)) - 1)
+    days = store.trading_days("SPY", CFG["start"], CFG["end"])
+    per = np.array([store.closes(t).reindex(days).to_numpy() for t in CFG["tickers"]])
+    expected = float(np.prod(1 + (per[:, 1:] / per[:, :-1] - 1).mean(axis=0)) - 1)
     board = pd.read_csv(walked / "leaderboard.csv").set_index("agent")
     assert board.loc["buy_and_hold", "cr"] == pytest.approx(expected, rel=1e-5)  # the CSV keeps 6 digits
+
+
+def test_a_rule_agent_walked_forward_books_as_in_one_window(walked, tmp_path):
+    """ma_crossover decides from each day's observation alone, so refitting changes nothing: its continuous
+    walk-forward book is its single-window book, except where the single window decides on a window's last close
+    (a walk-forward window takes no decision there and carries its last position into the next)."""
+    run(RunConfig.of(agents=("ma_crossover",), out=str(tmp_path), **{**CFG, "walk_forward": ()}))
+    one = pd.read_csv(tmp_path / "returns" / "ma_crossover__NVDA.csv", index_col="date", parse_dates=True)
+    walked_books = pd.concat([pd.read_csv(path, index_col="date", parse_dates=True) for path in
+                              sorted((walked / "windows").glob("*/returns/ma_crossover__NVDA.csv"))])
+    assert list(walked_books.index) == list(one.index)
+    decided_at_boundary = one["decision_date"].isin(["2024-04-30", "2024-05-31", "2024-06-28"])
+    same = ~decided_at_boundary & ~decided_at_boundary.shift(1, fill_value=False)  # and the trade out of it
+    assert same.sum() > 70
+    np.testing.assert_allclose(walked_books.loc[same, "return"], one.loc[same, "return"], rtol=0, atol=1e-12)
 
 
 def test_numeric_observations_match_the_full_context(store):
@@ -88,7 +100,7 @@ def test_leaderboard_columns_come_from_one_table(walked, monkeypatch):
     assert header[-2:] == ["decision days before cutoff", "verdict vs buy-and-hold"] and rows[0][-2] == "25%"
     calls = leaderboard.Column("calls", "calls", lambda r: f"{r.n_calls:.0f} calls")
     monkeypatch.setattr(leaderboard, "COLUMNS", (*leaderboard.COLUMNS[:2], calls, *leaderboard.COLUMNS[2:]))
-    md = leaderboard.markdown(board.assign(calls=0), RunConfig(alpha=0.1))
+    md = leaderboard.markdown(board.assign(calls=0), RunConfig.of(alpha=0.1))
     assert md.startswith("| agent | calls | CR | Sharpe [90% CI] |")
     assert f"| {board['agent'][1]} | {board['n_calls'][1]:.0f} calls |" in md
 

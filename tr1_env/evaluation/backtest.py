@@ -34,7 +34,7 @@ import pandas as pd
 from tr1_env.core.actions import DEFAULT_WEIGHTS, Action
 from tr1_env.execution import Execution
 
-__all__ = ["asset_returns", "backtest", "buy_and_hold", "decision_days", "holding_returns"]
+__all__ = ["asset_returns", "backtest", "buy_and_hold", "continues", "decision_days", "holding_returns"]
 
 
 def decision_days(days: pd.DatetimeIndex, every: int = 1) -> pd.DatetimeIndex:
@@ -73,13 +73,17 @@ def _sessions(closes: pd.Series, days: pd.DatetimeIndex, dividends: pd.Series | 
 
 def backtest(actions: pd.Series, closes: pd.Series, days: pd.DatetimeIndex, execution: Execution = Execution(),
              weights: Mapping[Action, float] = DEFAULT_WEIGHTS, dividends: pd.Series | None = None,
-             opens: pd.Series | None = None) -> pd.DataFrame:
+             opens: pd.Series | None = None, previous: pd.DataFrame | None = None) -> pd.DataFrame:
     """Account for ``actions`` (an :class:`Action` per decision date) over the sessions ``days``.
 
     Returns one row per realised session ``d_2..d_n``: ``return`` (net of costs), ``position`` (the
     weight held into that close), ``action`` and ``decision_date`` (the decision that set it),
     ``asset_return``, ``cost`` (the fraction of equity paid at the previous close) and ``equity``
     (starting at 1). ``opens`` are read only by a fill that executes at an open.
+
+    ``previous`` (the book of the window before, ending on the session before ``d_1``) makes the book
+    continuous: its last position is held into ``d_1`` and earns that session (a row more, ``d_1..d_n``, no trade
+    at the boundary), and the first decision trades from it instead of from flat.
     """
     if len(days) < 2:
         raise ValueError("a replay needs at least two sessions")
@@ -89,24 +93,48 @@ def backtest(actions: pd.Series, closes: pd.Series, days: pd.DatetimeIndex, exec
     unknown = set(actions.index) - set(days[:-1])
     if unknown:
         raise ValueError(f"decisions off the replay's decision sessions: {sorted(unknown)[:3]}")
+    codes, decided = actions.astype(int), pd.Series(actions.index, index=actions.index)
+    if previous is not None:  # the carried decision, set at the boundary's close by the window before
+        boundary = _boundary(previous, closes, days)
+        last = previous.iloc[-1]
+        codes = pd.concat([pd.Series([int(Action[last["action"]])], index=[boundary]), codes])
+        decided = pd.concat([pd.Series([last["decision_date"]], index=[boundary]), decided])
+        days = days.insert(0, boundary)
     opened = days[:-1]
-    decided_on = pd.Series(actions.index, index=actions.index).reindex(opened).ffill()
-    held = [Action(int(a)) for a in actions.astype(int).reindex(opened).ffill()]
+    decided_on = decided.reindex(opened).ffill()
+    held = [Action(int(a)) for a in codes.reindex(opened).ffill()]
     w = np.array([weights[a] for a in held], dtype=float)
     px, cash = _sessions(closes, days, dividends)
     asset = _gross(px, cash)
-    ret, cost = execution.book(w, asset, px, cash, None if opens is None else opens.reindex(days))
+    ret, cost = execution.book(w, asset, px, cash, None if opens is None else opens.reindex(days),
+                               held=0.0 if previous is None else w[0])
     return pd.DataFrame({
         "return": ret, "position": w, "action": [a.name for a in held], "decision_date": decided_on.to_numpy(),
         "asset_return": asset, "cost": cost, "equity": np.cumprod(1 + ret),
     }, index=pd.DatetimeIndex(days[1:], name="date"))
 
 
+def continues(previous: pd.DataFrame | None, closes: pd.Series, days: pd.DatetimeIndex) -> bool:
+    """Whether the book ``previous`` ends on the session of ``closes`` right before ``days[0]``, so a book over
+    ``days`` can continue it (a gap between windows cannot be bridged: that book starts flat)."""
+    before = closes.index[closes.index < days[0]]
+    return previous is not None and len(previous) > 0 and len(before) > 0 and previous.index[-1] == before[-1]
+
+
+def _boundary(previous: pd.DataFrame, closes: pd.Series, days: pd.DatetimeIndex) -> pd.Timestamp:
+    if not continues(previous, closes, days):
+        end = f"{previous.index[-1]:%Y-%m-%d}" if len(previous) else "nothing"
+        raise ValueError(f"a continuous book needs the previous book to end on the session before "
+                         f"{days[0]:%Y-%m-%d}; it ends on {end}")
+    return previous.index[-1]
+
+
 def buy_and_hold(closes: pd.Series, days: pd.DatetimeIndex, execution: Execution = Execution(),
-                 dividends: pd.Series | None = None, opens: pd.Series | None = None) -> pd.DataFrame:
+                 dividends: pd.Series | None = None, opens: pd.Series | None = None,
+                 previous: pd.DataFrame | None = None) -> pd.DataFrame:
     """The benchmark: weight 1 from the first fill on, whatever weights the agents' actions map to."""
     first = pd.Series([Action.STRONG_BUY], index=days[:1])
-    return backtest(first, closes, days, execution, {Action.STRONG_BUY: 1.0}, dividends, opens)
+    return backtest(first, closes, days, execution, {Action.STRONG_BUY: 1.0}, dividends, opens, previous)
 
 
 def holding_returns(frame: pd.DataFrame) -> pd.DataFrame:

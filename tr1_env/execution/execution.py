@@ -78,16 +78,17 @@ class Execution:
         """The fraction of equity a change of weight from ``previous`` to ``target`` pays (elementwise)."""
         return self.cost_bps / 1e4 * abs(target - previous)
 
-    def book(self, w: np.ndarray, asset: np.ndarray, closes: pd.Series, cash: np.ndarray, opens: pd.Series | None
-             ) -> tuple[np.ndarray, np.ndarray]:
+    def book(self, w: np.ndarray, asset: np.ndarray, closes: pd.Series, cash: np.ndarray, opens: pd.Series | None,
+             held: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
         """Net daily returns and costs of the weights ``w_i`` decided at the closes of ``d_1..d_{n-1}``, starting
-        flat: ``asset`` is each realised session's return ``d_2..d_n``; ``closes`` and ex-date ``cash`` are over
-        ``d_1..d_n``, ``opens`` over them or None.
+        from the weight ``held`` into ``d_1`` (flat by default; a continuous walk-forward passes the previous
+        window's last weight): ``asset`` is each realised session's return ``d_2..d_n``; ``closes`` and ex-date
+        ``cash`` are over ``d_1..d_n``, ``opens`` over them or None.
 
         The trade pays its cost at the fill; the old weight earns the session up to the fill, the new one the rest:
         ``r = (1 + w_{i-1} G) (1 - c |Δw|) (1 + w_i I) - 1`` with ``(1 + G)(1 + I)`` the asset's return.
         """
-        held = np.concatenate([[0.0], w[:-1]])
+        held = np.concatenate([[held], w[:-1]])
         cost = self.cost(held, w)
         intraday = self.model.intraday(closes, cash, opens)
         overnight = (1 + asset) / (1 + intraday) - 1
