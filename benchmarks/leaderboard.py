@@ -153,6 +153,7 @@ class Column:
 COLUMNS: tuple[Column, ...] = (
     Column("agent", "agent", lambda r: r.agent),
     *map(Column, ("n_windows", "n_tickers", "n_days")),
+    Column("span", "span", lambda r: r.span if isinstance(r.span, str) else "", optional=True),
     Column("cr", "CR", lambda r: _fmt(r.cr, pct=True)),
     Column("sharpe", "Sharpe [{level}% CI]", lambda r: f"{_fmt(r.sharpe)} [{_fmt(r.sharpe_lo)}, {_fmt(r.sharpe_hi)}]"),
     *map(Column, ("sharpe_lo", "sharpe_hi", "sharpe_ci_note")),
@@ -217,6 +218,32 @@ def family_note(table: pd.DataFrame, n_days: int, alpha: float) -> str:
             f"{table.attrs['n_trials']} trial(s); the benchmark is no trial (its PSR is shown).")
 
 
+def compare_by_span(returns: pd.DataFrame, cfg: RunConfig) -> tuple[pd.DataFrame, str]:
+    """:func:`~tr1_env.evaluation.stats.compare` and its note, once per span: agents replayed over different days
+    (``--history-start``) are each compared with buy-and-hold over their own days only, one family per span
+    (longest first; buy-and-hold's row is its longest span's). ``span`` (``first..last day``) is set only when
+    the spans differ, so a run whose agents share one span keeps its table."""
+    stats = cfg.statistics
+    days = {a: (returns[a].first_valid_index(), returns[a].last_valid_index()) for a in returns.columns}
+    groups: dict[tuple, list[str]] = {}
+    for agent in returns.columns:
+        groups.setdefault(days[agent], []).append(agent)
+    tables, notes = [], []
+    for (lo, hi), agents in sorted(groups.items(), key=lambda g: g[0][0]):
+        frame = returns.loc[lo:hi, list(dict.fromkeys([BENCHMARK, *agents]))]
+        table = compare(frame, BENCHMARK, stats.alpha, max(stats.bootstrap, 100), stats.block, cfg.seed,
+                        stats.risk_free, min_days=stats.min_days, trials=stats.trials)
+        note = family_note(table, len(frame), stats.alpha)
+        if len(groups) > 1:
+            table["span"] = f"{lo:%Y-%m-%d}..{hi:%Y-%m-%d}"
+            note = f"Span {lo:%Y-%m-%d}..{hi:%Y-%m-%d} ({', '.join(a for a in agents if a != BENCHMARK)}): {note}"
+        tables.append(table if not tables else table.drop(index=BENCHMARK))
+        notes.append(note)
+    out = pd.concat(tables)
+    out.attrs = tables[0].attrs
+    return out, " ".join(notes)
+
+
 def write_leaderboard(results: WindowResults, cfg: RunConfig, out: Path, notes: list[str],
                       tearsheets: dict[str, str], run_id: str = "",
                       cutoffs: dict[str, Cutoff] | None = None, signals: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -227,9 +254,7 @@ def write_leaderboard(results: WindowResults, cfg: RunConfig, out: Path, notes: 
     windows = window_table(results, cfg)
     write_csv(out / "windows.csv", windows, index=False, float_format="%.6g")
     returns = portfolios(results)
-    stats = cfg.statistics
-    table = compare(returns, BENCHMARK, stats.alpha, max(stats.bootstrap, 100), stats.block, cfg.seed, stats.risk_free,
-                    min_days=stats.min_days, trials=stats.trials)
+    table, family = compare_by_span(returns, cfg)
     counts = windows.groupby("agent").agg(n_windows=("window_start", "nunique"), n_tickers=("ticker", "nunique"))
     board = table.join(counts).rename(columns={"excess_sharpe": "excess_sharpe_vs_buy_and_hold"})
     if signals is not None and len(signals):
@@ -237,7 +262,6 @@ def write_leaderboard(results: WindowResults, cfg: RunConfig, out: Path, notes: 
     board["pre_cutoff_share"] = pd.Series(pre_cutoff_shares(results, cutoffs or {}), dtype=float)
     board = board.reset_index().reindex(columns=[c.name for c in COLUMNS])
     write_csv(out / "leaderboard.csv", board, index=False, float_format="%.6g")
-    family = family_note(table, len(returns), cfg.statistics.alpha)
     notes = [*notes, *sample_spread(board)]
     heat = heatmap(results, cfg)
     level = round(100 * (1 - cfg.statistics.alpha))

@@ -49,6 +49,7 @@ def slug(label: str) -> str:
 def summarize(agent: str, ticker: str, frame: pd.DataFrame, decisions: pd.DataFrame, bench: pd.DataFrame,
               cfg: RunConfig) -> dict:
     """One summary row: the paper's metrics, the bootstrap CI and test, then extras (InvestorBench, quantstats)."""
+    bench = bench.loc[frame.index]  # over the agent's own days (an agent's span may be shorter than the benchmark's)
     r, b = frame["return"].to_numpy(), bench["return"].to_numpy()
     held, stats = holding_returns(frame), cfg.statistics
     lo, hi = sharpe_ci(r, stats.risk_free, stats.bootstrap, 1 - stats.alpha, stats.block, cfg.seed)

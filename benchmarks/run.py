@@ -220,7 +220,12 @@ def run(cfg: RunConfig) -> pd.DataFrame:
     found = cutoffs(specs, cfg)
     if cfg.contamination.post_cutoff:
         cfg = post_cutoff(cfg, store, found)
-    protocol = cfg.window.protocol()
+    try:
+        history, others = cfg.window.spans()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    protocol = sorted(set(history) | set(others), key=lambda w: w.start)
+    spans = {s.label: set(history if s.prices_only else others) for s in specs}
     days_by_window = {w: {t: store.trading_days(t, w.start, w.end) for t in tickers} for w in protocol}
     short = [f"{t} in {w.name}" for w, days in days_by_window.items() for t, d in days.items() if len(d) < 2]
     if short:
@@ -242,7 +247,8 @@ def run(cfg: RunConfig) -> pd.DataFrame:
     market = Market.load(store, tickers, cfg.window.total_return)
     per_window: list[WindowResult] = []
     for w, days in days_by_window.items():  # in order: each window's books continue the one before
-        per_window.append(replay_window(cfg, w, days, specs, store, market, out if len(protocol) == 1 else
+        mine = [s for s in specs if w in spans[s.label]]  # each agent over its own span
+        per_window.append(replay_window(cfg, w, days, mine, store, market, out if len(protocol) == 1 else
                                         out / "windows" / w.name, len(protocol) == 1,
                                         per_window[-1] if per_window else None))
     failed = _merge_failures(per_window)
