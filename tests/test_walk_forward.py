@@ -165,3 +165,50 @@ def test_page_and_markdown_read_back_as_the_csv(walked):
     signal = board.set_index("agent")
     assert np.isfinite(signal.loc["ma_crossover", ["ic", "ic_lo", "ic_hi", "hit_rate", "accuracy"]].astype(float)).all()
     assert signal.loc["random", "n_calls"] == signal.loc["ma_crossover", "n_calls"] > 0
+
+
+SPANS = dict(CFG, start="2024-06-01", end="2024-07-31", history_start="2024-04-01", tickers=("NVDA", "XOM"))
+
+
+def test_agents_that_read_prices_alone_replay_their_own_longer_span(tmp_path):
+    """--history-start: ma_crossover (prices alone) replays from April, news_sentiment (headlines) from June; each
+    is compared with buy-and-hold over its own days only, and the leaderboard says which days each row covers."""
+    from benchmarks.leaderboard import portfolios
+    from tr1_env.evaluation.stats import compare
+
+    run(RunConfig.of(agents=("buy_and_hold", "ma_crossover", "news_sentiment"), out=str(tmp_path), **SPANS))
+    windows = pd.read_csv(tmp_path / "windows.csv")
+    starts = windows.groupby("agent")["window_start"].min()
+    assert starts.to_dict() == {"buy_and_hold": "2024-04-01", "ma_crossover": "2024-04-01",
+                                "news_sentiment": "2024-06-01"}
+    board = pd.read_csv(tmp_path / "leaderboard.csv").set_index("agent")
+    longest = "2024-04-02..2024-07-31"
+    assert board["span"].to_dict() == {"buy_and_hold": longest, "ma_crossover": longest,
+                                       "news_sentiment": "2024-06-04..2024-07-31"}
+    assert board.loc["news_sentiment", "n_days"] < board.loc["ma_crossover", "n_days"]
+    # news_sentiment's verdict is the comparison over its days alone, not over buy-and-hold's longer span
+    books = {w: {a: {t: (pd.read_csv(p, index_col="date", parse_dates=True), None)
+                     for t in SPANS["tickers"] for p in [tmp_path / "windows" / w / "returns" / f"{a}__{t}.csv"]}
+                 for a in ("buy_and_hold", "news_sentiment")}
+             for w in ("2024-06-01_2024-06-30", "2024-07-01_2024-07-31")}
+    stats = RunConfig.of(**SPANS).statistics
+    own = compare(portfolios(books).dropna(), "buy_and_hold", stats.alpha, 100, stats.block, 0, stats.risk_free)
+    assert board.loc["news_sentiment", "excess_sharpe_vs_buy_and_hold"] == pytest.approx(
+        own.loc["news_sentiment", "excess_sharpe"], rel=1e-5)
+    assert "| span |" in (tmp_path / "leaderboard.md").read_text()
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(walk_forward=()), "needs a named --walk-forward scheme"),
+    (dict(history_start="2024-07-01"), "must be before --start"),
+    (dict(start="2024-06-15"), "must open a window of the --history-start span"),
+])
+def test_history_start_refuses_spans_it_cannot_nest(tmp_path, capsys, settings, message):
+    from benchmarks.run import main
+
+    cfg = {**SPANS, **settings}
+    argv = ["--agents", "ma_crossover", "--tickers", "NVDA", "--start", cfg["start"], "--end", cfg["end"],
+            "--history-start", cfg["history_start"], "--out", str(tmp_path / "out"),
+            *(["--walk-forward", *cfg["walk_forward"]] if cfg["walk_forward"] else [])]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
