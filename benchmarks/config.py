@@ -120,8 +120,9 @@ class WindowConfig:
     start: str = field(default=HELDOUT_WINDOW[0], metadata={"help": "first day of the replay (inclusive)"})
     end: str = field(default=HELDOUT_WINDOW[1], metadata={"help": "last day of the replay (inclusive)"})
     walk_forward: tuple[str, ...] = field(default=(), metadata={
-        "help": "replay consecutive windows over --start..--end: yearly, quarterly, monthly, or explicit START:END windows; "
-                "trained agents refit before each window on data ending the day before it (empty: one window)"})
+        "help": "replay consecutive windows over --start..--end: yearly, quarterly, monthly, or explicit START:END "
+                "windows; trained agents refit before each window on data ending the day before it (empty: one "
+                "window)"})
     history_start: str | None = field(default=None, metadata={
         "help": "first day for the agents that read prices alone (rules, SB3, buy-and-hold, random, always_hold): they "
                 "replay --history-start..--end by the same --walk-forward scheme, the others --start..--end, and each "

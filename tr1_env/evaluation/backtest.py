@@ -14,6 +14,11 @@ Timing convention (one trading calendar ``d_1 < ... < d_n`` per ticker, the repl
   held in between.
 
 So buy-and-hold (weight 1 from ``d_1``) compounds to ``(1 - c) * P(d_n) / P(d_1) - 1`` exactly.
+
+Walk-forward books are continuous (``previous``): a window takes no decision at its last close, so the weight
+``w_{n-1}`` it holds there is held into the next window's first session ``e_1``, earns it (no trade at the
+boundary) and is what the refitted agent's first decision at ``e_1``'s close trades from. Chained, the windows
+are one book: buy-and-hold over consecutive windows compounds exactly as over their union.
 ``R`` is the price return by default; with dividends it is the total return, an ex-date's cash
 counted against the previous close: ``R_{i+1} = (P_{i+1} + D_{i+1}) / P_i - 1``.
 
