@@ -86,18 +86,21 @@ def family(cfg: CalibrationConfig, seed: int, store: Store) -> pd.DataFrame:
     closes = {t: store.closes(t) for t in run.window.tickers}
     opens = {t: store.closes(t, "open") for t in run.window.tickers}
     rng = np.random.default_rng(seed)
-    results = {}
+    results, before = {}, {}  # before: the last window's books, which each window's continue (as run.py's do)
     for window in run.window.protocol():
         per: dict[str, dict] = {BENCHMARK: {}}
         for t in run.window.tickers:
             days = store.trading_days(t, window.start, window.end)
-            per[BENCHMARK][t] = (buy_and_hold(closes[t], days, run.execution, None, opens[t]),
+            previous = before.get(BENCHMARK, {}).get(t, (None,))[0]
+            per[BENCHMARK][t] = (buy_and_hold(closes[t], days, run.execution, None, opens[t], previous),
                                  pd.DataFrame({"action": ["STRONG_BUY"]}))
             for share in cfg.shares:
+                label = f"planted {share:g}"
                 actions = planted_actions(closes[t], days, share, rng)
-                frame = backtest(actions.map(Action.parse), closes[t], days, run.execution, weights, None, opens[t])
-                per.setdefault(f"planted {share:g}", {})[t] = (frame, actions.to_frame())
-        results[window] = per
+                frame = backtest(actions.map(Action.parse), closes[t], days, run.execution, weights, None, opens[t],
+                                 before.get(label, {}).get(t, (None,))[0])
+                per.setdefault(label, {})[t] = (frame, actions.to_frame())
+        results[window], before = per, per
     run = dataclasses.replace(run, seed=seed)
     stats = run.statistics
     table = compare(portfolios(results), BENCHMARK, stats.alpha, stats.bootstrap, stats.block, seed, stats.risk_free)
