@@ -14,5 +14,8 @@ BASELINES: dict[str, str] = {
     "ppo": "baselines.sb3:PPOAgent",
     "a2c": "baselines.sb3:A2CAgent",
 }
+#: Baselines that read prices alone (no news, no statements): the price history lets them replay years before the
+#: other agents' spans (``--history-start``).
+PRICES_ONLY: frozenset[str] = frozenset(BASELINES) - {"news_sentiment"}
 #: Baselines that train on a pre-period (they take ``steps``, ``train_years``, ``cost_bps``, ``seed``).
 TRAINED: frozenset[str] = frozenset({"ppo", "a2c"})

@@ -2,12 +2,12 @@
 
 A planted agent reads the next session's close on a seeded share ``p`` of its ticker-days (STRONG_BUY before a rise,
 STRONG_SELL before a fall) and takes a uniformly random action on the others. Its decisions go through the same
-windows (:meth:`benchmarks.config.RunConfig.protocol`), accounting (:func:`tr1_env.evaluation.backtest.backtest`, costs and
-fills), equal-weight portfolio, :func:`tr1_env.evaluation.stats.compare` and signal tests (:func:`benchmarks.leaderboard.
-signal_table`) as a replayed agent's; only the observation step is skipped, since the agent reads none. Each seed
-is one family (buy-and-hold and one planted agent per share), like a leaderboard of that many agents. The table
-gives, per share and test, how often the edge is found; its ``p = 0`` row is the false-positive rate.
-Planted agents read the future on purpose: they exist here and in tests, and are never offered as an agent.
+windows (:meth:`benchmarks.config.RunConfig.protocol`), accounting (:func:`tr1_env.evaluation.backtest.backtest`,
+costs and fills), equal-weight portfolio, :func:`tr1_env.evaluation.stats.compare` and signal tests
+(:func:`benchmarks.leaderboard.signal_table`) as a replayed agent's; only the observation step is skipped, since the
+agent reads none. Each seed is one family (buy-and-hold and one planted agent per share), like a leaderboard of that
+many agents. The table gives, per share and test, how often the edge is found; its ``p = 0`` row is the
+false-positive rate. Planted agents read the future on purpose: they exist here and in tests, and are never offered as an agent.
 
     python benchmarks/calibrate.py [--seeds 20] [--shares 0 0.01 0.02 0.05 0.1 0.2] [--csv power.csv]
 """
@@ -26,11 +26,11 @@ import pandas as pd
 from benchmarks.config import RunConfig
 from benchmarks.leaderboard import BENCHMARK, SIGNAL_HORIZON, portfolios, signal_board, signal_table
 from tr1_env.core.actions import Action
+from tr1_env.data.store import Store
 from tr1_env.evaluation.backtest import backtest, buy_and_hold, decision_days
+from tr1_env.evaluation.stats import compare
 from tr1_env.execution import Execution
 from tr1_env.util.cli_args import add_dataclass_args, from_args
-from tr1_env.data.store import Store
-from tr1_env.evaluation.stats import compare
 
 #: Detection rule of each test: the leaderboard row -> found (a positive, significant edge).
 TESTS = {
@@ -86,18 +86,21 @@ def family(cfg: CalibrationConfig, seed: int, store: Store) -> pd.DataFrame:
     closes = {t: store.closes(t) for t in run.window.tickers}
     opens = {t: store.closes(t, "open") for t in run.window.tickers}
     rng = np.random.default_rng(seed)
-    results = {}
+    results, before = {}, {}  # before: the last window's books, which each window's continue (as run.py's do)
     for window in run.window.protocol():
         per: dict[str, dict] = {BENCHMARK: {}}
         for t in run.window.tickers:
             days = store.trading_days(t, window.start, window.end)
-            per[BENCHMARK][t] = (buy_and_hold(closes[t], days, run.execution, None, opens[t]),
+            previous = before.get(BENCHMARK, {}).get(t, (None,))[0]
+            per[BENCHMARK][t] = (buy_and_hold(closes[t], days, run.execution, None, opens[t], previous=previous),
                                  pd.DataFrame({"action": ["STRONG_BUY"]}))
             for share in cfg.shares:
+                label = f"planted {share:g}"
                 actions = planted_actions(closes[t], days, share, rng)
-                frame = backtest(actions.map(Action.parse), closes[t], days, run.execution, weights, None, opens[t])
-                per.setdefault(f"planted {share:g}", {})[t] = (frame, actions.to_frame())
-        results[window] = per
+                frame = backtest(actions.map(Action.parse), closes[t], days, run.execution, weights, None, opens[t],
+                                 previous=before.get(label, {}).get(t, (None,))[0])
+                per.setdefault(label, {})[t] = (frame, actions.to_frame())
+        results[window], before = per, per
     run = dataclasses.replace(run, seed=seed)
     stats = run.statistics
     table = compare(portfolios(results), BENCHMARK, stats.alpha, stats.bootstrap, stats.block, seed, stats.risk_free)

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import pandas as pd
+
 from baselines import BASELINES
-from tr1_env.core.actions import Action
 from tr1_env.context.anonymize import DEFAULT_LEVEL, LABEL_SUFFIX, LEVELS
-from tr1_env.execution import Execution
+from tr1_env.core.actions import Action
 from tr1_env.data.schema import canonical_ticker
-from tr1_env.scoring.labels import HELDOUT_WINDOW
 from tr1_env.evaluation.windows import Window, windows
+from tr1_env.execution import Execution
+from tr1_env.scoring.labels import HELDOUT_WINDOW
 from tr1_env.util.cli_args import replaced
 
 DEFAULT_TICKERS = ("NVDA", "AAPL", "MSFT", "AMZN", "META", "SPY")
@@ -118,8 +120,14 @@ class WindowConfig:
     start: str = field(default=HELDOUT_WINDOW[0], metadata={"help": "first day of the replay (inclusive)"})
     end: str = field(default=HELDOUT_WINDOW[1], metadata={"help": "last day of the replay (inclusive)"})
     walk_forward: tuple[str, ...] = field(default=(), metadata={
-        "help": "replay consecutive windows over --start..--end: quarterly, monthly, or explicit START:END windows; "
-                "trained agents refit before each window on data ending the day before it (empty: one window)"})
+        "help": "replay consecutive windows over --start..--end: yearly, quarterly, monthly, or explicit START:END "
+                "windows; trained agents refit before each window on data ending the day before it (empty: one "
+                "window)"})
+    history_start: str | None = field(default=None, metadata={
+        "help": "first day for the agents that read prices alone (rules, SB3, buy-and-hold, random, always_hold): they "
+                "replay --history-start..--end by the same --walk-forward scheme, the others --start..--end, and each "
+                "is compared with buy-and-hold over its own days (the store's prices start in 2015; 2016-01-01 "
+                "leaves a year of warm-up); empty: every agent replays --start..--end"})
     total_return: bool = field(default=False, metadata={
         "help": "add dividends (ex-date cash over the previous close) to price returns (on under --execution "
                 "realistic)"})
@@ -129,10 +137,27 @@ class WindowConfig:
         """Tickers spelled one way (``aapl`` -> ``AAPL``)."""
         self.tickers = tuple(dict.fromkeys(canonical_ticker(t) for t in self.tickers))
 
-    def protocol(self) -> list[Window]:
-        """The replay windows (one unless ``walk_forward``)."""
+    def protocol(self, start: str | None = None) -> list[Window]:
+        """The replay windows (one unless ``walk_forward``) from ``start`` (default ``--start``) to ``--end``."""
         return windows(self.walk_forward[0] if len(self.walk_forward) == 1 and ":" not in self.walk_forward[0]
-                       else self.walk_forward or "single", self.start, self.end)
+                       else self.walk_forward or "single", start or self.start, self.end)
+
+    def spans(self) -> tuple[list[Window], list[Window]]:
+        """The windows of the agents that read prices alone and of the others: the same unless ``history_start``,
+        whose windows (by the same scheme) must hold every window of ``--start..--end``."""
+        protocol = self.protocol()
+        if not self.history_start:
+            return protocol, protocol
+        if not self.walk_forward or len(self.walk_forward) > 1 or ":" in self.walk_forward[0]:
+            raise ValueError("--history-start needs a named --walk-forward scheme (yearly, quarterly, monthly)")
+        if pd.Timestamp(self.history_start) >= pd.Timestamp(self.start):
+            raise ValueError(f"--history-start {self.history_start} must be before --start {self.start}")
+        longer = self.protocol(self.history_start)
+        missing = [w.name for w in protocol if w not in longer]
+        if missing:
+            raise ValueError(f"--start {self.start} must open a window of the --history-start span (window "
+                             f"{missing[0]} is not one of its windows)")
+        return longer, protocol
 
     def ticker_list(self, store) -> tuple[str, ...]:
         return self.tickers or (store.tickers if self.walk_forward else DEFAULT_TICKERS)

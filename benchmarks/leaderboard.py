@@ -19,14 +19,14 @@ import pandas as pd
 from benchmarks.escaping import html_environment
 from benchmarks.plots import equity_png
 from benchmarks.report import BENCHMARK, slug, write_csv, write_tearsheets, write_text
+from tr1_env.contamination.cutoffs import Cutoff
 from tr1_env.core.actions import Action
 from tr1_env.evaluation.backtest import holding_returns
-from tr1_env.contamination.cutoffs import Cutoff
-from tr1_env.scoring.labels import LabelConfig, make_labels
 from tr1_env.evaluation.metrics import cumulative_return, hit_rate, max_drawdown, sharpe
-from tr1_env.evaluation.windows import Window
 from tr1_env.evaluation.signals import decision_rows, signal_tests
 from tr1_env.evaluation.stats import compare
+from tr1_env.evaluation.windows import Window
+from tr1_env.scoring.labels import LabelConfig, make_labels
 
 if TYPE_CHECKING:
     from benchmarks.config import RunConfig
@@ -50,9 +50,10 @@ def portfolios(results: WindowResults) -> pd.DataFrame:
 
 
 def signal_table(results: WindowResults, closes: dict[str, pd.Series], cfg: RunConfig) -> pd.DataFrame:
-    """Every agent x ticker x decision day of the run: ``agent, ticker`` and :func:`tr1_env.evaluation.signals.decision_rows`,
-    the labels' thresholds fitted per window on the ``cfg.agents.train_years`` before it (no price after
-    ``train_until``); the benchmark's single standing order has no rows."""
+    """Every agent x ticker x decision day of the run: ``agent, ticker`` and
+    :func:`tr1_env.evaluation.signals.decision_rows`, the labels' thresholds fitted per window on the
+    ``cfg.agents.train_years`` before it (no price after ``train_until``); the benchmark's single standing order has no
+    rows."""
     frames = []
     for w, per in results.items():
         labels = {t: make_labels(closes[t], w.train_until - pd.Timedelta(days=round(365.25 * cfg.agents.train_years)),
@@ -153,6 +154,7 @@ class Column:
 COLUMNS: tuple[Column, ...] = (
     Column("agent", "agent", lambda r: r.agent),
     *map(Column, ("n_windows", "n_tickers", "n_days")),
+    Column("span", "span", lambda r: r.span if isinstance(r.span, str) else "", optional=True),
     Column("cr", "CR", lambda r: _fmt(r.cr, pct=True)),
     Column("sharpe", "Sharpe [{level}% CI]", lambda r: f"{_fmt(r.sharpe)} [{_fmt(r.sharpe_lo)}, {_fmt(r.sharpe_hi)}]"),
     *map(Column, ("sharpe_lo", "sharpe_hi", "sharpe_ci_note")),
@@ -219,6 +221,32 @@ def family_note(table: pd.DataFrame, n_days: int, alpha: float, benchmark: str =
             f"{table.attrs['n_trials']} trial(s); the benchmark is no trial (its PSR is shown).")
 
 
+def compare_by_span(returns: pd.DataFrame, cfg: RunConfig) -> tuple[pd.DataFrame, str]:
+    """:func:`~tr1_env.evaluation.stats.compare` and its note, once per span: agents replayed over different days
+    (``--history-start``) are each compared with buy-and-hold over their own days only, one family per span
+    (longest first; buy-and-hold's row is its longest span's). ``span`` (``first..last day``) is set only when
+    the spans differ, so a run whose agents share one span keeps its table."""
+    stats = cfg.statistics
+    days = {a: (returns[a].first_valid_index(), returns[a].last_valid_index()) for a in returns.columns}
+    groups: dict[tuple, list[str]] = {}
+    for agent in returns.columns:
+        groups.setdefault(days[agent], []).append(agent)
+    tables, notes = [], []
+    for (lo, hi), agents in sorted(groups.items(), key=lambda g: g[0][0]):
+        frame = returns.loc[lo:hi, list(dict.fromkeys([BENCHMARK, *agents]))]
+        table = compare(frame, BENCHMARK, stats.alpha, max(stats.bootstrap, 100), stats.block, cfg.seed,
+                        stats.risk_free, min_days=stats.min_days, trials=stats.trials)
+        note = family_note(table, len(frame), stats.alpha)
+        if len(groups) > 1:
+            table["span"] = f"{lo:%Y-%m-%d}..{hi:%Y-%m-%d}"
+            note = f"Span {lo:%Y-%m-%d}..{hi:%Y-%m-%d} ({', '.join(a for a in agents if a != BENCHMARK)}): {note}"
+        tables.append(table if not tables else table.drop(index=BENCHMARK))
+        notes.append(note)
+    out = pd.concat(tables)
+    out.attrs = tables[0].attrs
+    return out, " ".join(notes)
+
+
 def write_leaderboard(results: WindowResults, cfg: RunConfig, out: Path, notes: list[str],
                       tearsheets: dict[str, str], run_id: str = "",
                       cutoffs: dict[str, Cutoff] | None = None, signals: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -229,9 +257,7 @@ def write_leaderboard(results: WindowResults, cfg: RunConfig, out: Path, notes: 
     windows = window_table(results, cfg)
     write_csv(out / "windows.csv", windows, index=False, float_format="%.6g")
     returns = portfolios(results)
-    stats = cfg.statistics
-    table = compare(returns, BENCHMARK, stats.alpha, max(stats.bootstrap, 100), stats.block, cfg.seed, stats.risk_free,
-                    min_days=stats.min_days, trials=stats.trials)
+    table, family = compare_by_span(returns, cfg)
     counts = windows.groupby("agent").agg(n_windows=("window_start", "nunique"), n_tickers=("ticker", "nunique"))
     board = table.join(counts).rename(columns={"excess_sharpe": "excess_sharpe_vs_buy_and_hold"})
     if signals is not None and len(signals):
@@ -239,7 +265,6 @@ def write_leaderboard(results: WindowResults, cfg: RunConfig, out: Path, notes: 
     board["pre_cutoff_share"] = pd.Series(pre_cutoff_shares(results, cutoffs or {}), dtype=float)
     board = board.reset_index().reindex(columns=[c.name for c in COLUMNS])
     write_csv(out / "leaderboard.csv", board, index=False, float_format="%.6g")
-    family = family_note(table, len(returns), cfg.statistics.alpha)
     notes = [*notes, *sample_spread(board)]
     title = f"tr1 {'walk-forward ' if len(results) > 1 else ''}leaderboard, {cfg.window.start} to {cfg.window.end}"
     per_ticker = sorted(p.relative_to(out).as_posix() for p in (out / "tearsheets").glob("*.html")
@@ -277,8 +302,9 @@ def sample_spread(board: pd.DataFrame) -> list[str]:
     out = []
     for name, group in board[base.notna()].groupby(base[base.notna()], sort=False):
         sr = group["sharpe"].to_numpy(dtype=float)
-        out.append(f"{name}: Sharpe over {len(sr)} samples mean {np.nanmean(sr):.2f}, sd {np.nanstd(sr, ddof=1):.2f}, "
-                   f"range [{np.nanmin(sr):.2f}, {np.nanmax(sr):.2f}] (sampling spread; each row's CI is market noise).")
+        out.append(f"{name}: Sharpe over {len(sr)} samples mean {np.nanmean(sr):.2f}, "
+                   f"sd {np.nanstd(sr, ddof=1):.2f}, range [{np.nanmin(sr):.2f}, {np.nanmax(sr):.2f}] "
+                   "(sampling spread; each row's CI is market noise).")
     return out
 
 

@@ -68,26 +68,33 @@ class Observations:
         return dataclasses.replace(self._cache[key], position=position)
 
 
-def _fingerprint(spec: AgentSpec, cfg: RunConfig, window: Window, every: int, max_chars: int) -> str:
-    """What decides an agent's actions; a saved replay with another fingerprint is stale and redone."""
+def _fingerprint(spec: AgentSpec, cfg: RunConfig, window: Window, every: int, max_chars: int,
+                 held: dict[str, float]) -> str:
+    """What decides an agent's actions; a saved replay with another fingerprint is stale and redone. The
+    positions carried into the window count only when one is not flat, so flat starts keep their keys."""
     key = {"agent": spec.settings, "start": f"{window.start:%Y-%m-%d}", "end": f"{window.end:%Y-%m-%d}",
            "every": every, "max_chars": max_chars,
            "weights": list(cfg.agents.weights),
-           "store": str(Path(cfg.window.store).resolve()) if cfg.window.store else "embedded"}
+           "store": str(Path(cfg.window.store).resolve()) if cfg.window.store else "embedded",
+           **({"held": dict(sorted(held.items()))} if any(held.values()) else {})}
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def replay(spec: AgentSpec, cfg: RunConfig, window: Window, store: Store, days: dict[str, pd.DatetimeIndex],
-           observations: Observations, out: Path) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
+           observations: Observations, out: Path, held: dict[str, float] | None = None
+           ) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
     """One agent's decisions (``action``, ``thesis``, ``meta`` by date) per ticker, replayed or reloaded, and the
     tickers whose replay failed (an :class:`AgentError`) with the error: those are dropped from the rest of the
-    replay and saved nowhere, so the next run replays exactly them."""
+    replay and saved nowhere, so the next run replays exactly them. ``held``: the weight per ticker the agent
+    holds into the window (a continuous walk-forward's previous window; flat when absent), the position its
+    first observation reads."""
+    held = {t: float(held.get(t, 0.0)) if held else 0.0 for t in days}
     every = spec.every
     if spec.llm:
         max_chars = spec.settings.get("max_chars", cfg.agents.llm_max_chars)
     else:
         max_chars = 0 if spec.numeric else ContextConfig().max_chars
-    fingerprint = _fingerprint(spec, cfg, window, every, max_chars)
+    fingerprint = _fingerprint(spec, cfg, window, every, max_chars, held)
     paths = {t: out / "decisions" / f"{slug(spec.label)}__{t}.json" for t in days}
     done = {t: d for t in days if (d := load_decisions(paths[t], fingerprint)) is not None}
     todo = [t for t in days if t not in done]
@@ -99,7 +106,7 @@ def replay(spec: AgentSpec, cfg: RunConfig, window: Window, store: Store, days: 
         agent.reset(t)
     schedule = {t: set(decision_days(days[t], every)) for t in todo}
     weights = cfg.agents.weight_map()
-    position = dict.fromkeys(todo, 0.0)
+    position = {t: held[t] for t in todo}
     records: dict[str, list[dict]] = {t: [] for t in todo}
     failed: dict[str, str] = {}
     for day in tqdm(sorted(set().union(*schedule.values())), desc=f"replay {spec.label} {window.name}", unit="day"):

@@ -24,16 +24,26 @@ from tqdm.auto import tqdm
 from benchmarks.config import BENCHMARK, RunConfig
 from benchmarks.costs import cost_table
 from benchmarks.escaping import Markdown, md_cell, plot_label
-from benchmarks.plots import pyplot
 from benchmarks.notes import RunFacts, summary_notes
+from benchmarks.plots import pyplot
 from benchmarks.run_folder import claim, remove, write_csv, write_json, write_text
-from tr1_env.core.actions import Action
-from tr1_env.context.anonymize import DEFAULT_LEVEL, LABEL_SUFFIX
-from tr1_env.evaluation.backtest import holding_returns
 from tr1_env.contamination.cutoffs import Cutoff
+from tr1_env.context.anonymize import DEFAULT_LEVEL, LABEL_SUFFIX
+from tr1_env.core.actions import Action
+from tr1_env.evaluation.backtest import holding_returns
+from tr1_env.evaluation.metrics import (
+    annual_volatility,
+    cumulative_return,
+    hit_rate,
+    investorbench,
+    max_drawdown,
+    quantstats_stats,
+    sharpe,
+    sharpe_ci,
+    sharpe_diff_ci,
+    sharpe_diff_test,
+)
 from tr1_env.util.files import atomic_write
-from tr1_env.evaluation.metrics import (annual_volatility, cumulative_return, hit_rate, investorbench, max_drawdown,
-                             quantstats_stats, sharpe, sharpe_ci, sharpe_diff_ci, sharpe_diff_test)
 
 COLUMNS = ["agent", "ticker", "cr", "sharpe", "sharpe_lo", "sharpe_hi", "hit_rate", "mdd", "av", "n_days"]
 MEMO_COLUMNS = ["agent", "ticker", "comparison", "statistic", "a", "b", "diff", "lo", "hi", "n_a", "n_b", "agreement"]
@@ -50,6 +60,7 @@ def slug(label: str) -> str:
 def summarize(agent: str, ticker: str, frame: pd.DataFrame, decisions: pd.DataFrame, bench: pd.DataFrame,
               cfg: RunConfig) -> dict:
     """One summary row: the paper's metrics, the bootstrap CI and test, then extras (InvestorBench, quantstats)."""
+    bench = bench.loc[frame.index]  # over the agent's own days (an agent's span may be shorter than the benchmark's)
     r, b = frame["return"].to_numpy(), bench["return"].to_numpy()
     held, stats = holding_returns(frame), cfg.statistics
     lo, hi = sharpe_ci(r, stats.risk_free, stats.bootstrap, 1 - stats.alpha, stats.block, cfg.seed)

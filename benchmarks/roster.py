@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from baselines import BASELINES, TRAINED
+from baselines import BASELINES, PRICES_ONLY, TRAINED
 from benchmarks.config import AgentsConfig, RunConfig
 from tr1_env.context.anonymize import DEFAULT_LEVEL, LABEL_SUFFIX
 from tr1_env.core.agents import Agent, load_agent
@@ -51,6 +51,7 @@ class AgentSpec:
     anonymize: str | None = None  # reads anonymized contexts at this level (tr1_env.context.anonymize)
     every: int = 1  # decides every k sessions
     numeric: bool = False  # reads only bars, indicators and headlines: no context text is built for it
+    prices_only: bool = False  # reads no news or statements: replayed from --history-start when one is set
 
 
 def _plugin_names() -> set[str]:
@@ -166,7 +167,8 @@ def resolve_agents(cfg: RunConfig) -> list[AgentSpec]:
             settings = {"class": BASELINES[name], **{k: v for k, v in kwargs.items() if k != "execution"},
                         **(dataclasses.asdict(cfg.execution) if "execution" in kwargs else {})}
             specs.append(AgentSpec(name, lambda n=name, kw=kwargs: load_agent(BASELINES[n], **kw), False,
-                                   settings, every=agents.decision_every, numeric=True))
+                                   settings, every=agents.decision_every, numeric=True,
+                                   prices_only=name in PRICES_ONLY))
         elif name in plugins or (":" in name and not name.startswith((*LOCAL_LLM_PREFIXES, *MODEL_CLASSES))):
             label = name.rpartition(":")[2] if ":" in name else name
             specs.append(AgentSpec(label, lambda n=name: load_agent(n), False, {"plugin": name},

@@ -42,13 +42,22 @@ from benchmarks.portfolio import run_portfolio
 from benchmarks.replay import Observations, replay
 from benchmarks.report import Results, slug, write_reports
 from benchmarks.roster import AgentSpec, UsageError, resolve_agents
-from benchmarks.run_folder import (FolderRefused, RunRecord, begin_run, check_out, finish_run, new_run_id,
-                                   verify_run, write_csv, write_text)
+from benchmarks.run_folder import (
+    FolderRefused,
+    RunRecord,
+    begin_run,
+    check_out,
+    finish_run,
+    new_run_id,
+    verify_run,
+    write_csv,
+    write_text,
+)
 from tr1_env.contamination.cutoffs import Cutoff, latest, model_cutoff, parse_overrides, post_cutoff_window
 from tr1_env.context.reference import build_context
 from tr1_env.core.actions import Action
 from tr1_env.data.store import Store
-from tr1_env.evaluation.backtest import backtest, buy_and_hold
+from tr1_env.evaluation.backtest import backtest, buy_and_hold, continues
 from tr1_env.evaluation.windows import Window
 from tr1_env.execution.llm_cost import decision_cost
 from tr1_env.util.cli_args import add_dataclass_args, flat_dict, from_args
@@ -124,13 +133,19 @@ class Market:
                    {t: store.closes(t, "volume") if volumes else None for t in tickers})
 
     def books(self, ticker: str, actions: pd.Series, days: pd.DatetimeIndex, cfg: RunConfig,
-              llm_usd: pd.Series | None = None) -> pd.DataFrame:
+              llm_usd: pd.Series | None = None, previous: pd.DataFrame | None = None) -> pd.DataFrame:
         return backtest(actions, self.closes[ticker], days, cfg.execution, cfg.agents.weight_map(),
-                        self.dividends[ticker], self.opens[ticker], self.volumes[ticker], llm_usd)
+                        self.dividends[ticker], self.opens[ticker], self.volumes[ticker], llm_usd, previous)
 
-    def benchmark(self, ticker: str, days: pd.DatetimeIndex, cfg: RunConfig) -> pd.DataFrame:
+    def benchmark(self, ticker: str, days: pd.DatetimeIndex, cfg: RunConfig,
+                  previous: pd.DataFrame | None = None) -> pd.DataFrame:
         return buy_and_hold(self.closes[ticker], days, cfg.execution, self.dividends[ticker], self.opens[ticker],
-                            self.volumes[ticker])
+                            self.volumes[ticker], previous)
+
+    def carried(self, ticker: str, previous: pd.DataFrame | None, days: pd.DatetimeIndex) -> pd.DataFrame | None:
+        """``previous`` when a book over ``days`` can continue it (its last position then earns ``days[0]``), else
+        None (the first window, or a gap between windows: the book starts flat)."""
+        return previous if continues(previous, self.closes[ticker], days) else None
 
 
 @dataclass(frozen=True)
@@ -146,22 +161,30 @@ class WindowResult:
 
 
 def replay_window(cfg: RunConfig, window: Window, days: dict[str, pd.DatetimeIndex], specs: list[AgentSpec],
-                  store: Store, market: Market, folder: Path, single: bool) -> WindowResult:
-    """Every available agent replayed over ``window`` and booked; its returns written under ``folder``."""
+                  store: Store, market: Market, folder: Path, single: bool,
+                  previous: WindowResult | None = None) -> WindowResult:
+    """Every available agent replayed over ``window`` and booked; its returns written under ``folder``.
+
+    With the ``previous`` window's result the books are continuous: each agent x ticker's last position there is
+    held into this window's first session, earns it and is the position the refitted agent starts from."""
     (folder / "returns").mkdir(parents=True, exist_ok=True)
     observations = Observations(store, cfg.seed)  # shared by the agents of this window
-    bench = {t: market.benchmark(t, d, cfg) for t, d in days.items()}
+    before = previous.books if previous else {}
+    bench = {t: market.benchmark(t, d, cfg, market.carried(t, previous and previous.bench.get(t), d))
+             for t, d in days.items()}
     books: Results = {}
     failed: dict[str, dict[str, str]] = {}
     for spec in [s for s in specs if not s.unavailable]:
-        decided, errors = replay(spec, cfg, window, store, days, observations, folder)
+        carried = {t: market.carried(t, before.get(spec.label, {}).get(t, (None,))[0], d) for t, d in days.items()}
+        held = {t: float(frame["position"].iloc[-1]) for t, frame in carried.items() if frame is not None}
+        decided, errors = replay(spec, cfg, window, store, days, observations, folder, held)
         for t, error in errors.items():
             print(f"failed {spec.label} on {t if single else f'{t} in {window.name}'}: {error}", file=sys.stderr)
             failed.setdefault(spec.label, {})[t] = error if single else f"{window.name} {error}"
         books[spec.label] = {}
         for t in decided:
             llm_usd = decided[t]["meta"].map(decision_cost) if spec.llm else None
-            frame = market.books(t, decided[t]["action"].map(Action.parse), days[t], cfg, llm_usd)
+            frame = market.books(t, decided[t]["action"].map(Action.parse), days[t], cfg, llm_usd, carried[t])
             write_csv(folder / "returns" / f"{slug(spec.label)}__{t}.csv", frame, date_format="%Y-%m-%d")
             books[spec.label][t] = (frame, decided[t])
     if BENCHMARK not in books:
@@ -197,10 +220,11 @@ def run(cfg: RunConfig) -> pd.DataFrame:
     """The whole benchmark; returns the summary table (also written under ``--out``).
 
     Every run is a list of windows (:func:`tr1_env.evaluation.windows.windows`; one unless ``--walk-forward``): each
-    agent is built and fitted afresh per window, its books start flat, and the per-ticker tables, the leaderboard and
-    the page are written over all windows together. An agent x ticker whose replay failed in any window is left
-    out of every table (its other windows' decisions are saved for the next run) and an agent with a failure
-    is left out of the leaderboard. ``summary.attrs`` holds ``run_id``, ``failed`` (agent -> ticker -> error)
+    agent is built and fitted afresh per window, its books continue the window before's (the position held into
+    a boundary earns that session; flat at the first window and after a gap), and the per-ticker tables, the
+    leaderboard and the page are written over all windows together. An agent x ticker whose replay failed in any
+    window is left out of every table (its other windows' decisions are saved for the next run) and an agent with
+    a failure is left out of the leaderboard. ``summary.attrs`` holds ``run_id``, ``failed`` (agent -> ticker -> error)
     and ``skipped`` (agent -> why).
     """
     t0 = time.time()
@@ -211,7 +235,12 @@ def run(cfg: RunConfig) -> pd.DataFrame:
     found = cutoffs(specs, cfg)
     if cfg.contamination.post_cutoff:
         cfg = post_cutoff(cfg, store, found)
-    protocol = cfg.window.protocol()
+    try:
+        history, others = cfg.window.spans()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    protocol = sorted(set(history) | set(others), key=lambda w: w.start)
+    spans = {s.label: set(history if s.prices_only else others) for s in specs}
     days_by_window = {w: {t: store.trading_days(t, w.start, w.end) for t in tickers} for w in protocol}
     short = [f"{t} in {w.name}" for w, days in days_by_window.items() for t, d in days.items() if len(d) < 2]
     if short:
@@ -231,9 +260,12 @@ def run(cfg: RunConfig) -> pd.DataFrame:
     for label, why in skipped.items():  # say why and go on with the other agents
         print(f"skipping {label}: {why}", file=sys.stderr)
     market = Market.load(store, tickers, cfg.total_return(), cfg.execution.needs_liquidity)
-    per_window = [replay_window(cfg, w, days, specs, store, market, out if len(protocol) == 1 else
-                                out / "windows" / w.name, len(protocol) == 1)
-                  for w, days in days_by_window.items()]
+    per_window: list[WindowResult] = []
+    for w, days in days_by_window.items():  # in order: each window's books continue the one before
+        mine = [s for s in specs if w in spans[s.label]]  # each agent over its own span
+        per_window.append(replay_window(cfg, w, days, mine, store, market, out if len(protocol) == 1 else
+                                        out / "windows" / w.name, len(protocol) == 1,
+                                        per_window[-1] if per_window else None))
     failed = _merge_failures(per_window)
     facts = dataclasses.replace(facts, skipped=skipped, failed=failed)
     # an agent x ticker that failed in one window is in no table: its chained book would miss that window

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from tr1_env.core.actions import Action
-from tr1_env.execution import Execution
 from tr1_env.evaluation.backtest import asset_returns, backtest, buy_and_hold, decision_days, holding_returns
+from tr1_env.execution import Execution
 
 DAYS = pd.bdate_range("2024-06-03", periods=6)
 CLOSES = pd.Series([100.0, 110.0, 99.0, 99.0, 108.9, 100.0], index=DAYS)
@@ -114,3 +114,64 @@ def test_next_open_fill_trades_at_the_following_open():
         Execution(fill="vwap")
     with pytest.raises(ValueError, match="needs the opens"):
         backtest(pd.Series([Action.HOLD], index=DAYS[:1]), CLOSES, DAYS, Execution("next-open"))
+
+
+def _chained(store, ticker, actions, execution, windows, **market):
+    """One continuous book over consecutive windows: each window's book continues the one before."""
+    closes, frames, previous = store.closes(ticker), [], None
+    for start, end in windows:
+        days = store.trading_days(ticker, start, end)
+        previous = backtest(actions[(actions.index >= days[0]) & (actions.index < days[-1])], closes, days,
+                            execution, previous=previous, **market)
+        frames.append(previous)
+    return pd.concat(frames)
+
+
+QUARTERS = [(str(p.start_time.date()), str(p.end_time.date())) for p in pd.period_range("2023Q3", "2025Q2", freq="Q")]
+
+
+@pytest.mark.parametrize("execution", [Execution(cost_bps=10.0), Execution("next-open", 25.0)])
+def test_buy_and_hold_over_quarterly_windows_is_buy_and_hold_over_the_span(store, execution):
+    """Eight continuous quarterly books of buy-and-hold compound to the one book over the two years: no boundary
+    session is lost (a flat start would drop the first session of each quarter) and no cost is paid twice."""
+    closes, opens, dividends = store.closes("XOM"), store.closes("XOM", "open"), store.dividends("XOM")
+    days = store.trading_days("XOM", QUARTERS[0][0], QUARTERS[-1][1])
+    whole = buy_and_hold(closes, days, execution, dividends, opens)
+    frames, previous = [], None
+    for start, end in QUARTERS:
+        previous = buy_and_hold(closes, store.trading_days("XOM", start, end), execution, dividends, opens,
+                                previous=previous)
+        frames.append(previous)
+    chained = pd.concat(frames)
+    assert list(chained.index) == list(whole.index)
+    assert abs(np.prod(1 + chained["return"]) - whole["equity"].iloc[-1]) < 1e-12
+    np.testing.assert_allclose(chained["return"], whole["return"], rtol=0, atol=1e-15)
+    assert chained["cost"].sum() == pytest.approx(execution.cost_bps / 1e4)
+
+
+@pytest.mark.parametrize("execution", [Execution(cost_bps=10.0), Execution("next-open", 25.0),
+                                       Execution(cost_bps=0.0, commission_per_share=0.0049, commission_min=0.99,
+                                                 borrow_bps=50.0, capital=100_000.0)])  # equity-dependent fees
+def test_a_continuous_book_equals_the_single_window_book_when_the_decisions_are_the_same(store, execution):
+    """Any decisions, cut at quarter boundaries: the chained books are the one book (returns, costs, positions,
+    the decision each session's position comes from, so hit rates count each holding period once). A window takes
+    no decision at its last close, so the single book's decision there repeats the one before."""
+    days = store.trading_days("NVDA", QUARTERS[0][0], QUARTERS[3][1])
+    rng = np.random.default_rng(7)
+    actions = pd.Series(rng.choice(list(Action), size=len(days) - 1), index=days[:-1])
+    for (_, end), carried in zip(QUARTERS[:3], [Action.STRONG_BUY, Action.SELL, Action.BUY]):
+        last = store.trading_days("NVDA", end=end)[-2:]  # a quarter's last two sessions: none is carried flat
+        actions = actions.drop(last[-1])
+        actions[last[0]] = carried
+    opens = store.closes("NVDA", "open")
+    whole = backtest(actions, store.closes("NVDA"), days, execution, opens=opens)
+    chained = _chained(store, "NVDA", actions, execution, QUARTERS[:4], opens=opens)
+    pd.testing.assert_frame_equal(chained, whole, rtol=1e-12, atol=1e-9)  # USD columns in dollars of a $1M book
+    pd.testing.assert_frame_equal(holding_returns(chained), holding_returns(whole))
+
+
+def test_a_continuous_book_must_start_on_the_session_after_the_previous_one(store):
+    closes = store.closes("SPY")
+    first = buy_and_hold(closes, store.trading_days("SPY", "2024-01-01", "2024-03-31"))
+    with pytest.raises(ValueError, match="previous book to end on the session before 2024-05-01"):
+        buy_and_hold(closes, store.trading_days("SPY", "2024-05-01", "2024-06-30"), previous=first)

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import free_port
 
 from benchmarks import report
-from benchmarks.run_folder import verify_run
 from benchmarks.run import RunConfig, UsageError, build_parser, main, outcome, run
-from conftest import free_port
+from benchmarks.run_folder import verify_run
 from tr1_agent.cache import CallCache
 from tr1_env.core.actions import Action
 from tr1_env.core.agents import Agent, AgentError, Decision
@@ -77,12 +77,12 @@ def test_end_to_end_writes_every_output(tmp_path):
     assert md.count("Costs") + md.count("costs 10 bps") == 1  # each note once
     board = pd.read_csv(out / "leaderboard.csv")
     assert list(board.columns) == [  # the documented file format, written out (README: leaderboard.csv)
-        "agent", "n_windows", "n_tickers", "n_days", "cr", "sharpe", "sharpe_lo", "sharpe_hi", "sharpe_ci_note",
+        "agent", "n_windows", "n_tickers", "n_days", "span", "cr", "sharpe", "sharpe_lo", "sharpe_hi", "sharpe_ci_note",
         "excess_sharpe_vs_buy_and_hold", "excess_sharpe_p", "min_detectable_excess_sharpe", "spa_p", "in_mcs", "psr",
-        "deflated_sharpe", "n_calls", "ic", "ic_lo", "ic_hi", "ic_p", "ic_h", "ic_h_lo", "ic_h_hi", "ic_h_p", "accuracy",
-        "accuracy_lo", "accuracy_hi", "accuracy_prior", "accuracy_majority", "macro_f1", "macro_f1_lo", "macro_f1_hi",
-        "macro_f1_majority", "hit_rate", "hit_rate_lo", "hit_rate_hi", "verdict", "pre_cutoff_share"]
-    assert board["pre_cutoff_share"].isna().all()  # no LLM here
+        "deflated_sharpe", "n_calls", "ic", "ic_lo", "ic_hi", "ic_p", "ic_h", "ic_h_lo", "ic_h_hi", "ic_h_p",
+        "accuracy", "accuracy_lo", "accuracy_hi", "accuracy_prior", "accuracy_majority", "macro_f1", "macro_f1_lo",
+        "macro_f1_hi", "macro_f1_majority", "hit_rate", "hit_rate_lo", "hit_rate_hi", "verdict", "pre_cutoff_share"]
+    assert board["pre_cutoff_share"].isna().all() and board["span"].isna().all()  # no LLM, one span
     assert set(board["verdict"]) == {"benchmark", "too short"}  # 13 days: no p-value, no verdict
     assert set(board["agent"]) == {"buy_and_hold", "ma_crossover"} and (board["n_tickers"] == 2).all()
     html = (out / "leaderboard.html").read_text()

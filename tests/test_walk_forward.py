@@ -30,10 +30,11 @@ def test_windows_are_replayed_apart_and_never_overlap(walked):
                                          ("2024-06-01", "2024-06-30"), ("2024-07-01", "2024-07-31")]
     assert all(pd.Timestamp(a[1]) < pd.Timestamp(b[0]) for a, b in zip(spans, spans[1:]))
     assert len(windows) == 4 * 4 * len(CFG["tickers"])  # agents x windows x tickers
-    for start, end in spans:
+    for i, (start, end) in enumerate(spans):  # the first window starts flat; the others earn their first session
         returns = pd.read_csv(walked / "windows" / f"{start}_{end}" / "returns" / "ma_crossover__NVDA.csv",
                               parse_dates=["date"])
-        assert returns["date"].min() > pd.Timestamp(start) and returns["date"].max() <= pd.Timestamp(end)
+        first = Store().trading_days("NVDA", start, end)[1 if i == 0 else 0]
+        assert returns["date"].min() == first and returns["date"].max() <= pd.Timestamp(end)
     board = pd.read_csv(walked / "leaderboard.csv").set_index("agent")
     assert (board["n_windows"] == 4).all() and (board["n_tickers"] == len(CFG["tickers"])).all()
     assert set(board["verdict"]) <= {"benchmark", "beats", "indistinguishable from", "worse than", "n/a (no variance)"}
@@ -41,19 +42,30 @@ def test_windows_are_replayed_apart_and_never_overlap(walked):
 
 
 def test_buy_and_hold_portfolio_is_the_equal_weight_mean_of_close_to_close_returns(walked):
-    """Recomputed from the closes alone: per window, each ticker's close-to-close returns from the window's first
-    session, averaged over tickers (no costs here); the leaderboard's CR compounds exactly that."""
+    """Recomputed from the closes alone: each ticker's close-to-close returns from the first window's first session
+    to the last window's last, no session lost at a boundary (the books are continuous), averaged over tickers (no
+    costs here); the leaderboard's CR compounds exactly that."""
     store = Store()
-    closes = {t: store.closes(t) for t in CFG["tickers"]}
-    daily = []
-    for start, end in [("2024-04-01", "2024-04-30"), ("2024-05-01", "2024-05-31"), ("2024-06-01", "2024-06-30"),
-                       ("2024-07-01", "2024-07-31")]:
-        days = store.trading_days("SPY", start, end)
-        per = np.array([closes[t].reindex(days).to_numpy() for t in CFG["tickers"]])
-        daily.append((per[:, 1:] / per[:, :-1] - 1).mean(axis=0))
-    expected = float(np.prod(1 + np.concatenate(daily)) - 1)
+    days = store.trading_days("SPY", CFG["start"], CFG["end"])
+    per = np.array([store.closes(t).reindex(days).to_numpy() for t in CFG["tickers"]])
+    expected = float(np.prod(1 + (per[:, 1:] / per[:, :-1] - 1).mean(axis=0)) - 1)
     board = pd.read_csv(walked / "leaderboard.csv").set_index("agent")
     assert board.loc["buy_and_hold", "cr"] == pytest.approx(expected, rel=1e-5)  # the CSV keeps 6 digits
+
+
+def test_a_rule_agent_walked_forward_books_as_in_one_window(walked, tmp_path):
+    """ma_crossover decides from each day's observation alone, so refitting changes nothing: its continuous
+    walk-forward book is its single-window book, except where the single window decides on a window's last close
+    (a walk-forward window takes no decision there and carries its last position into the next)."""
+    run(RunConfig.of(agents=("ma_crossover",), out=str(tmp_path), **{**CFG, "walk_forward": ()}))
+    one = pd.read_csv(tmp_path / "returns" / "ma_crossover__NVDA.csv", index_col="date", parse_dates=True)
+    walked_books = pd.concat([pd.read_csv(path, index_col="date", parse_dates=True) for path in
+                              sorted((walked / "windows").glob("*/returns/ma_crossover__NVDA.csv"))])
+    assert list(walked_books.index) == list(one.index)
+    decided_at_boundary = one["decision_date"].isin(["2024-04-30", "2024-05-31", "2024-06-28"])
+    same = ~decided_at_boundary & ~decided_at_boundary.shift(1, fill_value=False)  # and the trade out of it
+    assert same.sum() > 70
+    np.testing.assert_allclose(walked_books.loc[same, "return"], one.loc[same, "return"], rtol=0, atol=1e-12)
 
 
 def test_numeric_observations_match_the_full_context(store):
@@ -64,8 +76,8 @@ def test_numeric_observations_match_the_full_context(store):
         full = build_context(store, "NVDA", day).observation()
         fast = obs.get("NVDA", day, 0, 0.0)
         pd.testing.assert_frame_equal(full.history.tail(60).reset_index(drop=True),
-                                      fast.history.tail(60).reset_index(drop=True), rtol=1e-5, atol=1e-5, check_dtype=False,
-                                      check_frame_type=False)
+                                      fast.history.tail(60).reset_index(drop=True), rtol=1e-5, atol=1e-5,
+                                      check_dtype=False, check_frame_type=False)
         pd.testing.assert_frame_equal(full.news.reset_index(drop=True), fast.news.reset_index(drop=True))
 
 
@@ -74,7 +86,6 @@ def test_leaderboard_columns_come_from_one_table(walked, monkeypatch):
     header, an optional one shown only when some agent has a value, the verdict last; a row added to the table
     reaches both."""
     from benchmarks import leaderboard
-
     from tr1_env.evaluation.signals import SIGNAL_COLUMNS
 
     board = pd.read_csv(walked / "leaderboard.csv")
@@ -153,3 +164,50 @@ def test_page_and_markdown_read_back_as_the_csv(walked):
     signal = board.set_index("agent")
     assert np.isfinite(signal.loc["ma_crossover", ["ic", "ic_lo", "ic_hi", "hit_rate", "accuracy"]].astype(float)).all()
     assert signal.loc["random", "n_calls"] == signal.loc["ma_crossover", "n_calls"] > 0
+
+
+SPANS = dict(CFG, start="2024-06-01", end="2024-07-31", history_start="2024-04-01", tickers=("NVDA", "XOM"))
+
+
+def test_agents_that_read_prices_alone_replay_their_own_longer_span(tmp_path):
+    """--history-start: ma_crossover (prices alone) replays from April, news_sentiment (headlines) from June; each
+    is compared with buy-and-hold over its own days only, and the leaderboard says which days each row covers."""
+    from benchmarks.leaderboard import portfolios
+    from tr1_env.evaluation.stats import compare
+
+    run(RunConfig.of(agents=("buy_and_hold", "ma_crossover", "news_sentiment"), out=str(tmp_path), **SPANS))
+    windows = pd.read_csv(tmp_path / "windows.csv")
+    starts = windows.groupby("agent")["window_start"].min()
+    assert starts.to_dict() == {"buy_and_hold": "2024-04-01", "ma_crossover": "2024-04-01",
+                                "news_sentiment": "2024-06-01"}
+    board = pd.read_csv(tmp_path / "leaderboard.csv").set_index("agent")
+    longest = "2024-04-02..2024-07-31"
+    assert board["span"].to_dict() == {"buy_and_hold": longest, "ma_crossover": longest,
+                                       "news_sentiment": "2024-06-04..2024-07-31"}
+    assert board.loc["news_sentiment", "n_days"] < board.loc["ma_crossover", "n_days"]
+    # news_sentiment's verdict is the comparison over its days alone, not over buy-and-hold's longer span
+    books = {w: {a: {t: (pd.read_csv(p, index_col="date", parse_dates=True), None)
+                     for t in SPANS["tickers"] for p in [tmp_path / "windows" / w / "returns" / f"{a}__{t}.csv"]}
+                 for a in ("buy_and_hold", "news_sentiment")}
+             for w in ("2024-06-01_2024-06-30", "2024-07-01_2024-07-31")}
+    stats = RunConfig.of(**SPANS).statistics
+    own = compare(portfolios(books).dropna(), "buy_and_hold", stats.alpha, 100, stats.block, 0, stats.risk_free)
+    assert board.loc["news_sentiment", "excess_sharpe_vs_buy_and_hold"] == pytest.approx(
+        own.loc["news_sentiment", "excess_sharpe"], rel=1e-5)
+    assert "| span |" in (tmp_path / "leaderboard.md").read_text()
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(walk_forward=()), "needs a named --walk-forward scheme"),
+    (dict(history_start="2024-07-01"), "must be before --start"),
+    (dict(start="2024-06-15"), "must open a window of the --history-start span"),
+])
+def test_history_start_refuses_spans_it_cannot_nest(tmp_path, capsys, settings, message):
+    from benchmarks.run import main
+
+    cfg = {**SPANS, **settings}
+    argv = ["--agents", "ma_crossover", "--tickers", "NVDA", "--start", cfg["start"], "--end", cfg["end"],
+            "--history-start", cfg["history_start"], "--out", str(tmp_path / "out"),
+            *(["--walk-forward", *cfg["walk_forward"]] if cfg["walk_forward"] else [])]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err

@@ -14,6 +14,11 @@ Timing convention (one trading calendar ``d_1 < ... < d_n`` per ticker, the repl
   held in between.
 
 So buy-and-hold (weight 1 from ``d_1``) compounds to ``(1 - c) * P(d_n) / P(d_1) - 1`` exactly.
+
+Walk-forward books are continuous (``previous``): a window takes no decision at its last close, so the weight
+``w_{n-1}`` it holds there is held into the next window's first session ``e_1``, earns it (no trade at the
+boundary) and is what the refitted agent's first decision at ``e_1``'s close trades from. Chained, the windows
+are one book: buy-and-hold over consecutive windows compounds exactly as over their union.
 ``R`` is the price return by default; with dividends it is the total return, an ex-date's cash
 counted against the previous close: ``R_{i+1} = (P_{i+1} + D_{i+1}) / P_i - 1``.
 
@@ -34,7 +39,8 @@ import pandas as pd
 from tr1_env.core.actions import DEFAULT_WEIGHTS, Action
 from tr1_env.execution import Execution
 
-__all__ = ["asset_returns", "backtest", "buy_and_hold", "decision_days", "gross_returns", "holding_returns", "sessions"]
+__all__ = ["asset_returns", "backtest", "buy_and_hold", "continues", "decision_days", "gross_returns",
+           "holding_returns", "sessions"]
 
 
 def decision_days(days: pd.DatetimeIndex, every: int = 1) -> pd.DatetimeIndex:
@@ -74,15 +80,19 @@ def sessions(closes: pd.Series, days: pd.DatetimeIndex, dividends: pd.Series | N
 def backtest(actions: pd.Series, closes: pd.Series, days: pd.DatetimeIndex, execution: Execution = Execution(),
              weights: Mapping[Action, float] = DEFAULT_WEIGHTS, dividends: pd.Series | None = None,
              opens: pd.Series | None = None, volumes: pd.Series | None = None,
-             llm_usd: pd.Series | None = None) -> pd.DataFrame:
+             llm_usd: pd.Series | None = None, previous: pd.DataFrame | None = None) -> pd.DataFrame:
     """Account for ``actions`` (an :class:`Action` per decision date) over the sessions ``days``.
 
-    Returns one row per realised session ``d_2..d_n``: ``return`` (net of costs), ``position`` (the
-    weight held into that close), ``action`` and ``decision_date`` (the decision that set it),
-    ``asset_return``, ``cost`` (the fraction of equity paid at the previous close), ``equity``
-    (starting at 1), then what the session paid in USD (:meth:`Execution.book`). ``opens`` are read only by a
-    fill that executes at an open, ``volumes`` (over the whole history: the volatility and volume look back) only
-    by a volume cap or an impact, ``llm_usd`` (USD by decision date) only when LLM costs are charged.
+    Returns one row per realised session ``d_2..d_n``: ``return`` (net of costs), ``position`` (the weight held into
+    that close), ``action`` and ``decision_date`` (the decision that set it), ``asset_return``, ``cost`` (the fraction
+    of equity paid at the previous close), ``equity`` (starting at 1, or where ``previous`` ended), then what the
+    session paid in USD (:meth:`Execution.book`). ``opens`` are read only by a fill that executes at an open,
+    ``volumes`` (over the whole history: the volatility and volume look back) only by a volume cap or an impact,
+    ``llm_usd`` (USD by decision date) only when LLM costs are charged.
+
+    ``previous`` (the book of the window before, ending on the session before ``d_1``) makes the book
+    continuous: its last position is held into ``d_1`` and earns that session (a row more, ``d_1..d_n``, no trade
+    at the boundary), and the first decision trades from it instead of from flat.
     """
     if len(days) < 2:
         raise ValueError("a replay needs at least two sessions")
@@ -92,9 +102,16 @@ def backtest(actions: pd.Series, closes: pd.Series, days: pd.DatetimeIndex, exec
     unknown = set(actions.index) - set(days[:-1])
     if unknown:
         raise ValueError(f"decisions off the replay's decision sessions: {sorted(unknown)[:3]}")
+    codes, decided = actions.astype(int), pd.Series(actions.index, index=actions.index)
+    if previous is not None:  # the carried decision, set at the boundary's close by the window before
+        boundary = _boundary(previous, closes, days)
+        last = previous.iloc[-1]
+        codes = pd.concat([pd.Series([int(Action[last["action"]])], index=[boundary]), codes])
+        decided = pd.concat([pd.Series([last["decision_date"]], index=[boundary]), decided])
+        days = days.insert(0, boundary)
     opened = days[:-1]
-    decided_on = pd.Series(actions.index, index=actions.index).reindex(opened).ffill()
-    held = [Action(int(a)) for a in actions.astype(int).reindex(opened).ffill()]
+    decided_on = decided.reindex(opened).ffill()
+    held = [Action(int(a)) for a in codes.reindex(opened).ffill()]
     w = np.array([weights[a] for a in held], dtype=float)
     px, cash = sessions(closes, days, dividends)
     asset = gross_returns(px, cash)
@@ -102,21 +119,39 @@ def backtest(actions: pd.Series, closes: pd.Series, days: pd.DatetimeIndex, exec
     if execution.needs_liquidity and volumes is not None:
         liquidity = tuple(x.reindex(opened).to_numpy(dtype=float) for x in execution.liquidity(closes, volumes))
     llm = None if llm_usd is None else llm_usd.reindex(opened).fillna(0.0).to_numpy(dtype=float)
-    ret, paid = execution.book(w, asset, px, cash, None if opens is None else opens.reindex(days), liquidity, llm)
+    start = 1.0 if previous is None else float(previous["equity"].iloc[-1])  # a continuous book's equity goes on
+    ret, paid = execution.book(w, asset, px, cash, None if opens is None else opens.reindex(days), liquidity, llm,
+                               held=0.0 if previous is None else w[0], equity=start)
     frame = pd.DataFrame({
         "return": ret, "position": paid["position"].to_numpy(), "action": [a.name for a in held],
         "decision_date": decided_on.to_numpy(), "asset_return": asset, "cost": paid["cost"].to_numpy(),
-        "equity": np.cumprod(1 + ret),
+        "equity": start * np.cumprod(1 + ret),
     }, index=pd.DatetimeIndex(days[1:], name="date"))
     return frame.join(paid.drop(columns=["position", "cost"]).set_index(frame.index))
 
 
+def continues(previous: pd.DataFrame | None, closes: pd.Series, days: pd.DatetimeIndex) -> bool:
+    """Whether the book ``previous`` ends on the session of ``closes`` right before ``days[0]``, so a book over
+    ``days`` can continue it (a gap between windows cannot be bridged: that book starts flat)."""
+    before = closes.index[closes.index < days[0]]
+    return previous is not None and len(previous) > 0 and len(before) > 0 and previous.index[-1] == before[-1]
+
+
+def _boundary(previous: pd.DataFrame, closes: pd.Series, days: pd.DatetimeIndex) -> pd.Timestamp:
+    if not continues(previous, closes, days):
+        end = f"{previous.index[-1]:%Y-%m-%d}" if len(previous) else "nothing"
+        raise ValueError(f"a continuous book needs the previous book to end on the session before "
+                         f"{days[0]:%Y-%m-%d}; it ends on {end}")
+    return previous.index[-1]
+
+
 def buy_and_hold(closes: pd.Series, days: pd.DatetimeIndex, execution: Execution = Execution(),
                  dividends: pd.Series | None = None, opens: pd.Series | None = None,
-                 volumes: pd.Series | None = None) -> pd.DataFrame:
+                 volumes: pd.Series | None = None, previous: pd.DataFrame | None = None) -> pd.DataFrame:
     """The benchmark: weight 1 from the first fill on, whatever weights the agents' actions map to."""
     first = pd.Series([Action.STRONG_BUY], index=days[:1])
-    return backtest(first, closes, days, execution, {Action.STRONG_BUY: 1.0}, dividends, opens, volumes)
+    return backtest(first, closes, days, execution, {Action.STRONG_BUY: 1.0}, dividends, opens, volumes,
+                    previous=previous)
 
 
 def holding_returns(frame: pd.DataFrame) -> pd.DataFrame:

@@ -15,7 +15,7 @@ import pandas as pd
 __all__ = ["SCHEMES", "Window", "windows"]
 
 #: Named schemes; anything else is an explicit list of ``START:END`` windows.
-SCHEMES = {"single": None, "quarterly": "Q", "monthly": "M"}
+SCHEMES = {"single": None, "yearly": "Y", "quarterly": "Q", "monthly": "M"}
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ def _window(start, end) -> Window:
 
 
 def windows(scheme: str | Sequence[str] = "single", start=None, end=None) -> list[Window]:
-    """``single`` ([start, end]), ``quarterly`` / ``monthly`` (calendar periods cut to [start, end]) or an
+    """``single`` ([start, end]), ``yearly`` / ``quarterly`` / ``monthly`` (calendar periods cut to [start, end]) or an
     explicit list of ``"YYYY-MM-DD:YYYY-MM-DD"`` windows, which must be in order and must not overlap."""
     if isinstance(scheme, str) and scheme in SCHEMES:
         if start is None or end is None:

@@ -225,13 +225,15 @@ class Execution:
         return borrow, interest
 
     def book(self, w: np.ndarray, asset: np.ndarray, closes: pd.Series, cash: np.ndarray, opens: pd.Series | None,
-             liquidity: tuple[np.ndarray, np.ndarray] | None = None, llm_usd: np.ndarray | None = None
-             ) -> tuple[np.ndarray, pd.DataFrame]:
+             liquidity: tuple[np.ndarray, np.ndarray] | None = None, llm_usd: np.ndarray | None = None,
+             held: float = 0.0, equity: float = 1.0) -> tuple[np.ndarray, pd.DataFrame]:
         """Net daily returns and what each session paid for the weights ``w_i`` decided at the closes of
-        ``d_1..d_{n-1}``, starting flat: ``asset`` is each realised session's return ``d_2..d_n``; ``closes`` and
-        ex-date ``cash`` are over ``d_1..d_n``, ``opens`` over them or None; ``liquidity`` is (volatility, dollar
-        volume) at each decision close (:meth:`liquidity`; needed by the cap and the impact) and ``llm_usd`` each
-        decision's LLM cost in USD (charged with :attr:`charge_llm_cost`).
+        ``d_1..d_{n-1}``, starting from the weight ``held`` into ``d_1`` (flat by default; a continuous walk-forward
+        passes the previous window's last weight and its ``equity``, 1 at the first window's start): ``asset`` is each
+        realised session's return ``d_2..d_n``; ``closes`` and ex-date ``cash`` are over ``d_1..d_n``, ``opens`` over
+        them or None; ``liquidity`` is (volatility, dollar volume) at each decision close (:meth:`liquidity`; needed
+        by the cap and the impact) and ``llm_usd`` each decision's LLM cost in USD (charged with
+        :attr:`charge_llm_cost`).
 
         The trade pays its cost at the fill; the old weight earns the session up to the fill, the new one the rest,
         and the position held pays its borrow and earns its interest:
@@ -250,13 +252,12 @@ class Execution:
         columns = ["position", "cost", "commission", "slippage", "impact", "borrow", "interest", "llm", "unfilled"]
         if not (self.needs_liquidity or self.commission_per_share or self.commission_min or llm.any()):
             # nothing depends on the equity or on an unfilled rest: every session at once, in USD of a book at 1
-            held = np.concatenate([[0.0], w[:-1]])
-            ret, parts = self._settle(held, w, 1.0, overnight, intraday, price, dollar, sigma, llm)
-            scale = np.concatenate([[1.0], np.cumprod(1 + ret)[:-1]])  # each session's equity before it
+            before = np.concatenate([[held], w[:-1]])
+            ret, parts = self._settle(before, w, 1.0, overnight, intraday, price, dollar, sigma, llm)
+            scale = equity * np.concatenate([[1.0], np.cumprod(1 + ret)[:-1]])  # each session's equity before it
             parts = [p * scale if name not in ("position", "cost", "llm") else p for name, p in zip(columns, parts)]
             return ret, pd.DataFrame(dict(zip(columns, parts)))
         ret, rows = np.empty(len(w)), np.zeros((len(w), len(columns)))
-        held, equity = 0.0, 1.0
         for i in range(len(w)):
             r, parts = self._settle(held, w[i], equity, overnight[i], intraday[i], price[i], dollar[i], sigma[i],
                                     llm[i])
