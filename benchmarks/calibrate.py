@@ -7,7 +7,8 @@ costs and fills), equal-weight portfolio, :func:`tr1_env.evaluation.stats.compar
 (:func:`benchmarks.leaderboard.signal_table`) as a replayed agent's; only the observation step is skipped, since the
 agent reads none. Each seed is one family (buy-and-hold and one planted agent per share), like a leaderboard of that
 many agents. The table gives, per share and test, how often the edge is found; its ``p = 0`` row is the
-false-positive rate. Planted agents read the future on purpose: they exist here and in tests, and are never offered as an agent.
+false-positive rate. Planted agents read the future on purpose: they exist here and in tests, and are never offered
+as an agent.
 
     python benchmarks/calibrate.py [--seeds 20] [--shares 0 0.01 0.02 0.05 0.1 0.2] [--csv power.csv]
 """
