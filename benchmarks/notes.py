@@ -61,8 +61,10 @@ def page_notes(cfg: RunConfig, facts: RunFacts) -> list[str]:
     return [
         f"{len(protocol)} window(s) from {protocol[0].start:%Y-%m-%d} to {protocol[-1].end:%Y-%m-%d}"
         + (f" ({cfg.window.walk_forward[0]})" if len(cfg.window.walk_forward) == 1 else "")
-        + ". Each window starts flat (buy-and-hold too) and its first session's return belongs to no one; the "
-        "portfolio is the equal-weight mean of the per-ticker daily net returns, rebalanced daily.",
+        + (". The first window starts flat (buy-and-hold too); books are continuous across windows: the position held "
+           "into a boundary earns that session and the refitted agent trades from it" if len(protocol) > 1 else
+           ". The window starts flat (buy-and-hold too): its first session's return belongs to no one")
+        + "; the portfolio is the equal-weight mean of the per-ticker daily net returns, rebalanced daily.",
         f"Execution: {cfg.execution.describe()}; {facts.returns(cfg)}.",
         *([f"SB3 PPO/A2C retrained before every window on a rolling {cfg.agents.train_years:g}-year span ending the "
            f"day before it ({cfg.agents.sb3_steps} steps, "
