@@ -42,9 +42,8 @@ class Legs:
                 continue
             c, o = closes[t].iloc[first:last + 1].ffill(), opens[t].iloc[first:last + 1]
             _, cash = sessions(c, c.index, (dividends or {}).get(t))
-            i = execution.model.intraday(c, cash, o.ffill().fillna(c))
-            intra[first:last, j] = i
-            over[first:last, j] = (1 + gross_returns(c, cash)) / (1 + i) - 1
+            over[first:last, j], intra[first:last, j] = execution.model.legs(gross_returns(c, cash), c, cash,
+                                                                             o.ffill().fillna(c))
         self.days, self.tickers, self.overnight, self.intraday = days, tuple(closes.columns), over, intra
 
 

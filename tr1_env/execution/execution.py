@@ -179,7 +179,8 @@ class Execution:
     def cost(self, previous, target):
         """The fraction of equity a change of weight from ``previous`` to ``target`` pays in bps costs (elementwise):
         the Trading env's; the book adds the costs that need prices and volumes (:meth:`trade`)."""
-        return self.cost_bps / 1e4 * abs(target - previous) + self.slippage_bps / 1e4 * abs(target - previous)
+        traded = abs(target - previous)
+        return self.cost_bps / 1e4 * traded + self.slippage_bps / 1e4 * traded
 
     def liquidity(self, closes: pd.Series | pd.DataFrame, volumes: pd.Series | pd.DataFrame
                   ) -> tuple[pd.Series | pd.DataFrame, pd.Series | pd.DataFrame]:
@@ -242,8 +243,7 @@ class Execution:
         ``position`` (``a_i``) and ``cost`` (``c``), then ``commission``, ``slippage``, ``impact``, ``borrow``,
         ``interest``, ``llm`` and ``unfilled`` (the weight not filled), each in USD.
         """
-        intraday = self.model.intraday(closes, cash, opens)
-        overnight = (1 + asset) / (1 + intraday) - 1
+        overnight, intraday = self.model.legs(asset, closes, cash, opens)
         price = self.prices(closes, opens)
         if self.needs_liquidity and liquidity is None:
             raise ValueError("--impact-coef and --participation need each session's volume")

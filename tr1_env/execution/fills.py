@@ -46,6 +46,13 @@ class Fill:
         px = closes.to_numpy(dtype=float)
         return (px[1:] + (0.0 if self.overnight else cash[1:])) / self.prices(closes, opens) - 1
 
+    def legs(self, asset: np.ndarray, closes: pd.Series, cash: np.ndarray, opens: pd.Series | None
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """Each realised session's ``asset`` return split at the fill: ``(overnight, intraday)``, the part the old
+        weight earns up to the fill and the part the new weight earns after it, ``(1 + G)(1 + I) = 1 + asset``."""
+        intraday = self.intraday(closes, cash, opens)
+        return (1 + asset) / (1 + intraday) - 1, intraday
+
 
 class NextOpenFill(Fill):
     """At the next session's open: the old weight earns the overnight gap (and an ex-date dividend), the new one
