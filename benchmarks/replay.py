@@ -30,7 +30,7 @@ from tr1_env.data.store import Store, split_adjust
 from tr1_env.evaluation.backtest import decision_days
 from tr1_env.evaluation.windows import Window
 
-__all__ = ["Observations", "replay"]
+__all__ = ["Observations", "context_budget", "replay"]
 
 
 class Observations:
@@ -80,6 +80,14 @@ def _fingerprint(spec: AgentSpec, cfg: RunConfig, window: Window, every: int, ma
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def context_budget(spec: AgentSpec, cfg: RunConfig) -> int:
+    """The characters of context an agent reads: an LLM's own budget or ``--llm-max-chars``; 0 (the numeric
+    observation, no text) for agents that read bars alone, the default budget for other plug-ins."""
+    if spec.llm:
+        return spec.settings.get("max_chars", cfg.agents.llm_max_chars)
+    return 0 if spec.numeric else ContextConfig().max_chars
+
+
 def replay(spec: AgentSpec, cfg: RunConfig, window: Window, store: Store, days: dict[str, pd.DatetimeIndex],
            observations: Observations, out: Path, held: dict[str, float] | None = None
            ) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
@@ -89,11 +97,7 @@ def replay(spec: AgentSpec, cfg: RunConfig, window: Window, store: Store, days: 
     holds into the window (a continuous walk-forward's previous window; flat when absent), the position its
     first observation reads."""
     held = {t: float(held.get(t, 0.0)) if held else 0.0 for t in days}
-    every = spec.every
-    if spec.llm:
-        max_chars = spec.settings.get("max_chars", cfg.agents.llm_max_chars)
-    else:
-        max_chars = 0 if spec.numeric else ContextConfig().max_chars
+    every, max_chars = spec.every, context_budget(spec, cfg)
     fingerprint = _fingerprint(spec, cfg, window, every, max_chars, held)
     paths = {t: out / "decisions" / f"{slug(spec.label)}__{t}.json" for t in days}
     done = {t: d for t in days if (d := load_decisions(paths[t], fingerprint)) is not None}

@@ -29,6 +29,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 
@@ -216,7 +217,8 @@ def _chain(per_window: list[Results], keep) -> Results:
     return out
 
 
-def run(cfg: RunConfig) -> pd.DataFrame:
+def run(cfg: RunConfig, specs: list[AgentSpec] | None = None,
+        extra: Callable[[Path, pd.DataFrame], None] | None = None) -> pd.DataFrame:
     """The whole benchmark; returns the summary table (also written under ``--out``).
 
     Every run is a list of windows (:func:`tr1_env.evaluation.windows.windows`; one unless ``--walk-forward``): each
@@ -226,12 +228,15 @@ def run(cfg: RunConfig) -> pd.DataFrame:
     window is left out of every table (its other windows' decisions are saved for the next run) and an agent with
     a failure is left out of the leaderboard. ``summary.attrs`` holds ``run_id``, ``failed`` (agent -> ticker -> error)
     and ``skipped`` (agent -> why).
+
+    ``specs``: the agents, when not those ``cfg`` names (a forward ledger's recorded decisions); ``extra(out, board)``
+    writes further files into the run's folder before it is closed, so its manifest lists them.
     """
     t0 = time.time()
     out = check_out(cfg.outputs.out, cfg.outputs.force)  # before anything is read or written
     store = Store(cfg.window.store)
     tickers = check(cfg, store)
-    specs = resolve_agents(cfg)
+    specs = resolve_agents(cfg) if specs is None else specs
     found = cutoffs(specs, cfg)
     if cfg.contamination.post_cutoff:
         cfg = post_cutoff(cfg, store, found)
@@ -280,6 +285,8 @@ def run(cfg: RunConfig) -> pd.DataFrame:
     board = write_leaderboard(ranked, cfg, out, page_notes(cfg, facts), sheets, record.run_id, found,
                               signal_table(ranked, market.closes, cfg))
     write_text(out / "leaderboard.md", leaderboard_markdown(md_frame(board), cfg))
+    if extra is not None:
+        extra(out, board)
     pseudonyms = {t: names for r in per_window for t, names in r.pseudonyms.items()}
     record = dataclasses.replace(record, skipped=skipped, failed=failed, pseudonyms=pseudonyms,
                                  wall_time_s=round(time.time() - t0, 1))

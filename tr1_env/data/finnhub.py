@@ -102,6 +102,36 @@ def candles_frame(payload: dict, ticker: str) -> pd.DataFrame:
     return out.assign(available_at=vectorized_at_ny(out["date"], 16, 0))
 
 
+def quote_frame(payload: dict, ticker: str, now) -> pd.DataFrame:
+    """/quote -> the session's bar, only once that session has closed at ``now`` (a quote during the session is
+    no close); no volume on this endpoint (0). Free plans have no daily candles: this is their daily close."""
+    if not payload.get("t"):
+        return pd.DataFrame()
+    day = pd.Timestamp(payload["t"], unit="s", tz="UTC").tz_convert(NY).tz_localize(None).normalize()
+    close = vectorized_at_ny(pd.Series([day]), 16, 0).iloc[0]
+    if pd.Timestamp(now) < close:
+        return pd.DataFrame()
+    return pd.DataFrame({"ticker": [canonical_ticker(ticker)], "date": [day],
+                         **{k: [round(float(payload[c]), 4)] for k, c in
+                            [("open", "o"), ("high", "h"), ("low", "l"), ("close", "c")]},
+                         "volume": pd.Series([0], dtype="int64"), "available_at": [close]})
+
+
+def symbol(ticker: str) -> str:
+    """Finnhub's spelling of a ticker."""
+    return FINNHUB_SYMBOL.get(canonical_ticker(ticker), canonical_ticker(ticker))
+
+
+def call_endpoint(client, endpoint: str, sym: str, *args, **kwargs):
+    """``client.<endpoint>(...)``; any failure re-raised as a one-line FinnhubError without the key."""
+    try:
+        return getattr(client, endpoint)(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - requests, finnhub and JSON errors all carry the URL
+        key = getattr(client, "api_key", None) or os.environ.get(KEY_ENV)
+        detail = scrub(" ".join(str(exc).split())[:300], key)
+        raise FinnhubError(f"Finnhub {endpoint} for {sym} failed: {type(exc).__name__}: {detail}") from None
+
+
 @dataclass
 class FinnhubUpdate:
     store: str = field(metadata={"help": "store folder to update in place"})
@@ -117,15 +147,10 @@ def fetch(client, cfg: FinnhubUpdate) -> dict[str, pd.DataFrame]:
                                               "prices": []}
     lo, hi = pd.Timestamp(cfg.start), pd.Timestamp(cfg.end)
     for ticker in cfg.tickers:
-        sym = FINNHUB_SYMBOL.get(canonical_ticker(ticker), canonical_ticker(ticker))
+        sym = symbol(ticker)
 
         def call(endpoint: str, *args, **kwargs):
-            try:
-                return getattr(client, endpoint)(*args, **kwargs)
-            except Exception as exc:  # noqa: BLE001 - requests, finnhub and JSON errors all carry the URL
-                key = getattr(client, "api_key", None) or os.environ.get(KEY_ENV)
-                detail = scrub(" ".join(str(exc).split())[:300], key)
-                raise FinnhubError(f"Finnhub {endpoint} for {sym} failed: {type(exc).__name__}: {detail}") from None
+            return call_endpoint(client, endpoint, sym, *args, **kwargs)
 
         frames["news"].append(news_frame(call("company_news", sym, _from=cfg.start, to=cfg.end), ticker))
         frames["recommendations"].append(recommendation_frame(call("recommendation_trends", sym)))

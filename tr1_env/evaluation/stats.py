@@ -36,7 +36,7 @@ from tr1_env.evaluation.metrics import (
 )
 
 __all__ = ["NO_SHARPE", "TOO_SHORT", "VERDICTS", "compare", "deflated_sharpe", "expected_max_sharpe",
-           "mcs_pvalues", "min_detectable_excess_sharpe", "min_detectable_ir", "spa", "stepm"]
+           "days_to_verdict", "mcs_pvalues", "min_detectable_excess_sharpe", "min_detectable_ir", "spa", "stepm"]
 
 #: Verdict of an agent against the benchmark, after multiple-testing control.
 VERDICTS = ("beats", "indistinguishable from", "worse than")
@@ -146,6 +146,24 @@ def min_detectable_excess_sharpe(n_days: int, sr: float, sr_benchmark: float, rh
         return float("nan")
     z = norm.ppf(1 - alpha / (2 * max(n_tests, 1))) + norm.ppf(power)
     return float(z * _jk_se(sr, sr_benchmark, rho, n_days) * math.sqrt(periods))
+
+
+def days_to_verdict(n_days: int, excess_sharpe: float, min_detectable: float, verdict: str,
+                    min_days: int = 20) -> float:
+    """Further days after which the current verdict could change if the observed Sharpe difference stayed what it
+    is: 0 for a decided verdict (``beats``/``worse than``: at that effect more days only strengthen it), else the
+    smallest k with :func:`min_detectable_excess_sharpe` over n + k days at or below |``excess_sharpe``|, and at
+    least the days still missing to ``min_days``; inf when there is no difference (or no variance) to find.
+
+    The detectable difference is z times the Jobson-Korkie-Memmel standard error, which at fixed Sharpe ratios
+    and correlation falls as 1/sqrt(n): ``min_detectable`` (over ``n_days``) scales to n + k days as
+    ``min_detectable * sqrt(n / (n + k))``, so k = ceil(n (min_detectable / |excess|)^2) - n."""
+    if verdict in VERDICTS[::2]:
+        return 0.0
+    if verdict == NO_SHARPE or not (np.isfinite(excess_sharpe) and np.isfinite(min_detectable)) or excess_sharpe == 0:
+        return float("inf")
+    needed = math.ceil(n_days * (min_detectable / abs(excess_sharpe)) ** 2 - 1e-9)
+    return float(max(needed - n_days, min_days - n_days, 0))
 
 
 def _check(returns: pd.DataFrame, benchmark: str) -> None:
