@@ -29,7 +29,7 @@ from pathlib import Path
 import pandas as pd
 
 from tr1_env.data.clock import NY, Clock, SimulatedClock, at_ny, decision_time, next_open
-from tr1_env.evaluation.ledger import Ledger, canonical, data_manifest, export_days
+from tr1_env.evaluation.ledger import Ledger, canonical, data_manifest, export_days, stamp
 from tr1_env.util.cli_args import add_dataclass_args, from_args
 from tr1_env.util.files import atomic_write, jsonable
 from tr1_env.util.redact import redact_url, scrub, url_secrets
@@ -292,6 +292,7 @@ def run_forward(cfg: ForwardConfig, clock: Clock | None = None, client=None) -> 
     day = cfg.due(now)
     ledger = Ledger(folder / LEDGER)
     entries = ledger.entries()
+    _finish(folder, ledger, cfg)  # the folder is a forward run's from here, also if this run is killed
     out = Outcome(day)
     quotes: dict[str, dict] = {}
     vendor_error = None
@@ -316,7 +317,7 @@ def run_forward(cfg: ForwardConfig, clock: Clock | None = None, client=None) -> 
     done = set() if cfg.force else decided_keys(entries, key)
     already = decided_keys(entries, key)
     secrets = _secrets(cfg)
-    base = {"day": key, "asof": asof, "deadline": deadline, "fill": cfg.fill}
+    base = {"day": key, "asof": stamp(asof), "deadline": stamp(deadline), "fill": cfg.fill}
     runnable = [s for s in specs if not s.unavailable]
     out.skipped = [f"{s.label}: {s.unavailable}" for s in specs if s.unavailable]
     if vendor_error is not None:  # the day is failed for every agent x ticker still to decide: never HOLD

@@ -29,7 +29,7 @@ from tr1_env.data.schema import MARKET_WIDE, TABLES
 from tr1_env.util.files import atomic_write, jsonable
 
 __all__ = ["GENESIS", "Ledger", "LedgerError", "canonical", "check_roots", "data_manifest", "export_days",
-           "line_hash", "verify"]
+           "line_hash", "stamp", "verify"]
 
 GENESIS = "0" * 64
 STATUSES = ("decided", "failed")
@@ -48,7 +48,8 @@ def line_hash(line: str) -> str:
     return hashlib.sha256(line.encode()).hexdigest()
 
 
-def _utc(ts) -> str:
+def stamp(ts) -> str:
+    """A UTC instant as the ledger writes it (ISO 8601 with microseconds and Z)."""
     return pd.Timestamp(ts).tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
@@ -60,7 +61,7 @@ def data_manifest(store, ticker: str, t) -> dict:
         rows = store.visible(name, "*" if name in MARKET_WIDE else ticker, t)
         digest = hashlib.sha256(pd.util.hash_pandas_object(rows, index=False).to_numpy().tobytes()).hexdigest()
         last = rows["available_at"].max() if len(rows) else None
-        out[name] = {"rows": len(rows), "last": None if last is None else _utc(last), "sha256": digest}
+        out[name] = {"rows": len(rows), "last": None if last is None else stamp(last), "sha256": digest}
     return out
 
 
@@ -99,7 +100,7 @@ class Ledger:
             prev = line_hash(text.splitlines()[-1]) if text else GENESIS
             out, lines = [], []
             for entry in entries:
-                entry = {**entry, "prev": prev, "ts": _utc(now)}
+                entry = {**entry, "prev": prev, "ts": stamp(now)}
                 line = canonical(entry)
                 lines.append(line + "\n")
                 prev = line_hash(line)
