@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from benchmarks.config import StatisticsConfig
 from benchmarks.forward import ForwardConfig, ForwardRefused, run_forward
 from benchmarks.forward_score import ScoreConfig, effective_decisions, score
 from tr1_env.core.actions import Action
@@ -27,6 +28,7 @@ TICKERS = ("AAPL", "MSFT", "AMZN")
 START = pd.Timestamp("2024-05-31")
 DAYS = pd.bdate_range("2024-06-03", "2024-06-14")  # ten sessions, no holiday
 OPENAI_KEY = "sk-forward-SECRET-0123"
+STATS = StatisticsConfig(bootstrap=200)  # the tests' resamples: equality needs the same draws, not many
 FINNHUB_KEY = "fh-forward-SECRET-4567"
 
 
@@ -198,12 +200,12 @@ def test_two_weeks_idempotent_verified_exported_and_scored_as_a_replay(world):
 
     # the store now holds the two weeks' closes: score, and replay the same agents over the same days
     out = world.tmp / "score"
-    summary = score(ScoreConfig(folder=str(world.folder), store=str(world.store), out=str(out)))
+    summary = score(ScoreConfig(folder=str(world.folder), store=str(world.store), statistics=STATS, out=str(out)))
     assert not summary.empty
     replayed = world.tmp / "replay"
     run(RunConfig.of(agents=("ma_crossover", "rsi_reversion"), model=("gpt-4.1",), base_url=world.base_url,
                      tickers=TICKERS, start=f"{DAYS[0]:%Y-%m-%d}", end=f"{DAYS[-1]:%Y-%m-%d}", store=str(world.store),
-                     fill="next-open", out=str(replayed), tearsheets=False))
+                     fill="next-open", out=str(replayed), tearsheets=False, statistics=STATS))
     for name in ("summary.csv", "leaderboard.csv", "windows.csv", "costs.csv"):
         a, b = pd.read_csv(out / name), pd.read_csv(replayed / name)
         pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-12)
@@ -229,7 +231,7 @@ def test_a_missed_day_is_never_back_filled(world):
         _day(world, day, cfg)
     days = {e["day"] for e in Ledger(world.folder / "ledger.jsonl").entries()}
     assert f"{skipped:%Y-%m-%d}" not in days and len(days) == 5
-    score(ScoreConfig(folder=str(world.folder), store=str(world.store), out=str(world.tmp / "s")))
+    score(ScoreConfig(folder=str(world.folder), store=str(world.store), statistics=STATS, out=str(world.tmp / "s")))
     counts = pd.read_csv(world.tmp / "s" / "forward.csv").set_index("agent").loc["ma_crossover"]
     assert (counts["sessions"], counts["decided"], counts["missed"]) == (15, 12, 3)
 
@@ -311,7 +313,7 @@ def test_force_appends_superseding_entries_the_scorer_ignores(world):
     for day in DAYS[:5]:
         _day(world, day, cfg)
     plain = world.tmp / "plain"
-    score(ScoreConfig(folder=str(world.folder), store=str(world.store), out=str(plain)))
+    score(ScoreConfig(folder=str(world.folder), store=str(world.store), statistics=STATS, out=str(plain)))
     forced = _day(world, DAYS[4], ForwardConfig(**{**vars(cfg), "force": True}), minute=30)
     assert forced.decided == 3
     entries = Ledger(world.folder / "ledger.jsonl").entries()
@@ -319,7 +321,7 @@ def test_force_appends_superseding_entries_the_scorer_ignores(world):
     chosen, ignored = effective_decisions(entries)
     assert ignored == {"Counting": 3} and {e["decision"] for e in chosen["Counting"].values()} == {"BUY"}
     again = world.tmp / "again"
-    score(ScoreConfig(folder=str(world.folder), store=str(world.store), out=str(again)))
+    score(ScoreConfig(folder=str(world.folder), store=str(world.store), statistics=STATS, out=str(again)))
     pd.testing.assert_frame_equal(pd.read_csv(again / "summary.csv"), pd.read_csv(plain / "summary.csv"))
     assert pd.read_csv(again / "forward.csv")["ignored_entries"].tolist() == [3]
 
@@ -358,3 +360,33 @@ def test_days_to_a_verdict_follow_the_detectable_difference():
     assert days_to_verdict(n, 0.0, mde, "indistinguishable from") == np.inf
     assert days_to_verdict(n, 1.0, mde, "beats") == 0
     assert days_to_verdict(10, 2 * mde, mde, "too short", min_days=20) == 10
+
+
+def test_the_commands_exit_with_what_happened(world, capsys):
+    import argparse
+
+    from benchmarks.forward import register
+
+    parser = argparse.ArgumentParser(prog="tr1")
+    register(parser.add_subparsers(dest="command", required=True))
+
+    def tr1(*argv) -> int:
+        ns = parser.parse_args(list(argv))
+        with pytest.raises(SystemExit) as stop:
+            ns.func(ns)
+        return stop.value.code
+
+    world.fh.today = DAYS[0]
+    common = ["--folder", str(world.folder), "--store", str(world.store), "--tickers", *TICKERS]
+    assert tr1("forward", "run", *common, "--agents", "ma_crossover", "--calls-per-minute", "0",
+               "--now", str(at_ny(DAYS[0], 16, 5))) == 0
+    assert tr1("forward", "verify", "--folder", str(world.folder), "--store", str(world.store)) == 0
+    assert "ok: 3 lines" in capsys.readouterr().out
+    path = world.folder / "ledger.jsonl"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0].replace('"decision":"', '"decision":"X'), *lines[1:]]) + "\n")
+    assert tr1("forward", "verify", "--folder", str(world.folder)) == 1
+    assert "line 2: its previous hash does not match line 1" in capsys.readouterr().out
+    assert tr1("forward", "run", *common, "--agents", "ppo", "--now", str(at_ny(DAYS[0], 16, 5))) == 2
+    assert tr1("forward", "score", "--folder", str(world.folder), "--store", str(world.store)) == 2
+    assert "does not verify" in capsys.readouterr().err
