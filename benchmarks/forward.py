@@ -59,7 +59,8 @@ class ForwardConfig:
         "help": "close: decide on the session's close (data to 16:00 ET), execute at the next open (fill "
                 "next-open); HH:MM (ET, before 16:00): decide then on the data to that minute and a provisional "
                 "bar from the live quote, execute at that session's close (fill close)"})
-    lookback_days: int = field(default=7, metadata={"help": "days of news, insider trades and earnings each run fetches"})
+    lookback_days: int = field(default=7, metadata={
+        "help": "days of news, insider trades and earnings each run fetches"})
     prices: bool = field(default=False, metadata={
         "help": "daily bars from Finnhub's candles (a paid endpoint) instead of the free /quote"})
     calls_per_minute: float = field(default=55.0, metadata={

@@ -38,7 +38,8 @@ class ScoreConfig:
     folder: str = field(metadata={"help": "forward folder (its ledger.jsonl)"})
     store: str = field(metadata={"help": "store folder with the closes the decisions traded on"})
     out: str | None = field(default=None, metadata={"help": "report folder (default: FOLDER/score)"})
-    force: bool = field(default=False, metadata={"help": "write into an --out folder no tr1 run owns, beside its files"})
+    force: bool = field(default=False, metadata={
+        "help": "write into an --out folder no tr1 run owns, beside its files"})
     tearsheets: bool = field(default=False, metadata={"help": "also write quantstats tearsheets"})
     execution: Execution = field(default_factory=Execution, metadata={
         "help": "costs (tr1_env.execution); the fill is the ledger's (next-open for decisions at the close, close "

@@ -240,10 +240,11 @@ class _ApiHandler(BaseHTTPRequestHandler):
         if step in ("ok", 200, "garbled", "echo-ok"):
             auth = self.headers.get("Authorization") or ""
             echo = f"\nYour token {auth.partition(' ')[2]} ({auth})" if step == "echo-ok" else ""
+            reply = self.server.reply(body) if callable(self.server.reply) else self.server.reply
             status, payload = 200, {
                 "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
                 "choices": [{"index": 0, "finish_reason": "stop",
-                             "message": {"role": "assistant", "content": self.server.reply + echo}}],
+                             "message": {"role": "assistant", "content": reply + echo}}],
                 "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}}
         elif step == "echo-key":
             status, payload = 401, {"error": {"message": f"Incorrect API key provided: {self.headers['Authorization']}",
@@ -264,8 +265,8 @@ class _ApiHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def api_server() -> Iterator[ThreadingHTTPServer]:
-    """A local scripted server: set ``.script``, ``.default``, ``.reply`` and ``.error``; read ``.requests`` and
-    ``.seen``; ``.base_url`` ends in /v1."""
+    """A local scripted server: set ``.script``, ``.default``, ``.reply`` (a text, or a function of the request's
+    JSON body) and ``.error``; read ``.requests`` and ``.seen``; ``.base_url`` ends in /v1."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _ApiHandler)
     server.daemon_threads, server.script, server.requests, server.seen = True, [], 0, []
     server.default, server.reply, server.error = "ok", API_THESIS, None

@@ -5,7 +5,6 @@ import hashlib
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import finnhub
@@ -70,28 +69,12 @@ class FakeFinnhub(BaseHTTPRequestHandler):
         pass
 
 
-class FakeOpenAI(BaseHTTPRequestHandler):
-    """Chat completions whose decision is a function of the prompt (its sha256), so a replay that builds the same
-    prompt gets the same answer; ``server.requests`` counts them."""
-
-    def do_POST(self):  # noqa: N802 - http.server API
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.server.requests += 1
-        prompt = body["messages"][-1]["content"]
-        action = list(Action)[int(hashlib.sha256(prompt.encode()).hexdigest(), 16) % 5].name
-        payload = {"id": "c", "object": "chat.completion", "created": 0, "model": body["model"],
-                   "choices": [{"index": 0, "finish_reason": "stop", "message": {
-                       "role": "assistant", "content": f"<conclusion>\n- A call.\n</conclusion>\n[[[{action}]]]"}}],
-                   "usage": {"prompt_tokens": 900, "completion_tokens": 300, "total_tokens": 1200}}
-        data = json.dumps(payload).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
+def decide_by_prompt(body: dict) -> str:
+    """The fake model's reply: a decision that is a function of the prompt (its sha256), so a replay that builds
+    the same prompt gets the same answer."""
+    prompt = body["messages"][-1]["content"]
+    action = list(Action)[int(hashlib.sha256(prompt.encode()).hexdigest(), 16) % 5].name
+    return f"<conclusion>\n- A call.\n</conclusion>\n[[[{action}]]]"
 
 
 def _serve(handler, **attrs) -> ThreadingHTTPServer:
@@ -134,7 +117,7 @@ def truth():
 
 
 @pytest.fixture()
-def world(tmp_path, truth, monkeypatch):
+def world(tmp_path, truth, monkeypatch, api_server):
     """A store cut at 2024-05-31's close for three tickers, a fake Finnhub that knows the next two weeks, a fake
     OpenAI server, both keys set."""
     store = tmp_path / "store"
@@ -148,16 +131,15 @@ def world(tmp_path, truth, monkeypatch):
     prices = truth.table("prices")
     bars = prices[prices["ticker"].isin(TICKERS) & (prices["date"] <= DAYS[-1])]
     fh = _serve(FakeFinnhub, bars=bars, today=DAYS[0], down=False, calls=0)
-    llm = _serve(FakeOpenAI, requests=0)
+    api_server.reply = decide_by_prompt
     monkeypatch.setattr(finnhub.Client, "API_URL", f"http://127.0.0.1:{fh.server_port}/api/v1")
     monkeypatch.setenv("FINNHUB_API_KEY", FINNHUB_KEY)
     monkeypatch.setenv("OPENAI_API_KEY", OPENAI_KEY)
     monkeypatch.setenv("TR1_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(Counting, "asked", [])
-    yield type("World", (), {"store": store, "fh": fh, "llm": llm, "folder": tmp_path / "fw", "tmp": tmp_path,
-                             "base_url": f"http://127.0.0.1:{llm.server_port}/v1"})
+    yield type("World", (), {"store": store, "fh": fh, "llm": api_server, "folder": tmp_path / "fw", "tmp": tmp_path,
+                             "base_url": api_server.base_url})
     fh.shutdown()
-    llm.shutdown()
 
 
 def _config(w, **kw) -> ForwardConfig:
@@ -191,8 +173,8 @@ def test_two_weeks_idempotent_verified_exported_and_scored_as_a_replay(world):
     assert OPENAI_KEY not in text and FINNHUB_KEY not in text
     assert OPENAI_KEY not in (world.folder / "forward.json").read_text()
     entry = json.loads(text.splitlines()[-1])
-    assert entry["model"] == "gpt-4.1" and entry["cutoff"] and entry["tokens"]["prompt_tokens"] == 900
-    assert entry["cost_usd"] == pytest.approx((900 * 2.0 + 300 * 8.0) / 1e6)
+    assert entry["model"] == "gpt-4.1" and entry["cutoff"] and entry["tokens"]["prompt_tokens"] == 11
+    assert entry["cost_usd"] == pytest.approx((11 * 2.0 + 7 * 8.0) / 1e6)
     assert entry["deadline"].startswith("2024-06-17T13:30") and entry["fill"] == "next-open"
     # a file per UTC day, each root the hash of that day's last line
     roots = sorted((world.folder / "export").glob("*.root"))
