@@ -17,11 +17,9 @@ file the runs wrote, with its sha256); a run deletes nothing.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +28,6 @@ import pandas as pd
 
 from tr1_env.data.clock import NY, Clock, SimulatedClock, at_ny, decision_time, next_open
 from tr1_env.evaluation.ledger import Ledger, canonical, data_manifest, export_days, stamp
-from tr1_env.util.cli_args import add_dataclass_args, from_args
 from tr1_env.util.files import atomic_write, jsonable
 from tr1_env.util.redact import redact_url, scrub, url_secrets
 
@@ -396,40 +393,6 @@ def _finish(folder: Path, ledger: Ledger, cfg: ForwardConfig) -> None:
     atomic_write(folder / MANIFEST, lambda tmp: tmp.write_text(json.dumps(jsonable(meta), indent=2) + "\n"))
 
 
-def cmd_run(ns: argparse.Namespace) -> None:
-    try:
-        cfg = from_args(ForwardConfig, ns)
-        out = run_forward(cfg)
-    except ForwardRefused as exc:
-        print(f"tr1 forward run: error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    for day in out.missed:
-        print(f"missed {day}: no decision before its deadline (never back-filled)", file=sys.stderr)
-    for line in out.skipped:
-        print(f"skipping {line}", file=sys.stderr)
-    for line in out.failed:
-        print(f"failed {line}", file=sys.stderr)
-    print(out.note or f"{out.day:%Y-%m-%d}: {out.decided} decision(s) appended to {Path(cfg.folder) / LEDGER}")
-    raise SystemExit(out.status)
-
-
-def cmd_verify(ns: argparse.Namespace) -> None:
-    from tr1_env.evaluation.ledger import check_roots, verify
-
-    folder = Path(ns.folder)
-    head = read_manifest(folder).get("head")
-    problems = verify(folder / LEDGER, (head["lines"], head["sha256"]) if head else None)
-    problems += check_roots(folder / LEDGER, ns.roots or folder / EXPORT)
-    if ns.store:
-        problems += data_problems(folder / LEDGER, ns.store)
-    for p in problems:
-        print(p)
-    n, digest = Ledger(folder / LEDGER).head()
-    print(f"{'FAILED' if problems else 'ok'}: {n} lines, head sha256 {digest}" + (
-        f", {len(problems)} problem(s)" if problems else ""))
-    raise SystemExit(1 if problems else 0)
-
-
 def data_problems(path: Path, store_path: str) -> list[str]:
     """Entries whose data manifest the store no longer reproduces at their instant: rows stamped at or before it
     that came or changed later (a vendor's late stamp, an edited store)."""
@@ -445,26 +408,3 @@ def data_problems(path: Path, store_path: str) -> list[str]:
                 problems.append(f"line {i}: the store now shows other {', '.join(changed)} rows at {e['asof']} than "
                                 "the decision read")
     return problems
-
-
-def register(sub) -> None:
-    """``tr1 forward run|verify|score`` (the ``tr1.commands`` entry point)."""
-    from benchmarks.forward_score import ScoreConfig, cmd_score
-
-    forward = sub.add_parser("forward", help="forward testing: a hash-chained ledger of decisions taken before "
-                             "their outcome exists (docs/forward.md)").add_subparsers(dest="forward_command",
-                                                                                      required=True)
-    run = forward.add_parser("run", help="decide the session that is due and append it to the ledger (daily)")
-    add_dataclass_args(run, ForwardConfig)
-    run.set_defaults(func=cmd_run)
-    check = forward.add_parser("verify", help="check the chain, the stamps, the deadlines and the data of every line; "
-                               "exit 1 naming each bad line")
-    check.add_argument("--folder", required=True, help="forward folder")
-    check.add_argument("--roots", help="folder of published <day>.root files to check (default: the folder's export/)")
-    check.add_argument("--store", help="also check that the store still shows, at each decision's instant, the data "
-                       "the decision read")
-    check.set_defaults(func=cmd_verify)
-    score = forward.add_parser("score", help="book the ledger's decisions with the house's Execution and write the "
-                               "replay's reports and leaderboard, plus days to a verdict")
-    add_dataclass_args(score, ScoreConfig)
-    score.set_defaults(func=cmd_score)

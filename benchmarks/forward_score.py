@@ -11,8 +11,6 @@ days to a verdict (:func:`tr1_env.evaluation.stats.days_to_verdict`).
 
 from __future__ import annotations
 
-import argparse
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -21,12 +19,12 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.config import StatisticsConfig
+from benchmarks.forward import LEDGER, ForwardRefused
 from tr1_env.core.actions import Action
 from tr1_env.core.agents import Agent, Decision, Observation
 from tr1_env.evaluation.ledger import Ledger, verify
 from tr1_env.evaluation.stats import days_to_verdict
 from tr1_env.execution import Execution
-from tr1_env.util.cli_args import from_args
 
 __all__ = ["LedgerAgent", "ScoreConfig", "effective_decisions", "score"]
 
@@ -85,7 +83,6 @@ class LedgerAgent(Agent):
 def score(cfg: ScoreConfig) -> pd.DataFrame:
     """The replay of the ledger's decisions (its summary table, as :func:`benchmarks.run.run` returns it)."""
     from benchmarks.config import RunConfig
-    from benchmarks.forward import LEDGER, ForwardRefused
     from benchmarks.roster import AgentSpec
     from benchmarks.run import run
     from tr1_env.data.store import Store
@@ -165,20 +162,3 @@ def _write(out: Path, board: pd.DataFrame, counts: pd.DataFrame, rc) -> None:
               "tr1_env.evaluation.stats.days_to_verdict); 0 for a decided verdict. A session without a decision "
               "(missed or failed) keeps the position held."]
     write_text(out / "forward.md", "\n".join(lines) + "\n")
-
-
-def cmd_score(ns: argparse.Namespace) -> None:
-    from benchmarks.forward import ForwardRefused
-    from benchmarks.roster import UsageError
-    from benchmarks.run_folder import FolderRefused
-
-    try:
-        cfg = from_args(ScoreConfig, ns)
-        summary = score(cfg)
-    except (ForwardRefused, UsageError, FolderRefused) as exc:
-        print(f"tr1 forward score: error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    out = Path(cfg.out or Path(cfg.folder) / "score")
-    print((out / "leaderboard.md").read_text())
-    print((out / "forward.md").read_text())
-    raise SystemExit(1 if summary.attrs.get("failed") else 0)

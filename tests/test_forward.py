@@ -347,7 +347,7 @@ def test_days_to_a_verdict_follow_the_detectable_difference():
 def test_the_commands_exit_with_what_happened(world, capsys):
     import argparse
 
-    from benchmarks.forward import register
+    from benchmarks.forward_cli import register
 
     parser = argparse.ArgumentParser(prog="tr1")
     register(parser.add_subparsers(dest="command", required=True))
