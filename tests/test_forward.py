@@ -216,6 +216,11 @@ def test_a_missed_day_is_never_back_filled(world):
     score(ScoreConfig(folder=str(world.folder), store=str(world.store), statistics=STATS, out=str(world.tmp / "s")))
     counts = pd.read_csv(world.tmp / "s" / "forward.csv").set_index("agent").loc["ma_crossover"]
     assert (counts["sessions"], counts["decided"], counts["missed"]) == (15, 12, 3)
+    booked = json.loads((world.tmp / "s" / "decisions" / "ma_crossover__AAPL.json").read_text())["decisions"]
+    by_day = {d["date"]: d for d in booked}  # no order on the missed session: the position is kept, not HOLD
+    missed = by_day[f"{skipped:%Y-%m-%d}"]
+    assert missed["meta"]["forward"].startswith("no decision") and missed["action"] == by_day[f"{DAYS[1]:%Y-%m-%d}"][
+        "action"] != "HOLD"
 
 
 def test_a_vendor_outage_marks_the_day_failed_never_hold(world):
