@@ -369,6 +369,14 @@ def test_the_commands_exit_with_what_happened(world, capsys):
                "--now", str(at_ny(DAYS[0], 16, 5))) == 0
     assert tr1("forward", "verify", "--folder", str(world.folder), "--store", str(world.store)) == 0
     assert "ok: 3 lines" in capsys.readouterr().out
+    news = pd.read_parquet(world.store / "news.parquet")
+    late = news[news["ticker"] == "AAPL"].tail(1).assign(title="A headline stamped before the close, fetched later",
+                                                         url="https://example.com/late",
+                                                         available_at=at_ny(DAYS[0], 11, 0))
+    pd.concat([news, late], ignore_index=True).to_parquet(world.store / "news.parquet", index=False)
+    assert tr1("forward", "verify", "--folder", str(world.folder), "--store", str(world.store)) == 1
+    assert "line 1: the store now shows other news rows at 2024-06-03T20:00" in capsys.readouterr().out
+    news.to_parquet(world.store / "news.parquet", index=False)
     path = world.folder / "ledger.jsonl"
     lines = path.read_text().splitlines()
     path.write_text("\n".join([lines[0].replace('"decision":"', '"decision":"X'), *lines[1:]]) + "\n")
