@@ -290,8 +290,13 @@ def run_forward(cfg: ForwardConfig, clock: Clock | None = None, client=None) -> 
     day = cfg.due(now)
     ledger = Ledger(folder / LEDGER)
     entries = ledger.entries()
-    _finish(folder, ledger, cfg)  # the folder is a forward run's from here, also if this run is killed
     out = Outcome(day)
+    runnable = [s for s in specs if not s.unavailable]
+    if day is not None and not cfg.force and {(s.label, t) for s in runnable for t in cfg.tickers} <= decided_keys(
+            entries, f"{day:%Y-%m-%d}"):  # a rerun of a decided session: no vendor is called, nothing is written
+        out.note = f"{day:%Y-%m-%d} is already decided for every agent and ticker (--force asks again)"
+        return out
+    _finish(folder, ledger, cfg)  # the folder is a forward run's from here, also if this run is killed
     quotes: dict[str, dict] = {}
     vendor_error = None
     if not cfg.offline:  # also after a session's deadline: the close of a decision taken before it arrives now
@@ -316,7 +321,6 @@ def run_forward(cfg: ForwardConfig, clock: Clock | None = None, client=None) -> 
     already = decided_keys(entries, key)
     secrets = _secrets(cfg)
     base = {"day": key, "asof": stamp(asof), "deadline": stamp(deadline), "fill": cfg.fill}
-    runnable = [s for s in specs if not s.unavailable]
     out.skipped = [f"{s.label}: {s.unavailable}" for s in specs if s.unavailable]
     if vendor_error is not None:  # the day is failed for every agent x ticker still to decide: never HOLD
         failed = [{**base, "agent": s.label, "ticker": t, "status": "failed", "error": scrub(vendor_error, *secrets)}

@@ -58,7 +58,7 @@ def cmd_verify(ns: argparse.Namespace) -> None:
 
 def cmd_score(ns: argparse.Namespace) -> None:
     try:
-        cfg = from_args(ScoreConfig, ns)
+        cfg = from_args(ScoreConfig, ns, skip=("fill",))
         summary = score(cfg)
     except (ValueError, UsageError, FolderRefused) as exc:
         print(f"tr1 forward score: error: {exc}", file=sys.stderr)
@@ -86,5 +86,5 @@ def register(sub) -> None:
     check.set_defaults(func=cmd_verify)
     score = forward.add_parser("score", help="book the ledger's decisions with the house's Execution and write the "
                                "replay's reports and leaderboard, plus days to a verdict")
-    add_dataclass_args(score, ScoreConfig)
+    add_dataclass_args(score, ScoreConfig, skip=("fill",))  # the fill is the ledger's
     score.set_defaults(func=cmd_score)

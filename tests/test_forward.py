@@ -162,9 +162,9 @@ def test_two_weeks_idempotent_verified_exported_and_scored_as_a_replay(world):
     for day in DAYS:
         first = _day(world, day, cfg)
         assert (first.decided, first.failed, first.missed) == (9, [], [])
-        asked, lines = world.llm.requests, Ledger(world.folder / "ledger.jsonl").lines()
-        again = _day(world, day, cfg, minute=40)  # the timer fires twice: nothing is asked or appended
-        assert again.decided == 0 and world.llm.requests == asked
+        asked, called, lines = world.llm.requests, world.fh.calls, Ledger(world.folder / "ledger.jsonl").lines()
+        again = _day(world, day, cfg, minute=40)  # the timer fires twice: nothing is asked, fetched or appended
+        assert again.decided == 0 and (world.llm.requests, world.fh.calls) == (asked, called)
         assert Ledger(world.folder / "ledger.jsonl").lines() == lines
     ledger = world.folder / "ledger.jsonl"
     head = json.loads((world.folder / "forward.json").read_text())["head"]
