@@ -259,16 +259,67 @@ def run_config(cfg: ForwardConfig):
                         store=cfg.store, fill=cfg.fill)
 
 
+@dataclass(frozen=True)
+class Session:
+    """The session being decided: its day, the fields every entry of it shares, the store view the agents read,
+    their observations and data manifests, the positions held into it and the agent x tickers already decided."""
+
+    day: pd.Timestamp
+    base: dict
+    view: object
+    observations: object
+    manifests: dict[str, dict]
+    held: dict[tuple[str, str], float]
+    already: set[tuple[str, str]]
+    secrets: list[str]
+
+
+def ask(spec, todo: list[str], session: Session, rc) -> list[dict]:
+    """One agent's entries for the tickers ``todo``: a decision each, or a failed entry where it could not decide
+    (an :class:`~tr1_env.core.agents.AgentError`; any other error ends the run)."""
+    from benchmarks.replay import context_budget
+    from tr1_env.contamination.cutoffs import model_cutoff
+    from tr1_env.core.agents import AgentError
+    from tr1_env.execution.llm_cost import decision_cost
+
+    agent = spec.build()
+    agent.fit(session.view, todo, session.day, session.day)
+    for t in todo:
+        agent.reset(t)
+    held = [session.held.get((spec.label, t), 0.0) for t in todo]
+    obs = [session.observations.get(t, session.day, context_budget(spec, rc), h, spec.anonymize)
+           for t, h in zip(todo, held)]
+    error = ""
+    try:
+        decisions = agent.act(obs)
+    except AgentError as exc:
+        ok = exc.decisions is not None and len(exc.decisions) == len(todo)
+        decisions, error = (exc.decisions if ok else [None] * len(todo)), " ".join(str(exc).split())
+    cutoff = model_cutoff(spec.model).date if spec.model else None
+    entries = []
+    for t, o, h, d in zip(todo, obs, held, decisions):
+        common = {**session.base, "agent": spec.label, "ticker": t, "model": spec.model,
+                  "cutoff": None if cutoff is None else f"{cutoff:%Y-%m-%d}", "prompt_sha256": observation_sha256(o),
+                  "data": session.manifests[t], "data_sha256": _sha(canonical(session.manifests[t]))}
+        if d is None:
+            entries.append({**common, "status": "failed", "error": scrub(error, *session.secrets)})
+            continue
+        meta = _clean(d.meta, session.secrets)
+        entries.append({**common, "status": "decided", "decision": d.action.name, "position_before": h,
+                        "completion": _clean(d.thesis, session.secrets), "meta": meta,
+                        "tokens": {k: meta[k] for k in ("prompt_tokens", "completion_tokens", "cached_prompt_tokens")
+                                   if k in meta},
+                        "cost_usd": decision_cost(meta), "supersedes": (spec.label, t) in session.already})
+    return entries
+
+
 def run_forward(cfg: ForwardConfig, clock: Clock | None = None, client=None) -> Outcome:
     """One daily run (see the module docstring); returns what it did."""
     from baselines import TRAINED
-    from benchmarks.replay import Observations, context_budget
+    from benchmarks.replay import Observations
     from benchmarks.roster import UsageError, resolve_agents
-    from tr1_env.contamination.cutoffs import model_cutoff
-    from tr1_env.core.agents import AgentError
     from tr1_env.data.finnhub import FinnhubError, make_client
     from tr1_env.data.store import Store
-    from tr1_env.execution.llm_cost import decision_cost
 
     folder = Path(cfg.folder)
     check_folder(folder)
@@ -318,7 +369,6 @@ def run_forward(cfg: ForwardConfig, clock: Clock | None = None, client=None) -> 
     asof, deadline = cfg.timing(day)
     key = f"{day:%Y-%m-%d}"
     done = set() if cfg.force else decided_keys(entries, key)
-    already = decided_keys(entries, key)
     secrets = _secrets(cfg)
     base = {"day": key, "asof": stamp(asof), "deadline": stamp(deadline), "fill": cfg.fill}
     out.skipped = [f"{s.label}: {s.unavailable}" for s in specs if s.unavailable]
@@ -330,49 +380,20 @@ def run_forward(cfg: ForwardConfig, clock: Clock | None = None, client=None) -> 
         _finish(folder, ledger, cfg)
         return out
     view = store if cfg.decide_at == "close" else provisional_store(store, cfg, quotes, day, now)
-    sessions = [t for t in cfg.tickers if len(view.trading_days(t, day, day))]
-    if not sessions:
+    trading = [t for t in cfg.tickers if len(view.trading_days(t, day, day))]
+    if not trading:
         out.note = f"no session on {key} in the store (an exchange holiday, or the vendor has no bar yet)"
         _finish(folder, ledger, cfg)
         return out
-    weights = rc.agents.weight_map()
-    held = positions(entries, weights)
-    observations = Observations(view, rc.seed)
-    manifests = {t: data_manifest(view, t, asof) for t in sessions}
+    session = Session(day, base, view, Observations(view, rc.seed), {t: data_manifest(view, t, asof) for t in trading},
+                      positions(entries, rc.agents.weight_map()), decided_keys(entries, key), secrets)
     for spec in runnable:
-        todo = [t for t in sessions if (spec.label, t) not in done]
-        missing = [t for t in cfg.tickers if t not in sessions and (spec.label, t) not in done]
+        todo = [t for t in trading if (spec.label, t) not in done]
+        missing = [t for t in cfg.tickers if t not in trading and (spec.label, t) not in done]
         batch: list[dict] = [{**base, "agent": spec.label, "ticker": t, "status": "failed",
                               "error": f"no bar for {t} on {key} in the store"} for t in missing]
         if todo:
-            agent = spec.build()
-            agent.fit(view, todo, day, day)
-            for t in todo:
-                agent.reset(t)
-            obs = [observations.get(t, day, context_budget(spec, rc), held.get((spec.label, t), 0.0), spec.anonymize)
-                   for t in todo]
-            error = ""
-            try:
-                decisions = agent.act(obs)
-            except AgentError as exc:
-                ok = exc.decisions is not None and len(exc.decisions) == len(todo)
-                decisions, error = (exc.decisions if ok else [None] * len(todo)), " ".join(str(exc).split())
-            cutoff = model_cutoff(spec.model).date if spec.model else None
-            for t, o, d in zip(todo, obs, decisions):
-                common = {**base, "agent": spec.label, "ticker": t, "model": spec.model,
-                          "cutoff": None if cutoff is None else f"{cutoff:%Y-%m-%d}",
-                          "prompt_sha256": observation_sha256(o), "data": manifests[t],
-                          "data_sha256": _sha(canonical(manifests[t]))}
-                if d is None:
-                    batch.append({**common, "status": "failed", "error": scrub(error, *secrets)})
-                    continue
-                meta = _clean(d.meta, secrets)
-                batch.append({**common, "status": "decided", "decision": d.action.name,
-                              "position_before": held.get((spec.label, t), 0.0),
-                              "completion": _clean(d.thesis, secrets), "meta": meta,
-                              "tokens": {k: meta.get(k) for k in ("prompt_tokens", "completion_tokens",
-                                                                  "cached_prompt_tokens") if k in meta},
-                              "cost_usd": decision_cost(meta), "supersedes": (spec.label, t) in already})
+            batch += ask(spec, todo, session, rc)
         if batch:  # fsynced before the next agent is asked: a crash loses at most this agent's answers
             written = ledger.append(batch, clock.now())
             out.decided += sum(e["status"] == "decided" for e in written)
