@@ -154,18 +154,24 @@ class PortfolioEnv(gym.Env):
     def observation_at(self, date, weights: np.ndarray) -> np.ndarray | str:
         """What the env observes at the close of ``date`` holding ``weights`` (tickers; cash is the rest); the
         episode does not move. For a harness that books the weights itself yet must show what the env shows."""
+        return self._observe(self._session(date), np.asarray(weights, float))
+
+    def _session(self, date) -> int:
         t = int(self.days.get_indexer([pd.Timestamp(date).normalize()])[0])
         if t < 0:
             raise ValueError(f"no session on {pd.Timestamp(date):%Y-%m-%d} in the env's period "
                              f"{self.days[0]:%Y-%m-%d}..{self.days[-1]:%Y-%m-%d}")
-        return self._observe(t, np.asarray(weights, float))
+        return t
 
-    def parse_action(self, text: str) -> np.ndarray:
-        """The action of an LLM's answer to the text observation: its JSON allocation read strictly by
+    def parse_action(self, text: str, date=None) -> np.ndarray:
+        """The action of an LLM's answer to the text observation of ``date`` (default: the current session): its
+        JSON allocation over the tickers shown that day, read strictly by
         :func:`~tr1_env.core.allocation.parse_allocation` (an :class:`~tr1_env.core.allocation.AllocationError`
         when it is none: a failed decision), as the action that :meth:`weights_from_action` maps back to it."""
-        shown = [self._name(t) for t in self.tickers]
-        w = parse_allocation(text, shown, self.mode == "long_only")
+        members = self.held[self._t if date is None else self._session(date)]
+        shown = [self._name(t) for t, ok in zip(self.tickers, members) if ok]
+        w = np.zeros(len(self.tickers))
+        w[members] = parse_allocation(text, shown, self.mode == "long_only")
         return np.append(w, 1 - w.sum()) if self.mode == "long_only" else w / self.gross
 
     def _name(self, ticker: str) -> str:
