@@ -132,6 +132,7 @@ class LLMBook:
                 out[i] = carried  # not traded: held as it drifted
             carried = rebalance(carried, out[i], legs.overnight[i], legs.intraday[i], self.cfg.execution)[3]
         self.decided += [pd.Timestamp(r["date"]) for r in records]
+        path.parent.mkdir(parents=True, exist_ok=True)
         write_text(path, json.dumps({"fingerprint": fingerprint, "weights": out.tolist(), "decisions": records},
                                     default=str))
         return out
