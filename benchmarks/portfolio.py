@@ -265,7 +265,8 @@ def run_portfolio(cfg: RunConfig) -> pd.DataFrame:
     board = table.rename(columns={"excess_sharpe": "excess_sharpe_vs_buy_and_hold"}).assign(
         n_windows=len(protocol), n_tickers=len(uni.tickers), turnover=pd.Series(turnover),
         pre_cutoff_share=pd.Series({a: found[a].share_before(b.decided) for a, b in llms.items()}, dtype=float))
-    board = board.join(signal_board(books_by_window, uni, bench, cfg).drop(columns=list(board.columns), errors="ignore"))
+    signals = signal_board(books_by_window, uni, bench, cfg)
+    board = board.join(signals.drop(columns=list(board.columns), errors="ignore"))
     board = board.reset_index().reindex(columns=[c.name for c in PORTFOLIO_COLUMNS])
     write_csv(out / "leaderboard_portfolio.csv", board, index=False, float_format="%.6g")
     family = portfolio_family_note(table, len(returns), stats.alpha, bench)

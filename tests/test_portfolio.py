@@ -284,7 +284,8 @@ def test_text_mode_passes_check_env_and_reads_allocations(store):
         warnings.filterwarnings("ignore", message="The inplace keyword")
         check_env(env, skip_render_check=True)
     prompt, _ = env.reset(seed=0)
-    assert env.observation_space.contains(prompt) and "| MSFT | 0.000 |" in prompt and "Cash weight now: 1.000" in prompt
+    assert env.observation_space.contains(prompt) and "| MSFT | 0.000 |" in prompt
+    assert "Cash weight now: 1.000" in prompt
     action = env.parse_action('reasoning... {"AAPL": 0.5, "NVDA": 0.25, "CASH": 0.25}')
     np.testing.assert_allclose(env.weights_from_action(action), [0.5, 0.0, 0.25])
     prompt, *_ = env.step(action)
