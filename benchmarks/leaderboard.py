@@ -205,8 +205,15 @@ def pre_cutoff_shares(results: WindowResults, cutoffs: dict[str, Cutoff]) -> dic
     return {agent: cutoffs[agent].share_before(d) for agent, d in days.items()}
 
 
-def family_note(table: pd.DataFrame, n_days: int, alpha: float, benchmark: str = BENCHMARK) -> str:
-    """The paragraph under the table: which test decides what, the whole-family SPA and what the span can detect."""
+#: The family note's sentence on the signal tests of five-way calls.
+CALL_SIGNALS = ("IC, accuracy and hit rate test the calls themselves over every ticker-day (IC: daily rank correlation "
+                f"of the call with the next session's and the {SIGNAL_HORIZON}-session return, Newey-West CI).")
+
+
+def family_note(table: pd.DataFrame, n_days: int, alpha: float, benchmark: str = BENCHMARK,
+                signals: str = CALL_SIGNALS) -> str:
+    """The paragraph under the table: which test decides what, the whole-family SPA and what the span can detect;
+    ``signals`` says what the signal columns test."""
     agents = len(table) - 1
     return (f"Verdict: the Sharpe-ratio difference to {benchmark} (studentized, block bootstrap), one two-sided "
             f"Romano-Wolf step-down over the {agents} agents at family-wise {alpha:g}; fewer than "
@@ -215,9 +222,7 @@ def family_note(table: pd.DataFrame, n_days: int, alpha: float, benchmark: str =
             f"days, a one-sided mean-return test at {alpha:g} (Bonferroni over the agents) detects with 80% power an "
             f"information ratio of the daily difference agent - {benchmark} of {table.attrs['min_detectable_ir']:.2f}; "
             "'detectable excess Sharpe' is the Sharpe difference the verdict detects with 80% power at each agent's "
-            f"correlation with {benchmark}. IC, accuracy and hit rate test the calls themselves over every ticker-day "
-            f"(IC: daily rank correlation of the call with the next session's and the {SIGNAL_HORIZON}-session "
-            "return, Newey-West CI). Deflated Sharpe for "
+            f"correlation with {benchmark}. {signals} Deflated Sharpe for "
             f"{table.attrs['n_trials']} trial(s); the benchmark is no trial (its PSR is shown).")
 
 

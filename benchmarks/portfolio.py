@@ -299,10 +299,8 @@ def run_portfolio(cfg: RunConfig) -> pd.DataFrame:
 
 def portfolio_family_note(table: pd.DataFrame, n_days: int, alpha: float, benchmark: str) -> str:
     """The single-ticker family note with the portfolio track's signal test in place of the calls' tests."""
-    note = family_note(table, n_days, alpha, benchmark)
-    calls = note[note.index(" IC, accuracy and hit rate"):note.index(" Deflated Sharpe")]
-    return note.replace(calls, (
-        f" Active-weight IC tests the weights themselves: the daily rank correlation, across the tickers that may be "
+    return family_note(table, n_days, alpha, benchmark, signals=(
+        "Active-weight IC tests the weights themselves: the daily rank correlation, across the tickers that may be "
         f"held (at least 5), of each book's target minus {benchmark}'s weight with the next session's and the "
         f"{SIGNAL_HORIZON}-session return, averaged over decision days, Newey-West CI and p; 'Holm p' adjusts it "
         "over the agents (one family per horizon)."))

@@ -225,7 +225,9 @@ def test_run_portfolio_cli(tmp_path, monkeypatch):
     assert set(board["agent"]) == {"buy_and_hold", "equal_weight", "index_etf", "momentum_top3", "inverse_vol", "hrp",
                                    "ppo", "a2c"}  # the default roster: the baselines and SB3
     assert board["n_windows"].eq(3).all() and board["turnover"].notna().all() and "verdict" in board
-    assert "turnover / yr" in (out / "leaderboard_portfolio.md").read_text()
+    md = (out / "leaderboard_portfolio.md").read_text()
+    assert "turnover / yr" in md and "active-weight IC 1d" in md and "accuracy" not in md
+    assert "Active-weight IC tests the weights" in md and "IC, accuracy and hit rate" not in md  # the family note
     assert "<table" in (out / "leaderboard_portfolio.html").read_text()
     (tmp_path / "u.csv").write_text("ticker,from,to\nAAPL,2024-13-01,\n")
     assert main([*argv, "--universe", str(tmp_path / "u.csv"), "--out", str(tmp_path / "r2")]) == 2
