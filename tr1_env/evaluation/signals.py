@@ -13,6 +13,9 @@ Days, not ticker-days, are the unit of resampling: the tickers of one day share 
   blocks, beside what the class prior (``accuracy_prior``: a guess drawn from the label frequencies) and the
   majority class (``accuracy_majority``, ``macro_f1_majority``) score.
 * ``hit_rate``: the share of directional calls whose sign matches the next session's return, with its interval.
+
+The portfolio track scores weights the same way: :func:`weight_rows` makes the rows of a book, its score the
+active weight (target minus the benchmark's), and :func:`ic_tests` gives the same IC columns.
 """
 
 from __future__ import annotations
