@@ -185,6 +185,14 @@ COLUMNS: tuple[Column, ...] = (
 )
 
 
+def weight_ic_column(key: str, header: str) -> Column:
+    """A signal column of the portfolio track (``ic`` or ``ic_h`` of active weights): the mean IC, its CI, its p and
+    its p Holm-adjusted over the agents (``<key>_p_holm``)."""
+    return Column(key, header, lambda r: f"{_fmt(getattr(r, key), 3)} [{_fmt(getattr(r, f'{key}_lo'), 3)}, "
+                                         f"{_fmt(getattr(r, f'{key}_hi'), 3)}] ({_fmt(getattr(r, f'{key}_p'), 3)} / "
+                                         f"{_fmt(getattr(r, f'{key}_p_holm'), 3)})", optional=True)
+
+
 def display_table(board: pd.DataFrame, level: int, columns: tuple[Column, ...] | None = None
                   ) -> tuple[list[str], list[list[str]]]:
     """The header and the rows of cells that the page and the markdown print (see :data:`COLUMNS`, the default of

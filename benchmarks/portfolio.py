@@ -29,12 +29,12 @@ from benchmarks.leaderboard import (
     COLUMNS,
     SIGNAL_HORIZON,
     Column,
-    _fmt,
     family_note,
     heatmap,
     markdown,
     portfolios,
     render_page,
+    weight_ic_column,
 )
 from benchmarks.portfolio_agents import DecisionFailed, LLMBook, SB3Book
 from benchmarks.roster import BUILTIN_LLMS, MODEL_CLASSES, UsageError, cutoffs, llm_specs
@@ -54,15 +54,8 @@ CALL_TESTS = ("accuracy", "macro_f1", "hit_rate")
 
 __all__ = ["PORTFOLIO_COLUMNS", "Universe", "decide", "run_portfolio"]
 
-
-def _ic(key: str, header: str) -> Column:
-    return Column(key, header, lambda r: f"{_fmt(getattr(r, key), 3)} [{_fmt(getattr(r, f'{key}_lo'), 3)}, "
-                                         f"{_fmt(getattr(r, f'{key}_hi'), 3)}] ({_fmt(getattr(r, f'{key}_p'), 3)} / "
-                                         f"{_fmt(getattr(r, f'{key}_p_holm'), 3)})", optional=True)
-
-
-_WEIGHT_IC = {"ic": _ic("ic", "active-weight IC 1d [{level}% CI] (p / Holm p)"),
-              "ic_h": _ic("ic_h", f"active-weight IC {SIGNAL_HORIZON}d [{{level}}% CI] (p / Holm p)")}
+_WEIGHT_IC = {"ic": weight_ic_column("ic", "active-weight IC 1d [{level}% CI] (p / Holm p)"),
+              "ic_h": weight_ic_column("ic_h", f"active-weight IC {SIGNAL_HORIZON}d [{{level}}% CI] (p / Holm p)")}
 #: The single-ticker leaderboard's columns, the IC of the calls replaced by the IC of the active weights (with its
 #: Holm-adjusted p), plus the book's turnover; accuracy and hit rate (five-way calls) stay in the CSV, empty, hidden.
 PORTFOLIO_COLUMNS: tuple[Column, ...] = (
