@@ -185,12 +185,15 @@ COLUMNS: tuple[Column, ...] = (
 )
 
 
-def weight_ic_column(key: str, header: str) -> Column:
-    """A signal column of the portfolio track (``ic`` or ``ic_h`` of active weights): the mean IC, its CI, its p and
-    its p Holm-adjusted over the agents (``<key>_p_holm``)."""
-    return Column(key, header, lambda r: f"{_fmt(getattr(r, key), 3)} [{_fmt(getattr(r, f'{key}_lo'), 3)}, "
-                                         f"{_fmt(getattr(r, f'{key}_hi'), 3)}] ({_fmt(getattr(r, f'{key}_p'), 3)} / "
-                                         f"{_fmt(getattr(r, f'{key}_p_holm'), 3)})", optional=True)
+def weight_ic_column(key: str, header: str, interval: bool = True) -> Column:
+    """A signal column of the portfolio track (``ic`` or ``ic_h`` of active weights): the mean IC, its CI (with
+    ``interval``), its p and its p Holm-adjusted over the agents (``<key>_p_holm``); "n/a" alone without an IC."""
+    def cell(r) -> str:
+        ci = f" [{_fmt(getattr(r, f'{key}_lo'), 3)}, {_fmt(getattr(r, f'{key}_hi'), 3)}]" if interval else ""
+        return (f"{_fmt(getattr(r, key), 3)}{ci} ({_fmt(getattr(r, f'{key}_p'), 3)} / "
+                f"{_fmt(getattr(r, f'{key}_p_holm'), 3)})" if np.isfinite(getattr(r, key)) else "n/a")
+
+    return Column(key, header, cell, optional=True)
 
 
 def display_table(board: pd.DataFrame, level: int, columns: tuple[Column, ...] | None = None

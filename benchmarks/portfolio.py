@@ -55,7 +55,7 @@ CALL_TESTS = ("accuracy", "macro_f1", "hit_rate")
 __all__ = ["PORTFOLIO_COLUMNS", "Universe", "decide", "run_portfolio"]
 
 _WEIGHT_IC = {"ic": weight_ic_column("ic", "active-weight IC 1d [{level}% CI] (p / Holm p)"),
-              "ic_h": weight_ic_column("ic_h", f"active-weight IC {SIGNAL_HORIZON}d [{{level}}% CI] (p / Holm p)")}
+              "ic_h": weight_ic_column("ic_h", f"active-weight IC {SIGNAL_HORIZON}d (p / Holm p)", interval=False)}
 #: The single-ticker leaderboard's columns, the IC of the calls replaced by the IC of the active weights (with its
 #: Holm-adjusted p), plus the book's turnover; accuracy and hit rate (five-way calls) stay in the CSV, empty, hidden.
 PORTFOLIO_COLUMNS: tuple[Column, ...] = (
