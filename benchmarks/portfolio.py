@@ -59,9 +59,9 @@ _WEIGHT_IC = {"ic": weight_ic_column("ic", "active-weight IC 1d [{level}% CI] (p
 #: The single-ticker leaderboard's columns, the IC of the calls replaced by the IC of the active weights (with its
 #: Holm-adjusted p), plus the book's turnover; accuracy and hit rate (five-way calls) stay in the CSV, empty, hidden.
 PORTFOLIO_COLUMNS: tuple[Column, ...] = (
-    *(replace(c, optional=True) if c.name in CALL_TESTS else _WEIGHT_IC.get(c.name, c) for c in COLUMNS[:-1]
-      if c.name not in ("ic_p", "ic_h_p")),
-    Column("ic_p"), Column("ic_p_holm"), Column("ic_h_p"), Column("ic_h_p_holm"),
+    *(d for c in COLUMNS[:-1] for d in (
+        (c, Column(f"{c.name}_holm")) if c.name in ("ic_p", "ic_h_p") else
+        (replace(c, optional=True) if c.name in CALL_TESTS else _WEIGHT_IC.get(c.name, c),))),
     Column("turnover", "turnover / yr", lambda r: f"{r.turnover:.1f}x"), COLUMNS[-1])
 #: Sessions per year, to annualise turnover.
 YEAR = 252
