@@ -473,3 +473,19 @@ def test_signal_board_scores_each_target_against_the_session_after_it(store):
     board = signal_board({window: {"buy_and_hold": bench, "planted": planted}}, uni, "buy_and_hold", cfg)
     assert board.loc["planted", "ic"] > 0.5 and board.loc["planted", "ic_p_holm"] < 0.001
     assert np.isnan(board.loc["buy_and_hold", "ic"])
+
+
+def test_anonymized_allocation_reads_and_answers_pseudonyms(store, api_server, llm_cache, tmp_path, capsys):
+    """--anonymize: the model sees no ticker, answers with the pseudonyms, and its weights land on the real tickers."""
+    from benchmarks.run import main
+
+    env = PortfolioEnv(store, FIVE, "2024-04-01", "2024-04-30", obs_mode="text", anonymize="strict")
+    names = env.reset(seed=0)[1]["pseudonyms"]
+    api_server.reply = f'{{"{names["NVDA"]}": 0.6, "CASH": 0.4}}'
+    out = tmp_path / "run"
+    assert main(_llm_argv(api_server.base_url, out, "--anonymize")) == 0
+    prompts = [r["body"]["messages"][1]["content"] for r in api_server.seen]
+    assert not any(t in p for p in prompts for t in FIVE) and all(names["NVDA"] in p for p in prompts)
+    book = pd.read_csv(out / "portfolio" / "gpt-4.1+anon.csv", index_col=0)
+    assert book.iloc[0]["w_NVDA"] == 0.6 and book.iloc[0][["w_AAPL", "w_MSFT"]].eq(0).all()
+    capsys.readouterr()
