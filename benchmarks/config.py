@@ -235,6 +235,11 @@ class PortfolioConfig:
         "help": "the portfolio leaderboard's reference: buy_and_hold (1/N of the universe, never traded) or "
                 "index_etf (all in --index-etf)"})
     index_etf: str = field(default="SPY", metadata={"help": "the index ETF of the index_etf agent and benchmark"})
+    portfolio_llm_mode: str = field(default="allocation", metadata={
+        "choices": ("allocation", "decisions"),
+        "help": "how LLM agents decide a book: allocation (one prompt over the universe, answered with JSON weights "
+                "over the tickers and CASH, read strictly; an invalid answer is a failed decision) or decisions "
+                "(a Trading-R1 call per ticker, each ticker 1/n times its call's weight, SELLs as 0)"})
 
 
 @dataclass

@@ -185,6 +185,17 @@ COLUMNS: tuple[Column, ...] = (
 )
 
 
+def weight_ic_column(key: str, header: str, interval: bool = True) -> Column:
+    """A signal column of the portfolio track (``ic`` or ``ic_h`` of active weights): the mean IC, its CI (with
+    ``interval``), its p and its p Holm-adjusted over the agents (``<key>_p_holm``); "n/a" alone without an IC."""
+    def cell(r) -> str:
+        ci = f" [{_fmt(getattr(r, f'{key}_lo'), 3)}, {_fmt(getattr(r, f'{key}_hi'), 3)}]" if interval else ""
+        return (f"{_fmt(getattr(r, key), 3)}{ci} ({_fmt(getattr(r, f'{key}_p'), 3)} / "
+                f"{_fmt(getattr(r, f'{key}_p_holm'), 3)})" if np.isfinite(getattr(r, key)) else "n/a")
+
+    return Column(key, header, cell, optional=True)
+
+
 def display_table(board: pd.DataFrame, level: int, columns: tuple[Column, ...] | None = None
                   ) -> tuple[list[str], list[list[str]]]:
     """The header and the rows of cells that the page and the markdown print (see :data:`COLUMNS`, the default of
@@ -205,8 +216,15 @@ def pre_cutoff_shares(results: WindowResults, cutoffs: dict[str, Cutoff]) -> dic
     return {agent: cutoffs[agent].share_before(d) for agent, d in days.items()}
 
 
-def family_note(table: pd.DataFrame, n_days: int, alpha: float, benchmark: str = BENCHMARK) -> str:
-    """The paragraph under the table: which test decides what, the whole-family SPA and what the span can detect."""
+#: The family note's sentence on the signal tests of five-way calls.
+CALL_SIGNALS = ("IC, accuracy and hit rate test the calls themselves over every ticker-day (IC: daily rank correlation "
+                f"of the call with the next session's and the {SIGNAL_HORIZON}-session return, Newey-West CI).")
+
+
+def family_note(table: pd.DataFrame, n_days: int, alpha: float, benchmark: str = BENCHMARK,
+                signals: str = CALL_SIGNALS) -> str:
+    """The paragraph under the table: which test decides what, the whole-family SPA and what the span can detect;
+    ``signals`` says what the signal columns test."""
     agents = len(table) - 1
     return (f"Verdict: the Sharpe-ratio difference to {benchmark} (studentized, block bootstrap), one two-sided "
             f"Romano-Wolf step-down over the {agents} agents at family-wise {alpha:g}; fewer than "
@@ -215,9 +233,7 @@ def family_note(table: pd.DataFrame, n_days: int, alpha: float, benchmark: str =
             f"days, a one-sided mean-return test at {alpha:g} (Bonferroni over the agents) detects with 80% power an "
             f"information ratio of the daily difference agent - {benchmark} of {table.attrs['min_detectable_ir']:.2f}; "
             "'detectable excess Sharpe' is the Sharpe difference the verdict detects with 80% power at each agent's "
-            f"correlation with {benchmark}. IC, accuracy and hit rate test the calls themselves over every ticker-day "
-            f"(IC: daily rank correlation of the call with the next session's and the {SIGNAL_HORIZON}-session "
-            "return, Newey-West CI). Deflated Sharpe for "
+            f"correlation with {benchmark}. {signals} Deflated Sharpe for "
             f"{table.attrs['n_trials']} trial(s); the benchmark is no trial (its PSR is shown).")
 
 

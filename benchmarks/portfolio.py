@@ -11,35 +11,57 @@ ETF), plus each book's annualised turnover.
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 import time
 from dataclasses import replace
+from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from statsmodels.stats.multitest import multipletests
 
 from baselines.portfolio import PORTFOLIO_BASELINES, PortfolioPolicy
 from benchmarks.config import RunConfig
 from benchmarks.escaping import md_frame
-from benchmarks.leaderboard import COLUMNS, Column, family_note, heatmap, markdown, portfolios, render_page
-from benchmarks.roster import UsageError
+from benchmarks.leaderboard import (
+    COLUMNS,
+    SIGNAL_HORIZON,
+    Column,
+    family_note,
+    heatmap,
+    markdown,
+    portfolios,
+    render_page,
+    weight_ic_column,
+)
+from benchmarks.portfolio_agents import DecisionFailed, LLMBook, SB3Book
+from benchmarks.roster import BUILTIN_LLMS, MODEL_CLASSES, UsageError, cutoffs, llm_specs
 from benchmarks.run_folder import RunRecord, begin_run, check_out, finish_run, new_run_id, write_csv, write_text
 from tr1_env.data.store import Store
 from tr1_env.data.universe import load_universe, membership, universe
 from tr1_env.evaluation.metrics import cumulative_return, max_drawdown, sharpe
 from tr1_env.evaluation.portfolio import Legs, portfolio_book
+from tr1_env.evaluation.signals import ic_tests, weight_rows
 from tr1_env.evaluation.stats import compare
 from tr1_env.evaluation.windows import Window
 from tr1_env.util.cli_args import flat_dict
+from tr1_env.util.redact import redact_url
 
-#: Leaderboard columns of the tests of five-way calls.
-CALL_TESTS = ("ic", "ic_h", "accuracy", "macro_f1", "hit_rate")
+#: Leaderboard columns of the tests of five-way calls: none applies to weights.
+CALL_TESTS = ("accuracy", "macro_f1", "hit_rate")
 
 __all__ = ["PORTFOLIO_COLUMNS", "Universe", "decide", "run_portfolio"]
 
-#: The single-ticker leaderboard's columns plus the book's turnover; the tests of five-way calls (IC, accuracy,
-#: hit rate) stay in the CSV, shown only where an agent has them.
+_WEIGHT_IC = {"ic": weight_ic_column("ic", "active-weight IC 1d [{level}% CI] (p / Holm p)"),
+              "ic_h": weight_ic_column("ic_h", f"active-weight IC {SIGNAL_HORIZON}d (p / Holm p)", interval=False)}
+#: The single-ticker leaderboard's columns, the IC of the calls replaced by the IC of the active weights (with its
+#: Holm-adjusted p), plus the book's turnover; accuracy and hit rate (five-way calls) stay in the CSV, empty, hidden.
 PORTFOLIO_COLUMNS: tuple[Column, ...] = (
-    *(replace(c, optional=True) if c.name in CALL_TESTS else c for c in COLUMNS[:-1]),
+    *(d for c in COLUMNS[:-1] for d in (
+        (c, Column(f"{c.name}_holm")) if c.name in ("ic_p", "ic_h_p") else
+        (replace(c, optional=True) if c.name in CALL_TESTS else _WEIGHT_IC.get(c.name, c),))),
     Column("turnover", "turnover / yr", lambda r: f"{r.turnover:.1f}x"), COLUMNS[-1])
 #: Sessions per year, to annualise turnover.
 YEAR = 252
@@ -87,29 +109,103 @@ def decide(policy: PortfolioPolicy, closes: pd.DataFrame, held: np.ndarray, days
     return out
 
 
-def _agents(cfg: RunConfig) -> dict[str, PortfolioPolicy]:
-    names = cfg.agents.agents or tuple(PORTFOLIO_BASELINES)
-    unknown = [n for n in names if n not in PORTFOLIO_BASELINES]
-    if unknown or cfg.agents.model or cfg.agents.agent:
-        raise UsageError(f"--portfolio replays the portfolio agents {', '.join(PORTFOLIO_BASELINES)}; not "
-                         f"{', '.join([*unknown, *cfg.agents.model, *cfg.agents.agent])}")
+class PolicyBook:
+    """A baseline of :mod:`baselines.portfolio`: a pure function of the closes cut at each decision close."""
+
+    llm, model = False, None
+
+    def __init__(self, label: str, policy: PortfolioPolicy, closes: pd.DataFrame):
+        self.label, self.policy, self.closes = label, policy, closes
+
+    def weights(self, window: Window, days: pd.DatetimeIndex, held: np.ndarray, legs: Legs) -> np.ndarray:
+        return decide(self.policy, self.closes.loc[:window.end], held, days)
+
+
+#: The trained agents of the portfolio track (baselines.sb3.PortfolioSB3), in the default roster.
+TRAINED = ("ppo", "a2c")
+
+
+def _agents(cfg: RunConfig, store: Store, uni: Universe) -> tuple[list, dict[str, str]]:
+    """The run's books in order (the benchmark first) and the agents skipped with why. ``--agents`` takes the
+    portfolio baselines, ppo, a2c and the built-in LLMs (default: the baselines and the SB3 agents), ``--model`` any
+    LLM of the single-ticker roster; a plug-in (``--agent``) has no portfolio interface and is refused."""
+    names = cfg.agents.agents if cfg.agents.agents is not None else (*PORTFOLIO_BASELINES, *TRAINED)
+    known = (*PORTFOLIO_BASELINES, *TRAINED, *BUILTIN_LLMS)
+    unknown = [n for n in names if n not in known]
+    if unknown or cfg.agents.agent:
+        raise UsageError(f"--portfolio replays {', '.join(known)} and --model LLMs; not "
+                         f"{', '.join([*unknown, *cfg.agents.agent])}")
+    llm_mode = cfg.portfolio.portfolio_llm_mode
+    flag = [m for m in cfg.agents.model if m.partition(":")[0] in MODEL_CLASSES]
+    if flag and llm_mode == "allocation":
+        raise UsageError(f"{', '.join(flag)}: a FLAG-TRADER checkpoint makes per-ticker calls; use "
+                         "--portfolio-llm-mode decisions")
     bench = cfg.portfolio.portfolio_benchmark
-    policies = {n: PORTFOLIO_BASELINES[n] for n in dict.fromkeys((bench, *names))}
-    if "index_etf" in policies:
-        policies["index_etf"] = lambda c, h, s, f=policies["index_etf"]: f(c, h, s, ticker=cfg.portfolio.index_etf)
-    return policies
+    columns = tuple(uni.closes.columns)
+    books: list = []
+    skipped: dict[str, str] = {}
+    for name in dict.fromkeys((bench, *names, *cfg.agents.model)):
+        if name in PORTFOLIO_BASELINES:
+            policy = PORTFOLIO_BASELINES[name]
+            if name == "index_etf":
+                policy = partial(policy, ticker=cfg.portfolio.index_etf)
+            books.append(PolicyBook(name, policy, uni.closes))
+        elif name in TRAINED:
+            books.append(SB3Book(name, cfg, store, columns))
+        else:
+            for spec in llm_specs(name, cfg):
+                if spec.unavailable:
+                    skipped[spec.label] = spec.unavailable
+                else:
+                    books.append(LLMBook(spec, cfg, store, columns, Path(cfg.outputs.out)))
+    return books, skipped
 
 
-def replay_portfolio_window(window: Window, uni: Universe, policies: dict[str, PortfolioPolicy], cfg: RunConfig
-                            ) -> dict[str, pd.DataFrame]:
-    """Agent -> its book over ``window`` (:func:`~tr1_env.evaluation.portfolio.portfolio_book`'s columns)."""
+def replay_portfolio_window(window: Window, uni: Universe, books: list, cfg: RunConfig
+                            ) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
+    """Agent -> its book over ``window`` (:func:`~tr1_env.evaluation.portfolio.portfolio_book`'s columns), and
+    agent -> why its decisions failed (those have no book)."""
     days = uni.closes.index[(uni.closes.index >= window.start) & (uni.closes.index <= window.end)]
     if len(days) < 2:
         raise UsageError(f"fewer than two sessions in {window.name}")
     held = uni.held(days)
     legs = Legs(uni.priced.loc[days], uni.opens.loc[days], cfg.execution, uni.dividends)
-    return {name: portfolio_book(decide(policy, uni.closes.loc[:window.end], held, days), legs, cfg.execution)
-            for name, policy in policies.items()}
+    out, failed = {}, {}
+    for book in books:
+        try:
+            out[book.label] = portfolio_book(book.weights(window, days, held, legs), legs, cfg.execution)
+        except DecisionFailed as exc:
+            failed[book.label] = str(exc)
+            print(f"failed {book.label} in {window.name}: {exc}", file=sys.stderr)
+    return out, failed
+
+
+def signal_board(books: dict[Window, dict[str, pd.DataFrame]], uni: Universe, bench: str, cfg: RunConfig
+                 ) -> pd.DataFrame:
+    """Agent -> the rank IC of its active weights (target minus ``bench``'s, decision day by decision day) with
+    the next session's and the next ``SIGNAL_HORIZON`` sessions' returns (HAC intervals and p-values), and the
+    p-values Holm-adjusted over the agents (one family per horizon)."""
+    prefix = [f"w_{t}" for t in uni.closes.columns]
+    tests = {}
+    for agent in dict.fromkeys(a for per in books.values() for a in per):
+        rows = []
+        for per in books.values():
+            if agent in per:
+                days = per[agent].index  # d_2..d_n: each row's targets were decided at the close before
+                decided = uni.closes.index[uni.closes.index.get_indexer(days) - 1]
+                weights = pd.DataFrame(per[agent][prefix].to_numpy(), decided, uni.closes.columns)
+                reference = pd.DataFrame(per[bench][prefix].to_numpy(), decided, uni.closes.columns)
+                held = pd.DataFrame(uni.held(decided.append(days[-1:]))[:-1], decided, uni.closes.columns)
+                rows.append(weight_rows(weights, reference, held, uni.closes, SIGNAL_HORIZON))
+        tests[agent] = {"n_calls": float(sum(len(r) for r in rows)),
+                        **ic_tests(pd.concat(rows), SIGNAL_HORIZON, cfg.statistics.alpha)}
+    board = pd.DataFrame(tests).T
+    for key in ("ic_p", "ic_h_p"):
+        tested = board[key].notna()
+        board[f"{key}_holm"] = np.nan
+        if tested.any():
+            board.loc[tested, f"{key}_holm"] = multipletests(board.loc[tested, key], method="holm")[1]
+    return board
 
 
 def run_portfolio(cfg: RunConfig) -> pd.DataFrame:
@@ -123,45 +219,81 @@ def run_portfolio(cfg: RunConfig) -> pd.DataFrame:
     out = check_out(cfg.outputs.out, cfg.outputs.force)
     store = Store(cfg.window.store)
     uni = Universe(store, cfg)
-    policies = _agents(cfg)
+    books, skipped = _agents(cfg, store, uni)
+    found = cutoffs([b.spec for b in books if b.llm], cfg)
     protocol = cfg.window.protocol()
-    record = RunRecord(new_run_id(), flat_dict(cfg), [w.name for w in protocol], {"universe": list(uni.tickers)},
-                       "total" if cfg.window.total_return else "price")
+    record = RunRecord(new_run_id(), {**flat_dict(cfg), "base_url": redact_url(cfg.agents.base_url)},
+                       [w.name for w in protocol], {"universe": list(uni.tickers)},
+                       "total" if cfg.window.total_return else "price",
+                       cutoffs={label: dataclasses.asdict(c) for label, c in found.items()})
     begin_run(out, record.meta())
-    books = {w: replay_portfolio_window(w, uni, policies, cfg) for w in protocol}
+    for label, why in skipped.items():
+        print(f"skipping {label}: {why}", file=sys.stderr)
+    replayed = {w: replay_portfolio_window(w, uni, books, cfg) for w in protocol}
+    failed: dict[str, dict[str, str]] = {}
+    for w, (_, errors) in replayed.items():
+        for label, error in errors.items():
+            failed.setdefault(label, {})[w.name] = error
+    # an agent that failed in any window has no whole book: it is in no table (its saved windows are kept)
+    agents = [b.label for b in books if b.label not in failed]
+    books_by_window = {w: {a: per[a] for a in agents} for w, (per, _) in replayed.items()}
     (out / "portfolio").mkdir(exist_ok=True)
-    for name in policies:
-        write_csv(out / "portfolio" / f"{name}.csv", pd.concat([b[name] for b in books.values()]),
+    for name in agents:
+        write_csv(out / "portfolio" / f"{name}.csv", pd.concat([b[name] for b in books_by_window.values()]),
                   date_format="%Y-%m-%d", float_format="%.8g")
     bench = cfg.portfolio.portfolio_benchmark
-    results = {w: {a: {"portfolio": (frame, None)} for a, frame in per.items()} for w, per in books.items()}
+    results = {w: {a: {"portfolio": (frame, None)} for a, frame in per.items()} for w, per in books_by_window.items()}
     returns = portfolios(results)
     windows = pd.DataFrame([{"agent": a, "window_start": f"{w.start:%Y-%m-%d}", "window_end": f"{w.end:%Y-%m-%d}",
                              "cr": cumulative_return(f["return"]),
                              "sharpe": sharpe(f["return"], cfg.statistics.risk_free),
                              "mdd": max_drawdown(f["return"]), "turnover": YEAR * f["turnover"].mean(),
-                             "n_days": len(f)} for w, per in books.items() for a, f in per.items()])
+                             "n_days": len(f)} for w, per in books_by_window.items() for a, f in per.items()])
     write_csv(out / "windows_portfolio.csv", windows, index=False, float_format="%.6g")
     stats = cfg.statistics
     table = compare(returns, bench, stats.alpha, max(stats.bootstrap, 100), stats.block, cfg.seed, stats.risk_free,
                     min_days=stats.min_days, trials=stats.trials)
-    turnover = {a: YEAR * pd.concat([per[a] for per in books.values()])["turnover"].mean() for a in policies}
+    turnover = {a: YEAR * pd.concat([per[a] for per in books_by_window.values()])["turnover"].mean() for a in agents}
+    llms = {b.label: b for b in books if b.llm and b.label in agents}
     board = table.rename(columns={"excess_sharpe": "excess_sharpe_vs_buy_and_hold"}).assign(
-        n_windows=len(protocol), n_tickers=len(uni.tickers), turnover=pd.Series(turnover))
+        n_windows=len(protocol), n_tickers=len(uni.tickers), turnover=pd.Series(turnover),
+        pre_cutoff_share=pd.Series({a: found[a].share_before(b.decided) for a, b in llms.items()}, dtype=float))
+    signals = signal_board(books_by_window, uni, bench, cfg)
+    board = board.join(signals.drop(columns=list(board.columns), errors="ignore"))
     board = board.reset_index().reindex(columns=[c.name for c in PORTFOLIO_COLUMNS])
     write_csv(out / "leaderboard_portfolio.csv", board, index=False, float_format="%.6g")
-    family = family_note(table, len(returns), stats.alpha, bench)
+    family = portfolio_family_note(table, len(returns), stats.alpha, bench)
     notes = [f"Portfolio track over {len(uni.tickers)} tickers ({', '.join(uni.tickers)}) plus cash; benchmark: "
              f"{bench} ({'1/N of the universe bought and held' if bench == 'buy_and_hold' else uni.index}). Weights "
              "drift with prices between decisions; turnover is the mean daily sum |target - drifted weight| x "
-             f"{YEAR}. Execution: {cfg.execution.describe()}. IC, accuracy and hit rate are for five-way calls and "
-             "are n/a here."]
+             f"{YEAR}. Execution: {cfg.execution.describe()}."]
+    if llms:
+        notes.append(f"LLM agents decide by {cfg.portfolio.portfolio_llm_mode} (--portfolio-llm-mode): " + (
+            "one prompt over the universe answered with JSON weights, read strictly; an invalid answer is a failed "
+            "decision" if cfg.portfolio.portfolio_llm_mode == "allocation" else
+            "a Trading-R1 call per ticker; each of the n tickers gets 1/n times its call's weight (STRONG_BUY 1, "
+            "BUY 0.5, HOLD and the sells 0)") + "; 'decision days before cutoff' is the share of an LLM's decision "
+            "days on or before its training cutoff.")
+    if failed or skipped:
+        notes.append("Not ranked: " + "; ".join([*(f"{a} (failed in {', '.join(e)})" for a, e in failed.items()),
+                                                 *(f"{a} (skipped: {why})" for a, why in skipped.items())]) +
+                     " (rerun to retry).")
     title = f"tr1 portfolio {'walk-forward ' if len(protocol) > 1 else ''}leaderboard, {cfg.window.start} to " \
             f"{cfg.window.end}"
     write_text(out / "leaderboard_portfolio.html", render_page(
         title, record.run_id, board, cfg, family, notes, heatmap(results, cfg, bench), returns, {}, [], bench,
         PORTFOLIO_COLUMNS, "one book per agent over the universe plus cash"))
-    board.attrs = {**table.attrs, "family": family}
+    board.attrs = {**table.attrs, "family": family, "failed": failed, "skipped": skipped}
     write_text(out / "leaderboard_portfolio.md", markdown(md_frame(board), cfg, PORTFOLIO_COLUMNS))
-    finish_run(out, replace(record, wall_time_s=round(time.time() - t0, 1)).meta(), "complete")
+    finish_run(out, replace(record, wall_time_s=round(time.time() - t0, 1), failed=failed, skipped=skipped).meta(),
+               "failed" if failed or skipped else "complete")
     return board
+
+
+def portfolio_family_note(table: pd.DataFrame, n_days: int, alpha: float, benchmark: str) -> str:
+    """The single-ticker family note with the portfolio track's signal test in place of the calls' tests."""
+    return family_note(table, n_days, alpha, benchmark, signals=(
+        "Active-weight IC tests the weights themselves: the daily rank correlation, across the tickers that may be "
+        f"held (at least 5), of each book's target minus {benchmark}'s weight with the next session's and the "
+        f"{SIGNAL_HORIZON}-session return, averaged over decision days, Newey-West CI and p; 'Holm p' adjusts it "
+        "over the agents (one family per horizon)."))

@@ -18,11 +18,12 @@ from typing import Callable
 
 from baselines import BASELINES, PRICES_ONLY, TRAINED
 from benchmarks.config import AgentsConfig, RunConfig
+from tr1_env.contamination.cutoffs import Cutoff, model_cutoff, parse_overrides
 from tr1_env.context.anonymize import DEFAULT_LEVEL, LABEL_SUFFIX
 from tr1_env.core.agents import Agent, load_agent
 from tr1_env.util.redact import redact_url
 
-__all__ = ["BUILTIN_LLMS", "MODEL_CLASSES", "AgentSpec", "UsageError", "resolve_agents"]
+__all__ = ["BUILTIN_LLMS", "MODEL_CLASSES", "AgentSpec", "UsageError", "cutoffs", "llm_specs", "resolve_agents"]
 
 #: ``--model`` prefixes served by an Agent class, not by ``make_llm_agent``; the rest of the spec is its ``path``.
 MODEL_CLASSES = {"flag": "tr1_agent.flag_trader:FlagTraderAgent"}
@@ -155,7 +156,7 @@ def resolve_agents(cfg: RunConfig) -> list[AgentSpec]:
     """Every requested agent, in order, without duplicates; nothing is built yet. An unknown name is a UsageError."""
     plugins = _plugin_names()
     specs: list[AgentSpec] = []
-    agents, contamination = cfg.agents, cfg.contamination
+    agents = cfg.agents
     names = cfg.agent_names()
     _check_names(names, agents.agent, plugins)
     for name in dict.fromkeys((*names, *agents.model, *agents.agent)):
@@ -173,10 +174,32 @@ def resolve_agents(cfg: RunConfig) -> list[AgentSpec]:
             label = name.rpartition(":")[2] if ":" in name else name
             specs.append(AgentSpec(label, lambda n=name: load_agent(n), False, {"plugin": name},
                                    every=agents.decision_every))
-        else:  # an LLM: plain, anonymized, or both (--memorisation); --samples seeds of a sampled one
-            variants = ((None, contamination.anonymize or DEFAULT_LEVEL) if contamination.memorisation
-                        else (contamination.anonymize,))
-            sampled = agents.samples > 1 and name not in BUILTIN_LLMS and name.partition(":")[0] not in MODEL_CLASSES
-            specs += [_llm_spec(name, agents, anonymized, seed) for anonymized in variants
-                      for seed in (range(agents.samples) if sampled else [None])]
+        else:
+            specs += llm_specs(name, cfg)
     return specs
+
+
+def llm_specs(name: str, cfg: RunConfig) -> list[AgentSpec]:
+    """The rows of one LLM: plain, anonymized, or both (--memorisation); --samples seeds of a sampled one."""
+    agents, contamination = cfg.agents, cfg.contamination
+    variants = ((None, contamination.anonymize or DEFAULT_LEVEL) if contamination.memorisation
+                else (contamination.anonymize,))
+    sampled = agents.samples > 1 and name not in BUILTIN_LLMS and name.partition(":")[0] not in MODEL_CLASSES
+    return [_llm_spec(name, agents, anonymized, seed) for anonymized in variants
+            for seed in (range(agents.samples) if sampled else [None])]
+
+
+def cutoffs(specs: list[AgentSpec], cfg: RunConfig) -> dict[str, Cutoff]:
+    """The training cutoff of every LLM row: the shipped table, a base model's, or ``--cutoff`` (UsageError for a
+    ``--cutoff`` that is no date)."""
+    out = {}
+    try:
+        per_model, default = parse_overrides(cfg.contamination.cutoff)
+        for spec in specs:
+            if spec.model is not None:
+                found = model_cutoff(spec.model, per_model.get(spec.model))
+                out[spec.label] = (found if found.date is not None or default is None
+                                   else model_cutoff(spec.model, default))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return out

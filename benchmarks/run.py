@@ -42,7 +42,7 @@ from benchmarks.notes import RunFacts, page_notes
 from benchmarks.portfolio import run_portfolio
 from benchmarks.replay import Observations, replay
 from benchmarks.report import Results, slug, write_reports
-from benchmarks.roster import AgentSpec, UsageError, resolve_agents
+from benchmarks.roster import AgentSpec, UsageError, cutoffs, resolve_agents
 from benchmarks.run_folder import (
     FolderRefused,
     RunRecord,
@@ -54,7 +54,7 @@ from benchmarks.run_folder import (
     write_csv,
     write_text,
 )
-from tr1_env.contamination.cutoffs import Cutoff, latest, model_cutoff, parse_overrides, post_cutoff_window
+from tr1_env.contamination.cutoffs import Cutoff, latest, post_cutoff_window
 from tr1_env.context.reference import build_context
 from tr1_env.core.actions import Action
 from tr1_env.data.store import Store
@@ -78,22 +78,6 @@ def coverage(store: Store, tickers: tuple[str, ...], days: dict[str, pd.Datetime
         first = build_context(store, t, days[t][0])
         out[t] = {"sessions": len(days[t]), "headlines_in_window": len(rows),
                   "missing_modalities_on_first_day": list(first.missing)}
-    return out
-
-
-def cutoffs(specs: list[AgentSpec], cfg: RunConfig) -> dict[str, Cutoff]:
-    """The training cutoff of every LLM row: the shipped table, a base model's, or ``--cutoff`` (UsageError for a
-    ``--cutoff`` that is no date)."""
-    out = {}
-    try:
-        per_model, default = parse_overrides(cfg.contamination.cutoff)
-        for spec in specs:
-            if spec.model is not None:
-                found = model_cutoff(spec.model, per_model.get(spec.model))
-                out[spec.label] = (found if found.date is not None or default is None
-                                   else model_cutoff(spec.model, default))
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
     return out
 
 
@@ -330,9 +314,16 @@ def main(argv: list[str] | None = None) -> int:
         return _usage(parser, exc)
     try:
         if cfg.portfolio.portfolio:  # the portfolio track: one book per agent (benchmarks/portfolio.py)
-            run_portfolio(cfg)
+            board = run_portfolio(cfg)
             print((Path(cfg.outputs.out) / "leaderboard_portfolio.md").read_text())
             print(f"wall time {time.time() - start:.0f} s; outputs in {cfg.outputs.out}")
+            failed, skipped = board.attrs["failed"], board.attrs["skipped"]
+            if failed or skipped:
+                parts = ([f"{sum(map(len, failed.values()))} agent x window replay(s) failed: " + ", ".join(
+                    f"{a} in {w}" for a, per in failed.items() for w in per)] if failed else []) + (
+                    [f"{len(skipped)} agent(s) skipped: {', '.join(skipped)}"] if skipped else [])
+                print(f"{parser.prog}: error: {'; '.join(parts)} (rerun to retry)", file=sys.stderr)
+                return 1
             return 0
         summary = run(cfg)
     except (UsageError, FolderRefused) as exc:

@@ -196,12 +196,13 @@ def test_replay_books_equal_the_env_and_hand_numbers(store, cfg, uni):
     """The replay's equal-weight book is the Portfolio env's for the same weights; 1/N bought and held pays 10 bps
     once and ends at the mean price relative; the index ETF (not a member) ends at SPY's."""
     from baselines.portfolio import PORTFOLIO_BASELINES
-    from benchmarks.portfolio import replay_portfolio_window
+    from benchmarks.portfolio import PolicyBook, replay_portfolio_window
     from tr1_env.evaluation.windows import windows
 
     window = windows("single", "2024-04-01", "2024-06-28")[0]
-    books = replay_portfolio_window(window, uni, {n: PORTFOLIO_BASELINES[n] for n in
-                                                  ("equal_weight", "buy_and_hold", "index_etf")}, cfg)
+    books, failed = replay_portfolio_window(window, uni, [PolicyBook(n, PORTFOLIO_BASELINES[n], uni.closes) for n in
+                                                          ("equal_weight", "buy_and_hold", "index_etf")], cfg)
+    assert not failed
     env = PortfolioEnv(store, PORTFOLIO_TICKERS, "2024-04-01", "2024-06-28")
     info = run_env(env, [[*[0.25] * 4, 0.0]] * env.n_steps)
     assert books["equal_weight"]["equity"].iloc[-1] == pytest.approx(info["equity"], rel=1e-12)
@@ -212,21 +213,26 @@ def test_replay_books_equal_the_env_and_hand_numbers(store, cfg, uni):
     assert books["index_etf"]["equity"].iloc[-1] == pytest.approx(0.999 * relative["SPY"], rel=1e-12)
 
 
-def test_run_portfolio_cli(tmp_path):
+def test_run_portfolio_cli(tmp_path, monkeypatch):
     from benchmarks.run import main
 
+    monkeypatch.setenv("TR1_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "run"
     argv = ["--portfolio", "--tickers", "AAPL", "XOM", "--start", "2024-04-01", "--end", "2024-06-28",
-            "--walk-forward", "monthly", "--bootstrap", "100", "--out", str(out)]
+            "--walk-forward", "monthly", "--bootstrap", "100", "--sb3-steps", "64", "--out", str(out)]
     assert main(argv) == 0
     board = pd.read_csv(out / "leaderboard_portfolio.csv")
-    assert set(board["agent"]) == {"buy_and_hold", "equal_weight", "index_etf", "momentum_top3", "inverse_vol", "hrp"}
+    assert set(board["agent"]) == {"buy_and_hold", "equal_weight", "index_etf", "momentum_top3", "inverse_vol", "hrp",
+                                   "ppo", "a2c"}  # the default roster: the baselines and SB3
     assert board["n_windows"].eq(3).all() and board["turnover"].notna().all() and "verdict" in board
-    assert "turnover / yr" in (out / "leaderboard_portfolio.md").read_text()
+    md = (out / "leaderboard_portfolio.md").read_text()
+    assert "turnover / yr" in md and "accuracy" not in md  # two tickers: no IC either (it needs 5 a day)
+    assert "Active-weight IC tests the weights" in md and "IC, accuracy and hit rate" not in md  # the family note
     assert "<table" in (out / "leaderboard_portfolio.html").read_text()
     (tmp_path / "u.csv").write_text("ticker,from,to\nAAPL,2024-13-01,\n")
     assert main([*argv, "--universe", str(tmp_path / "u.csv"), "--out", str(tmp_path / "r2")]) == 2
-    assert main([*argv, "--agents", "ppo", "--out", str(tmp_path / "r3")]) == 2
+    assert main([*argv, "--agents", "random", "--out", str(tmp_path / "r3")]) == 2
+    assert main([*argv, "--agent", "examples.custom_agent:MomentumAgent", "--out", str(tmp_path / "r3")]) == 2
     # costs a book of weights cannot honour are refused by name, never booked as free
     assert main([*argv, "--execution", "realistic", "--out", str(tmp_path / "r4")]) == 2
     assert main([*argv, "--borrow-bps", "50", "--out", str(tmp_path / "r5")]) == 2
@@ -261,3 +267,225 @@ def test_decisions_to_weights_rule():
     calls = {"A": Action.STRONG_BUY, "B": Action.BUY, "C": Action.SELL, "D": Action.HOLD}
     np.testing.assert_allclose(decisions_to_weights(calls, ("A", "B", "C", "D", "E")), [0.25, 0.125, 0, 0, 0])
     np.testing.assert_allclose(decisions_to_weights(calls, ("A", "C"), long_only=False), [0.25, -0.125])
+
+
+# -------------------------------------------------------------------------------------------------- text mode, LLMs
+
+FIVE = ("AAPL", "MSFT", "NVDA", "XOM", "JPM")
+
+
+def test_text_mode_passes_check_env_and_reads_allocations(store):
+    from gymnasium.utils.env_checker import check_env
+
+    from tr1_env.core.allocation import AllocationError
+
+    env = gym.make("tr1/Portfolio-v0", store=store, tickers=("AAPL", "MSFT", "NVDA"), start="2024-01-01",
+                   end="2024-02-29", obs_mode="text").unwrapped
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", message="The inplace keyword")
+        check_env(env, skip_render_check=True)
+    prompt, _ = env.reset(seed=0)
+    assert env.observation_space.contains(prompt) and "| MSFT | 0.000 |" in prompt
+    assert "Cash weight now: 1.000" in prompt
+    action = env.parse_action('reasoning... {"AAPL": 0.5, "NVDA": 0.25, "CASH": 0.25}')
+    np.testing.assert_allclose(env.weights_from_action(action), [0.5, 0.0, 0.25])
+    prompt, *_ = env.step(action)
+    assert "| AAPL | 0.5" in prompt and "| NVDA | 0.2" in prompt  # the weights drifted from the targets
+    for bad in ('{"AAPL": 0.5, "CASH": 0.6}', '{"TSLA": 0.5, "CASH": 0.5}', "buy everything"):
+        with pytest.raises(AllocationError):
+            env.parse_action(bad)
+
+    anon = PortfolioEnv(store, ("AAPL", "MSFT", "NVDA"), "2024-01-01", "2024-02-29", obs_mode="text",
+                        anonymize="strict")
+    prompt, info = anon.reset(seed=3)
+    names = info["pseudonyms"]
+    assert not any(t in prompt for t in ("AAPL", "MSFT", "NVDA", "Apple", "2024-")) and names["AAPL"] in prompt
+    with pytest.raises(AllocationError, match="unknown key"):
+        anon.parse_action('{"AAPL": 1.0, "CASH": 0}')  # the real name is not one the model was shown
+    np.testing.assert_allclose(anon.parse_action(f'{{"{names["MSFT"]}": 1.0, "CASH": 0}}'), [0, 1, 0, 0])
+
+
+def _llm_argv(base_url: str, out, *extra: str) -> list[str]:
+    return ["--portfolio", "--agents", "buy_and_hold", "--model", "gpt-4.1", "--base-url", base_url, "--tickers",
+            *FIVE, "--start", "2024-04-01", "--end", "2024-05-31", "--walk-forward", "monthly",
+            "--llm-decision-every", "10", "--bootstrap", "100", "--request-timeout", "2", "--max-retries", "0",
+            "--out", str(out), *extra]
+
+
+def _decision_days(store) -> list[pd.Timestamp]:
+    from tr1_env.evaluation.backtest import decision_days
+
+    return [d for m in ("04", "05") for d in decision_days(store.trading_days("AAPL", f"2024-{m}-01",
+                                                                                 f"2024-{m}-{30 if m == '04' else 31}"),
+                                                         10)]
+
+
+@pytest.fixture
+def llm_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TR1_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    return tmp_path / "cache" / "llm_calls.sqlite"
+
+
+def test_llm_allocation_books_the_json_weights_and_resumes(store, api_server, llm_cache, tmp_path, capsys):
+    """Each decision day's allocation is the book's target; between decision days it drifts untraded; the prompt is
+    the Portfolio env's text observation; a rerun asks nothing again, from the run folder or the call cache."""
+    import json
+
+    from benchmarks.run import main
+
+    api_server.reply = 'I like AAPL.\n{"AAPL": 0.5, "XOM": 0.3, "CASH": 0.2}'
+    out = tmp_path / "run"
+    assert main(_llm_argv(api_server.base_url, out)) == 0
+    days = _decision_days(store)
+    assert api_server.requests == len(days) == 6
+    env = PortfolioEnv(store, FIVE, "2024-04-01", "2024-04-30", obs_mode="text")
+    assert api_server.seen[0]["body"]["messages"][1]["content"] == env.reset(seed=0)[0]
+    book = pd.read_csv(out / "portfolio" / "gpt-4.1.csv", index_col=0, parse_dates=True)
+    uni_days = store.trading_days("AAPL", "2024-04-01", "2024-05-31")
+    for d in days:  # the targets decided at d are booked on the next session's row
+        row = book.loc[uni_days[uni_days.get_loc(d) + 1]]
+        assert (row["w_AAPL"], row["w_XOM"], row["w_MSFT"]) == (0.5, 0.3, 0.0)
+    held = book.loc[uni_days[2], ["w_AAPL", "w_XOM"]]  # no decision: the weights it drifted to, not traded
+    assert held["w_AAPL"] != 0.5 and book.loc[uni_days[2], "turnover"] == pytest.approx(0, abs=1e-12)
+    board = pd.read_csv(out / "leaderboard_portfolio.csv").set_index("agent")
+    assert 0 <= board.loc["gpt-4.1", "pre_cutoff_share"] <= 1 and not np.isnan(board.loc["gpt-4.1", "ic"])
+    assert "active-weight IC 1d" in (out / "leaderboard_portfolio.md").read_text()
+    assert json.loads((out / "config.json").read_text())["status"] == "complete"
+
+    assert main(_llm_argv(api_server.base_url, out)) == 0  # saved windows: not asked again
+    for saved in (out / "portfolio" / "decisions").glob("gpt-4.1__*.json"):
+        saved.unlink()
+    assert main(_llm_argv(api_server.base_url, out)) == 0  # the call cache answers
+    assert api_server.requests == 6
+    pd.testing.assert_frame_equal(pd.read_csv(out / "portfolio" / "gpt-4.1.csv", index_col=0, parse_dates=True), book)
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("reply, why", [('{"AAPL": 0.7, "CASH": 0.7}', "weights sum to 1.4, not 1"),
+                                        ('{"AAPL": 0.5, "TSLA": 0.5, "CASH": 0}', "unknown key"),
+                                        ("Mostly cash, some Apple.", "no JSON object")])
+def test_an_invalid_allocation_is_a_failed_decision_retried_next_run(store, api_server, llm_cache, tmp_path, capsys,
+                                                                     reply, why):
+    import json
+
+    from benchmarks.run import main
+    from tr1_agent.cache import CallCache
+
+    api_server.reply = reply
+    out = tmp_path / "run"
+    assert main(_llm_argv(api_server.base_url, out)) == 1
+    err = capsys.readouterr().err
+    assert f"failed gpt-4.1 in 2024-04-01_2024-04-30: 2024-04-01: gpt-4.1: invalid allocation: {why}" in err
+    assert err.strip().splitlines()[-1].startswith("run.py: error: 2 agent x window replay(s) failed: gpt-4.1 in")
+    assert api_server.requests == 2  # each window stops at its first failed decision
+    assert list(pd.read_csv(out / "leaderboard_portfolio.csv")["agent"]) == ["buy_and_hold"]  # never silently cash
+    assert not (out / "portfolio" / "gpt-4.1.csv").exists() and not list(out.glob("portfolio/decisions/*"))
+    config = json.loads((out / "config.json").read_text())
+    assert config["status"] == "failed" and set(config["failed"]["gpt-4.1"]) == {"2024-04-01_2024-04-30",
+                                                                                   "2024-05-01_2024-05-31"}
+    assert not llm_cache.exists() or len(CallCache(llm_cache)) == 0  # an invalid answer is not cached
+    assert "gpt-4.1 (failed in" in (out / "leaderboard_portfolio.html").read_text()
+
+    api_server.reply = '{"AAPL": 0.5, "CASH": 0.5}'  # the model answers well now: exactly the failures are asked
+    assert main(_llm_argv(api_server.base_url, out)) == 0
+    assert api_server.requests == 2 + 6 and len(CallCache(llm_cache)) == 6
+    assert "gpt-4.1" in set(pd.read_csv(out / "leaderboard_portfolio.csv")["agent"])
+
+
+def test_a_failed_call_fails_the_window_only(store, api_server, llm_cache, tmp_path, capsys):
+    """A 400 on the first window's second decision: that window is failed and asked again; the other is kept."""
+    from benchmarks.run import main
+
+    api_server.script, api_server.reply = ["ok", 400], '{"NVDA": 1, "CASH": 0}'
+    out = tmp_path / "run"
+    assert main(_llm_argv(api_server.base_url, out)) == 1
+    assert "failed gpt-4.1 in 2024-04-01_2024-04-30: 2024-04-15: gpt-4.1 at" in capsys.readouterr().err
+    assert [p.name for p in (out / "portfolio" / "decisions").glob("*")] == ["gpt-4.1__2024-05-01_2024-05-31.json"]
+    before = api_server.requests
+    assert main(_llm_argv(api_server.base_url, out)) == 0
+    assert api_server.requests - before == 2  # April's last two decisions; its first is cached, May is saved
+
+
+def test_llm_decisions_mode_maps_calls_to_weights(store, api_server, llm_cache, tmp_path, capsys):
+    """Every member's Trading-R1 call (BUY) is asked from its own context: each gets 1/5 x 0.5."""
+    from benchmarks.run import main
+
+    out = tmp_path / "run"
+    assert main(_llm_argv(api_server.base_url, out, "--portfolio-llm-mode", "decisions")) == 0
+    assert api_server.requests == 6 * len(FIVE)
+    prompts = [r["body"]["messages"][1]["content"] for r in api_server.seen]
+    assert sum("AAPL" in p for p in prompts) >= 6 and all("CASH" not in p for p in prompts)
+    book = pd.read_csv(out / "portfolio" / "gpt-4.1.csv", index_col=0)
+    np.testing.assert_allclose(book.iloc[0][[f"w_{t}" for t in FIVE]], [0.1] * 5)
+    assert "decide by decisions" in (out / "leaderboard_portfolio.html").read_text()
+    capsys.readouterr()
+
+
+def test_portfolio_sb3_trains_before_the_window_and_caches(store, tmp_path):
+    from baselines.sb3 import PortfolioSB3
+
+    agent = PortfolioSB3("a2c", steps=64, train_years=0.5, cache_dir=tmp_path)
+    tickers, weights = agent.weights(store, ("AAPL", "XOM"), "2024-04-01", "2024-04-30")
+    (path,) = tmp_path.glob("a2c/portfolio/AAPL-XOM/*.zip")
+    assert path.name.startswith("20230930-20240331_64steps") and agent.trained == 1  # ends the day before the window
+    again = PortfolioSB3("a2c", steps=64, train_years=0.5, cache_dir=tmp_path)
+    np.testing.assert_array_equal(again.weights(store, ("AAPL", "XOM"), "2024-04-01", "2024-04-30")[1], weights)
+    assert again.trained == 0 and tickers == ("AAPL", "XOM") and weights.shape == (21, 2)
+    assert (weights >= 0).all() and (weights.sum(axis=1) <= 1 + 1e-9).all()
+
+
+def test_active_weight_ic_reads_the_next_session():
+    """Active weights equal to the next session's returns have IC 1 on every day; shifted a day (what a book
+    that peeked would be scored on, or a misaligned test), they do not."""
+    from tr1_env.evaluation.signals import daily_rank_ic, ic_tests, weight_rows
+
+    rng = np.random.default_rng(0)
+    days = pd.bdate_range("2024-01-01", periods=40)
+    closes = pd.DataFrame(100 * np.exp(np.cumsum(rng.normal(0, 0.02, (40, 6)), axis=0)), days, list("ABCDEF"))
+    nxt = (closes.shift(-1) / closes - 1).iloc[:-1]
+    bench = pd.DataFrame(1 / 6, nxt.index, closes.columns)
+    held = pd.DataFrame(True, nxt.index, closes.columns)
+    rows = weight_rows(bench + nxt, bench, held, closes, 5)
+    np.testing.assert_allclose(daily_rank_ic(rows, "fwd_1"), 1.0)
+    late = weight_rows(bench + nxt.shift(1).fillna(0), bench, held, closes, 5)
+    assert abs(ic_tests(late, 5)["ic"]) < 0.5
+    held.iloc[:, 0] = False  # a ticker that may not be held is no row
+    assert set(weight_rows(bench + nxt, bench, held, closes, 5)["ticker"]) == set("BCDEF")
+
+
+def test_signal_board_scores_each_target_against_the_session_after_it(store):
+    """A planted book whose targets (decided at d_k, on the row of d_k+1) rank the tickers by their return over
+    d_k..d_k+1, blurred by noise, has a strong active-weight IC; the benchmark has none (no active weight)."""
+    from benchmarks.config import RunConfig
+    from benchmarks.portfolio import Universe, signal_board
+    from tr1_env.evaluation.windows import windows
+
+    cfg = RunConfig.of(portfolio=True, tickers=FIVE, start="2024-04-01", end="2024-05-31", bootstrap=100)
+    uni = Universe(store, cfg)
+    window = windows("single", "2024-04-01", "2024-05-31")[0]
+    days = uni.closes.loc["2024-04-01":"2024-05-31"].index
+    bench = pd.DataFrame(0.0, days[1:], [f"w_{t}" for t in uni.closes.columns])
+    moved = (uni.closes.loc[days] / uni.closes.loc[days].shift(1) - 1).iloc[1:].fillna(0.0)
+    noise = np.random.default_rng(0).normal(0, moved.to_numpy().std(), moved.shape)
+    planted = bench + 0.2 + (moved.to_numpy() + noise) / 10
+    board = signal_board({window: {"buy_and_hold": bench, "planted": planted}}, uni, "buy_and_hold", cfg)
+    assert board.loc["planted", "ic"] > 0.5 and board.loc["planted", "ic_p_holm"] < 0.001
+    assert np.isnan(board.loc["buy_and_hold", "ic"])
+
+
+def test_anonymized_allocation_reads_and_answers_pseudonyms(store, api_server, llm_cache, tmp_path, capsys):
+    """--anonymize: the model sees no ticker, answers with the pseudonyms, and its weights land on the real tickers."""
+    from benchmarks.run import main
+
+    env = PortfolioEnv(store, FIVE, "2024-04-01", "2024-04-30", obs_mode="text", anonymize="strict")
+    names = env.reset(seed=0)[1]["pseudonyms"]
+    api_server.reply = f'{{"{names["NVDA"]}": 0.6, "CASH": 0.4}}'
+    out = tmp_path / "run"
+    assert main(_llm_argv(api_server.base_url, out, "--anonymize")) == 0
+    prompts = [r["body"]["messages"][1]["content"] for r in api_server.seen]
+    assert not any(t in p for p in prompts for t in FIVE) and all(names["NVDA"] in p for p in prompts)
+    book = pd.read_csv(out / "portfolio" / "gpt-4.1+anon.csv", index_col=0)
+    assert book.iloc[0]["w_NVDA"] == 0.6 and book.iloc[0][["w_AAPL", "w_MSFT"]].eq(0).all()
+    capsys.readouterr()

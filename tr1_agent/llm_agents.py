@@ -85,12 +85,14 @@ class LLMAgent(Agent):
         """The conversation that asks this agent about ``prompt``: its system prompt, then ``prompt``."""
         return [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": prompt}]
 
-    def complete(self, conversations: Sequence[Messages]) -> list[Completion]:
+    def complete(self, conversations: Sequence[Messages], check: Callable[[str], str | None] | None = None
+                 ) -> list[Completion]:
         """The model's answer to each conversation, from the cache when it holds one.
 
         Each completion has ``text``, token counts, ``finish_reason`` and ``cached``; one with an
         ``error`` entry is a failed call, not cached, so the next run asks again. Repeated
-        conversations are asked once.
+        conversations are asked once. ``check(text)`` returns why an answer is unusable (an invalid
+        allocation), or None: an unusable answer is a failed call too, its ``error`` that reason.
         """
         settings = self.settings
         keys = [CallCache.key({**settings, "messages": m}) for m in conversations]
@@ -106,6 +108,8 @@ class LLMAgent(Agent):
                 results[key] = hit
 
         def done(key: str, completion: Completion) -> None:
+            if check is not None and "error" not in completion and (why := check(completion["text"])):
+                completion = {**completion, "error": f"{self.name}: {why}"}
             if self.cache is not None and "error" not in completion:
                 self.cache.put(key, completion)
             results[key] = completion

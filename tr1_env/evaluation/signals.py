@@ -13,6 +13,9 @@ Days, not ticker-days, are the unit of resampling: the tickers of one day share 
   blocks, beside what the class prior (``accuracy_prior``: a guess drawn from the label frequencies) and the
   majority class (``accuracy_majority``, ``macro_f1_majority``) score.
 * ``hit_rate``: the share of directional calls whose sign matches the next session's return, with its interval.
+
+The portfolio track scores weights the same way: :func:`weight_rows` makes the rows of a book, its score the
+active weight (target minus the benchmark's), and :func:`ic_tests` gives the same IC columns.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ import statsmodels.api as sm
 from tr1_env.core.actions import Action
 from tr1_env.evaluation.metrics import day_counts, hit_rate, stationary_bootstrap
 
-__all__ = ["SIGNAL_COLUMNS", "daily_rank_ic", "decision_rows", "hac_mean", "signal_tests"]
+__all__ = ["SIGNAL_COLUMNS", "daily_rank_ic", "decision_rows", "hac_mean", "ic_tests", "signal_tests",
+           "weight_rows"]
 
 #: The columns :func:`signal_tests` returns, in order.
 SIGNAL_COLUMNS = ("n_calls", "ic", "ic_lo", "ic_hi", "ic_p", "ic_h", "ic_h_lo", "ic_h_hi", "ic_h_p", "accuracy",
@@ -85,6 +89,32 @@ def hac_mean(values: np.ndarray, lags: int, alpha: float = 0.05) -> tuple[float,
     return float(fit.params[0]), float(lo), float(hi), float(fit.pvalues[0])
 
 
+def ic_tests(frame: pd.DataFrame, horizon: int, alpha: float = 0.05, min_tickers: int = 5) -> dict[str, float]:
+    """``ic`` and ``ic_h`` with their HAC intervals and p-values (``_lo``, ``_hi``, ``_p``) of ``date, score,
+    fwd_1, fwd_h`` rows: the mean daily rank IC, Newey-West lags by the rule of thumb and at least h - 1."""
+    out = {}
+    rule = math.floor(4 * (frame["date"].nunique() / 100) ** (2 / 9))  # Newey-West's rule of thumb
+    for key, forward, lags in (("ic", "fwd_1", rule), ("ic_h", "fwd_h", max(horizon - 1, rule))):
+        ic = daily_rank_ic(frame, forward, min_tickers)
+        out[key], out[f"{key}_lo"], out[f"{key}_hi"], out[f"{key}_p"] = hac_mean(ic.to_numpy(), lags, alpha)
+    return out
+
+
+def weight_rows(weights: pd.DataFrame, benchmark: pd.DataFrame, held: pd.DataFrame, closes: pd.DataFrame,
+                horizon: int) -> pd.DataFrame:
+    """A book's ``date, score, fwd_1, fwd_h`` rows for :func:`ic_tests`: one per decision day and ticker that may be
+    held, the score its active weight (the book's target minus ``benchmark``'s, both days x tickers), ``fwd_k`` the
+    ticker's return from that close to the close ``k`` sessions later on ``closes``' calendar (NaN past its end)."""
+    active = (weights - benchmark.reindex_like(weights).fillna(0.0)).where(held.reindex_like(weights).fillna(False))
+    px = closes.reindex(columns=weights.columns).ffill()
+    rows = active.stack().dropna().rename("score").rename_axis(["date", "ticker"]).reset_index()
+    for name, k in (("fwd_1", 1), ("fwd_h", horizon)):
+        fwd = (px.shift(-k) / px - 1).reindex(weights.index)
+        rows[name] = fwd.stack().reindex(pd.MultiIndex.from_frame(rows[["date", "ticker"]])
+                                                          ).to_numpy()
+    return rows
+
+
 def _macro_f1(confusion: np.ndarray) -> np.ndarray:
     """Macro-F1 of (..., C, C) confusion matrices (true rows, predicted columns) over the classes that occur."""
     tp = np.diagonal(confusion, axis1=-2, axis2=-1)
@@ -110,10 +140,7 @@ def signal_tests(frame: pd.DataFrame, horizon: int, alpha: float = 0.05, reps: i
     out["n_calls"] = float(len(frame))
     if frame.empty:
         return out
-    rule = math.floor(4 * (frame["date"].nunique() / 100) ** (2 / 9))  # Newey-West's rule of thumb
-    for key, forward, lags in (("ic", "fwd_1", rule), ("ic_h", "fwd_h", max(horizon - 1, rule))):
-        ic = daily_rank_ic(frame, forward, min_tickers)
-        out[key], out[f"{key}_lo"], out[f"{key}_hi"], out[f"{key}_p"] = hac_mean(ic.to_numpy(), lags, alpha)
+    out.update(ic_tests(frame, horizon, alpha, min_tickers))
 
     days = np.sort(frame["date"].unique())
     day = np.searchsorted(days, frame["date"].to_numpy())
