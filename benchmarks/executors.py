@@ -59,6 +59,7 @@ class Task:
     days: dict[str, pd.DatetimeIndex]
     held: dict[str, float]
     max_chars: int
+    fingerprint: str  # of the decisions it makes (benchmarks.replay.pending)
 
 
 @dataclass
@@ -82,6 +83,7 @@ class InProcess:
     shared by its agents."""
 
     capacity = 1
+    asks = True  # asks the agents (a merge's executor reads shards instead)
 
     def __init__(self, store: Store, seed: int):
         self.store, self.seed = store, seed
@@ -128,6 +130,7 @@ class RayExecutor:
     (and stopped at the end) when none is given; a Ray already initialised in this process is used as it is."""
 
     capacity = sys.maxsize
+    asks = True
 
     def __init__(self, cfg: RunConfig, governor=None):
         self.cfg, self.governor = cfg, governor

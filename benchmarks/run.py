@@ -210,7 +210,8 @@ def replay_cells(cells: list[Cell], cfg: RunConfig, market: Market, folder_of, e
         if not state.todo:
             finish(i, Outcome())
             return None
-        return Task(cell.spec, cfg, cell.window, {t: cell.days[t] for t in state.todo}, state.held, state.max_chars)
+        return Task(cell.spec, cfg, cell.window, {t: cell.days[t] for t in state.todo}, state.held, state.max_chars,
+                    state.fingerprint)
 
     def finish(i: int, outcome: Outcome) -> None:
         cell, (state, carried) = cells[i], states.pop(i)
