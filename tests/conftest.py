@@ -232,7 +232,8 @@ class _ApiHandler(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         with self.server.lock:
             self.server.requests += 1
-            self.server.seen.append({"authorization": self.headers.get("Authorization"), "body": body})
+            self.server.seen.append({"authorization": self.headers.get("Authorization"), "body": body,
+                                     "at": time.monotonic()})
             step = self.server.script.pop(0) if self.server.script else self.server.default
         if step == "silent":
             self.server.release.wait(30)
@@ -253,6 +254,8 @@ class _ApiHandler(BaseHTTPRequestHandler):
                                                "code": None}}
         data = b'{"id": "chatcmpl-1", "choices": [tru' if step == "garbled" else json.dumps(payload).encode()
         self.send_response(status)
+        for name, value in (self.server.headers if status != 200 else {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
@@ -264,11 +267,11 @@ class _ApiHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def api_server() -> Iterator[ThreadingHTTPServer]:
-    """A local scripted server: set ``.script``, ``.default``, ``.reply`` and ``.error``; read ``.requests`` and
-    ``.seen``; ``.base_url`` ends in /v1."""
+    """A local scripted server: set ``.script``, ``.default``, ``.reply``, ``.error`` and ``.headers`` (sent with each
+    error status); read ``.requests`` and ``.seen``; ``.base_url`` ends in /v1."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _ApiHandler)
     server.daemon_threads, server.script, server.requests, server.seen = True, [], 0, []
-    server.default, server.reply, server.error = "ok", API_THESIS, None
+    server.default, server.reply, server.error, server.headers = "ok", API_THESIS, None, {}
     server.lock, server.release = threading.Lock(), threading.Event()
     server.base_url = f"http://127.0.0.1:{server.server_port}/v1"
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()

@@ -2,8 +2,9 @@
 
 Providers limit requests and tokens per minute per model and bill per token; a run with many workers must stay
 under both limits together and stop before its bill passes ``--max-cost-usd``. :class:`ApiGovernor` holds one
-pacing clock per model and limit (the generic cell rate algorithm: a request may start once its slot, advanced by
-``cost / rate`` per request, is at most one second ahead of now, so bursts are one second's worth) and the money
+pacing clock per model and limit (the generic cell rate algorithm: the clock advances by ``cost / rate`` per request
+and a request may start once that leaves it at most one second ahead of now, so a burst is one second's worth, or
+one request where a single one is larger) and the money
 spent and reserved. Each call :meth:`~ApiGovernor.reserve`\\ s first (it learns how long to wait, or that the cap
 would be passed) and :meth:`~ApiGovernor.settle`\\ s after with what the call cost. Within a process one lock
 guards it; :meth:`~ApiGovernor.share` moves it into a Ray actor so every worker of a cluster draws on the same
@@ -62,7 +63,7 @@ class _Clocks:
         paced = [(key, amount / (rate / 60.0)) for kind, limits, amount in
                  (("rpm", self.rpm, 1.0), ("tpm", self.tpm, float(prompt_tokens + max_tokens)))
                  if (rate := limits.get(model, limits.get("*"))) is not None for key in [(model, kind)]]
-        start = max([now, *(self.slots.get(key, now) - BURST_S for key, _ in paced)])
+        start = max([now, *(self.slots.get(key, now) + step - max(BURST_S, step) for key, step in paced)])
         for key, step in paced:
             self.slots[key] = max(self.slots.get(key, now), start) + step
         return Reservation(start - now, usd)
