@@ -96,3 +96,30 @@ def test_shards_merge_into_the_files_of_one_run(tmp_path, capsys):
     assert merge_main([*shards, shards[1], "--out", str(tmp_path / "twice")]) == 2
     assert "is in more than one shard" in capsys.readouterr().err
     assert not (tmp_path / "missing").exists() and not (tmp_path / "twice").exists()  # refused before writing
+
+
+class InterruptOnce(Agent):
+    """Momentum that presses Ctrl-C (raises KeyboardInterrupt) in its second window while ``$TR1_TEST_INTERRUPT``
+    is set."""
+
+    name = "interrupt_once"
+
+    def act(self, observations):
+        if os.environ.get("TR1_TEST_INTERRUPT") and any(f"{o.date:%Y-%m-%d}" >= "2024-04-15" for o in observations):
+            raise KeyboardInterrupt
+        return [Decision(Action.HOLD) for _ in observations]
+
+
+def test_ctrl_c_leaves_a_folder_the_next_run_resumes(tmp_path, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    monkeypatch.setenv("TR1_TEST_INTERRUPT", "1")
+    argv = ["--agents", "buy_and_hold", "--agent", "test_distributed:InterruptOnce", *WALK, "--out", str(tmp_path)]
+    assert main(argv) == 130
+    assert "interrupted; rerun the same command to resume" in capsys.readouterr().err
+    assert json.loads((tmp_path / "config.json").read_text())["status"] == "running"
+    first = tmp_path / "windows" / "2024-01-01_2024-03-31" / "decisions" / "InterruptOnce__AAPL.json"
+    kept = first.stat().st_mtime_ns
+    monkeypatch.delenv("TR1_TEST_INTERRUPT")
+    assert main(argv) == 0
+    assert first.stat().st_mtime_ns == kept  # the first window was reloaded, not asked again
+    assert json.loads((tmp_path / "config.json").read_text())["status"] == "complete"
