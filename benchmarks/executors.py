@@ -25,6 +25,7 @@ import pandas as pd
 from benchmarks.config import RunConfig
 from benchmarks.replay import Observations, decide
 from benchmarks.roster import AgentSpec
+from tr1_agent.api_limits import BudgetExhausted
 from tr1_env.data.store import Store
 from tr1_env.evaluation.windows import Window
 
@@ -174,6 +175,10 @@ class RayExecutor:
             index, task = self._inflight.pop(ref)
             try:
                 out.append((index, self.ray.get(ref)))
+            except self.ray.exceptions.RayTaskError as exc:  # the run stops on the worker's error, as in-process
+                if isinstance(exc.cause, BudgetExhausted):
+                    raise exc.cause from None  # one line, not the remote traceback
+                raise
             except (self.ray.exceptions.WorkerCrashedError, self.ray.exceptions.NodeDiedError,
                     self.ray.exceptions.OutOfMemoryError) as exc:
                 error = f"the cell's worker died {self.cfg.distribution.cell_retries + 1} times ({type(exc).__name__})"

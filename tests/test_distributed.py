@@ -7,6 +7,7 @@ it initialised and leave it up); the shards and merge need no Ray.
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -78,6 +79,25 @@ def test_a_killed_worker_is_retried_and_nothing_is_counted_twice(local_ray, tmp_
     saved = json.loads((tmp_path / "ray" / "windows" / "2024-04-01_2024-06-30" / "decisions" /
                         "KillOnce__MSFT.json").read_text())["decisions"]
     assert len(saved) == len({d["date"] for d in saved}) == 62  # each session once, none from the killed attempt
+
+
+def test_rate_limits_and_the_budget_hold_across_ray_workers(local_ray):
+    import ray
+
+    from tr1_agent.api_limits import ApiGovernor, BudgetExhausted
+
+    governor = ApiGovernor(rpm={"*": 120}, max_cost_usd=0.1)  # 2 requests/s; gpt-4.1 reserves $0.01 a call here
+    governor.share()
+
+    @ray.remote(num_cpus=1)
+    def ask(governor, n):
+        return [time.time() + governor.reserve("gpt-4.1", 1000, 1000).delay for _ in range(n)]
+
+    starts = sorted(s for per in ray.get([ask.remote(governor, 3), ask.remote(governor, 3)]) for s in per)
+    # one clock for both workers: k + 1 starts span at least (k - 1) / 2 s (2 a second after a burst of 2)
+    assert all(starts[j] - starts[i] >= (j - i - 1) * 0.5 - 0.05 for i in range(6) for j in range(i + 1, 6))
+    with pytest.raises(BudgetExhausted):  # 6 of 10 cents in flight: the 5th more fails, in whichever worker
+        ray.get(ask.options(max_retries=0).remote(governor, 5))
 
 
 def test_shards_merge_into_the_files_of_one_run(tmp_path, capsys):
