@@ -5,8 +5,8 @@ import math
 import time
 
 import pytest
-
 from conftest import make_observation
+
 from tr1_agent.api_limits import CHARS_PER_TOKEN, ApiGovernor, BudgetExhausted
 from tr1_agent.llm_agents import OpenAIChatAgent
 from tr1_env.core.actions import Action
