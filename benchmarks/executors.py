@@ -17,6 +17,7 @@ task writes nothing, a retried cell is never counted twice. Ctrl-C cancels the t
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from dataclasses import dataclass, field
 
@@ -24,7 +25,7 @@ import pandas as pd
 
 from benchmarks.config import RunConfig
 from benchmarks.replay import Observations, decide
-from benchmarks.roster import AgentSpec
+from benchmarks.roster import AgentSpec, UsageError
 from tr1_agent.api_limits import BudgetExhausted
 from tr1_env.data.store import Store
 from tr1_env.evaluation.windows import Window
@@ -139,10 +140,8 @@ class RayExecutor:
         self._started = False
 
     def __enter__(self) -> RayExecutor:
-        try:
-            import ray
-        except ImportError:
-            raise RuntimeError(f"--executor ray needs Ray: {RAY_EXTRA}") from None
+        import ray
+
         self.ray = ray
         dist = self.cfg.distribution
         if not ray.is_initialized():
@@ -195,7 +194,9 @@ class RayExecutor:
 
 
 def make_executor(cfg: RunConfig, store: Store, governor=None):
-    """The executor ``--executor`` names (Ray imported only then)."""
+    """The executor ``--executor`` names (Ray imported only when it starts); a UsageError when Ray is not installed."""
     if cfg.distribution.executor == "ray":
+        if importlib.util.find_spec("ray") is None:
+            raise UsageError(f"--executor ray needs Ray, which is not installed: {RAY_EXTRA}")
         return RayExecutor(cfg, governor)
     return InProcess(store, cfg.seed)

@@ -370,6 +370,7 @@ def run(cfg: RunConfig, executor=None) -> pd.DataFrame:
     cfg, store, tickers, specs, found = ready.cfg, ready.store, ready.tickers, ready.specs, ready.cutoffs
     protocol, days_by_window, shard = ready.protocol, ready.days_by_window, cfg.distribution.shard_of()
     cells = plan(specs, protocol, ready.spans, days_by_window, shard)
+    executor = executor or make_executor(cfg, store, governor)
 
     def folder_of(w: Window) -> Path:
         return out if len(protocol) == 1 else out / "windows" / w.name
@@ -409,8 +410,7 @@ def run(cfg: RunConfig, executor=None) -> pd.DataFrame:
         before = bench[protocol[protocol.index(w) - 1]] if bench else None
         bench[w] = {t: market.benchmark(t, d, cfg, market.carried(t, before and before.get(t), d))
                     for t, d in days.items()}
-    booked = replay_cells(cells, cfg, market, folder_of, executor or make_executor(cfg, store, governor),
-                          len(protocol) == 1)
+    booked = replay_cells(cells, cfg, market, folder_of, executor, len(protocol) == 1)
     if shard is not None:
         return _finish_shard(out, record, cells, booked, skipped, t0)
     per_window = _window_results(cells, booked, protocol, specs, bench)

@@ -143,3 +143,22 @@ def test_ctrl_c_leaves_a_folder_the_next_run_resumes(tmp_path, monkeypatch, caps
     assert main(argv) == 0
     assert first.stat().st_mtime_ns == kept  # the first window was reloaded, not asked again
     assert json.loads((tmp_path / "config.json").read_text())["status"] == "complete"
+
+
+def test_ray_is_optional_and_tr1_bench_merge_is_registered(tmp_path, monkeypatch, capsys):
+    import argparse
+    import sys
+
+    from benchmarks.merge import register
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if the ray extra were not installed
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None if name == "ray" else object())
+    assert main(["--agents", "buy_and_hold", "--executor", "ray", "--out", str(tmp_path / "run")]) == 2
+    assert "pip install 'tr1[ray]'" in capsys.readouterr().err and not (tmp_path / "run").exists()
+    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()  # tomllib is 3.11+
+    commands = pyproject.split('[project.entry-points."tr1.commands"]')[1].split("\n[")[0]
+    assert 'bench = "benchmarks.merge:register"' in commands and "\nray = [" in pyproject
+    parser = argparse.ArgumentParser(prog="tr1")
+    register(parser.add_subparsers(dest="command"))
+    ns = parser.parse_args(["bench", "merge", "a", "b", "--out", "c"])
+    assert ns.shards == ["a", "b"] and ns.out == "c" and callable(ns.func)
