@@ -3,7 +3,8 @@
 Each agent decides at the close of each decision day from that day's observation alone (tickers batched per
 day); the observations are built once per run window and shared by every agent (:class:`Observations`). What
 decides an agent's answers is its fingerprint; a saved replay with the same one is reloaded instead of asked
-again, so a killed run resumes where it stopped.
+again (:func:`pending`), so a killed run resumes where it stopped. Asking (:func:`decide`) writes nothing, so an
+executor may run it anywhere (:mod:`benchmarks.executors`); the run saves what it returns (:func:`save`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from tr1_env.data.store import Store, split_adjust
 from tr1_env.evaluation.backtest import decision_days
 from tr1_env.evaluation.windows import Window
 
-__all__ = ["Observations", "Pending", "decide", "pending", "replay", "save"]
+__all__ = ["Observations", "Pending", "decide", "pending", "save"]
 
 
 class Observations:
@@ -153,18 +154,3 @@ def save(state: Pending, records: dict[str, list[dict]]) -> dict[str, pd.DataFra
         save_decisions(state.paths[t], state.fingerprint, rows)
         done[t] = load_decisions(state.paths[t], state.fingerprint)
     return {t: done[t] for t in state.paths if t in done}
-
-
-def replay(spec: AgentSpec, cfg: RunConfig, window: Window, store: Store, days: dict[str, pd.DatetimeIndex],
-           observations: Observations, out: Path, held: dict[str, float] | None = None
-           ) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
-    """One agent's decisions (``action``, ``thesis``, ``meta`` by date) per ticker, replayed or reloaded, and the
-    tickers whose replay failed (an :class:`AgentError`) with the error: those are dropped from the rest of the
-    replay and saved nowhere, so the next run replays exactly them. ``held``: the weight per ticker the agent
-    holds into the window (a continuous walk-forward's previous window; flat when absent), the position its
-    first observation reads."""
-    state = pending(spec, cfg, window, days, out, held)
-    if not state.todo:
-        return state.done, {}
-    records, failed = decide(spec, cfg, window, store, days, observations, state.todo, state.held, state.max_chars)
-    return save(state, records), failed
