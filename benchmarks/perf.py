@@ -38,11 +38,12 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import numpy as np
 import pandas as pd
 
+from benchmarks.fake_api import ChatHandler, completion
 from tr1_env.context.anonymize import DEFAULT_LEVEL, anonymize
 from tr1_env.context.config import ContextConfig
 from tr1_env.context.index import ContextIndex
@@ -282,12 +283,12 @@ def main_job(timeout: float = 3600) -> float:
         return time.perf_counter() - start
 
 
-class _SlowApi(BaseHTTPRequestHandler):
+class _SlowApi(ChatHandler):
     """A chat-completions endpoint that answers after ``server.latency`` seconds and allows ``server.rpm`` requests in
     any minute (a 429 with ``Retry-After: 1`` beyond, as providers do)."""
 
     def do_POST(self):  # noqa: N802 - http.server API
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        body = self.body()
         now = time.monotonic()
         with self.server.lock:
             recent = self.server.recent
@@ -298,25 +299,12 @@ class _SlowApi(BaseHTTPRequestHandler):
                 recent.append(now)
             self.server.limited.value += limited
         if limited:
-            status, payload = 429, {"error": {"message": "rate limit", "type": "requests", "code": "rate_limit"}}
-        else:
-            time.sleep(self.server.latency)
-            status, payload = 200, {
-                "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
-                "choices": [{"index": 0, "finish_reason": "stop", "message": {
-                    "role": "assistant", "content": "<conclusion>\n- Momentum.\n</conclusion>\n[[[BUY]]]"}}],
-                "usage": {"prompt_tokens": 900, "completion_tokens": 300, "total_tokens": 1200}}
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        if limited:
-            self.send_header("Retry-After", "1")
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
+            error = {"error": {"message": "rate limit", "type": "requests", "code": "rate_limit"}}
+            self.answer(429, json.dumps(error).encode(), {"Retry-After": "1"})
+            return
+        time.sleep(self.server.latency)
+        thesis = "<conclusion>\n- Momentum.\n</conclusion>\n[[[BUY]]]"
+        self.answer(200, json.dumps(completion(body["model"], thesis, 900, 300)).encode())
 
 
 class _Server(ThreadingHTTPServer):

@@ -16,7 +16,7 @@ import threading
 import time
 import urllib.request
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterator
 
@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from benchmarks.fake_api import ChatHandler, completion
 from tr1_env.core.agents import Observation
 
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -221,7 +222,7 @@ def store():
 API_THESIS = "<conclusion>\n### Call\n- Momentum is strong.\n</conclusion>\n[[[BUY]]]"
 
 
-class _ApiHandler(BaseHTTPRequestHandler):
+class _ApiHandler(ChatHandler):
     """Answers each chat completion with the next entry of ``server.script`` (``server.default`` once it is
     empty): "ok" or 200 a completion holding ``server.reply``, another int that HTTP status, "silent" no answer at all
     (an int's error message is ``server.error`` when set), "garbled" a 200 whose body is broken JSON, "echo-key" a 401
@@ -229,7 +230,7 @@ class _ApiHandler(BaseHTTPRequestHandler):
     and the Authorization header. Each request's Authorization header and JSON body are kept in ``server.seen``."""
 
     def do_POST(self):  # noqa: N802 - http.server API
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        body = self.body()
         with self.server.lock:
             self.server.requests += 1
             self.server.seen.append({"authorization": self.headers.get("Authorization"), "body": body,
@@ -241,11 +242,7 @@ class _ApiHandler(BaseHTTPRequestHandler):
         if step in ("ok", 200, "garbled", "echo-ok"):
             auth = self.headers.get("Authorization") or ""
             echo = f"\nYour token {auth.partition(' ')[2]} ({auth})" if step == "echo-ok" else ""
-            status, payload = 200, {
-                "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
-                "choices": [{"index": 0, "finish_reason": "stop",
-                             "message": {"role": "assistant", "content": self.server.reply + echo}}],
-                "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}}
+            status, payload = 200, completion(body["model"], self.server.reply + echo, 11, 7)
         elif step == "echo-key":
             status, payload = 401, {"error": {"message": f"Incorrect API key provided: {self.headers['Authorization']}",
                                               "type": "invalid_request_error", "code": "invalid_api_key"}}
@@ -253,16 +250,7 @@ class _ApiHandler(BaseHTTPRequestHandler):
             status, payload = step, {"error": {"message": self.server.error or f"scripted {step}", "type": "scripted",
                                                "code": None}}
         data = b'{"id": "chatcmpl-1", "choices": [tru' if step == "garbled" else json.dumps(payload).encode()
-        self.send_response(status)
-        for name, value in (self.server.headers if status != 200 else {}).items():
-            self.send_header(name, value)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
+        self.answer(status, data, self.server.headers if status != 200 else {})
 
 
 @pytest.fixture
