@@ -46,12 +46,14 @@ def local_ray(tmp_path_factory):
     kill_dir = tmp_path_factory.mktemp("kill")
     os.environ[KILL_DIR] = str(kill_dir)  # before Ray starts: its workers inherit the environment
     os.environ[f"{KILL_DIR}_PID"] = str(os.getpid())
+    os.environ["TR1_CACHE"] = str(tmp_path_factory.mktemp("worker-cache"))  # the workers' LLM call cache
     ray.init(num_cpus=2, object_store_memory=80 * 1024**2, include_dashboard=False, log_to_driver=False,
              configure_logging=False)
     yield kill_dir
     ray.shutdown()
     os.environ.pop(KILL_DIR, None)
     os.environ.pop(f"{KILL_DIR}_PID", None)
+    os.environ.pop("TR1_CACHE", None)
 
 
 def _same(a: Path, b: Path) -> None:
@@ -79,6 +81,19 @@ def test_a_killed_worker_is_retried_and_nothing_is_counted_twice(local_ray, tmp_
     saved = json.loads((tmp_path / "ray" / "windows" / "2024-04-01_2024-06-30" / "decisions" /
                         "KillOnce__MSFT.json").read_text())["decisions"]
     assert len(saved) == len({d["date"] for d in saved}) == 62  # each session once, none from the killed attempt
+
+
+def test_an_api_model_on_ray_under_limits_writes_the_in_process_files(local_ray, api_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("TR1_CACHE", str(tmp_path / "cache"))  # this process's cache; the workers have their own
+    argv = ["--agents", "buy_and_hold", "--model", "gpt-4.1", "--base-url", api_server.base_url, "--tickers", "NVDA",
+            "AAPL", "--start", "2024-06-03", "--end", "2024-06-21", "--llm-decision-every", "7", "--bootstrap", "0",
+            "--no-tearsheets"]
+    assert main([*argv, "--out", str(tmp_path / "here")]) == 0
+    limits = ["--executor", "ray", "--rpm", "600", "--max-cost-usd", "1"]  # the governor an actor of the cluster
+    assert main([*argv, "--out", str(tmp_path / "ray"), *limits]) == 0
+    for name in ("summary.csv", "leaderboard.csv"):
+        assert (tmp_path / "here" / name).read_bytes() == (tmp_path / "ray" / name).read_bytes(), name
+    assert api_server.requests == 8  # 2 tickers x 2 decisions, once per run
 
 
 def test_rate_limits_and_the_budget_hold_across_ray_workers(local_ray):

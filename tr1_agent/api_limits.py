@@ -131,9 +131,11 @@ class ApiGovernor:
             return self._clocks.state()[0]
 
     def __getstate__(self) -> dict:
-        if self._actor is None:
-            raise TypeError("an ApiGovernor is shared between processes only after share() (a Ray actor)")
+        if self._actor is None and self.active:
+            raise TypeError("an ApiGovernor with limits is shared between processes only after share() (a Ray actor)")
         return {"actor": self._actor}
 
     def __setstate__(self, state: dict) -> None:
-        self._clocks, self._lock, self._actor = None, threading.Lock(), state["actor"]
+        """A handle to the shared clocks, or a governor that limits nothing (as the one pickled)."""
+        self._actor, self._lock = state["actor"], threading.Lock()
+        self._clocks = _Clocks({}, {}, None, 0.0) if self._actor is None else None
