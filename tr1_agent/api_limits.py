@@ -93,6 +93,11 @@ class ApiGovernor:
         clocks = self._clocks
         return self._actor is not None or bool(clocks.rpm or clocks.tpm or clocks.cap is not None)
 
+    @property
+    def shared(self) -> bool:
+        """Whether its clocks are a Ray actor's (each call then a round trip)."""
+        return self._actor is not None
+
     def share(self) -> None:
         """Move the clocks into a Ray actor (Ray must be initialised): copies of this object in Ray workers, and
         this one, then draw on the same limits and budget."""

@@ -276,7 +276,9 @@ class OpenAIChatAgent(LLMAgent):
         if self.governor is None:
             return None
         prompt = math.ceil(sum(len(m["content"]) for m in messages) / CHARS_PER_TOKEN)
-        reservation = await asyncio.to_thread(self.governor.reserve, self.model, prompt, self.max_tokens)
+        reserve = (self.governor.reserve, self.model, prompt, self.max_tokens)
+        # a shared governor is a Ray actor: ask it off the event loop; a local one answers under a lock at once
+        reservation = await asyncio.to_thread(*reserve) if self.governor.shared else reserve[0](*reserve[1:])
         if reservation.delay > 0:
             await asyncio.sleep(reservation.delay)
         return reservation
