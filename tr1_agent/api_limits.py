@@ -118,10 +118,8 @@ class ApiGovernor:
             return self._clocks.reserve(model, prompt_tokens, max_tokens)
 
     def settle(self, reservation: Reservation, usd: float | None) -> None:
-        if self._actor is not None:
-            import ray
-
-            ray.get(self._actor.settle.remote(reservation, usd))
+        if self._actor is not None:  # not waited for: the actor runs one caller's calls in order
+            self._actor.settle.remote(reservation, usd)
             return
         with self._lock:
             self._clocks.settle(reservation, usd)
