@@ -74,9 +74,9 @@ class Outcome:
     pseudonyms: dict[str, dict] = field(default_factory=dict)
 
 
-def run_task(task: Task, store: Store, observations: Observations, progress: bool = True) -> Outcome:
+def run_task(task: Task, store: Store, observations: Observations) -> Outcome:
     records, failed = decide(task.spec, task.cfg, task.window, store, task.days, observations, list(task.days),
-                             task.held, task.max_chars, progress)
+                             task.held, task.max_chars)
     return Outcome(records, failed, {t: p.mapping for t, p in observations.pseudonyms.items() if t in task.days})
 
 
@@ -124,7 +124,7 @@ def _ray_cell(task: Task, store_path: str | None, paths: list[str]) -> Outcome:
     key = (task.window.name, task.cfg.seed)
     if _WORKER.get("window") != key:
         _WORKER.update(window=key, observations=Observations(_WORKER["store"], task.cfg.seed))
-    return run_task(task, _WORKER["store"], _WORKER["observations"], progress=False)
+    return run_task(task, _WORKER["store"], _WORKER["observations"])
 
 
 class RayExecutor:

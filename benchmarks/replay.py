@@ -15,7 +15,6 @@ import json
 from pathlib import Path
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from benchmarks.config import RunConfig
 from benchmarks.report import slug
@@ -109,8 +108,8 @@ def pending(spec: AgentSpec, cfg: RunConfig, window: Window, days: dict[str, pd.
 
 
 def decide(spec: AgentSpec, cfg: RunConfig, window: Window, store: Store, days: dict[str, pd.DatetimeIndex],
-           observations: Observations, todo: list[str], held: dict[str, float], max_chars: int,
-           progress: bool = True) -> tuple[dict[str, list[dict]], dict[str, str]]:
+           observations: Observations, todo: list[str], held: dict[str, float], max_chars: int
+           ) -> tuple[dict[str, list[dict]], dict[str, str]]:
     """The agent built, fitted and asked day by day over ``todo``: each ticker's decision records, and the tickers
     whose replay failed (an :class:`AgentError`) with the error, dropped from the rest of the replay. Nothing is
     written: this is the part of a replay an executor may run anywhere (:mod:`benchmarks.executors`)."""
@@ -123,8 +122,7 @@ def decide(spec: AgentSpec, cfg: RunConfig, window: Window, store: Store, days: 
     position = {t: held[t] for t in todo}
     records: dict[str, list[dict]] = {t: [] for t in todo}
     failed: dict[str, str] = {}
-    for day in tqdm(sorted(set().union(*schedule.values())), desc=f"replay {spec.label} {window.name}", unit="day",
-                    disable=not progress):
+    for day in sorted(set().union(*schedule.values())):  # the run's one bar counts the cells
         batch = [t for t in todo if day in schedule[t] and t not in failed]
         if not batch:
             continue
