@@ -285,7 +285,9 @@ def main_job(timeout: float = 3600) -> float:
 
 class _SlowApi(ChatHandler):
     """A chat-completions endpoint that answers after ``server.latency`` seconds and allows ``server.rpm`` requests in
-    any minute (a 429 with ``Retry-After: 1`` beyond, as providers do)."""
+    any minute (a 429 with ``Retry-After: 1`` beyond, as providers do); connections kept alive, as providers do."""
+
+    protocol_version = "HTTP/1.1"
 
     def do_POST(self):  # noqa: N802 - http.server API
         body = self.body()
@@ -351,10 +353,10 @@ def api_throughput(n: int = 256, latency: float = 1.0, rpm: int = 2000, seed: in
     return out
 
 
-def ray_speedup(workers: int = 2, timeout: float = 3600) -> dict:
-    """Wall seconds of the numeric walk-forward (every baseline, the 15 tickers, 2024-07-01..2025-06-30 quarterly)
-    in-process and with ``--executor ray --workers N``, fresh folders and caches, and the load average around it."""
-    argv = ["--walk-forward", "quarterly", "--start", "2024-07-01", "--end", "2025-06-30", "--no-tearsheets"]
+def ray_speedup(workers: int = 2, start: str = "2024-07-01", end: str = "2025-06-30", timeout: float = 3600) -> dict:
+    """Wall seconds of the numeric walk-forward (every baseline, the 15 tickers, ``start..end`` quarterly) in-process
+    and with ``--executor ray --workers N``, fresh folders and caches, and the load average around it."""
+    argv = ["--walk-forward", "quarterly", "--start", start, "--end", end, "--no-tearsheets"]
     out = {"ray_workers": workers, "load_before": os.getloadavg()[0]}
     with tempfile.TemporaryDirectory() as tmp:
         for name, extra in (("inprocess", []), ("ray", ["--executor", "ray", "--workers", str(workers)])):
