@@ -10,14 +10,18 @@ This module orchestrates only: the agents are resolved by :mod:`benchmarks.roste
 window by :mod:`benchmarks.replay` (decisions at each decision day's close from that day's context alone), booked
 by :mod:`tr1_env.evaluation.backtest` under the run's :class:`~tr1_env.execution.Execution`, and reported by
 :mod:`benchmarks.report` and :mod:`benchmarks.leaderboard` with the notes of :mod:`benchmarks.notes`, into a folder
-whose lifecycle is :mod:`benchmarks.run_folder`'s. An agent x ticker's decisions are saved the moment its replay
-ends (and LLM calls are cached by the agents themselves), so a killed run resumes where it stopped and a finished
-one reruns without asking any agent again.
+whose lifecycle is :mod:`benchmarks.run_folder`'s. The agents are asked cell by cell (an agent over a window) by an
+executor (:mod:`benchmarks.executors`: in-process, or Ray tasks with ``--executor ray``; ``--shard I/N`` runs a part
+that :mod:`benchmarks.merge` joins), while the saving, booking and statistics stay here, the same for every executor;
+API models share the run's rate limits and budget (:class:`tr1_agent.api_limits.ApiGovernor`, ``--max-cost-usd``).
+An agent x ticker's decisions are saved the moment its replay ends (and LLM calls are cached by the agents
+themselves), so a killed run resumes where it stopped and a finished one reruns without asking any agent again.
 
 A failed call is never a decision: the agent x ticker (in that window) is reported as failed, nothing
 of it is saved, the other results are written, and the next run asks again for exactly what failed.
 The exit status is 0 only when every requested agent x ticker ran; 1 (with a one-line reason) when any
-failed or was skipped, or nothing was replayed; 2 for arguments no replay can use.
+failed or was skipped, nothing was replayed, or ``--max-cost-usd`` stopped the run; 2 for arguments no replay can
+use; 130 on Ctrl-C (the folder resumes).
 """
 
 from __future__ import annotations
