@@ -242,6 +242,87 @@ class PortfolioConfig:
                 "(a Trading-R1 call per ticker, each ticker 1/n times its call's weight, SELLs as 0)"})
 
 
+def _rates(values: tuple[str, ...], flag: str) -> dict[str, float]:
+    """``N`` (every API model) or ``MODEL=N`` (one model) per value, as ``{model or "*": N}``; N > 0."""
+    out = {}
+    for value in values:
+        model, _, number = value.rpartition("=")
+        try:
+            rate = float(number)
+        except ValueError:
+            rate = 0.0
+        if rate <= 0 or (value.count("=") > 1):
+            raise ValueError(f"{flag} {value!r}: expected N or MODEL=N with N > 0")
+        out[model or "*"] = rate
+    return out
+
+
+@dataclass
+class DistributionConfig:
+    """Where the cells (agent x window, all its tickers) run: here, on Ray, or as one shard of a job array
+    (docs/distributed.md)."""
+
+    executor: str = field(default="inprocess", metadata={
+        "choices": ("inprocess", "ray"),
+        "help": "inprocess: the cells one after another in this process; ray: each cell a Ray task (a local Ray "
+                "started by the run, or --ray-address's cluster; pip install 'tr1[ray]')"})
+    ray_address: str | None = field(default=None, metadata={
+        "help": "an existing Ray cluster (ray start --head; 'auto' or HOST:PORT) for --executor ray (empty: a local "
+                "Ray started and stopped by the run)"})
+    workers: int = field(default=0, metadata={
+        "help": "CPUs of the local Ray the run starts, one cell at a time each (0: every core)"})
+    cell_retries: int = field(default=3, metadata={
+        "help": "times Ray runs a cell again whose worker process died (killed, out of memory); then its agent x "
+                "tickers are reported as failed"})
+    shard: str | None = field(default=None, metadata={
+        "help": "I/N: run only the I-th of N shards of the agents (each agent's windows stay together: its books "
+                "are continuous) and write their decisions; 'tr1 bench merge' makes the reports of all shards"})
+
+    def __post_init__(self):
+        _refuse([(self.workers >= 0, f"--workers must be >= 0 (0: every core), got {self.workers}"),
+                 (self.cell_retries >= 0, f"--cell-retries must be >= 0, got {self.cell_retries}")])
+        self.shard_of()
+
+    def shard_of(self) -> tuple[int, int] | None:
+        """``--shard I/N`` as (I, N), 1 <= I <= N; None for a whole run."""
+        if self.shard is None:
+            return None
+        i, _, n = self.shard.partition("/")
+        if not (i.isdigit() and n.isdigit() and 1 <= int(i) <= int(n)):
+            raise ValueError(f"--shard {self.shard!r}: expected I/N with 1 <= I <= N (e.g. 2/8)")
+        return int(i), int(n)
+
+
+@dataclass
+class ApiConfig:
+    """API models at scale: rate limits shared by every worker, concurrency and a spending cap."""
+
+    rpm: tuple[str, ...] = field(default=(), metadata={
+        "help": "requests per minute: N for every API model, MODEL=N for one; honoured across all workers (empty: "
+                "no limit but the server's 429s, whose Retry-After is obeyed)"})
+    tpm: tuple[str, ...] = field(default=(), metadata={
+        "help": "tokens per minute (prompt estimate + --api-max-tokens per request, as providers count them): N or "
+                "MODEL=N"})
+    api_concurrency: int = field(default=8, metadata={
+        "help": "API calls in flight at once per agent (a day's tickers are asked together)"})
+    max_cost_usd: float | None = field(default=None, metadata={
+        "help": "stop the run cleanly (resumable, exit 1) before its API calls would cost more than this, counting "
+                "the decisions already in --out (tr1_env/data/model_prices.csv prices; each call is reserved at "
+                "--api-max-tokens)"})
+    dry_run: bool = field(default=False, metadata={
+        "help": "print the API cost so far and the estimate for the rest, and exit without asking anything"})
+
+    def __post_init__(self):
+        _refuse([(self.api_concurrency >= 1, f"--api-concurrency must be >= 1, got {self.api_concurrency}"),
+                 (self.max_cost_usd is None or self.max_cost_usd >= 0,
+                  f"--max-cost-usd must be >= 0, got {self.max_cost_usd}")])
+        self.rates()
+
+    def rates(self) -> tuple[dict[str, float], dict[str, float]]:
+        """(requests, tokens) per minute by model (``*``: every API model)."""
+        return _rates(self.rpm, "--rpm"), _rates(self.tpm, "--tpm")
+
+
 @dataclass
 class RunConfig:
     """Every setting of a replay, grouped by concern; each field of a group is also a ``--flag`` of
@@ -258,6 +339,9 @@ class RunConfig:
         "help": ContaminationConfig.__doc__})
     outputs: OutputsConfig = field(default_factory=OutputsConfig, metadata={"help": OutputsConfig.__doc__})
     portfolio: PortfolioConfig = field(default_factory=PortfolioConfig, metadata={"help": PortfolioConfig.__doc__})
+    distribution: DistributionConfig = field(default_factory=DistributionConfig, metadata={
+        "help": DistributionConfig.__doc__})
+    api: ApiConfig = field(default_factory=ApiConfig, metadata={"help": ApiConfig.__doc__})
     seed: int = field(default=0, metadata={"help": "seed of the random baseline, SB3 training and the bootstrap"})
 
     def agent_names(self) -> tuple[str, ...]:

@@ -117,7 +117,7 @@ def score(cfg: ScoreConfig) -> pd.DataFrame:
                        model=models.get(label), numeric=True) for label, decided in chosen.items()]
     sessions = {t: store.trading_days(t, first, last)[:-1] for t in tickers}  # decided sessions of the span
     counts = _counts(entries, chosen, ignored, sessions)
-    return run(rc, specs, lambda out, board: _write(out, board, counts, rc))
+    return run(rc, specs=specs, extra=lambda out, board: _write(out, board, counts, rc))
 
 
 def _counts(entries: list[dict], chosen: dict, ignored: dict[str, int], sessions: dict[str, pd.DatetimeIndex]

@@ -16,25 +16,34 @@ The leaderboard's statistics (:func:`tr1_env.evaluation.stats.compare`: Sharpe C
 confidence set) run on 10 agents x 2,000 days x 1,000 resamples beside arch's own SPA and MCS on the same table
 (what the leaderboard called before), in CPU time on one thread.
 ``--main-job`` times the no-argument ``benchmarks/run.py`` with cold caches.
+``--api`` times API decisions against a local server that answers each call after 1 s and allows 2,000 requests a
+minute (a 429 with Retry-After beyond), with 32 calls in flight beside the default 8, under ``--rpm 2000``.
+``--ray`` times the numeric walk-forward (every baseline, 15 tickers, four quarters) in-process beside
+``--executor ray`` with 2 workers, in wall time with Ray's start included; ``uptime``'s load is reported with it.
 
-    python benchmarks/perf.py [--seconds 4] [--smollm2] [--main-job] [--json perf.json]
+    python benchmarks/perf.py [--seconds 4] [--smollm2] [--main-job] [--api] [--ray] [--json perf.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import itertools
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
+from http.server import ThreadingHTTPServer
 
 import numpy as np
 import pandas as pd
 
+from benchmarks.fake_api import ChatHandler, completion
 from tr1_env.context.anonymize import DEFAULT_LEVEL, anonymize
 from tr1_env.context.config import ContextConfig
 from tr1_env.context.index import ContextIndex
@@ -274,12 +283,104 @@ def main_job(timeout: float = 3600) -> float:
         return time.perf_counter() - start
 
 
+class _SlowApi(ChatHandler):
+    """A chat-completions endpoint that answers after ``server.latency`` seconds and allows ``server.rpm`` requests in
+    any minute (a 429 with ``Retry-After: 1`` beyond, as providers do); connections kept alive, as providers do."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self):  # noqa: N802 - http.server API
+        body = self.body()
+        now = time.monotonic()
+        with self.server.lock:
+            recent = self.server.recent
+            while recent and recent[0] < now - 60:
+                recent.popleft()
+            limited = len(recent) >= self.server.rpm
+            if not limited:
+                recent.append(now)
+            self.server.limited.value += limited
+        if limited:
+            error = {"error": {"message": "rate limit", "type": "requests", "code": "rate_limit"}}
+            self.answer(429, json.dumps(error).encode(), {"Retry-After": "1"})
+            return
+        time.sleep(self.server.latency)
+        thesis = "<conclusion>\n- Momentum.\n</conclusion>\n[[[BUY]]]"
+        self.answer(200, json.dumps(completion(body["model"], thesis, 900, 300)).encode())
+
+
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # 32 connections opened at once (the default backlog of 5 refuses some)
+    daemon_threads = True
+
+
+def _serve(ports, limited, latency: float, rpm: int) -> None:
+    server = _Server(("127.0.0.1", 0), _SlowApi)
+    server.latency, server.rpm, server.lock, server.recent = latency, rpm, threading.Lock(), collections.deque()
+    server.limited = limited
+    ports.put(server.server_port)
+    server.serve_forever(poll_interval=0.05)
+
+
+def api_throughput(n: int = 256, latency: float = 1.0, rpm: int = 2000, seed: int = 0) -> dict:
+    """Decisions per second of an API model through the harness's client (:class:`OpenAIChatAgent` with the run's
+    :class:`~tr1_agent.api_limits.ApiGovernor` at ``--rpm``) against :class:`_SlowApi` on 127.0.0.1: 32 calls in
+    flight, and the default 8 on a quarter of the prompts; real 1,500-character contexts, no call cache."""
+    from benchmarks.replay import Observations
+    from tr1_agent.api_limits import ApiGovernor
+    from tr1_agent.llm_agents import OpenAIChatAgent
+
+    store = Store()
+    observations = Observations(store, seed)
+    prompts = [observations.get(t, d, 1500, 0.0) for t, d in itertools.islice(endless_ticker_days(store, seed), n)]
+    ports, limited = multiprocessing.Queue(), multiprocessing.Value("i", 0)
+    server = multiprocessing.Process(target=_serve, args=(ports, limited, latency, rpm), daemon=True)
+    server.start()  # a process of its own, as a real endpoint is: its threads do not take the client's GIL
+    out = {"api_latency_s": latency, "api_server_rpm": rpm, "api_decisions": n}
+    try:
+        base_url = f"http://127.0.0.1:{ports.get(timeout=60)}/v1"
+        import openai  # noqa: F401 - imported once per process (seconds), not per run: not timed
+        for concurrency, batch in ((32, prompts), (8, prompts[: n // 4])):
+            agent = OpenAIChatAgent("gpt-4.1", base_url=base_url, concurrency=concurrency, use_cache=False,
+                                    governor=ApiGovernor(rpm={"*": rpm}))
+            start = time.perf_counter()
+            decisions = agent.act(batch)
+            out[f"api_decisions_per_s_{concurrency}"] = len(decisions) / (time.perf_counter() - start)
+        out["api_429s"] = limited.value
+    finally:
+        server.terminate()
+        server.join()
+    return out
+
+
+def ray_speedup(workers: int = 2, start: str = "2024-07-01", end: str = "2025-06-30", timeout: float = 3600) -> dict:
+    """Wall seconds of the numeric walk-forward (every baseline, the 15 tickers, ``start..end`` quarterly) in-process
+    and with ``--executor ray --workers N``, fresh folders and caches, and the load average around it."""
+    argv = ["--walk-forward", "quarterly", "--start", start, "--end", end, "--no-tearsheets"]
+    out = {"ray_workers": workers, "load_before": os.getloadavg()[0]}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, extra in (("inprocess", []), ("ray", ["--executor", "ray", "--workers", str(workers)])):
+            env = {**os.environ, "TR1_CACHE": os.path.join(tmp, f"cache-{name}")}
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "benchmarks/run.py", *argv, *extra, "--out", os.path.join(tmp, name)],
+                           env=env, check=True, timeout=timeout, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            out[f"walk_forward_{name}_s"] = time.perf_counter() - start
+    out["load_after"] = os.getloadavg()[0]
+    out["ray_speedup"] = out["walk_forward_inprocess_s"] / out["walk_forward_ray_s"]
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=4.0, help="timing budget per measurement")
     parser.add_argument("--ticker", default="MSFT", help="trading-env ticker (FLAG-TRADER's test period)")
     parser.add_argument("--smollm2", action="store_true", help="also time SmolLM2 decisions (a few minutes on CPU)")
     parser.add_argument("--main-job", action="store_true", help="also time the default benchmarks/run.py, cold caches")
+    parser.add_argument("--api", action="store_true", help="also time API decisions against a local slow server "
+                        "(1 s a call, 2,000 requests/min; about 20 s)")
+    parser.add_argument("--ray", action="store_true", help="also time the numeric walk-forward in-process and on a "
+                        "local Ray of 2 workers (minutes; needs tr1[ray])")
+    parser.add_argument("--only", action="store_true", help="time only what --api, --ray, --smollm2 or --main-job ask")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     return parser
 
@@ -287,13 +388,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> dict:
     parser = build_parser()
     args = parser.parse_args(argv)
-    results = run(args.seconds, args.ticker)
-    results.update(compare_timing())
+    results = {} if args.only else {**run(args.seconds, args.ticker), **compare_timing()}
+    if args.api:
+        results.update(api_throughput())
+    if args.ray:
+        results.update(ray_speedup())
     if args.smollm2:
         results.update(smollm2_decisions())
     if args.main_job:
         results["main_job_s"] = main_job()
-    rows = [("trading env (numeric, random policy)", f"{results['trading_env_steps_per_s']:,.0f} steps/s"),
+    rows = [] if args.only else [
+            ("trading env (numeric, random policy)", f"{results['trading_env_steps_per_s']:,.0f} steps/s"),
             ("gym-anytrading StocksEnv, same prices", f"{results['anytrading_steps_per_s']:,.0f} steps/s"),
             ("  ratio ours / anytrading", f"{results['trading_vs_anytrading']:.2f}x"),
             ("build_context (indexed), all modalities", f"{results['contexts_per_s']:,.1f} contexts/s"),
@@ -335,6 +440,18 @@ def main(argv: list[str] | None = None) -> dict:
                  ("  ratio as run / re-encoded", f"{fast / reencoded:.2f}x")]
     if args.main_job:
         rows.append(("benchmarks/run.py, no arguments, cold caches", f"{results['main_job_s'] / 60:.1f} min"))
+    if args.api:
+        fast, default = results["api_decisions_per_s_32"], results["api_decisions_per_s_8"]
+        rows += [(f"API decisions, 32 in flight ({results['api_latency_s']:g} s a call, {results['api_server_rpm']:,} "
+                  f"requests/min, {results['api_429s']} 429s)", f"{fast:.1f} decisions/s"),
+                 ("  8 in flight (the default --api-concurrency)", f"{default:.1f} decisions/s"),
+                 ("  ratio 32 / 8", f"{fast / default:.2f}x")]
+    if args.ray:
+        rows += [("numeric walk-forward (8 baselines x 15 tickers x 4 quarters), in-process",
+                  f"{results['walk_forward_inprocess_s']:.0f} s"),
+                 (f"  --executor ray, {results['ray_workers']} workers (load {results['load_before']:.1f} before, "
+                  f"{results['load_after']:.1f} after)", f"{results['walk_forward_ray_s']:.0f} s"),
+                 ("  speed-up", f"{results['ray_speedup']:.2f}x")]
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value:>22}")

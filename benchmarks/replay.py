@@ -3,7 +3,8 @@
 Each agent decides at the close of each decision day from that day's observation alone (tickers batched per
 day); the observations are built once per run window and shared by every agent (:class:`Observations`). What
 decides an agent's answers is its fingerprint; a saved replay with the same one is reloaded instead of asked
-again, so a killed run resumes where it stopped.
+again (:func:`pending`), so a killed run resumes where it stopped. Asking (:func:`decide`) writes nothing, so an
+executor may run it anywhere (:mod:`benchmarks.executors`); the run saves what it returns (:func:`save`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import json
 from pathlib import Path
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from benchmarks.config import RunConfig
 from benchmarks.report import slug
@@ -30,7 +30,7 @@ from tr1_env.data.store import Store, split_adjust
 from tr1_env.evaluation.backtest import decision_days
 from tr1_env.evaluation.windows import Window
 
-__all__ = ["Observations", "context_budget", "replay"]
+__all__ = ["Observations", "Pending", "context_budget", "decide", "pending", "save"]
 
 
 class Observations:
@@ -88,32 +88,46 @@ def context_budget(spec: AgentSpec, cfg: RunConfig) -> int:
     return 0 if spec.numeric else ContextConfig().max_chars
 
 
-def replay(spec: AgentSpec, cfg: RunConfig, window: Window, store: Store, days: dict[str, pd.DatetimeIndex],
-           observations: Observations, out: Path, held: dict[str, float] | None = None
-           ) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
-    """One agent's decisions (``action``, ``thesis``, ``meta`` by date) per ticker, replayed or reloaded, and the
-    tickers whose replay failed (an :class:`AgentError`) with the error: those are dropped from the rest of the
-    replay and saved nowhere, so the next run replays exactly them. ``held``: the weight per ticker the agent
-    holds into the window (a continuous walk-forward's previous window; flat when absent), the position its
-    first observation reads."""
+@dataclasses.dataclass(frozen=True)
+class Pending:
+    """One agent's replay over one window as the run folder holds it: the fingerprint, the tickers whose saved
+    decisions match it (``done``) and the rest (``todo``, in order), each with its decisions file."""
+
+    fingerprint: str
+    max_chars: int
+    held: dict[str, float]
+    paths: dict[str, Path]
+    done: dict[str, pd.DataFrame]
+    todo: list[str]
+
+
+def pending(spec: AgentSpec, cfg: RunConfig, window: Window, days: dict[str, pd.DatetimeIndex], out: Path,
+            held: dict[str, float] | None = None) -> Pending:
+    """What is left of one agent's replay over ``window``: saved decisions with this fingerprint are reloaded."""
     held = {t: float(held.get(t, 0.0)) if held else 0.0 for t in days}
-    every, max_chars = spec.every, context_budget(spec, cfg)
-    fingerprint = _fingerprint(spec, cfg, window, every, max_chars, held)
+    max_chars = context_budget(spec, cfg)
+    fingerprint = _fingerprint(spec, cfg, window, spec.every, max_chars, held)
     paths = {t: out / "decisions" / f"{slug(spec.label)}__{t}.json" for t in days}
     done = {t: d for t in days if (d := load_decisions(paths[t], fingerprint)) is not None}
-    todo = [t for t in days if t not in done]
-    if not todo:
-        return done, {}
+    return Pending(fingerprint, max_chars, held, paths, done, [t for t in days if t not in done])
+
+
+def decide(spec: AgentSpec, cfg: RunConfig, window: Window, store: Store, days: dict[str, pd.DatetimeIndex],
+           observations: Observations, todo: list[str], held: dict[str, float], max_chars: int
+           ) -> tuple[dict[str, list[dict]], dict[str, str]]:
+    """The agent built, fitted and asked day by day over ``todo``: each ticker's decision records, and the tickers
+    whose replay failed (an :class:`AgentError`) with the error, dropped from the rest of the replay. Nothing is
+    written: this is the part of a replay an executor may run anywhere (:mod:`benchmarks.executors`)."""
     agent = spec.build()
     agent.fit(store, todo, window.start, window.end)  # trains on data up to window.train_until
     for t in todo:
         agent.reset(t)
-    schedule = {t: set(decision_days(days[t], every)) for t in todo}
+    schedule = {t: set(decision_days(days[t], spec.every)) for t in todo}
     weights = cfg.agents.weight_map()
     position = {t: held[t] for t in todo}
     records: dict[str, list[dict]] = {t: [] for t in todo}
     failed: dict[str, str] = {}
-    for day in tqdm(sorted(set().union(*schedule.values())), desc=f"replay {spec.label} {window.name}", unit="day"):
+    for day in sorted(set().union(*schedule.values())):  # the run's one bar counts the cells
         batch = [t for t in todo if day in schedule[t] and t not in failed]
         if not batch:
             continue
@@ -133,8 +147,13 @@ def replay(spec: AgentSpec, cfg: RunConfig, window: Window, store: Store, days: 
             records[t].append({"date": f"{day:%Y-%m-%d}", "action": action.name, "position_before": position[t],
                                "thesis": d.thesis, "meta": d.meta})
             position[t] = weights[action]
-    for t in todo:
-        if t not in failed:
-            save_decisions(paths[t], fingerprint, records[t])
-            done[t] = load_decisions(paths[t], fingerprint)
-    return {t: done[t] for t in days if t in done}, failed
+    return {t: records[t] for t in todo if t not in failed}, failed
+
+
+def save(state: Pending, records: dict[str, list[dict]]) -> dict[str, pd.DataFrame]:
+    """Every ticker's decisions: the saved ones and ``records`` (now saved, then read back as a reload would)."""
+    done = dict(state.done)
+    for t, rows in records.items():
+        save_decisions(state.paths[t], state.fingerprint, rows)
+        done[t] = load_decisions(state.paths[t], state.fingerprint)
+    return {t: done[t] for t in state.paths if t in done}

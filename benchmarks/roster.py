@@ -28,6 +28,7 @@ __all__ = ["BUILTIN_LLMS", "MODEL_CLASSES", "AgentSpec", "UsageError", "cutoffs"
 #: ``--model`` prefixes served by an Agent class, not by ``make_llm_agent``; the rest of the spec is its ``path``.
 MODEL_CLASSES = {"flag": "tr1_agent.flag_trader:FlagTraderAgent"}
 LOCAL_LLM_PREFIXES = ("hf:", "vllm:")
+_NOT_SETTINGS = ("timeout", "max_retries", "threads", "concurrency", "governor")  # how, not what, an LLM answers
 #: Offline LLM agents --agents accepts by name (others come through --model), each with the setting of its own decision
 #: interval: the CPU SmolLM2 rows decide every --smollm2-decision-every sessions and their labels say so (1: they
 #: follow --llm-decision-every as every other LLM does).
@@ -54,6 +55,16 @@ class AgentSpec:
     numeric: bool = False  # reads only bars, indicators and headlines: no context text is built for it
     prices_only: bool = False  # reads no news or statements: replayed from --history-start when one is set
 
+    @property
+    def local_model(self) -> bool:
+        """A model that runs in the replaying process (hf:, vllm:, flag:): the cell wants a GPU where there is one."""
+        return bool(self.model) and self.model.startswith((*LOCAL_LLM_PREFIXES, *MODEL_CLASSES))
+
+    @property
+    def api(self) -> bool:
+        """An OpenAI-compatible API model: priced by the call, rate-limited, under --max-cost-usd."""
+        return self.llm and self.model is not None and not self.local_model and self.model not in BUILTIN_LLMS
+
 
 def _plugin_names() -> set[str]:
     from importlib.metadata import entry_points
@@ -61,11 +72,13 @@ def _plugin_names() -> set[str]:
     return {ep.name for ep in entry_points(group="tr1.agents")}
 
 
-def _llm_spec(spec: str, agents: AgentsConfig, anonymized: str | None = None, seed: int | None = None) -> AgentSpec:
+def _llm_spec(spec: str, agents: AgentsConfig, anonymized: str | None = None, seed: int | None = None,
+              api: dict | None = None) -> AgentSpec:
     """smollm2 / hf: / vllm: run locally; flag: loads a checkpoint; any other name is an OpenAI-compatible model.
 
     ``anonymized``: the level of anonymized contexts the agent reads (a FLAG-TRADER checkpoint, its anonymized env
-    prompt), or None.
+    prompt), or None. ``api``: keyword arguments of API models that decide no answer (``concurrency``, the run's
+    ``governor``).
     """
     prefix = spec.partition(":")[0]
     label = spec + LABEL_SUFFIX if anonymized else spec
@@ -100,7 +113,7 @@ def _llm_spec(spec: str, agents: AgentsConfig, anonymized: str | None = None, se
         kwargs = {"base_url": agents.base_url, "max_tokens": agents.api_max_tokens}
         if not (agents.base_url or os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_KEY")):
             unavailable = "set the OPENAI_API_KEY environment variable (or pass --base-url for another endpoint)"
-        kwargs.update(timeout=agents.request_timeout, max_retries=agents.max_retries)
+        kwargs.update(timeout=agents.request_timeout, max_retries=agents.max_retries, **(api or {}))
 
     own = getattr(agents, BUILTIN_LLMS[spec]) if spec in BUILTIN_LLMS else 1
     every = own if own != 1 else agents.llm_decision_every
@@ -115,9 +128,9 @@ def _llm_spec(spec: str, agents: AgentsConfig, anonymized: str | None = None, se
 
         return make_llm_agent(spec, **{k: v for k, v in kwargs.items() if k != "max_chars"})
 
-    # what decides the answers (the fingerprint): the endpoint without credentials; the retry budget and threads
-    # left out
-    settings = {"spec": spec, **{k: v for k, v in kwargs.items() if k not in ("timeout", "max_retries", "threads")},
+    # what decides the answers (the fingerprint): the endpoint without credentials; the retry budget, threads,
+    # concurrency and the governor left out
+    settings = {"spec": spec, **{k: v for k, v in kwargs.items() if k not in _NOT_SETTINGS},
                 **({"base_url": redact_url(kwargs["base_url"])} if "base_url" in kwargs else {}),
                 **({"anonymize": anonymized} if anonymized else {})}
     return AgentSpec(label, build, True, settings, unavailable, spec, anonymized, every)
@@ -152,8 +165,9 @@ def _check_names(agents: tuple[str, ...], plugin_args: tuple[str, ...], plugins:
                                                              f"(installed: {', '.join(sorted(plugins)) or 'none'})")
 
 
-def resolve_agents(cfg: RunConfig) -> list[AgentSpec]:
-    """Every requested agent, in order, without duplicates; nothing is built yet. An unknown name is a UsageError."""
+def resolve_agents(cfg: RunConfig, governor=None) -> list[AgentSpec]:
+    """Every requested agent, in order, without duplicates; nothing is built yet. An unknown name is a UsageError.
+    API models share ``governor`` (a :class:`~tr1_agent.api_limits.ApiGovernor`: the run's rate limits and budget)."""
     plugins = _plugin_names()
     specs: list[AgentSpec] = []
     agents = cfg.agents
@@ -175,17 +189,19 @@ def resolve_agents(cfg: RunConfig) -> list[AgentSpec]:
             specs.append(AgentSpec(label, lambda n=name: load_agent(n), False, {"plugin": name},
                                    every=agents.decision_every))
         else:
-            specs += llm_specs(name, cfg)
+            specs += llm_specs(name, cfg, governor)
     return specs
 
 
-def llm_specs(name: str, cfg: RunConfig) -> list[AgentSpec]:
-    """The rows of one LLM: plain, anonymized, or both (--memorisation); --samples seeds of a sampled one."""
+def llm_specs(name: str, cfg: RunConfig, governor=None) -> list[AgentSpec]:
+    """The rows of one LLM: plain, anonymized, or both (--memorisation); --samples seeds of a sampled one. API
+    models share ``governor`` (the run's rate limits and budget)."""
     agents, contamination = cfg.agents, cfg.contamination
     variants = ((None, contamination.anonymize or DEFAULT_LEVEL) if contamination.memorisation
                 else (contamination.anonymize,))
     sampled = agents.samples > 1 and name not in BUILTIN_LLMS and name.partition(":")[0] not in MODEL_CLASSES
-    return [_llm_spec(name, agents, anonymized, seed) for anonymized in variants
+    api = {"concurrency": cfg.api.api_concurrency, **({"governor": governor} if governor else {})}
+    return [_llm_spec(name, agents, anonymized, seed, api) for anonymized in variants
             for seed in (range(agents.samples) if sampled else [None])]
 
 

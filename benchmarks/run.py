@@ -10,14 +10,18 @@ This module orchestrates only: the agents are resolved by :mod:`benchmarks.roste
 window by :mod:`benchmarks.replay` (decisions at each decision day's close from that day's context alone), booked
 by :mod:`tr1_env.evaluation.backtest` under the run's :class:`~tr1_env.execution.Execution`, and reported by
 :mod:`benchmarks.report` and :mod:`benchmarks.leaderboard` with the notes of :mod:`benchmarks.notes`, into a folder
-whose lifecycle is :mod:`benchmarks.run_folder`'s. An agent x ticker's decisions are saved the moment its replay
-ends (and LLM calls are cached by the agents themselves), so a killed run resumes where it stopped and a finished
-one reruns without asking any agent again.
+whose lifecycle is :mod:`benchmarks.run_folder`'s. The agents are asked cell by cell (an agent over a window) by an
+executor (:mod:`benchmarks.executors`: in-process, or Ray tasks with ``--executor ray``; ``--shard I/N`` runs a part
+that :mod:`benchmarks.merge` joins), while the saving, booking and statistics stay here, the same for every executor;
+API models share the run's rate limits and budget (:class:`tr1_agent.api_limits.ApiGovernor`, ``--max-cost-usd``).
+An agent x ticker's decisions are saved the moment its replay ends (and LLM calls are cached by the agents
+themselves), so a killed run resumes where it stopped and a finished one reruns without asking any agent again.
 
 A failed call is never a decision: the agent x ticker (in that window) is reported as failed, nothing
 of it is saved, the other results are written, and the next run asks again for exactly what failed.
 The exit status is 0 only when every requested agent x ticker ran; 1 (with a one-line reason) when any
-failed or was skipped, or nothing was replayed; 2 for arguments no replay can use.
+failed or was skipped, nothing was replayed, or ``--max-cost-usd`` stopped the run; 2 for arguments no replay can
+use; 130 on Ctrl-C (the folder resumes).
 """
 
 from __future__ import annotations
@@ -32,18 +36,22 @@ from pathlib import Path
 from typing import Callable
 
 import pandas as pd
+from tqdm.auto import tqdm
 
 from baselines import TRAINED
+from benchmarks.budget import estimate
 from benchmarks.config import BENCHMARK, RunConfig
 from benchmarks.escaping import md_frame
+from benchmarks.executors import Cell, Outcome, Task, make_executor
 from benchmarks.leaderboard import markdown as leaderboard_markdown
 from benchmarks.leaderboard import signal_table, write_leaderboard, write_portfolio_tearsheets
 from benchmarks.notes import RunFacts, page_notes
 from benchmarks.portfolio import run_portfolio
-from benchmarks.replay import Observations, replay
+from benchmarks.replay import Observations, Pending, pending, save
 from benchmarks.report import Results, slug, write_reports
 from benchmarks.roster import AgentSpec, UsageError, cutoffs, resolve_agents
 from benchmarks.run_folder import (
+    SHARD_CELLS,
     FolderRefused,
     RunRecord,
     begin_run,
@@ -52,8 +60,10 @@ from benchmarks.run_folder import (
     new_run_id,
     verify_run,
     write_csv,
+    write_json,
     write_text,
 )
+from tr1_agent.api_limits import ApiGovernor, BudgetExhausted, Reservation
 from tr1_env.contamination.cutoffs import Cutoff, latest, post_cutoff_window
 from tr1_env.context.reference import build_context
 from tr1_env.core.actions import Action
@@ -64,8 +74,8 @@ from tr1_env.execution.llm_cost import decision_cost
 from tr1_env.util.cli_args import add_dataclass_args, flat_dict, from_args
 from tr1_env.util.redact import redact_url
 
-__all__ = ["Observations", "RunConfig", "UsageError", "build_parser", "main", "outcome", "post_cutoff",
-           "resolve_agents", "run"]
+__all__ = ["Observations", "RunConfig", "Setup", "UsageError", "build_parser", "main", "outcome", "plan",
+           "post_cutoff", "resolve_agents", "run", "setup"]
 
 
 def coverage(store: Store, tickers: tuple[str, ...], days: dict[str, pd.DatetimeIndex], start: str, end: str) -> dict:
@@ -145,36 +155,105 @@ class WindowResult:
     pseudonyms: dict[str, dict]
 
 
-def replay_window(cfg: RunConfig, window: Window, days: dict[str, pd.DatetimeIndex], specs: list[AgentSpec],
-                  store: Store, market: Market, folder: Path, single: bool,
-                  previous: WindowResult | None = None) -> WindowResult:
-    """Every available agent replayed over ``window`` and booked; its returns written under ``folder``.
+def plan(specs: list[AgentSpec], protocol: list[Window], spans: dict[str, set[Window]],
+         days_by_window: dict[Window, dict[str, pd.DatetimeIndex]], shard: tuple[int, int] | None = None) -> list[Cell]:
+    """The run's cells, window by window and agent by agent, each linked to its agent's cell of the window before;
+    with ``shard`` (I, N) only the agents of the I-th of N shards (the available agents dealt round-robin)."""
+    available = [s for s in specs if not s.unavailable]
+    mine = available if shard is None else available[shard[0] - 1::shard[1]]
+    cells: list[Cell] = []
+    last: dict[str, int] = {}
+    for w in protocol:
+        for spec in mine:
+            if w in spans[spec.label]:
+                cells.append(Cell(spec, w, days_by_window[w], last.get(spec.label)))
+                last[spec.label] = len(cells) - 1
+    return cells
 
-    With the ``previous`` window's result the books are continuous: each agent x ticker's last position there is
-    held into this window's first session, earns it and is the position the refitted agent starts from."""
-    (folder / "returns").mkdir(parents=True, exist_ok=True)
-    observations = Observations(store, cfg.seed)  # shared by the agents of this window
-    before = previous.books if previous else {}
-    bench = {t: market.benchmark(t, d, cfg, market.carried(t, previous and previous.bench.get(t), d))
-             for t, d in days.items()}
-    books: Results = {}
-    failed: dict[str, dict[str, str]] = {}
-    for spec in [s for s in specs if not s.unavailable]:
-        carried = {t: market.carried(t, before.get(spec.label, {}).get(t, (None,))[0], d) for t, d in days.items()}
+
+@dataclass
+class _Booked:
+    """A cell's result as the run keeps it: per ticker its book and decisions, its failures, its pseudonyms."""
+
+    books: dict[str, tuple[pd.DataFrame, pd.DataFrame]]
+    failed: dict[str, str]
+    pseudonyms: dict[str, dict]
+
+
+def replay_cells(cells: list[Cell], cfg: RunConfig, market: Market, folder_of, executor, single: bool
+                 ) -> list[_Booked]:
+    """Every cell's decisions, reloaded from the run folder or asked through ``executor``, saved and booked here.
+
+    A cell goes to the executor once its agent's cell of the window before is booked (its positions carry in);
+    a progress bar counts the cells done, failed and left."""
+    results: list[_Booked | None] = [None] * len(cells)
+    states: dict[int, Pending] = {}
+
+    def start(i: int) -> Task | None:
+        cell = cells[i]
+        before = results[cell.previous].books if cell.previous is not None else {}
+        carried = {t: market.carried(t, before.get(t, (None,))[0], d) for t, d in cell.days.items()}
         held = {t: float(frame["position"].iloc[-1]) for t, frame in carried.items() if frame is not None}
-        decided, errors = replay(spec, cfg, window, store, days, observations, folder, held)
-        for t, error in errors.items():
-            print(f"failed {spec.label} on {t if single else f'{t} in {window.name}'}: {error}", file=sys.stderr)
-            failed.setdefault(spec.label, {})[t] = error if single else f"{window.name} {error}"
-        books[spec.label] = {}
+        state = pending(cell.spec, cfg, cell.window, cell.days, folder_of(cell.window), held)
+        states[i] = (state, carried)
+        if not state.todo:
+            finish(i, Outcome())
+            return None
+        return Task(cell.spec, cfg, cell.window, {t: cell.days[t] for t in state.todo}, state.held, state.max_chars,
+                    state.fingerprint)
+
+    def finish(i: int, outcome: Outcome) -> None:
+        cell, (state, carried) = cells[i], states.pop(i)
+        folder = folder_of(cell.window)
+        for t, error in outcome.failed.items():
+            print(f"failed {cell.spec.label} on {t if single else f'{t} in {cell.window.name}'}: {error}",
+                  file=sys.stderr)
+        decided = save(state, outcome.records)
+        books = {}
         for t in decided:
-            llm_usd = decided[t]["meta"].map(decision_cost) if spec.llm else None
-            frame = market.books(t, decided[t]["action"].map(Action.parse), days[t], cfg, llm_usd, carried[t])
-            write_csv(folder / "returns" / f"{slug(spec.label)}__{t}.csv", frame, date_format="%Y-%m-%d")
-            books[spec.label][t] = (frame, decided[t])
-    if BENCHMARK not in books:
-        books = {BENCHMARK: {t: (b, pd.DataFrame({"action": ["STRONG_BUY"]})) for t, b in bench.items()}, **books}
-    return WindowResult(books, bench, failed, {t: p.mapping for t, p in observations.pseudonyms.items()})
+            llm_usd = decided[t]["meta"].map(decision_cost) if cell.spec.llm else None
+            frame = market.books(t, decided[t]["action"].map(Action.parse), cell.days[t], cfg, llm_usd, carried[t])
+            write_csv(folder / "returns" / f"{slug(cell.spec.label)}__{t}.csv", frame, date_format="%Y-%m-%d")
+            books[t] = (frame, decided[t])
+        results[i] = _Booked(books, outcome.failed, outcome.pseudonyms)
+        bar.update()
+        failed_cells = sum(1 for r in results if r is not None and r.failed)
+        bar.set_postfix(done=bar.n - failed_cells, failed=failed_cells, left=len(cells) - bar.n)
+
+    waiting, inflight = list(range(len(cells))), 0
+    with tqdm(total=len(cells), desc="cells", unit="cell", disable=not cells) as bar, executor:
+        while waiting or inflight:
+            for i in [i for i in waiting if cells[i].previous is None or results[cells[i].previous] is not None]:
+                if inflight >= executor.capacity:
+                    break
+                waiting.remove(i)
+                (folder_of(cells[i].window) / "returns").mkdir(parents=True, exist_ok=True)
+                if (task := start(i)) is not None:
+                    executor.submit(i, task)
+                    inflight += 1
+            if inflight:
+                for i, outcome in executor.wait():
+                    inflight -= 1
+                    finish(i, outcome)
+    return results
+
+
+def _window_results(cells: list[Cell], booked: list[_Booked], protocol: list[Window], specs: list[AgentSpec],
+                    bench: dict[Window, dict[str, pd.DataFrame]]) -> list[WindowResult]:
+    """The cells regrouped by window, agents in the run's order (buy-and-hold's books first when it is no agent)."""
+    order = {s.label: k for k, s in enumerate(specs)}
+    out = []
+    for w in protocol:
+        mine = sorted((k for k, c in enumerate(cells) if c.window == w), key=lambda k: order[cells[k].spec.label])
+        books: Results = {cells[k].spec.label: booked[k].books for k in mine}
+        failed = {cells[k].spec.label: {t: e if len(protocol) == 1 else f"{w.name} {e}" for t, e in
+                                        booked[k].failed.items()} for k in mine if booked[k].failed}
+        if BENCHMARK not in books:
+            books = {BENCHMARK: {t: (b, pd.DataFrame({"action": ["STRONG_BUY"]})) for t, b in bench[w].items()},
+                     **books}
+        pseudonyms = {t: p for k in mine for t, p in booked[k].pseudonyms.items()}
+        out.append(WindowResult(books, bench[w], failed, pseudonyms))
+    return out
 
 
 def _merge_failures(per_window: list[WindowResult]) -> dict[str, dict[str, str]]:
@@ -201,26 +280,30 @@ def _chain(per_window: list[Results], keep) -> Results:
     return out
 
 
-def run(cfg: RunConfig, specs: list[AgentSpec] | None = None,
-        extra: Callable[[Path, pd.DataFrame], None] | None = None) -> pd.DataFrame:
-    """The whole benchmark; returns the summary table (also written under ``--out``).
+@dataclass(frozen=True)
+class Setup:
+    """What a run replays, resolved and checked before anything is written."""
 
-    Every run is a list of windows (:func:`tr1_env.evaluation.windows.windows`; one unless ``--walk-forward``): each
-    agent is built and fitted afresh per window, its books continue the window before's (the position held into
-    a boundary earns that session; flat at the first window and after a gap), and the per-ticker tables, the
-    leaderboard and the page are written over all windows together. An agent x ticker whose replay failed in any
-    window is left out of every table (its other windows' decisions are saved for the next run) and an agent with
-    a failure is left out of the leaderboard. ``summary.attrs`` holds ``run_id``, ``failed`` (agent -> ticker -> error)
-    and ``skipped`` (agent -> why).
+    cfg: RunConfig
+    store: Store
+    tickers: tuple[str, ...]
+    specs: list[AgentSpec]
+    cutoffs: dict[str, Cutoff]
+    protocol: list[Window]
+    spans: dict[str, set[Window]]
+    days_by_window: dict[Window, dict[str, pd.DatetimeIndex]]
 
-    ``specs``: the agents, when not those ``cfg`` names (a forward ledger's recorded decisions); ``extra(out, board)``
-    writes further files into the run's folder before it is closed, so its manifest lists them.
-    """
-    t0 = time.time()
-    out = check_out(cfg.outputs.out, cfg.outputs.force)  # before anything is read or written
+
+def setup(cfg: RunConfig, governor: ApiGovernor | None = None, asks: bool = True,
+          specs: list[AgentSpec] | None = None) -> Setup:
+    """The run's store, tickers, agents (sharing ``governor``; or ``specs``), cutoffs and windows; a UsageError for
+    what no replay can use. ``asks=False`` (a merge of shards, which asks no agent): every agent counts as
+    available."""
     store = Store(cfg.window.store)
     tickers = check(cfg, store)
-    specs = resolve_agents(cfg) if specs is None else specs
+    specs = resolve_agents(cfg, governor) if specs is None else specs
+    if not asks:
+        specs = [dataclasses.replace(s, unavailable=None) for s in specs]
     found = cutoffs(specs, cfg)
     if cfg.contamination.post_cutoff:
         cfg = post_cutoff(cfg, store, found)
@@ -234,6 +317,74 @@ def run(cfg: RunConfig, specs: list[AgentSpec] | None = None,
     short = [f"{t} in {w.name}" for w, days in days_by_window.items() for t, d in days.items() if len(d) < 2]
     if short:
         raise UsageError(f"fewer than two sessions: {', '.join(short)}")
+    return Setup(cfg, store, tickers, specs, found, protocol, spans, days_by_window)
+
+
+def _finish_shard(out: Path, record: RunRecord, cells: list[Cell], booked: list[_Booked], skipped: dict[str, str],
+                  t0: float) -> pd.DataFrame:
+    """A shard's folder finished: its decisions and ``cells.json`` (each cell with its failed tickers), no report
+    (``tr1 bench merge`` computes them over every shard)."""
+    listing = [{"agent": c.spec.label, "window": c.window.name, "failed": b.failed} for c, b in zip(cells, booked)]
+    write_json(out / SHARD_CELLS, {"shard": record.config["shard"], "cells": listing})
+    failed = {}
+    for c, b in zip(cells, booked):
+        for t, e in b.failed.items():
+            failed.setdefault(c.spec.label, {})[t] = f"{c.window.name} {e}" if len(record.windows) > 1 else e
+    record = dataclasses.replace(record, skipped=skipped, failed=failed, wall_time_s=round(time.time() - t0, 1))
+    finish_run(out, record.meta(), "failed" if failed or skipped else "complete")
+    summary = pd.DataFrame()
+    summary.attrs.update(run_id=record.run_id, failed=failed, skipped=skipped, shard=len(cells))
+    return summary
+
+
+def run(cfg: RunConfig, executor=None, specs: list[AgentSpec] | None = None,
+        extra: Callable[[Path, pd.DataFrame], None] | None = None) -> pd.DataFrame:
+    """The whole benchmark; returns the summary table (also written under ``--out``).
+
+    Every run is a list of windows (:func:`tr1_env.evaluation.windows.windows`; one unless ``--walk-forward``): each
+    agent is built and fitted afresh per window, its books continue the window before's (the position held into
+    a boundary earns that session; flat at the first window and after a gap), and the per-ticker tables, the
+    leaderboard and the page are written over all windows together. An agent x ticker whose replay failed in any
+    window is left out of every table (its other windows' decisions are saved for the next run) and an agent with
+    a failure is left out of the leaderboard. ``summary.attrs`` holds ``run_id``, ``failed`` (agent -> ticker -> error)
+    and ``skipped`` (agent -> why).
+
+    The cells (an agent over a window) run on ``--executor`` (or ``executor``: a merge's, which reads shards);
+    ``--shard I/N`` runs the I-th of N shards' cells and writes their decisions only (``summary.attrs["shard"]``:
+    its number of cells); ``--dry-run`` returns an empty table whose ``attrs["dry_run"]`` is the cost estimate.
+
+    ``specs``: the agents, when not those ``cfg`` names (a forward ledger's recorded decisions); ``extra(out, board)``
+    writes further files into the run's folder before it is closed, so its manifest lists them.
+    """
+    t0 = time.time()
+    out = check_out(cfg.outputs.out, cfg.outputs.force)  # before anything is read or written
+    rates, tokens = cfg.api.rates()
+    governor = ApiGovernor(rates, tokens, cfg.api.max_cost_usd)
+    asks = executor is None or executor.asks
+    ready = setup(cfg, governor, asks, specs)
+    cfg, store, tickers, specs, found = ready.cfg, ready.store, ready.tickers, ready.specs, ready.cutoffs
+    protocol, days_by_window, shard = ready.protocol, ready.days_by_window, cfg.distribution.shard_of()
+    cells = plan(specs, protocol, ready.spans, days_by_window, shard)
+    executor = executor or make_executor(cfg, store, governor)
+
+    def folder_of(w: Window) -> Path:
+        return out if len(protocol) == 1 else out / "windows" / w.name
+
+    if any(c.spec.api for c in cells):  # what the API calls cost so far and will cost, before the first one
+        cost = estimate(cells, cfg, folder_of)
+        if cfg.api.dry_run:
+            summary = pd.DataFrame()
+            summary.attrs.update(dry_run=cost.line(cfg))
+            return summary
+        if cfg.api.max_cost_usd is not None and cost.unpriced:
+            raise UsageError(f"--max-cost-usd: {', '.join(cost.unpriced)} has no price in "
+                             "tr1_env/data/model_prices.csv (a run cannot stay under a budget it cannot count)")
+        print(cost.line(cfg), file=sys.stderr)
+        governor.settle(Reservation(0.0, 0.0), cost.spent)  # the saved decisions' cost counts against the budget
+    elif cfg.api.dry_run:
+        summary = pd.DataFrame()
+        summary.attrs.update(dry_run="API cost: no API model in this run ($0.00)")
+        return summary
     if (out / "config.json").exists() and (problems := verify_run(out)):
         print(f"note: {out} held an unfinished or mixed run ({problems[0]}); its reports are replaced",
               file=sys.stderr)
@@ -249,12 +400,15 @@ def run(cfg: RunConfig, specs: list[AgentSpec] | None = None,
     for label, why in skipped.items():  # say why and go on with the other agents
         print(f"skipping {label}: {why}", file=sys.stderr)
     market = Market.load(store, tickers, cfg.total_return(), cfg.execution.needs_liquidity)
-    per_window: list[WindowResult] = []
-    for w, days in days_by_window.items():  # in order: each window's books continue the one before
-        mine = [s for s in specs if w in spans[s.label]]  # each agent over its own span
-        per_window.append(replay_window(cfg, w, days, mine, store, market, out if len(protocol) == 1 else
-                                        out / "windows" / w.name, len(protocol) == 1,
-                                        per_window[-1] if per_window else None))
+    bench: dict[Window, dict[str, pd.DataFrame]] = {}
+    for w, days in days_by_window.items():  # in order: each window's buy-and-hold continues the one before
+        before = bench[protocol[protocol.index(w) - 1]] if bench else None
+        bench[w] = {t: market.benchmark(t, d, cfg, market.carried(t, before and before.get(t), d))
+                    for t, d in days.items()}
+    booked = replay_cells(cells, cfg, market, folder_of, executor, len(protocol) == 1)
+    if shard is not None:
+        return _finish_shard(out, record, cells, booked, skipped, t0)
+    per_window = _window_results(cells, booked, protocol, specs, bench)
     failed = _merge_failures(per_window)
     facts = dataclasses.replace(facts, skipped=skipped, failed=failed)
     # an agent x ticker that failed in one window is in no table: its chained book would miss that window
@@ -314,6 +468,9 @@ def main(argv: list[str] | None = None) -> int:
         return _usage(parser, exc)
     try:
         if cfg.portfolio.portfolio:  # the portfolio track: one book per agent (benchmarks/portfolio.py)
+            if cfg.distribution.executor != "inprocess" or cfg.distribution.shard:
+                raise UsageError("--executor ray and --shard run the per-ticker track; the portfolio track runs "
+                                 "in-process")
             board = run_portfolio(cfg)
             print((Path(cfg.outputs.out) / "leaderboard_portfolio.md").read_text())
             print(f"wall time {time.time() - start:.0f} s; outputs in {cfg.outputs.out}")
@@ -328,6 +485,22 @@ def main(argv: list[str] | None = None) -> int:
         summary = run(cfg)
     except (UsageError, FolderRefused) as exc:
         return _usage(parser, exc)
+    except BudgetExhausted as exc:  # the decisions so far are saved and LLM calls cached: a rerun resumes
+        print(f"{parser.prog}: error: {exc}; stopped, rerun with a larger budget to resume", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted; rerun the same command to resume from {cfg.outputs.out}", file=sys.stderr)
+        return 130
+    if "dry_run" in summary.attrs:
+        print(summary.attrs["dry_run"])
+        return 0
+    if "shard" in summary.attrs:
+        print(f"shard {cfg.distribution.shard}: {summary.attrs['shard']} cells in {cfg.outputs.out} "
+              f"(wall time {time.time() - start:.0f} s); merge the shards with tr1 bench merge")
+        reason = outcome(summary, cfg) if summary.attrs["failed"] or summary.attrs["skipped"] else None
+        if reason:
+            print(f"{parser.prog}: error: {reason}", file=sys.stderr)
+        return 1 if reason else 0
     print((Path(cfg.outputs.out) / "summary.md").read_text())
     print((Path(cfg.outputs.out) / "leaderboard.md").read_text())
     print(f"wall time {time.time() - start:.0f} s; outputs in {cfg.outputs.out}")

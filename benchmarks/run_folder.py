@@ -28,11 +28,13 @@ from benchmarks.escaping import csv_safe
 from tr1_env.core.actions import Action
 from tr1_env.util.files import atomic_write, jsonable
 
-__all__ = ["FolderRefused", "RunRecord", "begin_run", "check_out", "claim", "finish_run", "load_decisions",
-           "new_run_id", "owned", "remove", "save_decisions", "verify_run", "write_csv", "write_json", "write_text"]
+__all__ = ["SHARD_CELLS", "FolderRefused", "RunRecord", "begin_run", "check_out", "claim", "finish_run",
+           "load_decisions", "new_run_id", "owned", "remove", "save_decisions", "verify_run", "write_csv", "write_json",
+           "write_text"]
 
 MANIFEST = "config.json"
 JOURNAL = ".tr1-journal"
+SHARD_CELLS = "cells.json"  # a shard's cells and their failed tickers (benchmarks/merge.py reads it)
 VERSION = 2  # the manifest lists every file the folder's runs wrote; version 1 listed the report files only
 #: Report files of a run, relative to its folder: one the manifest does not list is from someone else.
 REPORT_GLOBS = ("summary.csv", "summary.md", "memorisation.csv", "returns/*.csv", "plots/*.png", "tearsheets/*.html",
@@ -41,7 +43,7 @@ REPORT_GLOBS = ("summary.csv", "summary.md", "memorisation.csv", "returns/*.csv"
 #: the decisions stay (the resume point).
 STALE = ("summary.csv", "summary.md", "memorisation.csv", "windows.csv", "leaderboard.csv", "leaderboard.md",
          "leaderboard.html", "returns/*.csv", "plots/*.png", "windows/*/returns/*.csv", "leaderboard_portfolio.*",
-         "windows_portfolio.csv", "portfolio/*.csv")
+         "windows_portfolio.csv", "portfolio/*.csv", SHARD_CELLS)
 #: Files every run writes: ``--force`` refuses a folder where one of them is the user's.
 FIXED = (MANIFEST, JOURNAL, "summary.csv", "summary.md", "windows.csv", "leaderboard.csv", "leaderboard.md",
          "leaderboard.html", "tearsheets/digests.json")

@@ -16,7 +16,7 @@ import threading
 import time
 import urllib.request
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterator
 
@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from benchmarks.fake_api import ChatHandler, completion
 from tr1_env.core.agents import Observation
 
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -221,7 +222,7 @@ def store():
 API_THESIS = "<conclusion>\n### Call\n- Momentum is strong.\n</conclusion>\n[[[BUY]]]"
 
 
-class _ApiHandler(BaseHTTPRequestHandler):
+class _ApiHandler(ChatHandler):
     """Answers each chat completion with the next entry of ``server.script`` (``server.default`` once it is
     empty): "ok" or 200 a completion holding ``server.reply``, another int that HTTP status, "silent" no answer at all
     (an int's error message is ``server.error`` when set), "garbled" a 200 whose body is broken JSON, "echo-key" a 401
@@ -229,10 +230,11 @@ class _ApiHandler(BaseHTTPRequestHandler):
     and the Authorization header. Each request's Authorization header and JSON body are kept in ``server.seen``."""
 
     def do_POST(self):  # noqa: N802 - http.server API
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        body = self.body()
         with self.server.lock:
             self.server.requests += 1
-            self.server.seen.append({"authorization": self.headers.get("Authorization"), "body": body})
+            self.server.seen.append({"authorization": self.headers.get("Authorization"), "body": body,
+                                     "at": time.monotonic()})
             step = self.server.script.pop(0) if self.server.script else self.server.default
         if step == "silent":
             self.server.release.wait(30)
@@ -241,11 +243,7 @@ class _ApiHandler(BaseHTTPRequestHandler):
             auth = self.headers.get("Authorization") or ""
             echo = f"\nYour token {auth.partition(' ')[2]} ({auth})" if step == "echo-ok" else ""
             reply = self.server.reply(body) if callable(self.server.reply) else self.server.reply
-            status, payload = 200, {
-                "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
-                "choices": [{"index": 0, "finish_reason": "stop",
-                             "message": {"role": "assistant", "content": reply + echo}}],
-                "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}}
+            status, payload = 200, completion(body["model"], reply + echo, 11, 7)
         elif step == "echo-key":
             status, payload = 401, {"error": {"message": f"Incorrect API key provided: {self.headers['Authorization']}",
                                               "type": "invalid_request_error", "code": "invalid_api_key"}}
@@ -253,23 +251,17 @@ class _ApiHandler(BaseHTTPRequestHandler):
             status, payload = step, {"error": {"message": self.server.error or f"scripted {step}", "type": "scripted",
                                                "code": None}}
         data = b'{"id": "chatcmpl-1", "choices": [tru' if step == "garbled" else json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
+        self.answer(status, data, self.server.headers if status != 200 else {})
 
 
 @pytest.fixture
 def api_server() -> Iterator[ThreadingHTTPServer]:
     """A local scripted server: set ``.script``, ``.default``, ``.reply`` (a text, or a function of the request's
-    JSON body) and ``.error``; read ``.requests`` and ``.seen``; ``.base_url`` ends in /v1."""
+    JSON body), ``.error`` and ``.headers`` (sent with each error status); read ``.requests`` and ``.seen``;
+    ``.base_url`` ends in /v1."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _ApiHandler)
     server.daemon_threads, server.script, server.requests, server.seen = True, [], 0, []
-    server.default, server.reply, server.error = "ok", API_THESIS, None
+    server.default, server.reply, server.error, server.headers = "ok", API_THESIS, None, {}
     server.lock, server.release = threading.Lock(), threading.Event()
     server.base_url = f"http://127.0.0.1:{server.server_port}/v1"
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()

@@ -18,6 +18,7 @@ import asyncio
 import hashlib
 import itertools
 import logging
+import math
 import os
 import random
 from abc import abstractmethod
@@ -28,10 +29,12 @@ from urllib.parse import urlparse
 
 from tqdm.auto import tqdm
 
+from tr1_agent.api_limits import CHARS_PER_TOKEN, ApiGovernor, Reservation
 from tr1_agent.cache import CallCache
 from tr1_env.context.prompt import SYSTEM_PROMPT
 from tr1_env.core.actions import Action
 from tr1_env.core.agents import Agent, AgentError, Decision, Observation
+from tr1_env.execution.llm_cost import decision_cost
 from tr1_env.scoring.thesis import parse_thesis
 from tr1_env.util.files import cache_root
 from tr1_env.util.redact import redact_url, scrub, url_secrets
@@ -139,7 +142,9 @@ class OpenAIChatAgent(LLMAgent):
     and are retried at most ``max_retries`` times with exponential backoff and jitter on rate limits,
     timeouts, 5xx, refused or dropped connections and malformed responses; a call still failing then
     (or refused outright: 400, 401, 404, 422) is a failed call, not a HOLD. So a server that never
-    answers costs at most about ``timeout * (max_retries + 1)`` seconds per batch. The API key is read
+    answers costs at most about ``timeout * (max_retries + 1)`` seconds per batch. With a ``governor``
+    (:class:`~tr1_agent.api_limits.ApiGovernor`) each request waits for its rate limits' slot and reserves its
+    worst-case price first, shared with every other caller of the run. The API key is read
     from ``api_key_env`` when needed and never stored on the agent, so it cannot reach the cache,
     a decision's metadata, a repr or a log; credentials in ``base_url`` are redacted wherever the
     endpoint is named. A server that echoes the key or the credentials, in an error or in a reply,
@@ -162,10 +167,12 @@ class OpenAIChatAgent(LLMAgent):
         system_prompt: str = SYSTEM_PROMPT,
         cache_dir: str | Path | None = None,
         use_cache: bool = True,
+        governor: ApiGovernor | None = None,
     ):
         super().__init__(system_prompt, cache_dir, use_cache)
         self.name = model
         self.model = model
+        self.governor = governor if governor is not None and governor.active else None
         self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1").rstrip("/")
         self.api_key_env = api_key_env
         self.reasoning = model.rsplit("/", 1)[-1].lower().startswith(_REASONING_PREFIXES)
@@ -244,10 +251,12 @@ class OpenAIChatAgent(LLMAgent):
         if self.seed is not None:
             params["seed"] = self.seed
         for attempt in itertools.count():
+            reservation = await self._reserve(messages)
             self.requests += 1
             try:
                 response = await client.chat.completions.create(model=self.model, messages=messages, **params)
                 choice, usage = response.choices[0], response.usage
+                self._settle(reservation, usage)
                 return {
                     "text": self._scrub(choice.message.content or ""),
                     "prompt_tokens": usage.prompt_tokens if usage else None,
@@ -258,12 +267,36 @@ class OpenAIChatAgent(LLMAgent):
                 }
             except (openai.APIError, ValueError, TypeError, AttributeError, IndexError) as exc:
                 # ValueError...IndexError: a 200 whose body is not JSON or not a chat completion
+                self._settle(reservation, None, failed=True)
                 if attempt == self.max_retries or not _retryable(exc):
                     return {"text": "", "error": self._failure(exc, attempt + 1)}
                 delay = self._backoff(attempt, exc)
                 logger.warning("%s at %s: %s, retry %d/%d in %.2fs", self.model, redact_url(self.base_url),
                                _describe(exc), attempt + 1, self.max_retries, delay)
                 await asyncio.sleep(delay)
+
+    async def _reserve(self, messages: Messages) -> Reservation | None:
+        """The governor's slot for one request (waited for here) and its reserved price; None without one."""
+        if self.governor is None:
+            return None
+        prompt = math.ceil(sum(len(m["content"]) for m in messages) / CHARS_PER_TOKEN)
+        reserve = (self.governor.reserve, self.model, prompt, self.max_tokens)
+        # a shared governor is a Ray actor: ask it off the event loop; a local one answers under a lock at once
+        reservation = await asyncio.to_thread(*reserve) if self.governor.shared else reserve[0](*reserve[1:])
+        if reservation.delay > 0:
+            await asyncio.sleep(reservation.delay)
+        return reservation
+
+    def _settle(self, reservation: Reservation | None, usage, failed: bool = False) -> None:
+        """What the request cost, told to the governor: its usage at the price table's price (a failed request
+        costs nothing; a reply without usage costs its reservation)."""
+        if reservation is None:
+            return
+        cost = 0.0 if failed else None
+        if usage is not None and not failed:
+            cost = decision_cost({"model": self.model, "prompt_tokens": usage.prompt_tokens,
+                                  "completion_tokens": usage.completion_tokens})
+        self.governor.settle(reservation, cost)
 
     def _scrub(self, text: str) -> str:
         """``text`` from the server with the key and the base URL's credentials masked."""

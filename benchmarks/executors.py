@@ -1,0 +1,202 @@
+"""Where a run's cells run: one after another in this process, or as Ray tasks on a local Ray or a cluster.
+
+A cell is one agent over one window, all its tickers together (an agent is fitted once per window over its
+tickers). Only the agent's part runs here: building, fitting and asking it (:func:`benchmarks.replay.decide`),
+which returns decision records and writes nothing. The run (:mod:`benchmarks.run`) keeps the rest in one place,
+whatever the executor: it reloads saved decisions, saves the new ones into its folder, books them and computes
+the statistics. A walk-forward's books are continuous (the position held into a boundary is the next window's
+first position), so the run submits an agent's cell for a window once its cell for the window before is booked;
+the agents themselves run side by side.
+
+On Ray each cell is a task of one CPU (and one GPU for a local model, hf:/vllm:/flag:, on a cluster that has
+GPUs). The store is opened by path in each worker process, once (the embedded one, or ``--store``, which must be
+the same path on every node of a cluster). A task whose worker process dies (killed, out of memory) is run again
+by Ray up to ``--cell-retries`` times; a cell that still fails has its tickers reported as failed, and since a
+task writes nothing, a retried cell is never counted twice. Ctrl-C cancels the tasks in flight.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from benchmarks.config import RunConfig
+from benchmarks.replay import Observations, decide
+from benchmarks.roster import AgentSpec, UsageError
+from tr1_agent.api_limits import BudgetExhausted
+from tr1_env.data.store import Store
+from tr1_env.evaluation.windows import Window
+
+__all__ = ["Cell", "InProcess", "Outcome", "RayExecutor", "Task", "make_executor"]
+
+RAY_EXTRA = "pip install 'tr1[ray]'"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One agent over one window (all its tickers); ``previous``: the index, in the run's list of cells, of the
+    same agent's cell for the window before (its books carry into this one), or None."""
+
+    spec: AgentSpec
+    window: Window
+    days: dict[str, pd.DatetimeIndex]
+    previous: int | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.spec.label} in {self.window.name}"
+
+
+@dataclass(frozen=True)
+class Task:
+    """What a worker needs to run a cell's agent: its settings, the tickers left (``days``) and the positions it
+    holds into the window."""
+
+    spec: AgentSpec
+    cfg: RunConfig
+    window: Window
+    days: dict[str, pd.DatetimeIndex]
+    held: dict[str, float]
+    max_chars: int
+    fingerprint: str  # of the decisions it makes (benchmarks.replay.pending)
+
+
+@dataclass
+class Outcome:
+    """A cell's answer: decision records per ticker, the failed tickers with their errors, and the pseudonyms
+    its anonymized observations used (ticker -> mapping)."""
+
+    records: dict[str, list[dict]] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    pseudonyms: dict[str, dict] = field(default_factory=dict)
+
+
+def run_task(task: Task, store: Store, observations: Observations) -> Outcome:
+    records, failed = decide(task.spec, task.cfg, task.window, store, task.days, observations, list(task.days),
+                             task.held, task.max_chars)
+    return Outcome(records, failed, {t: p.mapping for t, p in observations.pseudonyms.items() if t in task.days})
+
+
+class InProcess:
+    """The cells one after another in this process, in the run's order; one set of observations per window,
+    shared by its agents."""
+
+    capacity = 1
+    asks = True  # asks the agents (a merge's executor reads shards instead)
+
+    def __init__(self, store: Store, seed: int):
+        self.store, self.seed = store, seed
+        self._observations: tuple[str, Observations] | None = None
+        self._done: list[tuple[int, Outcome]] = []
+
+    def __enter__(self) -> InProcess:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._observations = None
+
+    def submit(self, index: int, task: Task) -> None:
+        if self._observations is None or self._observations[0] != task.window.name:
+            self._observations = (task.window.name, Observations(self.store, self.seed))
+        self._done.append((index, run_task(task, self.store, self._observations[1])))
+
+    def wait(self) -> list[tuple[int, Outcome]]:
+        done, self._done = self._done, []
+        return done
+
+    def busy(self) -> bool:
+        return bool(self._done)
+
+
+_WORKER: dict[str, object] = {}  # per Ray worker process: the store by path, the latest window's observations
+
+
+def _ray_cell(task: Task, store_path: str | None, paths: list[str]) -> Outcome:
+    """A cell in a Ray worker: the store opened once per process, observations kept for the latest window."""
+    for path in paths:  # plug-in agents import from the driver's working directory
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    if _WORKER.get("store_path", "") != store_path:
+        _WORKER.update(store_path=store_path, store=Store(store_path), window=None)
+    key = (task.window.name, task.cfg.seed)
+    if _WORKER.get("window") != key:
+        _WORKER.update(window=key, observations=Observations(_WORKER["store"], task.cfg.seed))
+    return run_task(task, _WORKER["store"], _WORKER["observations"])
+
+
+class RayExecutor:
+    """The cells as Ray tasks: on the cluster at ``address``, or on a local Ray of ``workers`` CPUs started here
+    (and stopped at the end) when none is given; a Ray already initialised in this process is used as it is."""
+
+    capacity = sys.maxsize
+    asks = True
+
+    def __init__(self, cfg: RunConfig, governor=None):
+        self.cfg, self.governor = cfg, governor
+        self._inflight: dict[object, tuple[int, Task]] = {}
+        self._started = False
+
+    def __enter__(self) -> RayExecutor:
+        import ray
+
+        self.ray = ray
+        dist = self.cfg.distribution
+        if not ray.is_initialized():
+            kwargs = ({"address": dist.ray_address} if dist.ray_address
+                      else {"num_cpus": dist.workers or None, "include_dashboard": False})
+            ray.init(**kwargs, log_to_driver=True, configure_logging=False)
+            self._started = True
+        self.gpus = ray.cluster_resources().get("GPU", 0) > 0
+        self.remote = ray.remote(_ray_cell)
+        if self.governor is not None and self.governor.active:
+            self.governor.share()
+        return self
+
+    def submit(self, index: int, task: Task) -> None:
+        gpu = 1 if self.gpus and task.spec.local_model else 0
+        ref = self.remote.options(num_cpus=1, num_gpus=gpu, max_retries=self.cfg.distribution.cell_retries,
+                                  retry_exceptions=False, name=f"{task.spec.label} {task.window.name}"
+                                  ).remote(task, self.cfg.window.store, list(dict.fromkeys(sys.path)))
+        self._inflight[ref] = (index, task)
+
+    def busy(self) -> bool:
+        return bool(self._inflight)
+
+    def wait(self) -> list[tuple[int, Outcome]]:
+        """The cells finished since the last call (at least one, waiting for it); a cell whose worker died more
+        than ``--cell-retries`` times is an outcome with every ticker failed."""
+        ready, _ = self.ray.wait(list(self._inflight), num_returns=1)
+        out = []
+        for ref in ready:
+            index, task = self._inflight.pop(ref)
+            try:
+                out.append((index, self.ray.get(ref)))
+            except self.ray.exceptions.RayTaskError as exc:  # the run stops on the worker's error, as in-process
+                if isinstance(exc.cause, BudgetExhausted):
+                    raise exc.cause from None  # one line, not the remote traceback
+                raise
+            except (self.ray.exceptions.WorkerCrashedError, self.ray.exceptions.NodeDiedError,
+                    self.ray.exceptions.OutOfMemoryError) as exc:
+                error = f"the cell's worker died {self.cfg.distribution.cell_retries + 1} times ({type(exc).__name__})"
+                out.append((index, Outcome(failed={t: error for t in task.days})))
+        return out
+
+    def __exit__(self, exc_type, *rest) -> None:
+        if exc_type is not None:  # Ctrl-C, a stopped budget, an error: nothing of the cluster's keeps running
+            for ref in self._inflight:
+                self.ray.cancel(ref, force=True)
+        self._inflight.clear()
+        if self._started:
+            self.ray.shutdown()
+
+
+def make_executor(cfg: RunConfig, store: Store, governor=None):
+    """The executor ``--executor`` names (Ray imported only when it starts); a UsageError when Ray is not installed."""
+    if cfg.distribution.executor == "ray":
+        if importlib.util.find_spec("ray") is None:
+            raise UsageError(f"--executor ray needs Ray, which is not installed: {RAY_EXTRA}")
+        return RayExecutor(cfg, governor)
+    return InProcess(store, cfg.seed)

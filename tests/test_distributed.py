@@ -1,0 +1,179 @@
+"""Cells on Ray and in shards give the files of one in-process run; a killed worker is retried and counted once.
+
+Ray runs locally with 2 CPUs, a small object store and no dashboard, started once for the module (the runs find
+it initialised and leave it up); the shards and merge need no Ray.
+"""
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from benchmarks.merge import main as merge_main
+from benchmarks.run import main
+from tr1_env.core.actions import Action
+from tr1_env.core.agents import Agent, Decision
+
+WALK = ["--tickers", "AAPL", "MSFT", "--walk-forward", "quarterly", "--start", "2024-01-01", "--end", "2024-06-30",
+        "--bootstrap", "100", "--no-tearsheets"]
+REPORTS = ("summary.csv", "leaderboard.csv", "windows.csv", "leaderboard.md")
+KILL_DIR = "TR1_TEST_KILL_DIR"
+
+
+class KillOnce(Agent):
+    """Momentum, except that in a Ray worker (not the test's process) it kills its own process (SIGKILL, as the OOM
+    killer would) when first asked about MSFT after 2024-04-15, in the middle of its second window's cell; a marker
+    file in ``$TR1_TEST_KILL_DIR`` arms it exactly once."""
+
+    name = "kill_once"
+
+    def act(self, observations):
+        folder, driver = os.environ.get(KILL_DIR), os.environ.get(f"{KILL_DIR}_PID")
+        late = [o for o in observations if o.ticker == "MSFT" and f"{o.date:%Y-%m-%d}" >= "2024-04-15"]
+        if folder and driver != str(os.getpid()) and late and not (Path(folder) / "killed").exists():
+            (Path(folder) / "killed").write_text(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)
+        return [Decision(Action.BUY if o.history["close"].iloc[-1] > o.history["close"].iloc[-5] else Action.SELL)
+                for o in observations]
+
+
+@pytest.fixture(scope="module")
+def local_ray(tmp_path_factory):
+    ray = pytest.importorskip("ray")
+    kill_dir = tmp_path_factory.mktemp("kill")
+    os.environ[KILL_DIR] = str(kill_dir)  # before Ray starts: its workers inherit the environment
+    os.environ[f"{KILL_DIR}_PID"] = str(os.getpid())
+    os.environ["TR1_CACHE"] = str(tmp_path_factory.mktemp("worker-cache"))  # the workers' LLM call cache
+    ray.init(num_cpus=2, object_store_memory=80 * 1024**2, include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
+    yield kill_dir
+    ray.shutdown()
+    os.environ.pop(KILL_DIR, None)
+    os.environ.pop(f"{KILL_DIR}_PID", None)
+    os.environ.pop("TR1_CACHE", None)
+
+
+def _same(a: Path, b: Path) -> None:
+    for name in REPORTS:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def test_ray_with_two_workers_writes_the_files_of_the_in_process_run(local_ray, tmp_path, capsys):
+    agents = ["--agents", "buy_and_hold", "ma_crossover", "random"]
+    assert main([*agents, *WALK, "--out", str(tmp_path / "here")]) == 0
+    assert main([*agents, *WALK, "--out", str(tmp_path / "ray"), "--executor", "ray"]) == 0
+    _same(tmp_path / "here", tmp_path / "ray")
+    meta = json.loads((tmp_path / "ray" / "config.json").read_text())
+    assert meta["status"] == "complete" and meta["config"]["executor"] == "ray"
+    assert "cells: 100%" in capsys.readouterr().err  # one bar over the 6 cells (3 agents x 2 windows)
+
+
+def test_a_killed_worker_is_retried_and_nothing_is_counted_twice(local_ray, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    agents = ["--agents", "buy_and_hold", "--agent", "test_distributed:KillOnce"]
+    assert main([*agents, *WALK, "--out", str(tmp_path / "ray"), "--executor", "ray"]) == 0
+    assert (local_ray / "killed").exists()  # a worker died in the middle of the MSFT cell and Ray ran it again
+    assert main([*agents, *WALK, "--out", str(tmp_path / "here")]) == 0
+    _same(tmp_path / "here", tmp_path / "ray")
+    saved = json.loads((tmp_path / "ray" / "windows" / "2024-04-01_2024-06-30" / "decisions" /
+                        "KillOnce__MSFT.json").read_text())["decisions"]
+    assert len(saved) == len({d["date"] for d in saved}) == 62  # each session once, none from the killed attempt
+
+
+def test_an_api_model_on_ray_under_limits_writes_the_in_process_files(local_ray, api_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("TR1_CACHE", str(tmp_path / "cache"))  # this process's cache; the workers have their own
+    argv = ["--agents", "buy_and_hold", "--model", "gpt-4.1", "--base-url", api_server.base_url, "--tickers", "NVDA",
+            "AAPL", "--start", "2024-06-03", "--end", "2024-06-21", "--llm-decision-every", "7", "--bootstrap", "0",
+            "--no-tearsheets"]
+    assert main([*argv, "--out", str(tmp_path / "here")]) == 0
+    limits = ["--executor", "ray", "--rpm", "600", "--max-cost-usd", "1"]  # the governor an actor of the cluster
+    assert main([*argv, "--out", str(tmp_path / "ray"), *limits]) == 0
+    for name in ("summary.csv", "leaderboard.csv"):
+        assert (tmp_path / "here" / name).read_bytes() == (tmp_path / "ray" / name).read_bytes(), name
+    assert api_server.requests == 8  # 2 tickers x 2 decisions, once per run
+
+
+def test_rate_limits_and_the_budget_hold_across_ray_workers(local_ray):
+    import ray
+
+    from tr1_agent.api_limits import ApiGovernor, BudgetExhausted
+
+    governor = ApiGovernor(rpm={"*": 120}, max_cost_usd=0.1)  # 2 requests/s; gpt-4.1 reserves $0.01 a call here
+    governor.share()
+
+    @ray.remote(num_cpus=1)
+    def ask(governor, n):
+        return [time.time() + governor.reserve("gpt-4.1", 1000, 1000).delay for _ in range(n)]
+
+    starts = sorted(s for per in ray.get([ask.remote(governor, 3), ask.remote(governor, 3)]) for s in per)
+    # one clock for both workers: k + 1 starts span at least (k - 1) / 2 s (2 a second after a burst of 2)
+    assert all(starts[j] - starts[i] >= (j - i - 1) * 0.5 - 0.05 for i in range(6) for j in range(i + 1, 6))
+    with pytest.raises(BudgetExhausted):  # 6 of 10 cents in flight: the 5th more fails, in whichever worker
+        ray.get(ask.options(max_retries=0).remote(governor, 5))
+
+
+def test_shards_merge_into_the_files_of_one_run(tmp_path, capsys):
+    agents = ["--agents", "buy_and_hold", "ma_crossover", "random", "always_hold"]
+    assert main([*agents, *WALK, "--out", str(tmp_path / "whole")]) == 0
+    shards = [str(tmp_path / f"shard{i}") for i in (1, 2)]
+    for i, out in enumerate(shards, 1):
+        assert main([*agents, *WALK, "--out", out, "--shard", f"{i}/2"]) == 0
+        assert not (Path(out) / "summary.csv").exists()  # a shard writes decisions, not reports
+    assert merge_main([*shards, "--out", str(tmp_path / "merged")]) == 0
+    _same(tmp_path / "whole", tmp_path / "merged")
+    capsys.readouterr()
+    assert merge_main([shards[0], "--out", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert "missing" in err and "ma_crossover in 2024-01-01_2024-03-31" in err and len(err.strip().splitlines()) == 1
+    assert merge_main([*shards, shards[1], "--out", str(tmp_path / "twice")]) == 2
+    assert "is in more than one shard" in capsys.readouterr().err
+    assert not (tmp_path / "missing").exists() and not (tmp_path / "twice").exists()  # refused before writing
+
+
+class InterruptOnce(Agent):
+    """Momentum that presses Ctrl-C (raises KeyboardInterrupt) in its second window while ``$TR1_TEST_INTERRUPT``
+    is set."""
+
+    name = "interrupt_once"
+
+    def act(self, observations):
+        if os.environ.get("TR1_TEST_INTERRUPT") and any(f"{o.date:%Y-%m-%d}" >= "2024-04-15" for o in observations):
+            raise KeyboardInterrupt
+        return [Decision(Action.HOLD) for _ in observations]
+
+
+def test_ctrl_c_leaves_a_folder_the_next_run_resumes(tmp_path, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    monkeypatch.setenv("TR1_TEST_INTERRUPT", "1")
+    argv = ["--agents", "buy_and_hold", "--agent", "test_distributed:InterruptOnce", *WALK, "--out", str(tmp_path)]
+    assert main(argv) == 130
+    assert "interrupted; rerun the same command to resume" in capsys.readouterr().err
+    assert json.loads((tmp_path / "config.json").read_text())["status"] == "running"
+    first = tmp_path / "windows" / "2024-01-01_2024-03-31" / "decisions" / "InterruptOnce__AAPL.json"
+    kept = first.stat().st_mtime_ns
+    monkeypatch.delenv("TR1_TEST_INTERRUPT")
+    assert main(argv) == 0
+    assert first.stat().st_mtime_ns == kept  # the first window was reloaded, not asked again
+    assert json.loads((tmp_path / "config.json").read_text())["status"] == "complete"
+
+
+def test_ray_is_optional_and_tr1_bench_merge_is_registered(tmp_path, monkeypatch, capsys):
+    import argparse
+    import sys
+
+    from benchmarks.merge import register
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if the ray extra were not installed
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None if name == "ray" else object())
+    assert main(["--agents", "buy_and_hold", "--executor", "ray", "--out", str(tmp_path / "run")]) == 2
+    assert "pip install 'tr1[ray]'" in capsys.readouterr().err and not (tmp_path / "run").exists()
+    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()  # tomllib is 3.11+
+    commands = pyproject.split('[project.entry-points."tr1.commands"]')[1].split("\n[")[0]
+    assert 'bench = "benchmarks.merge:register"' in commands and "\nray = [" in pyproject
+    parser = argparse.ArgumentParser(prog="tr1")
+    register(parser.add_subparsers(dest="command"))
+    ns = parser.parse_args(["bench", "merge", "a", "b", "--out", "c"])
+    assert ns.shards == ["a", "b"] and ns.out == "c" and callable(ns.func)
