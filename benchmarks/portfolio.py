@@ -3,10 +3,13 @@
 Per window (one, or the walk-forward's), every portfolio agent (:data:`baselines.portfolio.PORTFOLIO_BASELINES`)
 decides target weights at each session's close from the closes up to that close (cut there: nothing later is
 passed), on the tickers that are members that day (:mod:`tr1_env.data.universe`), and the weights are booked by
-:func:`tr1_env.evaluation.portfolio.portfolio_book` under the run's :class:`~tr1_env.execution.Execution`, the
-Portfolio env's accounting. Each window's book starts in cash. The leaderboard is :mod:`benchmarks.leaderboard`'s,
-on the books' daily returns, against ``--portfolio-benchmark`` (1/N of the universe bought and held, or the index
-ETF), plus each book's annualised turnover.
+:func:`tr1_env.evaluation.portfolio.portfolio_book` under the run's :class:`~tr1_env.execution.Execution` (every
+``--execution`` setting), the Portfolio env's accounting. Walk-forward books are continuous, as the single-ticker
+ones: the weights held at a window's last close drift through the next window's first session, at the equity
+reached, and the refitted agent trades from them at that session's close (the first window, and the one after a
+gap, start in cash). The leaderboard is :mod:`benchmarks.leaderboard`'s, on the books' daily returns, against
+``--portfolio-benchmark`` (1/N of the universe bought and held, or the index ETF), plus each book's annualised
+turnover; ``costs.csv`` and the leaderboard's cost table say what each book paid (:mod:`benchmarks.costs`).
 """
 
 from __future__ import annotations
@@ -19,12 +22,15 @@ import pandas as pd
 
 from baselines.portfolio import PORTFOLIO_BASELINES, PortfolioPolicy
 from benchmarks.config import RunConfig
+from benchmarks.costs import cost_table
 from benchmarks.escaping import md_frame
 from benchmarks.leaderboard import COLUMNS, Column, family_note, heatmap, markdown, portfolios, render_page
+from benchmarks.report import cost_markdown
 from benchmarks.roster import UsageError
 from benchmarks.run_folder import RunRecord, begin_run, check_out, finish_run, new_run_id, write_csv, write_text
 from tr1_env.data.store import Store
 from tr1_env.data.universe import load_universe, membership, universe
+from tr1_env.evaluation.backtest import continues
 from tr1_env.evaluation.metrics import cumulative_return, max_drawdown, sharpe
 from tr1_env.evaluation.portfolio import Legs, portfolio_book
 from tr1_env.evaluation.stats import compare
@@ -69,18 +75,32 @@ class Universe:
             inside.loc[(inside.index >= r[1]) & (inside.index <= r[2]), r.ticker] = True
         self.priced = self.closes.where(inside.assign(**{self.index: True}))
         self.closes = self.closes.where(inside)
-        self.dividends = {t: store.dividends(t) for t in columns} if cfg.window.total_return else None
+        self.dividends = {t: store.dividends(t) for t in columns} if cfg.total_return() else None
+        self.liquidity = None  # per ticker on its own sessions, as the single-ticker books read it
+        if cfg.execution.needs_liquidity:
+            pairs = {t: cfg.execution.liquidity(store.closes(t), store.closes(t, "volume")) for t in columns}
+            self.liquidity = tuple(pd.DataFrame({t: p[k] for t, p in pairs.items()}) for k in (0, 1))
 
     def held(self, days: pd.DatetimeIndex) -> np.ndarray:
         """Days x columns: who may be held from each close (the index ETF only if it is a member)."""
         return membership(self.spans, tuple(self.closes.columns), days)
 
 
-def decide(policy: PortfolioPolicy, closes: pd.DataFrame, held: np.ndarray, days: pd.DatetimeIndex) -> np.ndarray:
-    """The policy's weights at each close of ``days`` but the last, each from the closes up to that close only."""
+    def days(self, window: Window) -> pd.DatetimeIndex:
+        """The sessions of ``window`` (every session some ticker trades); a UsageError under two."""
+        days = self.closes.index[(self.closes.index >= window.start) & (self.closes.index <= window.end)]
+        if len(days) < 2:
+            raise UsageError(f"fewer than two sessions in {window.name}")
+        return days
+
+
+def decide(policy: PortfolioPolicy, closes: pd.DataFrame, held: np.ndarray, days: pd.DatetimeIndex,
+           start: pd.Timestamp | None = None) -> np.ndarray:
+    """The policy's weights at each close of ``days`` but the last, each from the closes up to that close only;
+    ``start`` is the book's first session (``days[0]`` unless the book continues an earlier window's)."""
     out = np.zeros((len(days) - 1, closes.shape[1]))
     for i, day in enumerate(days[:-1]):
-        w = np.asarray(policy(closes.loc[:day], held[i], days[0]), float)
+        w = np.asarray(policy(closes.loc[:day], held[i], days[0] if start is None else start), float)
         if w.shape != (closes.shape[1],) or not np.isfinite(w).all() or w.min() < -1e-12 or w.sum() > 1 + 1e-9:
             raise ValueError(f"weights on {day:%Y-%m-%d} are no long-only allocation of at most 1: {w}")
         out[i] = w
@@ -100,39 +120,61 @@ def _agents(cfg: RunConfig) -> dict[str, PortfolioPolicy]:
     return policies
 
 
-def replay_portfolio_window(window: Window, uni: Universe, policies: dict[str, PortfolioPolicy], cfg: RunConfig
+def replay_portfolio_window(window: Window, uni: Universe, policies: dict[str, PortfolioPolicy], cfg: RunConfig,
+                            previous: dict[str, pd.DataFrame] | None = None, start: pd.Timestamp | None = None
                             ) -> dict[str, pd.DataFrame]:
-    """Agent -> its book over ``window`` (:func:`~tr1_env.evaluation.portfolio.portfolio_book`'s columns)."""
-    days = uni.closes.index[(uni.closes.index >= window.start) & (uni.closes.index <= window.end)]
-    if len(days) < 2:
-        raise UsageError(f"fewer than two sessions in {window.name}")
+    """Agent -> its book over ``window`` (:func:`~tr1_env.evaluation.portfolio.portfolio_book`'s columns, plus
+    ``decision_date``), continuing ``previous`` (agent -> the book of the window before, ending on the session
+    before this window's first; its weights then earn that session, the boundary, with no order); ``start`` is the
+    continuous book's first session, which a policy may read (1/N bought and held buys there only)."""
+    days = uni.days(window)
     held = uni.held(days)
-    legs = Legs(uni.priced.loc[days], uni.opens.loc[days], cfg.execution, uni.dividends)
-    return {name: portfolio_book(decide(policy, uni.closes.loc[:window.end], held, days), legs, cfg.execution)
-            for name, policy in policies.items()}
+    booked = days if previous is None else days.insert(0, uni.closes.index[uni.closes.index < days[0]][-1])
+    legs = Legs(uni.priced.loc[booked], uni.opens.loc[booked], cfg.execution, uni.dividends, uni.liquidity)
+    books = {}
+    for name, policy in policies.items():
+        weights = decide(policy, uni.closes.loc[:window.end], held, days, start)
+        decided = pd.Series(booked[:-1], index=booked[1:], name="decision_date")
+        if previous is not None:  # the boundary session: the weights held into it drift on, no order
+            weights = np.vstack([np.full(weights.shape[1], np.nan), weights])
+            decided.iloc[0] = pd.NaT
+        books[name] = portfolio_book(weights, legs, cfg.execution, None if previous is None else previous[name]).join(decided)
+    return books
+
+
+def replay_portfolio(protocol: list[Window], uni: Universe, policies: dict[str, PortfolioPolicy], cfg: RunConfig
+                     ) -> dict[Window, dict[str, pd.DataFrame]]:
+    """Every window in order, each book continuing the window before's where the two touch (no gap between)."""
+    books: dict[Window, dict[str, pd.DataFrame]] = {}
+    previous, start = None, None
+    for window in protocol:
+        days = uni.days(window)
+        if previous is None or not continues(next(iter(previous.values())), uni.closes.index.to_series(), days):
+            previous, start = None, days[0]
+        books[window] = previous = replay_portfolio_window(window, uni, policies, cfg, previous, start)
+    return books
 
 
 def run_portfolio(cfg: RunConfig) -> pd.DataFrame:
     """The portfolio track: every window replayed, ``leaderboard_portfolio.csv/.md/.html``, the per-window
     ``windows_portfolio.csv`` and each agent's book under ``portfolio/``; returns the leaderboard."""
     t0 = time.time()
-    unmodelled = cfg.execution.unmodelled_by_weights()
-    if unmodelled:
-        raise UsageError(f"--portfolio books fills and --cost-bps only; {', '.join(unmodelled)} would be ignored, "
-                         "so it is refused (the single-ticker replay models them)")
     out = check_out(cfg.outputs.out, cfg.outputs.force)
     store = Store(cfg.window.store)
     uni = Universe(store, cfg)
     policies = _agents(cfg)
     protocol = cfg.window.protocol()
     record = RunRecord(new_run_id(), flat_dict(cfg), [w.name for w in protocol], {"universe": list(uni.tickers)},
-                       "total" if cfg.window.total_return else "price")
+                       "total" if cfg.total_return() else "price")
     begin_run(out, record.meta())
-    books = {w: replay_portfolio_window(w, uni, policies, cfg) for w in protocol}
+    books = replay_portfolio(protocol, uni, policies, cfg)
     (out / "portfolio").mkdir(exist_ok=True)
-    for name in policies:
-        write_csv(out / "portfolio" / f"{name}.csv", pd.concat([b[name] for b in books.values()]),
-                  date_format="%Y-%m-%d", float_format="%.8g")
+    chained = {name: pd.concat([b[name] for b in books.values()]) for name in policies}
+    for name, frame in chained.items():
+        write_csv(out / "portfolio" / f"{name}.csv", frame, date_format="%Y-%m-%d", float_format="%.8g")
+    costs = cost_table({name: {"portfolio": (frame, frame["decision_date"].dropna().to_frame())}
+                        for name, frame in chained.items()}, cfg)
+    write_csv(out / "costs.csv", costs, index=False, float_format="%.6g")
     bench = cfg.portfolio.portfolio_benchmark
     results = {w: {a: {"portfolio": (frame, None)} for a, frame in per.items()} for w, per in books.items()}
     returns = portfolios(results)
@@ -145,7 +187,7 @@ def run_portfolio(cfg: RunConfig) -> pd.DataFrame:
     stats = cfg.statistics
     table = compare(returns, bench, stats.alpha, max(stats.bootstrap, 100), stats.block, cfg.seed, stats.risk_free,
                     min_days=stats.min_days, trials=stats.trials)
-    turnover = {a: YEAR * pd.concat([per[a] for per in books.values()])["turnover"].mean() for a in policies}
+    turnover = {a: YEAR * frame["turnover"].mean() for a, frame in chained.items()}
     board = table.rename(columns={"excess_sharpe": "excess_sharpe_vs_buy_and_hold"}).assign(
         n_windows=len(protocol), n_tickers=len(uni.tickers), turnover=pd.Series(turnover))
     board = board.reset_index().reindex(columns=[c.name for c in PORTFOLIO_COLUMNS])
@@ -154,7 +196,9 @@ def run_portfolio(cfg: RunConfig) -> pd.DataFrame:
     notes = [f"Portfolio track over {len(uni.tickers)} tickers ({', '.join(uni.tickers)}) plus cash; benchmark: "
              f"{bench} ({'1/N of the universe bought and held' if bench == 'buy_and_hold' else uni.index}). Weights "
              "drift with prices between decisions; turnover is the mean daily sum |target - drifted weight| x "
-             f"{YEAR}. Execution: {cfg.execution.describe()}. IC, accuracy and hit rate are for five-way calls and "
+             f"{YEAR}. Walk-forward books are continuous (the weights held at a window's last close earn the next "
+             f"window's first session). Execution: {cfg.execution.describe()}; "
+             f"{'total' if cfg.total_return() else 'price'} returns. IC, accuracy and hit rate are for five-way calls and "
              "are n/a here."]
     title = f"tr1 portfolio {'walk-forward ' if len(protocol) > 1 else ''}leaderboard, {cfg.window.start} to " \
             f"{cfg.window.end}"
@@ -162,6 +206,7 @@ def run_portfolio(cfg: RunConfig) -> pd.DataFrame:
         title, record.run_id, board, cfg, family, notes, heatmap(results, cfg, bench), returns, {}, [], bench,
         PORTFOLIO_COLUMNS, "one book per agent over the universe plus cash"))
     board.attrs = {**table.attrs, "family": family}
-    write_text(out / "leaderboard_portfolio.md", markdown(md_frame(board), cfg, PORTFOLIO_COLUMNS))
+    write_text(out / "leaderboard_portfolio.md", markdown(md_frame(board), cfg, PORTFOLIO_COLUMNS) + "\n"
+               + cost_markdown(costs, cfg, "agent (one book over the universe)"))
     finish_run(out, replace(record, wall_time_s=round(time.time() - t0, 1)).meta(), "complete")
     return board

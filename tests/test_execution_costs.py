@@ -14,12 +14,18 @@ COSTLY = Execution(cost_bps=0, capital=100_000, commission_per_share=0.004, comm
                    impact_coef=1.0, participation=0.5, borrow_bps=2520, cash_rate=0.252, charge_llm_cost=True)
 
 
+def _column(x) -> np.ndarray:
+    return np.asarray(x, dtype=float)[:, None]
+
+
 def _book():
-    closes = pd.Series([100.0, 110, 99, 99, 99])
-    asset = closes.pct_change().to_numpy()[1:]
+    """One ticker filled at the close: nothing before the fill, the close-to-close return after it."""
+    closes = np.array([100.0, 110, 99, 99, 99])
+    asset = closes[1:] / closes[:-1] - 1
     sigma, dollar = np.full(4, 0.02), np.array([4e5, 4e5, 1e5, 1e9])
-    return COSTLY.book(np.array([1.0, 1, -1, -1]), asset, closes, np.zeros(5), None, (sigma, dollar),
-                       np.array([0, 0, 12.5, 0.0]))
+    booked = COSTLY.book(_column([1.0, 1, -1, -1]), np.zeros((4, 1)), _column(asset), _column(closes[:-1]),
+                         (_column(sigma), _column(dollar)), np.array([0, 0, 12.5, 0.0]), drift=False)
+    return booked.ret, booked.paid.assign(position=booked.position[:, 0])
 
 
 def test_costs_give_the_equity_written_down():
@@ -44,14 +50,14 @@ def test_costs_give_the_equity_written_down():
 
 def test_the_default_adds_nothing():
     """Every new setting off: the book is today's (1 - c|dw|) formula and every new column is zero."""
-    closes = pd.Series([100.0, 110, 99, 120])
-    asset = closes.pct_change().to_numpy()[1:]
+    closes = np.array([100.0, 110, 99, 120])
+    asset = closes[1:] / closes[:-1] - 1
     w = np.array([1.0, -0.5, 0.5])
-    ret, paid = Execution().book(w, asset, closes, np.zeros(4), None)
+    booked = Execution().book(_column(w), np.zeros((3, 1)), _column(asset), _column(closes[:-1]), drift=False)
     held = np.array([0, 1.0, -0.5])
-    assert np.array_equal(ret, (1 - 1e-3 * abs(w - held)) * (1 + w * asset) - 1)  # bit for bit
-    assert np.array_equal(paid["position"], w)
-    assert not paid[["slippage", "impact", "borrow", "interest", "llm", "unfilled"]].to_numpy().any()
+    assert np.array_equal(booked.ret, (1 - 1e-3 * abs(w - held)) * (1 + w * asset) - 1)  # bit for bit
+    assert np.array_equal(booked.position[:, 0], w)
+    assert not booked.paid[["slippage", "impact", "borrow", "interest", "llm", "unfilled"]].to_numpy().any()
 
 
 def test_trade_is_elementwise_over_days_by_tickers():

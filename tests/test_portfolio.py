@@ -227,10 +227,15 @@ def test_run_portfolio_cli(tmp_path):
     (tmp_path / "u.csv").write_text("ticker,from,to\nAAPL,2024-13-01,\n")
     assert main([*argv, "--universe", str(tmp_path / "u.csv"), "--out", str(tmp_path / "r2")]) == 2
     assert main([*argv, "--agents", "ppo", "--out", str(tmp_path / "r3")]) == 2
-    # costs a book of weights cannot honour are refused by name, never booked as free
-    assert main([*argv, "--execution", "realistic", "--out", str(tmp_path / "r4")]) == 2
-    assert main([*argv, "--borrow-bps", "50", "--out", str(tmp_path / "r5")]) == 2
-    assert not (tmp_path / "r4").exists() and not (tmp_path / "r5").exists()
+    # every execution setting is booked: realistic execution, its cost table per agent
+    assert main([*argv, "--execution", "realistic", "--out", str(tmp_path / "r4")]) == 0
+    costs = pd.read_csv(tmp_path / "r4" / "costs.csv").set_index("agent")
+    assert set(costs.index) == set(board["agent"]) and costs["returns"].eq("total").all()
+    assert (costs.loc["equal_weight", "commission_usd"] > costs.loc["buy_and_hold", "commission_usd"] > 0)
+    assert costs.loc["buy_and_hold", "decisions"] == costs.loc["equal_weight", "decisions"] > 0
+    book = pd.read_csv(tmp_path / "r4" / "portfolio" / "equal_weight.csv")
+    assert costs.loc["equal_weight", "slippage_usd"] == pytest.approx(book["slippage"].sum())
+    assert "## What the books paid (USD)" in (tmp_path / "r4" / "leaderboard_portfolio.md").read_text()
 
 
 # -------------------------------------------------------------------------------------------------- LLM allocations
