@@ -96,11 +96,15 @@ class Universe:
 
 def decide(policy: PortfolioPolicy, closes: pd.DataFrame, held: np.ndarray, days: pd.DatetimeIndex,
            start: pd.Timestamp | None = None) -> np.ndarray:
-    """The policy's weights at each close of ``days`` but the last, each from the closes up to that close only;
+    """The policy's weights at each close of ``days`` but the last, each from the closes up to that close only (a
+    NaN row: no order);
     ``start`` is the book's first session (``days[0]`` unless the book continues an earlier window's)."""
     out = np.zeros((len(days) - 1, closes.shape[1]))
     for i, day in enumerate(days[:-1]):
         w = np.asarray(policy(closes.loc[:day], held[i], days[0] if start is None else start), float)
+        if w.shape == (closes.shape[1],) and np.isnan(w).all():  # no order: the book's weights drift on
+            out[i] = w
+            continue
         if w.shape != (closes.shape[1],) or not np.isfinite(w).all() or w.min() < -1e-12 or w.sum() > 1 + 1e-9:
             raise ValueError(f"weights on {day:%Y-%m-%d} are no long-only allocation of at most 1: {w}")
         out[i] = w

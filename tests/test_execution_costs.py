@@ -87,6 +87,16 @@ def test_liquidity_reads_nothing_after_the_decision():
     assert dollar.iloc[10] == pytest.approx((closes.iloc[6:11] * 1000).mean())
 
 
+def test_dollar_volumes_are_on_one_split_basis():
+    """AAPL split 4:1 on 2020-08-31: the closes before it are divided by 4 and the volumes multiplied, so the dollar
+    volume the cap and the impact read does not jump at the split (unadjusted volumes made it 4x smaller before)."""
+    from tr1_env.data.store import Store
+
+    store = Store()
+    dollar = (store.closes("AAPL") * store.closes("AAPL", "volume")).loc["2020-08-24":"2020-09-04"]
+    assert dollar.max() / dollar.min() < 2.5
+
+
 def test_backtest_charges_llm_cost_on_the_decision_day_and_needs_volumes():
     days = pd.bdate_range("2024-01-01", periods=4)
     closes = pd.Series([100.0, 100, 100, 100], index=days)

@@ -295,7 +295,7 @@ class Execution:
         carried = _drifted(w, intraday) if drift else w  # each session's weights after its close, with no cap
         if np.isnan(w[0]).any():  # the first session's order is known once what drifted into it is
             carried = carried.copy()
-            before, _ = _into(held[None], overnight[:1], drift)
+            _, before = _into(held[None], overnight[:1], drift)
             w = w.copy()
             w[0] = np.where(np.isnan(w[0]), before[0], w[0])
             carried[0] = _drifted(w[:1], intraday[:1])[0] if drift else w[0]
