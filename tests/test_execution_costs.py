@@ -25,7 +25,7 @@ def _book():
     sigma, dollar = np.full(4, 0.02), np.array([4e5, 4e5, 1e5, 1e9])
     booked = COSTLY.book(_column([1.0, 1, -1, -1]), np.zeros((4, 1)), _column(asset), _column(closes[:-1]),
                          (_column(sigma), _column(dollar)), np.array([0, 0, 12.5, 0.0]), drift=False)
-    return booked.ret, booked.paid.assign(position=booked.position[:, 0])
+    return booked.ret, pd.DataFrame(booked.paid).assign(position=booked.position[:, 0])
 
 
 def test_costs_give_the_equity_written_down():
@@ -57,7 +57,7 @@ def test_the_default_adds_nothing():
     held = np.array([0, 1.0, -0.5])
     assert np.array_equal(booked.ret, (1 - 1e-3 * abs(w - held)) * (1 + w * asset) - 1)  # bit for bit
     assert np.array_equal(booked.position[:, 0], w)
-    assert not booked.paid[["slippage", "impact", "borrow", "interest", "llm", "unfilled"]].to_numpy().any()
+    assert not any(booked.paid[k].any() for k in ("slippage", "impact", "borrow", "interest", "llm", "unfilled"))
 
 
 def test_trade_is_elementwise_over_days_by_tickers():

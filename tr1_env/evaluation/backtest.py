@@ -132,7 +132,7 @@ def backtest(actions: pd.Series, closes: pd.Series, days: pd.DatetimeIndex, exec
         "decision_date": decided_on.to_numpy(), "asset_return": asset, "cost": booked.cost,
         "equity": start * np.cumprod(1 + booked.ret),
     }, index=pd.DatetimeIndex(days[1:], name="date"))
-    return frame.join(booked.paid.set_index(frame.index))
+    return frame.join(pd.DataFrame(booked.paid, index=frame.index))
 
 
 def _column(x: np.ndarray) -> np.ndarray:

@@ -69,5 +69,5 @@ def portfolio_book(weights: np.ndarray, legs: Legs, execution: Execution, previo
     booked = legs.book(np.asarray(weights, float), execution, held=held, equity=start, llm_usd=llm_usd)
     frame = pd.DataFrame({"return": booked.ret, "cost": booked.cost, "turnover": booked.turnover,
                           "equity": start * np.cumprod(1 + booked.ret)}, index=legs.days[1:])
-    frame = frame.join(booked.paid.set_index(frame.index))
+    frame = frame.join(pd.DataFrame(booked.paid, index=frame.index))
     return frame.join(pd.DataFrame(booked.carried, index=frame.index, columns=columns))

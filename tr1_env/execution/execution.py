@@ -79,7 +79,7 @@ class Booked:
     cost: np.ndarray
     carry: np.ndarray
     turnover: np.ndarray
-    paid: pd.DataFrame
+    paid: dict[str, np.ndarray]
     carried: np.ndarray
 
 
@@ -99,8 +99,7 @@ def _drifted(position: np.ndarray, intraday: np.ndarray) -> np.ndarray:
 
 def _snap(target: np.ndarray, drifted: np.ndarray) -> np.ndarray:
     """The targets, with no order (NaN) and orders under :data:`TINY` replaced by the drifted weights."""
-    with np.errstate(invalid="ignore"):
-        return np.where(np.isnan(target) | (abs(target - drifted) < TINY), drifted, target)
+    return np.where(np.isnan(target) | (abs(target - drifted) < TINY), drifted, target)
 
 
 @dataclass(frozen=True)
@@ -271,7 +270,9 @@ class Execution:
         (:meth:`Fill.legs`), ``price`` the fill price, ``liquidity`` (volatility, dollar volume; days x tickers, at the
         decision: :meth:`liquidity`) what the cap and the impact read, ``llm_usd`` each decision's LLM cost (charged
         with :attr:`charge_llm_cost`); the book holds ``held`` (flat by default) into the first session at ``equity``
-        (1: the capital). Per session, ``h`` the weights held into it, ``a`` those the order reaches:
+        (1: the capital), or ``held`` days x tickers: the weights held into each session, each booked on its own (a
+        table of every change of position, as the Trading env keeps). Per session, ``h`` the weights held into it,
+        ``a`` those the order reaches:
 
             r = (1 + h.G) (1 - c) (1 + a.I) (1 + interest - borrow) - llm / equity - 1
 
@@ -289,23 +290,24 @@ class Execution:
         llm = np.zeros(n) if llm_usd is None or not self.charge_llm_cost else np.asarray(llm_usd, dtype=float)
         if self.needs_liquidity and liquidity is None:
             raise ValueError("--impact-coef and --participation need each session's volume")
-        sigma, dollar = liquidity if liquidity is not None else (np.full((n, k), np.nan), np.full((n, k), np.nan))
-        if self.equity_dependent or llm.any() or np.isnan(w[1:]).any():
+        sigma, dollar = liquidity if liquidity is not None else (None, None)
+        chained = held.ndim == 1
+        if self.equity_dependent or llm.any() or chained and np.isnan(w[1:]).any():
             return self._daily(w, overnight, intraday, price, sigma, dollar, llm, held, equity, drift)
-        carried = _drifted(w, intraday) if drift else w  # each session's weights after its close, with no cap
-        if np.isnan(w[0]).any():  # the first session's order is known once what drifted into it is
-            carried = carried.copy()
-            _, before = _into(held[None], overnight[:1], drift)
-            w = w.copy()
-            w[0] = np.where(np.isnan(w[0]), before[0], w[0])
-            carried[0] = _drifted(w[:1], intraday[:1])[0] if drift else w[0]
-        into = np.concatenate([held[None], carried[:-1]])
+        into = held
+        if chained:
+            carried = _drifted(w, intraday) if drift else w  # each session's weights after its close, with no cap
+            if np.isnan(w[0]).any():  # the first session's order is known once what drifted into it is
+                _, before = _into(held[None], overnight[:1], drift)
+                first = np.where(np.isnan(w[0]), before[0], w[0])[None]
+                carried = np.concatenate([_drifted(first, intraday[:1]) if drift else first, carried[1:]])
+            into = np.concatenate([held[None], carried[:-1]])
         gap, drifted = _into(into, overnight, drift)
         t = self.trade(drifted, _snap(w, drifted), 1.0, price, dollar, sigma)
         ret, parts = self._settle(t, drifted, gap, intraday, 1.0, llm)
         scale = equity * np.concatenate([[1.0], np.cumprod(1 + ret)[:-1]])  # each session's equity before it
         return Booked(ret, t.position, parts[0], parts[1], parts[2],
-                      pd.DataFrame({name: p * scale if name != "llm" else p for name, p in parts[3].items()}),
+                      {name: p * scale if name != "llm" else p for name, p in parts[3].items()},
                       _drifted(t.position, intraday) if drift else t.position)
 
     def _daily(self, w, overnight, intraday, price, sigma, dollar, llm, held, equity, drift) -> Booked:
@@ -313,18 +315,21 @@ class Execution:
         n = len(w)
         ret, position, carried = np.empty(n), np.empty_like(w), np.empty_like(w)
         cost, carry, turnover = np.empty(n), np.empty(n), np.empty(n)
-        paid = np.empty((n, len(USD_COLUMNS)))
+        paid = {name: np.empty(n) for name in USD_COLUMNS}
+        given = held if held.ndim == 2 else None
         for i in range(n):
-            gap, drifted = _into(held[None], overnight[i:i + 1], drift)
-            t = self.trade(drifted, _snap(w[i:i + 1], drifted), equity * gap, price[i:i + 1], dollar[i:i + 1],
-                           sigma[i:i + 1])
-            r, parts = self._settle(t, drifted, gap, intraday[i:i + 1], equity, llm[i:i + 1])
+            one = slice(i, i + 1)
+            gap, drifted = _into(held[None] if given is None else given[one], overnight[one], drift)
+            t = self.trade(drifted, _snap(w[one], drifted), equity * gap, price[one],
+                           None if dollar is None else dollar[one], None if sigma is None else sigma[one])
+            r, parts = self._settle(t, drifted, gap, intraday[one], equity, llm[one])
             ret[i], position[i], cost[i], carry[i], turnover[i] = r[0], t.position[0], parts[0][0], parts[1][0], \
                 parts[2][0]
-            paid[i] = [float(p[0]) for p in parts[3].values()]
-            held = carried[i] = _drifted(t.position, intraday[i:i + 1])[0] if drift else t.position[0]
+            for name, p in parts[3].items():
+                paid[name][i] = p[0]
+            held = carried[i] = _drifted(t.position, intraday[one])[0] if drift else t.position[0]
             equity *= 1 + r[0]
-        return Booked(ret, position, cost, carry, turnover, pd.DataFrame(paid, columns=list(USD_COLUMNS)), carried)
+        return Booked(ret, position, cost, carry, turnover, paid, carried)
 
     def _settle(self, t: Trade, drifted, gap, intraday, equity, llm):
         """Sessions' net returns (:meth:`book`'s formula) and (cost, carry, turnover, USD paid at ``equity``)."""
