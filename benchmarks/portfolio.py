@@ -142,7 +142,8 @@ def replay_portfolio_window(window: Window, uni: Universe, policies: dict[str, P
         if previous is not None:  # the boundary session: the weights held into it drift on, no order
             weights = np.vstack([np.full(weights.shape[1], np.nan), weights])
             decided.iloc[0] = pd.NaT
-        books[name] = portfolio_book(weights, legs, cfg.execution, None if previous is None else previous[name]).join(decided)
+        before = None if previous is None else previous[name]
+        books[name] = portfolio_book(weights, legs, cfg.execution, before).join(decided)
     return books
 
 
@@ -202,8 +203,8 @@ def run_portfolio(cfg: RunConfig) -> pd.DataFrame:
              "drift with prices between decisions; turnover is the mean daily sum |target - drifted weight| x "
              f"{YEAR}. Walk-forward books are continuous (the weights held at a window's last close earn the next "
              f"window's first session). Execution: {cfg.execution.describe()}; "
-             f"{'total' if cfg.total_return() else 'price'} returns. IC, accuracy and hit rate are for five-way calls and "
-             "are n/a here."]
+             f"{'total' if cfg.total_return() else 'price'} returns. IC, accuracy and hit rate are for five-way calls "
+             "and are n/a here."]
     title = f"tr1 portfolio {'walk-forward ' if len(protocol) > 1 else ''}leaderboard, {cfg.window.start} to " \
             f"{cfg.window.end}"
     write_text(out / "leaderboard_portfolio.html", render_page(

@@ -5,7 +5,8 @@ Trading env's, computed the same causal way from the prices known at ``end``) an
 then the current (drifted) weights of the tickers and of cash, then the share of the episode left. The action is
 mapped to valid target weights by :func:`weights_from_action` (a pure function), and the session is booked by
 :meth:`tr1_env.execution.Execution.book` under the env's :class:`~tr1_env.execution.Execution` (every cost of
-``--execution``, the volume cap, dividends under total returns), the replay's own accounting. A ticker is never held outside its membership (:mod:`tr1_env.data.universe`).
+``--execution``, the volume cap, dividends under total returns), the replay's own accounting. A ticker is never
+held outside its membership (:mod:`tr1_env.data.universe`).
 """
 
 from __future__ import annotations

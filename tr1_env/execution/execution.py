@@ -1,9 +1,10 @@
 """The execution model: a fill and the costs of trading, as one frozen value every route takes.
 
-The replay (:func:`tr1_env.evaluation.backtest.backtest`), the Trading env's reward, SB3 training and
-FLAG-TRADER all receive an :class:`Execution` and ask it for the price of an order, what a change of weight
-costs and the net return or reward of a session, so a new execution setting (a commission per share, slippage,
-a borrow fee) is a field and a method here, and no caller changes.
+The single-ticker replay (:func:`tr1_env.evaluation.backtest.backtest`), the portfolio replay and env
+(:mod:`tr1_env.evaluation.portfolio`), the Trading env's reward, SB3 training and FLAG-TRADER all receive an
+:class:`Execution` and book through its one method, :meth:`Execution.book` (target weights over days x tickers, cash
+the rest: a single ticker is N = 1), so a new execution setting (a commission per share, slippage, a borrow fee) is
+a field and a term of :meth:`Execution.trade` or :meth:`Execution.carry` here, and no caller changes.
 """
 
 from __future__ import annotations
@@ -228,7 +229,7 @@ class Execution:
         delta = target - held
         usd = np.asarray(equity, dtype=float) * self.capital
         if self.participation:
-            room = np.nan_to_num(self.participation * np.asarray(dollar_volume, dtype=float) / usd)  # no volume: none
+            room = np.fmax(self.participation * np.asarray(dollar_volume, dtype=float) / usd, 0.0)  # no volume: none
             delta = np.clip(delta, -room, room)
         traded = abs(delta)
         commission = self.cost_bps / 1e4 * traded
@@ -239,7 +240,7 @@ class Execution:
                 commission = commission + np.where(traded > 0, fee / usd, 0.0)
             impact = np.zeros_like(traded)
             if self.impact_coef:
-                sigma = np.nan_to_num(np.asarray(sigma, dtype=float))
+                sigma = np.fmax(np.asarray(sigma, dtype=float), 0.0)  # none yet (one return): no impact
                 impact = np.where(traded > 0, self.impact_coef * sigma * np.sqrt(
                     traded * usd / np.asarray(dollar_volume, dtype=float)) * traded, 0.0)
         reached = np.where(traded < abs(target - held), held + delta, target)  # target itself when filled in full
