@@ -60,6 +60,17 @@ def test_the_default_adds_nothing():
     assert not any(booked.paid[k].any() for k in ("slippage", "impact", "borrow", "interest", "llm", "unfilled"))
 
 
+def test_an_order_at_the_open_pays_on_the_equity_at_the_open():
+    """Half long into a 10% overnight gap, then all in at the open: the book is worth $105,000 there, so the order is
+    0.5 x $105,000 = $52,500, 477.27 shares at $110: $4.77 at $0.01 a share, $52.50 of 10 bps slippage."""
+    ex = Execution(cost_bps=0, capital=100_000, commission_per_share=0.01, slippage_bps=10)
+    booked = ex.book(np.array([[1.0]]), np.array([[0.1]]), np.array([[0.0]]), np.array([[110.0]]),
+                     held=np.array([0.5]), drift=False)
+    assert booked.paid["commission"][0] == pytest.approx(0.01 * 52_500 / 110)
+    assert booked.paid["slippage"][0] == pytest.approx(52.5)
+    assert booked.ret[0] == pytest.approx(1.05 * (1 - (0.01 * 52_500 / 110 + 52.5) / 105_000) - 1)
+
+
 def test_trade_is_elementwise_over_days_by_tickers():
     """H5's call: one (days x tickers) array each, the same as each element alone."""
     held, target = np.array([[0.0, 0.5], [1.0, -1.0]]), np.array([[1.0, 0.5], [-1.0, 0.2]])
