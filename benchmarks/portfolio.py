@@ -97,8 +97,7 @@ class Universe:
 def decide(policy: PortfolioPolicy, closes: pd.DataFrame, held: np.ndarray, days: pd.DatetimeIndex,
            start: pd.Timestamp | None = None) -> np.ndarray:
     """The policy's weights at each close of ``days`` but the last, each from the closes up to that close only (a
-    NaN row: no order);
-    ``start`` is the book's first session (``days[0]`` unless the book continues an earlier window's)."""
+    NaN row: no order); ``start`` is the book's first session (``days[0]`` unless it continues an earlier window's)."""
     out = np.zeros((len(days) - 1, closes.shape[1]))
     for i, day in enumerate(days[:-1]):
         w = np.asarray(policy(closes.loc[:day], held[i], days[0] if start is None else start), float)
@@ -135,13 +134,14 @@ def replay_portfolio_window(window: Window, uni: Universe, policies: dict[str, P
     held = uni.held(days)
     booked = days if previous is None else days.insert(0, uni.closes.index[uni.closes.index < days[0]][-1])
     legs = Legs(uni.priced.loc[booked], uni.opens.loc[booked], cfg.execution, uni.dividends, uni.liquidity)
+    decided = pd.Series(booked[:-1], index=booked[1:], name="decision_date")
+    if previous is not None:  # the boundary session: the weights held into it drift on, no order
+        decided.iloc[0] = pd.NaT
     books = {}
     for name, policy in policies.items():
         weights = decide(policy, uni.closes.loc[:window.end], held, days, start)
-        decided = pd.Series(booked[:-1], index=booked[1:], name="decision_date")
-        if previous is not None:  # the boundary session: the weights held into it drift on, no order
+        if previous is not None:
             weights = np.vstack([np.full(weights.shape[1], np.nan), weights])
-            decided.iloc[0] = pd.NaT
         before = None if previous is None else previous[name]
         books[name] = portfolio_book(weights, legs, cfg.execution, before).join(decided)
     return books

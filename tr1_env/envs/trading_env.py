@@ -12,6 +12,7 @@ where the series is cut, so the observation of day ``t`` equals the one built fr
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from typing import Any
@@ -140,15 +141,14 @@ class TradingEnv(gym.Env):
                                     for x in execution.liquidity(bars["close"], bars["volume"]))
         # With costs that read no dollars, every (previous, target) change of position is booked for every session
         # at once, so that a step looks its session up instead of booking it (an SB3 step pays no numpy call).
-        self._table: dict[tuple[float, float], tuple[np.ndarray, ...]] = {}
+        self._table: dict[tuple[float, float], tuple[list[float], ...]] = {}
         if not execution.equity_dependent:
             positions = sorted({0.0, *ACTION_MODES[action_mode][1]})
-            for before in positions:
-                for target in positions:
-                    booked = self._book(np.full((self.n_steps, 1), target), slice(None), np.full((self.n_steps, 1),
-                                                                                               before), 1.0)
-                    self._table[before, target] = tuple(x.tolist() for x in (booked.ret, booked.position[:, 0],
-                                                                            booked.cost, booked.carry))
+            for before, target in itertools.product(positions, positions):
+                booked = self._book(np.full((self.n_steps, 1), target), slice(None),
+                                    np.full((self.n_steps, 1), before), 1.0)
+                self._table[before, target] = tuple(x.tolist() for x in (booked.ret, booked.position[:, 0],
+                                                                        booked.cost, booked.carry))
         self._dates = list(self.days)
         self.action_names, self.targets = ACTION_MODES[action_mode]
         self.action_space = spaces.Discrete(len(self.action_names))

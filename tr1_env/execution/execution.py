@@ -54,7 +54,7 @@ TINY = 1e-9
 @dataclass(frozen=True)
 class Trade:
     """What one order did, elementwise over any array shape (a ticker, or days x tickers): the weight it reached
-    and what it paid, each a fraction of the equity before the order; ``unfilled`` is the weight left undone."""
+    and what it paid, each a fraction of the equity at the order; ``unfilled`` is the weight left undone."""
 
     position: np.ndarray
     commission: np.ndarray
