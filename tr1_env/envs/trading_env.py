@@ -131,9 +131,11 @@ class TradingEnv(gym.Env):
         # volatility and dollar volume a cap or an impact reads at each decision close.
         total = execution.total_return if total_return is None else total_return
         dividends = self.store.asof(ticker, end).dividends.set_index("date")["amount"] if total else None
-        _, self._cash = sessions(closes, self.days, dividends)
-        legs = execution.model.legs(gross_returns(closes, self._cash), closes, self._cash, opens)
+        _, cash = sessions(closes, self.days, dividends)
+        legs = execution.model.legs(gross_returns(closes, cash), closes, cash, opens)
+        self._cash = cash.tolist()  # floats: a step does plain arithmetic
         self._legs = tuple(x[:, None] for x in (*legs, self._fills))
+        self._overnight = execution.model.overnight  # whether the old position holds over the ex-date's open
         self._liquidity = None
         if execution.needs_liquidity:
             bars = prices.set_index("date")
@@ -198,9 +200,9 @@ class TradingEnv(gym.Env):
                              self.equity / self.initial_equity)
             ret, position, cost, carry = (float(x.ravel()[0]) for x in (one.ret, one.position, one.cost, one.carry))
         else:
-            ret, position, cost, carry = (column[t] for column in booked)
-        night = (filled + cash) / close if self.execution.model.overnight else filled / close
-        day = after / filled if self.execution.model.overnight else (after + cash) / filled
+            ret, position, cost, carry = booked[0][t], booked[1][t], booked[2][t], booked[3][t]
+        night = (filled + cash) / close if self._overnight else filled / close
+        day = after / filled if self._overnight else (after + cash) / filled
         reward = trading_reward(position, math.log(day), self.position, overnight=math.log(night)) - cost + carry
         log_return = math.log((after + cash) / close)
         self.position = position

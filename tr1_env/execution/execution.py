@@ -87,15 +87,20 @@ class Booked:
 def _into(held: np.ndarray, overnight: np.ndarray, drift: bool) -> tuple[np.ndarray, np.ndarray]:
     """Each session's growth up to the fill, ``1 + h.G``, and the weights ``h`` have drifted to there (or ``h``)."""
     gap = 1 + (held * overnight).sum(axis=1)
-    if not drift:
-        return gap, held
-    return gap, np.where(gap[:, None] > 0, held * (1 + overnight) / np.where(gap > 0, gap, 1.0)[:, None], 0.0)
+    return gap, _grown(held, overnight, gap) if drift else held
 
 
 def _drifted(position: np.ndarray, intraday: np.ndarray) -> np.ndarray:
     """The weights ``position`` taken at the fills have drifted to by the closes: ``a (1 + I) / (1 + a.I)``."""
-    day = 1 + (position * intraday).sum(axis=1)
-    return np.where(day[:, None] > 0, position * (1 + intraday) / np.where(day > 0, day, 1.0)[:, None], 0.0)
+    return _grown(position, intraday, 1 + (position * intraday).sum(axis=1))
+
+
+def _grown(weights: np.ndarray, returns: np.ndarray, growth: np.ndarray) -> np.ndarray:
+    """``w (1 + R) / growth`` per row, 0 where the book is wiped out (``growth <= 0``)."""
+    alive = growth > 0
+    if alive.all():
+        return weights * (1 + returns) / growth[:, None]
+    return np.where(alive[:, None], weights * (1 + returns) / np.where(alive, growth, 1.0)[:, None], 0.0)
 
 
 def _snap(target: np.ndarray, drifted: np.ndarray) -> np.ndarray:
@@ -233,14 +238,15 @@ class Execution:
             delta = np.clip(delta, -room, room)
         traded = abs(delta)
         commission = self.cost_bps / 1e4 * traded
-        with np.errstate(divide="ignore", invalid="ignore"):  # prices and volumes a ticker that trades no weight lacks
-            if self.commission_per_share or self.commission_min:
+        if self.commission_per_share or self.commission_min:  # prices and volumes: ones a ticker trading nothing lacks
+            with np.errstate(divide="ignore", invalid="ignore"):
                 fee = np.maximum(self.commission_per_share * traded * usd / np.asarray(price, dtype=float),
                                  self.commission_min)
-                commission = commission + np.where(traded > 0, fee / usd, 0.0)
-            impact = np.zeros_like(traded)
-            if self.impact_coef:
-                sigma = np.fmax(np.asarray(sigma, dtype=float), 0.0)  # none yet (one return): no impact
+            commission = commission + np.where(traded > 0, fee / usd, 0.0)
+        impact = np.zeros_like(traded)
+        if self.impact_coef:
+            sigma = np.fmax(np.asarray(sigma, dtype=float), 0.0)  # none yet (one return): no impact
+            with np.errstate(divide="ignore", invalid="ignore"):
                 impact = np.where(traded > 0, self.impact_coef * sigma * np.sqrt(
                     traded * usd / np.asarray(dollar_volume, dtype=float)) * traded, 0.0)
         reached = np.where(traded < abs(target - held), held + delta, target)  # target itself when filled in full
@@ -295,8 +301,8 @@ class Execution:
         chained = held.ndim == 1
         if self.equity_dependent or llm.any() or chained and np.isnan(w[1:]).any():
             return self._daily(w, overnight, intraday, price, sigma, dollar, llm, held, equity, drift)
-        into = held
-        if chained:
+        into = held[None] if chained else held
+        if chained and n > 1:
             carried = _drifted(w, intraday) if drift else w  # each session's weights after its close, with no cap
             if np.isnan(w[0]).any():  # the first session's order is known once what drifted into it is
                 _, before = _into(held[None], overnight[:1], drift)
