@@ -3,7 +3,8 @@
 Each is a pure function ``(closes, held, start) -> weights``: ``closes`` is a days x tickers frame of closes whose
 last row is the decision day (the caller cuts it there; nothing later exists for the function), ``held`` marks the
 tickers it may hold that day (:func:`tr1_env.data.universe.membership`), ``start`` is the book's first session;
-the weights (tickers; cash is the rest) are long-only and sum to at most 1. Lookbacks use only the rows given, so a
+the weights (tickers; cash is the rest) are long-only and sum to at most 1, or all NaN: no order (the book's
+weights drift on). Lookbacks use only the rows given, so a
 ticker with too short a history is left out until it has one.
 """
 
@@ -41,9 +42,13 @@ def equal_weight(closes: pd.DataFrame, held: np.ndarray, start: pd.Timestamp) ->
 
 
 def buy_and_hold_1n(closes: pd.DataFrame, held: np.ndarray, start: pd.Timestamp) -> np.ndarray:
-    """1/N of the tickers with a close on ``start``, never traded again: each weight is its value ``P_d / P_start``
-    over the book's; a ticker that leaves the universe turns into cash at its last close."""
+    """1/N of the tickers with a close on ``start``, never traded again: no order (NaN) after ``start``, so the book's
+    weights drift with prices (and dividends, under total returns) and no order pays a commission; a ticker leaving
+    the universe at this close is sold into cash, at the value weights ``P_d / P_start`` over the book's."""
     entry = closes.iloc[closes.index.searchsorted(start)]
+    leaving = ~held & entry.notna().to_numpy() & closes.iloc[-1].notna().to_numpy()
+    if closes.index[-1] > start and not leaving.any():
+        return np.full(len(held), np.nan)
     value = np.nan_to_num((closes.ffill().iloc[-1] / entry).to_numpy(float))
     return np.where(held, value, 0.0) / value.sum() if value.sum() > 0 else np.zeros(len(held))
 

@@ -52,6 +52,7 @@ from tr1_env.context.reference import build_context, build_context_reference
 from tr1_env.core.actions import Action
 from tr1_env.data.store import Store
 from tr1_env.envs import TradingEnv
+from tr1_env.execution import Execution
 from tr1_env.scoring.rewards import reference_score, score
 from tr1_env.scoring.thesis import parse_thesis
 
@@ -239,6 +240,22 @@ def compare_timing(agents: int = 10, days: int = 2000, reps: int = 1000, seed: i
             "compare_days": days, "compare_reps": reps}
 
 
+def booking_timing(tickers: int = 15, sessions: int = 500, seconds: float = 4.0, seed: int = 0) -> dict:
+    """Portfolio books per second of :meth:`Execution.book` over ``tickers`` x ``sessions`` (random prices, weights
+    rebalanced every session): default costs, every session at once, beside the realistic preset, booked day by day
+    (per-share commission, impact and the cap read the equity each session reaches)."""
+    rng = np.random.default_rng(seed)
+    intraday = rng.normal(0.0004, 0.015, (sessions, tickers))
+    weights = rng.dirichlet(np.ones(tickers + 1), sessions)[:, :tickers]
+    price, liquidity = np.full((sessions, tickers), 100.0), (np.full((sessions, tickers), 0.015),
+                                                            np.full((sessions, tickers), 1e9))
+    out = {"booking_tickers": tickers, "booking_sessions": sessions}
+    for name, execution in (("default", Execution()), ("realistic", Execution(execution="realistic"))):
+        out[f"booking_{name}_per_s"] = per_second(lambda ex=execution: ex.book(
+            weights, np.zeros_like(intraday), intraday, price, liquidity), seconds)[0]
+    return out
+
+
 def smollm2_decisions(n: int = 6, max_chars: int = 1500, seed: int = 0) -> dict:
     """SmolLM2 decisions/s as in the default run (batch of 6, ~1K-token prompts, 128 new tokens, forced
     decisions): as it runs now (the shared prompt prefix from its kept cache, forced decisions scored from the
@@ -388,7 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> dict:
     parser = build_parser()
     args = parser.parse_args(argv)
-    results = {} if args.only else {**run(args.seconds, args.ticker), **compare_timing()}
+    results = {} if args.only else {**run(args.seconds, args.ticker), **compare_timing(),
+                                    **booking_timing(seconds=args.seconds)}
     if args.api:
         results.update(api_throughput())
     if args.ray:
@@ -424,7 +442,12 @@ def main(argv: list[str] | None = None) -> dict:
             (f"stats.compare, {results['compare_agents']} agents x {results['compare_days']:,} days x "
              f"{results['compare_reps']:,} resamples", f"{results['compare_s']:.1f} s CPU"),
             ("  arch SPA + MCS alone, same table", f"{results['arch_spa_mcs_s']:.1f} s CPU"),
-            ("  ratio compare / arch", f"{results['compare_s'] / results['arch_spa_mcs_s']:.2f}x")]
+            ("  ratio compare / arch", f"{results['compare_s'] / results['arch_spa_mcs_s']:.2f}x"),
+            (f"portfolio book, {results['booking_tickers']} tickers x {results['booking_sessions']} sessions, default",
+             f"{results['booking_default_per_s']:,.0f} books/s"),
+            ("  realistic preset, booked day by day", f"{results['booking_realistic_per_s']:,.1f} books/s"),
+            ("  ratio default / realistic",
+             f"{results['booking_default_per_s'] / results['booking_realistic_per_s']:.0f}x")]
     if args.smollm2:
         fast, before = results["smollm2_decisions_per_s"], results["smollm2_before_decisions_per_s"]
         whole = results["smollm2_whole_prompts_decisions_per_s"]

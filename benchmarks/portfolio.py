@@ -1,12 +1,16 @@
 """The portfolio track of ``benchmarks/run.py --portfolio``: each agent is one book over the universe plus cash.
 
-Per window (one, or the walk-forward's), every portfolio agent (:data:`baselines.portfolio.PORTFOLIO_BASELINES`)
+Per window (one, or the walk-forward's), every portfolio agent (the baselines of
+:data:`baselines.portfolio.PORTFOLIO_BASELINES`, and the SB3 and LLM books of :mod:`benchmarks.portfolio_agents`)
 decides target weights at each session's close from the closes up to that close (cut there: nothing later is
 passed), on the tickers that are members that day (:mod:`tr1_env.data.universe`), and the weights are booked by
-:func:`tr1_env.evaluation.portfolio.portfolio_book` under the run's :class:`~tr1_env.execution.Execution`, the
-Portfolio env's accounting. Each window's book starts in cash. The leaderboard is :mod:`benchmarks.leaderboard`'s,
-on the books' daily returns, against ``--portfolio-benchmark`` (1/N of the universe bought and held, or the index
-ETF), plus each book's annualised turnover.
+:func:`tr1_env.evaluation.portfolio.portfolio_book` under the run's :class:`~tr1_env.execution.Execution` (every
+``--execution`` setting), the Portfolio env's accounting. Walk-forward books are continuous, as the single-ticker
+ones: the weights held at a window's last close drift through the next window's first session, at the equity
+reached, and the refitted agent trades from them at that session's close (the first window, and the one after a
+gap, start in cash). The leaderboard is :mod:`benchmarks.leaderboard`'s, on the books' daily returns, against
+``--portfolio-benchmark`` (1/N of the universe bought and held, or the index ETF), plus each book's annualised
+turnover; ``costs.csv`` and the leaderboard's cost table say what each book paid (:mod:`benchmarks.costs`).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from statsmodels.stats.multitest import multipletests
 
 from baselines.portfolio import PORTFOLIO_BASELINES, PortfolioPolicy
 from benchmarks.config import RunConfig
+from benchmarks.costs import cost_table
 from benchmarks.escaping import md_frame
 from benchmarks.leaderboard import (
     COLUMNS,
@@ -37,10 +42,12 @@ from benchmarks.leaderboard import (
     weight_ic_column,
 )
 from benchmarks.portfolio_agents import DecisionFailed, LLMBook, SB3Book
+from benchmarks.report import cost_markdown
 from benchmarks.roster import BUILTIN_LLMS, MODEL_CLASSES, UsageError, cutoffs, llm_specs
 from benchmarks.run_folder import RunRecord, begin_run, check_out, finish_run, new_run_id, write_csv, write_text
 from tr1_env.data.store import Store
 from tr1_env.data.universe import load_universe, membership, universe
+from tr1_env.evaluation.backtest import continues
 from tr1_env.evaluation.metrics import cumulative_return, max_drawdown, sharpe
 from tr1_env.evaluation.portfolio import Legs, portfolio_book
 from tr1_env.evaluation.signals import ic_tests, weight_rows
@@ -91,18 +98,35 @@ class Universe:
             inside.loc[(inside.index >= r[1]) & (inside.index <= r[2]), r.ticker] = True
         self.priced = self.closes.where(inside.assign(**{self.index: True}))
         self.closes = self.closes.where(inside)
-        self.dividends = {t: store.dividends(t) for t in columns} if cfg.window.total_return else None
+        self.dividends = {t: store.dividends(t) for t in columns} if cfg.total_return() else None
+        self.liquidity = None  # per ticker on its own sessions, as the single-ticker books read it
+        if cfg.execution.needs_liquidity:
+            pairs = {t: cfg.execution.liquidity(store.closes(t), store.closes(t, "volume")) for t in columns}
+            self.liquidity = tuple(pd.DataFrame({t: p[k] for t, p in pairs.items()}) for k in (0, 1))
 
     def held(self, days: pd.DatetimeIndex) -> np.ndarray:
         """Days x columns: who may be held from each close (the index ETF only if it is a member)."""
         return membership(self.spans, tuple(self.closes.columns), days)
 
 
-def decide(policy: PortfolioPolicy, closes: pd.DataFrame, held: np.ndarray, days: pd.DatetimeIndex) -> np.ndarray:
-    """The policy's weights at each close of ``days`` but the last, each from the closes up to that close only."""
+    def days(self, window: Window) -> pd.DatetimeIndex:
+        """The sessions of ``window`` (every session some ticker trades); a UsageError under two."""
+        days = self.closes.index[(self.closes.index >= window.start) & (self.closes.index <= window.end)]
+        if len(days) < 2:
+            raise UsageError(f"fewer than two sessions in {window.name}")
+        return days
+
+
+def decide(policy: PortfolioPolicy, closes: pd.DataFrame, held: np.ndarray, days: pd.DatetimeIndex,
+           start: pd.Timestamp | None = None) -> np.ndarray:
+    """The policy's weights at each close of ``days`` but the last, each from the closes up to that close only (a
+    NaN row: no order); ``start`` is the book's first session (``days[0]`` unless it continues an earlier window's)."""
     out = np.zeros((len(days) - 1, closes.shape[1]))
     for i, day in enumerate(days[:-1]):
-        w = np.asarray(policy(closes.loc[:day], held[i], days[0]), float)
+        w = np.asarray(policy(closes.loc[:day], held[i], days[0] if start is None else start), float)
+        if w.shape == (closes.shape[1],) and np.isnan(w).all():  # no order: the book's weights drift on
+            out[i] = w
+            continue
         if w.shape != (closes.shape[1],) or not np.isfinite(w).all() or w.min() < -1e-12 or w.sum() > 1 + 1e-9:
             raise ValueError(f"weights on {day:%Y-%m-%d} are no long-only allocation of at most 1: {w}")
         out[i] = w
@@ -117,8 +141,9 @@ class PolicyBook:
     def __init__(self, label: str, policy: PortfolioPolicy, closes: pd.DataFrame):
         self.label, self.policy, self.closes = label, policy, closes
 
-    def weights(self, window: Window, days: pd.DatetimeIndex, held: np.ndarray, legs: Legs) -> np.ndarray:
-        return decide(self.policy, self.closes.loc[:window.end], held, days)
+    def weights(self, window: Window, days: pd.DatetimeIndex, held: np.ndarray, legs: Legs, start: pd.Timestamp,
+                carried: np.ndarray) -> np.ndarray:
+        return decide(self.policy, self.closes.loc[:window.end], held, days, start)
 
 
 #: The trained agents of the portfolio track (baselines.sb3.PortfolioSB3), in the default roster.
@@ -161,41 +186,71 @@ def _agents(cfg: RunConfig, store: Store, uni: Universe) -> tuple[list, dict[str
     return books, skipped
 
 
-def replay_portfolio_window(window: Window, uni: Universe, books: list, cfg: RunConfig
+def replay_portfolio_window(window: Window, uni: Universe, books: list, cfg: RunConfig,
+                            previous: dict[str, pd.DataFrame] | None = None, start: pd.Timestamp | None = None
                             ) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
-    """Agent -> its book over ``window`` (:func:`~tr1_env.evaluation.portfolio.portfolio_book`'s columns), and
-    agent -> why its decisions failed (those have no book)."""
-    days = uni.closes.index[(uni.closes.index >= window.start) & (uni.closes.index <= window.end)]
-    if len(days) < 2:
-        raise UsageError(f"fewer than two sessions in {window.name}")
+    """Agent -> its book over ``window`` (:func:`~tr1_env.evaluation.portfolio.portfolio_book`'s columns, plus
+    ``decision_date``), and agent -> why its decisions failed (those have no book). A book continues ``previous``
+    (agent -> the book of the window before, ending on the session before this window's first): its weights earn
+    that session, the boundary, with no order, and the agent decides from the weights they drifted to; ``start`` is
+    the continuous book's first session, which a policy may read (1/N bought and held buys there only)."""
+    days = uni.days(window)
     held = uni.held(days)
-    legs = Legs(uni.priced.loc[days], uni.opens.loc[days], cfg.execution, uni.dividends)
+    legs = Legs(uni.priced.loc[days], uni.opens.loc[days], cfg.execution, uni.dividends, uni.liquidity)
+    edge = None if previous is None else days.insert(0, uni.closes.index[uni.closes.index < days[0]][-1])[:2]
+    boundary = None if edge is None else Legs(uni.priced.loc[edge], uni.opens.loc[edge], cfg.execution,
+                                               uni.dividends, uni.liquidity)
+    columns = [f"w_{t}" for t in uni.closes.columns]
     out, failed = {}, {}
     for book in books:
+        before = None if previous is None else previous.get(book.label)
+        if before is not None:  # the boundary session: the weights held into it drift on, no order
+            before = portfolio_book(np.full((1, len(columns)), np.nan), boundary, cfg.execution, before)
+        carried = np.zeros(len(columns)) if before is None else before[columns].iloc[-1].to_numpy(dtype=float)
         try:
-            out[book.label] = portfolio_book(book.weights(window, days, held, legs), legs, cfg.execution)
+            weights = book.weights(window, days, held, legs, days[0] if start is None else start, carried)
         except DecisionFailed as exc:
             failed[book.label] = str(exc)
             print(f"failed {book.label} in {window.name}: {exc}", file=sys.stderr)
+            continue
+        frame = portfolio_book(weights, legs, cfg.execution, before).assign(
+            decision_date=pd.Series(days[:-1], index=days[1:]))
+        if before is not None:
+            frame = pd.concat([before.iloc[-1:].assign(decision_date=pd.NaT), frame])
+        out[book.label] = frame
     return out, failed
+
+
+def replay_portfolio(protocol: list[Window], uni: Universe, books: list, cfg: RunConfig
+                     ) -> dict[Window, tuple[dict[str, pd.DataFrame], dict[str, str]]]:
+    """Every window in order, each book continuing the window before's where the two touch (no gap between)."""
+    replayed: dict[Window, tuple[dict[str, pd.DataFrame], dict[str, str]]] = {}
+    previous, start = None, None
+    for window in protocol:
+        days = uni.days(window)
+        if not previous or not continues(next(iter(previous.values())), uni.closes.index.to_series(), days):
+            previous, start = None, days[0]
+        replayed[window] = replay_portfolio_window(window, uni, books, cfg, previous, start)
+        previous = replayed[window][0]
+    return replayed
 
 
 def signal_board(books: dict[Window, dict[str, pd.DataFrame]], uni: Universe, bench: str, cfg: RunConfig
                  ) -> pd.DataFrame:
-    """Agent -> the rank IC of its active weights (target minus ``bench``'s, decision day by decision day) with
-    the next session's and the next ``SIGNAL_HORIZON`` sessions' returns (HAC intervals and p-values), and the
-    p-values Holm-adjusted over the agents (one family per horizon)."""
-    prefix = [f"w_{t}" for t in uni.closes.columns]
+    """Agent -> the rank IC of its active weights (the position its order reached minus ``bench``'s, decision day by
+    decision day) with the next session's and the next ``SIGNAL_HORIZON`` sessions' returns (HAC intervals and
+    p-values), and the p-values Holm-adjusted over the agents (one family per horizon)."""
+    prefix = [f"p_{t}" for t in uni.closes.columns]
     tests = {}
     for agent in dict.fromkeys(a for per in books.values() for a in per):
         rows = []
         for per in books.values():
             if agent in per:
-                days = per[agent].index  # d_2..d_n: each row's targets were decided at the close before
-                decided = uni.closes.index[uni.closes.index.get_indexer(days) - 1]
-                weights = pd.DataFrame(per[agent][prefix].to_numpy(), decided, uni.closes.columns)
-                reference = pd.DataFrame(per[bench][prefix].to_numpy(), decided, uni.closes.columns)
-                held = pd.DataFrame(uni.held(decided.append(days[-1:]))[:-1], decided, uni.closes.columns)
+                frame = per[agent][per[agent]["decision_date"].notna()]  # a boundary session decides nothing
+                decided = pd.DatetimeIndex(frame["decision_date"])  # each row's position was decided the close before
+                weights = pd.DataFrame(frame[prefix].to_numpy(), decided, uni.closes.columns)
+                reference = pd.DataFrame(per[bench].loc[frame.index, prefix].to_numpy(), decided, uni.closes.columns)
+                held = pd.DataFrame(uni.held(decided.append(frame.index[-1:]))[:-1], decided, uni.closes.columns)
                 rows.append(weight_rows(weights, reference, held, uni.closes, SIGNAL_HORIZON))
         tests[agent] = {"n_calls": float(sum(len(r) for r in rows)),
                         **ic_tests(pd.concat(rows), SIGNAL_HORIZON, cfg.statistics.alpha)}
@@ -212,10 +267,6 @@ def run_portfolio(cfg: RunConfig) -> pd.DataFrame:
     """The portfolio track: every window replayed, ``leaderboard_portfolio.csv/.md/.html``, the per-window
     ``windows_portfolio.csv`` and each agent's book under ``portfolio/``; returns the leaderboard."""
     t0 = time.time()
-    unmodelled = cfg.execution.unmodelled_by_weights()
-    if unmodelled:
-        raise UsageError(f"--portfolio books fills and --cost-bps only; {', '.join(unmodelled)} would be ignored, "
-                         "so it is refused (the single-ticker replay models them)")
     out = check_out(cfg.outputs.out, cfg.outputs.force)
     store = Store(cfg.window.store)
     uni = Universe(store, cfg)
@@ -224,12 +275,12 @@ def run_portfolio(cfg: RunConfig) -> pd.DataFrame:
     protocol = cfg.window.protocol()
     record = RunRecord(new_run_id(), {**flat_dict(cfg), "base_url": redact_url(cfg.agents.base_url)},
                        [w.name for w in protocol], {"universe": list(uni.tickers)},
-                       "total" if cfg.window.total_return else "price",
+                       "total" if cfg.total_return() else "price",
                        cutoffs={label: dataclasses.asdict(c) for label, c in found.items()})
     begin_run(out, record.meta())
     for label, why in skipped.items():
         print(f"skipping {label}: {why}", file=sys.stderr)
-    replayed = {w: replay_portfolio_window(w, uni, books, cfg) for w in protocol}
+    replayed = replay_portfolio(protocol, uni, books, cfg)
     failed: dict[str, dict[str, str]] = {}
     for w, (_, errors) in replayed.items():
         for label, error in errors.items():
@@ -238,9 +289,12 @@ def run_portfolio(cfg: RunConfig) -> pd.DataFrame:
     agents = [b.label for b in books if b.label not in failed]
     books_by_window = {w: {a: per[a] for a in agents} for w, (per, _) in replayed.items()}
     (out / "portfolio").mkdir(exist_ok=True)
-    for name in agents:
-        write_csv(out / "portfolio" / f"{name}.csv", pd.concat([b[name] for b in books_by_window.values()]),
-                  date_format="%Y-%m-%d", float_format="%.8g")
+    chained = {name: pd.concat([b[name] for b in books_by_window.values()]) for name in agents}
+    for name, frame in chained.items():
+        write_csv(out / "portfolio" / f"{name}.csv", frame, date_format="%Y-%m-%d", float_format="%.8g")
+    costs = cost_table({name: {"portfolio": (frame, frame["decision_date"].dropna().to_frame())}
+                        for name, frame in chained.items()}, cfg)
+    write_csv(out / "costs.csv", costs, index=False, float_format="%.6g")
     bench = cfg.portfolio.portfolio_benchmark
     results = {w: {a: {"portfolio": (frame, None)} for a, frame in per.items()} for w, per in books_by_window.items()}
     returns = portfolios(results)
@@ -253,7 +307,7 @@ def run_portfolio(cfg: RunConfig) -> pd.DataFrame:
     stats = cfg.statistics
     table = compare(returns, bench, stats.alpha, max(stats.bootstrap, 100), stats.block, cfg.seed, stats.risk_free,
                     min_days=stats.min_days, trials=stats.trials)
-    turnover = {a: YEAR * pd.concat([per[a] for per in books_by_window.values()])["turnover"].mean() for a in agents}
+    turnover = {a: YEAR * frame["turnover"].mean() for a, frame in chained.items()}
     llms = {b.label: b for b in books if b.llm and b.label in agents}
     board = table.rename(columns={"excess_sharpe": "excess_sharpe_vs_buy_and_hold"}).assign(
         n_windows=len(protocol), n_tickers=len(uni.tickers), turnover=pd.Series(turnover),
@@ -266,7 +320,9 @@ def run_portfolio(cfg: RunConfig) -> pd.DataFrame:
     notes = [f"Portfolio track over {len(uni.tickers)} tickers ({', '.join(uni.tickers)}) plus cash; benchmark: "
              f"{bench} ({'1/N of the universe bought and held' if bench == 'buy_and_hold' else uni.index}). Weights "
              "drift with prices between decisions; turnover is the mean daily sum |target - drifted weight| x "
-             f"{YEAR}. Execution: {cfg.execution.describe()}."]
+             f"{YEAR}. Walk-forward books are continuous (the weights held at a window's last close earn the next "
+             f"window's first session). Execution: {cfg.execution.describe()}; "
+             f"{'total' if cfg.total_return() else 'price'} returns."]
     if llms:
         notes.append(f"LLM agents decide by {cfg.portfolio.portfolio_llm_mode} (--portfolio-llm-mode): " + (
             "one prompt over the universe answered with JSON weights, read strictly; an invalid answer is a failed "
@@ -284,7 +340,8 @@ def run_portfolio(cfg: RunConfig) -> pd.DataFrame:
         title, record.run_id, board, cfg, family, notes, heatmap(results, cfg, bench), returns, {}, [], bench,
         PORTFOLIO_COLUMNS, "one book per agent over the universe plus cash"))
     board.attrs = {**table.attrs, "family": family, "failed": failed, "skipped": skipped}
-    write_text(out / "leaderboard_portfolio.md", markdown(md_frame(board), cfg, PORTFOLIO_COLUMNS))
+    write_text(out / "leaderboard_portfolio.md", markdown(md_frame(board), cfg, PORTFOLIO_COLUMNS) + "\n"
+               + cost_markdown(costs, cfg, "agent (one book over the universe)"))
     finish_run(out, replace(record, wall_time_s=round(time.time() - t0, 1), failed=failed, skipped=skipped).meta(),
                "failed" if failed or skipped else "complete")
     return board

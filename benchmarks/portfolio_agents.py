@@ -40,7 +40,7 @@ from tr1_env.core.allocation import AllocationError, decisions_to_weights
 from tr1_env.data.store import Store
 from tr1_env.envs.portfolio_env import PortfolioEnv, weights_from_action
 from tr1_env.evaluation.backtest import decision_days
-from tr1_env.evaluation.portfolio import Legs, rebalance
+from tr1_env.evaluation.portfolio import Legs
 from tr1_env.evaluation.windows import Window
 
 __all__ = ["LLM_MODES", "DecisionFailed", "LLMBook", "SB3Book"]
@@ -70,7 +70,9 @@ class SB3Book:
         self.sb3 = PortfolioSB3(algo, cfg.agents.sb3_steps, cfg.agents.train_years, cfg.execution, cfg.seed,
                                 cfg.portfolio.universe)
 
-    def weights(self, window: Window, days: pd.DatetimeIndex, held: np.ndarray, legs: Legs) -> np.ndarray:
+    def weights(self, window: Window, days: pd.DatetimeIndex, held: np.ndarray, legs: Legs, start: pd.Timestamp,
+                carried: np.ndarray) -> np.ndarray:
+        """The policy's targets; each window's policy is trained on an env that starts in cash."""
         tickers, weights = self.sb3.weights(self.store, self.tickers, window.start, window.end)
         if len(weights) != len(days) - 1:
             raise ValueError(f"{self.label}: the env has {len(weights) + 1} sessions in {window.name}, the book "
@@ -98,20 +100,23 @@ class LLMBook:
             self._agent = self.spec.build()
         return self._agent
 
-    def _fingerprint(self, window: Window, held: np.ndarray) -> str:
+    def _fingerprint(self, window: Window, held: np.ndarray, carried: np.ndarray) -> str:
         cfg = self.cfg
         key = {"agent": self.spec.settings, "mode": self.mode, "start": f"{window.start:%Y-%m-%d}",
                "end": f"{window.end:%Y-%m-%d}", "every": self.spec.every, "columns": list(self.columns),
-               "held": hashlib.sha256(held.tobytes()).hexdigest(), "execution": dataclasses.asdict(cfg.execution),
+               "held": hashlib.sha256(held.tobytes()).hexdigest(), "carried": carried.round(12).tolist(),
+               "execution": dataclasses.asdict(cfg.execution),
                "seed": cfg.seed, "store": str(Path(cfg.window.store).resolve()) if cfg.window.store else "embedded",
                **({"max_chars": self.max_chars, "weights": list(cfg.agents.weights)} if self.mode == "decisions"
                   else {})}
         return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
-    def weights(self, window: Window, days: pd.DatetimeIndex, held: np.ndarray, legs: Legs) -> np.ndarray:
-        """The window's targets, reloaded when saved under the same fingerprint, else asked day by day."""
+    def weights(self, window: Window, days: pd.DatetimeIndex, held: np.ndarray, legs: Legs, start: pd.Timestamp,
+                carried: np.ndarray) -> np.ndarray:
+        """The window's targets (NaN rows between decision days: no order), reloaded when saved under the same
+        fingerprint, else asked day by day from ``carried``, the weights the book holds into the window."""
         path = self.out / "portfolio" / "decisions" / f"{slug(self.label)}__{window.name}.json"
-        fingerprint = self._fingerprint(window, held)
+        fingerprint = self._fingerprint(window, held, carried)
         try:
             saved = json.loads(path.read_text()) if path.exists() else {}
         except json.JSONDecodeError:
@@ -121,16 +126,14 @@ class LLMBook:
             return np.array(saved["weights"], float).reshape(len(days) - 1, len(self.columns))
         ask = self._allocation(window) if self.mode == "allocation" else self._decisions()
         schedule = set(decision_days(days, self.spec.every))
-        out = np.zeros((len(days) - 1, len(self.columns)))
-        carried = np.zeros(len(self.columns))  # each window's book starts in cash
-        records = []
+        out = np.full((len(days) - 1, len(self.columns)), np.nan)
+        equity, records = 1.0, []
         for i, day in enumerate(tqdm(days[:-1], desc=f"portfolio {self.label} {window.name}", unit="day")):
             if day in schedule:
                 out[i], record = ask(day, held[i], carried)
                 records.append({"date": f"{day:%Y-%m-%d}", **record})
-            else:
-                out[i] = carried  # not traded: held as it drifted
-            carried = rebalance(carried, out[i], legs.overnight[i], legs.intraday[i], self.cfg.execution)[3]
+            booked = legs.book(out[i:i + 1], self.cfg.execution, slice(i, i + 1), carried, equity)  # not traded: drifts
+            carried, equity = booked.carried[-1], equity * (1 + booked.ret[-1])
         self.decided += [pd.Timestamp(r["date"]) for r in records]
         path.parent.mkdir(parents=True, exist_ok=True)
         write_text(path, json.dumps({"fingerprint": fingerprint, "weights": out.tolist(), "decisions": records},

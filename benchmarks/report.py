@@ -334,8 +334,9 @@ def _usd(x: float, digits: int = 2) -> str:
     return "n/a" if not np.isfinite(x) else f"{x:,.{digits}f}"
 
 
-def cost_markdown(table: pd.DataFrame, cfg: RunConfig) -> str:
-    """The cost table of ``summary.md``: one row per agent x ticker, USD, what the returns include."""
+def cost_markdown(table: pd.DataFrame, cfg: RunConfig, per: str = "agent x ticker") -> str:
+    """The cost table of ``summary.md`` (and of the portfolio leaderboard): one row per book, USD, what the returns
+    include; ``per`` says what a book is."""
     header = ["Agent", "Ticker", "Commission", "Slippage + impact", "Borrow", "Cash interest", "Unfilled",
               "LLM $ / decision", "LLM $ (run)", "Total (bps of capital)"]
     rows = [[r.agent, r.ticker, _usd(r.commission_usd), _usd(r.slippage_usd + r.impact_usd), _usd(r.borrow_usd),
@@ -344,7 +345,7 @@ def cost_markdown(table: pd.DataFrame, cfg: RunConfig) -> str:
     returns = "total returns (dividends at ex-date)" if cfg.total_return() else "price returns (no dividends)"
     return "\n\n".join([
         "## What the books paid (USD)", _table(header, rows),
-        f"USD on a ${cfg.execution.capital:,.0f} book per agent x ticker; {returns}. Unfilled: value of the orders "
+        f"USD on a ${cfg.execution.capital:,.0f} book per {per}; {returns}. Unfilled: value of the orders "
         "the volume cap left undone. LLM: tokens x tr1_env/data/model_prices.csv (n/a: model or token counts "
         f"unknown), {'charged to' if cfg.execution.charge_llm_cost else 'not charged to'} the book "
         "(--charge-llm-cost). Total: commission + slippage + impact + borrow - interest (+ LLM when charged)."]) + "\n"

@@ -289,17 +289,17 @@ def test_reward_arithmetic(store, action_mode):
     closes = store.closes(TICKER).loc[START:END]
     actions = [2, 2, 0, 1, 0, 2, 1] if action_mode == "sell_hold_buy" else [4, 3, 0, 1, 2, 4, 3]
     env.reset(seed=0)
-    previous, total = 0.0, 0.0
+    previous, book = 0.0, 1.0
     for k, action in enumerate(actions):
         _, reward, terminated, truncated, info = env.step(action)
         position = targets[action]
         log_return = math.log(closes.iloc[k + 1] / closes.iloc[k])
         cost = 25.0 / 1e4 * abs(position - previous)
         assert reward == pytest.approx(position * log_return - cost, abs=1e-12)
-        total += reward
+        book *= (1 - cost) * (1 + position * (closes.iloc[k + 1] / closes.iloc[k] - 1))  # the replay's book
         assert info["date"] == closes.index[k + 1] and info["position"] == position
         assert info["log_return"] == pytest.approx(log_return) and info["cost"] == pytest.approx(cost)
-        assert info["equity"] == pytest.approx(math.exp(total))
+        assert info["equity"] == pytest.approx(book, rel=1e-12)
         assert info["cash"] == pytest.approx(info["equity"] * (1 - position))
         assert not terminated and not truncated
         previous = position
@@ -392,6 +392,26 @@ def test_trading_env_books_as_the_replay_does(store, fill):
     np.testing.assert_allclose(equity, booked["equity"], rtol=1e-10)
 
 
+@pytest.mark.parametrize("settings", [dict(), dict(fill="next-open", capital=2e10, cash_rate=0.04)])
+def test_trading_env_books_as_the_replay_does_under_realistic_execution(store, settings):
+    """Every action (shorts too), per-share commission, slippage, impact, borrow, dividends and (on $20bn) the volume
+    cap: the env's equity is the replay's, session by session, and so are the positions the orders reached."""
+    from tr1_env.evaluation.backtest import backtest
+
+    execution = Execution(execution="realistic", **settings)
+    env = TradingEnv(store, "XOM", "2024-01-02", "2024-06-28", action_mode="five", execution=execution)
+    choices = np.random.default_rng(0).choice(len(Action), env.n_steps)
+    env.reset()
+    steps = [env.step(a)[4] for a in choices]
+    actions = pd.Series([Action(a) for a in choices], index=env.days[:-1])
+    booked = backtest(actions, store.closes("XOM"), env.days, execution, dividends=store.dividends("XOM"),
+                      opens=store.closes("XOM", "open"), volumes=store.closes("XOM", "volume"))
+    np.testing.assert_allclose([i["equity"] for i in steps], booked["equity"], rtol=1e-12)
+    np.testing.assert_allclose([i["position"] for i in steps], booked["position"], rtol=1e-12)
+    assert booked["borrow"].gt(0).any() and booked["impact"].gt(0).any()
+    assert booked["unfilled"].gt(0).any() == (execution.capital > 1e9)
+
+
 def test_next_open_prompt_states_the_fill(store):
     prompt, _ = TradingEnv(store, TICKER, START, END, obs_mode="text", execution=Execution("next-open")).reset()
     assert NextOpenFill.description in prompt and "fills at the decision's close" not in prompt
@@ -437,4 +457,7 @@ def test_text_action_and_step_log(store):
     assert frame["action_parsed"].tolist() == [True, False, True] * 2
     summary = env.summary()
     assert summary["steps"].tolist() == [3, 3]
-    assert summary["reward"].iloc[0] == pytest.approx(math.log(frame["equity"].iloc[2]))
+    closes = store.closes(TICKER).loc[START:].iloc[:4].to_numpy()
+    # long, flat, short: 10 bps on each change of position (1, 1, 1), the log returns of the days held
+    rewards = math.log(closes[1] / closes[0]) - 1e-3 - 1e-3 - math.log(closes[3] / closes[2]) - 1e-3
+    assert summary["reward"].iloc[0] == pytest.approx(rewards, abs=1e-12)

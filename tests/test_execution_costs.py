@@ -14,12 +14,18 @@ COSTLY = Execution(cost_bps=0, capital=100_000, commission_per_share=0.004, comm
                    impact_coef=1.0, participation=0.5, borrow_bps=2520, cash_rate=0.252, charge_llm_cost=True)
 
 
+def _column(x) -> np.ndarray:
+    return np.asarray(x, dtype=float)[:, None]
+
+
 def _book():
-    closes = pd.Series([100.0, 110, 99, 99, 99])
-    asset = closes.pct_change().to_numpy()[1:]
+    """One ticker filled at the close: nothing before the fill, the close-to-close return after it."""
+    closes = np.array([100.0, 110, 99, 99, 99])
+    asset = closes[1:] / closes[:-1] - 1
     sigma, dollar = np.full(4, 0.02), np.array([4e5, 4e5, 1e5, 1e9])
-    return COSTLY.book(np.array([1.0, 1, -1, -1]), asset, closes, np.zeros(5), None, (sigma, dollar),
-                       np.array([0, 0, 12.5, 0.0]))
+    booked = COSTLY.book(_column([1.0, 1, -1, -1]), np.zeros((4, 1)), _column(asset), _column(closes[:-1]),
+                         (_column(sigma), _column(dollar)), np.array([0, 0, 12.5, 0.0]), drift=False)
+    return booked.ret, pd.DataFrame(booked.paid).assign(position=booked.position[:, 0])
 
 
 def test_costs_give_the_equity_written_down():
@@ -44,14 +50,25 @@ def test_costs_give_the_equity_written_down():
 
 def test_the_default_adds_nothing():
     """Every new setting off: the book is today's (1 - c|dw|) formula and every new column is zero."""
-    closes = pd.Series([100.0, 110, 99, 120])
-    asset = closes.pct_change().to_numpy()[1:]
+    closes = np.array([100.0, 110, 99, 120])
+    asset = closes[1:] / closes[:-1] - 1
     w = np.array([1.0, -0.5, 0.5])
-    ret, paid = Execution().book(w, asset, closes, np.zeros(4), None)
+    booked = Execution().book(_column(w), np.zeros((3, 1)), _column(asset), _column(closes[:-1]), drift=False)
     held = np.array([0, 1.0, -0.5])
-    assert np.array_equal(ret, (1 - 1e-3 * abs(w - held)) * (1 + w * asset) - 1)  # bit for bit
-    assert np.array_equal(paid["position"], w)
-    assert not paid[["slippage", "impact", "borrow", "interest", "llm", "unfilled"]].to_numpy().any()
+    assert np.array_equal(booked.ret, (1 - 1e-3 * abs(w - held)) * (1 + w * asset) - 1)  # bit for bit
+    assert np.array_equal(booked.position[:, 0], w)
+    assert not any(booked.paid[k].any() for k in ("slippage", "impact", "borrow", "interest", "llm", "unfilled"))
+
+
+def test_an_order_at_the_open_pays_on_the_equity_at_the_open():
+    """Half long into a 10% overnight gap, then all in at the open: the book is worth $105,000 there, so the order is
+    0.5 x $105,000 = $52,500, 477.27 shares at $110: $4.77 at $0.01 a share, $52.50 of 10 bps slippage."""
+    ex = Execution(cost_bps=0, capital=100_000, commission_per_share=0.01, slippage_bps=10)
+    booked = ex.book(np.array([[1.0]]), np.array([[0.1]]), np.array([[0.0]]), np.array([[110.0]]),
+                     held=np.array([0.5]), drift=False)
+    assert booked.paid["commission"][0] == pytest.approx(0.01 * 52_500 / 110)
+    assert booked.paid["slippage"][0] == pytest.approx(52.5)
+    assert booked.ret[0] == pytest.approx(1.05 * (1 - (0.01 * 52_500 / 110 + 52.5) / 105_000) - 1)
 
 
 def test_trade_is_elementwise_over_days_by_tickers():
@@ -79,6 +96,16 @@ def test_liquidity_reads_nothing_after_the_decision():
     sigma2, dollar2 = Execution(lookback=5).liquidity(closes2, later)
     assert sigma.iloc[:30].equals(sigma2.iloc[:30]) and dollar.iloc[:30].equals(dollar2.iloc[:30])
     assert dollar.iloc[10] == pytest.approx((closes.iloc[6:11] * 1000).mean())
+
+
+def test_dollar_volumes_are_on_one_split_basis():
+    """AAPL split 4:1 on 2020-08-31: the closes before it are divided by 4 and the volumes multiplied, so the dollar
+    volume the cap and the impact read does not jump at the split (unadjusted volumes made it 4x smaller before)."""
+    from tr1_env.data.store import Store
+
+    store = Store()
+    dollar = (store.closes("AAPL") * store.closes("AAPL", "volume")).loc["2020-08-24":"2020-09-04"]
+    assert dollar.max() / dollar.min() < 2.5
 
 
 def test_backtest_charges_llm_cost_on_the_decision_day_and_needs_volumes():

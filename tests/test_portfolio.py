@@ -63,6 +63,44 @@ def test_two_tickers_hand_computed_equity():
     assert book["turnover"].tolist() == pytest.approx([1.0, 0.05 / 1.05])
 
 
+REALISTIC_BY_HAND = Execution(cost_bps=0, capital=100_000, commission_per_share=0.01, commission_min=5,
+                              slippage_bps=10, impact_coef=0.5, participation=0.1, borrow_bps=2520)
+
+
+def test_two_tickers_realistic_execution_by_hand():
+    """$100,000; A closes 100 110 121, B 50 50 40; targets A +0.6 B -0.4, then A +0.5 B -0.5; daily volatility 2%,
+    dollar volume $200,000 (A) and $1,000,000 (B); $0.01 a share (at least $5 an order), 10 bps slippage, impact
+    0.5 x 2% x sqrt(value / dollar volume) of the value, orders capped at 10% of the dollar volume, borrow 10 bps a
+    session (2520 bps a year) on the short.
+
+    Session 1: A may trade $20,000 of its $60,000 (200 shares: fee $5; slippage $20; impact 0.01 sqrt(0.1) $20,000
+    = $63.2455532; $40,000 unfilled), B sells $40,000 (800 shares: fee $8; slippage $40; impact 0.01 x 0.2 x
+    $40,000 = $80): c = $216.2455532 / $100,000; A 0.2, B -0.4 earn 1 + 0.2 x 10% = 1.02; borrow 0.001 x 0.4:
+    growth (1 - 0.002162455532) x 1.02 x 0.9996 = 1.017387177639, equity $101,738.717764.
+    Session 2: the weights drifted to A 0.22/1.02 = 0.215686, B -0.4/1.02 = -0.392157; A's order again stops at
+    $20,000 (fee $5, the minimum on 181.8 shares; slippage $20; impact $63.2455532; reaches 0.215686 + 20,000 /
+    101,738.717764 = 0.412268, $8,925.713874 unfilled); B sells 0.107843 x equity = $10,971.822504 (219.4 shares:
+    fee $5; slippage $10.971823; impact 0.01 sqrt(0.010971823) $10,971.822504 = $11.492597): c = $135.710020 /
+    $101,738.717764; the day earns 1 + 0.412268 x 10% + 0.5 x 20% = 1.1412268; borrow 0.001 x 0.5: growth
+    1.139358916772, equity $115,916.915265."""
+    days = pd.bdate_range("2024-01-02", periods=3)
+    closes = pd.DataFrame(TWO, index=days)
+    liquidity = (pd.DataFrame(0.02, index=days, columns=["A", "B"]),
+                 pd.DataFrame({"A": 200_000.0, "B": 1_000_000.0}, index=days))
+    legs = Legs(closes, closes, REALISTIC_BY_HAND, liquidity=liquidity)
+    book = portfolio_book(np.array([[0.6, -0.4], [0.5, -0.5]]), legs, REALISTIC_BY_HAND)
+    assert book["equity"].tolist() == pytest.approx([1.017387177639183, 1.017387177639183 * 1.1393589167723253],
+                                                    rel=1e-12)
+    assert 100_000 * book["equity"].iloc[-1] == pytest.approx(115_916.915265, abs=1e-6)
+    assert book["commission"].tolist() == pytest.approx([13, 10]) and book["slippage"].tolist() == pytest.approx(
+        [60, 30.971822504])
+    assert book["impact"].tolist() == pytest.approx([143.2455532, 74.738149723])
+    assert book["unfilled"].tolist() == pytest.approx([40_000, 8_925.713874], abs=1e-6)
+    assert book["borrow"].tolist() == pytest.approx([0.0004 * 1.02 * (1 - 0.002162455532) * 100_000,
+                                                     0.0005 * 1.1412268 * (1 - 0.00113732485) * 101_738.717764])
+    assert book["w_A"].iloc[0] == pytest.approx(0.22 / 1.02) and book["turnover"].iloc[0] == pytest.approx(0.6)
+
+
 def test_env_equity_equals_the_replay_book(store):
     """Real prices, next-open fills, random weights: the env's equity path is the replay book's."""
     execution = Execution("next-open", cost_bps=7)
@@ -189,7 +227,8 @@ def test_weights_use_only_the_history_up_to_the_decision_day(store, cfg, uni, da
         replayed = decide(policy, uni.closes.loc[:"2024-06-28"], held, days)[i]
         alone = policy(cut.closes, held[i], days[0])
         np.testing.assert_allclose(replayed, alone, rtol=1e-9, atol=1e-12, err_msg=name)
-        assert replayed.sum() == pytest.approx(1.0) or name == "momentum_top3" and replayed.sum() == 0
+        assert replayed.sum() == pytest.approx(1.0) or name == "momentum_top3" and replayed.sum() == 0 or (
+            name == "buy_and_hold" and np.isnan(replayed).all() and day > "2024-04-01")  # no order after the buy
 
 
 def test_replay_books_equal_the_env_and_hand_numbers(store, cfg, uni):
@@ -213,6 +252,52 @@ def test_replay_books_equal_the_env_and_hand_numbers(store, cfg, uni):
     assert books["index_etf"]["equity"].iloc[-1] == pytest.approx(0.999 * relative["SPY"], rel=1e-12)
 
 
+@pytest.mark.parametrize("settings", [dict(execution="realistic"),
+                                      dict(execution="realistic", fill="next-open", capital=5e10, cash_rate=0.04)])
+def test_the_env_equals_the_replay_under_realistic_execution(store, settings):
+    """Every realistic cost, dividends and (on $50bn) the volume cap: the env stepping 1/4 each books the replay's
+    equal-weight book, session by session."""
+    from baselines.portfolio import PORTFOLIO_BASELINES
+    from benchmarks.config import RunConfig
+    from benchmarks.portfolio import PolicyBook, Universe, replay_portfolio_window
+    from tr1_env.evaluation.windows import windows
+
+    cfg = RunConfig.of(portfolio=True, tickers=PORTFOLIO_TICKERS, start="2024-04-01", end="2024-06-28", **settings)
+    window, uni = windows("single", "2024-04-01", "2024-06-28")[0], Universe(store, cfg)
+    book = replay_portfolio_window(window, uni, [PolicyBook("equal_weight", PORTFOLIO_BASELINES["equal_weight"],
+                                                            uni.closes)], cfg)[0]["equal_weight"]
+    env = PortfolioEnv(store, PORTFOLIO_TICKERS, "2024-04-01", "2024-06-28", execution=cfg.execution)
+    env.reset(seed=0)
+    equity = [env.step([*[0.25] * 4, 0.0])[4]["equity"] for _ in range(env.n_steps)]
+    np.testing.assert_allclose(book["equity"].to_numpy(), equity, rtol=1e-12)
+    assert book["commission"].gt(0).all() and book["impact"].gt(0).all()
+    assert book["unfilled"].gt(0).any() == (cfg.execution.capital > 1e9)
+
+
+@pytest.mark.parametrize("execution", ["default", "realistic"])
+def test_walk_forward_books_are_continuous(store, execution):
+    """1/N bought and held over 8 quarterly windows is 1/N bought and held over the two years (the weights at each
+    window's last close earn the next window's first session, at the equity reached; the new window trades from
+    them), and its only trade is the first purchase."""
+    from baselines.portfolio import PORTFOLIO_BASELINES
+    from benchmarks.config import RunConfig
+    from benchmarks.portfolio import PolicyBook, Universe, replay_portfolio
+    from tr1_env.evaluation.windows import windows
+
+    cfg = RunConfig.of(portfolio=True, tickers=PORTFOLIO_TICKERS, start="2023-07-01", end="2025-06-30",
+                       execution=execution)
+    uni = Universe(store, cfg)
+    books = [PolicyBook("buy_and_hold", PORTFOLIO_BASELINES["buy_and_hold"], uni.closes)]
+    quarters = windows("quarterly", "2023-07-01", "2025-06-30")
+    chained = pd.concat([b["buy_and_hold"] for b, _ in replay_portfolio(quarters, uni, books, cfg).values()])
+    whole = replay_portfolio(windows("single", "2023-07-01", "2025-06-30"), uni, books, cfg)
+    whole = next(iter(whole.values()))[0]["buy_and_hold"]
+    assert len(quarters) == 8 and chained.index.equals(whole.index)
+    np.testing.assert_allclose(chained["equity"], whole["equity"], rtol=1e-12)
+    assert chained["turnover"].iloc[0] == pytest.approx(1) and chained["turnover"].iloc[1:].max() < 1e-12
+    assert chained["commission"].iloc[1:].max() == 0 and chained["decision_date"].isna().sum() == 7
+
+
 def test_run_portfolio_cli(tmp_path, monkeypatch):
     from benchmarks.run import main
 
@@ -233,10 +318,15 @@ def test_run_portfolio_cli(tmp_path, monkeypatch):
     assert main([*argv, "--universe", str(tmp_path / "u.csv"), "--out", str(tmp_path / "r2")]) == 2
     assert main([*argv, "--agents", "random", "--out", str(tmp_path / "r3")]) == 2
     assert main([*argv, "--agent", "examples.custom_agent:MomentumAgent", "--out", str(tmp_path / "r3")]) == 2
-    # costs a book of weights cannot honour are refused by name, never booked as free
-    assert main([*argv, "--execution", "realistic", "--out", str(tmp_path / "r4")]) == 2
-    assert main([*argv, "--borrow-bps", "50", "--out", str(tmp_path / "r5")]) == 2
-    assert not (tmp_path / "r4").exists() and not (tmp_path / "r5").exists()
+    # every execution setting is booked: realistic execution, its cost table per agent
+    assert main([*argv, "--agents", "equal_weight", "--execution", "realistic", "--out", str(tmp_path / "r4")]) == 0
+    costs = pd.read_csv(tmp_path / "r4" / "costs.csv").set_index("agent")
+    assert set(costs.index) == {"buy_and_hold", "equal_weight"} and costs["returns"].eq("total").all()
+    assert (costs.loc["equal_weight", "commission_usd"] > costs.loc["buy_and_hold", "commission_usd"] > 0)
+    assert costs.loc["buy_and_hold", "decisions"] == costs.loc["equal_weight", "decisions"] > 0
+    book = pd.read_csv(tmp_path / "r4" / "portfolio" / "equal_weight.csv")
+    assert costs.loc["equal_weight", "slippage_usd"] == pytest.approx(book["slippage"].sum())
+    assert "## What the books paid (USD)" in (tmp_path / "r4" / "leaderboard_portfolio.md").read_text()
 
 
 # -------------------------------------------------------------------------------------------------- LLM allocations
@@ -346,9 +436,9 @@ def test_llm_allocation_books_the_json_weights_and_resumes(store, api_server, ll
     uni_days = store.trading_days("AAPL", "2024-04-01", "2024-05-31")
     for d in days:  # the targets decided at d are booked on the next session's row
         row = book.loc[uni_days[uni_days.get_loc(d) + 1]]
-        assert (row["w_AAPL"], row["w_XOM"], row["w_MSFT"]) == (0.5, 0.3, 0.0)
-    held = book.loc[uni_days[2], ["w_AAPL", "w_XOM"]]  # no decision: the weights it drifted to, not traded
-    assert held["w_AAPL"] != 0.5 and book.loc[uni_days[2], "turnover"] == pytest.approx(0, abs=1e-12)
+        assert (row["p_AAPL"], row["p_XOM"], row["p_MSFT"]) == (0.5, 0.3, 0.0)
+    held = book.loc[uni_days[2], ["p_AAPL", "p_XOM"]]  # no decision: the weights it drifted to, not traded
+    assert held["p_AAPL"] != 0.5 and book.loc[uni_days[2], "turnover"] == pytest.approx(0, abs=1e-12)
     board = pd.read_csv(out / "leaderboard_portfolio.csv").set_index("agent")
     assert 0 <= board.loc["gpt-4.1", "pre_cutoff_share"] <= 1 and not np.isnan(board.loc["gpt-4.1", "ic"])
     assert "active-weight IC 1d" in (out / "leaderboard_portfolio.md").read_text()
@@ -405,7 +495,9 @@ def test_a_failed_call_fails_the_window_only(store, api_server, llm_cache, tmp_p
     assert [p.name for p in (out / "portfolio" / "decisions").glob("*")] == ["gpt-4.1__2024-05-01_2024-05-31.json"]
     before = api_server.requests
     assert main(_llm_argv(api_server.base_url, out)) == 0
-    assert api_server.requests - before == 2  # April's last two decisions; its first is cached, May is saved
+    # April's last two decisions (its first is cached) and May's, whose prompt now reads the weights April left: the
+    # May saved by the failed run started in cash, so its fingerprint (the carried weights) no longer matches
+    assert api_server.requests - before == 3
 
 
 def test_llm_decisions_mode_maps_calls_to_weights(store, api_server, llm_cache, tmp_path, capsys):
@@ -418,7 +510,7 @@ def test_llm_decisions_mode_maps_calls_to_weights(store, api_server, llm_cache, 
     prompts = [r["body"]["messages"][1]["content"] for r in api_server.seen]
     assert sum("AAPL" in p for p in prompts) >= 6 and all("CASH" not in p for p in prompts)
     book = pd.read_csv(out / "portfolio" / "gpt-4.1.csv", index_col=0)
-    np.testing.assert_allclose(book.iloc[0][[f"w_{t}" for t in FIVE]], [0.1] * 5)
+    np.testing.assert_allclose(book.iloc[0][[f"p_{t}" for t in FIVE]].astype(float), [0.1] * 5)
     assert "decide by decisions" in (out / "leaderboard_portfolio.html").read_text()
     capsys.readouterr()
 
@@ -466,10 +558,11 @@ def test_signal_board_scores_each_target_against_the_session_after_it(store):
     uni = Universe(store, cfg)
     window = windows("single", "2024-04-01", "2024-05-31")[0]
     days = uni.closes.loc["2024-04-01":"2024-05-31"].index
-    bench = pd.DataFrame(0.0, days[1:], [f"w_{t}" for t in uni.closes.columns])
+    bench = pd.DataFrame(0.0, days[1:], [f"p_{t}" for t in uni.closes.columns])
     moved = (uni.closes.loc[days] / uni.closes.loc[days].shift(1) - 1).iloc[1:].fillna(0.0)
     noise = np.random.default_rng(0).normal(0, moved.to_numpy().std(), moved.shape)
-    planted = bench + 0.2 + (moved.to_numpy() + noise) / 10
+    planted = (bench + 0.2 + (moved.to_numpy() + noise) / 10).assign(decision_date=days[:-1])
+    bench = bench.assign(decision_date=days[:-1])
     board = signal_board({window: {"buy_and_hold": bench, "planted": planted}}, uni, "buy_and_hold", cfg)
     assert board.loc["planted", "ic"] > 0.5 and board.loc["planted", "ic_p_holm"] < 0.001
     assert np.isnan(board.loc["buy_and_hold", "ic"])
@@ -487,5 +580,5 @@ def test_anonymized_allocation_reads_and_answers_pseudonyms(store, api_server, l
     prompts = [r["body"]["messages"][1]["content"] for r in api_server.seen]
     assert not any(t in p for p in prompts for t in FIVE) and all(names["NVDA"] in p for p in prompts)
     book = pd.read_csv(out / "portfolio" / "gpt-4.1+anon.csv", index_col=0)
-    assert book.iloc[0]["w_NVDA"] == 0.6 and book.iloc[0][["w_AAPL", "w_MSFT"]].eq(0).all()
+    assert book.iloc[0]["p_NVDA"] == 0.6 and book.iloc[0][["p_AAPL", "p_MSFT"]].eq(0).all()
     capsys.readouterr()

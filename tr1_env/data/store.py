@@ -174,13 +174,14 @@ class Store:
         return days[(days >= lo) & (days <= hi)]
 
     def closes(self, ticker: str, column: str = "close") -> pd.Series:
-        """Closes (or ``column="open"``) adjusted for every split in this store (labels and accounting: both look
-        forward on purpose)."""
+        """Closes (or ``column="open"``, ``"volume"``) adjusted for every split in this store (labels and accounting:
+        both look forward on purpose)."""
         frame, _ = self._slices("prices").get(canonical_ticker(ticker), (None, None))
         if frame is None:
             raise KeyError(f"no prices for ticker {ticker!r} in store {self.path}; tickers: {self.tickers}")
         splits = self.visible("splits", canonical_ticker(ticker), frame["available_at"].iloc[-1])
-        return split_adjust(frame, splits, (column,)).set_index("date")[column].rename(ticker)
+        prices = () if column == "volume" else (column,)  # volumes are multiplied by the ratio, never divided
+        return split_adjust(frame, splits, prices).set_index("date")[column].rename(ticker)
 
     def dividends(self, ticker: str) -> pd.Series:
         """Cash dividends per share on the same split basis as :meth:`closes`, indexed by ex-date."""

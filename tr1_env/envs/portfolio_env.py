@@ -6,8 +6,9 @@ then the current (drifted) weights of the tickers and of cash, then the share of
 ``obs_mode="text"`` it is the allocation prompt an LLM reads (:mod:`tr1_env.context.allocation_prompt`), whose JSON
 answer :meth:`PortfolioEnv.parse_action` turns into an action. The action is
 mapped to valid target weights by :func:`weights_from_action` (a pure function), and the session is booked by
-:func:`tr1_env.evaluation.portfolio.rebalance` under the env's :class:`~tr1_env.execution.Execution`, the replay's
-own accounting. A ticker is never held outside its membership (:mod:`tr1_env.data.universe`).
+:meth:`tr1_env.execution.Execution.book` under the env's :class:`~tr1_env.execution.Execution` (every cost of
+``--execution``, the volume cap, dividends under total returns), the replay's own accounting. A ticker is never
+held outside its membership (:mod:`tr1_env.data.universe`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from tr1_env.data.store import Store
 from tr1_env.data.universe import load_universe, membership, universe
 from tr1_env.envs.spaces import UnicodeText
 from tr1_env.envs.trading_env import OBS_BOUND
-from tr1_env.evaluation.portfolio import Legs, rebalance
+from tr1_env.evaluation.portfolio import Legs
 from tr1_env.execution import Execution
 
 __all__ = ["MODES", "OBS_MODES", "PortfolioEnv", "weights_from_action"]
@@ -81,7 +82,7 @@ class PortfolioEnv(gym.Env):
                  start="2023-01-01", end="2023-12-29", mode: str = "long_only", gross: float = 1.0,
                  execution: Execution = Execution(), universe_file: str | None = None, initial_equity: float = 1.0,
                  obs_mode: str = "numeric", news_items: int = 2, max_length: int = 40_000,
-                 anonymize: bool | str | None = None):
+                 anonymize: bool | str | None = None, total_return: bool | None = None):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if obs_mode not in OBS_MODES:
@@ -106,7 +107,12 @@ class PortfolioEnv(gym.Env):
         self.held = membership(spans, self.tickers, self.days)
         closes = pd.DataFrame({t: f["close"] for t, f in frames.items()}).reindex(self.days)
         opens = pd.DataFrame({t: f["open"] for t, f in frames.items()}).reindex(self.days)
-        self.legs = Legs(closes.where(self._members(spans)), opens, execution)
+        total = execution.total_return if total_return is None else total_return  # dividends: the replay's
+        dividends = {t: self.store.asof(t, end).dividends.set_index("date")["amount"] for t in self.tickers} \
+            if total else None
+        history = [pd.DataFrame({t: f[c] for t, f in frames.items()}) for c in ("close", "volume")]
+        self.legs = Legs(closes.where(self._members(spans)), opens, execution, dividends,
+                         execution.liquidity(*history) if execution.needs_liquidity else None)
         n, k = len(self.tickers), len(MARKET_FEATURES)
         features = np.zeros((len(self.days), n, k), np.float32)
         #: Each ticker's features by session (the text mode prints them unclipped).
@@ -143,9 +149,10 @@ class PortfolioEnv(gym.Env):
         if self._t >= self.n_steps:
             raise RuntimeError("the episode was truncated at the period end: call reset()")
         target = self.weights_from_action(action)
-        r, cost, turnover, self.weights = rebalance(self.weights, target, self.legs.overnight[self._t],
-                                                    self.legs.intraday[self._t], self.execution)
-        growth = max(1 + r, 1e-12)  # a long-short book can lose everything: the episode then ends
+        booked = self.legs.book(target[None], self.execution, slice(self._t, self._t + 1), self.weights,
+                                self.equity / self.initial_equity)
+        cost, turnover, self.weights = float(booked.cost[0]), float(booked.turnover[0]), booked.carried[0]
+        growth = max(1 + float(booked.ret[0]), 1e-12)  # a long-short book can lose everything: the episode then ends
         self.equity *= growth
         self._t += 1
         return (self._observation(), float(math.log(growth)), growth <= 1e-12, self._t == self.n_steps,

@@ -1,7 +1,9 @@
 """FLAG-TRADER's trading MDP: one step per trading day, reward = position x next-day log return - costs.
 
-The action sets the target position; when the order fills and what it costs is the env's
-:class:`~tr1_env.execution.Execution`, the replay's own, so the policy is paid as it is booked. Market features are
+The action sets the target position; each step is booked by the env's :class:`~tr1_env.execution.Execution`
+(:meth:`~tr1_env.execution.Execution.book`, the replay's own booking: the fill, every cost of ``--execution``, the
+volume cap, borrow, cash interest, dividends under total returns), so the policy is paid as it is booked and the
+env's equity is the replay's. Market features are
 computed once, from the prices available at the close of ``end`` and from the start of the
 store's history, with causal indicators only: row ``t`` depends on prices up to ``t`` and not on
 where the series is cut, so the observation of day ``t`` equals the one built from
@@ -10,6 +12,7 @@ where the series is cut, so the observation of day ``t`` equals the one built fr
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from typing import Any
@@ -26,7 +29,8 @@ from tr1_env.data.clock import NY
 from tr1_env.data.schema import canonical_ticker
 from tr1_env.data.store import Store
 from tr1_env.envs.spaces import UnicodeText
-from tr1_env.execution import Execution
+from tr1_env.evaluation.backtest import gross_returns, sessions
+from tr1_env.execution import Execution, trading_reward
 
 OBS_NAMES: tuple[str, ...] = (*MARKET_FEATURES, "position", "time_left")
 #: Features are clipped to [-OBS_BOUND, OBS_BOUND] (only degenerate data gets there): a bounded Box for SB3.
@@ -76,8 +80,13 @@ class TradingEnv(gym.Env):
 
     Actions are target positions, not trades: ``hold`` means flat (0), as in InvestorBench. A
     decision is taken at each session's close except the last (its return would need a price after
-    ``end``). ``equity`` compounds the reward, so ln(final / initial equity) is the sum of rewards
-    (InvestorBench's cumulative return). ``anonymize=True`` (strict) or a level (text observations) passes each
+    ``end``). The reward is FLAG-TRADER's, ``old position x ln(fill / close) + new position x ln(next close / fill)``
+    (dividends added to the leg that holds over the ex-date), less the session's costs as a fraction of equity
+    (commission, slippage, impact, borrow; plus cash interest) from the book; ``position`` is the weight the order
+    reached (the target, unless a volume cap stopped it) and ``equity`` the book's, the replay's for the same
+    actions: ln(final / initial equity) is the sum of rewards when long or flat without costs (InvestorBench's
+    cumulative return), and close to it otherwise. ``total_return`` (default: the execution's preset) books
+    dividends. ``anonymize=True`` (strict) or a level (text observations) passes each
     prompt through :func:`tr1_env.context.anonymize.anonymize_text`: pseudonyms fixed per episode
     (``info["pseudonyms"]``), dates relative to the session, closes rebased so the first row shown is 100.
     """
@@ -87,7 +96,7 @@ class TradingEnv(gym.Env):
     def __init__(self, store: Store | None = None, ticker: str = "MSFT", start="2020-10-01", end="2021-05-28",
                  obs_mode: str = "numeric", action_mode: str = "sell_hold_buy", execution: Execution = Execution(),
                  window: int = 10, news_items: int = 5, initial_equity: float = 1.0, max_length: int = 20_000,
-                 anonymize: bool | str | None = False):
+                 anonymize: bool | str | None = False, total_return: bool | None = None):
         if obs_mode not in ("numeric", "text"):
             raise ValueError(f"obs_mode must be 'numeric' or 'text', got {obs_mode!r}")
         if action_mode not in ACTION_MODES:
@@ -116,7 +125,32 @@ class TradingEnv(gym.Env):
         closes = self.features["close"].iloc[self._first:]
         self._closes = closes.to_numpy(float)
         # The price each session's order executes at (the import checks prices > 0).
-        self._fills = execution.prices(closes, prices.set_index("date")["open"].reindex(self.days))
+        opens = prices.set_index("date")["open"].reindex(self.days)
+        self._fills = execution.prices(closes, opens)
+        # The replay's legs of each session (dividends, on the split basis of ``end``, under total returns), and the
+        # volatility and dollar volume a cap or an impact reads at each decision close.
+        total = execution.total_return if total_return is None else total_return
+        dividends = self.store.asof(ticker, end).dividends.set_index("date")["amount"] if total else None
+        _, cash = sessions(closes, self.days, dividends)
+        legs = execution.model.legs(gross_returns(closes, cash), closes, cash, opens)
+        self._cash = cash.tolist()  # floats: a step does plain arithmetic
+        self._legs = tuple(x[:, None] for x in (*legs, self._fills))
+        self._overnight = execution.model.overnight  # whether the old position holds over the ex-date's open
+        self._liquidity = None
+        if execution.needs_liquidity:
+            bars = prices.set_index("date")
+            self._liquidity = tuple(x.reindex(self.days[:-1]).to_numpy(float)[:, None]
+                                    for x in execution.liquidity(bars["close"], bars["volume"]))
+        # With costs that read no dollars, every (previous, target) change of position is booked for every session
+        # at once, so that a step looks its session up instead of booking it (an SB3 step pays no numpy call).
+        self._table: dict[tuple[float, float], tuple[list[float], ...]] = {}
+        if not execution.equity_dependent:
+            positions = sorted({0.0, *ACTION_MODES[action_mode][1]})
+            for before, target in itertools.product(positions, positions):
+                booked = self._book(np.full((self.n_steps, 1), target), slice(None),
+                                    np.full((self.n_steps, 1), before), 1.0)
+                self._table[before, target] = tuple(x.tolist() for x in (booked.ret, booked.position[:, 0],
+                                                                        booked.cost, booked.carry))
         self._dates = list(self.days)
         self.action_names, self.targets = ACTION_MODES[action_mode]
         self.action_space = spaces.Discrete(len(self.action_names))
@@ -158,16 +192,30 @@ class TradingEnv(gym.Env):
         index = int(action)
         if not 0 <= index < len(self.targets):
             raise ValueError(f"action {action!r} is not in {self.action_space}")
-        target = self.targets[index]
-        close, after = self._closes[self._t], self._closes[self._t + 1]
-        log_return = math.log(after / close)
-        reward = self.execution.reward(target, self.position, close, self._fills[self._t], after)
-        cost = float(self.execution.cost(self.position, target))  # what the trade paid
-        self.position = target
-        self.equity *= math.exp(reward)
+        t, target = self._t, self.targets[index]
+        close, after, filled, cash = self._closes[t], self._closes[t + 1], self._fills[t], self._cash[t + 1]
+        booked = self._table.get((self.position, target))
+        if booked is None:  # a start position off the table, or costs that read the book's dollars
+            one = self._book(np.array([[target]]), slice(t, t + 1), np.array([self.position]),
+                             self.equity / self.initial_equity)
+            ret, position, cost, carry = (float(x.ravel()[0]) for x in (one.ret, one.position, one.cost, one.carry))
+        else:
+            ret, position, cost, carry = booked[0][t], booked[1][t], booked[2][t], booked[3][t]
+        night = (filled + cash) / close if self._overnight else filled / close
+        day = after / filled if self._overnight else (after + cash) / filled
+        reward = trading_reward(position, math.log(day), self.position, overnight=math.log(night)) - cost + carry
+        log_return = math.log((after + cash) / close)
+        self.position = position
+        self.equity *= 1 + ret
         self._t += 1
         truncated = self._t == self.n_steps
         return self._observation(), reward, False, truncated, self._info(log_return, cost)
+
+    def _book(self, w: np.ndarray, rows: slice, held: np.ndarray, equity: float):
+        """:meth:`Execution.book` of the target ``w`` over the sessions ``rows`` from ``held``, at ``equity``."""
+        return self.execution.book(w, *(x[rows] for x in self._legs),
+                                   None if self._liquidity is None else tuple(x[rows] for x in self._liquidity),
+                                   held=held, equity=equity, drift=False)
 
     def _info(self, log_return: float, cost: float) -> dict[str, Any]:
         info = {"date": self._dates[self._t], "position": self.position, "equity": self.equity,

@@ -47,7 +47,8 @@ class StepLog(gym.Wrapper):
         return pd.DataFrame(self.rows)
 
     def summary(self) -> pd.DataFrame:
-        """Per episode: number of steps and the sum of rewards (the log return, in the trading env)."""
+        """Per episode: number of steps and the sum of rewards (FLAG-TRADER's log return net of costs, in the trading
+        env)."""
         return self.frame().groupby("episode").agg(steps=("step", "size"), reward=("reward", "sum"))
 
 

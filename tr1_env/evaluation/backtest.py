@@ -22,8 +22,10 @@ are one book: buy-and-hold over consecutive windows compounds exactly as over th
 ``R`` is the price return by default; with dividends it is the total return, an ex-date's cash
 counted against the previous close: ``R_{i+1} = (P_{i+1} + D_{i+1}) / P_i - 1``.
 
-The execution (:class:`tr1_env.execution.Execution`: the fill and the costs) is a value the replay receives;
-the formulas above are its default fill, at the decision's close. Filled at the next session's open instead, the
+The execution (:class:`tr1_env.execution.Execution`: the fill and the costs) is a value the replay receives, and
+the book is its :meth:`~tr1_env.execution.Execution.book` with one ticker and weights that do not drift (the
+portfolio books' kernel, N = 1).
+The formulas above are its default fill, at the decision's close. Filled at the next session's open instead, the
 old weight earns the overnight gap ``G = (O_{i+1} + D_{i+1}) / P_i - 1``, the trade pays its cost at the open and
 the new weight earns the day ``(1 + R) / (1 + G) - 1``; buy-and-hold then compounds to
 ``(1 - c) * P(d_n) / O(d_2) - 1``.
@@ -120,14 +122,22 @@ def backtest(actions: pd.Series, closes: pd.Series, days: pd.DatetimeIndex, exec
         liquidity = tuple(x.reindex(opened).to_numpy(dtype=float) for x in execution.liquidity(closes, volumes))
     llm = None if llm_usd is None else llm_usd.reindex(opened).fillna(0.0).to_numpy(dtype=float)
     start = 1.0 if previous is None else float(previous["equity"].iloc[-1])  # a continuous book's equity goes on
-    ret, paid = execution.book(w, asset, px, cash, None if opens is None else opens.reindex(days), liquidity, llm,
-                               held=0.0 if previous is None else w[0], equity=start)
+    opens = None if opens is None else opens.reindex(days)
+    overnight, intraday = execution.model.legs(asset, px, cash, opens)
+    booked = execution.book(_column(w), _column(overnight), _column(intraday), _column(execution.prices(px, opens)),
+                            None if liquidity is None else (_column(liquidity[0]), _column(liquidity[1])), llm,
+                            held=np.array([0.0 if previous is None else w[0]]), equity=start, drift=False)
     frame = pd.DataFrame({
-        "return": ret, "position": paid["position"].to_numpy(), "action": [a.name for a in held],
-        "decision_date": decided_on.to_numpy(), "asset_return": asset, "cost": paid["cost"].to_numpy(),
-        "equity": start * np.cumprod(1 + ret),
+        "return": booked.ret, "position": booked.position[:, 0], "action": [a.name for a in held],
+        "decision_date": decided_on.to_numpy(), "asset_return": asset, "cost": booked.cost,
+        "equity": start * np.cumprod(1 + booked.ret),
     }, index=pd.DatetimeIndex(days[1:], name="date"))
-    return frame.join(paid.drop(columns=["position", "cost"]).set_index(frame.index))
+    return frame.join(pd.DataFrame(booked.paid, index=frame.index))
+
+
+def _column(x: np.ndarray) -> np.ndarray:
+    """One ticker's per-session values as the days x tickers column :meth:`Execution.book` takes (N = 1)."""
+    return np.asarray(x, dtype=float)[:, None]
 
 
 def continues(previous: pd.DataFrame | None, closes: pd.Series, days: pd.DatetimeIndex) -> bool:

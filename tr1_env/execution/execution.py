@@ -1,15 +1,15 @@
 """The execution model: a fill and the costs of trading, as one frozen value every route takes.
 
-The replay (:func:`tr1_env.evaluation.backtest.backtest`), the Trading env's reward, SB3 training and
-FLAG-TRADER all receive an :class:`Execution` and ask it for the price of an order, what a change of weight
-costs and the net return or reward of a session, so a new execution setting (a commission per share, slippage,
-a borrow fee) is a field and a method here, and no caller changes.
+The single-ticker replay (:func:`tr1_env.evaluation.backtest.backtest`), the portfolio replay and env
+(:mod:`tr1_env.evaluation.portfolio`), the Trading env's reward, SB3 training and FLAG-TRADER all receive an
+:class:`Execution` and book through its one method, :meth:`Execution.book` (target weights over days x tickers, cash
+the rest: a single ticker is N = 1), so a new execution setting (a commission per share, slippage, a borrow fee) is
+a field and a term of :meth:`Execution.trade` or :meth:`Execution.carry` here, and no caller changes.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,7 +17,7 @@ import pandas as pd
 
 from tr1_env.execution.fills import FILLS, Fill
 
-__all__ = ["Execution", "trading_reward"]
+__all__ = ["Booked", "Execution", "Trade", "trading_reward"]
 
 
 def trading_reward(position, log_return, previous_position=0.0, cost_bps: float = 0.0, overnight=0.0):
@@ -45,12 +45,16 @@ PRESETS: dict[str, dict[str, object]] = {
                   "borrow_bps": 50.0},
 }
 SESSIONS_PER_YEAR = 252
+#: What a book pays per session, in USD (:attr:`Booked.paid`'s columns).
+USD_COLUMNS = ("commission", "slippage", "impact", "borrow", "interest", "llm", "unfilled")
+#: An order smaller than this share of equity is none (rounding between a policy's drifted weights and the book's).
+TINY = 1e-9
 
 
 @dataclass(frozen=True)
 class Trade:
     """What one order did, elementwise over any array shape (a ticker, or days x tickers): the weight it reached
-    and what it paid, each a fraction of the equity before the order; ``unfilled`` is the weight left undone."""
+    and what it paid, each a fraction of the equity at the order; ``unfilled`` is the weight left undone."""
 
     position: np.ndarray
     commission: np.ndarray
@@ -61,6 +65,47 @@ class Trade:
     @property
     def cost(self) -> np.ndarray:
         return self.commission + self.slippage + self.impact
+
+
+@dataclass(frozen=True)
+class Booked:
+    """What :meth:`Execution.book` booked, one row per session: the net ``ret``, the weights each order reached
+    (``position``, days x tickers), its ``cost`` (commission, slippage and impact, a fraction of equity at the
+    fill), ``carry`` (interest less borrow, a fraction of equity), ``turnover`` (``sum |a - h'|``, the weight
+    filled), ``paid`` (USD by :data:`USD_COLUMNS`; ``unfilled`` is the value of the orders the cap left undone) and
+    ``carried``, the weights held at each close (days x tickers; the last row is what the next session holds)."""
+
+    ret: np.ndarray
+    position: np.ndarray
+    cost: np.ndarray
+    carry: np.ndarray
+    turnover: np.ndarray
+    paid: dict[str, np.ndarray]
+    carried: np.ndarray
+
+
+def _into(held: np.ndarray, overnight: np.ndarray, drift: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Each session's growth up to the fill, ``1 + h.G``, and the weights ``h`` have drifted to there (or ``h``)."""
+    gap = 1 + (held * overnight).sum(axis=1)
+    return gap, _grown(held, overnight, gap) if drift else held
+
+
+def _drifted(position: np.ndarray, intraday: np.ndarray) -> np.ndarray:
+    """The weights ``position`` taken at the fills have drifted to by the closes: ``a (1 + I) / (1 + a.I)``."""
+    return _grown(position, intraday, 1 + (position * intraday).sum(axis=1))
+
+
+def _grown(weights: np.ndarray, returns: np.ndarray, growth: np.ndarray) -> np.ndarray:
+    """``w (1 + R) / growth`` per row, 0 where the book is wiped out (``growth <= 0``)."""
+    alive = growth > 0
+    if alive.all():
+        return weights * (1 + returns) / growth[:, None]
+    return np.where(alive[:, None], weights * (1 + returns) / np.where(alive, growth, 1.0)[:, None], 0.0)
+
+
+def _snap(target: np.ndarray, drifted: np.ndarray) -> np.ndarray:
+    """The targets, with no order (NaN) and orders under :data:`TINY` replaced by the drifted weights."""
+    return np.where(np.isnan(target) | (abs(target - drifted) < TINY), drifted, target)
 
 
 @dataclass(frozen=True)
@@ -169,24 +214,11 @@ class Execution:
                   if getattr(self, f.name) != f.default]
         return "_".join(parts)
 
-    def unmodelled_by_weights(self) -> list[str]:
-        """The settings a book of weights alone cannot honour (they need shares, volumes, shorts or tokens): the
-        flags of those set, so a caller that books weights only (:meth:`cost`) can refuse them by name."""
-        return [f"--{name.replace('_', '-')}" for name in ("commission_per_share", "commission_min", "impact_coef",
-                                                            "participation", "borrow_bps", "cash_rate",
-                                                            "charge_llm_cost") if getattr(self, name)]
-
-    def cost(self, previous, target):
-        """The fraction of equity a change of weight from ``previous`` to ``target`` pays in bps costs (elementwise):
-        the Trading env's; the book adds the costs that need prices and volumes (:meth:`trade`)."""
-        traded = abs(target - previous)
-        return self.cost_bps / 1e4 * traded + self.slippage_bps / 1e4 * traded
-
     def liquidity(self, closes: pd.Series | pd.DataFrame, volumes: pd.Series | pd.DataFrame
                   ) -> tuple[pd.Series | pd.DataFrame, pd.Series | pd.DataFrame]:
         """Daily volatility (std of close-to-close returns) and average dollar volume over the :attr:`lookback`
         sessions ending at each date, so a decision at a close reads nothing after it (per column of a frame)."""
-        sigma = closes.pct_change().rolling(self.lookback, min_periods=2).std()
+        sigma = closes.pct_change(fill_method=None).rolling(self.lookback, min_periods=2).std()
         dollar = (closes * volumes).rolling(self.lookback, min_periods=1).mean()
         return sigma, dollar
 
@@ -202,85 +234,123 @@ class Execution:
         delta = target - held
         usd = np.asarray(equity, dtype=float) * self.capital
         if self.participation:
-            room = self.participation * np.asarray(dollar_volume, dtype=float) / usd
+            room = np.fmax(self.participation * np.asarray(dollar_volume, dtype=float) / usd, 0.0)  # no volume: none
             delta = np.clip(delta, -room, room)
         traded = abs(delta)
         commission = self.cost_bps / 1e4 * traded
-        if self.commission_per_share or self.commission_min:
-            fee = np.maximum(self.commission_per_share * traded * usd / np.asarray(price, dtype=float),
-                             self.commission_min)
+        if self.commission_per_share or self.commission_min:  # prices and volumes: ones a ticker trading nothing lacks
+            with np.errstate(divide="ignore", invalid="ignore"):
+                fee = np.maximum(self.commission_per_share * traded * usd / np.asarray(price, dtype=float),
+                                 self.commission_min)
             commission = commission + np.where(traded > 0, fee / usd, 0.0)
         impact = np.zeros_like(traded)
         if self.impact_coef:
-            impact = self.impact_coef * np.nan_to_num(np.asarray(sigma, dtype=float)) * np.sqrt(
-                traded * usd / np.asarray(dollar_volume, dtype=float)) * traded
+            sigma = np.fmax(np.asarray(sigma, dtype=float), 0.0)  # none yet (one return): no impact
+            with np.errstate(divide="ignore", invalid="ignore"):
+                impact = np.where(traded > 0, self.impact_coef * sigma * np.sqrt(
+                    traded * usd / np.asarray(dollar_volume, dtype=float)) * traded, 0.0)
         reached = np.where(traded < abs(target - held), held + delta, target)  # target itself when filled in full
         return Trade(reached, commission, self.slippage_bps / 1e4 * traded, impact, abs(target - held) - traded)
 
     def carry(self, position) -> tuple[np.ndarray, np.ndarray]:
         """A session's borrow fee on the short part of ``position`` and interest on the equity no position uses
-        (``1 - |w|``, at least 0), each a fraction of equity; elementwise."""
+        (``1 - sum |w|``, at least 0), each a fraction of equity; ``position`` is one book's weights over its last
+        axis (tickers: shape ``(N,)``, or days x tickers), the result one number per book."""
         position = np.asarray(position, dtype=float)
-        borrow = self.borrow_bps / 1e4 / SESSIONS_PER_YEAR * np.maximum(-position, 0.0)
-        interest = self.cash_rate / SESSIONS_PER_YEAR * np.maximum(1 - abs(position), 0.0)
+        borrow = self.borrow_bps / 1e4 / SESSIONS_PER_YEAR * np.maximum(-position, 0.0).sum(axis=-1)
+        interest = self.cash_rate / SESSIONS_PER_YEAR * np.maximum(1 - abs(position).sum(axis=-1), 0.0)
         return borrow, interest
 
-    def book(self, w: np.ndarray, asset: np.ndarray, closes: pd.Series, cash: np.ndarray, opens: pd.Series | None,
-             liquidity: tuple[np.ndarray, np.ndarray] | None = None, llm_usd: np.ndarray | None = None,
-             held: float = 0.0, equity: float = 1.0) -> tuple[np.ndarray, pd.DataFrame]:
-        """Net daily returns and what each session paid for the weights ``w_i`` decided at the closes of
-        ``d_1..d_{n-1}``, starting from the weight ``held`` into ``d_1`` (flat by default; a continuous walk-forward
-        passes the previous window's last weight and its ``equity``, 1 at the first window's start): ``asset`` is each
-        realised session's return ``d_2..d_n``; ``closes`` and ex-date ``cash`` are over ``d_1..d_n``, ``opens`` over
-        them or None; ``liquidity`` is (volatility, dollar volume) at each decision close (:meth:`liquidity`; needed
-        by the cap and the impact) and ``llm_usd`` each decision's LLM cost in USD (charged with
-        :attr:`charge_llm_cost`).
+    @property
+    def equity_dependent(self) -> bool:
+        """Whether a session's costs depend on the book's dollars or on an unfilled rest (per-share commission and
+        its minimum, impact, the cap), so that a book is settled day by day rather than all at once."""
+        return self.needs_liquidity or bool(self.commission_per_share or self.commission_min)
 
-        The trade pays its cost at the fill; the old weight earns the session up to the fill, the new one the rest,
-        and the position held pays its borrow and earns its interest:
-        ``r = (1 + a_{i-1} G) (1 - c) (1 + a_i I) (1 + interest - borrow) - llm - 1`` with ``(1 + G)(1 + I)``
-        the asset's return and ``a_i`` the weight the order reached (``w_i`` unless capped). The frame holds
-        ``position`` (``a_i``) and ``cost`` (``c``), then ``commission``, ``slippage``, ``impact``, ``borrow``,
-        ``interest``, ``llm`` and ``unfilled`` (the weight not filled), each in USD.
+    def book(self, w: np.ndarray, overnight: np.ndarray, intraday: np.ndarray, price: np.ndarray,
+             liquidity: tuple[np.ndarray, np.ndarray] | None = None, llm_usd: np.ndarray | None = None,
+             held: np.ndarray | None = None, equity: float = 1.0, drift: bool = True) -> Booked:
+        """The one booking of the house: target weights ``w`` (days x tickers, decided at the closes ``d_1..d_n``;
+        NaN: no order, hold what drifted in) over the sessions after them, cash the rest.
+
+        ``overnight`` and ``intraday`` (days x tickers) are each session's return up to the fill and after it
+        (:meth:`Fill.legs`), ``price`` the fill price, ``liquidity`` (volatility, dollar volume; days x tickers, at the
+        decision: :meth:`liquidity`) what the cap and the impact read, ``llm_usd`` each decision's LLM cost (charged
+        with :attr:`charge_llm_cost`); the book holds ``held`` (flat by default) into the first session at ``equity``
+        (1: the capital), or ``held`` days x tickers: the weights held into each session, each booked on its own (a
+        table of every change of position, as the Trading env keeps). Per session, ``h`` the weights held into it,
+        ``a`` those the order reaches:
+
+            r = (1 + h.G) (1 - c) (1 + a.I) (1 + interest - borrow) - llm / equity - 1
+
+        where the order trades from the drifted ``h' = h (1 + G) / (1 + h.G)`` toward ``w`` (:meth:`trade`: at most
+        the cap; ``c`` its commission, slippage and impact as a fraction of the equity at the fill) and the next
+        session holds ``a (1 + I) / (1 + a.I)``. ``drift=False`` holds each weight constant instead (the single-ticker
+        books' convention: a weight is a fraction of current equity, kept at no cost). Orders under 1e-9 of equity
+        are none (a policy's drifted weights are the book's up to rounding; no minimum commission is due on them).
+        With no setting that reads the book's dollars (:attr:`equity_dependent`) and every order known, all sessions
+        are settled at once; otherwise day by day.
         """
-        overnight, intraday = self.model.legs(asset, closes, cash, opens)
-        price = self.prices(closes, opens)
+        w = np.asarray(w, dtype=float)
+        n, k = w.shape
+        held = np.zeros(k) if held is None else np.asarray(held, dtype=float)
+        llm = np.zeros(n) if llm_usd is None or not self.charge_llm_cost else np.asarray(llm_usd, dtype=float)
         if self.needs_liquidity and liquidity is None:
             raise ValueError("--impact-coef and --participation need each session's volume")
-        sigma, dollar = liquidity if liquidity is not None else (np.full(len(w), np.nan), np.full(len(w), np.nan))
-        llm = llm_usd if llm_usd is not None and self.charge_llm_cost else np.zeros(len(w))
-        columns = ["position", "cost", "commission", "slippage", "impact", "borrow", "interest", "llm", "unfilled"]
-        if not (self.needs_liquidity or self.commission_per_share or self.commission_min or llm.any()):
-            # nothing depends on the equity or on an unfilled rest: every session at once, in USD of a book at 1
-            before = np.concatenate([[held], w[:-1]])
-            ret, parts = self._settle(before, w, 1.0, overnight, intraday, price, dollar, sigma, llm)
-            scale = equity * np.concatenate([[1.0], np.cumprod(1 + ret)[:-1]])  # each session's equity before it
-            parts = [p * scale if name not in ("position", "cost", "llm") else p for name, p in zip(columns, parts)]
-            return ret, pd.DataFrame(dict(zip(columns, parts)))
-        ret, rows = np.empty(len(w)), np.zeros((len(w), len(columns)))
-        for i in range(len(w)):
-            r, parts = self._settle(held, w[i], equity, overnight[i], intraday[i], price[i], dollar[i], sigma[i],
-                                    llm[i])
-            ret[i], rows[i] = r, [float(p) for p in parts]
-            held, equity = rows[i, 0], equity * (1 + r)
-        return ret, pd.DataFrame(rows, columns=columns)
+        sigma, dollar = liquidity if liquidity is not None else (None, None)
+        chained = held.ndim == 1
+        if self.equity_dependent or llm.any() or chained and np.isnan(w[1:]).any():
+            return self._daily(w, overnight, intraday, price, sigma, dollar, llm, held, equity, drift)
+        into = held[None] if chained else held
+        if chained and n > 1:
+            carried = _drifted(w, intraday) if drift else w  # each session's weights after its close, with no cap
+            if np.isnan(w[0]).any():  # the first session's order is known once what drifted into it is
+                _, before = _into(held[None], overnight[:1], drift)
+                first = np.where(np.isnan(w[0]), before[0], w[0])[None]
+                carried = np.concatenate([_drifted(first, intraday[:1]) if drift else first, carried[1:]])
+            into = np.concatenate([held[None], carried[:-1]])
+        gap, drifted = _into(into, overnight, drift)
+        t = self.trade(drifted, _snap(w, drifted), 1.0, price, dollar, sigma)
+        ret, parts = self._settle(t, drifted, gap, intraday, 1.0, llm)
+        scale = equity * np.concatenate([[1.0], np.cumprod(1 + ret)[:-1]])  # each session's equity before it
+        return Booked(ret, t.position, parts[0], parts[1], parts[2],
+                      {name: p * scale if name != "llm" else p for name, p in parts[3].items()},
+                      _drifted(t.position, intraday) if drift else t.position)
 
-    def _settle(self, held, target, equity, overnight, intraday, price, dollar, sigma, llm):
-        """Sessions' net returns and what they paid (USD at ``equity``): :meth:`book`'s formula, elementwise."""
-        t = self.trade(held, target, equity, price, dollar, sigma)
+    def _daily(self, w, overnight, intraday, price, sigma, dollar, llm, held, equity, drift) -> Booked:
+        """:meth:`book` one session at a time, each trading at the equity it has reached."""
+        n = len(w)
+        ret, position, carried = np.empty(n), np.empty_like(w), np.empty_like(w)
+        cost, carry, turnover = np.empty(n), np.empty(n), np.empty(n)
+        paid = {name: np.empty(n) for name in USD_COLUMNS}
+        given = held if held.ndim == 2 else None
+        for i in range(n):
+            one = slice(i, i + 1)
+            gap, drifted = _into(held[None] if given is None else given[one], overnight[one], drift)
+            t = self.trade(drifted, _snap(w[one], drifted), equity * gap, price[one],
+                           None if dollar is None else dollar[one], None if sigma is None else sigma[one])
+            r, parts = self._settle(t, drifted, gap, intraday[one], equity, llm[one])
+            ret[i], position[i], cost[i], carry[i], turnover[i] = r[0], t.position[0], parts[0][0], parts[1][0], \
+                parts[2][0]
+            for name, p in parts[3].items():
+                paid[name][i] = p[0]
+            held = carried[i] = _drifted(t.position, intraday[one])[0] if drift else t.position[0]
+            equity *= 1 + r[0]
+        return Booked(ret, position, cost, carry, turnover, paid, carried)
+
+    def _settle(self, t: Trade, drifted, gap, intraday, equity, llm):
+        """Sessions' net returns (:meth:`book`'s formula) and (cost, carry, turnover, USD paid at ``equity``)."""
         borrow, interest = self.carry(t.position)
-        grown = (1 + held * overnight) * (1 - t.cost) * (1 + t.position * intraday)
+        cost = t.cost.sum(axis=1)
+        grown = gap * (1 - cost) * (1 + (t.position * intraday).sum(axis=1))
         usd = equity * self.capital
         ret = grown * (1 + interest - borrow) - llm / usd - 1
-        return ret, [t.position, t.cost, t.commission * usd, t.slippage * usd, t.impact * usd, borrow * grown * usd,
-                     interest * grown * usd, llm, t.unfilled * usd]
+        fill = usd * gap  # the equity at the fill, which the order's costs are fractions of
+        paid = {"commission": t.commission.sum(axis=1) * fill, "slippage": t.slippage.sum(axis=1) * fill,
+                "impact": t.impact.sum(axis=1) * fill, "borrow": borrow * grown * usd,
+                "interest": interest * grown * usd, "llm": llm, "unfilled": t.unfilled.sum(axis=1) * fill}
+        return ret, (cost, interest - borrow, abs(t.position - drifted).sum(axis=1), paid)
 
     def prices(self, closes: pd.Series, opens: pd.Series | None) -> np.ndarray:
         """The execution price of a decision at each close of ``closes`` but the last (``opens`` on the same days)."""
         return self.model.prices(closes, opens)
-
-    def reward(self, target: float, previous: float, close: float, filled: float, next_close: float) -> float:
-        """The Trading env's log reward of moving from ``previous`` to ``target`` at a decision ``close``, the order
-        executed at ``filled`` (:meth:`prices`) and the session ending at ``next_close``."""
-        return float(trading_reward(target, math.log(next_close / filled), previous,
-                                    self.cost_bps + self.slippage_bps, overnight=math.log(filled / close)))
