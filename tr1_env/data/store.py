@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tr1_env.data.clock import decision_time
+from tr1_env.data.clock import NY, decision_time
 from tr1_env.data.importers import import_splits
 from tr1_env.data.schema import MARKET_WIDE, TABLES, canonical_ticker
 
@@ -134,6 +134,25 @@ class Store:
         return self._tables[name]
 
     @cached_property
+    def synthetic(self) -> dict | None:
+        """The generator's settings when ``tr1 data synth`` made this store (its manifest says so), else None: a
+        report built from it must say that its prices are simulated, never market data."""
+        return self.manifest.get("synthetic") or None
+
+    @cached_property
+    def restated(self) -> bool:
+        """Whether per-share statement figures are the vendors' (restated for every later split, undone here by the
+        public split record) or, in an imported or synthetic store, as reported (used unchanged)."""
+        return self.manifest.get("per_share", "restated") == "restated"
+
+    def basis_changes(self, ticker: str) -> tuple[pd.Timestamp, ...]:
+        """Instants at which per-share statement figures of ``ticker`` change basis: the vendors' restatement
+        splits (see :attr:`restated`), or this store's own splits."""
+        if self.restated:
+            return vendor_split_times(ticker)
+        return tuple(self.visible("splits", ticker, pd.Timestamp.max.tz_localize("UTC"))["available_at"])
+
+    @cached_property
     def tickers(self) -> tuple[str, ...]:
         return tuple(sorted(self.table("prices")["ticker"].unique()))
 
@@ -205,6 +224,17 @@ class PointInTime:
         stored: the properties below put per-share figures on the split basis of ``time``."""
         return self.store.visible(name, "*" if name in MARKET_WIDE else self.ticker, self.time)
 
+    def _per_share(self, frame: pd.DataFrame) -> float | np.ndarray:
+        """Per row of ``frame``, the multiplier that puts its per-share figures on the split basis of ``time`` (share
+        counts divide by it): the vendors' restatement undone (the embedded store), or, for figures as reported
+        (imported and synthetic stores), the splits known at ``time`` after each row became available."""
+        if self.store.restated or frame.empty:
+            return restatement_factor(self.ticker, self.time) if self.store.restated else 1.0
+        splits = self.rows("splits")
+        if splits.empty:
+            return 1.0
+        return 1 / split_factors(frame["available_at"].dt.tz_convert(NY).dt.tz_localize(None).dt.normalize(), splits)
+
     @property
     def prices(self) -> pd.DataFrame:
         """Daily bars adjusted for the splits known at ``time`` (so the levels match that day's news)."""
@@ -227,8 +257,8 @@ class PointInTime:
     def fundamentals(self) -> pd.DataFrame:
         """Statement line items; EPS and share counts on the split basis of ``time``."""
         frame = self.rows("fundamentals")
-        factor = restatement_factor(self.ticker, self.time)
-        if factor == 1 or frame.empty:
+        factor = self._per_share(frame)
+        if np.all(factor == 1):
             return frame
         value = frame["value"].where(~frame["item"].isin(PER_SHARE_ITEMS), frame["value"] * factor)
         return frame.assign(value=value.where(~frame["item"].isin(SHARE_COUNT_ITEMS), frame["value"] / factor))
@@ -242,8 +272,8 @@ class PointInTime:
     def earnings(self) -> pd.DataFrame:
         """EPS estimate and actual per release on the split basis of ``time`` (the surprise is a ratio)."""
         frame = self.rows("earnings")
-        factor = restatement_factor(self.ticker, self.time)
-        if factor == 1 or frame.empty:
+        factor = self._per_share(frame)
+        if np.all(factor == 1):
             return frame
         return frame.assign(eps_estimate=frame["eps_estimate"] * factor, reported_eps=frame["reported_eps"] * factor)
 
