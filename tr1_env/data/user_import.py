@@ -57,7 +57,9 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
                      doc="e.g. Total Revenue, Net Income, Diluted EPS (as reported)"), Column("value", "number"),
                      Column("statement", "text", False, "income, balance or cashflow; default income"),
                      Column("freq", "text", False, "quarterly or annual; default quarterly"),
-                     Column("filed_at", "instant", False, "filing time (a bare date: the end of that day)")),
+                     Column("filed_at", "instant", False, "filing time (a bare date: the end of that day)"),
+                     Column("vendor", "text", False, "where the figures come from (rows of two vendors may share a "
+                                                     "period and item); default user")),
     "profiles": (Column("ticker", "text"), Column("name", "text"), Column("sector", "text", False),
                  Column("industry", "text", False)),
 }
@@ -72,7 +74,7 @@ RULES: dict[str, str] = {
                     "(annual) at 23:59 ET; never before the end of period_end",
     "profiles": "always (static descriptors)",
 }
-_OFFSET = re.compile(r"(Z|[+-]\d\d:?\d\d)$")
+_OFFSET = re.compile(r"(?:Z|[+-]\d\d:?\d\d)$")
 _BARE_DATE = re.compile(r"^\d{4}-\d\d-\d\d$")
 
 
@@ -307,8 +309,8 @@ def read_tables(cfg: ImportConfig) -> tuple[dict[str, pd.DataFrame], dict[str, s
         _known_tickers(f, files["fundamentals"], tickers)
         f["statement"] = f["statement"].replace("", "income") if "statement" in f else "income"
         f["freq"] = f["freq"].replace("", "quarterly") if "freq" in f else "quarterly"
-        f["vendor"] = "user"
-        _no_duplicates(f, files["fundamentals"], ["ticker", "statement", "freq", "period_end", "item"])
+        f["vendor"] = f["vendor"].replace("", "user") if "vendor" in f else "user"
+        _no_duplicates(f, files["fundamentals"], ["ticker", "vendor", "statement", "freq", "period_end", "item"])
     if "profiles" in tables:
         _known_tickers(tables["profiles"], files["profiles"], tickers)
         _no_duplicates(tables["profiles"], files["profiles"], ["ticker"])
