@@ -284,16 +284,18 @@ def main_job(timeout: float = 3600) -> float:
 def _timed_child(argv: list[str], timeout: float, env: dict | None = None) -> dict:
     """Run ``argv`` and return its wall seconds, CPU seconds (user + system) and peak resident memory (MiB), read
     from the kernel's accounting of that process alone (``wait4``)."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    try:
-        _, status, usage = os.wait4(proc.pid, 0)
-    except BaseException:
-        proc.kill()
-        raise
-    wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) not in (0, 1):  # 1: a run with a skipped agent still timed its replays
-        raise RuntimeError(f"{' '.join(argv[:3])} ... failed: {proc.stderr.read().decode()[-2000:]}")
+    with tempfile.TemporaryFile() as log:  # a file, not a pipe: progress bars would fill a pipe and block the child
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log, env=env)
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:
+            proc.kill()
+            raise
+        wall = time.perf_counter() - start
+        log.seek(0)
+        if os.waitstatus_to_exitcode(status) not in (0, 1):  # 1: a run with a skipped agent still timed its replays
+            raise RuntimeError(f"{' '.join(argv[:3])} ... failed: {log.read().decode()[-2000:]}")
     if wall > timeout:
         raise RuntimeError(f"{' '.join(argv[:3])} ... took {wall:.0f} s, over the {timeout:.0f} s limit")
     return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_mib": usage.ru_maxrss / 1024}
