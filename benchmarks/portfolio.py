@@ -152,7 +152,8 @@ def run_portfolio(cfg: RunConfig) -> pd.DataFrame:
     board = board.reset_index().reindex(columns=[c.name for c in PORTFOLIO_COLUMNS])
     write_csv(out / "leaderboard_portfolio.csv", board, index=False, float_format="%.6g")
     family = family_note(table, len(returns), stats.alpha, bench)
-    notes = [*synthetic_note(store.synthetic), f"Portfolio track over {len(uni.tickers)} tickers ({', '.join(uni.tickers)}) plus cash; benchmark: "
+    notes = [*synthetic_note(store.synthetic),
+             f"Portfolio track over {len(uni.tickers)} tickers ({', '.join(uni.tickers)}) plus cash; benchmark: "
              f"{bench} ({'1/N of the universe bought and held' if bench == 'buy_and_hold' else uni.index}). Weights "
              "drift with prices between decisions; turnover is the mean daily sum |target - drifted weight| x "
              f"{YEAR}. Execution: {cfg.execution.describe()}. IC, accuracy and hit rate are for five-way calls and "

@@ -24,7 +24,8 @@ def synthetic(tmp_path_factory):
 def test_the_same_seed_writes_the_same_store(synthetic, tmp_path):
     tr1(["data", "synth", "--tickers", "12", "--years", "3", "--seed", "7", "--out", str(tmp_path / "again")])
     for name in TABLES:
-        assert (synthetic.path / f"{name}.parquet").read_bytes() == (tmp_path / "again" / f"{name}.parquet").read_bytes()
+        again = (tmp_path / "again" / f"{name}.parquet").read_bytes()
+        assert (synthetic.path / f"{name}.parquet").read_bytes() == again, name
     other = synth_tables(SynthConfig(out="", tickers=12, years=3, seed=8))["prices"]
     assert not np.allclose(other["close"], synthetic.table("prices")["close"])
 
@@ -123,9 +124,12 @@ def test_the_synthetic_flag_reaches_the_reports(synthetic, tmp_path):
     out = tmp_path / "run"
     run(["--store", str(synthetic.path), "--tickers", "SYN0001", "SYN0002", "--start", "2017-01-03",
          "--end", "2017-03-31", "--agents", "buy_and_hold", "ma_crossover", "--no-tearsheets", "--out", str(out)])
-    for page in ("summary.md", "leaderboard.html"):
+    run(["--portfolio", "--store", str(synthetic.path), "--tickers", "SYN0001", "SYN0002", "SYN0003",
+         "--index-etf", "SYN0001", "--start", "2017-01-03", "--end", "2017-03-31", "--no-tearsheets",
+         "--out", str(tmp_path / "book")])
+    for page in (out / "summary.md", out / "leaderboard.html", tmp_path / "book" / "leaderboard_portfolio.html"):
         assert "SYNTHETIC DATA: the store was simulated by tr1 data synth (12 tickers, 3 years, seed 7" in \
-            (out / page).read_text(), page
+            page.read_text(), page
 
 
 def test_bad_settings_are_refused(tmp_path, capsys):

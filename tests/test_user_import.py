@@ -101,12 +101,14 @@ GOOD = "ticker,date,open,high,low,close,volume\nAAA,2024-01-02,10,11,9,10.5,100\
     ("news stamped before publication", {"prices": GOOD, "news": "ticker,published_at,title,available_at\n"
                                                                  "AAA,2024-01-02 10:00,early,2024-01-02 09:00\n"},
      ("news.csv, line 2, column 'available_at'", "before the event")),
-    ("statement filed before its period ended", {"prices": GOOD, "fundamentals": "ticker,period_end,item,value,filed_at\n"
-                                                                             "AAA,2023-12-31,Net Income,5,2023-12-30\n"},
+    ("statement filed before its period ended",
+     {"prices": GOOD,
+      "fundamentals": "ticker,period_end,item,value,filed_at\nAAA,2023-12-31,Net Income,5,2023-12-30\n"},
      ("fundamentals.csv, line 2, column 'filed_at'", "before the end of its period")),
     ("news for a ticker without prices", {"prices": GOOD, "news": "ticker,published_at,title\nBBB,2024-01-02,x\n"},
      ("news.csv, line 2, column 'ticker'", "'BBB' has no prices")),
-    ("universe ticker without prices", {"prices": GOOD, "universe": "ticker,from,to\nAAA,2024-01-02,\nZZZ,2024-01-02,\n"},
+    ("universe ticker without prices",
+     {"prices": GOOD, "universe": "ticker,from,to\nAAA,2024-01-02,\nZZZ,2024-01-02,\n"},
      ("universe.csv, line 3, column 'ticker'",)),
 ])
 def test_bad_input_is_one_line_naming_file_row_and_column(tmp_path, capsys, name, files, expected):

@@ -81,7 +81,8 @@ def synth_tables(cfg: SynthConfig) -> dict[str, pd.DataFrame]:
     if cfg.tickers < 1 or cfg.tickers > 9999 or cfg.years <= 0:
         raise ValueError(f"--tickers {cfg.tickers} --years {cfg.years:g}: need 1..9999 tickers and years > 0")
     if not 0 <= cfg.signal_ic < 1 or not 0 < cfg.news_rate <= 1:
-        raise ValueError(f"--signal-ic {cfg.signal_ic:g} --news-rate {cfg.news_rate:g}: need 0 <= ic < 1, 0 < rate <= 1")
+        raise ValueError(f"--signal-ic {cfg.signal_ic:g} --news-rate {cfg.news_rate:g}: "
+                         "need 0 <= ic < 1 and 0 < rate <= 1")
     rng = np.random.default_rng(cfg.seed)
     n, days = cfg.tickers, pd.bdate_range(cfg.start, periods=max(2, round(252 * cfg.years)))
     T = len(days)
