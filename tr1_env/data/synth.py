@@ -47,6 +47,8 @@ _PRODUCTS = ("software", "chip", "cloud", "drug", "battery", "loan", "retail", "
 
 @dataclass
 class SynthConfig:
+    """``tr1 data synth``: the store's size, seed and planted signal."""
+
     out: str = field(metadata={"help": "new store folder (new, empty, or a store to replace)"})
     tickers: int = field(default=15, metadata={"help": "number of tickers (SYN0001 ...)"})
     years: float = field(default=10.0, metadata={"help": "years of sessions (252 a year, weekdays)"})

@@ -80,13 +80,15 @@ _BARE_DATE = re.compile(r"^\d{4}-\d\d-\d\d$")
 
 @dataclass
 class ImportConfig:
+    """``tr1 data import``: the user's files (each in :data:`COLUMNS`' schema) and the store to write."""
+
     prices: str = field(metadata={"help": "prices file, CSV or Parquet: ticker, date, [open, high, low,] close, "
                                           "[volume, available_at] (docs/data.md)"})
     out: str = field(metadata={"help": "new store folder (new, empty, or a store to replace)"})
     news: str | None = field(default=None, metadata={
         "help": "news file: ticker, published_at, title, [summary, source, url, sentiment, available_at]"})
     fundamentals: str | None = field(default=None, metadata={
-        "help": "statements file (long format): ticker, period_end, item, value, [statement, freq, filed_at, "
+        "help": "statements file (long format): ticker, period_end, item, value, [statement, freq, filed_at, vendor, "
                 "available_at]"})
     dividends: str | None = field(default=None, metadata={"help": "dividends file: ticker, date, amount"})
     splits: str | None = field(default=None, metadata={
