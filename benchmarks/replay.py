@@ -13,6 +13,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
@@ -43,7 +44,7 @@ class Observations:
     def __init__(self, store: Store, seed: int = 0):
         self.store, self.seed = store, seed
         self._cache: dict[tuple[str, pd.Timestamp, int, str | None], Observation] = {}
-        self._frames: dict[tuple[str, int], pd.DataFrame] = {}
+        self._frames: dict[tuple[str, int], tuple[pd.DataFrame, np.ndarray]] = {}
         self.pseudonyms: dict[str, Pseudonyms] = {}
 
     def get(self, ticker: str, day: pd.Timestamp, max_chars: int, position: float,
@@ -54,12 +55,14 @@ class Observations:
         key = (ticker, day, max_chars, anonymized, headlines)
         if key not in self._cache and not max_chars:
             view = self.store.asof(ticker, day)
-            splits = self.store.visible("splits", view.ticker, view.time)
-            basis = (ticker, len(splits))
+            basis = (ticker, self.store.count_visible("splits", view.ticker, view.time))
             if basis not in self._frames:  # every session to the store's end, on the splits known at ``day``
+                splits = self.store.visible("splits", view.ticker, view.time)
                 prices = self.store.visible("prices", view.ticker, pd.Timestamp.max.tz_localize("UTC"))
-                self._frames[basis] = indicators(split_adjust(prices, splits))
-            self._cache[key] = numeric_observation(view, self._frames[basis], headlines=headlines)
+                frame = indicators(split_adjust(prices, splits))
+                self._frames[basis] = frame, frame["date"].to_numpy()
+            frame, dates = self._frames[basis]
+            self._cache[key] = numeric_observation(view, frame, headlines=headlines, dates=dates)
         if key not in self._cache:
             context = build_context(self.store, ticker, day, cfg=ContextConfig(max_chars=max_chars))
             if anonymized:

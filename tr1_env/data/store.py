@@ -114,6 +114,7 @@ class Store:
         self.path = Path(path) if path is not None else DEFAULT_STORE
         self._tables: dict[str, pd.DataFrame] = dict(tables or {})
         self._index: dict[str, dict[str, tuple[pd.DataFrame, np.ndarray]]] = {}
+        self._empty: dict[str, pd.DataFrame] = {}
         if tables is None and not (self.path / "prices.parquet").exists():
             raise FileNotFoundError(f"{self.path}: not a TR1 store (no prices.parquet); "
                                     "build one with `tr1 data build`")
@@ -169,9 +170,21 @@ class Store:
         """Rows of one table (one ticker, or ``"*"`` for market-wide tables) available at ``t``."""
         frame, stamps = self._slices(name).get(key, (None, None))
         if frame is None:
-            return self.table(name).iloc[0:0]
-        n = int(np.searchsorted(stamps, _as_utc(t).tz_localize(None).to_datetime64(), side="right"))
-        return frame.iloc[:n]
+            return self.empty(name)
+        return frame.iloc[:self.count_visible(name, key, t)]
+
+    def empty(self, name: str) -> pd.DataFrame:
+        """Table ``name`` with its columns and no rows, made once (shared, like every slice: never modify it)."""
+        if name not in self._empty:
+            self._empty[name] = self.table(name).iloc[0:0]
+        return self._empty[name]
+
+    def count_visible(self, name: str, key: str, t) -> int:
+        """How many rows :meth:`visible` returns, without slicing a frame (a replay's hot path asks this daily)."""
+        _, stamps = self._slices(name).get(key, (None, None))
+        if stamps is None:
+            return 0
+        return int(np.searchsorted(stamps, _as_utc(t).tz_localize(None).to_datetime64(), side="right"))
 
     def asof(self, ticker: str, t) -> "PointInTime":
         """Everything known about ``ticker`` (and the market) at instant ``t``; a date means its close."""
