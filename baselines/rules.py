@@ -12,7 +12,8 @@ from tr1_env.core.agents import Agent, Decision, Observation
 
 def _last(obs: Observation, column: str) -> float:
     """The indicator at the decision day's close; NaN while its window is still filling."""
-    return float(obs.history[column].iloc[-1]) if len(obs.history) else float("nan")
+    history = obs.history
+    return float(history.iat[-1, history.columns.get_loc(column)]) if len(history) else float("nan")
 
 
 class MACrossover(Agent):

@@ -31,6 +31,7 @@ class RunFacts:
     cutoffs: dict[str, Cutoff] = field(default_factory=dict)
     llm: bool = False  # an LLM row was asked for
     trained: bool = False  # an SB3 row was asked for
+    synthetic: dict | None = None  # the generator's settings when the store is synthetic (Store.synthetic)
 
     def returns(self, cfg: RunConfig) -> str:
         return "total return (dividends at ex-date)" if cfg.total_return() else "price return (no dividends)"
@@ -38,6 +39,14 @@ class RunFacts:
 
 def _no_news(facts: RunFacts) -> list[str]:
     return [t for t, c in facts.coverage.items() if c["headlines_in_window"] == 0]
+
+
+def synthetic_note(s: dict | None) -> list[str]:
+    """The first note of a run on a synthetic store (``s``: its ``Store.synthetic``): its results are about simulated
+    prices, never markets."""
+    return [f"SYNTHETIC DATA: the store was simulated by tr1 data synth ({s.get('tickers')} tickers, "
+            f"{s.get('years'):g} years, seed {s.get('seed')}, planted IC {s.get('signal_ic')}); nothing here is a "
+            "result on market data."] if s else []
 
 
 def _cadence(cfg: RunConfig) -> str:
@@ -59,6 +68,7 @@ def page_notes(cfg: RunConfig, facts: RunFacts) -> list[str]:
     stats, protocol = cfg.statistics, facts.protocol
     no_news = _no_news(facts)
     return [
+        *synthetic_note(facts.synthetic),
         f"{len(protocol)} window(s) from {protocol[0].start:%Y-%m-%d} to {protocol[-1].end:%Y-%m-%d}"
         + (f" ({cfg.window.walk_forward[0]})" if len(cfg.window.walk_forward) == 1 else "")
         + (". The first window starts flat (buy-and-hold too); books are continuous across windows: the position held "
@@ -100,6 +110,7 @@ def summary_notes(cfg: RunConfig, facts: RunFacts, summary: pd.DataFrame, extra:
     no_news = _no_news(facts)
     missing = {t: m for t, c in facts.coverage.items() if (m := c["missing_modalities_on_first_day"])}
     notes = [
+        *synthetic_note(facts.synthetic),
         f"{span}. Execution: {cfg.execution.describe()}; the first decision is on the first session, none on the "
         "last (its return would fall outside the window). CR compounds the daily net returns; Sharpe is annualised "
         f"with sqrt(252) over a {100 * stats.risk_free:g}% risk-free rate; HR is the share of directional (non-HOLD) "

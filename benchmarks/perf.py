@@ -22,6 +22,14 @@ minute (a 429 with Retry-After beyond), with 32 calls in flight beside the defau
 ``--executor ray`` with 2 workers, in wall time with Ray's start included; ``uptime``'s load is reported with it.
 
     python benchmarks/perf.py [--seconds 4] [--smollm2] [--main-job] [--api] [--ray] [--json perf.json]
+
+``--scale`` measures cost growth instead: for each size of ``--scale-tickers`` it writes a synthetic store
+(``tr1 data synth``, ``--scale-years`` years) and reports its build time and peak memory, context builds per second
+(the first of a ticker, which indexes it, and later ones), and a yearly walk-forward of the numeric agents
+(``baselines.PRICES_ONLY`` by default) in wall and CPU time with its peak memory, each size in its own processes;
+then the fitted growth of each cost against tickers x sessions (exponent 1: linear).
+
+    python benchmarks/perf.py --scale [--scale-tickers 15 100 500] [--scale-years 10] [--json scale.json]
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ import itertools
 import json
 import multiprocessing
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -387,6 +396,103 @@ def ray_speedup(workers: int = 2, start: str = "2024-07-01", end: str = "2025-06
     return out
 
 
+def _timed_child(argv: list[str], timeout: float, env: dict | None = None) -> dict:
+    """Run ``argv`` and return its wall seconds, CPU seconds (user + system) and peak resident memory (MiB), read
+    from the kernel's accounting of that process alone (``wait4``)."""
+    with tempfile.TemporaryFile() as log:  # a file, not a pipe: progress bars would fill a pipe and block the child
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log, env=env)
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:
+            proc.kill()
+            raise
+        wall = time.perf_counter() - start
+        log.seek(0)
+        if os.waitstatus_to_exitcode(status) not in (0, 1):  # 1: a run with a skipped agent still timed its replays
+            raise RuntimeError(f"{' '.join(argv[:3])} ... failed: {log.read().decode()[-2000:]}")
+    if wall > timeout:
+        raise RuntimeError(f"{' '.join(argv[:3])} ... took {wall:.0f} s, over the {timeout:.0f} s limit")
+    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_mib": usage.ru_maxrss / 1024}
+
+
+def store_point(out: str, tickers: int, years: float, seed: int, seconds: float) -> dict:
+    """In this process: write the synthetic store, then time context builds on it (a ticker's first context indexes
+    that ticker; later ones are the warm path a replay runs)."""
+    from tr1_env.data.synth import SynthConfig, synth_store
+
+    start = time.perf_counter()
+    rows = synth_store(SynthConfig(out=out, tickers=tickers, years=years, seed=seed))
+    built = time.perf_counter() - start
+    store = Store(out)
+    sample = store.tickers[:: max(1, len(store.tickers) // 5)][:5]
+    sessions = {t: store.trading_days(t)[260:] for t in sample}
+    start = time.process_time()
+    for t in sample:
+        build_context(store, t, sessions[t][-1])
+    first = (time.process_time() - start) / len(sample)
+    rng = np.random.default_rng(seed)
+    draws = ((t, sessions[t][rng.integers(len(sessions[t]))]) for t in itertools.cycle(sample))
+    warm, _ = per_second(lambda: build_context(store, *next(draws)), seconds, time.process_time)
+    return {"build_s": built, "price_rows": rows["prices"], "news_rows": rows["news"], "first_context_s": first,
+            "contexts_per_s_core": warm}
+
+
+def scale(sizes: tuple[int, ...] = (15, 100, 500), years: float = 10.0, seed: int = 0, seconds: float = 4.0,
+          agents: tuple[str, ...] | None = None, timeout: float = 7200) -> dict:
+    """Cost growth with the universe: per size, the store (built in a child process, its peak memory that
+    process's), context builds, and a yearly walk-forward of ``agents`` (default ``baselines.PRICES_ONLY``) over
+    every year after the first, in its own process; then per cost the exponent of a power law in tickers x
+    sessions (1 = linear)."""
+    from baselines import PRICES_ONLY
+
+    agents = agents or tuple(sorted(PRICES_ONLY))
+    points = []
+    with tempfile.TemporaryDirectory(prefix="tr1-scale-") as tmp:
+        env = {**os.environ, "TR1_CACHE": os.path.join(tmp, "cache"), "OMP_NUM_THREADS": "1"}
+        for n in sizes:
+            store, result = os.path.join(tmp, f"store{n}"), os.path.join(tmp, f"store{n}.json")
+            build = _timed_child([sys.executable, __file__, "--scale-point", store, str(n), str(years), str(seed),
+                                  str(seconds), result], timeout, env)
+            with open(result) as f:
+                point = {"tickers": n, **json.load(f), "store_peak_mib": build["peak_mib"]}
+            days = Store(store).trading_days(Store(store).tickers[0])
+            point["sessions"] = len(days)
+            first, last = days[0] + pd.DateOffset(years=1), days[-1]
+            run = _timed_child([sys.executable, "benchmarks/run.py", "--store", store, "--walk-forward", "yearly",
+                                "--start", f"{first:%Y-%m-%d}", "--end", f"{last:%Y-%m-%d}", "--no-tearsheets",
+                                "--agents", *agents, "--out", os.path.join(tmp, f"run{n}")], timeout, env)
+            point.update({f"walk_forward_{k}": v for k, v in run.items()})
+            point["replayed_ticker_days"] = n * len(days[days >= first])
+            points.append(point)
+            shutil.rmtree(store, ignore_errors=True)
+    size = np.log([p["tickers"] * p["sessions"] for p in points])
+    growth = {}
+    if len(points) > 1:
+        for key in ("build_s", "store_peak_mib", "walk_forward_wall_s", "walk_forward_cpu_s", "walk_forward_peak_mib"):
+            growth[key] = float(np.polyfit(size, np.log([p[key] for p in points]), 1)[0])
+    return {"scale": points, "scale_growth": growth, "scale_agents": list(agents), "scale_years": years,
+            "load_average": os.getloadavg(), "cores": os.cpu_count()}
+
+
+def print_scale(results: dict) -> None:
+    rows = [("tickers x sessions", "store build", "store peak", "first context", "contexts/s/core",
+             "walk-forward wall", "walk-forward CPU", "walk-forward peak")]
+    for p in results["scale"]:
+        rows.append((f"{p['tickers']} x {p['sessions']:,}", f"{p['build_s']:.1f} s", f"{p['store_peak_mib']:,.0f} MiB",
+                     f"{p['first_context_s']:.2f} s", f"{p['contexts_per_s_core']:,.0f}",
+                     f"{p['walk_forward_wall_s'] / 60:.1f} min", f"{p['walk_forward_cpu_s'] / 60:.1f} min",
+                     f"{p['walk_forward_peak_mib']:,.0f} MiB"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(f"{c:>{w}}" for c, w in zip(r, widths)))
+    if results["scale_growth"]:
+        print("growth exponent against tickers x sessions (1 = linear): " + ", ".join(
+            f"{k} {v:.2f}" for k, v in results["scale_growth"].items()))
+    print(f"agents: {' '.join(results['scale_agents'])}; load average {results['load_average'][0]:.1f} on "
+          f"{results['cores']} cores")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=4.0, help="timing budget per measurement")
@@ -399,12 +505,32 @@ def build_parser() -> argparse.ArgumentParser:
                         "local Ray of 2 workers (minutes; needs tr1[ray])")
     parser.add_argument("--only", action="store_true", help="time only what --api, --ray, --smollm2 or --main-job ask")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--scale", action="store_true", help="measure cost growth on synthetic stores instead")
+    parser.add_argument("--scale-tickers", type=int, nargs="+", default=[15, 100, 500], help="store sizes (tickers)")
+    parser.add_argument("--scale-years", type=float, default=10.0, help="years of sessions per synthetic store")
+    parser.add_argument("--scale-agents", nargs="+", help="walk-forward agents (default: baselines.PRICES_ONLY)")
+    parser.add_argument("--scale-timeout", type=float, default=7200, help="seconds allowed to one size's step")
+    parser.add_argument("--scale-point", nargs=6, help=argparse.SUPPRESS)  # OUT TICKERS YEARS SEED SECONDS JSON
     return parser
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.scale_point:
+        out, tickers, years, seed, seconds, path = args.scale_point
+        point = store_point(out, int(tickers), float(years), int(seed), float(seconds))
+        with open(path, "w") as f:
+            json.dump(point, f)
+        return point
+    if args.scale:
+        results = scale(tuple(args.scale_tickers), args.scale_years, 0, args.seconds,
+                        tuple(args.scale_agents) if args.scale_agents else None, args.scale_timeout)
+        print_scale(results)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(results, f, indent=2)
+        return results
     results = {} if args.only else {**run(args.seconds, args.ticker), **compare_timing(),
                                     **booking_timing(seconds=args.seconds)}
     if args.api:

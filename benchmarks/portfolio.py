@@ -41,6 +41,7 @@ from benchmarks.leaderboard import (
     render_page,
     weight_ic_column,
 )
+from benchmarks.notes import synthetic_note
 from benchmarks.portfolio_agents import DecisionFailed, LLMBook, SB3Book
 from benchmarks.report import cost_markdown
 from benchmarks.roster import BUILTIN_LLMS, MODEL_CLASSES, UsageError, cutoffs, llm_specs
@@ -317,7 +318,8 @@ def run_portfolio(cfg: RunConfig) -> pd.DataFrame:
     board = board.reset_index().reindex(columns=[c.name for c in PORTFOLIO_COLUMNS])
     write_csv(out / "leaderboard_portfolio.csv", board, index=False, float_format="%.6g")
     family = portfolio_family_note(table, len(returns), stats.alpha, bench)
-    notes = [f"Portfolio track over {len(uni.tickers)} tickers ({', '.join(uni.tickers)}) plus cash; benchmark: "
+    notes = [*synthetic_note(store.synthetic),
+             f"Portfolio track over {len(uni.tickers)} tickers ({', '.join(uni.tickers)}) plus cash; benchmark: "
              f"{bench} ({'1/N of the universe bought and held' if bench == 'buy_and_hold' else uni.index}). Weights "
              "drift with prices between decisions; turnover is the mean daily sum |target - drifted weight| x "
              f"{YEAR}. Walk-forward books are continuous (the weights held at a window's last close earn the next "

@@ -14,6 +14,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from benchmarks.config import RunConfig
@@ -43,22 +44,25 @@ class Observations:
     def __init__(self, store: Store, seed: int = 0):
         self.store, self.seed = store, seed
         self._cache: dict[tuple[str, pd.Timestamp, int, str | None], Observation] = {}
-        self._frames: dict[tuple[str, int], pd.DataFrame] = {}
+        self._frames: dict[tuple[str, int], tuple[pd.DataFrame, np.ndarray]] = {}
         self.pseudonyms: dict[str, Pseudonyms] = {}
 
     def get(self, ticker: str, day: pd.Timestamp, max_chars: int, position: float,
-            anonymized: str | None = None) -> Observation:
+            anonymized: str | None = None, headlines: bool = True) -> Observation:
         """``max_chars=0``: the numeric observation (bars, indicators, headlines; no text), its indicator frame
-        computed once per ticker and split basis instead of once per day."""
-        key = (ticker, day, max_chars, anonymized)
+        computed once per ticker and split basis instead of once per day; ``headlines=False`` leaves its headlines
+        empty (for agents that read prices alone: most of a numeric observation's cost)."""
+        key = (ticker, day, max_chars, anonymized, headlines)
         if key not in self._cache and not max_chars:
             view = self.store.asof(ticker, day)
-            splits = self.store.visible("splits", view.ticker, view.time)
-            basis = (ticker, len(splits))
+            basis = (ticker, self.store.count_visible("splits", view.ticker, view.time))
             if basis not in self._frames:  # every session to the store's end, on the splits known at ``day``
+                splits = self.store.visible("splits", view.ticker, view.time)
                 prices = self.store.visible("prices", view.ticker, pd.Timestamp.max.tz_localize("UTC"))
-                self._frames[basis] = indicators(split_adjust(prices, splits))
-            self._cache[key] = numeric_observation(view, self._frames[basis])
+                frame = indicators(split_adjust(prices, splits))
+                self._frames[basis] = frame, frame["date"].to_numpy()
+            frame, dates = self._frames[basis]
+            self._cache[key] = numeric_observation(view, frame, headlines=headlines, dates=dates)
         if key not in self._cache:
             context = build_context(self.store, ticker, day, cfg=ContextConfig(max_chars=max_chars))
             if anonymized:
@@ -132,7 +136,8 @@ def decide(spec: AgentSpec, cfg: RunConfig, window: Window, store: Store, days: 
         if not batch:
             continue
         try:
-            decisions = agent.act([observations.get(t, day, max_chars, position[t], spec.anonymize) for t in batch])
+            decisions = agent.act([observations.get(t, day, max_chars, position[t], spec.anonymize,
+                                                       not spec.prices_only) for t in batch])
         except AgentError as exc:  # keep what succeeded; the failed tickers leave this replay
             ok = exc.decisions is not None and len(exc.decisions) == len(batch)
             decisions = exc.decisions if ok else [None] * len(batch)

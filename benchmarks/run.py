@@ -390,7 +390,8 @@ def run(cfg: RunConfig, executor=None, specs: list[AgentSpec] | None = None,
               file=sys.stderr)
     whole = {t: store.trading_days(t, cfg.window.start, cfg.window.end) for t in tickers}
     facts = RunFacts(protocol, coverage(store, tickers, whole, cfg.window.start, cfg.window.end), cutoffs=found,
-                     llm=any(s.llm for s in specs), trained=any(s.label in TRAINED for s in specs))
+                     llm=any(s.llm for s in specs), trained=any(s.label in TRAINED for s in specs),
+                     synthetic=store.synthetic)
     record = RunRecord(new_run_id(), {**flat_dict(cfg), "base_url": redact_url(cfg.agents.base_url)},
                        [w.name for w in protocol], facts.coverage, facts.returns(cfg),
                        cutoffs={label: dataclasses.asdict(c) for label, c in found.items()})

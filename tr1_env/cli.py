@@ -13,6 +13,8 @@ from pathlib import Path
 
 from tr1_env.data.build import BuildConfig
 from tr1_env.data.finnhub import FinnhubUpdate
+from tr1_env.data.synth import SynthConfig
+from tr1_env.data.user_import import ImportConfig
 from tr1_env.scoring.labels import LabelConfig
 from tr1_env.scoring.rewards import STAGES
 from tr1_env.util.cli_args import add_dataclass_args, from_args
@@ -29,6 +31,18 @@ def cmd_data_build(ns: argparse.Namespace) -> None:
 
     counts = build_store(from_args(BuildConfig, ns))
     print(json.dumps(counts, indent=2))
+
+
+def cmd_data_import(ns: argparse.Namespace) -> None:
+    from tr1_env.data.user_import import import_store
+
+    print(json.dumps(import_store(from_args(ImportConfig, ns)), indent=2))
+
+
+def cmd_data_synth(ns: argparse.Namespace) -> None:
+    from tr1_env.data.synth import synth_store
+
+    print(json.dumps(synth_store(from_args(SynthConfig, ns)), indent=2))
 
 
 def cmd_data_finnhub(ns: argparse.Namespace) -> None:
@@ -130,6 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
     build = data.add_parser("build", help="import raw vendor files into a store (one Parquet table per source)")
     add_dataclass_args(build, BuildConfig)
     build.set_defaults(func=cmd_data_build)
+    own = data.add_parser("import", help="build a store from your own prices (and news, statements, dividends, "
+                          "splits, profiles, membership) in the documented schema (docs/data.md); exit 2 on bad input")
+    add_dataclass_args(own, ImportConfig)
+    own.set_defaults(func=cmd_data_import)
+    synth = data.add_parser("synth", help="write a synthetic store (factor-model prices, splits, dividends, templated "
+                            "news and statements) for load and planted-signal tests; never market data")
+    add_dataclass_args(synth, SynthConfig)
+    synth.set_defaults(func=cmd_data_synth)
     live = data.add_parser("finnhub", help="fetch news, analyst trends, insider trades, earnings (and candles) "
                            "from Finnhub into a store; key from FINNHUB_API_KEY")
     add_dataclass_args(live, FinnhubUpdate)

@@ -92,7 +92,9 @@ class _TickerIndex:
         #: The ticker's own parts (not the market-wide ones): what the disk caches hold.
         self.own = {name: part for name, part in self.parts.items() if part is not market[name]}
         self._cache_dir = cache_dir
-        key = _digest(*(frame for part in self.own.values() for frame in part.sources), tag=str(list(self.own)))
+        # per-share statement figures read differently in a store whose figures are as reported (Store.restated)
+        tag = str(list(self.own)) + ("" if store.restated else " as reported")
+        key = _digest(*(frame for part in self.own.values() for frame in part.sources), tag=tag)
         self.path = cache_dir / f"{ticker}-{key}.pkl"
         if self.path.exists():
             try:

@@ -53,15 +53,18 @@ def build_observation(store: Store, ticker: str, date, position: float = 0.0, **
     return build_context(store, ticker, date, **kw).observation(position)
 
 
-def numeric_observation(view: PointInTime, history: pd.DataFrame, cfg: ContextConfig = ContextConfig()) -> Observation:
+def numeric_observation(view: PointInTime, history: pd.DataFrame, cfg: ContextConfig = ContextConfig(),
+                        headlines: bool = True, dates: np.ndarray | None = None) -> Observation:
     """What rule-based agents read (bars with indicators, the context's headlines) without the text or features.
 
     ``history`` is this ticker's :func:`~tr1_env.context.modalities.market.indicators` frame over its whole history
     on ``view``'s splits; rows after the day are dropped here. Walk-forward replays build it once per ticker instead
     of once per day: indicators run from the first session either way, so its rows equal the per-day context's
-    (tested).
+    (tested). ``headlines=False``: no headlines (an empty frame), for agents that read prices alone. ``dates``:
+    ``history["date"]`` as a datetime64 array, when the caller keeps one (converting it is most of a call's cost).
     """
     day = view.time.tz_convert(NY).tz_localize(None).normalize()
-    n = int(pd.DatetimeIndex(history["date"]).searchsorted(day, side="right"))
+    dates = history["date"].to_numpy() if dates is None else dates
+    n = int(dates.searchsorted(day.to_datetime64(), side="right"))
     return Observation(view.ticker, day, "", "", np.zeros(0, np.float32), (), history.iloc[:n],
-                       news.shown(view, news.bucketed(view, cfg)))
+                       news.shown(view, news.bucketed(view, cfg)) if headlines else view.store.empty("news"))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -72,11 +74,7 @@ def build_store(cfg: BuildConfig) -> dict[str, int]:
         tables = {name: df[df["available_at"] <= limit] for name, df in tables.items()}
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    counts = {}
-    for name in TABLES:
-        df = tables[name].reset_index(drop=True)
-        df.to_parquet(out / f"{name}.parquet", index=False, compression="zstd")
-        counts[name] = len(df)
+    counts = write_tables(out, tables)
     sums = Path(cfg.raw) / "SHA256SUMS"
     manifest = {
         "config": {k: v for k, v in asdict(cfg).items() if k not in ("raw", "out", "force")},
@@ -88,3 +86,58 @@ def build_store(cfg: BuildConfig) -> dict[str, int]:
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return counts
+
+
+def write_tables(folder: Path, tables: dict[str, pd.DataFrame]) -> dict[str, int]:
+    """One zstd Parquet file per schema table, in schema order; returns rows per table."""
+    counts = {}
+    for name in TABLES:
+        df = tables[name].reset_index(drop=True)
+        df.to_parquet(folder / f"{name}.parquet", index=False, compression="zstd")
+        counts[name] = len(df)
+    return counts
+
+
+def publish_store(out: Path, tables: dict[str, pd.DataFrame], manifest: dict,
+                  extra: dict[str, Path] | None = None) -> dict[str, int]:
+    """Write a whole store at once: into a hidden sibling folder, then renamed onto ``out``, so a failure or a kill
+    leaves the previous ``out`` (or none), never half a store. ``out`` may be new, an empty folder or a store (the
+    old store is replaced); anything else is refused untouched. ``manifest`` gets ``rows`` and ``tables``; ``extra``
+    names files copied in beside the tables (a universe file)."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not is_store(out))):
+        raise ValueError(f"--out {out} is a file or a non-empty folder that is not a tr1 store; "
+                         "choose a new or empty folder (nothing was written)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    old = out.parent / f".{out.name}.replaced-{os.getpid()}"
+    try:
+        tmp.mkdir()
+        counts = write_tables(tmp, tables)
+        for name, source in (extra or {}).items():
+            shutil.copyfile(source, tmp / name)
+        (tmp / "manifest.json").write_text(json.dumps({**manifest, "rows": counts, "tables": TABLES}, indent=2,
+                                                      default=str) + "\n")
+        replacing = out.is_dir() and any(out.iterdir())
+        if replacing:
+            os.rename(out, old)  # a store this package wrote: set aside, dropped once the new one is in place
+        try:
+            os.rename(tmp, out)  # onto a new name or an empty folder: atomic
+        except OSError:
+            if replacing:
+                os.rename(old, out)
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    return counts
+
+
+def empty_table(name: str) -> pd.DataFrame:
+    """Table ``name`` with no rows and the embedded store's columns and types: what a store without that source
+    holds, so every reader finds the columns it expects."""
+    import pyarrow.parquet as pq
+
+    from tr1_env.data.store import DEFAULT_STORE
+
+    return pq.read_schema(DEFAULT_STORE / f"{name}.parquet").empty_table().to_pandas()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import pandas as pd
 
 NY = "America/New_York"
@@ -15,8 +17,10 @@ def at_ny(day, hour: int = 16, minute: int = 0) -> pd.Timestamp:
     return (ts + pd.Timedelta(hours=hour, minutes=minute)).tz_localize(NY).tz_convert("UTC")
 
 
+@lru_cache(maxsize=1 << 16)
 def decision_time(day) -> pd.Timestamp:
-    """The decision for trading day ``day`` is taken at its 16:00 ET close: nothing later may be seen."""
+    """The decision for trading day ``day`` is taken at its 16:00 ET close: nothing later may be seen (remembered:
+    a replay asks for each session's close once per ticker and agent, and the time zone arithmetic is slow)."""
     return at_ny(day, 16, 0)
 
 

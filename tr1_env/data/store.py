@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tr1_env.data.clock import decision_time
+from tr1_env.data.clock import NY, decision_time
 from tr1_env.data.importers import import_splits
 from tr1_env.data.schema import MARKET_WIDE, TABLES, canonical_ticker
 
@@ -114,6 +114,7 @@ class Store:
         self.path = Path(path) if path is not None else DEFAULT_STORE
         self._tables: dict[str, pd.DataFrame] = dict(tables or {})
         self._index: dict[str, dict[str, tuple[pd.DataFrame, np.ndarray]]] = {}
+        self._empty: dict[str, pd.DataFrame] = {}
         if tables is None and not (self.path / "prices.parquet").exists():
             raise FileNotFoundError(f"{self.path}: not a TR1 store (no prices.parquet); "
                                     "build one with `tr1 data build`")
@@ -134,6 +135,25 @@ class Store:
         return self._tables[name]
 
     @cached_property
+    def synthetic(self) -> dict | None:
+        """The generator's settings when ``tr1 data synth`` made this store (its manifest says so), else None: a
+        report built from it must say that its prices are simulated, never market data."""
+        return self.manifest.get("synthetic") or None
+
+    @cached_property
+    def restated(self) -> bool:
+        """Whether per-share statement figures are the vendors' (restated for every later split, undone here by the
+        public split record) or, in an imported or synthetic store, as reported (used unchanged)."""
+        return self.manifest.get("per_share", "restated") == "restated"
+
+    def basis_changes(self, ticker: str) -> tuple[pd.Timestamp, ...]:
+        """Instants at which per-share statement figures of ``ticker`` change basis: the vendors' restatement
+        splits (see :attr:`restated`), or this store's own splits."""
+        if self.restated:
+            return vendor_split_times(ticker)
+        return tuple(self.visible("splits", ticker, pd.Timestamp.max.tz_localize("UTC"))["available_at"])
+
+    @cached_property
     def tickers(self) -> tuple[str, ...]:
         return tuple(sorted(self.table("prices")["ticker"].unique()))
 
@@ -150,9 +170,21 @@ class Store:
         """Rows of one table (one ticker, or ``"*"`` for market-wide tables) available at ``t``."""
         frame, stamps = self._slices(name).get(key, (None, None))
         if frame is None:
-            return self.table(name).iloc[0:0]
-        n = int(np.searchsorted(stamps, _as_utc(t).tz_localize(None).to_datetime64(), side="right"))
-        return frame.iloc[:n]
+            return self.empty(name)
+        return frame.iloc[:self.count_visible(name, key, t)]
+
+    def empty(self, name: str) -> pd.DataFrame:
+        """Table ``name`` with its columns and no rows, made once (shared, like every slice: never modify it)."""
+        if name not in self._empty:
+            self._empty[name] = self.table(name).iloc[0:0]
+        return self._empty[name]
+
+    def count_visible(self, name: str, key: str, t) -> int:
+        """How many rows :meth:`visible` returns, without slicing a frame (a replay's hot path asks this daily)."""
+        _, stamps = self._slices(name).get(key, (None, None))
+        if stamps is None:
+            return 0
+        return int(np.searchsorted(stamps, _as_utc(t).tz_localize(None).to_datetime64(), side="right"))
 
     def asof(self, ticker: str, t) -> "PointInTime":
         """Everything known about ``ticker`` (and the market) at instant ``t``; a date means its close."""
@@ -206,6 +238,17 @@ class PointInTime:
         stored: the properties below put per-share figures on the split basis of ``time``."""
         return self.store.visible(name, "*" if name in MARKET_WIDE else self.ticker, self.time)
 
+    def _per_share(self, frame: pd.DataFrame) -> float | np.ndarray:
+        """Per row of ``frame``, the multiplier that puts its per-share figures on the split basis of ``time`` (share
+        counts divide by it): the vendors' restatement undone (the embedded store), or, for figures as reported
+        (imported and synthetic stores), the splits known at ``time`` after each row became available."""
+        if self.store.restated or frame.empty:
+            return restatement_factor(self.ticker, self.time) if self.store.restated else 1.0
+        splits = self.rows("splits")
+        if splits.empty:
+            return 1.0
+        return 1 / split_factors(frame["available_at"].dt.tz_convert(NY).dt.tz_localize(None).dt.normalize(), splits)
+
     @property
     def prices(self) -> pd.DataFrame:
         """Daily bars adjusted for the splits known at ``time`` (so the levels match that day's news)."""
@@ -228,8 +271,8 @@ class PointInTime:
     def fundamentals(self) -> pd.DataFrame:
         """Statement line items; EPS and share counts on the split basis of ``time``."""
         frame = self.rows("fundamentals")
-        factor = restatement_factor(self.ticker, self.time)
-        if factor == 1 or frame.empty:
+        factor = self._per_share(frame)
+        if np.all(factor == 1):
             return frame
         value = frame["value"].where(~frame["item"].isin(PER_SHARE_ITEMS), frame["value"] * factor)
         return frame.assign(value=value.where(~frame["item"].isin(SHARE_COUNT_ITEMS), frame["value"] / factor))
@@ -243,8 +286,8 @@ class PointInTime:
     def earnings(self) -> pd.DataFrame:
         """EPS estimate and actual per release on the split basis of ``time`` (the surprise is a ratio)."""
         frame = self.rows("earnings")
-        factor = restatement_factor(self.ticker, self.time)
-        if factor == 1 or frame.empty:
+        factor = self._per_share(frame)
+        if np.all(factor == 1):
             return frame
         return frame.assign(eps_estimate=frame["eps_estimate"] * factor, reported_eps=frame["reported_eps"] * factor)
 

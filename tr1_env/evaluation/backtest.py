@@ -167,5 +167,5 @@ def buy_and_hold(closes: pd.Series, days: pd.DatetimeIndex, execution: Execution
 def holding_returns(frame: pd.DataFrame) -> pd.DataFrame:
     """Per decision: the action taken and the asset's compounded return over the period it was held (hit rate)."""
     grouped = frame.groupby("decision_date", sort=True)
-    return pd.DataFrame({"action": grouped["action"].first(),
-                         "forward_return": grouped["asset_return"].apply(lambda r: float(np.prod(1 + r) - 1))})
+    growth = (1 + frame["asset_return"]).groupby(frame["decision_date"], sort=True).prod(skipna=False)
+    return pd.DataFrame({"action": grouped["action"].first(), "forward_return": growth - 1})

@@ -10,6 +10,7 @@ is a separate function because its CR and Sharpe are defined on log rewards with
 from __future__ import annotations
 
 import warnings
+from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
@@ -88,6 +89,15 @@ def stationary_bootstrap(n: int, n_boot: int, mean_block: float, rng: np.random.
     return np.stack([sampler.update_indices() for _ in range(n_boot)]) if n_boot else np.empty((0, n), dtype=int)
 
 
+@lru_cache(maxsize=8)
+def seeded_bootstrap(n: int, n_boot: int, mean_block: float, seed: int) -> np.ndarray:
+    """:func:`stationary_bootstrap` from a fresh generator seeded ``seed``, remembered (read-only): every agent x
+    ticker of a run with as many days draws the same indices, once instead of once per row."""
+    out = stationary_bootstrap(n, n_boot, mean_block, np.random.default_rng(seed))
+    out.setflags(write=False)
+    return out
+
+
 class Interval(tuple):
     """``(lo, hi)``, unpacked like a pair; ``reason`` says why it is n/a (empty when it is defined)."""
 
@@ -144,7 +154,7 @@ def sharpe_ci(returns, rf: float = 0.04, n_boot: int = 2000, level: float = 0.95
     if n_boot < 1 or n < 3:
         out = [Interval(np.nan, np.nan, f"n/a: {n} day(s)" if n_boot >= 1 else "n/a: no resamples")] * k
     else:
-        counts = day_counts(stationary_bootstrap(n, n_boot, mean_block, np.random.default_rng(seed)))
+        counts = day_counts(seeded_bootstrap(n, n_boot, mean_block, seed))
         sr, boot, _, _ = resampled_sharpe(table - daily_rf(rf, periods), counts)
         with np.errstate(invalid="ignore"):  # an end between -inf and +inf resamples is n/a
             lo, hi = np.quantile(boot * np.sqrt(periods), [(1 - level) / 2, (1 + level) / 2], axis=0)
@@ -170,7 +180,7 @@ def sharpe_diff_test(returns: Sequence[float], benchmark: Sequence[float], rf: f
     diff = float(_sharpe(r, rf, periods) - _sharpe(b, rf, periods))
     if n_boot < 1 or not np.isfinite(diff):
         return diff, float("nan")
-    idx = stationary_bootstrap(len(r), n_boot, mean_block, np.random.default_rng(seed))
+    idx = seeded_bootstrap(len(r), n_boot, mean_block, seed)
     boot = _sharpe(r[idx], rf, periods) - _sharpe(b[idx], rf, periods)
     boot = boot[np.isfinite(boot)]
     if len(boot) == 0:

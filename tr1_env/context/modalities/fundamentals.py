@@ -13,7 +13,7 @@ import pandas as pd
 from tr1_env.context.config import ContextConfig
 from tr1_env.context.modalities.base import DAY_NS, Instant, Modality, Part, Section, fmt, ns, register, rows
 from tr1_env.data.clock import NY
-from tr1_env.data.store import PointInTime, Store, vendor_split_times
+from tr1_env.data.store import PointInTime, Store
 
 FUNDAMENTALS_FEATURES: tuple[str, ...] = ("eps_surprise", "days_since_earnings", "rev_growth_yoy", "net_margin")
 KEY_ITEMS = {  # line items shown per statement, first match wins (vendors name them differently)
@@ -110,7 +110,7 @@ class FundamentalsPart(Part):
         self.release_at = ns(earnings["release_at"])
         self.surprise = earnings["surprise_pct"].to_numpy(float)
         fundamentals, profiles = rows(store, "fundamentals", ticker), rows(store, "profiles", ticker)
-        restated = pd.DataFrame({"available_at": pd.to_datetime(list(vendor_split_times(ticker)), utc=True)})
+        restated = pd.DataFrame({"available_at": pd.to_datetime(list(store.basis_changes(ticker)), utc=True)})
         self.sources = (fundamentals, profiles, earnings, restated)
         #: Instants at which the section can change (new rows, or a split that changes the basis of per-share
         #: figures); state ``i`` holds after the ``i``-th.

@@ -62,6 +62,9 @@ def bucketed(view: PointInTime, cfg: ContextConfig) -> list[tuple[str, pd.DataFr
     if news.empty:
         return []
     today = view.time.tz_convert(NY).normalize()
+    # only the rows a bucket can hold (``news`` is sorted by availability): a day's margin for DST, exact below
+    oldest = today - pd.Timedelta(days=max(hi for _, hi, _ in cfg.news_buckets) + 1)
+    news = news.iloc[int(news["available_at"].searchsorted(oldest.tz_convert("UTC"))):]
     age = (today - news["available_at"].dt.tz_convert(NY).dt.normalize()).dt.days
     return [(bucket_title(lo, hi), news[(age >= lo) & (age <= hi)].iloc[::-1].head(cap))
             for lo, hi, cap in cfg.news_buckets]
