@@ -88,16 +88,16 @@ class Universe:
         except ValueError as exc:
             raise UsageError(f"--universe: {exc}" if pc.universe else str(exc)) from None
         self.tickers = tuple(dict.fromkeys(self.spans["ticker"]))
-        self.index = pc.index_etf
-        if self.index not in store.tickers:
-            raise UsageError(f"--index-etf: {self.index} is not in the store")
-        columns = [*self.tickers, *([self.index] if self.index not in self.tickers else [])]
+        self.index = pc.index_etf if pc.index_etf in store.tickers else None  # a user's store may have no SPY
+        if self.index is None and pc.portfolio_benchmark == "index_etf":
+            raise UsageError(f"--index-etf: {pc.index_etf} is not in the store")
+        columns = [*self.tickers, *([self.index] if self.index and self.index not in self.tickers else [])]
         self.closes = pd.DataFrame({t: store.closes(t) for t in columns}).sort_index()
         self.opens = pd.DataFrame({t: store.closes(t, "open") for t in columns}).reindex(self.closes.index)
         inside = pd.DataFrame(False, index=self.closes.index, columns=columns)
         for r in self.spans.itertuples(index=False):
             inside.loc[(inside.index >= r[1]) & (inside.index <= r[2]), r.ticker] = True
-        self.priced = self.closes.where(inside.assign(**{self.index: True}))
+        self.priced = self.closes.where(inside.assign(**{self.index: True}) if self.index else inside)
         self.closes = self.closes.where(inside)
         self.dividends = {t: store.dividends(t) for t in columns} if cfg.total_return() else None
         self.liquidity = None  # per ticker on its own sessions, as the single-ticker books read it
@@ -174,6 +174,9 @@ def _agents(cfg: RunConfig, store: Store, uni: Universe) -> tuple[list, dict[str
         if name in PORTFOLIO_BASELINES:
             policy = PORTFOLIO_BASELINES[name]
             if name == "index_etf":
+                if uni.index is None:
+                    skipped[name] = f"--index-etf {cfg.portfolio.index_etf} is not in the store"
+                    continue
                 policy = partial(policy, ticker=cfg.portfolio.index_etf)
             books.append(PolicyBook(name, policy, uni.closes))
         elif name in TRAINED:

@@ -124,9 +124,12 @@ def test_the_synthetic_flag_reaches_the_reports(synthetic, tmp_path):
     out = tmp_path / "run"
     run(["--store", str(synthetic.path), "--tickers", "SYN0001", "SYN0002", "--start", "2017-01-03",
          "--end", "2017-03-31", "--agents", "buy_and_hold", "ma_crossover", "--no-tearsheets", "--out", str(out)])
-    run(["--portfolio", "--store", str(synthetic.path), "--tickers", "SYN0001", "SYN0002", "SYN0003",
-         "--index-etf", "SYN0001", "--start", "2017-01-03", "--end", "2017-03-31", "--no-tearsheets",
-         "--out", str(tmp_path / "book")])
+    # a store without SPY: the portfolio track runs against 1/N and skips the index ETF by name (exit 1)
+    assert run(["--portfolio", "--store", str(synthetic.path), "--tickers", "SYN0001", "SYN0002", "SYN0003",
+                "--start", "2017-01-03", "--end", "2017-03-31", "--agents", "equal_weight", "index_etf",
+                "--no-tearsheets", "--out", str(tmp_path / "book")]) == 1
+    board = pd.read_csv(tmp_path / "book" / "leaderboard_portfolio.csv")
+    assert set(board["agent"]) == {"buy_and_hold", "equal_weight"}
     for page in (out / "summary.md", out / "leaderboard.html", tmp_path / "book" / "leaderboard_portfolio.html"):
         assert "SYNTHETIC DATA: the store was simulated by tr1 data synth (12 tickers, 3 years, seed 7" in \
             page.read_text(), page
