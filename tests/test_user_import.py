@@ -182,6 +182,11 @@ def test_a_users_folder_is_never_replaced_and_a_store_is_replaced_whole(tmp_path
     monkeypatch.undo()
     tr1(["data", "import", "--prices", str(bigger), "--out", str(out)])
     assert is_store(out) and len(Store(out).table("prices")) == 3
+    (out / "my_notes.txt").write_text("mine")  # a file tr1 did not write: replacing the store would delete it
+    with pytest.raises(SystemExit) as exit_:
+        tr1(["data", "import", "--prices", str(prices), "--out", str(out)])
+    assert exit_.value.code == 2 and "'my_notes.txt', which tr1 did not write" in capsys.readouterr().err
+    assert (out / "my_notes.txt").read_text() == "mine" and len(Store(out).table("prices")) == 3
 
 
 def test_a_universe_file_travels_with_the_store(tmp_path):

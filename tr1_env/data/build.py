@@ -98,6 +98,13 @@ def write_tables(folder: Path, tables: dict[str, pd.DataFrame]) -> dict[str, int
     return counts
 
 
+def _written(store: Path) -> set[str]:
+    """The files a store's manifest says this package wrote there (its tables, the manifest, a universe file)."""
+    manifest = json.loads((store / "manifest.json").read_text()) if is_store(store) else {}
+    return {"manifest.json", *(f"{t}.parquet" for t in TABLES), *([manifest["universe"]] if "universe" in manifest
+                                                                   else [])}
+
+
 def publish_store(out: Path, tables: dict[str, pd.DataFrame], manifest: dict,
                   extra: dict[str, Path] | None = None) -> dict[str, int]:
     """Write a whole store at once: into a hidden sibling folder, then renamed onto ``out``, so a failure or a kill
@@ -108,6 +115,10 @@ def publish_store(out: Path, tables: dict[str, pd.DataFrame], manifest: dict,
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not is_store(out))):
         raise ValueError(f"--out {out} is a file or a non-empty folder that is not a tr1 store; "
                          "choose a new or empty folder (nothing was written)")
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in _written(out)) if out.is_dir() else []
+    if foreign:  # replacing the store would delete them: a store holds only what this function writes
+        raise ValueError(f"--out {out} is a tr1 store that also holds {foreign[0]!r}, which tr1 did not write; move "
+                         "it out or choose another folder (nothing was written)")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     old = out.parent / f".{out.name}.replaced-{os.getpid()}"
