@@ -28,12 +28,15 @@ import pandas as pd
 
 from tr1_env.data.clock import NY, Clock, SimulatedClock, at_ny, decision_time, next_open
 from tr1_env.evaluation.ledger import Ledger, canonical, data_manifest, export_days, stamp
+from tr1_env.execution import Fill, NextOpenFill
 from tr1_env.util.files import atomic_write, jsonable
 from tr1_env.util.redact import redact_url, scrub, url_secrets
 
 LEDGER = "ledger.jsonl"
 MANIFEST = "forward.json"
 EXPORT = "export"
+#: ``--decide-at`` for a decision on the session's close (the other values are a time of day).
+AT_CLOSE = "close"
 
 
 class ForwardRefused(ValueError):
@@ -52,7 +55,7 @@ class ForwardConfig:
     model: tuple[str, ...] = field(default=(), metadata={
         "help": "LLM agents asked: an OpenAI-compatible model name (key from OPENAI_API_KEY), hf:PATH, vllm:ID"})
     base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible endpoint for --model names"})
-    decide_at: str = field(default="close", metadata={
+    decide_at: str = field(default=AT_CLOSE, metadata={
         "help": "close: decide on the session's close (data to 16:00 ET), execute at the next open (fill "
                 "next-open); HH:MM (ET, before 16:00): decide then on the data to that minute and a provisional "
                 "bar from the live quote, execute at that session's close (fill close)"})
@@ -75,7 +78,7 @@ class ForwardConfig:
         self.tickers = tuple(dict.fromkeys(t.upper() for t in self.tickers))
         if not self.tickers:
             raise ValueError("--tickers: name at least one ticker")
-        if self.decide_at != "close":
+        if self.decide_at != AT_CLOSE:
             try:
                 hour, minute = (int(x) for x in self.decide_at.split(":"))
             except ValueError:
@@ -89,11 +92,11 @@ class ForwardConfig:
     @property
     def fill(self) -> str:
         """The house's fill that matches the decision time."""
-        return "next-open" if self.decide_at == "close" else "close"
+        return (NextOpenFill if self.decide_at == AT_CLOSE else Fill).name
 
     def timing(self, day: pd.Timestamp) -> tuple[pd.Timestamp, pd.Timestamp]:
         """(the instant a session's decision reads its data, the deadline of the order it sets)."""
-        if self.decide_at == "close":
+        if self.decide_at == AT_CLOSE:
             return decision_time(day), next_open(day)
         hour, minute = (int(x) for x in self.decide_at.split(":"))
         return at_ny(day, hour, minute), decision_time(day)
@@ -379,7 +382,7 @@ def run_forward(cfg: ForwardConfig, clock: Clock | None = None, client=None) -> 
         out.failed = [f"{e['agent']} on {e['ticker']}: {e['error']}" for e in failed]
         _finish(folder, ledger, cfg)
         return out
-    view = store if cfg.decide_at == "close" else provisional_store(store, cfg, quotes, day, now)
+    view = store if cfg.decide_at == AT_CLOSE else provisional_store(store, cfg, quotes, day, now)
     trading = [t for t in cfg.tickers if len(view.trading_days(t, day, day))]
     if not trading:
         out.note = f"no session on {key} in the store (an exchange holiday, or the vendor has no bar yet)"
@@ -426,7 +429,7 @@ def data_problems(path: Path, store_path: str) -> list[str]:
     store = Store(store_path)
     problems = []
     for i, e in enumerate(Ledger(path).entries(), 1):
-        if e.get("status") == "decided" and e.get("data") and e.get("fill") == "next-open":
+        if e.get("status") == "decided" and e.get("data") and e.get("fill") == NextOpenFill.name:
             now = data_manifest(store, e["ticker"], pd.Timestamp(e["asof"]))
             changed = [name for name in now if now[name] != e["data"].get(name)]
             if changed:
