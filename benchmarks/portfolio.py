@@ -356,6 +356,6 @@ def portfolio_family_note(table: pd.DataFrame, n_days: int, alpha: float, benchm
     """The single-ticker family note with the portfolio track's signal test in place of the calls' tests."""
     return family_note(table, n_days, alpha, benchmark, signals=(
         "Active-weight IC tests the weights themselves: the daily rank correlation, across the tickers that may be "
-        f"held (at least 5), of each book's target minus {benchmark}'s weight with the next session's and the "
-        f"{SIGNAL_HORIZON}-session return, averaged over decision days, Newey-West CI and p; 'Holm p' adjusts it "
-        "over the agents (one family per horizon)."))
+        f"held (at least 5), of the position each book's order reached minus {benchmark}'s with the next session's "
+        f"and the {SIGNAL_HORIZON}-session return, averaged over decision days, Newey-West CI and p; 'Holm p' "
+        "adjusts it over the agents (one family per horizon)."))
