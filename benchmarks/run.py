@@ -434,14 +434,20 @@ def run(cfg: RunConfig, executor=None, specs: list[AgentSpec] | None = None,
     return summary
 
 
+def not_run(failed: dict[str, dict], skipped, unit: str, where: str) -> list[str]:
+    """The parts of a non-zero exit's line: each agent's failed replays (agent -> ``unit`` -> error, named
+    ``agent where unit``) and the skipped agents."""
+    calls = [f"{a} {where} {u}" for a, per in failed.items() for u in per]
+    return ([f"{len(calls)} agent x {unit} replay(s) failed: {', '.join(calls)}"] if calls else []) + (
+        [f"{len(skipped)} agent(s) skipped: {', '.join(skipped)}"] if skipped else [])
+
+
 def outcome(summary: pd.DataFrame, cfg: RunConfig) -> str | None:
     """None when every requested agent x ticker ran, else the one-line reason for a non-zero exit."""
-    failed = [f"{a} on {t}" for a, per in summary.attrs.get("failed", {}).items() for t in per]
     skipped = list(summary.attrs.get("skipped", {}))
     if summary.empty:
         return "nothing was replayed" + (f" ({len(skipped)} agent(s) skipped: {', '.join(skipped)})" if skipped else "")
-    parts = ([f"{len(failed)} agent x ticker replay(s) failed: {', '.join(failed)}"] if failed else []) + (
-        [f"{len(skipped)} agent(s) skipped: {', '.join(skipped)}"] if skipped else [])
+    parts = not_run(summary.attrs.get("failed", {}), skipped, "ticker", "on")
     return "; ".join(parts) + f" (details in {Path(cfg.outputs.out) / 'summary.md'}; rerun to retry)" if parts else None
 
 
@@ -475,11 +481,8 @@ def main(argv: list[str] | None = None) -> int:
             board = run_portfolio(cfg)
             print((Path(cfg.outputs.out) / "leaderboard_portfolio.md").read_text())
             print(f"wall time {time.time() - start:.0f} s; outputs in {cfg.outputs.out}")
-            failed, skipped = board.attrs["failed"], board.attrs["skipped"]
-            if failed or skipped:
-                parts = ([f"{sum(map(len, failed.values()))} agent x window replay(s) failed: " + ", ".join(
-                    f"{a} in {w}" for a, per in failed.items() for w in per)] if failed else []) + (
-                    [f"{len(skipped)} agent(s) skipped: {', '.join(skipped)}"] if skipped else [])
+            parts = not_run(board.attrs["failed"], board.attrs["skipped"], "window", "in")
+            if parts:
                 print(f"{parser.prog}: error: {'; '.join(parts)} (rerun to retry)", file=sys.stderr)
                 return 1
             return 0
