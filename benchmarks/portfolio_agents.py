@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from baselines.sb3 import PortfolioSB3
 from benchmarks.config import RunConfig
-from benchmarks.replay import Observations
+from benchmarks.replay import Observations, context_budget
 from benchmarks.report import slug
 from benchmarks.roster import AgentSpec
 from benchmarks.run_folder import write_text
@@ -89,7 +89,7 @@ class LLMBook:
     def __init__(self, spec: AgentSpec, cfg: RunConfig, store: Store, columns: tuple[str, ...], out: Path):
         self.spec, self.cfg, self.store, self.columns, self.out = spec, cfg, store, columns, out
         self.label, self.model, self.mode = spec.label, spec.model, cfg.portfolio.portfolio_llm_mode
-        self.max_chars = spec.settings.get("max_chars", cfg.agents.llm_max_chars)
+        self.max_chars = context_budget(spec, cfg)
         self.decided: list[pd.Timestamp] = []
         self._agent = None
 
