@@ -216,9 +216,11 @@ def test_sb3_ppo_short_run():
     """On a steady up-trend a briefly trained PPO policy ends richer than a random one (which holds
     a long position a third of the time and pays costs on every change)."""
     from stable_baselines3 import PPO
+    from stable_baselines3.common.logger import Logger
 
     env = gym.make("tr1/Trading-v0", store=_up_trend_store(), ticker="UP", start="2024-01-02", end="2024-12-31")
     model = PPO("MlpPolicy", env, n_steps=256, batch_size=64, n_epochs=4, seed=0, device="cpu")
+    model.set_logger(Logger(None, []))  # not an SB3-<time> folder in the temp dir per test
     model.learn(2048)
 
     def final_equity(policy, seed: int) -> float:

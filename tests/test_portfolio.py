@@ -182,11 +182,13 @@ def test_sb3_ppo_trains_on_the_portfolio_env():
     """A steady riser and a steady faller: a few hundred PPO steps put more weight on the riser than on the
     faller."""
     from stable_baselines3 import PPO
+    from stable_baselines3.common.logger import Logger
 
     n = 260
     store = synthetic_store({"UP": list(100 * 1.004 ** np.arange(n)), "DOWN": list(100 * 0.996 ** np.arange(n))})
     env = PortfolioEnv(store, ("UP", "DOWN"), "2024-01-01", "2024-12-31")
     model = PPO("MlpPolicy", env, n_steps=128, batch_size=64, n_epochs=5, seed=0, device="cpu", learning_rate=1e-3)
+    model.set_logger(Logger(None, []))  # not an SB3-<time> folder in the temp dir per test
     model.learn(768)
     obs, _ = env.reset(seed=0)
     w = env.weights_from_action(model.predict(obs, deterministic=True)[0])
