@@ -39,7 +39,7 @@ from tr1_agent.api_limits import BudgetExhausted
 from tr1_env.data.store import Store
 from tr1_env.evaluation.windows import Window
 
-__all__ = ["Cell", "InProcess", "Outcome", "RayExecutor", "Serial", "Task", "make_executor"]
+__all__ = ["Cell", "InProcess", "Outcome", "RayExecutor", "Serial", "Task", "make_executor", "store_at"]
 
 RAY_EXTRA = "pip install 'tr1[ray]'"
 
@@ -133,9 +133,25 @@ class InProcess(Serial):
         return bool(self._done)
 
 
-_WORKER: dict[str, Any] = {}  # per Ray worker process: the store by path, the latest windows' observations
+_STORES: dict[str | None, Store] = {}  # per process: the store at each path (None: the embedded one), opened once
+_WORKER: dict[tuple[str, int], Observations] = {}  # per Ray worker process: the latest windows' observations
 #: Windows whose observations a worker keeps: a worker alternates between two windows around a boundary.
 KEPT_WINDOWS = 2
+
+
+def store_at(path: str | None, store: Store | None = None) -> Store:
+    """This process's store at ``path`` (``--store``; None: the embedded one): ``store`` from now on when given
+    (the run's own, in its process), else the one opened at the first call (a Ray worker's, by path)."""
+    if store is not None or path not in _STORES:
+        _STORES[path] = store if store is not None else Store(path)
+    return _STORES[path]
+
+
+def _warm(store_path: str | None) -> None:
+    """A Ray worker's imports (the agents, the reports) and store, done while the run's driver prepares."""
+    import benchmarks.run  # noqa: F401
+
+    store_at(store_path)
 
 
 def _ray_cell(task: Task, store_path: str | None, paths: list[str], market) -> Outcome:
@@ -144,14 +160,12 @@ def _ray_cell(task: Task, store_path: str | None, paths: list[str], market) -> O
     for path in paths:  # plug-in agents import from the driver's working directory
         if path not in sys.path:
             sys.path.insert(0, path)
-    if _WORKER.get("store_path", "") != store_path:
-        _WORKER.update(store_path=store_path, store=Store(store_path), windows={})
-    kept, key = _WORKER["windows"], (task.window.name, task.cfg.seed)
-    if key not in kept:
-        kept[key] = Observations(_WORKER["store"], task.cfg.seed)
-        while len(kept) > KEPT_WINDOWS:
-            kept.pop(next(iter(kept)))
-    outcome = run_task(task, _WORKER["store"], kept[key])
+    store, key = store_at(store_path), (task.window.name, task.cfg.seed)
+    if key not in _WORKER:
+        _WORKER[key] = Observations(store, task.cfg.seed)
+        while len(_WORKER) > KEPT_WINDOWS:
+            _WORKER.pop(next(iter(_WORKER)))
+    outcome = run_task(task, store, _WORKER[key])
     if market is not None and not task.spec.llm:  # an LLM's books read its calls' costs: the run books those
         outcome.books = market.book_records(outcome.records, task.days, task.cfg, task.carried)
     return outcome
@@ -187,6 +201,8 @@ class RayExecutor:
             self._started = True
         self.gpus = ray.cluster_resources().get("GPU", 0) > 0
         self.remote, self.mapper = ray.remote(_ray_cell), ray.remote(_map_chunk)
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        self._warming = [ray.remote(_warm).options(num_cpus=1).remote(self.cfg.window.store) for _ in range(min(cpus, 64))]
         if self.governor is not None and self.governor.active:
             self.governor.share()
         return self

@@ -42,9 +42,10 @@ from baselines import TRAINED
 from benchmarks.budget import estimate
 from benchmarks.config import BENCHMARK, RunConfig
 from benchmarks.escaping import csv_safe, md_frame
-from benchmarks.executors import Cell, Outcome, Task, make_executor
+from benchmarks.executors import Cell, Outcome, Task, make_executor, store_at
 from benchmarks.leaderboard import markdown as leaderboard_markdown
 from benchmarks.leaderboard import signals_by_window, write_leaderboard, write_portfolio_tearsheets
+from benchmarks.mapping import Mapper, in_order
 from benchmarks.notes import RunFacts, page_notes
 from benchmarks.portfolio import run_portfolio
 from benchmarks.replay import Observations, Pending, pending, save
@@ -78,16 +79,24 @@ __all__ = ["Observations", "RunConfig", "Setup", "UsageError", "build_parser", "
            "post_cutoff", "resolve_agents", "run", "setup"]
 
 
-def coverage(store: Store, tickers: tuple[str, ...], days: dict[str, pd.DatetimeIndex], start: str, end: str) -> dict:
-    """Data caveats per ticker: headlines in the window and the modalities its first context states as missing."""
+def _missing_on(ticker: str, day: pd.Timestamp, store_path: str | None) -> list[str]:
+    """The modalities ``ticker``'s context on ``day`` states as missing, from this process's store at the path."""
+    return list(build_context(store_at(store_path), ticker, day).missing)
+
+
+def coverage(store: Store, tickers: tuple[str, ...], days: dict[str, pd.DatetimeIndex], start: str, end: str,
+             mapper: Mapper = in_order, store_path: str | None = None) -> dict:
+    """Data caveats per ticker: headlines in the window and the modalities its first context states as missing
+    (those contexts built through ``mapper``, an executor's workers, from the store at ``store_path``: ``store``
+    in this process)."""
+    store_at(store_path, store)
     news = store.table("news")
     lo, hi = pd.Timestamp(start, tz="UTC") - pd.Timedelta(days=30), pd.Timestamp(end, tz="UTC") + pd.Timedelta(days=1)
+    missing = mapper(_missing_on, [(t, days[t][0]) for t in tickers], store_path=store_path)
     out = {}
-    for t in tickers:
+    for t, gaps in zip(tickers, missing):
         rows = news[(news["ticker"] == t) & (news["available_at"] >= lo) & (news["available_at"] < hi)]
-        first = build_context(store, t, days[t][0])
-        out[t] = {"sessions": len(days[t]), "headlines_in_window": len(rows),
-                  "missing_modalities_on_first_day": list(first.missing)}
+        out[t] = {"sessions": len(days[t]), "headlines_in_window": len(rows), "missing_modalities_on_first_day": gaps}
     return out
 
 
@@ -417,25 +426,26 @@ def run(cfg: RunConfig, executor=None, specs: list[AgentSpec] | None = None,
     if (out / "config.json").exists() and (problems := verify_run(out)):
         print(f"note: {out} held an unfinished or mixed run ({problems[0]}); its reports are replaced",
               file=sys.stderr)
-    whole = {t: store.trading_days(t, cfg.window.start, cfg.window.end) for t in tickers}
-    facts = RunFacts(protocol, coverage(store, tickers, whole, cfg.window.start, cfg.window.end), cutoffs=found,
-                     llm=any(s.llm for s in specs), trained=any(s.label in TRAINED for s in specs),
-                     synthetic=store.synthetic)
-    record = RunRecord(new_run_id(), {**flat_dict(cfg), "base_url": redact_url(cfg.agents.base_url)},
-                       [w.name for w in protocol], facts.coverage, facts.returns(cfg),
-                       cutoffs={label: dataclasses.asdict(c) for label, c in found.items()})
-    begin_run(out, record.meta())
+    with executor:  # open from the coverage over the cells to the statistics, which it maps over its workers
+        whole = {t: store.trading_days(t, cfg.window.start, cfg.window.end) for t in tickers}
+        cover = coverage(store, tickers, whole, cfg.window.start, cfg.window.end, executor.map, cfg.window.store)
+        facts = RunFacts(protocol, cover, cutoffs=found,
+                         llm=any(s.llm for s in specs), trained=any(s.label in TRAINED for s in specs),
+                         synthetic=store.synthetic)
+        record = RunRecord(new_run_id(), {**flat_dict(cfg), "base_url": redact_url(cfg.agents.base_url)},
+                           [w.name for w in protocol], facts.coverage, facts.returns(cfg),
+                           cutoffs={label: dataclasses.asdict(c) for label, c in found.items()})
+        begin_run(out, record.meta())
 
-    skipped = {s.label: s.unavailable for s in specs if s.unavailable}
-    for label, why in skipped.items():  # say why and go on with the other agents
-        print(f"skipping {label}: {why}", file=sys.stderr)
-    market = Market.load(store, tickers, cfg.total_return(), cfg.execution.needs_liquidity)
-    bench: dict[Window, dict[str, pd.DataFrame]] = {}
-    for w, days in days_by_window.items():  # in order: each window's buy-and-hold continues the one before
-        before = bench[protocol[protocol.index(w) - 1]] if bench else None
-        bench[w] = {t: market.benchmark(t, d, cfg, market.carried(t, before and before.get(t), d))
-                    for t, d in days.items()}
-    with executor:  # open over the cells and the statistics after them, which it maps over its workers
+        skipped = {s.label: s.unavailable for s in specs if s.unavailable}
+        for label, why in skipped.items():  # say why and go on with the other agents
+            print(f"skipping {label}: {why}", file=sys.stderr)
+        market = Market.load(store, tickers, cfg.total_return(), cfg.execution.needs_liquidity)
+        bench: dict[Window, dict[str, pd.DataFrame]] = {}
+        for w, days in days_by_window.items():  # in order: each window's buy-and-hold continues the one before
+            before = bench[protocol[protocol.index(w) - 1]] if bench else None
+            bench[w] = {t: market.benchmark(t, d, cfg, market.carried(t, before and before.get(t), d))
+                        for t, d in days.items()}
         executor.book_with(market)
         booked = replay_cells(cells, cfg, market, folder_of, executor, len(protocol) == 1)
         if shard is not None:
