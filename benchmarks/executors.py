@@ -148,8 +148,9 @@ def store_at(path: str | None, store: Store | None = None) -> Store:
 
 
 def _warm(store_path: str | None) -> None:
-    """A Ray worker's imports (the agents, the reports) and store, done while the run's driver prepares."""
-    import benchmarks.run  # noqa: F401
+    """A Ray worker's imports (the agents, the statistics) and store, done while the run's driver prepares."""
+    import baselines  # noqa: F401
+    import benchmarks.leaderboard  # noqa: F401
 
     store_at(store_path)
 
@@ -202,7 +203,8 @@ class RayExecutor:
         self.gpus = ray.cluster_resources().get("GPU", 0) > 0
         self.remote, self.mapper = ray.remote(_ray_cell), ray.remote(_map_chunk)
         cpus = int(ray.cluster_resources().get("CPU", 1))
-        self._warming = [ray.remote(_warm).options(num_cpus=1).remote(self.cfg.window.store) for _ in range(min(cpus, 64))]
+        warm = ray.remote(_warm).options(num_cpus=1)
+        self._warming = [warm.remote(self.cfg.window.store) for _ in range(min(cpus, 64))]
         if self.governor is not None and self.governor.active:
             self.governor.share()
         return self

@@ -236,7 +236,8 @@ def replay_cells(cells: list[Cell], cfg: RunConfig, market: Market, folder_of, e
         decided = save(state, outcome.records)
         books = {}
         for t in decided:
-            path, actions = folder / "returns" / f"{slug(cell.spec.label)}__{t}.csv", decided[t]["action"].map(Action.parse)
+            path = folder / "returns" / f"{slug(cell.spec.label)}__{t}.csv"
+            actions = decided[t]["action"].map(Action.parse)
             theirs = outcome.books.get(t)
             if theirs is not None and _same_actions(theirs[0], actions):  # the worker booked what was saved
                 frame = theirs[1]
