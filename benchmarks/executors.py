@@ -134,7 +134,7 @@ class InProcess(Serial):
 
 
 _STORES: dict[str | None, Store] = {}  # per process: the store at each path (None: the embedded one), opened once
-_WORKER: dict[tuple[str, int], Observations] = {}  # per Ray worker process: the latest windows' observations
+_WORKER: dict[tuple, Observations] = {}  # per Ray worker process: the latest windows' observations
 #: Windows whose observations a worker keeps: a worker alternates between two windows around a boundary.
 KEPT_WINDOWS = 2
 
@@ -161,7 +161,7 @@ def _ray_cell(task: Task, store_path: str | None, paths: list[str], market) -> O
     for path in paths:  # plug-in agents import from the driver's working directory
         if path not in sys.path:
             sys.path.insert(0, path)
-    store, key = store_at(store_path), (task.window.name, task.cfg.seed)
+    store, key = store_at(store_path), (store_path, task.window.name, task.cfg.seed)
     if key not in _WORKER:
         _WORKER[key] = Observations(store, task.cfg.seed)
         while len(_WORKER) > KEPT_WINDOWS:
