@@ -229,8 +229,14 @@ class RayExecutor:
         refs = [self.ray.put(value) for value in shared.values()]
         n = min(len(items), 4 * max(1, int(self.ray.cluster_resources().get("CPU", 1))))
         chunks = [items[k * len(items) // n:(k + 1) * len(items) // n] for k in range(n)]
-        done = self.ray.get([self.mapper.options(num_cpus=1, max_retries=self.cfg.distribution.cell_retries)
-                             .remote(fn, chunk, tuple(shared), *refs) for chunk in chunks])
+        parts = [self.mapper.options(num_cpus=1, max_retries=self.cfg.distribution.cell_retries)
+                 .remote(fn, chunk, tuple(shared), *refs) for chunk in chunks]
+        try:
+            done = self.ray.get(parts)
+        except BaseException:  # Ctrl-C or an item's error: none of the cluster's tasks keeps running
+            for ref in parts:
+                self.ray.cancel(ref, force=True)
+            raise
         return [result for part in done for result in part]
 
     def busy(self) -> bool:
