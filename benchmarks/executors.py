@@ -13,24 +13,33 @@ GPUs). The store is opened by path in each worker process, once (the embedded on
 the same path on every node of a cluster). A task whose worker process dies (killed, out of memory) is run again
 by Ray up to ``--cell-retries`` times; a cell that still fails has its tickers reported as failed, and since a
 task writes nothing, a retried cell is never counted twice. Ctrl-C cancels the tasks in flight.
+
+What the run computes per item after (or beside) the cells goes through the executor's :meth:`~Serial.map`: in
+this process one item after another, on Ray as tasks whose shared inputs enter the object store once. On Ray a
+cell of an agent that is no LLM also books its decisions (the run's market, shared once, and the books carried
+into the window) and renders its returns files, which the run writes after checking that the decisions it saved
+and read back are those the worker booked.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 
 from benchmarks.config import RunConfig
+from benchmarks.mapping import in_order
 from benchmarks.replay import Observations, decide
 from benchmarks.roster import AgentSpec, UsageError
 from tr1_agent.api_limits import BudgetExhausted
 from tr1_env.data.store import Store
 from tr1_env.evaluation.windows import Window
 
-__all__ = ["Cell", "InProcess", "Outcome", "RayExecutor", "Task", "make_executor"]
+__all__ = ["Cell", "InProcess", "Outcome", "RayExecutor", "Serial", "Task", "make_executor", "store_at"]
 
 RAY_EXTRA = "pip install 'tr1[ray]'"
 
@@ -62,16 +71,19 @@ class Task:
     held: dict[str, float]
     max_chars: int
     fingerprint: str  # of the decisions it makes (benchmarks.replay.pending)
+    carried: dict[str, pd.DataFrame | None] = field(default_factory=dict)  # the books it continues, per ticker
 
 
 @dataclass
 class Outcome:
-    """A cell's answer: decision records per ticker, the failed tickers with their errors, and the pseudonyms
-    its anonymized observations used (ticker -> mapping)."""
+    """A cell's answer: decision records per ticker, the failed tickers with their errors, the pseudonyms its
+    anonymized observations used (ticker -> mapping) and, when its worker booked them, per ticker the actions it
+    booked, the book and its returns file's text."""
 
     records: dict[str, list[dict]] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
     pseudonyms: dict[str, dict] = field(default_factory=dict)
+    books: dict[str, tuple[pd.Series, pd.DataFrame, str]] = field(default_factory=dict)
 
 
 def run_task(task: Task, store: Store, observations: Observations) -> Outcome:
@@ -80,7 +92,17 @@ def run_task(task: Task, store: Store, observations: Observations) -> Outcome:
     return Outcome(records, failed, {t: p.mapping for t, p in observations.pseudonyms.items() if t in task.days})
 
 
-class InProcess:
+class Serial:
+    """What every executor that runs in this process shares: items mapped one after another, the books kept by
+    the run."""
+
+    map = staticmethod(in_order)
+
+    def book_with(self, market) -> None:
+        """The run books every cell itself."""
+
+
+class InProcess(Serial):
     """The cells one after another in this process, in the run's order; one set of observations per window,
     shared by its agents."""
 
@@ -111,20 +133,48 @@ class InProcess:
         return bool(self._done)
 
 
-_WORKER: dict[str, object] = {}  # per Ray worker process: the store by path, the latest window's observations
+_STORES: dict[str | None, Store] = {}  # per process: the store at each path (None: the embedded one), opened once
+_WORKER: dict[tuple, Observations] = {}  # per Ray worker process: the latest windows' observations
+#: Windows whose observations a worker keeps: a worker alternates between two windows around a boundary.
+KEPT_WINDOWS = 2
 
 
-def _ray_cell(task: Task, store_path: str | None, paths: list[str]) -> Outcome:
-    """A cell in a Ray worker: the store opened once per process, observations kept for the latest window."""
+def store_at(path: str | None, store: Store | None = None) -> Store:
+    """This process's store at ``path`` (``--store``; None: the embedded one): ``store`` from now on when given
+    (the run's own, in its process), else the one opened at the first call (a Ray worker's, by path)."""
+    if store is not None or path not in _STORES:
+        _STORES[path] = store if store is not None else Store(path)
+    return _STORES[path]
+
+
+def _warm(store_path: str | None) -> None:
+    """A Ray worker's imports (the agents, the statistics) and store, done while the run's driver prepares."""
+    import baselines  # noqa: F401
+    import benchmarks.leaderboard  # noqa: F401
+
+    store_at(store_path)
+
+
+def _ray_cell(task: Task, store_path: str | None, paths: list[str], market) -> Outcome:
+    """A cell in a Ray worker: the store opened once per process, observations kept for the latest windows; an
+    agent that is no LLM has its decisions booked here on ``market`` (the run's, from the object store)."""
     for path in paths:  # plug-in agents import from the driver's working directory
         if path not in sys.path:
             sys.path.insert(0, path)
-    if _WORKER.get("store_path", "") != store_path:
-        _WORKER.update(store_path=store_path, store=Store(store_path), window=None)
-    key = (task.window.name, task.cfg.seed)
-    if _WORKER.get("window") != key:
-        _WORKER.update(window=key, observations=Observations(_WORKER["store"], task.cfg.seed))
-    return run_task(task, _WORKER["store"], _WORKER["observations"])
+    store, key = store_at(store_path), (store_path, task.window.name, task.cfg.seed)
+    if key not in _WORKER:
+        _WORKER[key] = Observations(store, task.cfg.seed)
+        while len(_WORKER) > KEPT_WINDOWS:
+            _WORKER.pop(next(iter(_WORKER)))
+    outcome = run_task(task, store, _WORKER[key])
+    if market is not None and not task.spec.llm:  # an LLM's books read its calls' costs: the run books those
+        outcome.books = market.book_records(outcome.records, task.days, task.cfg, task.carried)
+    return outcome
+
+
+def _map_chunk(fn: Callable[..., Any], chunk: list[tuple], names: tuple[str, ...], *shared) -> list:
+    """Part of a :meth:`RayExecutor.map` in a worker (``shared`` resolved from the object store)."""
+    return in_order(fn, chunk, **dict(zip(names, shared)))
 
 
 class RayExecutor:
@@ -138,6 +188,7 @@ class RayExecutor:
         self.cfg, self.governor = cfg, governor
         self._inflight: dict[object, tuple[int, Task]] = {}
         self._started = False
+        self._market = None
 
     def __enter__(self) -> RayExecutor:
         import ray
@@ -150,7 +201,10 @@ class RayExecutor:
             ray.init(**kwargs, log_to_driver=True, configure_logging=False)
             self._started = True
         self.gpus = ray.cluster_resources().get("GPU", 0) > 0
-        self.remote = ray.remote(_ray_cell)
+        self.remote, self.mapper = ray.remote(_ray_cell), ray.remote(_map_chunk)
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        warm = ray.remote(_warm).options(num_cpus=1)
+        self._warming = [warm.remote(self.cfg.window.store) for _ in range(min(cpus, 64))]
         if self.governor is not None and self.governor.active:
             self.governor.share()
         return self
@@ -159,8 +213,31 @@ class RayExecutor:
         gpu = 1 if self.gpus and task.spec.local_model else 0
         ref = self.remote.options(num_cpus=1, num_gpus=gpu, max_retries=self.cfg.distribution.cell_retries,
                                   retry_exceptions=False, name=f"{task.spec.label} {task.window.name}"
-                                  ).remote(task, self.cfg.window.store, list(dict.fromkeys(sys.path)))
+                                  ).remote(task, self.cfg.window.store, list(dict.fromkeys(sys.path)), self._market)
         self._inflight[ref] = (index, task)
+
+    def book_with(self, market) -> None:
+        """The cells of agents that are no LLM are booked by their workers on ``market`` (put in the object store
+        once; it has ``book_records``)."""
+        self._market = self.ray.put(market)
+
+    def map(self, fn: Callable[..., Any], items: list[tuple], **shared) -> list:
+        """``[fn(*item, **shared) for item in items]`` as tasks of one CPU, a few items each (about four tasks per
+        CPU of the cluster, so a slow item delays little), ``shared`` put in the object store once."""
+        if len(items) < 2:
+            return in_order(fn, items, **shared)
+        refs = [self.ray.put(value) for value in shared.values()]
+        n = min(len(items), 4 * max(1, int(self.ray.cluster_resources().get("CPU", 1))))
+        chunks = [items[k * len(items) // n:(k + 1) * len(items) // n] for k in range(n)]
+        parts = [self.mapper.options(num_cpus=1, max_retries=self.cfg.distribution.cell_retries)
+                 .remote(fn, chunk, tuple(shared), *refs) for chunk in chunks]
+        try:
+            done = self.ray.get(parts)
+        except BaseException:  # Ctrl-C or an item's error: none of the cluster's tasks keeps running
+            for ref in parts:
+                self.ray.cancel(ref, force=True)
+            raise
+        return [result for part in done for result in part]
 
     def busy(self) -> bool:
         return bool(self._inflight)

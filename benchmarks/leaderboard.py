@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.escaping import html_environment
+from benchmarks.mapping import Mapper, in_order
 from benchmarks.plots import equity_png
 from benchmarks.report import BENCHMARK, slug, write_csv, write_tearsheets, write_text
 from tr1_env.contamination.cutoffs import Cutoff
@@ -67,12 +68,25 @@ def signal_table(results: WindowResults, closes: dict[str, pd.Series], cfg: RunC
     return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
 
 
-def signal_board(signals: pd.DataFrame, cfg: RunConfig) -> pd.DataFrame:
-    """Agent -> the :data:`~tr1_env.evaluation.signals.SIGNAL_COLUMNS` of its rows of :func:`signal_table`."""
+def signals_by_window(results: WindowResults, closes: dict[str, pd.Series], cfg: RunConfig,
+                      mapper: Mapper = in_order) -> pd.DataFrame:
+    """:func:`signal_table` window by window through ``mapper`` (an executor's workers), joined in window order."""
+    parts = [p for p in mapper(signal_table, [({w: per},) for w, per in results.items()], closes=closes, cfg=cfg)
+             if len(p)]
+    return pd.concat(parts, ignore_index=True) if parts else signal_table({}, closes, cfg)
+
+
+def _agent_signals(signals: pd.DataFrame, cfg: RunConfig) -> dict:
     stats = cfg.statistics
-    tests = {a: signal_tests(g, SIGNAL_HORIZON, stats.alpha, max(stats.bootstrap, 100), stats.block, cfg.seed)
-             for a, g in signals.groupby("agent", sort=False)}
-    return pd.DataFrame(tests).T
+    return signal_tests(signals, SIGNAL_HORIZON, stats.alpha, max(stats.bootstrap, 100), stats.block, cfg.seed)
+
+
+def signal_board(signals: pd.DataFrame, cfg: RunConfig, mapper: Mapper = in_order) -> pd.DataFrame:
+    """Agent -> the :data:`~tr1_env.evaluation.signals.SIGNAL_COLUMNS` of its rows of :func:`signal_table`, the
+    agents' tests through ``mapper``."""
+    groups = list(signals.groupby("agent", sort=False))
+    tests = mapper(_agent_signals, [(g,) for _, g in groups], cfg=cfg)
+    return pd.DataFrame(dict(zip([a for a, _ in groups], tests))).T
 
 
 def window_table(results: WindowResults, cfg: RunConfig) -> pd.DataFrame:
@@ -265,19 +279,22 @@ def compare_by_span(returns: pd.DataFrame, cfg: RunConfig) -> tuple[pd.DataFrame
 
 def write_leaderboard(results: WindowResults, cfg: RunConfig, out: Path, notes: list[str],
                       tearsheets: dict[str, str], run_id: str = "",
-                      cutoffs: dict[str, Cutoff] | None = None, signals: pd.DataFrame | None = None) -> pd.DataFrame:
+                      cutoffs: dict[str, Cutoff] | None = None, signals: pd.DataFrame | None = None,
+                      mapper: Mapper = in_order) -> pd.DataFrame:
     """windows.csv, leaderboard.csv, leaderboard.html under ``out`` (each written atomically; the page carries
     the run id); returns the leaderboard. ``cutoffs`` (LLM agent -> its model's cutoff) fill the
     ``pre_cutoff_share`` column: NaN for agents that learnt nothing before the span. ``signals``
-    (:func:`signal_table`) fill the signal-test columns (NaN without)."""
-    windows = window_table(results, cfg)
+    (:func:`signal_table`) fill the signal-test columns (NaN without). ``mapper`` runs the windows' rows and the
+    agents' signal tests (an executor's workers; in order here by default)."""
+    parts = [p for p in mapper(window_table, [({w: per},) for w, per in results.items()], cfg=cfg) if len(p)]
+    windows = pd.concat(parts, ignore_index=True) if parts else window_table({}, cfg)
     write_csv(out / "windows.csv", windows, index=False, float_format="%.6g")
     returns = portfolios(results)
     table, family = compare_by_span(returns, cfg)
     counts = windows.groupby("agent").agg(n_windows=("window_start", "nunique"), n_tickers=("ticker", "nunique"))
     board = table.join(counts).rename(columns={"excess_sharpe": "excess_sharpe_vs_buy_and_hold"})
     if signals is not None and len(signals):
-        board = board.join(signal_board(signals, cfg))
+        board = board.join(signal_board(signals, cfg, mapper))
     board["pre_cutoff_share"] = pd.Series(pre_cutoff_shares(results, cutoffs or {}), dtype=float)
     board = board.reset_index().reindex(columns=[c.name for c in COLUMNS])
     write_csv(out / "leaderboard.csv", board, index=False, float_format="%.6g")

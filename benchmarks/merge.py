@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from benchmarks.config import RunConfig
-from benchmarks.executors import Outcome, Task
+from benchmarks.executors import Outcome, Serial, Task
 from benchmarks.report import slug
 from benchmarks.roster import UsageError
 from benchmarks.run import outcome, plan, run, setup
@@ -31,7 +31,7 @@ class MergeRefused(ValueError):
     """Shards that do not make one run (other settings, a cell missing or in two shards): one line, exit 2."""
 
 
-class FromShards:
+class FromShards(Serial):
     """An executor that asks no agent: each cell's decisions (and failed tickers) as its shard saved them."""
 
     capacity = sys.maxsize

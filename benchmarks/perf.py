@@ -18,10 +18,12 @@ confidence set) run on 10 agents x 2,000 days x 1,000 resamples beside arch's ow
 ``--main-job`` times the no-argument ``benchmarks/run.py`` with cold caches.
 ``--api`` times API decisions against a local server that answers each call after 1 s and allows 2,000 requests a
 minute (a 429 with Retry-After beyond), with 32 calls in flight beside the default 8, under ``--rpm 2000``.
-``--ray`` times the numeric walk-forward (every baseline, 15 tickers, four quarters) in-process beside
-``--executor ray`` with 2 workers, in wall time with Ray's start included; ``uptime``'s load is reported with it.
+``--ray`` times the README's numeric walk-forward (7 agents, 15 tickers, yearly 2016-01-01..2025-06-30;
+``--ray-quick``: the five rule agents over 2023-2024) in-process beside ``--executor ray`` with 2 workers, in wall
+time with Ray's start included, and splits the in-process run's CPU into the cells, the statistics a Ray run maps
+over its workers and the rest (serial), whence Amdahl's bound; ``uptime``'s load is reported with it.
 
-    python benchmarks/perf.py [--seconds 4] [--smollm2] [--main-job] [--api] [--ray] [--json perf.json]
+    python benchmarks/perf.py [--seconds 4] [--smollm2] [--main-job] [--api] [--ray | --ray-quick] [--json perf.json]
 
 ``--scale`` measures cost growth instead: for each size of ``--scale-tickers`` it writes a synthetic store
 (``tr1 data synth``, ``--scale-years`` years) and reports its build time and peak memory, context builds per second
@@ -379,19 +381,67 @@ def api_throughput(n: int = 256, latency: float = 1.0, rpm: int = 2000, seed: in
     return out
 
 
-def ray_speedup(workers: int = 2, start: str = "2024-07-01", end: str = "2025-06-30", timeout: float = 3600) -> dict:
-    """Wall seconds of the numeric walk-forward (every baseline, the 15 tickers, ``start..end`` quarterly) in-process
-    and with ``--executor ray --workers N``, fresh folders and caches, and the load average around it."""
-    argv = ["--walk-forward", "quarterly", "--start", start, "--end", end, "--no-tearsheets"]
-    out = {"ray_workers": workers, "load_before": os.getloadavg()[0]}
+#: The README's numeric walk-forward (``--agents``, 10 years, yearly): what ``--ray`` times by default.
+RAY_AGENTS = ("buy_and_hold", "always_hold", "random", "ma_crossover", "rsi_reversion", "ppo", "a2c")
+RAY_SPAN = ("2016-01-01", "2025-06-30")
+#: ``--ray-quick``: the five rule agents over two years (two windows; no SB3 training), about a minute.
+RAY_QUICK = (RAY_AGENTS[:5], ("2023-01-01", "2024-12-31"))
+
+
+def timed_run(path: str, argv: list[str]) -> None:
+    """``benchmarks/run.py argv`` in this process, then into ``path`` as JSON: this process's CPU seconds and its
+    waited-for children's (the drawing pool), the CPU seconds its cells took here (in-process: the agents' part)
+    and those of the items its executor mapped here (the statistics a Ray run sends to its workers)."""
+    import resource
+
+    from benchmarks import executors, run
+
+    spent = {"cells_cpu_s": 0.0, "mapped_cpu_s": 0.0}
+
+    def timed(key: str, fn: Callable) -> Callable:
+        def wrapper(*args, **kwargs):
+            start = time.process_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[key] += time.process_time() - start
+        return wrapper
+
+    executors.run_task = timed("cells_cpu_s", executors.run_task)
+    executors.InProcess.map = staticmethod(timed("mapped_cpu_s", executors.InProcess.map))
+    code = run.main(argv)
+    me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    with open(path, "w") as f:
+        json.dump({"rc": code, "driver_cpu_s": me.ru_utime + me.ru_stime,
+                   "children_cpu_s": children.ru_utime + children.ru_stime, **spent}, f)
+
+
+def ray_speedup(workers: int = 2, agents: tuple[str, ...] = RAY_AGENTS, span: tuple[str, str] = RAY_SPAN,
+                timeout: float = 3600) -> dict:
+    """The numeric walk-forward (``agents``, the 15 tickers, yearly over ``span``; the README's by default) in-process
+    and with ``--executor ray --workers N`` (Ray's start included), fresh folders and caches, each in its own process:
+    wall seconds, the driver's CPU seconds, and for the in-process run the CPU its cells and its mapped statistics
+    took, whence the serial share (what stays in the driver on Ray) and Amdahl's bound for ``workers``; with the load
+    average around it."""
+    argv = ["--walk-forward", "yearly", "--start", span[0], "--end", span[1], "--no-tearsheets", "--agents", *agents]
+    out = {"ray_workers": workers, "ray_agents": list(agents), "ray_span": list(span),
+           "load_before": os.getloadavg()[0]}
     with tempfile.TemporaryDirectory() as tmp:
         for name, extra in (("inprocess", []), ("ray", ["--executor", "ray", "--workers", str(workers)])):
-            env = {**os.environ, "TR1_CACHE": os.path.join(tmp, f"cache-{name}")}
+            env = {**os.environ, "TR1_CACHE": os.path.join(tmp, f"cache-{name}"), "OMP_NUM_THREADS": "1"}
+            spent = os.path.join(tmp, f"{name}.json")
             start = time.perf_counter()
-            subprocess.run([sys.executable, "benchmarks/run.py", *argv, *extra, "--out", os.path.join(tmp, name)],
-                           env=env, check=True, timeout=timeout, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            subprocess.run([sys.executable, __file__, "--timed-run", spent, *argv, *extra, "--out",
+                            os.path.join(tmp, name)], env=env, check=True, timeout=timeout,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             out[f"walk_forward_{name}_s"] = time.perf_counter() - start
-    out["load_after"] = os.getloadavg()[0]
+            with open(spent) as f:
+                out.update({f"{name}_{k}": v for k, v in json.load(f).items()})
+            out[f"load_after_{name}"] = os.getloadavg()[0]
+    total = out["inprocess_driver_cpu_s"] + out["inprocess_children_cpu_s"]
+    parallel = out["inprocess_cells_cpu_s"] + out["inprocess_mapped_cpu_s"]
+    out["serial_share"] = (total - parallel) / total
+    out["amdahl_speedup"] = 1 / (out["serial_share"] + (1 - out["serial_share"]) / workers)
     out["ray_speedup"] = out["walk_forward_inprocess_s"] / out["walk_forward_ray_s"]
     return out
 
@@ -501,9 +551,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--main-job", action="store_true", help="also time the default benchmarks/run.py, cold caches")
     parser.add_argument("--api", action="store_true", help="also time API decisions against a local slow server "
                         "(1 s a call, 2,000 requests/min; about 20 s)")
-    parser.add_argument("--ray", action="store_true", help="also time the numeric walk-forward in-process and on a "
-                        "local Ray of 2 workers (minutes; needs tr1[ray])")
+    parser.add_argument("--ray", action="store_true", help="also time the README's numeric walk-forward (7 agents, "
+                        "10 years) in-process and on a local Ray of 2 workers (about 10 minutes; needs tr1[ray])")
+    parser.add_argument("--ray-quick", action="store_true", help="--ray on the five rule agents over 2023-2024 (two "
+                        "windows, no SB3; about a minute)")
     parser.add_argument("--only", action="store_true", help="time only what --api, --ray, --smollm2 or --main-job ask")
+    parser.add_argument("--timed-run", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)  # JSON RUN_ARGS...
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--scale", action="store_true", help="measure cost growth on synthetic stores instead")
     parser.add_argument("--scale-tickers", type=int, nargs="+", default=[15, 100, 500], help="store sizes (tickers)")
@@ -517,6 +570,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> dict:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.timed_run:
+        timed_run(args.timed_run[0], args.timed_run[1:])
+        return {}
     if args.scale_point:
         out, tickers, years, seed, seconds, path = args.scale_point
         point = store_point(out, int(tickers), float(years), int(seed), float(seconds))
@@ -535,8 +591,8 @@ def main(argv: list[str] | None = None) -> dict:
                                     **booking_timing(seconds=args.seconds)}
     if args.api:
         results.update(api_throughput())
-    if args.ray:
-        results.update(ray_speedup())
+    if args.ray or args.ray_quick:
+        results.update(ray_speedup(agents=RAY_QUICK[0], span=RAY_QUICK[1]) if args.ray_quick else ray_speedup())
     if args.smollm2:
         results.update(smollm2_decisions())
     if args.main_job:
@@ -595,12 +651,20 @@ def main(argv: list[str] | None = None) -> dict:
                   f"requests/min, {results['api_429s']} 429s)", f"{fast:.1f} decisions/s"),
                  ("  8 in flight (the default --api-concurrency)", f"{default:.1f} decisions/s"),
                  ("  ratio 32 / 8", f"{fast / default:.2f}x")]
-    if args.ray:
-        rows += [("numeric walk-forward (8 baselines x 15 tickers x 4 quarters), in-process",
-                  f"{results['walk_forward_inprocess_s']:.0f} s"),
-                 (f"  --executor ray, {results['ray_workers']} workers (load {results['load_before']:.1f} before, "
-                  f"{results['load_after']:.1f} after)", f"{results['walk_forward_ray_s']:.0f} s"),
-                 ("  speed-up", f"{results['ray_speedup']:.2f}x")]
+    if args.ray or args.ray_quick:
+        r = results
+        what = (f"numeric walk-forward ({len(r['ray_agents'])} agents x 15 tickers, yearly "
+                f"{r['ray_span'][0]}..{r['ray_span'][1]})")
+        rows += [(f"{what}, in-process (load {r['load_before']:.1f} before)", f"{r['walk_forward_inprocess_s']:.0f} s"),
+                 ("  CPU: driver + drawing pool / its cells / its mapped statistics",
+                  f"{r['inprocess_driver_cpu_s'] + r['inprocess_children_cpu_s']:.0f} / "
+                  f"{r['inprocess_cells_cpu_s']:.0f} / {r['inprocess_mapped_cpu_s']:.0f} s"),
+                 (f"  serial share; Amdahl's bound for {r['ray_workers']} workers",
+                  f"{r['serial_share']:.0%}; {r['amdahl_speedup']:.2f}x"),
+                 (f"  --executor ray, {r['ray_workers']} workers (load {r['load_after_inprocess']:.1f} before, "
+                  f"{r['load_after_ray']:.1f} after)", f"{r['walk_forward_ray_s']:.0f} s"),
+                 ("  Ray driver CPU (workers not counted)", f"{r['ray_driver_cpu_s']:.0f} s"),
+                 ("  speed-up", f"{r['ray_speedup']:.2f}x")]
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value:>22}")

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from benchmarks.config import BENCHMARK, RunConfig
 from benchmarks.costs import cost_table
 from benchmarks.escaping import Markdown, md_cell, plot_label
+from benchmarks.mapping import Mapper, in_order
 from benchmarks.notes import RunFacts, summary_notes
 from benchmarks.plots import pyplot
 from benchmarks.run_folder import claim, remove, write_csv, write_json, write_text
@@ -79,6 +80,12 @@ def summarize(agent: str, ticker: str, frame: pd.DataFrame, decisions: pd.DataFr
         "parse_failed": failed, "forced": forced, "ib_cr": ib["cr"], "ib_sharpe": ib["sharpe"], "ib_av": ib["av"],
         **quantstats_stats(frame["return"], bench["return"], stats.risk_free),
     }
+
+
+def _summary_row(agent: str, ticker: str, frame: pd.DataFrame, decisions: pd.DataFrame,
+                 bench: dict[str, pd.DataFrame], cfg: RunConfig) -> dict:
+    """:func:`summarize` of one agent x ticker, ``bench`` every ticker's (shared by the rows a mapper sends)."""
+    return summarize(agent, ticker, frame, decisions, bench[ticker], cfg)
 
 
 def _pct(x: float) -> str:
@@ -352,13 +359,14 @@ def cost_markdown(table: pd.DataFrame, cfg: RunConfig, per: str = "agent x ticke
 
 
 def write_reports(results: Results, bench: dict[str, pd.DataFrame], cfg: RunConfig, out: Path, facts: RunFacts,
-                  run_id: str = "") -> pd.DataFrame:
+                  run_id: str = "", mapper: Mapper = in_order) -> pd.DataFrame:
     """summary.csv, summary.md, plots/ and tearsheets/ under ``out`` (and memorisation.csv when an LLM ran);
-    returns the summary table. ``facts``: the run's windows, coverage, absences and the LLM rows' cutoffs."""
+    returns the summary table. ``facts``: the run's windows, coverage, absences and the LLM rows' cutoffs;
+    ``mapper`` runs the summary rows (an executor's workers; in order here by default)."""
     pyplot()  # before quantstats imports pyplot
     cutoffs = {label: c for label, c in facts.cutoffs.items() if label in results}
-    rows = [summarize(a, t, frame, decisions, bench[t], cfg)
-            for a, per in tqdm(results.items(), desc="metrics", unit="agent") for t, (frame, decisions) in per.items()]
+    rows = mapper(_summary_row, [(a, t, frame, decisions) for a, per in results.items()
+                                 for t, (frame, decisions) in per.items()], bench=bench, cfg=cfg)
     summary = pd.DataFrame(rows, columns=None if rows else COLUMNS)
     if rows:
         summary = flag_contamination(summary, results, cutoffs)

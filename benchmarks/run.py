@@ -41,10 +41,11 @@ from tqdm.auto import tqdm
 from baselines import TRAINED
 from benchmarks.budget import estimate
 from benchmarks.config import BENCHMARK, RunConfig
-from benchmarks.escaping import md_frame
-from benchmarks.executors import Cell, Outcome, Task, make_executor
+from benchmarks.escaping import csv_safe, md_frame
+from benchmarks.executors import Cell, Outcome, Task, make_executor, store_at
 from benchmarks.leaderboard import markdown as leaderboard_markdown
-from benchmarks.leaderboard import signal_table, write_leaderboard, write_portfolio_tearsheets
+from benchmarks.leaderboard import signals_by_window, write_leaderboard, write_portfolio_tearsheets
+from benchmarks.mapping import Mapper, in_order
 from benchmarks.notes import RunFacts, page_notes
 from benchmarks.portfolio import run_portfolio
 from benchmarks.replay import Observations, Pending, pending, save
@@ -78,16 +79,24 @@ __all__ = ["Observations", "RunConfig", "Setup", "UsageError", "build_parser", "
            "post_cutoff", "resolve_agents", "run", "setup"]
 
 
-def coverage(store: Store, tickers: tuple[str, ...], days: dict[str, pd.DatetimeIndex], start: str, end: str) -> dict:
-    """Data caveats per ticker: headlines in the window and the modalities its first context states as missing."""
+def _missing_on(ticker: str, day: pd.Timestamp, store_path: str | None) -> list[str]:
+    """The modalities ``ticker``'s context on ``day`` states as missing, from this process's store at the path."""
+    return list(build_context(store_at(store_path), ticker, day).missing)
+
+
+def coverage(store: Store, tickers: tuple[str, ...], days: dict[str, pd.DatetimeIndex], start: str, end: str,
+             mapper: Mapper = in_order, store_path: str | None = None) -> dict:
+    """Data caveats per ticker: headlines in the window and the modalities its first context states as missing
+    (those contexts built through ``mapper``, an executor's workers, from the store at ``store_path``: ``store``
+    in this process)."""
+    store_at(store_path, store)
     news = store.table("news")
     lo, hi = pd.Timestamp(start, tz="UTC") - pd.Timedelta(days=30), pd.Timestamp(end, tz="UTC") + pd.Timedelta(days=1)
+    missing = mapper(_missing_on, [(t, days[t][0]) for t in tickers], store_path=store_path)
     out = {}
-    for t in tickers:
+    for t, gaps in zip(tickers, missing):
         rows = news[(news["ticker"] == t) & (news["available_at"] >= lo) & (news["available_at"] < hi)]
-        first = build_context(store, t, days[t][0])
-        out[t] = {"sessions": len(days[t]), "headlines_in_window": len(rows),
-                  "missing_modalities_on_first_day": list(first.missing)}
+        out[t] = {"sessions": len(days[t]), "headlines_in_window": len(rows), "missing_modalities_on_first_day": gaps}
     return out
 
 
@@ -109,6 +118,9 @@ def check(cfg: RunConfig, store: Store) -> tuple[str, ...]:
     if unknown:
         raise UsageError(f"--tickers: {', '.join(unknown)} not in the store; it has {', '.join(store.tickers)}")
     return tickers
+
+
+RETURN_DATES = "%Y-%m-%d"  # the dates of returns/*.csv
 
 
 @dataclass(frozen=True)
@@ -136,6 +148,19 @@ class Market:
                   previous: pd.DataFrame | None = None) -> pd.DataFrame:
         return buy_and_hold(self.closes[ticker], days, cfg.execution, self.dividends[ticker], self.opens[ticker],
                             self.volumes[ticker], previous)
+
+    def book_records(self, records: dict[str, list[dict]], days: dict[str, pd.DatetimeIndex], cfg: RunConfig,
+                     carried: dict[str, pd.DataFrame | None]) -> dict[str, tuple[pd.Series, pd.DataFrame, str]]:
+        """On a worker, an agent's new decision records (no LLM's: no call costs) booked as the run books them once
+        saved and read back: per ticker the actions booked, the book and its returns file's text."""
+        out = {}
+        for t, rows in records.items():
+            if rows:
+                actions = pd.Series([Action.parse(r["action"]) for r in rows], name="action",
+                                    index=pd.DatetimeIndex(pd.to_datetime([r["date"] for r in rows]), name="date"))
+                frame = self.books(t, actions, days[t], cfg, None, carried.get(t))
+                out[t] = actions, frame, csv_safe(frame).to_csv(date_format=RETURN_DATES, lineterminator="\n")
+        return out
 
     def carried(self, ticker: str, previous: pd.DataFrame | None, days: pd.DatetimeIndex) -> pd.DataFrame | None:
         """``previous`` when a book over ``days`` can continue it (its last position then earns ``days[0]``), else
@@ -200,7 +225,7 @@ def replay_cells(cells: list[Cell], cfg: RunConfig, market: Market, folder_of, e
             finish(i, Outcome())
             return None
         return Task(cell.spec, cfg, cell.window, {t: cell.days[t] for t in state.todo}, state.held, state.max_chars,
-                    state.fingerprint)
+                    state.fingerprint, {t: carried[t] for t in state.todo})
 
     def finish(i: int, outcome: Outcome) -> None:
         cell, (state, carried) = cells[i], states.pop(i)
@@ -211,9 +236,16 @@ def replay_cells(cells: list[Cell], cfg: RunConfig, market: Market, folder_of, e
         decided = save(state, outcome.records)
         books = {}
         for t in decided:
-            llm_usd = decided[t]["meta"].map(decision_cost) if cell.spec.llm else None
-            frame = market.books(t, decided[t]["action"].map(Action.parse), cell.days[t], cfg, llm_usd, carried[t])
-            write_csv(folder / "returns" / f"{slug(cell.spec.label)}__{t}.csv", frame, date_format="%Y-%m-%d")
+            path = folder / "returns" / f"{slug(cell.spec.label)}__{t}.csv"
+            actions = decided[t]["action"].map(Action.parse)
+            theirs = outcome.books.get(t)
+            if theirs is not None and _same_actions(theirs[0], actions):  # the worker booked what was saved
+                frame = theirs[1]
+                write_text(path, theirs[2])
+            else:
+                llm_usd = decided[t]["meta"].map(decision_cost) if cell.spec.llm else None
+                frame = market.books(t, actions, cell.days[t], cfg, llm_usd, carried[t])
+                write_csv(path, frame, date_format=RETURN_DATES)
             books[t] = (frame, decided[t])
         results[i] = _Booked(books, outcome.failed, outcome.pseudonyms)
         bar.update()
@@ -221,7 +253,7 @@ def replay_cells(cells: list[Cell], cfg: RunConfig, market: Market, folder_of, e
         bar.set_postfix(done=bar.n - failed_cells, failed=failed_cells, left=len(cells) - bar.n)
 
     waiting, inflight = list(range(len(cells))), 0
-    with tqdm(total=len(cells), desc="cells", unit="cell", disable=not cells) as bar, executor:
+    with tqdm(total=len(cells), desc="cells", unit="cell", disable=not cells) as bar:
         while waiting or inflight:
             for i in [i for i in waiting if cells[i].previous is None or results[cells[i].previous] is not None]:
                 if inflight >= executor.capacity:
@@ -236,6 +268,13 @@ def replay_cells(cells: list[Cell], cfg: RunConfig, market: Market, folder_of, e
                     inflight -= 1
                     finish(i, outcome)
     return results
+
+
+def _same_actions(booked: pd.Series, saved: pd.Series) -> bool:
+    """Whether a worker booked the actions the run saved and read back: the same days (and index type) and
+    actions."""
+    return (booked.index.equals(saved.index) and booked.index.dtype == saved.index.dtype
+            and booked.tolist() == saved.tolist())
 
 
 def _window_results(cells: list[Cell], booked: list[_Booked], protocol: list[Window], specs: list[AgentSpec],
@@ -388,41 +427,44 @@ def run(cfg: RunConfig, executor=None, specs: list[AgentSpec] | None = None,
     if (out / "config.json").exists() and (problems := verify_run(out)):
         print(f"note: {out} held an unfinished or mixed run ({problems[0]}); its reports are replaced",
               file=sys.stderr)
-    whole = {t: store.trading_days(t, cfg.window.start, cfg.window.end) for t in tickers}
-    facts = RunFacts(protocol, coverage(store, tickers, whole, cfg.window.start, cfg.window.end), cutoffs=found,
-                     llm=any(s.llm for s in specs), trained=any(s.label in TRAINED for s in specs),
-                     synthetic=store.synthetic)
-    record = RunRecord(new_run_id(), {**flat_dict(cfg), "base_url": redact_url(cfg.agents.base_url)},
-                       [w.name for w in protocol], facts.coverage, facts.returns(cfg),
-                       cutoffs={label: dataclasses.asdict(c) for label, c in found.items()})
-    begin_run(out, record.meta())
+    with executor:  # open from the coverage over the cells to the statistics, which it maps over its workers
+        whole = {t: store.trading_days(t, cfg.window.start, cfg.window.end) for t in tickers}
+        cover = coverage(store, tickers, whole, cfg.window.start, cfg.window.end, executor.map, cfg.window.store)
+        facts = RunFacts(protocol, cover, cutoffs=found,
+                         llm=any(s.llm for s in specs), trained=any(s.label in TRAINED for s in specs),
+                         synthetic=store.synthetic)
+        record = RunRecord(new_run_id(), {**flat_dict(cfg), "base_url": redact_url(cfg.agents.base_url)},
+                           [w.name for w in protocol], facts.coverage, facts.returns(cfg),
+                           cutoffs={label: dataclasses.asdict(c) for label, c in found.items()})
+        begin_run(out, record.meta())
 
-    skipped = {s.label: s.unavailable for s in specs if s.unavailable}
-    for label, why in skipped.items():  # say why and go on with the other agents
-        print(f"skipping {label}: {why}", file=sys.stderr)
-    market = Market.load(store, tickers, cfg.total_return(), cfg.execution.needs_liquidity)
-    bench: dict[Window, dict[str, pd.DataFrame]] = {}
-    for w, days in days_by_window.items():  # in order: each window's buy-and-hold continues the one before
-        before = bench[protocol[protocol.index(w) - 1]] if bench else None
-        bench[w] = {t: market.benchmark(t, d, cfg, market.carried(t, before and before.get(t), d))
-                    for t, d in days.items()}
-    booked = replay_cells(cells, cfg, market, folder_of, executor, len(protocol) == 1)
-    if shard is not None:
-        return _finish_shard(out, record, cells, booked, skipped, t0)
-    per_window = _window_results(cells, booked, protocol, specs, bench)
-    failed = _merge_failures(per_window)
-    facts = dataclasses.replace(facts, skipped=skipped, failed=failed)
-    # an agent x ticker that failed in one window is in no table: its chained book would miss that window
-    labels = {s.label for s in specs}
-    results = _chain([r.books for r in per_window], lambda a, t: a in labels and t not in failed.get(a, {}))
-    bench = {t: pd.concat([r.bench[t] for r in per_window]) for t in tickers}
-    summary = write_reports(results, bench, cfg.replace(tearsheets=len(protocol) == 1 and cfg.outputs.tearsheets),
-                            out, facts, record.run_id)
-    ranked = {w: {a: {t: v for t, v in per.items() if t not in failed.get(a, {})} for a, per in r.books.items()
-                  if a not in failed and per} for w, r in zip(protocol, per_window)}
-    sheets = write_portfolio_tearsheets(ranked, cfg, out / "tearsheets") if cfg.outputs.tearsheets else {}
-    board = write_leaderboard(ranked, cfg, out, page_notes(cfg, facts), sheets, record.run_id, found,
-                              signal_table(ranked, market.closes, cfg))
+        skipped = {s.label: s.unavailable for s in specs if s.unavailable}
+        for label, why in skipped.items():  # say why and go on with the other agents
+            print(f"skipping {label}: {why}", file=sys.stderr)
+        market = Market.load(store, tickers, cfg.total_return(), cfg.execution.needs_liquidity)
+        bench: dict[Window, dict[str, pd.DataFrame]] = {}
+        for w, days in days_by_window.items():  # in order: each window's buy-and-hold continues the one before
+            before = bench[protocol[protocol.index(w) - 1]] if bench else None
+            bench[w] = {t: market.benchmark(t, d, cfg, market.carried(t, before and before.get(t), d))
+                        for t, d in days.items()}
+        executor.book_with(market)
+        booked = replay_cells(cells, cfg, market, folder_of, executor, len(protocol) == 1)
+        if shard is not None:
+            return _finish_shard(out, record, cells, booked, skipped, t0)
+        per_window = _window_results(cells, booked, protocol, specs, bench)
+        failed = _merge_failures(per_window)
+        facts = dataclasses.replace(facts, skipped=skipped, failed=failed)
+        # an agent x ticker that failed in one window is in no table: its chained book would miss that window
+        labels = {s.label for s in specs}
+        results = _chain([r.books for r in per_window], lambda a, t: a in labels and t not in failed.get(a, {}))
+        bench = {t: pd.concat([r.bench[t] for r in per_window]) for t in tickers}
+        summary = write_reports(results, bench, cfg.replace(tearsheets=len(protocol) == 1 and cfg.outputs.tearsheets),
+                                out, facts, record.run_id, executor.map)
+        ranked = {w: {a: {t: v for t, v in per.items() if t not in failed.get(a, {})} for a, per in r.books.items()
+                      if a not in failed and per} for w, r in zip(protocol, per_window)}
+        sheets = write_portfolio_tearsheets(ranked, cfg, out / "tearsheets") if cfg.outputs.tearsheets else {}
+        board = write_leaderboard(ranked, cfg, out, page_notes(cfg, facts), sheets, record.run_id, found,
+                                  signals_by_window(ranked, market.closes, cfg, executor.map), executor.map)
     write_text(out / "leaderboard.md", leaderboard_markdown(md_frame(board), cfg))
     if extra is not None:
         extra(out, board)

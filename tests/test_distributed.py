@@ -12,6 +12,10 @@ from pathlib import Path
 
 import pytest
 
+import benchmarks.run as run_module
+from benchmarks.config import RunConfig
+from benchmarks.executors import RayExecutor
+from benchmarks.mapping import in_order
 from benchmarks.merge import main as merge_main
 from benchmarks.run import main
 from tr1_env.core.actions import Action
@@ -19,7 +23,7 @@ from tr1_env.core.agents import Agent, Decision
 
 WALK = ["--tickers", "AAPL", "MSFT", "--walk-forward", "quarterly", "--start", "2024-01-01", "--end", "2024-06-30",
         "--bootstrap", "100", "--no-tearsheets"]
-REPORTS = ("summary.csv", "leaderboard.csv", "windows.csv", "leaderboard.md")
+REPORTS = ("summary.csv", "leaderboard.csv", "windows.csv", "leaderboard.md", "costs.csv")
 KILL_DIR = "TR1_TEST_KILL_DIR"
 
 
@@ -59,16 +63,39 @@ def local_ray(tmp_path_factory):
 def _same(a: Path, b: Path) -> None:
     for name in REPORTS:
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    returns = sorted(p.relative_to(a) for p in a.glob("windows/*/returns/*.csv"))
+    assert returns and returns == sorted(p.relative_to(b) for p in b.glob("windows/*/returns/*.csv"))
+    for name in returns:  # on Ray, booked and rendered by the workers
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    summary = [(folder / "summary.md").read_text().split("\nRun id: ")[0] for folder in (a, b)]
+    assert summary[0] == summary[1]
+    coverage = [json.loads((folder / "config.json").read_text())["coverage"] for folder in (a, b)]
+    assert coverage[0] == coverage[1]  # the first contexts, built by the workers on Ray
 
 
-def test_ray_with_two_workers_writes_the_files_of_the_in_process_run(local_ray, tmp_path, capsys):
+def test_ray_with_two_workers_writes_the_files_of_the_in_process_run(local_ray, tmp_path, capsys, monkeypatch):
     agents = ["--agents", "buy_and_hold", "ma_crossover", "random"]
     assert main([*agents, *WALK, "--out", str(tmp_path / "here")]) == 0
+    checked, original = [], run_module._same_actions  # the run's checks of its workers' books against its saves
+
+    def same_actions(booked, saved):
+        checked.append(original(booked, saved))
+        return checked[-1]
+
+    monkeypatch.setattr(run_module, "_same_actions", same_actions)
     assert main([*agents, *WALK, "--out", str(tmp_path / "ray"), "--executor", "ray"]) == 0
+    assert len(checked) == 12 and all(checked)  # 3 agents x 2 tickers x 2 windows, each booked by its worker
     _same(tmp_path / "here", tmp_path / "ray")
     meta = json.loads((tmp_path / "ray" / "config.json").read_text())
     assert meta["status"] == "complete" and meta["config"]["executor"] == "ray"
     assert "cells: 100%" in capsys.readouterr().err  # one bar over the 6 cells (3 agents x 2 windows)
+
+
+def test_ray_map_runs_the_items_in_order_with_the_shared_inputs_once(local_ray):
+    items = [(x / 7,) for x in range(25)]  # more items than tasks: chunks of several, joined in order
+    with RayExecutor(RunConfig()) as executor:
+        assert executor.map(round, items, ndigits=2) == in_order(round, items, ndigits=2)
+        assert executor.map(round, items[:1], ndigits=1) == [0.0]  # one item: here, no task
 
 
 def test_a_killed_worker_is_retried_and_nothing_is_counted_twice(local_ray, tmp_path, monkeypatch):
