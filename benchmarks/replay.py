@@ -59,7 +59,7 @@ class Observations:
             if basis not in self._frames:  # every session to the store's end, on the splits known at ``day``
                 splits = self.store.visible("splits", view.ticker, view.time)
                 prices = self.store.visible("prices", view.ticker, pd.Timestamp.max.tz_localize("UTC"))
-                frame = indicators(split_adjust(prices, splits))
+                frame = indicators(split_adjust(prices, splits)).copy()  # one block per dtype: cheap daily slices
                 self._frames[basis] = frame, frame["date"].to_numpy()
             frame, dates = self._frames[basis]
             self._cache[key] = numeric_observation(view, frame, headlines=headlines, dates=dates)
@@ -156,9 +156,8 @@ def decide(spec: AgentSpec, cfg: RunConfig, window: Window, store: Store, days: 
 
 
 def save(state: Pending, records: dict[str, list[dict]]) -> dict[str, pd.DataFrame]:
-    """Every ticker's decisions: the saved ones and ``records`` (now saved, then read back as a reload would)."""
+    """Every ticker's decisions: the saved ones and ``records`` (now saved, and as a reload would read them)."""
     done = dict(state.done)
     for t, rows in records.items():
-        save_decisions(state.paths[t], state.fingerprint, rows)
-        done[t] = load_decisions(state.paths[t], state.fingerprint)
+        done[t] = save_decisions(state.paths[t], state.fingerprint, rows)
     return {t: done[t] for t in state.paths if t in done}
