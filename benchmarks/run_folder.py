@@ -22,6 +22,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from benchmarks.escaping import csv_safe
@@ -197,9 +198,40 @@ def write_text(path: Path, text: str) -> None:
 
 
 def write_csv(path: Path, frame: pd.DataFrame, **kwargs) -> None:
-    """``frame.to_csv`` with every formula-like text cell neutralised (:func:`benchmarks.escaping.csv_safe`)."""
+    """``frame.to_csv`` with every formula-like text cell neutralised (:func:`benchmarks.escaping.csv_safe`); with
+    ``date_format="%Y-%m-%d"`` its dates are formatted by :func:`iso_days` first (the same text, not a strftime per
+    cell: a third of a returns file's write)."""
     safe = csv_safe(frame)
+    if kwargs.get("date_format") == ISO_DAY:
+        safe = iso_days(safe)
     atomic_write(claim(path), lambda tmp: safe.to_csv(tmp, **kwargs))
+
+
+ISO_DAY = "%Y-%m-%d"
+
+
+def iso_days(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with its timezone-naive datetime columns and index as ``%Y-%m-%d`` text (NaT as a missing value),
+    vectorised; the same object when it has none."""
+    def days(values: pd.Index | pd.Series):
+        if not (isinstance(values.dtype, np.dtype) and values.dtype.kind == "M"):  # naive datetime64 only
+            return None
+        text = np.datetime_as_string(values.to_numpy(), unit="D").astype(object)
+        text[np.isnat(values.to_numpy())] = None
+        return text
+
+    if frame.columns.has_duplicates or isinstance(frame.index, pd.MultiIndex):
+        return frame
+    columns = {c: text for c in frame.columns if (text := days(frame[c])) is not None}
+    index = days(frame.index)
+    if not columns and index is None:
+        return frame
+    out = frame.copy(deep=False)
+    for column, text in columns.items():
+        out[column] = pd.Series(text, index=frame.index, dtype=object)  # object: no string-dtype conversion
+    if index is not None:
+        out.index = pd.Index(index, dtype=object, name=frame.index.name)
+    return out
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -295,14 +327,15 @@ def load_decisions(path: Path, fingerprint: str) -> pd.DataFrame | None:
 
 
 def decisions_frame(rows: list[dict]) -> pd.DataFrame:
-    """Decision records (as JSON holds them) as a frame indexed by date: column by column when every row has the
-    first row's keys (a replay's always do; ~3x faster than a frame of records), else as a frame of records."""
+    """Decision records (as JSON holds them) as a frame indexed by their ISO dates: column by column when every row
+    has the first row's keys (a replay's always do; faster than a frame of records), else as a frame of records."""
     first = rows[0] if isinstance(rows, list) and rows and isinstance(rows[0], dict) else None
     if first is not None and all(isinstance(r, dict) and r.keys() == first.keys() for r in rows):
         frame = pd.DataFrame({k: [r[k] for r in rows] for k in first})
     else:
         frame = pd.DataFrame(rows)
-    return frame.assign(date=lambda d: pd.to_datetime(d["date"])).set_index("date")
+    frame.index = pd.DatetimeIndex(pd.to_datetime(frame.pop("date"), format="ISO8601"), name="date")
+    return frame
 
 
 def save_decisions(path: Path, fingerprint: str, records: list[dict]) -> pd.DataFrame:
