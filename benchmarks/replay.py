@@ -69,7 +69,8 @@ class Observations:
                 frame = indicators(split_adjust(prices, splits)).copy()  # one block per dtype: cheap daily slices
                 self._frames[basis] = frame, frame["date"].to_numpy()
             frame, dates = self._frames[basis]
-            known = day if day.tzinfo is None and day == day.normalize() else None  # else derived from the view
+            naive = isinstance(day, pd.Timestamp) and day.tzinfo is None and day == day.normalize()
+            known = day if naive else None  # else the view's close gives it
             self._cache[key] = numeric_observation(view, frame, headlines=headlines, dates=dates, day=known)
         if key not in self._cache:
             context = build_context(self.store, ticker, day, cfg=ContextConfig(max_chars=max_chars))

@@ -20,6 +20,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -334,8 +335,14 @@ def decisions_frame(rows: list[dict]) -> pd.DataFrame:
         frame = pd.DataFrame({k: [r[k] for r in rows] for k in first})
     else:
         frame = pd.DataFrame(rows)
-    frame.index = pd.DatetimeIndex(pd.to_datetime(frame.pop("date"), format="ISO8601"), name="date")
+    frame.index = _iso_dates(tuple(frame.pop("date")))
     return frame
+
+
+@lru_cache(maxsize=64)
+def _iso_dates(dates: tuple[str, ...]) -> pd.DatetimeIndex:
+    """The decision dates as an index, parsed once per schedule (every agent and ticker of a window shares one)."""
+    return pd.DatetimeIndex(pd.to_datetime(list(dates), format="ISO8601"), name="date")
 
 
 def save_decisions(path: Path, fingerprint: str, records: list[dict]) -> pd.DataFrame:
