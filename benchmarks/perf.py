@@ -280,8 +280,9 @@ def replay_files_timing(sessions: int = 250, seconds: float = 4.0, seed: int = 0
     closes = pd.Series(100 * np.exp(np.cumsum(rng.normal(0, 0.01, sessions))), index=days)
     actions = pd.Series([Action(int(a)) for a in rng.integers(0, 5, sessions - 1)], index=days[:-1])
     frame = backtest(actions, closes, days)
-    rows = json.loads(json.dumps([{"date": f"{d:%Y-%m-%d}", "action": Action(int(a)).name, "position_before": 0.0, "thesis": None,
-                                   "meta": {"rsi": float(rng.uniform(0, 100))}} for d, a in actions.items()]))
+    rows = json.loads(json.dumps([{"date": f"{d:%Y-%m-%d}", "action": Action(int(a)).name, "position_before": 0.0,
+                                   "thesis": None, "meta": {"rsi": float(rng.uniform(0, 100))}}
+                                  for d, a in actions.items()]))
 
     def by_records() -> pd.DataFrame:
         return pd.DataFrame(rows).assign(date=lambda d: pd.to_datetime(d["date"])).set_index("date")

@@ -57,8 +57,9 @@ class Observations:
     def get(self, ticker: str, day: pd.Timestamp, max_chars: int, position: float,
             anonymized: str | None = None, headlines: bool = True) -> Observation:
         """``max_chars=0``: the numeric observation (bars, indicators, headlines; no text), its indicator frame
-        computed once per ticker and split basis (for the store, every window) instead of once per day; ``headlines=False`` leaves its headlines
-        empty (for agents that read prices alone: most of a numeric observation's cost)."""
+        computed once per ticker and split basis (for the store, every window) instead of once per day;
+        ``headlines=False`` leaves its headlines empty (for agents that read prices alone: most of a numeric
+        observation's cost)."""
         key = (ticker, day, max_chars, anonymized, headlines)
         if key not in self._cache and not max_chars:
             view = self.store.asof(ticker, day)
