@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from benchmarks.escaping import csv_safe
@@ -199,40 +198,9 @@ def write_text(path: Path, text: str) -> None:
 
 
 def write_csv(path: Path, frame: pd.DataFrame, **kwargs) -> None:
-    """``frame.to_csv`` with every formula-like text cell neutralised (:func:`benchmarks.escaping.csv_safe`); with
-    ``date_format="%Y-%m-%d"`` its dates are formatted by :func:`iso_days` first (the same text, not a strftime per
-    cell: a third of a returns file's write)."""
+    """``frame.to_csv`` with every formula-like text cell neutralised (:func:`benchmarks.escaping.csv_safe`)."""
     safe = csv_safe(frame)
-    if kwargs.get("date_format") == ISO_DAY:
-        safe = iso_days(safe)
     atomic_write(claim(path), lambda tmp: safe.to_csv(tmp, **kwargs))
-
-
-ISO_DAY = "%Y-%m-%d"
-
-
-def iso_days(frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` with its timezone-naive datetime columns and index as ``%Y-%m-%d`` text (NaT as a missing value),
-    vectorised; the same object when it has none."""
-    def days(values: pd.Index | pd.Series):
-        if not (isinstance(values.dtype, np.dtype) and values.dtype.kind == "M"):  # naive datetime64 only
-            return None
-        text = np.datetime_as_string(values.to_numpy(), unit="D").astype(object)
-        text[np.isnat(values.to_numpy())] = None
-        return text
-
-    if frame.columns.has_duplicates or isinstance(frame.index, pd.MultiIndex):
-        return frame
-    columns = {c: text for c in frame.columns if (text := days(frame[c])) is not None}
-    index = days(frame.index)
-    if not columns and index is None:
-        return frame
-    out = frame.copy(deep=False)
-    for column, text in columns.items():
-        out[column] = pd.Series(text, index=frame.index, dtype=object)  # object: no string-dtype conversion
-    if index is not None:
-        out.index = pd.Index(index, dtype=object, name=frame.index.name)
-    return out
 
 
 def write_json(path: Path, data: dict) -> None:

@@ -233,17 +233,3 @@ def test_saved_decisions_come_back_as_a_reload_reads_them(tmp_path):
     pd.testing.assert_frame_equal(decisions_frame(ragged), pd.DataFrame(ragged).assign(
         date=lambda d: pd.to_datetime(d["date"])).set_index("date"))
 
-
-def test_iso_days_write_the_text_strftime_writes():
-    """Returns files are written with their dates formatted at once; the text is strftime's, NaT left empty."""
-    import pandas as pd
-
-    from benchmarks.run_folder import iso_days
-
-    frame = pd.DataFrame({"d": pd.to_datetime(["2020-01-02 13:45", None, "1969-12-31 23:00"]), "x": [1.5, None, "a,b"],
-                          "aware": pd.to_datetime(["2020-01-02"] * 3).tz_localize("UTC")},
-                         index=pd.to_datetime(["2020-01-01", "2020-01-02", None]).rename("when"))
-    for f in (frame, frame.iloc[:0], frame.reset_index(drop=True)):
-        assert iso_days(f).to_csv(date_format="%Y-%m-%d") == f.to_csv(date_format="%Y-%m-%d")
-    assert iso_days(frame).to_csv().splitlines()[2:] == ["2020-01-02,,,2020-01-02 00:00:00+00:00",
-                                                          ',1969-12-31,"a,b",2020-01-02 00:00:00+00:00']
