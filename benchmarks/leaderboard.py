@@ -55,17 +55,25 @@ def signal_table(results: WindowResults, closes: dict[str, pd.Series], cfg: RunC
     :func:`tr1_env.evaluation.signals.decision_rows`, the labels' thresholds fitted per window on the
     ``cfg.agents.train_years`` before it (no price after ``train_until``); the benchmark's single standing order has no
     rows."""
-    frames = []
+    frames, keys = [], {"agent": [], "ticker": []}
     for w, per in results.items():
-        labels = {t: make_labels(closes[t], w.train_until - pd.Timedelta(days=round(365.25 * cfg.agents.train_years)),
-                                 w.train_until, w.start, w.end)["label"] for t in closes}
+        labels = {}  # a ticker's labels for the window, fitted once whoever decided on it
         for agent, tickers in per.items():
             for ticker, (_, decisions) in tickers.items():
                 if isinstance(decisions.index, pd.DatetimeIndex):
-                    rows = decision_rows(decisions["action"], closes[ticker], SIGNAL_HORIZON, labels[ticker])
-                    frames.append(rows.assign(agent=agent, ticker=ticker))
+                    if ticker not in labels:
+                        labels[ticker] = make_labels(
+                            closes[ticker], w.train_until - pd.Timedelta(days=round(365.25 * cfg.agents.train_years)),
+                            w.train_until, w.start, w.end)["label"]
+                    frames.append(decision_rows(decisions["action"], closes[ticker], SIGNAL_HORIZON, labels[ticker]))
+                    keys["agent"].append(agent)
+                    keys["ticker"].append(ticker)
     columns = ["agent", "ticker", "date", "score", "fwd_1", "fwd_h", "label"]
-    return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    out = pd.concat(frames, ignore_index=True)
+    sizes = [len(f) for f in frames]  # the keys set once on the whole table, not on each ticker's rows
+    return out.assign(**{k: np.repeat(np.array(v, dtype=object), sizes) for k, v in keys.items()})[columns]
 
 
 def signals_by_window(results: WindowResults, closes: dict[str, pd.Series], cfg: RunConfig,

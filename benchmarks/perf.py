@@ -267,6 +267,27 @@ def booking_timing(tickers: int = 15, sessions: int = 500, seconds: float = 4.0,
     return out
 
 
+def decisions_timing(sessions: int = 250, seconds: float = 4.0, seed: int = 0) -> dict:
+    """Decision frames booked per second of CPU as a replay books them (:func:`~benchmarks.run_folder.decisions_frame`,
+    column by column, the dates parsed once per schedule) beside the frame of records it replaced; the same frames
+    (tested)."""
+    from benchmarks.run_folder import decisions_frame
+
+    rng = np.random.default_rng(seed)
+    days = pd.bdate_range("2020-01-02", periods=sessions)
+    actions = pd.Series([Action(int(a)) for a in rng.integers(0, 5, sessions - 1)], index=days[:-1])
+    rows = json.loads(json.dumps([{"date": f"{d:%Y-%m-%d}", "action": Action(int(a)).name, "position_before": 0.0,
+                                   "thesis": None, "meta": {"rsi": float(rng.uniform(0, 100))}}
+                                  for d, a in actions.items()]))
+
+    def by_records() -> pd.DataFrame:
+        return pd.DataFrame(rows).assign(date=lambda d: pd.to_datetime(d["date"])).set_index("date")
+
+    return {"decisions_sessions": sessions,
+            "decisions_frames_per_s": per_second(lambda: decisions_frame(rows), seconds, time.process_time)[0],
+            "decisions_records_frames_per_s": per_second(by_records, seconds, time.process_time)[0]}
+
+
 def smollm2_decisions(n: int = 6, max_chars: int = 1500, seed: int = 0) -> dict:
     """SmolLM2 decisions/s as in the default run (batch of 6, ~1K-token prompts, 128 new tokens, forced
     decisions): as it runs now (the shared prompt prefix from its kept cache, forced decisions scored from the
@@ -588,7 +609,7 @@ def main(argv: list[str] | None = None) -> dict:
                 json.dump(results, f, indent=2)
         return results
     results = {} if args.only else {**run(args.seconds, args.ticker), **compare_timing(),
-                                    **booking_timing(seconds=args.seconds)}
+                                    **booking_timing(seconds=args.seconds), **decisions_timing(seconds=args.seconds)}
     if args.api:
         results.update(api_throughput())
     if args.ray or args.ray_quick:
@@ -629,7 +650,12 @@ def main(argv: list[str] | None = None) -> dict:
              f"{results['booking_default_per_s']:,.0f} books/s"),
             ("  realistic preset, booked day by day", f"{results['booking_realistic_per_s']:,.1f} books/s"),
             ("  ratio default / realistic",
-             f"{results['booking_default_per_s'] / results['booking_realistic_per_s']:.0f}x")]
+             f"{results['booking_default_per_s'] / results['booking_realistic_per_s']:.0f}x"),
+            (f"decisions booked, {results['decisions_sessions']} sessions, column by column",
+             f"{results['decisions_frames_per_s']:,.0f} frames/s/core"),
+            ("  a frame of records", f"{results['decisions_records_frames_per_s']:,.0f} frames/s/core"),
+            ("  ratio columns / records",
+             f"{results['decisions_frames_per_s'] / results['decisions_records_frames_per_s']:.2f}x")]
     if args.smollm2:
         fast, before = results["smollm2_decisions_per_s"], results["smollm2_before_decisions_per_s"]
         whole = results["smollm2_whole_prompts_decisions_per_s"]

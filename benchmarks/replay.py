@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,12 @@ from tr1_env.evaluation.windows import Window
 __all__ = ["Observations", "Pending", "context_budget", "decide", "pending", "save"]
 
 
+#: Per store, each ticker's indicator frame per split basis (and its dates): they cover the store's whole history,
+#: so every window's :class:`Observations` shares them instead of computing them again.
+_FRAMES: weakref.WeakKeyDictionary[Store, dict[tuple[str, int], tuple[pd.DataFrame, np.ndarray]]] = \
+    weakref.WeakKeyDictionary()
+
+
 class Observations:
     """Each ticker-day's observation built once per context budget and shared by every agent of the run.
 
@@ -44,14 +51,15 @@ class Observations:
     def __init__(self, store: Store, seed: int = 0):
         self.store, self.seed = store, seed
         self._cache: dict[tuple[str, pd.Timestamp, int, str | None], Observation] = {}
-        self._frames: dict[tuple[str, int], tuple[pd.DataFrame, np.ndarray]] = {}
+        self._frames = _FRAMES.setdefault(store, {})
         self.pseudonyms: dict[str, Pseudonyms] = {}
 
     def get(self, ticker: str, day: pd.Timestamp, max_chars: int, position: float,
             anonymized: str | None = None, headlines: bool = True) -> Observation:
         """``max_chars=0``: the numeric observation (bars, indicators, headlines; no text), its indicator frame
-        computed once per ticker and split basis instead of once per day; ``headlines=False`` leaves its headlines
-        empty (for agents that read prices alone: most of a numeric observation's cost)."""
+        computed once per ticker and split basis (for the store, every window) instead of once per day;
+        ``headlines=False`` leaves its headlines empty (for agents that read prices alone: most of a numeric
+        observation's cost)."""
         key = (ticker, day, max_chars, anonymized, headlines)
         if key not in self._cache and not max_chars:
             view = self.store.asof(ticker, day)
@@ -59,10 +67,12 @@ class Observations:
             if basis not in self._frames:  # every session to the store's end, on the splits known at ``day``
                 splits = self.store.visible("splits", view.ticker, view.time)
                 prices = self.store.visible("prices", view.ticker, pd.Timestamp.max.tz_localize("UTC"))
-                frame = indicators(split_adjust(prices, splits))
+                frame = indicators(split_adjust(prices, splits)).copy()  # one block per dtype: cheap daily slices
                 self._frames[basis] = frame, frame["date"].to_numpy()
             frame, dates = self._frames[basis]
-            self._cache[key] = numeric_observation(view, frame, headlines=headlines, dates=dates)
+            naive = isinstance(day, pd.Timestamp) and day.tzinfo is None and day == day.normalize()
+            known = day if naive else None  # else the view's close gives it
+            self._cache[key] = numeric_observation(view, frame, headlines=headlines, dates=dates, day=known)
         if key not in self._cache:
             context = build_context(self.store, ticker, day, cfg=ContextConfig(max_chars=max_chars))
             if anonymized:
@@ -156,9 +166,8 @@ def decide(spec: AgentSpec, cfg: RunConfig, window: Window, store: Store, days: 
 
 
 def save(state: Pending, records: dict[str, list[dict]]) -> dict[str, pd.DataFrame]:
-    """Every ticker's decisions: the saved ones and ``records`` (now saved, then read back as a reload would)."""
+    """Every ticker's decisions: the saved ones and ``records`` (now saved, and as a reload would read them)."""
     done = dict(state.done)
     for t, rows in records.items():
-        save_decisions(state.paths[t], state.fingerprint, rows)
-        done[t] = load_decisions(state.paths[t], state.fingerprint)
+        done[t] = save_decisions(state.paths[t], state.fingerprint, rows)
     return {t: done[t] for t in state.paths if t in done}

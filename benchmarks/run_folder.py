@@ -20,6 +20,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
@@ -281,7 +282,7 @@ def load_decisions(path: Path, fingerprint: str) -> pd.DataFrame | None:
         saved = json.loads(path.read_text())
         if saved.get("fingerprint") != fingerprint:
             return None
-        frame = pd.DataFrame(saved["decisions"]).assign(date=lambda d: pd.to_datetime(d["date"])).set_index("date")
+        frame = decisions_frame(saved["decisions"])
         names_ok = set(frame["action"]) <= set(Action.__members__) if "action" in frame else False
         if not {"action", "thesis", "meta"} <= set(frame.columns) or not names_ok:
             raise ValueError("a column or an action name is missing")
@@ -294,7 +295,28 @@ def load_decisions(path: Path, fingerprint: str) -> pd.DataFrame | None:
     return frame
 
 
-def save_decisions(path: Path, fingerprint: str, records: list[dict]) -> None:
-    """Atomic: a run killed mid-write leaves the previous file or none, never half a file."""
+def decisions_frame(rows: list[dict]) -> pd.DataFrame:
+    """Decision records (as JSON holds them) as a frame indexed by their ISO dates: column by column when every row
+    has the first row's keys (a replay's always do; faster than a frame of records), else as a frame of records."""
+    first = rows[0] if isinstance(rows, list) and rows and isinstance(rows[0], dict) else None
+    if first is not None and all(isinstance(r, dict) and r.keys() == first.keys() for r in rows):
+        frame = pd.DataFrame({k: [r[k] for r in rows] for k in first})
+    else:
+        frame = pd.DataFrame(rows)
+    frame.index = _iso_dates(tuple(frame.pop("date")))
+    return frame
+
+
+@lru_cache(maxsize=64)
+def _iso_dates(dates: tuple[str, ...]) -> pd.DatetimeIndex:
+    """The decision dates as an index, parsed once per schedule (every agent and ticker of a window shares one)."""
+    return pd.DatetimeIndex(pd.to_datetime(list(dates), format="ISO8601"), name="date")
+
+
+def save_decisions(path: Path, fingerprint: str, records: list[dict]) -> pd.DataFrame:
+    """Atomic: a run killed mid-write leaves the previous file or none, never half a file. Returns the decisions as
+    :func:`load_decisions` reads the file back (from the text written, not read again)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_text(path, json.dumps(jsonable({"fingerprint": fingerprint, "decisions": records})))
+    text = json.dumps(jsonable({"fingerprint": fingerprint, "decisions": records}))
+    write_text(path, text)
+    return decisions_frame(json.loads(text)["decisions"])

@@ -67,6 +67,8 @@ def test_rejects_a_replay_that_does_not_start_on_the_first_session():
         backtest(pd.Series([Action.BUY], index=DAYS[1:2]), CLOSES, DAYS)
     with pytest.raises(ValueError, match="off the replay"):
         backtest(pd.Series([Action.BUY, Action.BUY], index=[DAYS[0], DAYS[-1]]), CLOSES, DAYS)
+    with pytest.raises(ValueError, match="two decisions on 2024-06-04"):
+        backtest(pd.Series([Action.BUY, Action.BUY, Action.SELL], index=[DAYS[0], DAYS[1], DAYS[1]]), CLOSES, DAYS)
 
 
 def test_custom_weights():

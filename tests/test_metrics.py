@@ -85,3 +85,18 @@ def test_investorbench_by_hand():
     assert out["cr"] == pytest.approx(rewards.sum())
     assert out["av"] == pytest.approx(rewards.std(ddof=1) * np.sqrt(252))
     assert out["sharpe"] == pytest.approx(rewards.mean() * 252 / out["av"])
+
+
+def test_the_bootstrap_counts_and_a_benchmarks_resamples_are_remembered_per_series(returns):
+    """A run tests every agent of a ticker against one benchmark: its resamples are drawn once, and keyed by its
+    values (not its length), so another benchmark of as many days gets its own."""
+    counts = m.seeded_counts(len(returns), 50, 5.0, 3)
+    assert (counts == m.day_counts(m.stationary_bootstrap(len(returns), 50, 5.0, np.random.default_rng(3)))).all()
+    assert counts is m.seeded_counts(len(returns), 50, 5.0, 3) and not counts.flags.writeable
+    r = returns.to_numpy()
+    for bench in (r, r[::-1].copy()):
+        idx = m.seeded_bootstrap(len(r), 300, 5.0, 0)
+        boot = m._sharpe(r[idx] + 0.001, 0.04, 252) - m._sharpe(bench[idx], 0.04, 252)
+        diff = m.sharpe(r + 0.001) - m.sharpe(bench)
+        expected = (1 + np.sum(boot - diff >= diff)) / (1 + len(boot))
+        assert m.sharpe_diff_test(r + 0.001, bench, n_boot=300) == (diff, expected)

@@ -210,3 +210,26 @@ def test_a_writer_failing_halfway_keeps_the_previous_file(fault, tmp_path, monke
     assert target.read_bytes() == before
     assert verify_run(tmp_path)[0].endswith("did not finish")
     assert not list(tmp_path.rglob(".*partial*"))  # no temp file left behind
+
+
+def test_saved_decisions_come_back_as_a_reload_reads_them(tmp_path):
+    """save_decisions returns the frame load_decisions would read from the file (the run books it without reading
+    the file again); rows with other keys (a file from another version) still load, as a frame of records."""
+    import pandas as pd
+
+    from benchmarks.run_folder import decisions_frame, load_decisions, save_decisions
+
+    rows = [{"date": f"2024-01-0{d}", "action": a, "position_before": p, "thesis": "t", "meta": meta}
+            for d, a, p, meta in [(2, "BUY", 0.0, {"rsi": 31.5}), (3, "HOLD", 0.5, {"rsi": float("nan")}),
+                                  (4, "SELL", 0.5, {})]]
+    saved = save_decisions(tmp_path / "a.json", "f1", rows)
+    loaded = load_decisions(tmp_path / "a.json", "f1")
+    pd.testing.assert_frame_equal(saved, loaded)
+    records = json.loads((tmp_path / "a.json").read_text())["decisions"]
+    by_records = pd.DataFrame(records).assign(date=lambda d: pd.to_datetime(d["date"])).set_index("date")
+    pd.testing.assert_frame_equal(loaded, by_records)
+    assert loaded["meta"].iloc[1] == {"rsi": None}
+    ragged = [*records[:2], {**records[2], "extra": 1}]
+    pd.testing.assert_frame_equal(decisions_frame(ragged), pd.DataFrame(ragged).assign(
+        date=lambda d: pd.to_datetime(d["date"])).set_index("date"))
+

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from benchmarks.run import Observations, RunConfig, run
+from tr1_env.context.modalities.market import indicators
 from tr1_env.context.reference import build_context
 from tr1_env.data.store import Store
 from tr1_env.execution import Execution
@@ -79,6 +80,22 @@ def test_numeric_observations_match_the_full_context(store):
                                       fast.history.tail(60).reset_index(drop=True), rtol=1e-5, atol=1e-5,
                                       check_dtype=False, check_frame_type=False)
         pd.testing.assert_frame_equal(full.news.reset_index(drop=True), fast.news.reset_index(drop=True))
+
+
+def test_every_window_of_a_store_shares_its_indicator_frames(store, monkeypatch):
+    """Each window's Observations reads the indicator frames the store's first one computed (they span its whole
+    history); another store computes its own."""
+    from benchmarks import replay
+
+    calls = []
+    monkeypatch.setattr(replay, "indicators", lambda prices: calls.append(1) or indicators(prices))
+    day, later = store.trading_days("AAPL", "2024-03-01", "2024-09-30")[[0, -1]]
+    first = Observations(store).get("AAPL", day, 0, 0.0)
+    again = Observations(store).get("AAPL", later, 0, 0.0)
+    assert len(calls) == 1 and first.date == day and again.date == later
+    assert again.history.iloc[:len(first.history)].equals(first.history)
+    Observations(Store(store.path)).get("AAPL", day, 0, 0.0)
+    assert len(calls) == 2
 
 
 def test_leaderboard_columns_come_from_one_table(walked, monkeypatch):

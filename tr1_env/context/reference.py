@@ -54,16 +54,18 @@ def build_observation(store: Store, ticker: str, date, position: float = 0.0, **
 
 
 def numeric_observation(view: PointInTime, history: pd.DataFrame, cfg: ContextConfig = ContextConfig(),
-                        headlines: bool = True, dates: np.ndarray | None = None) -> Observation:
+                        headlines: bool = True, dates: np.ndarray | None = None,
+                        day: pd.Timestamp | None = None) -> Observation:
     """What rule-based agents read (bars with indicators, the context's headlines) without the text or features.
 
     ``history`` is this ticker's :func:`~tr1_env.context.modalities.market.indicators` frame over its whole history
     on ``view``'s splits; rows after the day are dropped here. Walk-forward replays build it once per ticker instead
     of once per day: indicators run from the first session either way, so its rows equal the per-day context's
     (tested). ``headlines=False``: no headlines (an empty frame), for agents that read prices alone. ``dates``:
-    ``history["date"]`` as a datetime64 array, when the caller keeps one (converting it is most of a call's cost).
+    ``history["date"]`` as a datetime64 array, when the caller keeps one (converting it is most of a call's cost);
+    ``day``: the session ``view`` is at (its close's date), when the caller has it (a third of what is left).
     """
-    day = view.time.tz_convert(NY).tz_localize(None).normalize()
+    day = view.time.tz_convert(NY).tz_localize(None).normalize() if day is None else day
     dates = history["date"].to_numpy() if dates is None else dates
     n = int(dates.searchsorted(day.to_datetime64(), side="right"))
     return Observation(view.ticker, day, "", "", np.zeros(0, np.float32), (), history.iloc[:n],

@@ -101,20 +101,22 @@ def backtest(actions: pd.Series, closes: pd.Series, days: pd.DatetimeIndex, exec
     actions = actions.sort_index()
     if len(actions) == 0 or actions.index[0] != days[0]:
         raise ValueError(f"the first decision must be on the first session {days[0]:%Y-%m-%d}")
-    unknown = set(actions.index) - set(days[:-1])
-    if unknown:
-        raise ValueError(f"decisions off the replay's decision sessions: {sorted(unknown)[:3]}")
-    codes, decided = actions.astype(int), pd.Series(actions.index, index=actions.index)
+    off = ~actions.index.isin(days[:-1])
+    if off.any():
+        raise ValueError(f"decisions off the replay's decision sessions: {sorted(set(actions.index[off]))[:3]}")
+    if actions.index.has_duplicates:
+        raise ValueError(f"two decisions on {actions.index[actions.index.duplicated()][0]:%Y-%m-%d}")
+    codes, when, decided = actions.astype(int).to_numpy(), actions.index, actions.index
     if previous is not None:  # the carried decision, set at the boundary's close by the window before
         boundary = _boundary(previous, closes, days)
-        last = previous.iloc[-1]
-        codes = pd.concat([pd.Series([int(Action[last["action"]])], index=[boundary]), codes])
-        decided = pd.concat([pd.Series([last["decision_date"]], index=[boundary]), decided])
-        days = days.insert(0, boundary)
+        codes = np.concatenate([[int(Action[previous["action"].iloc[-1]])], codes])
+        decided = pd.concat([pd.Series([previous["decision_date"].iloc[-1]]), pd.Series(decided)], ignore_index=True)
+        when, days = when.insert(0, boundary), days.insert(0, boundary)
     opened = days[:-1]
-    decided_on = decided.reindex(opened).ffill()
-    held = [Action(int(a)) for a in codes.reindex(opened).ffill()]
-    w = np.array([weights[a] for a in held], dtype=float)
+    slot = when.searchsorted(opened, side="right") - 1  # the decision in force on each opened session
+    kinds, which = np.unique(codes[slot], return_inverse=True)
+    w = np.array([weights[Action(int(c))] for c in kinds], dtype=float)[which]
+    names = np.array([Action(int(c)).name for c in kinds], dtype=object)[which]
     px, cash = sessions(closes, days, dividends)
     asset = gross_returns(px, cash)
     liquidity = None
@@ -127,12 +129,11 @@ def backtest(actions: pd.Series, closes: pd.Series, days: pd.DatetimeIndex, exec
     booked = execution.book(_column(w), _column(overnight), _column(intraday), _column(execution.prices(px, opens)),
                             None if liquidity is None else (_column(liquidity[0]), _column(liquidity[1])), llm,
                             held=np.array([0.0 if previous is None else w[0]]), equity=start, drift=False)
-    frame = pd.DataFrame({
-        "return": booked.ret, "position": booked.position[:, 0], "action": [a.name for a in held],
-        "decision_date": decided_on.to_numpy(), "asset_return": asset, "cost": booked.cost,
-        "equity": start * np.cumprod(1 + booked.ret),
+    return pd.DataFrame({
+        "return": booked.ret, "position": booked.position[:, 0], "action": names,
+        "decision_date": np.asarray(decided)[slot], "asset_return": asset, "cost": booked.cost,
+        "equity": start * np.cumprod(1 + booked.ret), **booked.paid,
     }, index=pd.DatetimeIndex(days[1:], name="date"))
-    return frame.join(pd.DataFrame(booked.paid, index=frame.index))
 
 
 def _column(x: np.ndarray) -> np.ndarray:

@@ -98,6 +98,25 @@ def seeded_bootstrap(n: int, n_boot: int, mean_block: float, seed: int) -> np.nd
     return out
 
 
+@lru_cache(maxsize=4)
+def seeded_counts(n: int, n_boot: int, mean_block: float, seed: int) -> np.ndarray:
+    """:func:`day_counts` of :func:`seeded_bootstrap`, remembered (read-only): every interval of a run with as many
+    days counts the same resamples, once instead of once per agent x ticker."""
+    out = day_counts(seeded_bootstrap(n, n_boot, mean_block, seed))
+    out.setflags(write=False)
+    return out
+
+
+@lru_cache(maxsize=64)
+def _seeded_sharpes(series: bytes, n_boot: int, mean_block: float, seed: int, rf: float, periods: int) -> np.ndarray:
+    """The resampled Sharpe ratios of a float64 series given as bytes, remembered: a benchmark every agent of a
+    ticker is tested against is resampled once, not once per agent."""
+    x = np.frombuffer(series)
+    out = _sharpe(x[seeded_bootstrap(len(x), n_boot, mean_block, seed)], rf, periods)
+    out.setflags(write=False)
+    return out
+
+
 class Interval(tuple):
     """``(lo, hi)``, unpacked like a pair; ``reason`` says why it is n/a (empty when it is defined)."""
 
@@ -154,7 +173,7 @@ def sharpe_ci(returns, rf: float = 0.04, n_boot: int = 2000, level: float = 0.95
     if n_boot < 1 or n < 3:
         out = [Interval(np.nan, np.nan, f"n/a: {n} day(s)" if n_boot >= 1 else "n/a: no resamples")] * k
     else:
-        counts = day_counts(seeded_bootstrap(n, n_boot, mean_block, seed))
+        counts = seeded_counts(n, n_boot, mean_block, seed)
         sr, boot, _, _ = resampled_sharpe(table - daily_rf(rf, periods), counts)
         with np.errstate(invalid="ignore"):  # an end between -inf and +inf resamples is n/a
             lo, hi = np.quantile(boot * np.sqrt(periods), [(1 - level) / 2, (1 + level) / 2], axis=0)
@@ -181,7 +200,7 @@ def sharpe_diff_test(returns: Sequence[float], benchmark: Sequence[float], rf: f
     if n_boot < 1 or not np.isfinite(diff):
         return diff, float("nan")
     idx = seeded_bootstrap(len(r), n_boot, mean_block, seed)
-    boot = _sharpe(r[idx], rf, periods) - _sharpe(b[idx], rf, periods)
+    boot = _sharpe(r[idx], rf, periods) - _seeded_sharpes(b.tobytes(), n_boot, mean_block, seed, rf, periods)
     boot = boot[np.isfinite(boot)]
     if len(boot) == 0:
         return diff, float("nan")
@@ -236,13 +255,13 @@ def quantstats_stats(returns: pd.Series, benchmark: pd.Series, rf: float = 0.04)
 
     if not isinstance(benchmark, pd.Series):
         raise TypeError("benchmark must be a pandas Series of returns, never a ticker (quantstats would call Yahoo)")
+    greeks = lru_cache(maxsize=1)(lambda: qs.stats.greeks(returns, benchmark, periods=PERIODS))  # alpha and beta
     stats = {"qs_sharpe": lambda: qs.stats.sharpe(returns, rf=rf, periods=PERIODS),
              "qs_sortino": lambda: qs.stats.sortino(returns, rf=rf, periods=PERIODS),
              "qs_calmar": lambda: qs.stats.calmar(returns),
              "qs_var": lambda: qs.stats.value_at_risk(returns),
              "qs_cvar": lambda: qs.stats.cvar(returns),
-             "qs_alpha": lambda: qs.stats.greeks(returns, benchmark, periods=PERIODS)["alpha"],
-             "qs_beta": lambda: qs.stats.greeks(returns, benchmark, periods=PERIODS)["beta"]}
+             "qs_alpha": lambda: greeks()["alpha"], "qs_beta": lambda: greeks()["beta"]}
     out = {}
     for name, stat in stats.items():
         with warnings.catch_warnings(), np.errstate(all="ignore"):

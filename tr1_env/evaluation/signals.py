@@ -27,7 +27,7 @@ import pandas as pd
 import statsmodels.api as sm
 
 from tr1_env.core.actions import Action
-from tr1_env.evaluation.metrics import day_counts, hit_rate, stationary_bootstrap
+from tr1_env.evaluation.metrics import hit_rate, seeded_counts
 
 __all__ = ["SIGNAL_COLUMNS", "daily_rank_ic", "decision_rows", "hac_mean", "ic_tests", "signal_tests",
            "weight_rows"]
@@ -146,7 +146,7 @@ def signal_tests(frame: pd.DataFrame, horizon: int, alpha: float = 0.05, reps: i
     day = np.searchsorted(days, frame["date"].to_numpy())
     counts = np.zeros((0, len(days)))
     if reps > 0 and len(days) > 1:
-        counts = day_counts(stationary_bootstrap(len(days), reps, block, np.random.default_rng(seed)))
+        counts = seeded_counts(len(days), reps, block, seed)
 
     labelled = frame["label"].notna().to_numpy()
     if labelled.any():

@@ -21,9 +21,14 @@ def cache_root() -> Path:
     return Path(os.environ.get("TR1_CACHE") or Path.home() / ".cache" / "tr1").expanduser()
 
 
+_PLAIN = frozenset({str, int, bool, type(None)})
+
+
 def jsonable(value: Any) -> Any:
     """``value`` as plain JSON types: numpy scalars as Python numbers, NaN and infinities (an undefined
     Sharpe) as null, anything else unknown (a timestamp) as its string."""
+    if type(value) in _PLAIN:  # most of a record's values: returned before the checks below
+        return value
     if isinstance(value, dict):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
