@@ -48,6 +48,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from http.server import ThreadingHTTPServer
+from unittest import mock
 
 import numpy as np
 import pandas as pd
@@ -379,6 +380,56 @@ def api_throughput(n: int = 256, latency: float = 1.0, rpm: int = 2000, seed: in
     return out
 
 
+def api_through_run(tickers: int = 40, days: int = 15, latency: float = 1.0, rpm: int = 2000, concurrency: int = 32,
+                    seed: int = 0) -> dict:
+    """Decisions per second of an API model through a whole :func:`benchmarks.run.run` (in-process): a synthetic
+    store of ``tickers`` tickers, ``days`` sessions of daily decisions of gpt-4.1 at ``--base-url`` :class:`_SlowApi`
+    with ``--api-concurrency`` and ``--rpm``; the decisions made over the wall time of the agent's asking
+    (:func:`benchmarks.replay.decide`: its context builds, calls and the day order of each ticker), and of the run."""
+    import benchmarks.executors
+    from benchmarks.config import RunConfig
+    from benchmarks.run import run as run_benchmark
+    from tr1_env.data.synth import SynthConfig, synth_store
+
+    ports, limited = multiprocessing.Queue(), multiprocessing.Value("i", 0)
+    server = multiprocessing.Process(target=_serve, args=(ports, limited, latency, rpm), daemon=True)
+    server.start()
+    asking: list[float] = []
+    decide = benchmarks.executors.decide
+
+    def timed(spec, *args):
+        start, cpu = time.perf_counter(), time.process_time()
+        records, failed = decide(spec, *args)
+        if spec.api:
+            asking.extend([time.perf_counter() - start, time.process_time() - cpu, sum(map(len, records.values()))])
+        return records, failed
+
+    out = {"through_tickers": tickers, "through_concurrency": concurrency}
+    with tempfile.TemporaryDirectory() as tmp:
+        synth_store(SynthConfig(out=os.path.join(tmp, "store"), tickers=tickers, years=1.0, seed=seed))
+        store = Store(os.path.join(tmp, "store"))
+        sessions = store.trading_days(store.tickers[0])[-days:]
+        cfg = RunConfig.of(store=os.path.join(tmp, "store"), tickers=store.tickers, agents=("buy_and_hold",),
+                           model=("gpt-4.1",), api_concurrency=concurrency, rpm=(str(rpm),),
+                           start=f"{sessions[0]:%Y-%m-%d}", end=f"{sessions[-1]:%Y-%m-%d}", bootstrap=0,
+                           tearsheets=False, out=os.path.join(tmp, "run"))
+        cfg = cfg.replace(base_url=f"http://127.0.0.1:{ports.get(timeout=60)}/v1")
+        try:  # no call cached by an earlier measurement
+            with mock.patch.dict(os.environ, TR1_CACHE=os.path.join(tmp, "cache")), \
+                    mock.patch.object(benchmarks.executors, "decide", timed):
+                start = time.perf_counter()
+                run_benchmark(cfg)
+                out["through_run_s"] = time.perf_counter() - start
+        finally:
+            server.terminate()
+            server.join()
+    wall, cpu, decisions = asking
+    out.update(through_decisions=decisions, through_asking_s=wall, through_asking_cpu_s=cpu,
+               through_decisions_per_s=decisions / wall,
+               through_429s=limited.value)
+    return out
+
+
 def ray_speedup(workers: int = 2, start: str = "2024-07-01", end: str = "2025-06-30", timeout: float = 3600) -> dict:
     """Wall seconds of the numeric walk-forward (every baseline, the 15 tickers, ``start..end`` quarterly) in-process
     and with ``--executor ray --workers N``, fresh folders and caches, and the load average around it."""
@@ -535,6 +586,7 @@ def main(argv: list[str] | None = None) -> dict:
                                     **booking_timing(seconds=args.seconds)}
     if args.api:
         results.update(api_throughput())
+        results.update(api_through_run())
     if args.ray:
         results.update(ray_speedup())
     if args.smollm2:
@@ -594,7 +646,11 @@ def main(argv: list[str] | None = None) -> dict:
         rows += [(f"API decisions, 32 in flight ({results['api_latency_s']:g} s a call, {results['api_server_rpm']:,} "
                   f"requests/min, {results['api_429s']} 429s)", f"{fast:.1f} decisions/s"),
                  ("  8 in flight (the default --api-concurrency)", f"{default:.1f} decisions/s"),
-                 ("  ratio 32 / 8", f"{fast / default:.2f}x")]
+                 ("  ratio 32 / 8", f"{fast / default:.2f}x"),
+                 (f"  through benchmarks/run.py: {results['through_tickers']} tickers x "
+                  f"{results['through_decisions'] // results['through_tickers']} days, --api-concurrency "
+                  f"{results['through_concurrency']} ({results['through_429s']} 429s; whole run "
+                  f"{results['through_run_s']:.0f} s)", f"{results['through_decisions_per_s']:.1f} decisions/s")]
     if args.ray:
         rows += [("numeric walk-forward (8 baselines x 15 tickers x 4 quarters), in-process",
                   f"{results['walk_forward_inprocess_s']:.0f} s"),
