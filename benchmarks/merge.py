@@ -18,7 +18,9 @@ from benchmarks.config import RunConfig
 from benchmarks.executors import Outcome, Task
 from benchmarks.report import slug
 from benchmarks.roster import UsageError
-from benchmarks.run import outcome, plan, run, setup
+from benchmarks.portfolio import portfolio_plan, run_portfolio
+from benchmarks.portfolio_cells import FromShards as FromShardBooks
+from benchmarks.run import not_run, outcome, plan, run, setup
 from benchmarks.run_folder import MANIFEST, SHARD_CELLS, FolderRefused
 
 __all__ = ["FromShards", "MergeRefused", "main", "merge", "register"]
@@ -113,8 +115,16 @@ def merge(folders: list[str], out: str, force: bool = False):
     cfg = RunConfig.of(**{k: v for k, v in settings.items() if k != "base_url"}, out=out, force=force)
     if settings.get("base_url"):  # redacted in config.json, as in the fingerprints it must match
         cfg = cfg.replace(base_url=settings["base_url"])
+    if cfg.portfolio.portfolio:  # the portfolio track: each cell's weights as its shard recorded them
+        _expect(portfolio_plan(cfg), cells)
+        return run_portfolio(cfg, executor=FromShardBooks({key: folder for key, (folder, _) in cells.items()}))
     ready = setup(cfg, asks=False)
-    expected = [c.name for c in plan(ready.specs, ready.protocol, ready.spans, ready.days_by_window)]
+    _expect([c.name for c in plan(ready.specs, ready.protocol, ready.spans, ready.days_by_window)], cells)
+    return run(cfg, executor=FromShards(cells, len(ready.protocol) == 1))
+
+
+def _expect(expected: list[str], cells: dict) -> None:
+    """MergeRefused unless the shards hold exactly the ``expected`` cells (by name)."""
     missing = [name for name in expected if name not in cells]
     if missing:
         raise MergeRefused(f"{len(missing)} cell(s) missing from the shards: {', '.join(missing[:10])}"
@@ -122,7 +132,6 @@ def merge(folders: list[str], out: str, force: bool = False):
     extra = sorted(set(cells) - set(expected))
     if extra:
         raise MergeRefused(f"cell(s) not of this run: {', '.join(extra[:10])}")
-    return run(cfg, executor=FromShards(cells, len(ready.protocol) == 1))
 
 
 def _add_args(parser: argparse.ArgumentParser) -> None:
@@ -138,8 +147,13 @@ def _merge(ns: argparse.Namespace, prog: str) -> int:
     except (MergeRefused, UsageError, FolderRefused) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
-    print((Path(ns.out) / "leaderboard.md").read_text())
-    reason = outcome(summary, RunConfig.of(out=ns.out))
+    if "n_windows" in summary:  # the portfolio track's leaderboard
+        print((Path(ns.out) / "leaderboard_portfolio.md").read_text())
+        parts = not_run(summary.attrs["failed"], summary.attrs["skipped"], "window", "in")
+        reason = f"{'; '.join(parts)} (rerun the shards to retry)" if parts else None
+    else:
+        print((Path(ns.out) / "leaderboard.md").read_text())
+        reason = outcome(summary, RunConfig.of(out=ns.out))
     if reason:
         print(f"{prog}: error: {reason}", file=sys.stderr)
         return 1

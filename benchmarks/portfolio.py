@@ -43,10 +43,20 @@ from benchmarks.leaderboard import (
 )
 from benchmarks.notes import synthetic_note
 from benchmarks.portfolio_agents import LLMBook, SB3Book
-from benchmarks.portfolio_cells import BookCell, Decided, InProcessBooks, record
+from benchmarks.portfolio_cells import BookCell, Decided, InProcessBooks, book_executor, record
 from benchmarks.report import cost_markdown
 from benchmarks.roster import BUILTIN_LLMS, MODEL_CLASSES, UsageError, cutoffs, llm_specs
-from benchmarks.run_folder import RunRecord, begin_run, check_out, finish_run, new_run_id, write_csv, write_text
+from benchmarks.run_folder import (
+    SHARD_CELLS,
+    RunRecord,
+    begin_run,
+    check_out,
+    finish_run,
+    new_run_id,
+    write_csv,
+    write_json,
+    write_text,
+)
 from tr1_env.data.store import Store
 from tr1_env.data.universe import load_universe, membership, universe
 from tr1_env.evaluation.backtest import continues
@@ -61,7 +71,7 @@ from tr1_env.util.redact import redact_url
 #: Leaderboard columns of the tests of five-way calls: none applies to weights.
 CALL_TESTS = ("accuracy", "macro_f1", "hit_rate")
 
-__all__ = ["PORTFOLIO_COLUMNS", "Universe", "decide", "portfolio_books", "replay_portfolio", "run_portfolio"]
+__all__ = ["PORTFOLIO_COLUMNS", "Universe", "decide", "portfolio_books", "portfolio_plan", "replay_portfolio", "run_portfolio"]
 
 _WEIGHT_IC = {"ic": weight_ic_column("ic", "active-weight IC 1d [{level}% CI] (p / Holm p)"),
               "ic_h": weight_ic_column("ic_h", f"active-weight IC {SIGNAL_HORIZON}d (p / Holm p)", interval=False)}
@@ -288,9 +298,20 @@ def signal_board(books: dict[Window, dict[str, pd.DataFrame]], uni: Universe, be
     return board
 
 
-def run_portfolio(cfg: RunConfig) -> pd.DataFrame:
+def portfolio_plan(cfg: RunConfig) -> list[str]:
+    """The run's cells by name (``agent in window``), window by window in the books' order: what a merge expects."""
+    store = Store(cfg.window.store)
+    books, _ = portfolio_books(cfg, store, Universe(store, cfg))
+    return [f"{b.label} in {w.name}" for w in cfg.window.protocol() for b in books]
+
+
+def run_portfolio(cfg: RunConfig, executor=None) -> pd.DataFrame:
     """The portfolio track: every window replayed, ``leaderboard_portfolio.csv/.md/.html``, the per-window
-    ``windows_portfolio.csv`` and each agent's book under ``portfolio/``; returns the leaderboard."""
+    ``windows_portfolio.csv`` and each agent's book under ``portfolio/``; returns the leaderboard.
+
+    The cells (an agent over a window) run on ``--executor`` (or ``executor``: a merge's, which reads shards);
+    ``--shard I/N`` decides the I-th of N shards' agents (dealt round-robin) and records their cells only (no
+    report; ``attrs["shard"]``: its number of cells), which ``tr1 bench merge`` joins."""
     t0 = time.time()
     out = check_out(cfg.outputs.out, cfg.outputs.force)
     store = Store(cfg.window.store)
@@ -305,11 +326,13 @@ def run_portfolio(cfg: RunConfig) -> pd.DataFrame:
     begin_run(out, record.meta())
     for label, why in skipped.items():
         print(f"skipping {label}: {why}", file=sys.stderr)
-    replayed = replay_portfolio(protocol, uni, books, cfg)
-    failed: dict[str, dict[str, str]] = {}
-    for w, (_, errors) in replayed.items():
-        for label, error in errors.items():
-            failed.setdefault(label, {})[w.name] = error
+    shard = cfg.distribution.shard_of()
+    mine = books if shard is None else books[shard[0] - 1::shard[1]]
+    replayed = replay_portfolio(protocol, uni, mine, cfg, executor or book_executor(cfg, uni, mine),
+                                None if shard is None else out)
+    if shard is not None:
+        return _finish_shard(out, record, replayed, skipped, t0)
+    failed = _failures(replayed)
     # an agent that failed in any window has no whole book: it is in no table (its saved windows are kept)
     agents = [b.label for b in books if b.label not in failed]
     books_by_window = {w: {a: per[a] for a in agents} for w, (per, _) in replayed.items()}
@@ -371,6 +394,28 @@ def run_portfolio(cfg: RunConfig) -> pd.DataFrame:
     finish_run(out, replace(record, wall_time_s=round(time.time() - t0, 1), failed=failed, skipped=skipped).meta(),
                "failed" if failed or skipped else "complete")
     return board
+
+
+def _failures(replayed: dict) -> dict[str, dict[str, str]]:
+    """Agent -> window -> why its decisions failed there."""
+    failed: dict[str, dict[str, str]] = {}
+    for w, (_, errors) in replayed.items():
+        for label, error in errors.items():
+            failed.setdefault(label, {})[w.name] = error
+    return failed
+
+
+def _finish_shard(out: Path, record: RunRecord, replayed: dict, skipped: dict[str, str], t0: float) -> pd.DataFrame:
+    """A shard's folder finished: its cells (under ``portfolio/cells``) and ``cells.json``, no report."""
+    cells = [{"agent": a, "window": w.name, "failed": {w.name: errors[a]} if a in errors else {}}
+             for w, (books, errors) in replayed.items() for a in [*books, *errors]]
+    write_json(out / SHARD_CELLS, {"shard": record.config["shard"], "cells": cells})
+    failed = _failures(replayed)
+    finish_run(out, replace(record, wall_time_s=round(time.time() - t0, 1), failed=failed, skipped=skipped).meta(),
+               "failed" if failed or skipped else "complete")
+    summary = pd.DataFrame()
+    summary.attrs.update(failed=failed, skipped=skipped, shard=len(cells))
+    return summary
 
 
 def portfolio_family_note(table: pd.DataFrame, n_days: int, alpha: float, benchmark: str) -> str:

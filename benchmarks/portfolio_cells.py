@@ -13,6 +13,7 @@ path), so nothing large travels with a task.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 from dataclasses import dataclass
@@ -22,14 +23,15 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.config import RunConfig
-from benchmarks.executors import RayExecutor
+from benchmarks.executors import RAY_EXTRA, RayExecutor
 from benchmarks.portfolio_agents import DecisionFailed
 from benchmarks.report import slug
+from benchmarks.roster import UsageError
 from benchmarks.run_folder import write_text
 from tr1_env.evaluation.portfolio import Legs
 from tr1_env.evaluation.windows import Window
 
-__all__ = ["BookCell", "Decided", "FromShards", "InProcessBooks", "RayBooks", "decide_cell", "record", "saved_path"]
+__all__ = ["BookCell", "Decided", "FromShards", "InProcessBooks", "RayBooks", "book_executor", "decide_cell", "record", "saved_path"]
 
 
 @dataclass(frozen=True)
@@ -169,6 +171,15 @@ class FromShards(InProcessBooks):
             raise MergeRefused(f"{path}: decided from other weights than the merged run holds; rerun its shard")
         weights = None if saved["weights"] is None else np.array(saved["weights"], float)
         self._done.append((key, Decided(weights, saved["payload"], saved["error"])))
+
+
+def book_executor(cfg: RunConfig, uni, books: list):
+    """The executor ``--executor`` names for the portfolio track; a UsageError when Ray is not installed."""
+    if cfg.distribution.executor == "ray":
+        if importlib.util.find_spec("ray") is None:
+            raise UsageError(f"--executor ray needs Ray, which is not installed: {RAY_EXTRA}")
+        return RayBooks(cfg, books)
+    return InProcessBooks(uni, books, cfg)
 
 
 def record(out: Path, cell: BookCell, decided: Decided) -> None:
