@@ -177,3 +177,39 @@ def test_ray_is_optional_and_tr1_bench_merge_is_registered(tmp_path, monkeypatch
     register(parser.add_subparsers(dest="command"))
     ns = parser.parse_args(["bench", "merge", "a", "b", "--out", "c"])
     assert ns.shards == ["a", "b"] and ns.out == "c" and callable(ns.func)
+
+
+def test_the_portfolio_track_on_ray_and_in_shards_writes_the_in_process_files(local_ray, api_server, tmp_path,
+                                                                               monkeypatch, capsys):
+    """Agent x window cells: the LLM's second month is decided from the weights its first month's book carried
+    (its prompt shows them), so its cells chain; on Ray, in two shards merged, the files are the in-process run's."""
+    monkeypatch.setenv("TR1_CACHE", str(tmp_path / "cache"))  # this process's cache; the workers have their own
+    api_server.reply = 'Tilt to Apple.\n{"AAPL": 0.5, "XOM": 0.3, "CASH": 0.2}'
+    argv = ["--portfolio", "--agents", "buy_and_hold", "equal_weight", "--model", "gpt-4.1", "--base-url",
+            api_server.base_url, "--tickers", "AAPL", "XOM", "--start", "2024-04-01", "--end", "2024-05-31",
+            "--walk-forward", "monthly", "--llm-decision-every", "10", "--bootstrap", "100", "--no-tearsheets"]
+    assert main([*argv, "--out", str(tmp_path / "here")]) == 0
+    asked = api_server.requests
+    assert main([*argv, "--out", str(tmp_path / "ray"), "--executor", "ray"]) == 0
+    monkeypatch.setenv("TR1_CACHE", str(tmp_path / "shard-cache"))  # asked afresh: a decision says if it was cached
+    shards = [str(tmp_path / f"shard{i}") for i in (1, 2)]
+    for i, out in enumerate(shards, 1):
+        assert main([*argv, "--out", out, "--shard", f"{i}/2"]) == 0
+        assert not (Path(out) / "leaderboard_portfolio.csv").exists()  # a shard records cells, not reports
+    assert merge_main([*shards, "--out", str(tmp_path / "merged")]) == 0
+    here = sorted(p.relative_to(tmp_path / "here") for p in (tmp_path / "here").rglob("*") if p.is_file())
+    assert Path("portfolio/decisions/gpt-4.1__2024-05-01_2024-05-31.json") in here
+    for other in ("ray", "merged"):
+        for name in here:
+            if name.name not in ("config.json", "leaderboard_portfolio.html"):  # the run id
+                assert (tmp_path / other / name).read_bytes() == (tmp_path / "here" / name).read_bytes(), (other, name)
+    assert api_server.requests == 3 * asked  # in-process, the Ray workers (their own cache), the shards
+    may = api_server.seen[-1]["body"]["messages"][1]["content"]
+    assert "CASH" in may and api_server.seen[-1]["body"] == api_server.seen[asked - 1]["body"]
+    saved = tmp_path / "ray" / "portfolio" / "decisions" / "gpt-4.1__2024-04-01_2024-04-30.json"
+    kept = saved.stat().st_mtime_ns
+    assert main([*argv, "--out", str(tmp_path / "ray"), "--executor", "ray"]) == 0  # resumes from its saved windows
+    assert api_server.requests == 3 * asked and saved.stat().st_mtime_ns == kept
+    capsys.readouterr()
+    assert merge_main([shards[1], "--out", str(tmp_path / "missing")]) == 2
+    assert "missing from the shards" in capsys.readouterr().err and not (tmp_path / "missing").exists()
