@@ -6,6 +6,7 @@ it initialised and leave it up); the shards and merge need no Ray.
 
 import json
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -216,50 +217,68 @@ def test_the_portfolio_track_on_ray_and_in_shards_writes_the_in_process_files(lo
 
 
 class Slow(Agent):
-    """Holds; while ``$TR1_TEST_SLOW`` names a folder it leaves its process id there and takes a tenth of a second
-    per day of its second window."""
+    """Holds; in a Ray worker, while ``$TR1_TEST_KILL_DIR/slow`` exists, it leaves its process id there and takes a
+    tenth of a second per day of its second window."""
 
     name = "slow"
 
     def act(self, observations):
-        if (folder := os.environ.get("TR1_TEST_SLOW")) and f"{observations[0].date:%Y-%m-%d}" >= "2024-04-01":
-            (Path(folder) / str(os.getpid())).touch()
+        folder = Path(os.environ.get(KILL_DIR, "."), "slow")
+        late = f"{observations[0].date:%Y-%m-%d}" >= "2024-04-01"
+        if late and folder.is_dir() and os.environ.get(f"{KILL_DIR}_PID") != str(os.getpid()):
+            (folder / str(os.getpid())).touch()
             time.sleep(0.1)
         return [Decision(Action.HOLD) for _ in observations]
 
 
-def test_ctrl_c_on_ray_stops_the_tasks_and_leaves_a_folder_the_next_run_resumes(tmp_path, monkeypatch, capsys):
-    """A real SIGINT to a run on its own local Ray, in its second window: exit 130 within seconds, no worker of the
-    run left alive, and the next run reloads the first window instead of asking again."""
+def test_ctrl_c_on_ray_cancels_the_tasks_and_leaves_a_folder_the_next_run_resumes(local_ray, tmp_path, monkeypatch,
+                                                                                   capsys):
+    """A real SIGINT to a run on the cluster (``--ray-address``), in its second window: exit 130 within seconds, the
+    worker running its cell killed (the cluster's other workers live on), and the next run reloads the first window
+    instead of asking again."""
     import subprocess
     import sys
 
-    root, pids = Path(__file__).parents[1], tmp_path / "pids"
+    import ray
+
+    root, pids = Path(__file__).parents[1], local_ray / "slow"
     pids.mkdir()
     argv = ["--agents", "buy_and_hold", "--agent", "test_distributed:Slow", *WALK, "--out", str(tmp_path / "run")]
-    env = {**os.environ, "TR1_TEST_SLOW": str(pids), "TR1_CACHE": str(tmp_path / "cache"),
-           "PYTHONPATH": os.pathsep.join([str(root), str(root / "tests"), os.environ.get("PYTHONPATH", "")])}
-    child = subprocess.Popen([sys.executable, "benchmarks/run.py", *argv, "--executor", "ray", "--workers", "2"],
-                             cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    first = tmp_path / "run" / "windows" / "2024-01-01_2024-03-31" / "decisions" / "Slow__MSFT.json"
-    deadline = time.time() + 120
-    while not first.exists() and child.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    assert first.exists(), child.communicate(timeout=60)[1] if child.poll() is not None else "no first window"
-    time.sleep(1)  # the second window's cell is running (6 s)
-    child.send_signal(signal.SIGINT)
-    _, err = child.communicate(timeout=60)
-    assert child.returncode == 130, err
-    assert "interrupted; rerun the same command to resume" in err
-    workers = [int(p.name) for p in pids.iterdir()]
-    assert workers and child.pid not in workers  # the agent ran in Ray's workers
-    time.sleep(0.5)
-    for pid in workers:  # every worker of the run ended with it
-        with pytest.raises(ProcessLookupError):
-            os.kill(pid, 0)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(root / "tests"),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    address = ray.get_runtime_context().gcs_address
+    child = subprocess.Popen([sys.executable, "benchmarks/run.py", *argv, "--executor", "ray", "--ray-address",
+                              address], cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not any(pids.iterdir()) and child.poll() is None and time.time() < deadline:
+            time.sleep(0.1)
+        assert any(pids.iterdir()), child.communicate(timeout=60)[1] if child.poll() is not None else "no 2nd window"
+        time.sleep(0.5)  # the second window's cell is running (6 s)
+        child.send_signal(signal.SIGINT)
+        _, err = child.communicate(timeout=60)
+        workers = [int(p.name) for p in pids.iterdir()]
+    finally:
+        child.kill()
+        shutil.rmtree(pids, ignore_errors=True)  # the other tests' Slow agents do not sleep
+    assert child.returncode == 130 and "interrupted; rerun the same command to resume" in err, err
+    for _ in range(50):  # the worker running the cancelled cell is killed, not left to finish it
+        if not any(_alive(pid) for pid in workers):
+            break
+        time.sleep(0.1)
+    assert workers and not any(_alive(pid) for pid in workers)
     assert json.loads((tmp_path / "run" / "config.json").read_text())["status"] == "running"
+    first = tmp_path / "run" / "windows" / "2024-01-01_2024-03-31" / "decisions" / "Slow__MSFT.json"
     kept = first.stat().st_mtime_ns
     monkeypatch.syspath_prepend(str(Path(__file__).parent))
     assert main(argv) == 0  # the same folder, in-process here: the saved first window is reloaded
     assert first.stat().st_mtime_ns == kept
     capsys.readouterr()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
