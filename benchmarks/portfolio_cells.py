@@ -135,20 +135,8 @@ class RayBooks(RayExecutor):
                                   ).remote(self.cfg, cell, list(dict.fromkeys(sys.path)))
         self._inflight[ref] = (key, cell)
 
-    def wait(self) -> list:
-        ready, _ = self.ray.wait(list(self._inflight), num_returns=1)
-        out = []
-        for ref in ready:
-            key, _ = self._inflight.pop(ref)
-            try:
-                out.append((key, self.ray.get(ref)))
-            except self.ray.exceptions.RayTaskError as exc:  # the run stops on the worker's error, as in-process
-                raise exc.cause from None
-            except (self.ray.exceptions.WorkerCrashedError, self.ray.exceptions.NodeDiedError,
-                    self.ray.exceptions.OutOfMemoryError) as exc:
-                out.append((key, Decided(error=f"the cell's worker died {self.cfg.distribution.cell_retries + 1} "
-                                               f"times ({type(exc).__name__})")))
-        return out
+    def crashed(self, cell: BookCell, error: str) -> Decided:
+        return Decided(error=error)
 
 
 class FromShards(InProcessBooks):
