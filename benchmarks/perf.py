@@ -17,7 +17,9 @@ confidence set) run on 10 agents x 2,000 days x 1,000 resamples beside arch's ow
 (what the leaderboard called before), in CPU time on one thread.
 ``--main-job`` times the no-argument ``benchmarks/run.py`` with cold caches.
 ``--api`` times API decisions against a local server that answers each call after 1 s and allows 2,000 requests a
-minute (a 429 with Retry-After beyond), with 32 calls in flight beside the default 8, under ``--rpm 2000``.
+minute (a 429 with Retry-After beyond), with 32 calls in flight beside the default 8, under ``--rpm 2000``, then
+through a whole ``benchmarks/run.py`` run in this process (a 40-ticker synthetic store, 14 daily decisions each,
+``--api-concurrency 32``): decisions over the wall time of the agent's asking.
 ``--ray`` times the numeric walk-forward (every baseline, 15 tickers, four quarters) in-process beside
 ``--executor ray`` with 2 workers, in wall time with Ray's start included; ``uptime``'s load is reported with it.
 
@@ -551,7 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--smollm2", action="store_true", help="also time SmolLM2 decisions (a few minutes on CPU)")
     parser.add_argument("--main-job", action="store_true", help="also time the default benchmarks/run.py, cold caches")
     parser.add_argument("--api", action="store_true", help="also time API decisions against a local slow server "
-                        "(1 s a call, 2,000 requests/min; about 20 s)")
+                        "(1 s a call, 2,000 requests/min), at the client and through a run (about 2 min)")
     parser.add_argument("--ray", action="store_true", help="also time the numeric walk-forward in-process and on a "
                         "local Ray of 2 workers (minutes; needs tr1[ray])")
     parser.add_argument("--only", action="store_true", help="time only what --api, --ray, --smollm2 or --main-job ask")
