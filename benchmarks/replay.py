@@ -185,7 +185,7 @@ def decide(spec: AgentSpec, cfg: RunConfig, window: Window, store: Store, days: 
         for day in sorted(set().union(*map(set, schedule.values()))):  # the run's one bar counts the cells
             if batch := [t for t in todo if day in schedule[t] and t not in failed]:
                 ask(day, batch)
-    return {t: records[t] for t in todo if t not in failed}, failed
+    return {t: records[t] for t in todo if t not in failed}, {t: failed[t] for t in todo if t in failed}
 
 
 def save(state: Pending, records: dict[str, list[dict]]) -> dict[str, pd.DataFrame]:
