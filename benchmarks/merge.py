@@ -4,7 +4,8 @@ Each shard (``benchmarks/run.py --shard I/N``) writes its cells' decisions and `
 the shards were run with the same settings and that every cell of the run is in exactly one of them (a missing or
 duplicated cell is named and refused, exit 2, before anything is written), then replays the whole run into OUT with
 an executor that reads each cell from its shard instead of asking the agent: the decisions are saved into OUT,
-booked and the statistics computed over every cell, so OUT holds the files an unsharded run writes.
+booked and the statistics computed over every cell, so OUT holds the files an unsharded run writes. On the portfolio
+track a shard records each cell's weights (:mod:`benchmarks.portfolio_cells`), which the merge books the same way.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from pathlib import Path
 
 from benchmarks.config import RunConfig
 from benchmarks.executors import Outcome, Task
-from benchmarks.report import slug
-from benchmarks.roster import UsageError
 from benchmarks.portfolio import portfolio_plan, run_portfolio
 from benchmarks.portfolio_cells import FromShards as FromShardBooks
+from benchmarks.report import slug
+from benchmarks.roster import UsageError
 from benchmarks.run import not_run, outcome, plan, run, setup
 from benchmarks.run_folder import MANIFEST, SHARD_CELLS, FolderRefused
 

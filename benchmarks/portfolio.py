@@ -71,7 +71,8 @@ from tr1_env.util.redact import redact_url
 #: Leaderboard columns of the tests of five-way calls: none applies to weights.
 CALL_TESTS = ("accuracy", "macro_f1", "hit_rate")
 
-__all__ = ["PORTFOLIO_COLUMNS", "Universe", "decide", "portfolio_books", "portfolio_plan", "replay_portfolio", "run_portfolio"]
+__all__ = ["PORTFOLIO_COLUMNS", "Universe", "decide", "portfolio_books", "portfolio_plan", "replay_portfolio",
+           "run_portfolio"]
 
 _WEIGHT_IC = {"ic": weight_ic_column("ic", "active-weight IC 1d [{level}% CI] (p / Holm p)"),
               "ic_h": weight_ic_column("ic_h", f"active-weight IC {SIGNAL_HORIZON}d (p / Holm p)", interval=False)}

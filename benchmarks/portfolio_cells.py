@@ -31,7 +31,8 @@ from benchmarks.run_folder import write_text
 from tr1_env.evaluation.portfolio import Legs
 from tr1_env.evaluation.windows import Window
 
-__all__ = ["BookCell", "Decided", "FromShards", "InProcessBooks", "RayBooks", "book_executor", "decide_cell", "record", "saved_path"]
+__all__ = ["BookCell", "Decided", "FromShards", "InProcessBooks", "RayBooks", "book_executor", "decide_cell", "record",
+           "saved_path"]
 
 
 @dataclass(frozen=True)
