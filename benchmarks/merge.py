@@ -15,16 +15,18 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from benchmarks.config import RunConfig
 from benchmarks.executors import Outcome, Task
 from benchmarks.portfolio import portfolio_plan, run_portfolio
-from benchmarks.portfolio_cells import FromShards as FromShardBooks
+from benchmarks.portfolio_cells import BookCell, Decided, InProcessBooks, saved_path
 from benchmarks.report import slug
 from benchmarks.roster import UsageError
 from benchmarks.run import not_run, outcome, plan, run, setup
 from benchmarks.run_folder import MANIFEST, SHARD_CELLS, FolderRefused
 
-__all__ = ["FromShards", "MergeRefused", "main", "merge", "register"]
+__all__ = ["FromShardBooks", "FromShards", "MergeRefused", "main", "merge", "register"]
 
 #: Settings of how or where a shard ran, not of what it replayed: they may differ between shards.
 LOCAL = ("executor", "ray_address", "workers", "cell_retries", "shard", "out", "force", "dry_run")
@@ -71,6 +73,26 @@ class FromShards:
     def wait(self) -> list[tuple[int, Outcome]]:
         done, self._done = self._done, []
         return done
+
+
+class FromShardBooks(InProcessBooks):
+    """A merge's cells, asked of no agent: each as its shard recorded it (:func:`saved_path`)."""
+
+    asks = False
+
+    def __init__(self, cells: dict[str, Path]):
+        self.cells, self._done = cells, []
+
+    def submit(self, key, cell: BookCell) -> None:
+        path = saved_path(self.cells[f"{cell.label} in {cell.window.name}"], cell.label, cell.window)
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise MergeRefused(f"{path}: unreadable ({type(exc).__name__}); rerun its shard") from None
+        if saved["carried"] != cell.carried.round(12).tolist():
+            raise MergeRefused(f"{path}: decided from other weights than the merged run holds; rerun its shard")
+        weights = None if saved["weights"] is None else np.array(saved["weights"], float)
+        self._done.append((key, Decided(weights, saved["payload"], saved["error"])))
 
 
 def _settings(config: dict) -> dict:

@@ -299,6 +299,13 @@ def signal_board(books: dict[Window, dict[str, pd.DataFrame]], uni: Universe, be
     return board
 
 
+def worker_books(cfg: RunConfig) -> tuple[Universe, dict]:
+    """A Ray worker's universe and books (label -> book) for the run's settings."""
+    store = Store(cfg.window.store)
+    uni = Universe(store, cfg)
+    return uni, {b.label: b for b in portfolio_books(cfg, store, uni)[0]}
+
+
 def portfolio_plan(cfg: RunConfig) -> list[str]:
     """The run's cells by name (``agent in window``), window by window in the books' order: what a merge expects."""
     store = Store(cfg.window.store)
@@ -329,7 +336,7 @@ def run_portfolio(cfg: RunConfig, executor=None) -> pd.DataFrame:
         print(f"skipping {label}: {why}", file=sys.stderr)
     shard = cfg.distribution.shard_of()
     mine = books if shard is None else books[shard[0] - 1::shard[1]]
-    replayed = replay_portfolio(protocol, uni, mine, cfg, executor or book_executor(cfg, uni, mine),
+    replayed = replay_portfolio(protocol, uni, mine, cfg, executor or book_executor(cfg, uni, mine, worker_books),
                                 None if shard is None else out)
     if shard is not None:
         return _finish_shard(out, record, replayed, skipped, t0)

@@ -31,7 +31,7 @@ from benchmarks.run_folder import write_text
 from tr1_env.evaluation.portfolio import Legs
 from tr1_env.evaluation.windows import Window
 
-__all__ = ["BookCell", "Decided", "FromShards", "InProcessBooks", "RayBooks", "book_executor", "decide_cell", "record",
+__all__ = ["BookCell", "Decided", "InProcessBooks", "RayBooks", "book_executor", "decide_cell", "record",
            "saved_path"]
 
 
@@ -99,19 +99,13 @@ class InProcessBooks:
 _WORKER: dict[str, object] = {}  # per Ray worker process: the run's settings, its universe and books
 
 
-def _ray_book_cell(cfg: RunConfig, cell: BookCell, paths: list[str]) -> Decided:
-    """A cell in a Ray worker: the universe and books built once per process for the run's settings."""
-    from benchmarks.portfolio import Universe, portfolio_books  # the track imports this module
-
+def _ray_book_cell(build, cfg: RunConfig, cell: BookCell, paths: list[str]) -> Decided:
+    """A cell in a Ray worker: the universe and books (``build(cfg)``) made once per process for the run's settings."""
     for path in paths:
         if path not in sys.path:
             sys.path.insert(0, path)
     if _WORKER.get("cfg") != cfg:
-        from tr1_env.data.store import Store
-
-        store = Store(cfg.window.store)
-        uni = Universe(store, cfg)
-        _WORKER.update(cfg=cfg, uni=uni, books={b.label: b for b in portfolio_books(cfg, store, uni)[0]})
+        _WORKER.update(zip(("cfg", "uni", "books"), (cfg, *build(cfg))))
     return decide_cell(_WORKER["books"][cell.label], _WORKER["uni"], cfg, cell)
 
 
@@ -120,9 +114,9 @@ class RayBooks(RayExecutor):
     :class:`~benchmarks.executors.RayExecutor` starts or joins; a worker that dies more than ``--cell-retries``
     times fails its cell, and Ctrl-C cancels the tasks in flight."""
 
-    def __init__(self, cfg: RunConfig, books: list):
+    def __init__(self, cfg: RunConfig, books: list, build):
         super().__init__(cfg)
-        self.local = {b.label for b in books if b.llm and b.spec.local_model}
+        self.build, self.local = build, {b.label for b in books if b.llm and b.spec.local_model}
 
     def __enter__(self) -> RayBooks:
         super().__enter__()
@@ -133,41 +127,20 @@ class RayBooks(RayExecutor):
         ref = self.remote.options(num_cpus=1, num_gpus=1 if self.gpus and cell.label in self.local else 0,
                                   max_retries=self.cfg.distribution.cell_retries, retry_exceptions=False,
                                   name=f"{cell.label} {cell.window.name}"
-                                  ).remote(self.cfg, cell, list(dict.fromkeys(sys.path)))
+                                  ).remote(self.build, self.cfg, cell, list(dict.fromkeys(sys.path)))
         self._inflight[ref] = (key, cell)
 
     def crashed(self, cell: BookCell, error: str) -> Decided:
         return Decided(error=error)
 
 
-class FromShards(InProcessBooks):
-    """A merge's cells, asked of no agent: each as its shard recorded it (:func:`saved_path`)."""
-
-    asks = False
-
-    def __init__(self, cells: dict[str, Path]):
-        self.cells, self._done = cells, []
-
-    def submit(self, key, cell: BookCell) -> None:
-        from benchmarks.merge import MergeRefused
-
-        path = saved_path(self.cells[f"{cell.label} in {cell.window.name}"], cell.label, cell.window)
-        try:
-            saved = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise MergeRefused(f"{path}: unreadable ({type(exc).__name__}); rerun its shard") from None
-        if saved["carried"] != cell.carried.round(12).tolist():
-            raise MergeRefused(f"{path}: decided from other weights than the merged run holds; rerun its shard")
-        weights = None if saved["weights"] is None else np.array(saved["weights"], float)
-        self._done.append((key, Decided(weights, saved["payload"], saved["error"])))
-
-
-def book_executor(cfg: RunConfig, uni, books: list):
-    """The executor ``--executor`` names for the portfolio track; a UsageError when Ray is not installed."""
+def book_executor(cfg: RunConfig, uni, books: list, build):
+    """The executor ``--executor`` names for the portfolio track (on Ray, each worker makes the universe and books by
+    ``build(cfg)``); a UsageError when Ray is not installed."""
     if cfg.distribution.executor == "ray":
         if importlib.util.find_spec("ray") is None:
             raise UsageError(f"--executor ray needs Ray, which is not installed: {RAY_EXTRA}")
-        return RayBooks(cfg, books)
+        return RayBooks(cfg, books, build)
     return InProcessBooks(uni, books, cfg)
 
 
