@@ -304,7 +304,7 @@ class ApiConfig:
         "help": "tokens per minute (prompt estimate + --api-max-tokens per request, as providers count them): N or "
                 "MODEL=N"})
     api_concurrency: int = field(default=8, metadata={
-        "help": "API calls in flight at once per agent (a day's tickers are asked together)"})
+        "help": "API calls in flight at once per agent (its tickers asked side by side, each ticker's days in order)"})
     max_cost_usd: float | None = field(default=None, metadata={
         "help": "stop the run cleanly (resumable, exit 1) before its API calls would cost more than this, counting "
                 "the decisions already in --out (tr1_env/data/model_prices.csv prices; each call is reserved at "

@@ -258,8 +258,12 @@ class RayExecutor:
             except (self.ray.exceptions.WorkerCrashedError, self.ray.exceptions.NodeDiedError,
                     self.ray.exceptions.OutOfMemoryError) as exc:
                 error = f"the cell's worker died {self.cfg.distribution.cell_retries + 1} times ({type(exc).__name__})"
-                out.append((index, Outcome(failed={t: error for t in task.days})))
+                out.append((index, self.crashed(task, error)))
         return out
+
+    def crashed(self, task: Task, error: str) -> Outcome:
+        """The answer of a cell whose worker died too often: every ticker failed with ``error``."""
+        return Outcome(failed={t: error for t in task.days})
 
     def __exit__(self, exc_type, *rest) -> None:
         if exc_type is not None:  # Ctrl-C, a stopped budget, an error: nothing of the cluster's keeps running

@@ -4,7 +4,8 @@ Each shard (``benchmarks/run.py --shard I/N``) writes its cells' decisions and `
 the shards were run with the same settings and that every cell of the run is in exactly one of them (a missing or
 duplicated cell is named and refused, exit 2, before anything is written), then replays the whole run into OUT with
 an executor that reads each cell from its shard instead of asking the agent: the decisions are saved into OUT,
-booked and the statistics computed over every cell, so OUT holds the files an unsharded run writes.
+booked and the statistics computed over every cell, so OUT holds the files an unsharded run writes. On the portfolio
+track a shard records each cell's weights (:mod:`benchmarks.portfolio_cells`), which the merge books the same way.
 """
 
 from __future__ import annotations
@@ -14,14 +15,18 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from benchmarks.config import RunConfig
 from benchmarks.executors import Outcome, Serial, Task
+from benchmarks.portfolio import portfolio_plan, run_portfolio
+from benchmarks.portfolio_cells import BookCell, Decided, InProcessBooks, saved_path
 from benchmarks.report import slug
 from benchmarks.roster import UsageError
-from benchmarks.run import outcome, plan, run, setup
+from benchmarks.run import not_run, outcome, plan, run, setup
 from benchmarks.run_folder import MANIFEST, SHARD_CELLS, FolderRefused
 
-__all__ = ["FromShards", "MergeRefused", "main", "merge", "register"]
+__all__ = ["FromShardBooks", "FromShards", "MergeRefused", "main", "merge", "register"]
 
 #: Settings of how or where a shard ran, not of what it replayed: they may differ between shards.
 LOCAL = ("executor", "ray_address", "workers", "cell_retries", "shard", "out", "force", "dry_run")
@@ -70,6 +75,26 @@ class FromShards(Serial):
         return done
 
 
+class FromShardBooks(InProcessBooks):
+    """A merge's cells, asked of no agent: each as its shard recorded it (:func:`saved_path`)."""
+
+    asks = False
+
+    def __init__(self, cells: dict[str, Path]):
+        self.cells, self._done = cells, []
+
+    def submit(self, key, cell: BookCell) -> None:
+        path = saved_path(self.cells[f"{cell.label} in {cell.window.name}"], cell.label, cell.window)
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise MergeRefused(f"{path}: unreadable ({type(exc).__name__}); rerun its shard") from None
+        if saved["carried"] != cell.carried.round(12).tolist():
+            raise MergeRefused(f"{path}: decided from other weights than the merged run holds; rerun its shard")
+        weights = None if saved["weights"] is None else np.array(saved["weights"], float)
+        self._done.append((key, Decided(weights, saved["payload"], saved["error"])))
+
+
 def _settings(config: dict) -> dict:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in config.items() if k not in LOCAL}
 
@@ -113,8 +138,16 @@ def merge(folders: list[str], out: str, force: bool = False):
     cfg = RunConfig.of(**{k: v for k, v in settings.items() if k != "base_url"}, out=out, force=force)
     if settings.get("base_url"):  # redacted in config.json, as in the fingerprints it must match
         cfg = cfg.replace(base_url=settings["base_url"])
+    if cfg.portfolio.portfolio:  # the portfolio track: each cell's weights as its shard recorded them
+        _expect(portfolio_plan(cfg), cells)
+        return run_portfolio(cfg, executor=FromShardBooks({key: folder for key, (folder, _) in cells.items()}))
     ready = setup(cfg, asks=False)
-    expected = [c.name for c in plan(ready.specs, ready.protocol, ready.spans, ready.days_by_window)]
+    _expect([c.name for c in plan(ready.specs, ready.protocol, ready.spans, ready.days_by_window)], cells)
+    return run(cfg, executor=FromShards(cells, len(ready.protocol) == 1))
+
+
+def _expect(expected: list[str], cells: dict) -> None:
+    """MergeRefused unless the shards hold exactly the ``expected`` cells (by name)."""
     missing = [name for name in expected if name not in cells]
     if missing:
         raise MergeRefused(f"{len(missing)} cell(s) missing from the shards: {', '.join(missing[:10])}"
@@ -122,7 +155,6 @@ def merge(folders: list[str], out: str, force: bool = False):
     extra = sorted(set(cells) - set(expected))
     if extra:
         raise MergeRefused(f"cell(s) not of this run: {', '.join(extra[:10])}")
-    return run(cfg, executor=FromShards(cells, len(ready.protocol) == 1))
 
 
 def _add_args(parser: argparse.ArgumentParser) -> None:
@@ -138,8 +170,13 @@ def _merge(ns: argparse.Namespace, prog: str) -> int:
     except (MergeRefused, UsageError, FolderRefused) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
-    print((Path(ns.out) / "leaderboard.md").read_text())
-    reason = outcome(summary, RunConfig.of(out=ns.out))
+    if "n_windows" in summary:  # the portfolio track's leaderboard
+        print((Path(ns.out) / "leaderboard_portfolio.md").read_text())
+        parts = not_run(summary.attrs["failed"], summary.attrs["skipped"], "window", "in")
+        reason = f"{'; '.join(parts)} (rerun the shards to retry)" if parts else None
+    else:
+        print((Path(ns.out) / "leaderboard.md").read_text())
+        reason = outcome(summary, RunConfig.of(out=ns.out))
     if reason:
         print(f"{prog}: error: {reason}", file=sys.stderr)
         return 1

@@ -17,7 +17,9 @@ confidence set) run on 10 agents x 2,000 days x 1,000 resamples beside arch's ow
 (what the leaderboard called before), in CPU time on one thread.
 ``--main-job`` times the no-argument ``benchmarks/run.py`` with cold caches.
 ``--api`` times API decisions against a local server that answers each call after 1 s and allows 2,000 requests a
-minute (a 429 with Retry-After beyond), with 32 calls in flight beside the default 8, under ``--rpm 2000``.
+minute (a 429 with Retry-After beyond), with 32 calls in flight beside the default 8, under ``--rpm 2000``, then
+through a whole ``benchmarks/run.py`` run in this process (a 40-ticker synthetic store, 14 daily decisions each,
+``--api-concurrency 32``): decisions over the wall time of the agent's asking.
 ``--ray`` times the README's numeric walk-forward (7 agents, 15 tickers, yearly 2016-01-01..2025-06-30;
 ``--ray-quick``: the five rule agents over 2023-2024) in-process beside ``--executor ray`` with 2 workers, in wall
 time with Ray's start included, and splits the in-process run's CPU into the cells, the statistics a Ray run maps
@@ -50,6 +52,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from http.server import ThreadingHTTPServer
+from unittest import mock
 
 import numpy as np
 import pandas as pd
@@ -402,6 +405,56 @@ def api_throughput(n: int = 256, latency: float = 1.0, rpm: int = 2000, seed: in
     return out
 
 
+def api_through_run(tickers: int = 40, days: int = 15, latency: float = 1.0, rpm: int = 2000, concurrency: int = 32,
+                    seed: int = 0) -> dict:
+    """Decisions per second of an API model through a whole :func:`benchmarks.run.run` (in-process): a synthetic
+    store of ``tickers`` tickers, ``days`` sessions of daily decisions of gpt-4.1 at ``--base-url`` :class:`_SlowApi`
+    with ``--api-concurrency`` and ``--rpm``; the decisions made over the wall time of the agent's asking
+    (:func:`benchmarks.replay.decide`: its context builds, calls and the day order of each ticker), and of the run."""
+    import benchmarks.executors
+    from benchmarks.config import RunConfig
+    from benchmarks.run import run as run_benchmark
+    from tr1_env.data.synth import SynthConfig, synth_store
+
+    ports, limited = multiprocessing.Queue(), multiprocessing.Value("i", 0)
+    server = multiprocessing.Process(target=_serve, args=(ports, limited, latency, rpm), daemon=True)
+    server.start()
+    asking: list[float] = []
+    decide = benchmarks.executors.decide
+
+    def timed(spec, *args):
+        start, cpu = time.perf_counter(), time.process_time()
+        records, failed = decide(spec, *args)
+        if spec.api:
+            asking.extend([time.perf_counter() - start, time.process_time() - cpu, sum(map(len, records.values()))])
+        return records, failed
+
+    out = {"through_tickers": tickers, "through_concurrency": concurrency}
+    with tempfile.TemporaryDirectory() as tmp:
+        synth_store(SynthConfig(out=os.path.join(tmp, "store"), tickers=tickers, years=1.0, seed=seed))
+        store = Store(os.path.join(tmp, "store"))
+        sessions = store.trading_days(store.tickers[0])[-days:]
+        cfg = RunConfig.of(store=os.path.join(tmp, "store"), tickers=store.tickers, agents=("buy_and_hold",),
+                           model=("gpt-4.1",), api_concurrency=concurrency, rpm=(str(rpm),),
+                           start=f"{sessions[0]:%Y-%m-%d}", end=f"{sessions[-1]:%Y-%m-%d}", bootstrap=0,
+                           tearsheets=False, out=os.path.join(tmp, "run"))
+        cfg = cfg.replace(base_url=f"http://127.0.0.1:{ports.get(timeout=60)}/v1")
+        try:  # no call cached by an earlier measurement
+            with mock.patch.dict(os.environ, TR1_CACHE=os.path.join(tmp, "cache")), \
+                    mock.patch.object(benchmarks.executors, "decide", timed):
+                start = time.perf_counter()
+                run_benchmark(cfg)
+                out["through_run_s"] = time.perf_counter() - start
+        finally:
+            server.terminate()
+            server.join()
+    wall, cpu, decisions = asking
+    out.update(through_decisions=decisions, through_asking_s=wall, through_asking_cpu_s=cpu,
+               through_decisions_per_s=decisions / wall,
+               through_429s=limited.value)
+    return out
+
+
 #: The README's numeric walk-forward (``--agents``, 10 years, yearly): what ``--ray`` times by default.
 RAY_AGENTS = ("buy_and_hold", "always_hold", "random", "ma_crossover", "rsi_reversion", "ppo", "a2c")
 RAY_SPAN = ("2016-01-01", "2025-06-30")
@@ -571,7 +624,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--smollm2", action="store_true", help="also time SmolLM2 decisions (a few minutes on CPU)")
     parser.add_argument("--main-job", action="store_true", help="also time the default benchmarks/run.py, cold caches")
     parser.add_argument("--api", action="store_true", help="also time API decisions against a local slow server "
-                        "(1 s a call, 2,000 requests/min; about 20 s)")
+                        "(1 s a call, 2,000 requests/min), at the client and through a run (about 2 min)")
     parser.add_argument("--ray", action="store_true", help="also time the README's numeric walk-forward (7 agents, "
                         "10 years) in-process and on a local Ray of 2 workers (about 10 minutes; needs tr1[ray])")
     parser.add_argument("--ray-quick", action="store_true", help="--ray on the five rule agents over 2023-2024 (two "
@@ -612,6 +665,7 @@ def main(argv: list[str] | None = None) -> dict:
                                     **booking_timing(seconds=args.seconds), **decisions_timing(seconds=args.seconds)}
     if args.api:
         results.update(api_throughput())
+        results.update(api_through_run())
     if args.ray or args.ray_quick:
         results.update(ray_speedup(agents=RAY_QUICK[0], span=RAY_QUICK[1]) if args.ray_quick else ray_speedup())
     if args.smollm2:
@@ -676,7 +730,11 @@ def main(argv: list[str] | None = None) -> dict:
         rows += [(f"API decisions, 32 in flight ({results['api_latency_s']:g} s a call, {results['api_server_rpm']:,} "
                   f"requests/min, {results['api_429s']} 429s)", f"{fast:.1f} decisions/s"),
                  ("  8 in flight (the default --api-concurrency)", f"{default:.1f} decisions/s"),
-                 ("  ratio 32 / 8", f"{fast / default:.2f}x")]
+                 ("  ratio 32 / 8", f"{fast / default:.2f}x"),
+                 (f"  through benchmarks/run.py: {results['through_tickers']} tickers x "
+                  f"{results['through_decisions'] // results['through_tickers']} days, --api-concurrency "
+                  f"{results['through_concurrency']} ({results['through_429s']} 429s; whole run "
+                  f"{results['through_run_s']:.0f} s)", f"{results['through_decisions_per_s']:.1f} decisions/s")]
     if args.ray or args.ray_quick:
         r = results
         what = (f"numeric walk-forward ({len(r['ray_agents'])} agents x 15 tickers, yearly "

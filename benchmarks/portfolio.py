@@ -42,10 +42,21 @@ from benchmarks.leaderboard import (
     weight_ic_column,
 )
 from benchmarks.notes import synthetic_note
-from benchmarks.portfolio_agents import DecisionFailed, LLMBook, SB3Book
+from benchmarks.portfolio_agents import LLMBook, SB3Book
+from benchmarks.portfolio_cells import BookCell, Decided, InProcessBooks, book_executor, record
 from benchmarks.report import cost_markdown
 from benchmarks.roster import BUILTIN_LLMS, MODEL_CLASSES, UsageError, cutoffs, llm_specs
-from benchmarks.run_folder import RunRecord, begin_run, check_out, finish_run, new_run_id, write_csv, write_text
+from benchmarks.run_folder import (
+    SHARD_CELLS,
+    RunRecord,
+    begin_run,
+    check_out,
+    finish_run,
+    new_run_id,
+    write_csv,
+    write_json,
+    write_text,
+)
 from tr1_env.data.store import Store
 from tr1_env.data.universe import load_universe, membership, universe
 from tr1_env.evaluation.backtest import continues
@@ -60,7 +71,8 @@ from tr1_env.util.redact import redact_url
 #: Leaderboard columns of the tests of five-way calls: none applies to weights.
 CALL_TESTS = ("accuracy", "macro_f1", "hit_rate")
 
-__all__ = ["PORTFOLIO_COLUMNS", "Universe", "decide", "run_portfolio"]
+__all__ = ["PORTFOLIO_COLUMNS", "Universe", "decide", "portfolio_books", "portfolio_plan", "replay_portfolio",
+           "run_portfolio"]
 
 _WEIGHT_IC = {"ic": weight_ic_column("ic", "active-weight IC 1d [{level}% CI] (p / Holm p)"),
               "ic_h": weight_ic_column("ic_h", f"active-weight IC {SIGNAL_HORIZON}d (p / Holm p)", interval=False)}
@@ -151,7 +163,7 @@ class PolicyBook:
 TRAINED = ("ppo", "a2c")
 
 
-def _agents(cfg: RunConfig, store: Store, uni: Universe) -> tuple[list, dict[str, str]]:
+def portfolio_books(cfg: RunConfig, store: Store, uni: Universe) -> tuple[list, dict[str, str]]:
     """The run's books in order (the benchmark first) and the agents skipped with why. ``--agents`` takes the
     portfolio baselines, ppo, a2c and the built-in LLMs (default: the baselines and the SB3 agents), ``--model`` any
     LLM of the single-ticker roster; a plug-in (``--agent``) has no portfolio interface and is refused."""
@@ -190,53 +202,73 @@ def _agents(cfg: RunConfig, store: Store, uni: Universe) -> tuple[list, dict[str
     return books, skipped
 
 
-def replay_portfolio_window(window: Window, uni: Universe, books: list, cfg: RunConfig,
-                            previous: dict[str, pd.DataFrame] | None = None, start: pd.Timestamp | None = None
-                            ) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
-    """Agent -> its book over ``window`` (:func:`~tr1_env.evaluation.portfolio.portfolio_book`'s columns, plus
-    ``decision_date``), and agent -> why its decisions failed (those have no book). A book continues ``previous``
-    (agent -> the book of the window before, ending on the session before this window's first): its weights earn
-    that session, the boundary, with no order, and the agent decides from the weights they drifted to; ``start`` is
-    the continuous book's first session, which a policy may read (1/N bought and held buys there only)."""
-    days = uni.days(window)
-    held = uni.held(days)
-    legs = Legs(uni.priced.loc[days], uni.opens.loc[days], cfg.execution, uni.dividends, uni.liquidity)
-    edge = None if previous is None else days.insert(0, uni.closes.index[uni.closes.index < days[0]][-1])[:2]
-    boundary = None if edge is None else Legs(uni.priced.loc[edge], uni.opens.loc[edge], cfg.execution,
-                                               uni.dividends, uni.liquidity)
+def replay_portfolio(protocol: list[Window], uni: Universe, books: list, cfg: RunConfig, executor=None,
+                     shard: Path | None = None) -> dict[Window, tuple[dict[str, pd.DataFrame], dict[str, str]]]:
+    """Window -> (agent -> its book over the window, :func:`~tr1_env.evaluation.portfolio.portfolio_book`'s columns
+    plus ``decision_date``; agent -> why its decisions failed: those have no book).
+
+    Each agent's windows are decided in order by ``executor`` (:mod:`benchmarks.portfolio_cells`; default: in this
+    process), the agents side by side, and booked here. A book continues its window before's where the two touch (no
+    gap between): those weights earn the boundary session with no order, and the agent decides from the weights they
+    drifted to; the chain's first session is the start a policy may read (1/N bought and held buys there only). An
+    LLM's window saved in the run folder under the same fingerprint is reloaded, a new one saved as it comes back;
+    with ``shard`` (a shard's folder) each cell is also recorded there for ``tr1 bench merge``."""
+    executor = executor or InProcessBooks(uni, books, cfg)
+    by_label = {b.label: b for b in books}
     columns = [f"w_{t}" for t in uni.closes.columns]
-    out, failed = {}, {}
-    for book in books:
-        before = None if previous is None else previous.get(book.label)
-        if before is not None:  # the boundary session: the weights held into it drift on, no order
-            before = portfolio_book(np.full((1, len(columns)), np.nan), boundary, cfg.execution, before)
-        carried = np.zeros(len(columns)) if before is None else before[columns].iloc[-1].to_numpy(dtype=float)
-        try:
-            weights = book.weights(window, days, held, legs, days[0] if start is None else start, carried)
-        except DecisionFailed as exc:
-            failed[book.label] = str(exc)
-            print(f"failed {book.label} in {window.name}: {exc}", file=sys.stderr)
-            continue
-        frame = portfolio_book(weights, legs, cfg.execution, before).assign(
-            decision_date=pd.Series(days[:-1], index=days[1:]))
-        if before is not None:
-            frame = pd.concat([before.iloc[-1:].assign(decision_date=pd.NaT), frame])
-        out[book.label] = frame
-    return out, failed
-
-
-def replay_portfolio(protocol: list[Window], uni: Universe, books: list, cfg: RunConfig
-                     ) -> dict[Window, tuple[dict[str, pd.DataFrame], dict[str, str]]]:
-    """Every window in order, each book continuing the window before's where the two touch (no gap between)."""
-    replayed: dict[Window, tuple[dict[str, pd.DataFrame], dict[str, str]]] = {}
-    previous, start = None, None
-    for window in protocol:
+    spans, start = [], None  # per window: days, members, the boundary's legs when it continues, chain start, legs
+    for k, window in enumerate(protocol):
         days = uni.days(window)
-        if not previous or not continues(next(iter(previous.values())), uni.closes.index.to_series(), days):
-            previous, start = None, days[0]
-        replayed[window] = replay_portfolio_window(window, uni, books, cfg, previous, start)
-        previous = replayed[window][0]
-    return replayed
+        joined = k > 0 and continues(pd.DataFrame(index=spans[-1][0]), uni.closes.index.to_series(), days)
+        edge = days.insert(0, uni.closes.index[uni.closes.index < days[0]][-1])[:2] if joined else None
+        start = start if joined else days[0]
+        spans.append((days, uni.held(days), None if edge is None else Legs(
+            uni.priced.loc[edge], uni.opens.loc[edge], cfg.execution, uni.dividends, uni.liquidity), start, Legs(
+            uni.priced.loc[days], uni.opens.loc[days], cfg.execution, uni.dividends, uni.liquidity)))
+    frames: dict[tuple[str, int], pd.DataFrame] = {}
+    errors: dict[tuple[str, int], str] = {}
+
+    def book(label: str, k: int, before: pd.DataFrame | None, cell: BookCell, decided: Decided, saved: bool) -> None:
+        if shard is not None:
+            record(shard, cell, decided)
+        if decided.error is not None:
+            errors[label, k] = decided.error
+            print(f"failed {label} in {cell.window.name}: {decided.error}", file=sys.stderr)
+        else:
+            if decided.payload is not None and not saved:
+                by_label[label].keep(cell.window, decided.payload)
+            days, legs = spans[k][0], spans[k][4]
+            frame = portfolio_book(decided.weights, legs, cfg.execution, before).assign(
+                decision_date=pd.Series(days[:-1], index=days[1:]))
+            frames[label, k] = frame if before is None else pd.concat(
+                [before.iloc[-1:].assign(decision_date=pd.NaT), frame])
+        if k + 1 < len(protocol):
+            ready.append((label, k + 1))
+
+    ready, inflight = [(b.label, 0) for b in books], 0
+    with executor:
+        while ready or inflight:
+            while ready and inflight < executor.capacity:
+                label, k = ready.pop(0)
+                days, held, boundary, start, _ = spans[k]
+                before = frames.get((label, k - 1)) if boundary is not None else None
+                if before is not None:  # the boundary session: the weights held into it drift on, no order
+                    before = portfolio_book(np.full((1, len(columns)), np.nan), boundary, cfg.execution, before)
+                carried = np.zeros(len(columns)) if before is None else before[columns].iloc[-1].to_numpy(dtype=float)
+                cell = BookCell(label, protocol[k], start, carried)
+                llm = by_label[label].llm and executor.asks
+                if llm and (saved := by_label[label].saved(cell.window, held, carried)) is not None:
+                    book(label, k, before, cell, Decided(np.array(saved["weights"], float), saved), True)
+                else:
+                    executor.submit((label, k, before, cell), cell)
+                    inflight += 1
+            if inflight:
+                for (label, k, before, cell), decided in executor.wait():
+                    inflight -= 1
+                    book(label, k, before, cell, decided, False)
+    labels = [b.label for b in books]
+    return {w: ({a: frames[a, k] for a in labels if (a, k) in frames},
+                {a: errors[a, k] for a in labels if (a, k) in errors}) for k, w in enumerate(protocol)}
 
 
 def signal_board(books: dict[Window, dict[str, pd.DataFrame]], uni: Universe, bench: str, cfg: RunConfig
@@ -267,14 +299,32 @@ def signal_board(books: dict[Window, dict[str, pd.DataFrame]], uni: Universe, be
     return board
 
 
-def run_portfolio(cfg: RunConfig) -> pd.DataFrame:
+def worker_books(cfg: RunConfig) -> tuple[Universe, dict]:
+    """A Ray worker's universe and books (label -> book) for the run's settings."""
+    store = Store(cfg.window.store)
+    uni = Universe(store, cfg)
+    return uni, {b.label: b for b in portfolio_books(cfg, store, uni)[0]}
+
+
+def portfolio_plan(cfg: RunConfig) -> list[str]:
+    """The run's cells by name (``agent in window``), window by window in the books' order: what a merge expects."""
+    store = Store(cfg.window.store)
+    books, _ = portfolio_books(cfg, store, Universe(store, cfg))
+    return [f"{b.label} in {w.name}" for w in cfg.window.protocol() for b in books]
+
+
+def run_portfolio(cfg: RunConfig, executor=None) -> pd.DataFrame:
     """The portfolio track: every window replayed, ``leaderboard_portfolio.csv/.md/.html``, the per-window
-    ``windows_portfolio.csv`` and each agent's book under ``portfolio/``; returns the leaderboard."""
+    ``windows_portfolio.csv`` and each agent's book under ``portfolio/``; returns the leaderboard.
+
+    The cells (an agent over a window) run on ``--executor`` (or ``executor``: a merge's, which reads shards);
+    ``--shard I/N`` decides the I-th of N shards' agents (dealt round-robin) and records their cells only (no
+    report; ``attrs["shard"]``: its number of cells), which ``tr1 bench merge`` joins."""
     t0 = time.time()
     out = check_out(cfg.outputs.out, cfg.outputs.force)
     store = Store(cfg.window.store)
     uni = Universe(store, cfg)
-    books, skipped = _agents(cfg, store, uni)
+    books, skipped = portfolio_books(cfg, store, uni)
     found = cutoffs([b.spec for b in books if b.llm], cfg)
     protocol = cfg.window.protocol()
     record = RunRecord(new_run_id(), {**flat_dict(cfg), "base_url": redact_url(cfg.agents.base_url)},
@@ -284,11 +334,13 @@ def run_portfolio(cfg: RunConfig) -> pd.DataFrame:
     begin_run(out, record.meta())
     for label, why in skipped.items():
         print(f"skipping {label}: {why}", file=sys.stderr)
-    replayed = replay_portfolio(protocol, uni, books, cfg)
-    failed: dict[str, dict[str, str]] = {}
-    for w, (_, errors) in replayed.items():
-        for label, error in errors.items():
-            failed.setdefault(label, {})[w.name] = error
+    shard = cfg.distribution.shard_of()
+    mine = books if shard is None else books[shard[0] - 1::shard[1]]
+    replayed = replay_portfolio(protocol, uni, mine, cfg, executor or book_executor(cfg, uni, mine, worker_books),
+                                None if shard is None else out)
+    if shard is not None:
+        return _finish_shard(out, record, replayed, skipped, t0)
+    failed = _failures(replayed)
     # an agent that failed in any window has no whole book: it is in no table (its saved windows are kept)
     agents = [b.label for b in books if b.label not in failed]
     books_by_window = {w: {a: per[a] for a in agents} for w, (per, _) in replayed.items()}
@@ -350,6 +402,28 @@ def run_portfolio(cfg: RunConfig) -> pd.DataFrame:
     finish_run(out, replace(record, wall_time_s=round(time.time() - t0, 1), failed=failed, skipped=skipped).meta(),
                "failed" if failed or skipped else "complete")
     return board
+
+
+def _failures(replayed: dict) -> dict[str, dict[str, str]]:
+    """Agent -> window -> why its decisions failed there."""
+    failed: dict[str, dict[str, str]] = {}
+    for w, (_, errors) in replayed.items():
+        for label, error in errors.items():
+            failed.setdefault(label, {})[w.name] = error
+    return failed
+
+
+def _finish_shard(out: Path, record: RunRecord, replayed: dict, skipped: dict[str, str], t0: float) -> pd.DataFrame:
+    """A shard's folder finished: its cells (under ``portfolio/cells``) and ``cells.json``, no report."""
+    cells = [{"agent": a, "window": w.name, "failed": {w.name: errors[a]} if a in errors else {}}
+             for w, (books, errors) in replayed.items() for a in [*books, *errors]]
+    write_json(out / SHARD_CELLS, {"shard": record.config["shard"], "cells": cells})
+    failed = _failures(replayed)
+    finish_run(out, replace(record, wall_time_s=round(time.time() - t0, 1), failed=failed, skipped=skipped).meta(),
+               "failed" if failed or skipped else "complete")
+    summary = pd.DataFrame()
+    summary.attrs.update(failed=failed, skipped=skipped, shard=len(cells))
+    return summary
 
 
 def portfolio_family_note(table: pd.DataFrame, n_days: int, alpha: float, benchmark: str) -> str:

@@ -114,16 +114,35 @@ class LLMBook:
     def weights(self, window: Window, days: pd.DatetimeIndex, held: np.ndarray, legs: Legs, start: pd.Timestamp,
                 carried: np.ndarray) -> np.ndarray:
         """The window's targets (NaN rows between decision days: no order), reloaded when saved under the same
-        fingerprint, else asked day by day from ``carried``, the weights the book holds into the window."""
-        path = self.out / "portfolio" / "decisions" / f"{slug(self.label)}__{window.name}.json"
-        fingerprint = self._fingerprint(window, held, carried)
+        fingerprint, else asked day by day from ``carried``, the weights the book holds into the window, and saved."""
+        saved = self.saved(window, held, carried)
+        if saved is not None:
+            return np.array(saved["weights"], float)
+        weights, payload = self.ask(window, days, held, legs, carried)
+        self.keep(window, payload)
+        return weights
+
+    def _path(self, window: Window) -> Path:
+        return self.out / "portfolio" / "decisions" / f"{slug(self.label)}__{window.name}.json"
+
+    def saved(self, window: Window, held: np.ndarray, carried: np.ndarray) -> dict | None:
+        """The window's decisions file (:meth:`ask`'s) as the run folder holds it under this fingerprint, its
+        decision days counted; or None."""
+        path = self._path(window)
         try:
             saved = json.loads(path.read_text()) if path.exists() else {}
         except json.JSONDecodeError:
             saved = {}  # a file cut short is asked again
-        if saved.get("fingerprint") == fingerprint:
-            self.decided += [pd.Timestamp(r["date"]) for r in saved["decisions"]]
-            return np.array(saved["weights"], float).reshape(len(days) - 1, len(self.columns))
+        if saved.get("fingerprint") != self._fingerprint(window, held, carried):
+            return None
+        self.decided += [pd.Timestamp(r["date"]) for r in saved["decisions"]]
+        return saved
+
+    def ask(self, window: Window, days: pd.DatetimeIndex, held: np.ndarray, legs: Legs, carried: np.ndarray
+            ) -> tuple[np.ndarray, dict]:
+        """The window's targets asked day by day, and the decisions file that saves them (:meth:`keep`); writes
+        nothing, so it may run in a worker."""
+        fingerprint = self._fingerprint(window, held, carried)
         ask = self._allocation(window) if self.mode == "allocation" else self._decisions()
         schedule = set(decision_days(days, self.spec.every))
         out = np.full((len(days) - 1, len(self.columns)), np.nan)
@@ -134,11 +153,13 @@ class LLMBook:
                 records.append({"date": f"{day:%Y-%m-%d}", **record})
             booked = legs.book(out[i:i + 1], self.cfg.execution, slice(i, i + 1), carried, equity)  # not traded: drifts
             carried, equity = booked.carried[-1], equity * (1 + booked.ret[-1])
-        self.decided += [pd.Timestamp(r["date"]) for r in records]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_text(path, json.dumps({"fingerprint": fingerprint, "weights": out.tolist(), "decisions": records},
-                                    default=str))
-        return out
+        return out, {"fingerprint": fingerprint, "weights": out.tolist(), "decisions": records}
+
+    def keep(self, window: Window, payload: dict) -> None:
+        """A window's decisions (:meth:`ask`'s file) saved in the run folder, its decision days counted."""
+        self.decided += [pd.Timestamp(r["date"]) for r in payload["decisions"]]
+        self._path(window).parent.mkdir(parents=True, exist_ok=True)
+        write_text(self._path(window), json.dumps(payload, default=str))
 
     def _allocation(self, window: Window):
         """Day -> (targets, record) from the allocation prompt of the Portfolio env's text mode."""

@@ -12,7 +12,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import threading
 import weakref
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
 import numpy as np
@@ -131,20 +133,22 @@ def decide(spec: AgentSpec, cfg: RunConfig, window: Window, store: Store, days: 
            ) -> tuple[dict[str, list[dict]], dict[str, str]]:
     """The agent built, fitted and asked day by day over ``todo``: each ticker's decision records, and the tickers
     whose replay failed (an :class:`AgentError`) with the error, dropped from the rest of the replay. Nothing is
-    written: this is the part of a replay an executor may run anywhere (:mod:`benchmarks.executors`)."""
+    written: this is the part of a replay an executor may run anywhere (:mod:`benchmarks.executors`).
+
+    A day's tickers are asked together (one batch: a local model decodes them at once), except an API model's: each
+    ticker's days follow one another (a day's observation holds the position the day before decided) but the tickers
+    do not wait for each other, so ``--api-concurrency`` calls stay in flight instead of a day's last few."""
     agent = spec.build()
     agent.fit(store, todo, window.start, window.end)  # trains on data up to window.train_until
     for t in todo:
         agent.reset(t)
-    schedule = {t: set(decision_days(days[t], spec.every)) for t in todo}
+    schedule = {t: sorted(decision_days(days[t], spec.every)) for t in todo}
     weights = cfg.agents.weight_map()
     position = {t: held[t] for t in todo}
     records: dict[str, list[dict]] = {t: [] for t in todo}
     failed: dict[str, str] = {}
-    for day in sorted(set().union(*schedule.values())):  # the run's one bar counts the cells
-        batch = [t for t in todo if day in schedule[t] and t not in failed]
-        if not batch:
-            continue
+
+    def ask(day: pd.Timestamp, batch: list[str]) -> None:
         try:
             decisions = agent.act([observations.get(t, day, max_chars, position[t], spec.anonymize,
                                                        not spec.prices_only) for t in batch])
@@ -162,7 +166,36 @@ def decide(spec: AgentSpec, cfg: RunConfig, window: Window, store: Store, days: 
             records[t].append({"date": f"{day:%Y-%m-%d}", "action": action.name, "position_before": position[t],
                                "thesis": d.thesis, "meta": d.meta})
             position[t] = weights[action]
-    return {t: records[t] for t in todo if t not in failed}, failed
+
+    lanes = min(getattr(agent, "concurrency", 1), len(todo)) if spec.api else 1
+    if lanes > 1:  # each ticker's next day asked when its day before is answered, ``lanes`` at once, in turn
+        def ahead() -> None:  # the observations built in day order while the calls wait (a context holds no position)
+            for day in sorted(set().union(*map(set, schedule.values()))):
+                for t in todo:
+                    if day in schedule[t] and t not in failed and not stop.is_set():
+                        observations.get(t, day, max_chars, 0.0, spec.anonymize, not spec.prices_only)
+
+        stop = threading.Event()
+        with ThreadPoolExecutor(lanes + 1) as pool:
+            builder = pool.submit(ahead)
+            running = {pool.submit(ask, schedule[t][0], [t]): (t, 0) for t in todo if schedule[t]}
+            try:
+                while running:
+                    for step in wait(running, return_when=FIRST_COMPLETED).done:
+                        t, k = running.pop(step)
+                        step.result()
+                        if k + 1 < len(schedule[t]) and t not in failed:
+                            running[pool.submit(ask, schedule[t][k + 1], [t])] = (t, k + 1)
+            finally:  # an error or Ctrl-C: nothing more is asked
+                stop.set()
+                for step in running:
+                    step.cancel()
+            builder.result()
+    else:
+        for day in sorted(set().union(*map(set, schedule.values()))):  # the run's one bar counts the cells
+            if batch := [t for t in todo if day in schedule[t] and t not in failed]:
+                ask(day, batch)
+    return {t: records[t] for t in todo if t not in failed}, {t: failed[t] for t in todo if t in failed}
 
 
 def save(state: Pending, records: dict[str, list[dict]]) -> dict[str, pd.DataFrame]:

@@ -517,12 +517,13 @@ def main(argv: list[str] | None = None) -> int:
         return _usage(parser, exc)
     try:
         if cfg.portfolio.portfolio:  # the portfolio track: one book per agent (benchmarks/portfolio.py)
-            if cfg.distribution.executor != "inprocess" or cfg.distribution.shard:
-                raise UsageError("--executor ray and --shard run the per-ticker track; the portfolio track runs "
-                                 "in-process")
             board = run_portfolio(cfg)
-            print((Path(cfg.outputs.out) / "leaderboard_portfolio.md").read_text())
-            print(f"wall time {time.time() - start:.0f} s; outputs in {cfg.outputs.out}")
+            if "shard" in board.attrs:
+                print(f"shard {cfg.distribution.shard}: {board.attrs['shard']} cells in {cfg.outputs.out} "
+                      f"(wall time {time.time() - start:.0f} s); merge the shards with tr1 bench merge")
+            else:
+                print((Path(cfg.outputs.out) / "leaderboard_portfolio.md").read_text())
+                print(f"wall time {time.time() - start:.0f} s; outputs in {cfg.outputs.out}")
             parts = not_run(board.attrs["failed"], board.attrs["skipped"], "window", "in")
             if parts:
                 print(f"{parser.prog}: error: {'; '.join(parts)} (rerun to retry)", file=sys.stderr)

@@ -6,6 +6,7 @@ it initialised and leave it up); the shards and merge need no Ray.
 
 import json
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -204,3 +205,107 @@ def test_ray_is_optional_and_tr1_bench_merge_is_registered(tmp_path, monkeypatch
     register(parser.add_subparsers(dest="command"))
     ns = parser.parse_args(["bench", "merge", "a", "b", "--out", "c"])
     assert ns.shards == ["a", "b"] and ns.out == "c" and callable(ns.func)
+
+
+def test_the_portfolio_track_on_ray_and_in_shards_writes_the_in_process_files(local_ray, api_server, tmp_path,
+                                                                               monkeypatch, capsys):
+    """Agent x window cells: the LLM's second month is decided from the weights its first month's book carried
+    (its prompt shows them), so its cells chain; on Ray, in two shards merged, the files are the in-process run's."""
+    monkeypatch.setenv("TR1_CACHE", str(tmp_path / "cache"))  # this process's cache; the workers have their own
+    api_server.reply = 'Tilt to Apple.\n{"AAPL": 0.5, "XOM": 0.3, "CASH": 0.2}'
+    argv = ["--portfolio", "--agents", "buy_and_hold", "equal_weight", "--model", "gpt-4.1", "--base-url",
+            api_server.base_url, "--tickers", "AAPL", "XOM", "--start", "2024-04-01", "--end", "2024-05-31",
+            "--walk-forward", "monthly", "--llm-decision-every", "10", "--bootstrap", "100", "--no-tearsheets"]
+    assert main([*argv, "--out", str(tmp_path / "here")]) == 0
+    asked = api_server.requests
+    assert main([*argv, "--out", str(tmp_path / "ray"), "--executor", "ray"]) == 0
+    monkeypatch.setenv("TR1_CACHE", str(tmp_path / "shard-cache"))  # asked afresh: a decision says if it was cached
+    shards = [str(tmp_path / f"shard{i}") for i in (1, 2)]
+    for i, out in enumerate(shards, 1):
+        assert main([*argv, "--out", out, "--shard", f"{i}/2"]) == 0
+        assert not (Path(out) / "leaderboard_portfolio.csv").exists()  # a shard records cells, not reports
+    assert merge_main([*shards, "--out", str(tmp_path / "merged")]) == 0
+    here = sorted(p.relative_to(tmp_path / "here") for p in (tmp_path / "here").rglob("*") if p.is_file())
+    assert Path("portfolio/decisions/gpt-4.1__2024-05-01_2024-05-31.json") in here
+    for other in ("ray", "merged"):
+        for name in here:
+            if name.name not in ("config.json", "leaderboard_portfolio.html"):  # the run id
+                assert (tmp_path / other / name).read_bytes() == (tmp_path / "here" / name).read_bytes(), (other, name)
+    assert api_server.requests == 3 * asked  # in-process, the Ray workers (their own cache), the shards
+    may = api_server.seen[-1]["body"]["messages"][1]["content"]
+    assert "CASH" in may and api_server.seen[-1]["body"] == api_server.seen[asked - 1]["body"]
+    saved = tmp_path / "ray" / "portfolio" / "decisions" / "gpt-4.1__2024-04-01_2024-04-30.json"
+    kept = saved.stat().st_mtime_ns
+    assert main([*argv, "--out", str(tmp_path / "ray"), "--executor", "ray"]) == 0  # resumes from its saved windows
+    assert api_server.requests == 3 * asked and saved.stat().st_mtime_ns == kept
+    capsys.readouterr()
+    assert merge_main([shards[1], "--out", str(tmp_path / "missing")]) == 2
+    assert "missing from the shards" in capsys.readouterr().err and not (tmp_path / "missing").exists()
+
+
+class Slow(Agent):
+    """Holds; in a Ray worker, while ``$TR1_TEST_KILL_DIR/slow`` exists, it leaves its process id there and takes a
+    tenth of a second per day of its second window."""
+
+    name = "slow"
+
+    def act(self, observations):
+        folder = Path(os.environ.get(KILL_DIR, "."), "slow")
+        late = f"{observations[0].date:%Y-%m-%d}" >= "2024-04-01"
+        if late and folder.is_dir() and os.environ.get(f"{KILL_DIR}_PID") != str(os.getpid()):
+            (folder / str(os.getpid())).touch()
+            time.sleep(0.1)
+        return [Decision(Action.HOLD) for _ in observations]
+
+
+def test_ctrl_c_on_ray_cancels_the_tasks_and_leaves_a_folder_the_next_run_resumes(local_ray, tmp_path, monkeypatch,
+                                                                                   capsys):
+    """A real SIGINT to a run on the cluster (``--ray-address``), in its second window: exit 130 within seconds, the
+    worker running its cell killed (the cluster's other workers live on), and the next run reloads the first window
+    instead of asking again."""
+    import subprocess
+    import sys
+
+    import ray
+
+    root, pids = Path(__file__).parents[1], local_ray / "slow"
+    pids.mkdir()
+    argv = ["--agents", "buy_and_hold", "--agent", "test_distributed:Slow", *WALK, "--out", str(tmp_path / "run")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(root / "tests"),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    address = ray.get_runtime_context().gcs_address
+    child = subprocess.Popen([sys.executable, "benchmarks/run.py", *argv, "--executor", "ray", "--ray-address",
+                              address], cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not any(pids.iterdir()) and child.poll() is None and time.time() < deadline:
+            time.sleep(0.1)
+        assert any(pids.iterdir()), child.communicate(timeout=60)[1] if child.poll() is not None else "no 2nd window"
+        time.sleep(0.5)  # the second window's cell is running (6 s)
+        child.send_signal(signal.SIGINT)
+        _, err = child.communicate(timeout=60)
+        workers = [int(p.name) for p in pids.iterdir()]
+    finally:
+        child.kill()
+        shutil.rmtree(pids, ignore_errors=True)  # the other tests' Slow agents do not sleep
+    assert child.returncode == 130 and "interrupted; rerun the same command to resume" in err, err
+    for _ in range(50):  # the worker running the cancelled cell is killed, not left to finish it
+        if not any(_alive(pid) for pid in workers):
+            break
+        time.sleep(0.1)
+    assert workers and not any(_alive(pid) for pid in workers)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["status"] == "running"
+    first = tmp_path / "run" / "windows" / "2024-01-01_2024-03-31" / "decisions" / "Slow__MSFT.json"
+    kept = first.stat().st_mtime_ns
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    assert main(argv) == 0  # the same folder, in-process here: the saved first window is reloaded
+    assert first.stat().st_mtime_ns == kept
+    capsys.readouterr()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -237,12 +237,12 @@ def test_replay_books_equal_the_env_and_hand_numbers(store, cfg, uni):
     """The replay's equal-weight book is the Portfolio env's for the same weights; 1/N bought and held pays 10 bps
     once and ends at the mean price relative; the index ETF (not a member) ends at SPY's."""
     from baselines.portfolio import PORTFOLIO_BASELINES
-    from benchmarks.portfolio import PolicyBook, replay_portfolio_window
+    from benchmarks.portfolio import PolicyBook, replay_portfolio
     from tr1_env.evaluation.windows import windows
 
     window = windows("single", "2024-04-01", "2024-06-28")[0]
-    books, failed = replay_portfolio_window(window, uni, [PolicyBook(n, PORTFOLIO_BASELINES[n], uni.closes) for n in
-                                                          ("equal_weight", "buy_and_hold", "index_etf")], cfg)
+    books, failed = replay_portfolio([window], uni, [PolicyBook(n, PORTFOLIO_BASELINES[n], uni.closes) for n in
+                                                     ("equal_weight", "buy_and_hold", "index_etf")], cfg)[window]
     assert not failed
     env = PortfolioEnv(store, PORTFOLIO_TICKERS, "2024-04-01", "2024-06-28")
     info = run_env(env, [[*[0.25] * 4, 0.0]] * env.n_steps)
@@ -261,13 +261,13 @@ def test_the_env_equals_the_replay_under_realistic_execution(store, settings):
     equal-weight book, session by session."""
     from baselines.portfolio import PORTFOLIO_BASELINES
     from benchmarks.config import RunConfig
-    from benchmarks.portfolio import PolicyBook, Universe, replay_portfolio_window
+    from benchmarks.portfolio import PolicyBook, Universe, replay_portfolio
     from tr1_env.evaluation.windows import windows
 
     cfg = RunConfig.of(portfolio=True, tickers=PORTFOLIO_TICKERS, start="2024-04-01", end="2024-06-28", **settings)
     window, uni = windows("single", "2024-04-01", "2024-06-28")[0], Universe(store, cfg)
-    book = replay_portfolio_window(window, uni, [PolicyBook("equal_weight", PORTFOLIO_BASELINES["equal_weight"],
-                                                            uni.closes)], cfg)[0]["equal_weight"]
+    book = replay_portfolio([window], uni, [PolicyBook("equal_weight", PORTFOLIO_BASELINES["equal_weight"],
+                                                       uni.closes)], cfg)[window][0]["equal_weight"]
     env = PortfolioEnv(store, PORTFOLIO_TICKERS, "2024-04-01", "2024-06-28", execution=cfg.execution)
     env.reset(seed=0)
     equity = [env.step([*[0.25] * 4, 0.0])[4]["equity"] for _ in range(env.n_steps)]

@@ -21,8 +21,9 @@ import logging
 import math
 import os
 import random
+import threading
+import weakref
 from abc import abstractmethod
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 from urllib.parse import urlparse
@@ -135,6 +136,37 @@ class LLMAgent(Agent):
         return tqdm(total=total, disable=total < _PROGRESS_MIN, desc=self.name, unit="call")
 
 
+class _Session:
+    """An event loop on a thread of its own with one API client and one limit of calls in flight, built on first use
+    and closed with its agent: callers on any thread (a notebook's, whose loop is running, too) submit coroutines
+    and wait, and the client's connections are opened once, not once per batch."""
+
+    def __init__(self, client: Callable[[], Any], concurrency: int):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="tr1-api", daemon=True)
+        self.thread.start()
+        self.client = self.run(_built(client))
+        self.limit = asyncio.Semaphore(concurrency)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"  # the client holds the key
+
+    def run(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def close(self) -> None:
+        if self.loop.is_closed() or not self.thread.is_alive():  # closed, or a forked copy without the thread
+            return
+        self.run(self.client.close())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join()
+        self.loop.close()
+
+
+async def _built(make: Callable[[], Any]) -> Any:
+    return make()  # on the session's loop: an async client binds to the loop it is made on
+
+
 class OpenAIChatAgent(LLMAgent):
     """Any OpenAI-compatible chat endpoint: OpenAI itself, a vLLM server, a local test server.
 
@@ -185,6 +217,8 @@ class OpenAIChatAgent(LLMAgent):
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.requests = 0  # HTTP requests sent, retries included
+        self._session: _Session | None = None
+        self._opening = threading.Lock()
         self._api_key()  # fail now, not after the first batch is built
 
     def __repr__(self) -> str:
@@ -214,32 +248,32 @@ class OpenAIChatAgent(LLMAgent):
         )
 
     def _generate(self, todo: dict[str, Messages], done: Callable[[str, Completion], None]) -> None:
-        coro = self._agenerate(todo, done)
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            asyncio.run(coro)
-            return
-        with ThreadPoolExecutor(1) as pool:  # called from a running loop (a notebook): use a fresh one
-            pool.submit(asyncio.run, coro).result()
+        """On the agent's event loop (:class:`_Session`): concurrent ``act`` calls (a replay's tickers asked side by
+        side) share one client, its kept-alive connections and the ``concurrency`` limit."""
+        with self._opening:
+            if self._session is None:
+                self._session = _Session(self._client, self.concurrency)
+                weakref.finalize(self, self._session.close)
+        self._session.run(self._agenerate(todo, done))
 
-    async def _agenerate(self, todo: dict[str, Messages], done: Callable[[str, Completion], None]) -> None:
+    def _client(self):
         import openai
 
-        limit = asyncio.Semaphore(self.concurrency)
-        client = openai.AsyncOpenAI(  # retries are ours: backoff, logging and the request count
+        return openai.AsyncOpenAI(  # retries are ours: backoff, logging and the request count
             api_key=self._api_key(), base_url=self.base_url, timeout=self.timeout, max_retries=0
         )
-        async with client:
-            with self._progress(len(todo)) as bar:
 
-                async def one(key: str, messages: Messages) -> None:
-                    async with limit:
-                        completion = await self._complete(client, messages)
-                    done(key, completion)
-                    bar.update()
+    async def _agenerate(self, todo: dict[str, Messages], done: Callable[[str, Completion], None]) -> None:
+        session = self._session
+        with self._progress(len(todo)) as bar:
 
-                await asyncio.gather(*(one(k, m) for k, m in todo.items()))
+            async def one(key: str, messages: Messages) -> None:
+                async with session.limit:
+                    completion = await self._complete(session.client, messages)
+                done(key, completion)
+                bar.update()
+
+            await asyncio.gather(*(one(k, m) for k, m in todo.items()))
 
     async def _complete(self, client, messages: Messages) -> Completion:
         import openai
