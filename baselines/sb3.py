@@ -22,7 +22,7 @@ from tr1_env.core.actions import DEFAULT_WEIGHTS
 from tr1_env.core.agents import Agent, Decision, Observation
 from tr1_env.envs.trading_env import ACTION_MODES, TradingEnv
 from tr1_env.execution import Execution
-from tr1_env.util.files import cache_root
+from tr1_env.util.files import atomic_write, cache_root
 from tr1_env.util.threads import torch_threads
 
 ALGOS = ("ppo", "a2c")
@@ -47,7 +47,7 @@ def learn(algo: str, make_envs: Sequence, steps: int, seed: int, path: Path):
     with torch_threads(1):
         model.learn(total_timesteps=steps)
     path.parent.mkdir(parents=True, exist_ok=True)
-    model.save(path)
+    atomic_write(path, model.save)  # a reader in another process (a Ray worker's fit ahead) sees all of it or none
     return model
 
 

@@ -101,6 +101,9 @@ class Serial:
     def book_with(self, market) -> None:
         """The run books every cell itself."""
 
+    def fit_ahead(self, cells: list[Cell]) -> None:
+        """Each cell fits its agent when it runs."""
+
 
 class InProcess(Serial):
     """The cells one after another in this process, in the run's order; one set of observations per window,
@@ -155,9 +158,10 @@ def _warm(store_path: str | None) -> None:
     store_at(store_path)
 
 
-def _ray_cell(task: Task, store_path: str | None, paths: list[str], market) -> Outcome:
+def _ray_cell(task: Task, store_path: str | None, paths: list[str], market, *fits) -> Outcome:
     """A cell in a Ray worker: the store opened once per process, observations kept for the latest windows; an
-    agent that is no LLM has its decisions booked here on ``market`` (the run's, from the object store)."""
+    agent that is no LLM has its decisions booked here on ``market`` (the run's, from the object store). ``fits``:
+    the cell's fits run ahead (:meth:`RayExecutor.fit_ahead`), finished before Ray starts this task."""
     for path in paths:  # plug-in agents import from the driver's working directory
         if path not in sys.path:
             sys.path.insert(0, path)
@@ -170,6 +174,15 @@ def _ray_cell(task: Task, store_path: str | None, paths: list[str], market) -> O
     if market is not None and not task.spec.llm:  # an LLM's books read its calls' costs: the run books those
         outcome.books = market.book_records(outcome.records, task.days, task.cfg, task.carried)
     return outcome
+
+
+def _ray_fit(spec: AgentSpec, window: Window, tickers: list[str], store_path: str | None, paths: list[str]) -> None:
+    """An agent's fit for a window ahead of its cell, in a Ray worker: what it trains lands in its cache (SB3's,
+    under ``$TR1_CACHE``), which the cell's own fit then reloads."""
+    for path in paths:
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    spec.build().fit(store_at(store_path), tickers, window.start, window.end)
 
 
 def _map_chunk(fn: Callable[..., Any], chunk: list[tuple], names: tuple[str, ...], *shared) -> list:
@@ -187,6 +200,7 @@ class RayExecutor:
     def __init__(self, cfg: RunConfig, governor=None):
         self.cfg, self.governor = cfg, governor
         self._inflight: dict[object, tuple[int, Task]] = {}
+        self._fits: dict[int, list] = {}  # a cell's fits running ahead, by its index
         self._started = False
         self._market = None
 
@@ -209,11 +223,24 @@ class RayExecutor:
             self.governor.share()
         return self
 
+    def fit_ahead(self, cells: list[Cell]) -> None:
+        """The fits of every cell whose agent trains per window (``AgentSpec.fits_ahead``: SB3) start now, a task per
+        ticker (one per cell when the agent pools its tickers), instead of each waiting for the window before to be
+        booked: only the cell's decisions need the positions carried in. A cell then waits for its own fits."""
+        paths = list(dict.fromkeys(sys.path))
+        fit = self.ray.remote(_ray_fit).options(num_cpus=1, max_retries=self.cfg.distribution.cell_retries)
+        for index, cell in enumerate(cells):
+            if cell.spec.fits_ahead:
+                groups = [list(cell.days)] if cell.spec.settings.get("pool") else [[t] for t in cell.days]
+                self._fits[index] = [fit.remote(cell.spec, cell.window, group, self.cfg.window.store, paths)
+                                     for group in groups]
+
     def submit(self, index: int, task: Task) -> None:
         gpu = 1 if self.gpus and task.spec.local_model else 0
         ref = self.remote.options(num_cpus=1, num_gpus=gpu, max_retries=self.cfg.distribution.cell_retries,
                                   retry_exceptions=False, name=f"{task.spec.label} {task.window.name}"
-                                  ).remote(task, self.cfg.window.store, list(dict.fromkeys(sys.path)), self._market)
+                                  ).remote(task, self.cfg.window.store, list(dict.fromkeys(sys.path)), self._market,
+                                           *self._fits.pop(index, ()))
         self._inflight[ref] = (index, task)
 
     def book_with(self, market) -> None:
@@ -267,9 +294,10 @@ class RayExecutor:
 
     def __exit__(self, exc_type, *rest) -> None:
         if exc_type is not None:  # Ctrl-C, a stopped budget, an error: nothing of the cluster's keeps running
-            for ref in self._inflight:
+            for ref in [*self._inflight, *(ref for refs in self._fits.values() for ref in refs)]:
                 self.ray.cancel(ref, force=True)
         self._inflight.clear()
+        self._fits.clear()
         if self._started:
             self.ray.shutdown()
 

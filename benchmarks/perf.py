@@ -33,7 +33,7 @@ over its workers and the rest (serial), whence Amdahl's bound; ``uptime``'s load
 (``baselines.PRICES_ONLY`` by default) in wall and CPU time with its peak memory, each size in its own processes;
 then the fitted growth of each cost against tickers x sessions (exponent 1: linear).
 
-    python benchmarks/perf.py --scale [--scale-tickers 15 100 500] [--scale-years 10] [--json scale.json]
+    python benchmarks/perf.py --scale [--scale-tickers 15 100 500] [--scale-years 10] [--scale-workers 2] [--json F]
 """
 
 from __future__ import annotations
@@ -563,14 +563,16 @@ def store_point(out: str, tickers: int, years: float, seed: int, seconds: float)
 
 
 def scale(sizes: tuple[int, ...] = (15, 100, 500), years: float = 10.0, seed: int = 0, seconds: float = 4.0,
-          agents: tuple[str, ...] | None = None, timeout: float = 7200) -> dict:
+          agents: tuple[str, ...] | None = None, timeout: float = 7200, workers: int = 0) -> dict:
     """Cost growth with the universe: per size, the store (built in a child process, its peak memory that
     process's), context builds, and a yearly walk-forward of ``agents`` (default ``baselines.PRICES_ONLY``) over
-    every year after the first, in its own process; then per cost the exponent of a power law in tickers x
-    sessions (1 = linear)."""
+    every year after the first, in its own process (on a local Ray of ``workers`` CPUs when ``workers`` > 0; its
+    CPU is then the run's process tree's, Ray's own processes included); then per cost the exponent of a power law
+    in tickers x sessions (1 = linear)."""
     from baselines import PRICES_ONLY
 
     agents = agents or tuple(sorted(PRICES_ONLY))
+    ray = ["--executor", "ray", "--workers", str(workers)] if workers else []
     points = []
     with tempfile.TemporaryDirectory(prefix="tr1-scale-") as tmp:
         env = {**os.environ, "TR1_CACHE": os.path.join(tmp, "cache"), "OMP_NUM_THREADS": "1"}
@@ -585,7 +587,7 @@ def scale(sizes: tuple[int, ...] = (15, 100, 500), years: float = 10.0, seed: in
             first, last = days[0] + pd.DateOffset(years=1), days[-1]
             run = _timed_child([sys.executable, "benchmarks/run.py", "--store", store, "--walk-forward", "yearly",
                                 "--start", f"{first:%Y-%m-%d}", "--end", f"{last:%Y-%m-%d}", "--no-tearsheets",
-                                "--agents", *agents, "--out", os.path.join(tmp, f"run{n}")], timeout, env)
+                                "--agents", *agents, "--out", os.path.join(tmp, f"run{n}"), *ray], timeout, env)
             point.update({f"walk_forward_{k}": v for k, v in run.items()})
             point["replayed_ticker_days"] = n * len(days[days >= first])
             points.append(point)
@@ -596,7 +598,7 @@ def scale(sizes: tuple[int, ...] = (15, 100, 500), years: float = 10.0, seed: in
         for key in ("build_s", "store_peak_mib", "walk_forward_wall_s", "walk_forward_cpu_s", "walk_forward_peak_mib"):
             growth[key] = float(np.polyfit(size, np.log([p[key] for p in points]), 1)[0])
     return {"scale": points, "scale_growth": growth, "scale_agents": list(agents), "scale_years": years,
-            "load_average": os.getloadavg(), "cores": os.cpu_count()}
+            "scale_workers": workers, "load_average": os.getloadavg(), "cores": os.cpu_count()}
 
 
 def print_scale(results: dict) -> None:
@@ -613,8 +615,9 @@ def print_scale(results: dict) -> None:
     if results["scale_growth"]:
         print("growth exponent against tickers x sessions (1 = linear): " + ", ".join(
             f"{k} {v:.2f}" for k, v in results["scale_growth"].items()))
-    print(f"agents: {' '.join(results['scale_agents'])}; load average {results['load_average'][0]:.1f} on "
-          f"{results['cores']} cores")
+    where = f"a local Ray of {results['scale_workers']} workers" if results["scale_workers"] else "one process"
+    print(f"agents: {' '.join(results['scale_agents'])}, in {where}; load average {results['load_average'][0]:.1f} "
+          f"on {results['cores']} cores")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -637,6 +640,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--scale-years", type=float, default=10.0, help="years of sessions per synthetic store")
     parser.add_argument("--scale-agents", nargs="+", help="walk-forward agents (default: baselines.PRICES_ONLY)")
     parser.add_argument("--scale-timeout", type=float, default=7200, help="seconds allowed to one size's step")
+    parser.add_argument("--scale-workers", type=int, default=0, help="run each walk-forward on a local Ray of this "
+                        "many workers (0: in one process, the default; needs tr1[ray])")
     parser.add_argument("--scale-point", nargs=6, help=argparse.SUPPRESS)  # OUT TICKERS YEARS SEED SECONDS JSON
     return parser
 
@@ -655,7 +660,8 @@ def main(argv: list[str] | None = None) -> dict:
         return point
     if args.scale:
         results = scale(tuple(args.scale_tickers), args.scale_years, 0, args.seconds,
-                        tuple(args.scale_agents) if args.scale_agents else None, args.scale_timeout)
+                        tuple(args.scale_agents) if args.scale_agents else None, args.scale_timeout,
+                        args.scale_workers)
         print_scale(results)
         if args.json:
             with open(args.json, "w") as f:

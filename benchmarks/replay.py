@@ -55,6 +55,7 @@ class Observations:
         self._cache: dict[tuple[str, pd.Timestamp, int, str | None], Observation] = {}
         self._frames = _FRAMES.setdefault(store, {})
         self.pseudonyms: dict[str, Pseudonyms] = {}
+        self._building = threading.Lock()
 
     def get(self, ticker: str, day: pd.Timestamp, max_chars: int, position: float,
             anonymized: str | None = None, headlines: bool = True) -> Observation:
@@ -76,11 +77,13 @@ class Observations:
             known = day if naive else None  # else the view's close gives it
             self._cache[key] = numeric_observation(view, frame, headlines=headlines, dates=dates, day=known)
         if key not in self._cache:
-            context = build_context(self.store, ticker, day, cfg=ContextConfig(max_chars=max_chars))
-            if anonymized:
-                names = self.pseudonyms.setdefault(ticker, Pseudonyms.for_episode(ticker, self.seed))
-                context = anonymize(context, names, anonymized)
-            self._cache[key] = context.observation()
+            with self._building:  # an API agent's threads: a ticker's pseudonyms are first met in day order
+                if key not in self._cache:
+                    context = build_context(self.store, ticker, day, cfg=ContextConfig(max_chars=max_chars))
+                    if anonymized:
+                        names = self.pseudonyms.setdefault(ticker, Pseudonyms.for_episode(ticker, self.seed))
+                        context = anonymize(context, names, anonymized)
+                    self._cache[key] = context.observation()
         return dataclasses.replace(self._cache[key], position=position)
 
 

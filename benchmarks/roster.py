@@ -54,6 +54,7 @@ class AgentSpec:
     every: int = 1  # decides every k sessions
     numeric: bool = False  # reads only bars, indicators and headlines: no context text is built for it
     prices_only: bool = False  # reads no news or statements: replayed from --history-start when one is set
+    fits_ahead: bool = False  # trained per window on data before it, reading no position: its fits may run ahead
 
     @property
     def local_model(self) -> bool:
@@ -183,7 +184,7 @@ def resolve_agents(cfg: RunConfig, governor=None) -> list[AgentSpec]:
                         **(dataclasses.asdict(cfg.execution) if "execution" in kwargs else {})}
             specs.append(AgentSpec(name, lambda n=name, kw=kwargs: load_agent(BASELINES[n], **kw), False,
                                    settings, every=agents.decision_every, numeric=True,
-                                   prices_only=name in PRICES_ONLY))
+                                   prices_only=name in PRICES_ONLY, fits_ahead=name in TRAINED))
         elif name in plugins or (":" in name and not name.startswith((*LOCAL_LLM_PREFIXES, *MODEL_CLASSES))):
             label = name.rpartition(":")[2] if ":" in name else name
             specs.append(AgentSpec(label, lambda n=name: load_agent(n), False, {"plugin": name},

@@ -253,6 +253,7 @@ def replay_cells(cells: list[Cell], cfg: RunConfig, market: Market, folder_of, e
         bar.set_postfix(done=bar.n - failed_cells, failed=failed_cells, left=len(cells) - bar.n)
 
     waiting, inflight = list(range(len(cells))), 0
+    executor.fit_ahead(cells)
     with tqdm(total=len(cells), desc="cells", unit="cell", disable=not cells) as bar:
         while waiting or inflight:
             for i in [i for i in waiting if cells[i].previous is None or results[cells[i].previous] is not None]:
