@@ -150,6 +150,18 @@ def store_at(path: str | None, store: Store | None = None) -> Store:
     return _STORES[path]
 
 
+def driver_paths() -> list[str]:
+    """The driver's import path, sent with each task: plug-in agents import from its working directory."""
+    return list(dict.fromkeys(sys.path))
+
+
+def import_from(paths: list[str]) -> None:
+    """In a Ray worker: the driver's import path (:func:`driver_paths`) ahead of the worker's own."""
+    for path in paths:
+        if path not in sys.path:
+            sys.path.insert(0, path)
+
+
 def _warm(store_path: str | None) -> None:
     """A Ray worker's imports (the agents, the statistics) and store, done while the run's driver prepares."""
     import baselines  # noqa: F401
@@ -162,9 +174,7 @@ def _ray_cell(task: Task, store_path: str | None, paths: list[str], market, *fit
     """A cell in a Ray worker: the store opened once per process, observations kept for the latest windows; an
     agent that is no LLM has its decisions booked here on ``market`` (the run's, from the object store). ``fits``:
     the cell's fits run ahead (:meth:`RayExecutor.fit_ahead`), finished before Ray starts this task."""
-    for path in paths:  # plug-in agents import from the driver's working directory
-        if path not in sys.path:
-            sys.path.insert(0, path)
+    import_from(paths)
     store, key = store_at(store_path), (store_path, task.window.name, task.cfg.seed)
     if key not in _WORKER:
         _WORKER[key] = Observations(store, task.cfg.seed)
@@ -179,9 +189,7 @@ def _ray_cell(task: Task, store_path: str | None, paths: list[str], market, *fit
 def _ray_fit(spec: AgentSpec, window: Window, tickers: list[str], store_path: str | None, paths: list[str]) -> None:
     """An agent's fit for a window ahead of its cell, in a Ray worker: what it trains lands in its cache (SB3's,
     under ``$TR1_CACHE``), which the cell's own fit then reloads."""
-    for path in paths:
-        if path not in sys.path:
-            sys.path.insert(0, path)
+    import_from(paths)
     spec.build().fit(store_at(store_path), tickers, window.start, window.end)
 
 
@@ -227,7 +235,7 @@ class RayExecutor:
         """The fits of every cell whose agent trains per window (``AgentSpec.fits_ahead``: SB3) start now, a task per
         ticker (one per cell when the agent pools its tickers), instead of each waiting for the window before to be
         booked: only the cell's decisions need the positions carried in. A cell then waits for its own fits."""
-        paths = list(dict.fromkeys(sys.path))
+        paths = driver_paths()
         fit = self.ray.remote(_ray_fit).options(num_cpus=1, max_retries=self.cfg.distribution.cell_retries)
         for index, cell in enumerate(cells):
             if cell.spec.fits_ahead:
@@ -239,7 +247,7 @@ class RayExecutor:
         gpu = 1 if self.gpus and task.spec.local_model else 0
         ref = self.remote.options(num_cpus=1, num_gpus=gpu, max_retries=self.cfg.distribution.cell_retries,
                                   retry_exceptions=False, name=f"{task.spec.label} {task.window.name}"
-                                  ).remote(task, self.cfg.window.store, list(dict.fromkeys(sys.path)), self._market,
+                                  ).remote(task, self.cfg.window.store, driver_paths(), self._market,
                                            *self._fits.pop(index, ()))
         self._inflight[ref] = (index, task)
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.config import RunConfig
-from benchmarks.executors import RAY_EXTRA, RayExecutor
+from benchmarks.executors import RAY_EXTRA, RayExecutor, driver_paths, import_from
 from benchmarks.portfolio_agents import DecisionFailed
 from benchmarks.report import slug
 from benchmarks.roster import UsageError
@@ -101,9 +100,7 @@ _WORKER: dict[str, object] = {}  # per Ray worker process: the run's settings, i
 
 def _ray_book_cell(build, cfg: RunConfig, cell: BookCell, paths: list[str]) -> Decided:
     """A cell in a Ray worker: the universe and books (``build(cfg)``) made once per process for the run's settings."""
-    for path in paths:
-        if path not in sys.path:
-            sys.path.insert(0, path)
+    import_from(paths)
     if _WORKER.get("cfg") != cfg:
         _WORKER.update(zip(("cfg", "uni", "books"), (cfg, *build(cfg))))
     return decide_cell(_WORKER["books"][cell.label], _WORKER["uni"], cfg, cell)
@@ -127,7 +124,7 @@ class RayBooks(RayExecutor):
         ref = self.remote.options(num_cpus=1, num_gpus=1 if self.gpus and cell.label in self.local else 0,
                                   max_retries=self.cfg.distribution.cell_retries, retry_exceptions=False,
                                   name=f"{cell.label} {cell.window.name}"
-                                  ).remote(self.build, self.cfg, cell, list(dict.fromkeys(sys.path)))
+                                  ).remote(self.build, self.cfg, cell, driver_paths())
         self._inflight[ref] = (key, cell)
 
     def crashed(self, cell: BookCell, error: str) -> Decided:

@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 from baselines import TRAINED
 from benchmarks.budget import estimate
 from benchmarks.config import BENCHMARK, RunConfig
-from benchmarks.escaping import csv_safe, md_frame
+from benchmarks.escaping import md_frame
 from benchmarks.executors import Cell, Outcome, Task, make_executor, store_at
 from benchmarks.leaderboard import markdown as leaderboard_markdown
 from benchmarks.leaderboard import signals_by_window, write_leaderboard, write_portfolio_tearsheets
@@ -57,6 +57,7 @@ from benchmarks.run_folder import (
     RunRecord,
     begin_run,
     check_out,
+    csv_text,
     finish_run,
     new_run_id,
     verify_run,
@@ -159,7 +160,7 @@ class Market:
                 actions = pd.Series([Action.parse(r["action"]) for r in rows], name="action",
                                     index=pd.DatetimeIndex(pd.to_datetime([r["date"] for r in rows]), name="date"))
                 frame = self.books(t, actions, days[t], cfg, None, carried.get(t))
-                out[t] = actions, frame, csv_safe(frame).to_csv(date_format=RETURN_DATES, lineterminator="\n")
+                out[t] = actions, frame, csv_text(frame, date_format=RETURN_DATES)
         return out
 
     def carried(self, ticker: str, previous: pd.DataFrame | None, days: pd.DatetimeIndex) -> pd.DataFrame | None:

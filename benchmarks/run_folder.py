@@ -197,10 +197,15 @@ def write_text(path: Path, text: str) -> None:
     atomic_write(claim(path), lambda tmp: tmp.write_text(text))
 
 
+def csv_text(frame: pd.DataFrame, **kwargs) -> str:
+    """``frame.to_csv`` with every formula-like text cell neutralised (:func:`benchmarks.escaping.csv_safe`): what
+    :func:`write_csv` writes, for a worker that renders a file the run writes."""
+    return csv_safe(frame).to_csv(lineterminator="\n", **kwargs)
+
+
 def write_csv(path: Path, frame: pd.DataFrame, **kwargs) -> None:
-    """``frame.to_csv`` with every formula-like text cell neutralised (:func:`benchmarks.escaping.csv_safe`)."""
-    safe = csv_safe(frame)
-    atomic_write(claim(path), lambda tmp: safe.to_csv(tmp, **kwargs))
+    """:func:`csv_text` written atomically."""
+    write_text(path, csv_text(frame, **kwargs))
 
 
 def write_json(path: Path, data: dict) -> None:
