@@ -80,11 +80,15 @@ class SB3Agent(Agent):
 
     def fit(self, store, tickers: Sequence[str], start, end) -> None:
         """Train (or reload) on the ``train_years`` ending the day before ``start``, then open the replay envs."""
-        train_end = pd.Timestamp(start) - pd.Timedelta(days=1)
-        self.models.update(self.train(store, tickers, train_end))
+        self.train_before(store, tickers, start)
         for ticker in tickers:
             self.envs[ticker] = TradingEnv(store, ticker, start, end, obs_mode="numeric",
                                            action_mode=self.action_mode, execution=self.execution)
+
+    def train_before(self, store, tickers: Sequence[str], start) -> None:
+        """The models of a replay that starts at ``start`` (trained on the ``train_years`` ending the day before, or
+        reloaded), without the replay's envs: all that a fit run ahead of its replay (on another worker) needs."""
+        self.models.update(self.train(store, tickers, pd.Timestamp(start) - pd.Timedelta(days=1)))
 
     def train(self, store, tickers: Sequence[str], train_end) -> dict[str, object]:
         """A policy per ticker, or with ``pool`` one policy over a vector env of every ticker's Trading env;

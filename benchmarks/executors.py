@@ -101,7 +101,7 @@ class Serial:
     def book_with(self, market) -> None:
         """The run books every cell itself."""
 
-    def fit_ahead(self, cells: list[Cell]) -> None:
+    def fit_ahead(self, cells: list[Cell], left: Callable[[Cell], list[str]]) -> None:
         """Each cell fits its agent when it runs."""
 
 
@@ -137,9 +137,12 @@ class InProcess(Serial):
 
 
 _STORES: dict[str | None, Store] = {}  # per process: the store at each path (None: the embedded one), opened once
-_WORKER: dict[tuple, Observations] = {}  # per Ray worker process: the latest windows' observations
-#: Windows whose observations a worker keeps: a worker alternates between two windows around a boundary.
+_WORKER: dict[tuple, Observations] = {}  # per Ray worker process: the windows' observations, latest used last
+#: Windows whose observations a worker always keeps: a worker alternates between two windows around a boundary.
 KEPT_WINDOWS = 2
+#: Observations a worker keeps beyond those windows (about 9 KB each when numeric): on a small universe every
+#: window's, since Ray sends a window's cells to any worker in any order and each would otherwise build them again.
+KEPT_OBSERVATIONS = 50_000
 
 
 def store_at(path: str | None, store: Store | None = None) -> Store:
@@ -171,26 +174,26 @@ def _warm(store_path: str | None) -> None:
 
 
 def _ray_cell(task: Task, store_path: str | None, paths: list[str], market, *fits) -> Outcome:
-    """A cell in a Ray worker: the store opened once per process, observations kept for the latest windows; an
+    """A cell in a Ray worker: the store opened once per process, observations kept for the windows used last; an
     agent that is no LLM has its decisions booked here on ``market`` (the run's, from the object store). ``fits``:
     the cell's fits run ahead (:meth:`RayExecutor.fit_ahead`), finished before Ray starts this task."""
     import_from(paths)
     store, key = store_at(store_path), (store_path, task.window.name, task.cfg.seed)
-    if key not in _WORKER:
-        _WORKER[key] = Observations(store, task.cfg.seed)
-        while len(_WORKER) > KEPT_WINDOWS:
-            _WORKER.pop(next(iter(_WORKER)))
+    _WORKER[key] = _WORKER.pop(key) if key in _WORKER else Observations(store, task.cfg.seed)
     outcome = run_task(task, store, _WORKER[key])
+    while len(_WORKER) > KEPT_WINDOWS and sum(map(len, _WORKER.values())) > KEPT_OBSERVATIONS:
+        _WORKER.pop(next(iter(_WORKER)))  # the least recently used window
     if market is not None and not task.spec.llm:  # an LLM's books read its calls' costs: the run books those
         outcome.books = market.book_records(outcome.records, task.days, task.cfg, task.carried)
     return outcome
 
 
 def _ray_fit(spec: AgentSpec, window: Window, tickers: list[str], store_path: str | None, paths: list[str]) -> None:
-    """An agent's fit for a window ahead of its cell, in a Ray worker: what it trains lands in its cache (SB3's,
-    under ``$TR1_CACHE``), which the cell's own fit then reloads."""
+    """An agent's training for a window ahead of its cell, in a Ray worker (``train_before``: the fit without the
+    replay's envs, which only the cell reads): what it trains lands in its cache (SB3's, under ``$TR1_CACHE``),
+    which the cell's own fit then reloads."""
     import_from(paths)
-    spec.build().fit(store_at(store_path), tickers, window.start, window.end)
+    spec.build().train_before(store_at(store_path), tickers, window.start)
 
 
 def _map_chunk(fn: Callable[..., Any], chunk: list[tuple], names: tuple[str, ...], *shared) -> list:
@@ -231,15 +234,17 @@ class RayExecutor:
             self.governor.share()
         return self
 
-    def fit_ahead(self, cells: list[Cell]) -> None:
-        """The fits of every cell whose agent trains per window (``AgentSpec.fits_ahead``: SB3) start now, a task per
-        ticker (one per cell when the agent pools its tickers), instead of each waiting for the window before to be
-        booked: only the cell's decisions need the positions carried in. A cell then waits for its own fits."""
+    def fit_ahead(self, cells: list[Cell], left: Callable[[Cell], list[str]]) -> None:
+        """The fits of every cell whose agent trains per window (``AgentSpec.fits_ahead``: SB3) start now, over the
+        tickers ``left`` to replay (none saved), a task per ticker (one per cell when the agent pools its tickers),
+        instead of each waiting for the window before to be booked: only the cell's decisions need the positions
+        carried in. A cell then waits for its own fits. (A ticker saved under another fingerprint is fitted by its
+        cell, which replays it.)"""
         paths = driver_paths()
         fit = self.ray.remote(_ray_fit).options(num_cpus=1, max_retries=self.cfg.distribution.cell_retries)
         for index, cell in enumerate(cells):
-            if cell.spec.fits_ahead:
-                groups = [list(cell.days)] if cell.spec.settings.get("pool") else [[t] for t in cell.days]
+            if cell.spec.fits_ahead and (tickers := left(cell)):
+                groups = [tickers] if cell.spec.settings.get("pool") else [[t] for t in tickers]
                 self._fits[index] = [fit.remote(cell.spec, cell.window, group, self.cfg.window.store, paths)
                                      for group in groups]
 

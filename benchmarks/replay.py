@@ -34,7 +34,7 @@ from tr1_env.data.store import Store, split_adjust
 from tr1_env.evaluation.backtest import decision_days
 from tr1_env.evaluation.windows import Window
 
-__all__ = ["Observations", "Pending", "context_budget", "decide", "pending", "save"]
+__all__ = ["Observations", "Pending", "context_budget", "decide", "decisions_path", "pending", "save"]
 
 
 #: Per store, each ticker's indicator frame per split basis (and its dates): they cover the store's whole history,
@@ -56,6 +56,10 @@ class Observations:
         self._frames = _FRAMES.setdefault(store, {})
         self.pseudonyms: dict[str, Pseudonyms] = {}
         self._building = threading.Lock()
+
+    def __len__(self) -> int:
+        """The observations built so far (what a Ray worker weighs before keeping a window's)."""
+        return len(self._cache)
 
     def get(self, ticker: str, day: pd.Timestamp, max_chars: int, position: float,
             anonymized: str | None = None, headlines: bool = True) -> Observation:
@@ -120,13 +124,18 @@ class Pending:
     todo: list[str]
 
 
+def decisions_path(spec: AgentSpec, out: Path, ticker: str) -> Path:
+    """Where a window's folder ``out`` keeps an agent x ticker's decisions."""
+    return out / "decisions" / f"{slug(spec.label)}__{ticker}.json"
+
+
 def pending(spec: AgentSpec, cfg: RunConfig, window: Window, days: dict[str, pd.DatetimeIndex], out: Path,
             held: dict[str, float] | None = None) -> Pending:
     """What is left of one agent's replay over ``window``: saved decisions with this fingerprint are reloaded."""
     held = {t: float(held.get(t, 0.0)) if held else 0.0 for t in days}
     max_chars = context_budget(spec, cfg)
     fingerprint = _fingerprint(spec, cfg, window, spec.every, max_chars, held)
-    paths = {t: out / "decisions" / f"{slug(spec.label)}__{t}.json" for t in days}
+    paths = {t: decisions_path(spec, out, t) for t in days}
     done = {t: d for t in days if (d := load_decisions(paths[t], fingerprint)) is not None}
     return Pending(fingerprint, max_chars, held, paths, done, [t for t in days if t not in done])
 

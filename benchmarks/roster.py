@@ -54,7 +54,7 @@ class AgentSpec:
     every: int = 1  # decides every k sessions
     numeric: bool = False  # reads only bars, indicators and headlines: no context text is built for it
     prices_only: bool = False  # reads no news or statements: replayed from --history-start when one is set
-    fits_ahead: bool = False  # trained per window on data before it, reading no position: its fits may run ahead
+    fits_ahead: bool = False  # trained per window on data before it (``train_before``): its fits may run ahead
 
     @property
     def local_model(self) -> bool:

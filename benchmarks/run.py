@@ -48,7 +48,7 @@ from benchmarks.leaderboard import signals_by_window, write_leaderboard, write_p
 from benchmarks.mapping import Mapper, in_order
 from benchmarks.notes import RunFacts, page_notes
 from benchmarks.portfolio import run_portfolio
-from benchmarks.replay import Observations, Pending, pending, save
+from benchmarks.replay import Observations, Pending, decisions_path, pending, save
 from benchmarks.report import Results, slug, write_reports
 from benchmarks.roster import AgentSpec, UsageError, cutoffs, resolve_agents
 from benchmarks.run_folder import (
@@ -254,7 +254,6 @@ def replay_cells(cells: list[Cell], cfg: RunConfig, market: Market, folder_of, e
         bar.set_postfix(done=bar.n - failed_cells, failed=failed_cells, left=len(cells) - bar.n)
 
     waiting, inflight = list(range(len(cells))), 0
-    executor.fit_ahead(cells)
     with tqdm(total=len(cells), desc="cells", unit="cell", disable=not cells) as bar:
         while waiting or inflight:
             for i in [i for i in waiting if cells[i].previous is None or results[cells[i].previous] is not None]:
@@ -430,6 +429,8 @@ def run(cfg: RunConfig, executor=None, specs: list[AgentSpec] | None = None,
         print(f"note: {out} held an unfinished or mixed run ({problems[0]}); its reports are replaced",
               file=sys.stderr)
     with executor:  # open from the coverage over the cells to the statistics, which it maps over its workers
+        executor.fit_ahead(cells, lambda c: [t for t in c.days if not decisions_path(c.spec, folder_of(c.window),
+                                                                                     t).exists()])
         whole = {t: store.trading_days(t, cfg.window.start, cfg.window.end) for t in tickers}
         cover = coverage(store, tickers, whole, cfg.window.start, cfg.window.end, executor.map, cfg.window.store)
         facts = RunFacts(protocol, cover, cutoffs=found,

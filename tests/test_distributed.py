@@ -95,21 +95,23 @@ def test_ray_with_two_workers_writes_the_files_of_the_in_process_run(local_ray, 
 def test_sb3_fits_run_ahead_on_ray_and_the_cells_reload_them(local_ray, tmp_path, monkeypatch):
     """PPO's fits for both windows start at once (one policy pooled over the tickers per window, the default), into
     the workers' SB3 cache; each cell's own fit reloads its window's (no second model) and the files are the
-    in-process run's."""
+    in-process run's; a rerun, which replays nothing, fits nothing ahead."""
     agents = ["--agents", "buy_and_hold", "ppo", "--sb3-steps", "64"]
     workers_cache = Path(os.environ["TR1_CACHE"])  # the fixture's, which the workers inherited
     monkeypatch.setenv("TR1_CACHE", str(tmp_path / "driver-cache"))
     assert main([*agents, *WALK, "--out", str(tmp_path / "here")]) == 0
     ahead, original = [], RayExecutor.fit_ahead
 
-    def fit_ahead(self, cells):
-        original(self, cells)
+    def fit_ahead(self, cells, left):
+        original(self, cells, left)
         ahead.extend(len(refs) for refs in self._fits.values())
 
     monkeypatch.setattr(RayExecutor, "fit_ahead", fit_ahead)
     assert main([*agents, *WALK, "--out", str(tmp_path / "ray"), "--executor", "ray"]) == 0
     assert ahead == [1, 1]  # ppo's two windows' fits, sent before any cell ran
     _same(tmp_path / "here", tmp_path / "ray")
+    assert main([*agents, *WALK, "--out", str(tmp_path / "ray"), "--executor", "ray"]) == 0
+    assert ahead == [1, 1]  # the rerun replays nothing, so fits nothing ahead
     models = sorted(p.relative_to(workers_cache) for p in (workers_cache / "sb3").rglob("*.zip"))
     assert len(models) == 2 and models == sorted(p.relative_to(tmp_path / "driver-cache")
                                                  for p in (tmp_path / "driver-cache" / "sb3").rglob("*.zip"))
