@@ -57,6 +57,7 @@ from benchmarks.run_folder import (
     write_json,
     write_text,
 )
+from tr1_agent.api_limits import ApiGovernor, Reservation
 from tr1_env.data.store import Store
 from tr1_env.data.universe import load_universe, membership, universe
 from tr1_env.evaluation.backtest import continues
@@ -65,6 +66,7 @@ from tr1_env.evaluation.portfolio import Legs, portfolio_book
 from tr1_env.evaluation.signals import ic_tests, weight_rows
 from tr1_env.evaluation.stats import compare
 from tr1_env.evaluation.windows import Window
+from tr1_env.execution.llm_cost import model_price
 from tr1_env.util.cli_args import flat_dict
 from tr1_env.util.redact import redact_url
 
@@ -163,10 +165,12 @@ class PolicyBook:
 TRAINED = ("ppo", "a2c")
 
 
-def portfolio_books(cfg: RunConfig, store: Store, uni: Universe) -> tuple[list, dict[str, str]]:
+def portfolio_books(cfg: RunConfig, store: Store, uni: Universe, governor: ApiGovernor | None = None
+                    ) -> tuple[list, dict[str, str]]:
     """The run's books in order (the benchmark first) and the agents skipped with why. ``--agents`` takes the
     portfolio baselines, ppo, a2c and the built-in LLMs (default: the baselines and the SB3 agents), ``--model`` any
-    LLM of the single-ticker roster; a plug-in (``--agent``) has no portfolio interface and is refused."""
+    LLM of the single-ticker roster (API models share ``governor``: the run's rate limits and budget); a plug-in
+    (``--agent``) has no portfolio interface and is refused."""
     names = cfg.agents.agents if cfg.agents.agents is not None else (*PORTFOLIO_BASELINES, *TRAINED)
     known = (*PORTFOLIO_BASELINES, *TRAINED, *BUILTIN_LLMS)
     unknown = [n for n in names if n not in known]
@@ -194,7 +198,7 @@ def portfolio_books(cfg: RunConfig, store: Store, uni: Universe) -> tuple[list, 
         elif name in TRAINED:
             books.append(SB3Book(name, cfg, store, columns))
         else:
-            for spec in llm_specs(name, cfg):
+            for spec in llm_specs(name, cfg, governor):
                 if spec.unavailable:
                     skipped[spec.label] = spec.unavailable
                 else:
@@ -299,11 +303,12 @@ def signal_board(books: dict[Window, dict[str, pd.DataFrame]], uni: Universe, be
     return board
 
 
-def worker_books(cfg: RunConfig) -> tuple[Universe, dict]:
-    """A Ray worker's universe and books (label -> book) for the run's settings."""
+def worker_books(cfg: RunConfig, governor: ApiGovernor | None = None) -> tuple[Universe, dict]:
+    """A Ray worker's universe and books (label -> book) for the run's settings, its API models drawing on
+    ``governor`` (the run's, shared as a Ray actor)."""
     store = Store(cfg.window.store)
     uni = Universe(store, cfg)
-    return uni, {b.label: b for b in portfolio_books(cfg, store, uni)[0]}
+    return uni, {b.label: b for b in portfolio_books(cfg, store, uni, governor)[0]}
 
 
 def portfolio_plan(cfg: RunConfig) -> list[str]:
@@ -321,10 +326,24 @@ def run_portfolio(cfg: RunConfig, executor=None) -> pd.DataFrame:
     ``--shard I/N`` decides the I-th of N shards' agents (dealt round-robin) and records their cells only (no
     report; ``attrs["shard"]``: its number of cells), which ``tr1 bench merge`` joins."""
     t0 = time.time()
+    if cfg.api.dry_run:  # refused rather than ignored: a dry run must never ask
+        raise UsageError("--dry-run estimates the single-ticker track's API calls; the portfolio track has no "
+                         "estimate (its saved windows' cost is printed before the first call)")
     out = check_out(cfg.outputs.out, cfg.outputs.force)
     store = Store(cfg.window.store)
     uni = Universe(store, cfg)
-    books, skipped = portfolio_books(cfg, store, uni)
+    governor = ApiGovernor(*cfg.api.rates(), cfg.api.max_cost_usd)
+    books, skipped = portfolio_books(cfg, store, uni, governor)
+    api = [b for b in books if b.llm and b.spec.api]
+    if api:  # the saved windows' calls count against --max-cost-usd, as the single-ticker run's saved decisions
+        unpriced = [b.spec.model for b in api if model_price(b.spec.model) is None]
+        if cfg.api.max_cost_usd is not None and unpriced:
+            raise UsageError(f"--max-cost-usd: {', '.join(unpriced)} has no price in tr1_env/data/model_prices.csv "
+                             "(a run cannot stay under a budget it cannot count)")
+        spent = sum(b.spent() for b in api)
+        governor.settle(Reservation(0.0, 0.0), spent)
+        print(f"API cost: ${spent:.2f} so far (the saved windows of {', '.join(b.label for b in api)})",
+              file=sys.stderr)
     found = cutoffs([b.spec for b in books if b.llm], cfg)
     protocol = cfg.window.protocol()
     record = RunRecord(new_run_id(), {**flat_dict(cfg), "base_url": redact_url(cfg.agents.base_url)},
@@ -336,8 +355,8 @@ def run_portfolio(cfg: RunConfig, executor=None) -> pd.DataFrame:
         print(f"skipping {label}: {why}", file=sys.stderr)
     shard = cfg.distribution.shard_of()
     mine = books if shard is None else books[shard[0] - 1::shard[1]]
-    replayed = replay_portfolio(protocol, uni, mine, cfg, executor or book_executor(cfg, uni, mine, worker_books),
-                                None if shard is None else out)
+    executor = executor or book_executor(cfg, uni, mine, worker_books, governor)
+    replayed = replay_portfolio(protocol, uni, mine, cfg, executor, None if shard is None else out)
     if shard is not None:
         return _finish_shard(out, record, replayed, skipped, t0)
     failed = _failures(replayed)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,7 @@ from tr1_env.envs.portfolio_env import PortfolioEnv, weights_from_action
 from tr1_env.evaluation.backtest import decision_days
 from tr1_env.evaluation.portfolio import Legs
 from tr1_env.evaluation.windows import Window
+from tr1_env.execution.llm_cost import decision_cost
 
 __all__ = ["LLM_MODES", "DecisionFailed", "LLMBook", "SB3Book"]
 
@@ -122,8 +124,23 @@ class LLMBook:
         self.keep(window, payload)
         return weights
 
+    def spent(self) -> float:
+        """Dollars its saved windows' calls cost (every window saved in the run folder, whatever its fingerprint:
+        what the run has spent before it starts), at the price table's price; calls without token counts count 0."""
+        total = 0.0
+        for path in (self.out / "portfolio" / "decisions").glob(f"{slug(self.label)}__*.json"):
+            try:
+                records = json.loads(path.read_text())["decisions"]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # a file cut short is asked again
+            for r in records:
+                metas = r.get("meta") or {}
+                metas = metas.values() if self.mode == "decisions" else [{"model": self.model, **metas}]
+                total += sum(c for m in metas if not math.isnan(c := decision_cost(m or {})))
+        return total
+
     def _path(self, window: Window) -> Path:
-        return self.out / "portfolio" / "decisions" / f"{slug(self.label)}__{window.name}.json"
+        return self.out / "portfolio" / "decisions" / f"{slug(self.label)}__{window.name}.json"  # spent() globs these
 
     def saved(self, window: Window, held: np.ndarray, carried: np.ndarray) -> dict | None:
         """The window's decisions file (:meth:`ask`'s) as the run folder holds it under this fingerprint, its

@@ -98,11 +98,12 @@ class InProcessBooks:
 _WORKER: dict[str, object] = {}  # per Ray worker process: the run's settings, its universe and books
 
 
-def _ray_book_cell(build, cfg: RunConfig, cell: BookCell, paths: list[str]) -> Decided:
-    """A cell in a Ray worker: the universe and books (``build(cfg)``) made once per process for the run's settings."""
+def _ray_book_cell(build, cfg: RunConfig, cell: BookCell, paths: list[str], governor) -> Decided:
+    """A cell in a Ray worker: the universe and books (``build(cfg, governor)``) made once per process for the run's
+    settings and limits (``governor``: the run's, shared as a Ray actor; None when it limits nothing)."""
     import_from(paths)
-    if _WORKER.get("cfg") != cfg:
-        _WORKER.update(zip(("cfg", "uni", "books"), (cfg, *build(cfg))))
+    if _WORKER.get("run") != (cfg, governor):
+        _WORKER.update(zip(("run", "uni", "books"), ((cfg, governor), *build(cfg, governor))))
     return decide_cell(_WORKER["books"][cell.label], _WORKER["uni"], cfg, cell)
 
 
@@ -111,8 +112,8 @@ class RayBooks(RayExecutor):
     :class:`~benchmarks.executors.RayExecutor` starts or joins; a worker that dies more than ``--cell-retries``
     times fails its cell, and Ctrl-C cancels the tasks in flight."""
 
-    def __init__(self, cfg: RunConfig, books: list, build):
-        super().__init__(cfg)
+    def __init__(self, cfg: RunConfig, books: list, build, governor=None):
+        super().__init__(cfg, governor)
         self.build, self.local = build, {b.label for b in books if b.llm and b.spec.local_model}
 
     def __enter__(self) -> RayBooks:
@@ -124,20 +125,22 @@ class RayBooks(RayExecutor):
         ref = self.remote.options(num_cpus=1, num_gpus=1 if self.gpus and cell.label in self.local else 0,
                                   max_retries=self.cfg.distribution.cell_retries, retry_exceptions=False,
                                   name=f"{cell.label} {cell.window.name}"
-                                  ).remote(self.build, self.cfg, cell, driver_paths())
+                                  ).remote(self.build, self.cfg, cell, driver_paths(),
+                                           self.governor if self.governor is not None and self.governor.active
+                                           else None)
         self._inflight[ref] = (key, cell)
 
     def crashed(self, cell: BookCell, error: str) -> Decided:
         return Decided(error=error)
 
 
-def book_executor(cfg: RunConfig, uni, books: list, build):
+def book_executor(cfg: RunConfig, uni, books: list, build, governor=None):
     """The executor ``--executor`` names for the portfolio track (on Ray, each worker makes the universe and books by
-    ``build(cfg)``); a UsageError when Ray is not installed."""
+    ``build(cfg, governor)``, ``governor`` shared by every worker); a UsageError when Ray is not installed."""
     if cfg.distribution.executor == "ray":
         if importlib.util.find_spec("ray") is None:
             raise UsageError(f"--executor ray needs Ray, which is not installed: {RAY_EXTRA}")
-        return RayBooks(cfg, books, build)
+        return RayBooks(cfg, books, build, governor)
     return InProcessBooks(uni, books, cfg)
 
 

@@ -243,7 +243,10 @@ def test_the_portfolio_track_on_ray_and_in_shards_writes_the_in_process_files(lo
             "--walk-forward", "monthly", "--llm-decision-every", "10", "--bootstrap", "100", "--no-tearsheets"]
     assert main([*argv, "--out", str(tmp_path / "here")]) == 0
     asked = api_server.requests
-    assert main([*argv, "--out", str(tmp_path / "ray"), "--executor", "ray"]) == 0
+    # the workers' LLM books draw on the run's budget, shared as a Ray actor: under it they ask, past it nothing
+    assert main([*argv, "--out", str(tmp_path / "broke"), "--executor", "ray", "--max-cost-usd", "0.001"]) == 1
+    assert api_server.requests == asked and "--max-cost-usd 0.001: the next gpt-4.1 call" in capsys.readouterr().err
+    assert main([*argv, "--out", str(tmp_path / "ray"), "--executor", "ray", "--max-cost-usd", "1"]) == 0
     monkeypatch.setenv("TR1_CACHE", str(tmp_path / "shard-cache"))  # asked afresh: a decision says if it was cached
     shards = [str(tmp_path / f"shard{i}") for i in (1, 2)]
     for i, out in enumerate(shards, 1):

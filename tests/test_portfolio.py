@@ -455,6 +455,38 @@ def test_llm_allocation_books_the_json_weights_and_resumes(store, api_server, ll
     capsys.readouterr()
 
 
+def test_the_budget_stops_a_portfolio_run_resumably_and_counts_its_saved_windows(store, api_server, llm_cache,
+                                                                                 tmp_path, capsys):
+    """--max-cost-usd holds on the portfolio track: the run stops before the call that would pass it (exit 1, one
+    line, resumable), and the windows saved by an earlier run count against it."""
+    import json
+
+    from benchmarks.run import main
+
+    api_server.reply = '{"AAPL": 0.5, "XOM": 0.3, "CASH": 0.2}'
+    out = tmp_path / "run"
+    assert main(_llm_argv(api_server.base_url, out, "--dry-run")) == 2  # no estimate here: refused, never run
+    assert "--dry-run" in capsys.readouterr().err and not out.exists() and api_server.requests == 0
+    assert main(_llm_argv(api_server.base_url, out, "--max-cost-usd", "0.001")) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("API cost: $0.00 so far")
+    assert err[-1].startswith("run.py: error: --max-cost-usd 0.001: the next gpt-4.1 call") and "resume" in err[-1]
+    assert api_server.requests == 0 and json.loads((out / "config.json").read_text())["status"] == "running"
+    assert main(_llm_argv(api_server.base_url, out, "--max-cost-usd", "1")) == 0  # resumes, finishes under it
+    assert api_server.requests == 6
+    april, may = sorted((out / "portfolio" / "decisions").glob("gpt-4.1__*.json"))
+    saved = json.loads(april.read_text())
+    for r in saved["decisions"]:  # as if April's calls had cost $10 each (gpt-4.1: $2 per million prompt tokens)
+        r["meta"]["prompt_tokens"] = 5_000_000
+    april.write_text(json.dumps(saved))
+    may.unlink()
+    llm_cache.unlink()  # May is asked again, not answered from the call cache
+    capsys.readouterr()
+    assert main(_llm_argv(api_server.base_url, out, "--max-cost-usd", "30.01")) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("API cost: $30.0") and api_server.requests == 6  # April's $30 left no room for May
+
+
 @pytest.mark.parametrize("reply, why", [('{"AAPL": 0.7, "CASH": 0.7}', "weights sum to 1.4, not 1"),
                                         ('{"AAPL": 0.5, "TSLA": 0.5, "CASH": 0}', "unknown key"),
                                         ("Mostly cash, some Apple.", "no JSON object")])

@@ -133,6 +133,15 @@ class ApiGovernor:
         with self._lock:
             return self._clocks.state()[0]
 
+    def __eq__(self, other: object) -> bool:
+        """The same governor, or handles to the same shared clocks (a Ray worker keeps what it built for one run)."""
+        if not isinstance(other, ApiGovernor):
+            return NotImplemented
+        return self is other or (self._actor is not None and self._actor == other._actor)
+
+    def __hash__(self) -> int:
+        return hash(self._actor) if self._actor is not None else id(self)
+
     def __getstate__(self) -> dict:
         if self._actor is None and self.active:
             raise TypeError("an ApiGovernor with limits is shared between processes only after share() (a Ray actor)")
