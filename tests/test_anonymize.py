@@ -31,8 +31,14 @@ def _word(name: str, flags=0) -> re.Pattern:
     return re.compile(rf"(?<![A-Za-z0-9]){re.escape(name)}(?![A-Za-z0-9]){tail}", flags)
 
 
+def _found(words: tuple[tuple[str, re.Pattern], ...], text: str) -> list[str]:
+    """The patterns of ``words`` (name, case-sensitive pattern) that match ``text``. A name that is no substring of
+    ``text`` cannot match its pattern: the cheap substring test first spares ~900 look-around scans per text."""
+    return [pattern.pattern for name, pattern in words if name in text and pattern.search(text)]
+
+
 @lru_cache(maxsize=1)
-def forbidden(store) -> tuple[re.Pattern, ...]:
+def forbidden(store) -> tuple[tuple[str, re.Pattern], ...]:
     """Every name of the alias table (companies, funds, indices, products, people and their surnames but those that
     are everyday words, "Cook", "Gates", which a title-case headline may use as words) and every
     term of the lexicon mined from the store's news that holds a word no dictionary has (Kuiper, Xbox, MacBook):
@@ -42,7 +48,7 @@ def forbidden(store) -> tuple[re.Pattern, ...]:
     names |= {a.split()[-1] for a in table.loc[table["kind"] == "person", "alias"] if not everyday(a.split()[-1])}
     names |= {t for t in mine_lexicon(store, "2023-01-01", "2023-12-31")
               if not t.startswith("$") and ":" not in t and any(not common(w) for w in re.findall(r"[A-Za-z]{3,}", t))}
-    return tuple(_word(n) for n in sorted(names))
+    return tuple((n, _word(n)) for n in sorted(names))
 
 
 def _table(section: str) -> pd.DataFrame:
@@ -56,14 +62,14 @@ def test_no_name_date_or_price_level_survives(store, chunk):
     """The property over 200 random ticker-days (40 per chunk) with random modality subsets, at the default level
     (strict): no ticker, no name of the alias table or of the mined lexicon, no date token, no real price level."""
     names = forbidden(store)
-    symbols = [_word(t) for t in TICKERS]
+    symbols = tuple((t, _word(t)) for t in TICKERS)
     for ticker, day, seed in random_days(store, 40, 100 + chunk):
         plain = build_context(store, ticker, day, seed=seed)
         anon = anonymize(plain, Pseudonyms(ticker, seed=seed))
         where = f"{ticker} {day:%Y-%m-%d} seed {seed}"
         for text in (anon.text, anon.prompt):
-            assert not [s.pattern for s in symbols if s.search(text)], where
-            assert not [n.pattern for n in names if n.search(text)], where
+            assert not _found(symbols, text), where
+            assert not _found(names, text), where
             assert not ISO.search(text), f"{where}: {ISO.search(text).group(0)}"
             assert not MONTH_YEAR.search(text), f"{where}: {MONTH_YEAR.search(text).group(0)}"
             assert not date_tokens(text), f"{where}: {date_tokens(text)}"
