@@ -6,6 +6,7 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch loads: 2 cores, oversubscription is ruinous
 
+import gc
 import json
 import re
 import shutil
@@ -145,6 +146,14 @@ def tiny_qwen3(tmp_dir: str | Path, seed: int = 0) -> Path:
     model.save_pretrained(target)
     tokenizer.save_pretrained(target)
     return target
+
+
+def pytest_collection_finish(session) -> None:
+    """Freeze what collection imported (torch, transformers, pandas: ~450k objects that live as long as the process):
+    every full collection after it, a trainer's and ``free_accelerator_memory``'s ``gc.collect`` among them (dozens
+    per curriculum), scans only what the tests make, ~0.5 s less each on this machine."""
+    gc.collect()
+    gc.freeze()
 
 
 @pytest.fixture(scope="session")
