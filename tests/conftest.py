@@ -156,6 +156,23 @@ def pytest_collection_finish(session) -> None:
     gc.freeze()
 
 
+#: Fixtures whose tests share one xdist worker under ``--dist loadgroup``: each worker that runs one starts its own
+#: local Ray or llm-katan server (seconds, and their processes take CPU from the other worker while up).
+SHARED_WORKER = {"local_ray": "ray", "katan": "katan"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's hook reads the groups into the node ids
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The modules holding a ``slow`` test first, each kept whole (module fixtures set up once): xdist hands out
+    tests in this order, so its workers end on short tests together instead of one idling through a long one."""
+    for item in items:
+        for fixture, group in SHARED_WORKER.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(pytest.mark.xdist_group(group))
+    slow = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.module.__name__ not in slow)
+
+
 @pytest.fixture(scope="session")
 def tiny_qwen3_path(tmp_path_factory) -> Path:
     """A random 2-layer Qwen3 with its own tokenizer (see :func:`tiny_qwen3`)."""

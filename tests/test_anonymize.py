@@ -246,6 +246,7 @@ def test_levels():
         run.parse_args(["--anonymize", "loose"])
 
 
+@pytest.mark.slow
 def test_audit_sees_a_planted_leak_and_strict_passes_it(store):
     """The shipped audit over 40 ticker-days: strict leaves no date token, sector line or FOMC wording; the same
     contexts with the company's name, a date and the FOMC text planted back are caught by each attack."""
@@ -269,6 +270,7 @@ def test_audit_sees_a_planted_leak_and_strict_passes_it(store):
     assert caught["sector"].rate > 0.3 and caught["entity"].interval[0] > strict["entity"].interval[1]
 
 
+@pytest.mark.slow
 def test_envs_serve_strict_prompts(store):
     """The envs' anonymize=True is strict, through the same pass: 40 Thesis resets and a quarter of Trading text
     observations for the tickers whose prompts leaked under the names pass (TSLA, MSFT, AAPL) show no name."""
