@@ -22,6 +22,7 @@ MONTHS = ("January|February|March|April|May|June|July|August|September|October|N
 MONTH_YEAR = re.compile(rf"\b(?:{MONTHS})\.?,?\s+(?:\d{{1,2}}(?:st|nd|rd|th)?,?\s+)?(?:19|20)\d{{2}}\b", re.IGNORECASE)
 TWO_DECIMALS = re.compile(r"(?<![\d.])\d{1,3}(?:,\d{3})*\.\d{2}(?![\d%])")
 PRICE_COLS = ("open", "high", "low", "close")
+LEXICON_SPAN = ("2023-01-01", "2023-12-31")  # the audit's default mining span (AuditConfig.mine_start, mine_end)
 
 
 def _word(name: str, flags=0) -> re.Pattern:
@@ -38,6 +39,12 @@ def _found(words: tuple[tuple[str, re.Pattern], ...], text: str) -> list[str]:
 
 
 @lru_cache(maxsize=1)
+def lexicon(store) -> dict[str, str]:
+    """The terms :func:`mine_lexicon` finds in the store's news of ``LEXICON_SPAN`` (~4 s: mined once a module)."""
+    return mine_lexicon(store, *LEXICON_SPAN)
+
+
+@lru_cache(maxsize=1)
 def forbidden(store) -> tuple[tuple[str, re.Pattern], ...]:
     """Every name of the alias table (companies, funds, indices, products, people and their surnames but those that
     are everyday words, "Cook", "Gates", which a title-case headline may use as words) and every
@@ -46,7 +53,7 @@ def forbidden(store) -> tuple[tuple[str, re.Pattern], ...]:
     table = load_aliases()
     names = {a for a in table.loc[table["kind"] != "ticker", "alias"] if not a.isupper()}
     names |= {a.split()[-1] for a in table.loc[table["kind"] == "person", "alias"] if not everyday(a.split()[-1])}
-    names |= {t for t in mine_lexicon(store, "2023-01-01", "2023-12-31")
+    names |= {t for t in lexicon(store)
               if not t.startswith("$") and ":" not in t and any(not common(w) for w in re.findall(r"[A-Za-z]{3,}", t))}
     return tuple((n, _word(n)) for n in sorted(names))
 
@@ -247,10 +254,15 @@ def test_levels():
 
 
 @pytest.mark.slow
-def test_audit_sees_a_planted_leak_and_strict_passes_it(store):
+def test_audit_sees_a_planted_leak_and_strict_passes_it(store, monkeypatch):
     """The shipped audit over 40 ticker-days: strict leaves no date token, sector line or FOMC wording; the same
     contexts with the company's name, a date and the FOMC text planted back are caught by each attack."""
+    from tr1_env.contamination import audit as audit_module
+
     cfg = AuditConfig(days=40, seed=1)
+    # both audits (and forbidden()) mine the same store's news of the same dates: once for the module, not thrice
+    monkeypatch.setattr(audit_module, "mine_lexicon", lambda s, start, end: dict(lexicon(s)) if s is store and (
+        start, end) == (cfg.mine_start, cfg.mine_end) == LEXICON_SPAN else mine_lexicon(s, start, end))
     strict = audit(cfg, store)
     assert tuple(strict) == ATTACKS and all(r.n == 40 for r in strict.values())
     assert strict["dates"].hits == strict["sector"].hits == strict["fomc"].hits == 0
