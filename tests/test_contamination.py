@@ -80,6 +80,7 @@ def test_cli_context_anonymize(capsys):
     assert out.startswith("Anonymized context:") and "Company A (TKR-A): Technology / Consumer Electronics." in out
 
 
+@pytest.mark.slow
 def test_harness_flags_cutoffs_and_reports_memorisation_offline(tiny_qwen3_path, tmp_path, monkeypatch, store):
     """A random tiny Qwen3 on the transformers path, replayed plain and anonymized (offline stand-in for an LLM)."""
     from benchmarks.run import RunConfig, run

@@ -161,6 +161,7 @@ def test_index_disk_cache_round_trip(store, tmp_path):
     _same(ContextIndex(store, cache_dir=tmp_path).build("AAPL", "2024-06-10"), plain)
 
 
+@pytest.mark.slow
 def test_anonymization_templates_disk_cache(store, tmp_path, monkeypatch):
     """prepare(levels=...) compiles a ticker's news and table rows once and keeps the templates on disk; a fresh
     process (an empty memo) reads them back instead of parsing, and the anonymized context is the same."""

@@ -137,6 +137,7 @@ def test_server_error_text_is_escaped_where_it_is_shown(api_server, tmp_path, mo
         assert "\x1b" not in text
 
 
+@pytest.mark.slow
 def test_tearsheet_titles_are_escaped(tmp_path, monkeypatch):
     """quantstats pastes the title into its page as it is; three tearsheets (~10 s each on 2 busy cores)."""
     monkeypatch.syspath_prepend(str(Path(__file__).parent))

@@ -226,6 +226,7 @@ def _cartpole_score(act) -> float:
     return total / 10
 
 
+@pytest.mark.slow
 def test_ppo_learns_cartpole_like_sb3():
     """Same hyperparameters, same budget: our loss/GAE code with SB3's network learns as far as SB3's PPO."""
     from stable_baselines3 import PPO as SB3PPO

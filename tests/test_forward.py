@@ -154,6 +154,7 @@ def _day(w, day, cfg, hour=16, minute=5, **kw):
     return run_forward(cfg, SimulatedClock(at_ny(day, hour, minute)), **kw)
 
 
+@pytest.mark.slow
 def test_two_weeks_idempotent_verified_exported_and_scored_as_a_replay(world):
     from benchmarks.config import RunConfig
     from benchmarks.run import run
@@ -295,6 +296,7 @@ def test_a_crash_halfway_through_the_agents_completes_only_the_missing_ones(worl
     assert verify(world.folder / "ledger.jsonl") == []
 
 
+@pytest.mark.slow
 def test_force_appends_superseding_entries_the_scorer_ignores(world):
     cfg = _config(world, agents=("test_forward:Counting",))
     for day in DAYS[:5]:

@@ -420,6 +420,7 @@ def llm_cache(tmp_path, monkeypatch):
     return tmp_path / "cache" / "llm_calls.sqlite"
 
 
+@pytest.mark.slow
 def test_llm_allocation_books_the_json_weights_and_resumes(store, api_server, llm_cache, tmp_path, capsys):
     """Each decision day's allocation is the book's target; between decision days it drifts untraded; the prompt is
     the Portfolio env's text observation; a rerun asks nothing again, from the run folder or the call cache."""

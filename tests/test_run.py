@@ -59,6 +59,7 @@ def test_flags_mirror_the_config_one_to_one():
     assert from_args(RunConfig, parser.parse_args([])) == RunConfig()
 
 
+@pytest.mark.slow
 def test_end_to_end_writes_every_output(tmp_path):
     out = tmp_path / "run"
     summary = run(RunConfig.of(agents=("buy_and_hold", "ma_crossover"), out=str(out), **WINDOW))
@@ -95,6 +96,7 @@ def test_end_to_end_writes_every_output(tmp_path):
     assert bh["n_days"] == 13 and not bh["beats_bh"]  # 14 sessions (Juneteenth closed): 13 returns
 
 
+@pytest.mark.slow
 def test_rerun_asks_no_agent_again(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(Path(__file__).parent))
     cfg = RunConfig.of(agents=(), agent=("test_run:CountingAgent",), out=str(tmp_path), tearsheets=False, **WINDOW)
@@ -372,6 +374,7 @@ def _tearsheet_metrics(path: Path) -> dict[str, tuple[str, str]]:
     return rows
 
 
+@pytest.mark.slow
 def test_tearsheets_show_the_whole_window_and_the_summary_figures(tmp_path):
     """rsi_reversion stays flat on META until 2024-06-06: quantstats' default would start both series there."""
     summary = run(RunConfig.of(agents=("buy_and_hold", "rsi_reversion"), tickers=("META",), bootstrap=0,
