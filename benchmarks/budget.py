@@ -18,13 +18,14 @@ from typing import Callable
 
 from benchmarks.config import RunConfig
 from benchmarks.report import slug
-from tr1_agent.api_limits import CHARS_PER_TOKEN
+from benchmarks.roster import UsageError
+from tr1_agent.api_limits import CHARS_PER_TOKEN, ApiGovernor, Reservation
 from tr1_env.context.prompt import INSTRUCTIONS, SYSTEM_PROMPT
 from tr1_env.evaluation.backtest import decision_days
 from tr1_env.evaluation.windows import Window
 from tr1_env.execution.llm_cost import decision_cost, model_price
 
-__all__ = ["TYPICAL_REPLY_TOKENS", "Estimate", "estimate"]
+__all__ = ["TYPICAL_REPLY_TOKENS", "Estimate", "charge_saved", "estimate", "known_cost"]
 
 TYPICAL_REPLY_TOKENS = 800  # a thesis of the shipped prompt, before the run has saved replies of the model
 
@@ -48,6 +49,20 @@ class Estimate:
                 f"{cfg.agents.api_max_tokens}){unpriced}")
 
 
+def known_cost(metas) -> float:
+    """Dollars the calls of these decisions' ``meta`` cost at the price table's price (those it cannot price: 0)."""
+    return sum(c for m in metas if not math.isnan(c := decision_cost(m or {})))
+
+
+def charge_saved(governor: ApiGovernor, cfg: RunConfig, spent: float, unpriced: list[str]) -> None:
+    """Before a run's first call: ``spent`` (its saved decisions' cost) counted against ``--max-cost-usd``; a
+    UsageError when a model the price table lacks (``unpriced``) would run under the budget."""
+    if cfg.api.max_cost_usd is not None and unpriced:
+        raise UsageError(f"--max-cost-usd: {', '.join(unpriced)} has no price in tr1_env/data/model_prices.csv "
+                         "(a run cannot stay under a budget it cannot count)")
+    governor.settle(Reservation(0.0, 0.0), spent)
+
+
 def _saved(path: Path) -> list[dict]:
     try:
         return list(json.loads(path.read_text())["decisions"])
@@ -67,7 +82,7 @@ def estimate(cells: list, cfg: RunConfig, folder_of: Callable[[Window], Path]) -
         left, tokens, replies = per_model.get(spec.model, (0, 0, 0))
         for t, days in cell.days.items():
             saved = _saved(folder_of(cell.window) / "decisions" / f"{slug(spec.label)}__{t}.json")
-            out.spent += sum(c for d in saved if not math.isnan(c := decision_cost(d.get("meta") or {})))
+            out.spent += known_cost(d.get("meta") for d in saved)
             out.saved += len(saved)
             counted = [d["meta"]["completion_tokens"] for d in saved
                        if isinstance((d.get("meta") or {}).get("completion_tokens"), int)]

@@ -27,6 +27,7 @@ import pandas as pd
 from statsmodels.stats.multitest import multipletests
 
 from baselines.portfolio import PORTFOLIO_BASELINES, PortfolioPolicy
+from benchmarks.budget import charge_saved
 from benchmarks.config import RunConfig
 from benchmarks.costs import cost_table
 from benchmarks.escaping import md_frame
@@ -57,7 +58,7 @@ from benchmarks.run_folder import (
     write_json,
     write_text,
 )
-from tr1_agent.api_limits import ApiGovernor, Reservation
+from tr1_agent.api_limits import ApiGovernor
 from tr1_env.data.store import Store
 from tr1_env.data.universe import load_universe, membership, universe
 from tr1_env.evaluation.backtest import continues
@@ -336,12 +337,8 @@ def run_portfolio(cfg: RunConfig, executor=None) -> pd.DataFrame:
     books, skipped = portfolio_books(cfg, store, uni, governor)
     api = [b for b in books if b.llm and b.spec.api]
     if api:  # the saved windows' calls count against --max-cost-usd, as the single-ticker run's saved decisions
-        unpriced = [b.spec.model for b in api if model_price(b.spec.model) is None]
-        if cfg.api.max_cost_usd is not None and unpriced:
-            raise UsageError(f"--max-cost-usd: {', '.join(unpriced)} has no price in tr1_env/data/model_prices.csv "
-                             "(a run cannot stay under a budget it cannot count)")
         spent = sum(b.spent() for b in api)
-        governor.settle(Reservation(0.0, 0.0), spent)
+        charge_saved(governor, cfg, spent, [b.spec.model for b in api if model_price(b.spec.model) is None])
         print(f"API cost: ${spent:.2f} so far (the saved windows of {', '.join(b.label for b in api)})",
               file=sys.stderr)
     found = cutoffs([b.spec for b in books if b.llm], cfg)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +29,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from baselines.sb3 import PortfolioSB3
+from benchmarks.budget import known_cost
 from benchmarks.config import RunConfig
 from benchmarks.replay import Observations, context_budget
 from benchmarks.report import slug
@@ -43,7 +43,6 @@ from tr1_env.envs.portfolio_env import PortfolioEnv, weights_from_action
 from tr1_env.evaluation.backtest import decision_days
 from tr1_env.evaluation.portfolio import Legs
 from tr1_env.evaluation.windows import Window
-from tr1_env.execution.llm_cost import decision_cost
 
 __all__ = ["LLM_MODES", "DecisionFailed", "LLMBook", "SB3Book"]
 
@@ -133,10 +132,9 @@ class LLMBook:
                 records = json.loads(path.read_text())["decisions"]
             except (OSError, ValueError, KeyError, TypeError):
                 continue  # a file cut short is asked again
-            for r in records:
-                metas = r.get("meta") or {}
-                metas = metas.values() if self.mode == "decisions" else [{"model": self.model, **metas}]
-                total += sum(c for m in metas if not math.isnan(c := decision_cost(m or {})))
+            for r in records:  # decisions mode: a call per ticker, each meta naming its model; allocation: one call
+                meta = r.get("meta") or {}
+                total += known_cost(meta.values() if self.mode == "decisions" else [{"model": self.model, **meta}])
         return total
 
     def _path(self, window: Window) -> Path:

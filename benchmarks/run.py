@@ -39,7 +39,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from baselines import TRAINED
-from benchmarks.budget import estimate
+from benchmarks.budget import charge_saved, estimate
 from benchmarks.config import BENCHMARK, RunConfig
 from benchmarks.escaping import md_frame
 from benchmarks.executors import Cell, Outcome, Task, make_executor, store_at
@@ -65,7 +65,7 @@ from benchmarks.run_folder import (
     write_json,
     write_text,
 )
-from tr1_agent.api_limits import ApiGovernor, BudgetExhausted, Reservation
+from tr1_agent.api_limits import ApiGovernor, BudgetExhausted
 from tr1_env.contamination.cutoffs import Cutoff, latest, post_cutoff_window
 from tr1_env.context.reference import build_context
 from tr1_env.core.actions import Action
@@ -416,11 +416,8 @@ def run(cfg: RunConfig, executor=None, specs: list[AgentSpec] | None = None,
             summary = pd.DataFrame()
             summary.attrs.update(dry_run=cost.line(cfg))
             return summary
-        if cfg.api.max_cost_usd is not None and cost.unpriced:
-            raise UsageError(f"--max-cost-usd: {', '.join(cost.unpriced)} has no price in "
-                             "tr1_env/data/model_prices.csv (a run cannot stay under a budget it cannot count)")
+        charge_saved(governor, cfg, cost.spent, cost.unpriced)
         print(cost.line(cfg), file=sys.stderr)
-        governor.settle(Reservation(0.0, 0.0), cost.spent)  # the saved decisions' cost counts against the budget
     elif cfg.api.dry_run:
         summary = pd.DataFrame()
         summary.attrs.update(dry_run="API cost: no API model in this run ($0.00)")
